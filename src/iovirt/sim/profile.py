@@ -1,0 +1,143 @@
+"""Cost profile: the price of every named event, each with its unit and source.
+
+A profile is a YAML file (bundled ones live in ``iovirt/profiles/``)::
+
+    cpu: {model: "Intel Xeon X5570", ghz: 2.93, source: "..."}
+    costs:
+      vm_exit: {value: 2000, unit: cycles, source: "..."}
+      copy:    {value: 40, unit: ns, per_byte: {value: 8, unit: GB/s}, source: "..."}
+
+Cycles are converted with the profile's CPU clock; ``per_byte`` is either a
+bandwidth (GB/s, Gbit/s) or a time per byte (ns/B).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+FixedUnit = Literal["ns", "us", "cycles"]
+ByteUnit = Literal["GB/s", "Gbit/s", "ns/B"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PerByte(_Strict):
+    value: float = Field(gt=0)
+    unit: ByteUnit
+
+
+class Cost(_Strict):
+    value: float = Field(ge=0)
+    unit: FixedUnit
+    per_byte: PerByte | None = None
+    source: str = Field(min_length=1)
+    note: str | None = None
+
+
+class Cpu(_Strict):
+    model: str
+    ghz: float = Field(gt=0)
+    source: str = Field(min_length=1)
+
+
+class ProfileFile(_Strict):
+    name: str
+    description: str
+    cpu: Cpu
+    costs: dict[str, Cost]
+
+
+class ProfileError(ValueError):
+    pass
+
+
+class CostProfile:
+    """Costs resolved to nanoseconds: ``fixed_ns[event]`` per occurrence and
+    ``per_byte_ns[event]`` per byte moved."""
+
+    def __init__(self, spec: ProfileFile, origin: str) -> None:
+        self.spec = spec
+        self.origin = origin
+        ghz = spec.cpu.ghz
+        self.fixed_ns: dict[str, float] = {}
+        self.per_byte_ns: dict[str, float] = {}
+        for event, cost in spec.costs.items():
+            self.fixed_ns[event] = _to_ns(cost.value, cost.unit, ghz)
+            self.per_byte_ns[event] = _per_byte_ns(cost.per_byte) if cost.per_byte else 0.0
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def with_costs(self, **scale: float) -> "CostProfile":
+        """A copy with the named events' costs multiplied by the given factors."""
+        data = self.spec.model_dump()
+        for event, factor in scale.items():
+            if event not in data["costs"]:
+                raise ProfileError(f"profile {self.name}: no cost named {event!r}")
+            data["costs"][event]["value"] *= factor
+            if data["costs"][event]["per_byte"]:
+                data["costs"][event]["per_byte"]["value"] /= factor if factor else 1e-12
+        return CostProfile(ProfileFile.model_validate(data), f"{self.origin} (scaled)")
+
+    def require(self, events: set[str]) -> None:
+        missing = sorted(events - self.fixed_ns.keys())
+        if missing:
+            raise ProfileError(f"profile {self.origin}: missing costs for {', '.join(missing)}")
+
+
+def _to_ns(value: float, unit: str, ghz: float) -> float:
+    if unit == "ns":
+        return value
+    if unit == "us":
+        return value * 1000.0
+    return value / ghz  # cycles
+
+
+def _per_byte_ns(pb: PerByte) -> float:
+    if pb.unit == "ns/B":
+        return pb.value
+    if pb.unit == "GB/s":
+        return 1.0 / pb.value
+    return 8.0 / pb.value  # Gbit/s
+
+
+def bundled_profiles() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("iovirt.profiles").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_profile(name_or_path: str | Path, base: Path | None = None) -> CostProfile:
+    """Load a bundled profile by name, or a profile file by path (relative to
+    ``base`` when given)."""
+    text, origin = _read(str(name_or_path), base)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"{origin}: not valid YAML ({exc.__class__.__name__})") from None
+    try:
+        spec = ProfileFile.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        path = ".".join(str(p) for p in err["loc"]) or "(top)"
+        raise ProfileError(f"{origin}: {path}: {err['msg']}") from None
+    return CostProfile(spec, origin)
+
+
+def _read(name: str, base: Path | None) -> tuple[str, str]:
+    if name in bundled_profiles():
+        return resources.files("iovirt.profiles").joinpath(f"{name}.yaml").read_text(), f"profile '{name}'"
+    path = Path(name)
+    if base is not None and not path.is_absolute():
+        path = base / path
+    if not path.is_file():
+        raise ProfileError(
+            f"profile {name!r}: neither a bundled profile ({', '.join(bundled_profiles())}) nor a file"
+        )
+    return path.read_text(), str(path)
