@@ -120,7 +120,9 @@ def load_profile(name_or_path: str | Path, base: Path | None = None) -> CostProf
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ProfileError(f"{origin}: not valid YAML ({exc.__class__.__name__})") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ProfileError(f"{origin}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
     try:
         spec = ProfileFile.model_validate(raw)
     except ValidationError as exc:

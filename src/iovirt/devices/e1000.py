@@ -1,0 +1,386 @@
+"""Intel 82540EM gigabit controller, as QEMU's e1000 emulates it.
+
+Register semantics per the 8254x SDM chapter 13; legacy descriptor rings per
+chapter 3; interrupt moderation (ITR) per 13.4.18.  The model knows nothing of
+the hypervisor hosting it: it reaches guest memory only through its
+:class:`~iovirt.mem.dma.Dma` port, raises INTx through ``irq(cpu, level)``
+and exchanges frames with a backend port (``send(cpu, frame)``; the port
+calls :meth:`can_receive` then :meth:`receive`, and is told to ``flush`` when the guest frees descriptors).
+Every method that does work takes ``cpu``: the thread that performs it pays.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+from typing import Callable
+
+from ..mem.dma import Dma, DmaFault
+from ..pci.function import Bar, PciFunction
+from ..sim.engine import Sim
+from ..sim.resource import Resource
+from ..spec import e1000 as s
+from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
+
+_IDX = {r.name: r.offset >> 2 for r in s.REGS}
+CTRL, STATUS, EECD, EERD = _IDX["CTRL"], _IDX["STATUS"], _IDX["EECD"], _IDX["EERD"]
+ICR, ITR, ICS, IMS, IMC = _IDX["ICR"], _IDX["ITR"], _IDX["ICS"], _IDX["IMS"], _IDX["IMC"]
+RCTL, TCTL = _IDX["RCTL"], _IDX["TCTL"]
+RDBAL, RDBAH, RDLEN, RDH, RDT, RDTR = (_IDX[n] for n in ("RDBAL", "RDBAH", "RDLEN", "RDH", "RDT", "RDTR"))
+TDBAL, TDBAH, TDLEN, TDH, TDT = (_IDX[n] for n in ("TDBAL", "TDBAH", "TDLEN", "TDH", "TDT"))
+GPRC, GPTC, TPR, TPT, MPC = (_IDX[n] for n in ("GPRC", "GPTC", "TPR", "TPT", "MPC"))
+GORCL, GORCH, GOTCL, GOTCH = (_IDX[n] for n in ("GORCL", "GORCH", "GOTCL", "GOTCH"))
+BPRC, MPRC = _IDX["BPRC"], _IDX["MPRC"]
+RAL0, MTA0 = _IDX["RAL0"], _IDX["MTA0"]
+_READ_CLEAR = frozenset(r.offset >> 2 for r in s.REGS if r.access == "rc")
+_READ_ONLY = frozenset(r.offset >> 2 for r in s.REGS if r.access == "ro")
+_WRITE_ONLY = frozenset(r.offset >> 2 for r in s.REGS if r.access == "wo")
+_KNOWN = frozenset(_IDX.values())
+_TX_UNPACK = s.TX_DESC.unpack_from
+_RDMTS = (2, 4, 8, 8)  # SDM 13.4.22: RXDMT0 when free descriptors < RDLEN / n
+
+Irq = Callable[[Resource, int], None]
+
+
+def eeprom_image(mac: bytes) -> list[int]:
+    """SDM 5.6: words 0-2 the MAC (little-endian pairs); word 0x3F makes the
+    sum of words 0x00-0x3F equal 0xBABA."""
+    words = [0] * s.EEPROM_WORDS
+    for i in range(3):
+        words[s.EEPROM_MAC + i] = mac[2 * i] | mac[2 * i + 1] << 8
+    words[s.EEPROM_CHECKSUM] = (s.EEPROM_SUM - sum(words[: s.EEPROM_CHECKSUM])) & 0xFFFF
+    return words
+
+
+class E1000:
+    """Device state and behaviour of one 82540EM function."""
+
+    NAME = "e1000"
+
+    def __init__(self, sim: Sim, mac: bytes, dma: Dma, irq: Irq, timer_cpu: Resource) -> None:
+        self.sim = sim
+        self.mac = mac
+        self.dma = dma
+        self.irq = irq
+        self.timer_cpu = timer_cpu          # thread that runs the device's timers (QEMU main loop)
+        self.port = None                    # backend port, attached by the hypervisor
+        self.eeprom = eeprom_image(mac)
+        self.errors: Counter[str] = Counter()
+        self.pci = PciFunction(s.VENDOR_ID, s.DEVICE_ID, s.CLASS_ETHERNET, interrupt_pin=1,
+                               bars=(Bar(0, s.BAR0_SIZE, "mem32"), Bar(1, s.BAR1_SIZE, "io")))
+        self._write = {CTRL: self._w_ctrl, EERD: self._w_eerd, ICR: self._w_icr, ICS: self._w_ics,
+                       IMS: self._w_ims, IMC: self._w_imc, RDT: self._w_rdt, TDT: self._w_tdt,
+                       RDLEN: self._w_len, TDLEN: self._w_len, RCTL: self._w_rctl}
+        self.reset()
+
+    # ---- reset -----------------------------------------------------------
+    def reset(self) -> None:
+        self.r = [0] * (s.BAR0_SIZE >> 2)
+        for reg in s.REGS:
+            self.r[reg.offset >> 2] = reg.reset
+        mac = self.mac
+        self.r[RAL0] = int.from_bytes(mac[:4], "little")
+        self.r[RAL0 + 1] = int.from_bytes(mac[4:], "little") | s.RAH_AV
+        self.tx_frame = bytearray()
+        self.ioaddr = 0
+        self.irq_asserted = False
+        self.next_irq_ok = 0
+        self.mit_timer_armed = False
+        self.rx_timer_armed = False
+        self.pending_rx_cause = 0
+
+    # ---- register access ----------------------------------------------------
+    def bar_handlers(self, index: int):
+        return (self.mmio_read, self.mmio_write) if index == 0 else (self.io_read, self.io_write)
+
+    def io_read(self, cpu: Resource, offset: int, size: int) -> int:
+        """SDM 13.1.2: IOADDR (offset 0) selects a register, IODATA (4) reaches it."""
+        if offset == s.IODATA:
+            return self.mmio_read(cpu, self.ioaddr, size)
+        return _narrow(self.ioaddr, offset, size) if offset < 4 else 0
+
+    def io_write(self, cpu: Resource, offset: int, size: int, value: int) -> None:
+        if offset == s.IODATA:
+            self.mmio_write(cpu, self.ioaddr, size, value)
+        elif offset < 4:
+            self.ioaddr = _widen(self.ioaddr, value, offset, size) & (s.BAR0_SIZE - 4)
+
+    def mmio_read(self, cpu: Resource, offset: int, size: int) -> int:
+        idx = offset >> 2
+        if idx not in _KNOWN or idx in _WRITE_ONLY:
+            return 0
+        value = self.r[idx]
+        if idx in _READ_CLEAR:
+            self.r[idx] = 0
+            if idx == ICR:
+                self._update_irq(cpu)
+        return _narrow(value, offset, size)
+
+    def mmio_write(self, cpu: Resource, offset: int, size: int, value: int) -> None:
+        idx = offset >> 2
+        if idx not in _KNOWN or idx in _READ_ONLY or idx in _READ_CLEAR and idx != ICR:
+            return
+        value = _widen(self.r[idx], value, offset, size)
+        handler = self._write.get(idx)
+        if handler is None:
+            self.r[idx] = value
+        else:
+            handler(cpu, idx, value)
+
+    def _w_ctrl(self, cpu: Resource, idx: int, value: int) -> None:
+        if value & s.CTRL_RST:
+            self.reset()
+            self._set_irq(cpu, 0)
+        else:
+            self.r[CTRL] = value
+
+    def _w_eerd(self, cpu: Resource, idx: int, value: int) -> None:
+        if not value & s.EERD_START:
+            self.r[EERD] = value
+            return
+        addr = (value >> s.EERD_ADDR_SHIFT) & 0xFF
+        word = self.eeprom[addr] if addr < s.EEPROM_WORDS else 0
+        self.r[EERD] = (value & 0xFF00) | s.EERD_DONE | word << s.EERD_DATA_SHIFT
+
+    def _w_icr(self, cpu: Resource, idx: int, value: int) -> None:
+        self.r[ICR] &= ~value                # SDM 13.4.17: write 1 clears
+        self._update_irq(cpu)
+
+    def _w_ics(self, cpu: Resource, idx: int, value: int) -> None:
+        self.set_cause(cpu, value)
+
+    def _w_ims(self, cpu: Resource, idx: int, value: int) -> None:
+        self.r[IMS] |= value & s.IMS_ALL
+        self._update_irq(cpu)
+
+    def _w_imc(self, cpu: Resource, idx: int, value: int) -> None:
+        self.r[IMS] &= ~value
+        self._update_irq(cpu)
+
+    def _w_len(self, cpu: Resource, idx: int, value: int) -> None:
+        self.r[idx] = value & 0xFFF80       # SDM 13.4.27: 128-byte multiples
+
+    def _w_rctl(self, cpu: Resource, idx: int, value: int) -> None:
+        self.r[RCTL] = value
+        if self.port is not None and value & s.RCTL_EN:
+            self.port.flush(cpu)
+
+    def _w_rdt(self, cpu: Resource, idx: int, value: int) -> None:
+        self.r[RDT] = value & 0xFFFF
+        if self.port is not None:
+            self.port.flush(cpu)             # QEMU: qemu_flush_queued_packets()
+
+    def _w_tdt(self, cpu: Resource, idx: int, value: int) -> None:
+        self.r[TDT] = value & 0xFFFF
+        if self.r[TCTL] & s.TCTL_EN:
+            self._start_xmit(cpu)
+
+    # ---- interrupts ---------------------------------------------------------
+    def set_cause(self, cpu: Resource, cause: int) -> None:
+        self.r[ICR] |= cause
+        self._update_irq(cpu)
+
+    def _update_irq(self, cpu: Resource) -> None:
+        r = self.r
+        if r[ICR] & r[IMS]:
+            r[ICR] |= s.ICR_INT_ASSERTED
+            if self.irq_asserted:
+                return
+            now = cpu.cursor
+            if now < self.next_irq_ok:
+                if not self.mit_timer_armed:     # ITR: hold the cause until the interval ends
+                    self.mit_timer_armed = True
+                    self.sim.at(self.next_irq_ok, self._mit_timer)
+                return
+            self._set_irq(cpu, 1)
+            self.next_irq_ok = now + (r[ITR] & 0xFFFF) * s.ITR_UNIT_NS
+        else:
+            r[ICR] &= ~s.ICR_INT_ASSERTED
+            if self.irq_asserted:
+                self._set_irq(cpu, 0)
+
+    def _set_irq(self, cpu: Resource, level: int) -> None:
+        if level != self.irq_asserted:
+            self.irq_asserted = bool(level)
+            self.irq(cpu, level)
+
+    def _mit_timer(self) -> None:
+        self.mit_timer_armed = False
+        cpu = self.timer_cpu
+        cpu.sync(self.sim.now)
+        self._update_irq(cpu)
+
+    # ---- transmit (SDM 3.3) -------------------------------------------------
+    def _start_xmit(self, cpu: Resource) -> None:
+        r = self.r
+        base = r[TDBAH] << 32 | r[TDBAL]
+        count = r[TDLEN] >> 4
+        cause = s.ICR_TXQE
+        for _ in range(count):                  # a ring never holds more than TDLEN/16 descriptors
+            head = r[TDH]
+            if head == r[TDT] or head >= count:
+                break
+            addr = base + (head << 4)
+            try:
+                desc = self.dma.load(cpu, s.TX_DESC, addr)
+            except DmaFault:
+                self._dma_fault("tx_desc_fault")
+                break
+            cmd = desc[3]
+            self._tx_data(cpu, desc[0], desc[1], cmd)
+            if cmd & (s.TXD_CMD_RS | s.TXD_CMD_RPS):
+                self.dma.store(cpu, s.TX_STATUS, addr + 12, desc[4] | s.TXD_STAT_DD)
+                cause |= s.ICR_TXDW
+            r[TDH] = head + 1 if head + 1 < count else 0
+        self.set_cause(cpu, cause)
+
+    def _tx_data(self, cpu: Resource, buf: int, length: int, cmd: int) -> None:
+        frame = self.tx_frame
+        if cmd & s.TXD_CMD_DEXT:
+            self.errors["tx_extended_desc_unsupported"] += 1
+        elif len(frame) + length > s.MAX_FRAME:
+            self.errors["tx_oversize"] += 1
+            frame.clear()
+            return
+        elif length:
+            try:
+                frame += self.dma.read(cpu, buf, length)
+            except DmaFault:
+                self._dma_fault("tx_buffer_fault")
+                frame.clear()
+                return
+        if cmd & s.TXD_CMD_EOP and frame:
+            self._transmit(cpu, bytes(frame))
+            frame.clear()
+
+    def _transmit(self, cpu: Resource, frame: bytes) -> None:
+        r = self.r
+        if len(frame) < s.ETH_MIN_FRAME and r[TCTL] & s.TCTL_PSP:
+            frame += bytes(s.ETH_MIN_FRAME - len(frame))
+        r[GPTC] += 1
+        r[TPT] += 1
+        _add64(r, GOTCL, len(frame) + 4)
+        if self.port is not None:
+            self.port.send(cpu, frame)
+
+    # ---- receive (SDM 3.2) --------------------------------------------------
+    def can_receive(self, size: int) -> bool:
+        """Enough free RX descriptors for a frame of ``size`` bytes (as it
+        will be stored: padded, with FCS unless RCTL.SECRC)."""
+        r = self.r
+        rctl = r[RCTL]
+        count = r[RDLEN] >> 4
+        if not rctl & s.RCTL_EN or not count or r[RDH] >= count:
+            return False
+        size = max(size, s.ETH_MIN_FRAME) + (0 if rctl & s.RCTL_SECRC else 4)
+        free = (r[RDT] - r[RDH]) % count
+        return free * s.rx_buffer_size(rctl) >= size
+
+    def receive(self, cpu: Resource, frame: bytes) -> None:
+        """Take one frame from the backend, which checked :meth:`can_receive`."""
+        r = self.r
+        if not self.can_receive(len(frame)):
+            r[MPC] += 1                         # SDM 13.7: missed, no descriptors
+            return
+        if not self._accept(frame):
+            return
+        if len(frame) < s.ETH_MIN_FRAME:
+            frame += bytes(s.ETH_MIN_FRAME - len(frame))
+        if not r[RCTL] & s.RCTL_SECRC:
+            frame += zlib.crc32(frame).to_bytes(4, "little")
+        self._rx_dma(cpu, frame)
+
+    def _rx_dma(self, cpu: Resource, frame: bytes) -> None:
+        r, dma = self.r, self.dma
+        base = r[RDBAH] << 32 | r[RDBAL]
+        count = r[RDLEN] >> 4
+        bufsize = s.rx_buffer_size(r[RCTL])
+        pos, total = 0, len(frame)
+        while pos < total:
+            head = r[RDH]
+            addr = base + (head << 4)
+            chunk = frame[pos : pos + bufsize]
+            pos += len(chunk)
+            status = s.RXD_STAT_DD | (s.RXD_STAT_EOP if pos >= total else 0)
+            try:
+                buf = dma.load(cpu, s.RX_DESC, addr)[0]
+                if buf:
+                    dma.write(cpu, buf, chunk)
+                dma.store(cpu, s.RX_WRITEBACK.struct, addr + s.RX_WRITEBACK_OFFSET, len(chunk), 0, status, 0, 0)
+            except DmaFault:
+                self._dma_fault("rx_fault")
+                r[MPC] += 1
+                return
+            r[RDH] = head + 1 if head + 1 < count else 0
+        r[GPRC] += 1
+        r[TPR] += 1
+        _add64(r, GORCL, total)
+        if frame[0] & 1:
+            r[BPRC if frame[:6] == b"\xff" * 6 else MPRC] += 1
+        cause = s.ICR_RXT0
+        if (r[RDT] - r[RDH]) % count < count // _RDMTS[(r[RCTL] >> 8) & 3]:
+            cause |= s.ICR_RXDMT0
+        self._rx_interrupt(cpu, cause)
+
+    def _rx_interrupt(self, cpu: Resource, cause: int) -> None:
+        delay = (self.r[RDTR] & 0xFFFF) * s.TIMER_UNIT_NS
+        if not delay:
+            self.set_cause(cpu, cause)
+            return
+        self.pending_rx_cause |= cause          # SDM 3.2.7.1: RDTR restarts on each packet
+        if not self.rx_timer_armed:
+            self.rx_timer_armed = True
+            self.sim.at(cpu.cursor + delay, self._rx_timer)
+
+    def _rx_timer(self) -> None:
+        self.rx_timer_armed = False
+        cause, self.pending_rx_cause = self.pending_rx_cause, 0
+        cpu = self.timer_cpu
+        cpu.sync(self.sim.now)
+        self.set_cause(cpu, cause)
+
+    def _accept(self, frame: bytes) -> bool:
+        """SDM 3.2.2 / 13.4.22 receive address filtering."""
+        r = self.r
+        rctl = r[RCTL]
+        if len(frame) < 14:
+            return False
+        if rctl & s.RCTL_UPE:
+            return True
+        dst = frame[:6]
+        if dst == b"\xff\xff\xff\xff\xff\xff":
+            return bool(rctl & s.RCTL_BAM)
+        if dst[0] & 1:
+            if rctl & s.RCTL_MPE:
+                return True
+            bit = (dst[4] >> 4 | dst[5] << 4) & 0xFFF   # MO = 00: bits 47:36
+            return bool(r[MTA0 + (bit >> 5)] >> (bit & 31) & 1)
+        lo, hi = int.from_bytes(dst[:4], "little"), int.from_bytes(dst[4:], "little")
+        for i in range(16):
+            rah = r[RAL0 + 2 * i + 1]
+            if rah & s.RAH_AV and r[RAL0 + 2 * i] == lo and rah & 0xFFFF == hi:
+                return True
+        return False
+
+    def _dma_fault(self, what: str) -> None:
+        """The bus master's request got no completion: PCI 3.0 6.2.3 STATUS bit."""
+        self.errors[what] += 1
+        self.pci.config.set_bits(PCI_STATUS, 2, PCI_STATUS_REC_MASTER_ABORT, True)
+
+
+def _narrow(value: int, offset: int, size: int) -> int:
+    shift = (offset & 3) * 8
+    return (value >> shift) & ((1 << (size * 8)) - 1)
+
+
+def _widen(old: int, value: int, offset: int, size: int) -> int:
+    if size == 4:
+        return value & 0xFFFFFFFF
+    shift = (offset & 3) * 8
+    mask = ((1 << (size * 8)) - 1) << shift
+    return (old & ~mask) | ((value << shift) & mask)
+
+
+def _add64(r: list[int], lo: int, n: int) -> None:
+    total = (r[lo + 1] << 32 | r[lo]) + n
+    r[lo], r[lo + 1] = total & 0xFFFFFFFF, (total >> 32) & 0xFFFFFFFF

@@ -1,0 +1,68 @@
+"""Results of a run: per-flow figures, per-resource busy time and event
+counts, as the JSON object of DESIGN.md and as pandas DataFrames."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .workloads import FlowStats
+
+
+def _percentile(sorted_ns: list[int], q: float) -> float:
+    if not sorted_ns:
+        return float("nan")
+    k = min(len(sorted_ns) - 1, max(0, int(round(q * (len(sorted_ns) - 1)))))
+    return sorted_ns[k] / 1000.0
+
+
+@dataclass
+class FlowResult:
+    row: dict
+
+    @classmethod
+    def of(cls, f: FlowStats, model: tuple[str, str], events: Counter, start: int) -> "FlowResult":
+        lat = sorted(f.latencies_ns)
+        window = ((f.last_delivered or start) - (f.first_sent if f.first_sent is not None else start)) / 1e9
+        pps = f.delivered / window if window > 0 else 0.0
+        per_packet = {k: round(v / f.delivered, 3) for k, v in sorted(events.items())} if f.delivered else {}
+        return cls({
+            "workload": f.index, "type": f.type, "src": f.src, "dst": f.dst,
+            "model": model[0], "device": model[1], "packet_size": f.packet_size,
+            "sent": f.sent, "delivered": f.delivered, "dropped": f.sent - f.delivered - f.corrupted,
+            "corrupted": f.corrupted, "out_of_order": f.out_of_order,
+            "throughput_gbps": round(pps * f.packet_size * 8 / 1e9, 6), "pps": round(pps, 1),
+            "latency_us": {"p50": _percentile(lat, 0.5), "p99": _percentile(lat, 0.99),
+                           "max": lat[-1] / 1000.0 if lat else float("nan")},
+            "events_per_packet": per_packet,
+        })
+
+
+class Result:
+    def __init__(self, data: dict) -> None:
+        self.data = data
+        self.flows = pd.json_normalize(data["flows"], sep=".") if data["flows"] else pd.DataFrame()
+        self.resources = pd.DataFrame(data["resources"])
+        self.events = data["events"]
+
+    @classmethod
+    def collect(cls, scenario, world, flows: list[FlowStats], start: int, end: int, wall_s: float) -> "Result":
+        window = max(1, end - start)
+        accounts = world.ledger.accounts
+        rows = []
+        for f in flows:
+            events = Counter(accounts.get(f.src, Counter())) + Counter(accounts.get(f.dst, Counter()))
+            events["interrupt"] = world.vms[f.src].stats["interrupts"] + world.vms[f.dst].stats["interrupts"]
+            rows.append(FlowResult.of(f, world.models[f.src], +events, start).row)
+        resources = [{"name": r.name, "kind": r.kind, "busy_s": round(r.busy_ns / 1e9, 9),
+                      "utilization": round(r.busy_ns / window, 4)} for r in world.resources]
+        events = dict(sorted(world.ledger.events.items()))
+        events["interrupt"] = sum(vm.stats["interrupts"] for vm in world.vms.values())
+        return cls({"scenario": scenario.name, "profile": scenario.profile.name,
+                    "sim_time_s": round(window / 1e9, 9), "wall_time_s": round(wall_s, 3),
+                    "flows": rows, "resources": resources, "events": events})
+
+    def to_dict(self) -> dict:
+        return self.data

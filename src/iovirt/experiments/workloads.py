@@ -1,0 +1,165 @@
+"""Workloads: applications running in the guests, like ping, netperf
+UDP_STREAM and UDP_RR.  Every datagram carries a probe header (flow, sequence,
+send time) and a payload pattern derived from the sequence number, checked
+byte for byte at the receiver: loss, corruption, reordering and latency are
+measured from the frames themselves."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from ..guest.kernel import GuestKernel
+from ..guest.net.stack import IPv4Stack
+
+PROBE = struct.Struct("!IIQ")          # flow, sequence, send time (ns)
+PROBE_SIZE = PROBE.size
+IP_UDP_HEADERS = 28
+_PATTERN = bytes(range(256)) * 7       # longer than any payload + 255
+BASE_PORT = 5001
+
+
+def payload_for(flow: int, seq: int, sent_at: int, size: int) -> bytes:
+    """The datagram of ``size`` IPv4 bytes for (flow, seq)."""
+    start = seq & 0xFF
+    return PROBE.pack(flow, seq, sent_at) + _PATTERN[start : start + size - IP_UDP_HEADERS - PROBE_SIZE]
+
+
+@dataclass
+class FlowStats:
+    index: int
+    type: str
+    src: str
+    dst: str
+    packet_size: int
+    sent: int = 0
+    delivered: int = 0
+    corrupted: int = 0
+    out_of_order: int = 0
+    latencies_ns: list[int] = field(default_factory=list)
+    first_sent: int | None = None
+    last_delivered: int | None = None
+    expect_seq: int = 0
+
+    def check(self, payload: bytes, now: int) -> int | None:
+        """Verify one received datagram; returns its sequence number if intact."""
+        if len(payload) != self.packet_size - IP_UDP_HEADERS or len(payload) < PROBE_SIZE:
+            self.corrupted += 1
+            return None
+        flow, seq, sent_at = PROBE.unpack_from(payload)
+        if flow != self.index or payload != payload_for(flow, seq, sent_at, self.packet_size):
+            self.corrupted += 1
+            return None
+        if seq < self.expect_seq:
+            self.out_of_order += 1
+        else:
+            self.expect_seq = seq + 1
+        self.delivered += 1
+        self.latencies_ns.append(now - sent_at)
+        self.last_delivered = now
+        return seq
+
+
+class Workload:
+    """Common timing: sends start at ``start`` and stop at ``stop`` (ns)."""
+
+    def __init__(self, stats: FlowStats, src: GuestKernel, dst: GuestKernel,
+                 src_if: IPv4Stack, dst_if: IPv4Stack, start: int, stop: int, rate_pps: float | None) -> None:
+        self.stats = stats
+        self.src, self.dst = src, dst
+        self.src_if, self.dst_if = src_if, dst_if
+        self.start, self.stop = start, stop
+        self.interval = int(1e9 / rate_pps) if rate_pps else 0
+        self.port = BASE_PORT + stats.index
+
+    def begin(self) -> None:
+        self.src.run_at(self.start, self.step)
+
+    def next_step(self) -> None:
+        if self.interval:
+            self.src.run_at(max(self.start + self.stats.sent * self.interval, self.src.vcpu.cursor), self.step)
+        else:
+            self.src.run_soon(self.step)
+
+    def mark_sent(self, now: int) -> None:
+        if self.stats.first_sent is None:
+            self.stats.first_sent = now
+        self.stats.sent += 1
+
+
+class UdpStream(Workload):
+    """netperf UDP_STREAM: send as fast as the path allows (or at rate_pps);
+    a full socket buffer blocks the sender until the driver frees room."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.tx = self.src_if.udp_socket(self.port)
+        self.rx = self.dst_if.udp_socket(self.port)
+        self.rx.on_datagram = self.received
+        self.dst_addr = (self.dst_if.ip.ip, self.port)
+
+    def step(self) -> None:
+        now = self.src.vcpu.cursor
+        if now >= self.stop:
+            return
+        payload = payload_for(self.stats.index, self.stats.sent, now, self.stats.packet_size)
+        if self.tx.sendto(payload, self.dst_addr):
+            self.mark_sent(now)
+            self.next_step()
+        else:
+            self.tx.on_writable = self.step
+
+    def received(self, payload: bytes, src_ip, src_port: int) -> None:
+        self.stats.check(payload, self.dst.vcpu.cursor)
+
+
+class RequestResponse(Workload):
+    """netperf UDP_RR: one request in flight; the server echoes it; latency is
+    the round trip."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.client = self.src_if.udp_socket(self.port)
+        self.server = self.dst_if.udp_socket(self.port)
+        self.server.on_datagram = self.serve
+        self.client.on_datagram = self.answered
+        self.dst_addr = (self.dst_if.ip.ip, self.port)
+
+    def step(self) -> None:
+        now = self.src.vcpu.cursor
+        if now >= self.stop:
+            return
+        if self.client.sendto(payload_for(self.stats.index, self.stats.sent, now, self.stats.packet_size), self.dst_addr):
+            self.mark_sent(now)
+
+    def serve(self, payload: bytes, src_ip, src_port: int) -> None:
+        self.server.sendto(payload, (src_ip, src_port))
+
+    def answered(self, payload: bytes, src_ip, src_port: int) -> None:
+        if self.stats.check(payload, self.src.vcpu.cursor) is not None:
+            self.next_step()
+
+
+class Ping(Workload):
+    """ping -c COUNT: ICMP echo requests spread over the duration."""
+
+    def __init__(self, *args, count: int = 5, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.count = count
+        self.interval = max(1, (self.stop - self.start) // count)
+
+    def step(self) -> None:
+        if self.stats.sent >= self.count:
+            return
+        now = self.src.vcpu.cursor
+        seq = self.stats.sent
+        data = payload_for(self.stats.index, seq, now, self.stats.packet_size)
+        self.src_if.ping(self.dst_if.ip.ip, self.port, seq & 0xFFFF, data, self.replied)
+        self.mark_sent(now)
+        self.next_step()
+
+    def replied(self, ident: int, seq: int, data: bytes) -> None:
+        self.stats.check(data, self.src.vcpu.cursor)
+
+
+KINDS = {"udp_stream": UdpStream, "request_response": RequestResponse, "ping": Ping}

@@ -1,0 +1,192 @@
+"""Guest driver for the 82540EM, in the order Linux's e1000 driver does things
+(drivers/net/ethernet/intel/e1000/e1000_main.c): reset, MAC from the EEPROM
+through EERD, receive address and multicast table, TX and RX rings, ITR,
+interrupts; TX writes a descriptor then TDT; the interrupt handler reads ICR,
+masks with IMC and schedules a NAPI poll that cleans TX, receives, refills RX
+(RDT every 16 buffers) and unmasks with IMS."""
+
+from __future__ import annotations
+
+from ...spec import e1000 as s
+
+R = {r.name: r.offset for r in s.REGS}
+TX_RING = 256                       # e1000 default TxDescriptors / RxDescriptors
+RX_RING = 256
+RX_BUFFER = 2048
+RX_BUFFER_WRITE = 16                # e1000.h E1000_RX_BUFFER_WRITE
+NAPI_WEIGHT = 64
+INTERRUPTS_PER_S = 20000            # InterruptThrottleRate default (dynamic conservative, start)
+IMS_ENABLE_MASK = s.ICR_RXT0 | s.ICR_TXDW | s.ICR_RXDMT0 | s.ICR_RXSEQ | s.ICR_LSC
+TXD_CMD = s.TXD_CMD_EOP | s.TXD_CMD_IFCS | s.TXD_CMD_RS
+_TX = s.TX_DESC.struct
+_RX = s.RX_DESC.struct
+_RX_UNPACK = s.RX_DESC.unpack_from
+_TX_STATUS_OFF = s.TX_DESC.offset("status")
+
+
+class EepromChecksumError(RuntimeError):
+    pass
+
+
+class E1000Driver:
+    VENDOR, DEVICE = s.VENDOR_ID, s.DEVICE_ID
+
+    def __init__(self, kernel, info) -> None:
+        self.kernel = kernel
+        self.vcpu = kernel.vcpu
+        self.mem = kernel.mem
+        self.buf = kernel.mem.buf
+        self.bar = info.bars[0][1]
+        self.irq = info.irq_line
+        self.stack = None
+        self.stats = kernel.stats
+        self.tx_queue_stopped = False
+        self.poll_scheduled = False
+        self._probe()
+
+    # ---- register access: every one is an MMIO instruction ---------------
+    def rd(self, reg: str) -> int:
+        return self.vcpu.mmio_read(self.bar + R[reg], 4)
+
+    def wr(self, reg: str, value: int) -> None:
+        self.vcpu.mmio_write(self.bar + R[reg], 4, value)
+
+    def flush(self) -> None:
+        self.rd("STATUS")                   # E1000_WRITE_FLUSH(): posted writes complete
+
+    # ---- probe / open ------------------------------------------------------
+    def _probe(self) -> None:
+        self.wr("CTRL", self.rd("CTRL") | s.CTRL_RST)       # e1000_reset_hw
+        self.wr("IMC", 0xFFFFFFFF)
+        self.rd("ICR")
+        words = [self._eeprom_read(i) for i in range(s.EEPROM_WORDS)]
+        if sum(words) & 0xFFFF != s.EEPROM_SUM:              # e1000_validate_eeprom_checksum
+            raise EepromChecksumError(f"e1000 at {self.bar:#x}: EEPROM checksum invalid")
+        self.mac = b"".join(w.to_bytes(2, "little") for w in words[s.EEPROM_MAC : s.EEPROM_MAC + 3])
+        self.wr("RAL0", int.from_bytes(self.mac[:4], "little"))
+        self.wr("RAH0", int.from_bytes(self.mac[4:], "little") | s.RAH_AV)
+        for i in range(128):
+            self.wr(f"MTA{i}", 0)
+        self._setup_tx()
+        self._setup_rx()
+        self.wr("ITR", 1_000_000_000 // (INTERRUPTS_PER_S * s.ITR_UNIT_NS))
+        self.vcpu.set_irq_handler(self.irq, self._intr)
+        self.wr("IMS", IMS_ENABLE_MASK)
+        self.flush()
+
+    def _eeprom_read(self, addr: int) -> int:
+        self.wr("EERD", addr << s.EERD_ADDR_SHIFT | s.EERD_START)
+        while not (value := self.rd("EERD")) & s.EERD_DONE:
+            pass
+        return value >> s.EERD_DATA_SHIFT
+
+    def _setup_tx(self) -> None:
+        alloc = self.kernel.alloc
+        self.tx_ring = alloc.alloc(TX_RING * s.DESC_SIZE, 128)
+        self.tx_bufs = [alloc.alloc(RX_BUFFER, 64) for _ in range(TX_RING)]
+        self.tx_use = self.tx_clean = 0
+        self.wr("TDBAL", self.tx_ring & 0xFFFFFFFF)
+        self.wr("TDBAH", self.tx_ring >> 32)
+        self.wr("TDLEN", TX_RING * s.DESC_SIZE)
+        self.wr("TDH", 0)
+        self.wr("TDT", 0)
+        self.wr("TIPG", 8 | 8 << 10 | 6 << 20)               # DEFAULT_82543_TIPG_*
+        self.wr("TCTL", s.TCTL_EN | s.TCTL_PSP | 0x0F << s.TCTL_CT_SHIFT | 0x40 << s.TCTL_COLD_SHIFT)
+
+    def _setup_rx(self) -> None:
+        alloc = self.kernel.alloc
+        self.rx_ring = alloc.alloc(RX_RING * s.DESC_SIZE, 128)
+        self.rx_bufs = [alloc.alloc(RX_BUFFER, 64) for _ in range(RX_RING)]
+        for i, buf in enumerate(self.rx_bufs):
+            self.mem.store(_RX, self.rx_ring + i * s.DESC_SIZE, buf, 0, 0, 0, 0, 0)
+        self.rx_clean = 0
+        self.wr("RDBAL", self.rx_ring & 0xFFFFFFFF)
+        self.wr("RDBAH", self.rx_ring >> 32)
+        self.wr("RDLEN", RX_RING * s.DESC_SIZE)
+        self.wr("RDH", 0)
+        self.wr("RDTR", 0)
+        self.wr("RCTL", s.RCTL_EN | s.RCTL_BAM | s.RCTL_SECRC)   # BSIZE 00 = 2048
+        self.rx_tail = RX_RING - 1
+        self.wr("RDT", self.rx_tail)
+
+    # ---- transmit ------------------------------------------------------------
+    def transmit(self, frame: bytes) -> bool:
+        """e1000_xmit_frame: one descriptor per frame, then TDT."""
+        use = self.tx_use
+        nxt = use + 1 if use + 1 < TX_RING else 0
+        if nxt == self.tx_clean:
+            self.tx_queue_stopped = True                     # netif_stop_queue
+            return False
+        buf = self.tx_bufs[use]
+        self.mem.write(buf, frame)
+        self.vcpu.charge("ring_op")
+        self.mem.store(_TX, self.tx_ring + use * s.DESC_SIZE, buf, len(frame), 0, TXD_CMD, 0, 0, 0)
+        self.tx_use = nxt
+        self.wr("TDT", nxt)
+        return True
+
+    # ---- interrupt and NAPI poll ----------------------------------------------
+    def _intr(self) -> None:
+        icr = self.rd("ICR")
+        if icr:
+            self.wr("IMC", 0xFFFFFFFF)
+            self.flush()
+        self.vcpu.eoi(self.irq)
+        if icr:
+            self._schedule_poll()
+
+    def _schedule_poll(self) -> None:
+        if not self.poll_scheduled:
+            self.poll_scheduled = True
+            self.kernel.run_soon(self._poll)
+
+    def _poll(self) -> None:
+        self.poll_scheduled = False
+        self._clean_tx()
+        if self._clean_rx() < NAPI_WEIGHT:
+            self.wr("IMS", IMS_ENABLE_MASK)                  # napi_complete + e1000_irq_enable
+            self.flush()
+        else:
+            self._schedule_poll()
+
+    def _clean_tx(self) -> None:
+        buf, ring, charge = self.buf, self.tx_ring, self.vcpu.charge
+        clean, use = self.tx_clean, self.tx_use
+        while clean != use and buf[ring + clean * s.DESC_SIZE + _TX_STATUS_OFF] & s.TXD_STAT_DD:
+            charge("ring_op")
+            clean = clean + 1 if clean + 1 < TX_RING else 0
+        freed = clean != self.tx_clean
+        self.tx_clean = clean
+        if freed and self.tx_queue_stopped:
+            self.tx_queue_stopped = False                    # netif_wake_queue
+            self.stack.tx_wake()
+
+    def _clean_rx(self) -> int:
+        buf, ring, charge = self.buf, self.rx_ring, self.vcpu.charge
+        done = cleaned = 0
+        while done < NAPI_WEIGHT:
+            i = self.rx_clean
+            addr = ring + i * s.DESC_SIZE
+            bufaddr, length, _, status, errors, _ = _RX_UNPACK(buf, addr)
+            if not status & s.RXD_STAT_DD:
+                break
+            charge("ring_op")
+            if status & s.RXD_STAT_EOP and not errors:
+                self.stack.receive(self.mem.read(bufaddr, length))
+            else:
+                self.stats["rx_errors"] += 1                  # multi-descriptor frames: not used at MTU 1500
+            self.mem.store(_RX, addr, bufaddr, 0, 0, 0, 0, 0)       # give the buffer back
+            self.rx_clean = i + 1 if i + 1 < RX_RING else 0
+            done += 1
+            cleaned += 1
+            if cleaned >= RX_BUFFER_WRITE:
+                self._refill(cleaned)
+                cleaned = 0
+        if cleaned:
+            self._refill(cleaned)
+        return done
+
+    def _refill(self, n: int) -> None:
+        self.rx_tail = (self.rx_tail + n) % RX_RING
+        self.vcpu.charge("ring_op", n)
+        self.wr("RDT", self.rx_tail)

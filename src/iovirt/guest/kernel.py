@@ -1,0 +1,57 @@
+"""The guest operating system, as far as networking needs one: it boots by
+enumerating PCI through 0xCF8/0xCFC, binds a driver to every NIC it knows by
+vendor and device ID, brings interfaces up with the addresses it is given
+(matched by MAC, as cloud-init does) and runs deferred work (NAPI polls,
+application steps) on its vCPU."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from typing import Callable
+
+from .alloc import DmaAllocator
+from .drivers.e1000 import E1000Driver
+from .net.stack import IPv4Stack
+from .pci import PciEnumerator
+
+DRIVERS = {(drv.VENDOR, drv.DEVICE): drv for drv in (E1000Driver,)}
+
+
+class GuestKernel:
+    def __init__(self, name: str, vcpu, mem, sim) -> None:
+        self.name = name
+        self.vcpu = vcpu
+        self.mem = mem
+        self.sim = sim
+        self.alloc = DmaAllocator(mem.size)
+        self.stats: Counter[str] = Counter()
+        self.netdevs: list = []
+        self.interfaces: dict[bytes, IPv4Stack] = {}
+
+    def boot(self) -> None:
+        for info in PciEnumerator(self.vcpu).scan():
+            driver = DRIVERS.get((info.vendor, info.device))
+            if driver is not None:
+                self.netdevs.append(driver(self, info))
+
+    def ifup(self, mac: bytes, address: str) -> IPv4Stack:
+        """Configure the interface whose hardware address is ``mac``."""
+        for netdev in self.netdevs:
+            if netdev.mac == mac:
+                stack = IPv4Stack(self.vcpu, mac, ipaddress.IPv4Interface(address), netdev)
+                netdev.stack = stack
+                self.interfaces[mac] = stack
+                return stack
+        raise LookupError(f"{self.name}: no NIC with MAC {mac.hex(':')} (found {[n.mac.hex(':') for n in self.netdevs]})")
+
+    def run_soon(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the vCPU once it is free (softirq, workqueue)."""
+        self.sim.at(self.vcpu.cursor, self._run, fn)
+
+    def run_at(self, when: int, fn: Callable[[], None]) -> None:
+        self.sim.at(when, self._run, fn)
+
+    def _run(self, fn: Callable[[], None]) -> None:
+        self.vcpu.sync(self.sim.now)
+        fn()

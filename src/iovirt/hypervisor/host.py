@@ -1,0 +1,26 @@
+"""A physical host: its cores, its software switch and the VMs it runs."""
+
+from __future__ import annotations
+
+from ..sim.engine import Sim
+from ..sim.resource import Ledger, Resource
+from .vswitch import VSwitch
+
+
+class Host:
+    def __init__(self, name: str, cores: int, sim: Sim, ledger: Ledger) -> None:
+        self.name = name
+        self.sim = sim
+        self.ledger = ledger
+        # Host kernel context (softirq) per core: where bridge forwarding runs.
+        self.cores = [Resource(f"{name}/core{i}", "host_core", ledger) for i in range(cores)]
+        self.vswitch = VSwitch(self)
+        self.vms: dict[str, object] = {}
+
+    def core_for(self, port_no: int) -> Resource:
+        """Receive packet steering: a port's traffic is processed on one core."""
+        return self.cores[port_no % len(self.cores)]
+
+    @property
+    def resources(self) -> list[Resource]:
+        return list(self.cores)

@@ -1,0 +1,68 @@
+"""A tap device: the host end of an emulated NIC.  The VMM writes the guest's
+frames into it (``tap`` + ``copy`` on the writing thread) and reads frames
+for the guest on its main-loop thread, as QEMU's net/tap.c does."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ..sim.resource import Resource
+from .vswitch import Port
+
+TXQUEUELEN = 1000       # Linux tun default tx_queue_len: frames held for a slow reader
+READ_BUDGET = 50        # net/tap.c tap_send(): frames read per main-loop wakeup
+
+
+class TapPort(Port):
+    def __init__(self, vm, device, reader: Resource) -> None:
+        self.vm = vm
+        self.sim = vm.sim
+        self.device = device
+        self.reader = reader                 # the VMM thread that reads the tap
+        self.acct = vm.acct
+        self.queue: deque[bytes] = deque()
+        self.dropped = 0
+        self.read_pending = False
+        vm.host.vswitch.attach(self)
+        device.port = self
+
+    # device -> tap -> switch
+    def send(self, cpu: Resource, frame: bytes) -> None:
+        cpu.charge("tap")
+        cpu.charge("copy", nbytes=len(frame))
+        self.sim.at(cpu.cursor, self.vm.host.vswitch.ingress, self, frame)
+
+    # switch -> tap queue -> VMM main loop -> device
+    def deliver(self, frame: bytes, at: int) -> None:
+        if len(self.queue) >= TXQUEUELEN:
+            self.dropped += 1
+            return
+        self.queue.append(frame)
+        self._schedule_read(at)
+
+    def flush(self, cpu: Resource) -> None:
+        """The device has room again (QEMU: qemu_flush_queued_packets)."""
+        if self.queue:
+            self._schedule_read(cpu.cursor)
+
+    def _schedule_read(self, at: int) -> None:
+        if not self.read_pending:
+            self.read_pending = True
+            self.sim.at(at, self._read)
+
+    def _read(self) -> None:
+        self.read_pending = False
+        cpu, queue, device = self.reader, self.queue, self.device
+        now = self.sim.now
+        if cpu.cursor < now:
+            cpu.sync(now)
+            cpu.charge("wakeup")             # poll() returns on the readable tap fd
+        for _ in range(READ_BUDGET):
+            if not queue or not device.can_receive(len(queue[0])):
+                return                           # reading resumes on flush()
+            frame = queue.popleft()
+            cpu.charge("tap")
+            cpu.charge("copy", nbytes=len(frame))
+            device.receive(cpu, frame)
+        if queue:
+            self._schedule_read(cpu.cursor)

@@ -1,0 +1,160 @@
+"""A virtual machine: guest memory, vCPUs, its MMIO/PIO maps, an interrupt
+controller and a PCI bus.  A vCPU is the only way guest code reaches a device:
+an access to a trapping region pays that region's exit path on the vCPU
+before the device model runs (on the same thread, as in QEMU's vCPU threads)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Callable
+
+from ..mem.guest_memory import GuestMemory
+from ..pci.bus import HostBridge, PciBus
+from ..sim.engine import URGENT, Sim
+from ..sim.resource import Resource
+from .addrmap import AddressMap, Region
+
+# Trap paths (DESIGN.md "cost paths"): what one guest access costs before the
+# device model runs.
+KVM_USER_MMIO = ("vm_exit", "kvm_handle", "user_exit", "mmio_emulate")
+KVM_USER_PIO = ("vm_exit", "kvm_handle", "user_exit", "pio_emulate")
+PCI_CONFIG_PORTS = 0xCF8, 8
+
+
+class VCpu(Resource):
+    """A vCPU thread.  Guest drivers call these methods; nothing else."""
+
+    __slots__ = ("vm", "index", "irq_handlers", "in_service")
+
+    def __init__(self, vm: "VM", index: int) -> None:
+        super().__init__(f"{vm.host.name}/{vm.name}/vcpu{index}", "vcpu", vm.host.ledger, vm.acct)
+        self.vm = vm
+        self.index = index
+        self.irq_handlers: dict[int, Callable[[], None]] = {}
+        self.in_service: set[int] = set()
+
+    def mmio_read(self, addr: int, size: int = 4) -> int:
+        region = self.vm.mmio.lookup(addr)
+        if region is None:
+            return self._unassigned(size)
+        self._trap(region.path)
+        return region.read(self, addr - region.base, size)
+
+    def mmio_write(self, addr: int, size: int, value: int) -> None:
+        region = self.vm.mmio.lookup(addr)
+        if region is None:
+            self._unassigned(size)
+            return
+        self._trap(region.path)
+        region.write(self, addr - region.base, size, value)
+
+    def pio_read(self, port: int, size: int) -> int:
+        region = self.vm.pio.lookup(port)
+        if region is None:
+            return self._unassigned(size, KVM_USER_PIO)
+        self._trap(region.path)
+        return region.read(self, port - region.base, size)
+
+    def pio_write(self, port: int, size: int, value: int) -> None:
+        region = self.vm.pio.lookup(port)
+        if region is None:
+            self._unassigned(size, KVM_USER_PIO)
+            return
+        self._trap(region.path)
+        region.write(self, port - region.base, size, value)
+
+    def _trap(self, path: tuple[str, ...]) -> None:
+        for event in path:
+            self.charge(event)
+
+    def _unassigned(self, size: int, path: tuple[str, ...] = KVM_USER_MMIO) -> int:
+        """Nothing decodes the address: the access still exits; reads float high."""
+        self._trap(path)
+        self.vm.stats["unassigned_access"] += 1
+        return (1 << (8 * size)) - 1
+
+    def set_irq_handler(self, gsi: int, handler: Callable[[], None]) -> None:
+        """Program the guest's IDT/IOAPIC entry for ``gsi``."""
+        self.irq_handlers[gsi] = handler
+
+    def eoi(self, gsi: int) -> None:
+        """End of interrupt: a write to the virtual local APIC's EOI register,
+        which exits without APIC virtualisation."""
+        self.charge("eoi_exit")
+        self.in_service.discard(gsi)
+        self.vm.irqchip.eoi(gsi, self.cursor)
+
+
+class IrqChip:
+    """Level-triggered INTx delivery to vCPU 0 (the IOAPIC routing every
+    guest here uses).  A rising line is injected by the thread that raised it
+    (KVM_IRQ_LINE / irqfd); a line still high at EOI is injected again."""
+
+    def __init__(self, vm: "VM") -> None:
+        self.vm = vm
+        self.level: dict[int, int] = {}
+        self.stats = vm.stats
+
+    def set_level(self, gsi: int, cpu: Resource, level: int) -> None:
+        was = self.level.get(gsi, 0)
+        self.level[gsi] = level
+        if level and not was:
+            cpu.charge("interrupt_inject")
+            self.vm.sim.at(cpu.cursor, self._deliver, gsi, priority=URGENT)
+
+    def eoi(self, gsi: int, at: int) -> None:
+        if self.level.get(gsi):
+            self.vm.sim.at(at, self._deliver, gsi, priority=URGENT)
+
+    def _deliver(self, gsi: int) -> None:
+        vcpu = self.vm.vcpus[0]
+        handler = vcpu.irq_handlers.get(gsi)
+        if not self.level.get(gsi) or gsi in vcpu.in_service or handler is None:
+            return
+        now = self.vm.sim.now
+        if vcpu.cursor < now:
+            vcpu.sync(now)
+            vcpu.charge("wakeup")           # the halted vCPU thread is woken
+        vcpu.charge("vm_exit")              # exit (kick or HLT) and entry with the interrupt
+        vcpu.in_service.add(gsi)
+        self.stats["interrupts"] += 1
+        handler()
+
+
+class VM:
+    def __init__(self, name: str, host, memory_mb: int, vcpus: int = 1) -> None:
+        self.name = name
+        self.host = host
+        self.sim: Sim = host.sim
+        self.acct = host.ledger.account(name)
+        self.stats: Counter[str] = Counter()
+        self.mem = GuestMemory(memory_mb << 20)
+        self.mmio = AddressMap(f"{name} MMIO")
+        self.pio = AddressMap(f"{name} I/O")
+        self.irqchip = IrqChip(self)
+        self.vcpus = [VCpu(self, i) for i in range(vcpus)]
+        self.pci = PciBus()
+        self.host_bridge = HostBridge(self.pci)
+        base, size = PCI_CONFIG_PORTS
+        self.pio.map(Region(base, size, self._cfg_read, self._cfg_write, KVM_USER_PIO, "pci-host-bridge"))
+        self.resources: list[Resource] = list(self.vcpus)
+        self._vmm: Resource | None = None
+        self.nics: list = []
+
+    def _cfg_read(self, cpu: Resource, off: int, size: int) -> int:
+        return self.host_bridge.pio_read(PCI_CONFIG_PORTS[0] + off, size)
+
+    def _cfg_write(self, cpu: Resource, off: int, size: int, value: int) -> None:
+        self.host_bridge.pio_write(PCI_CONFIG_PORTS[0] + off, size, value)
+
+    def thread(self, role: str) -> Resource:
+        """A host thread working for this VM (vhost worker, backend…)."""
+        res = Resource(f"{self.host.name}/{self.name}/{role}", "host_thread", self.host.ledger, self.acct)
+        self.resources.append(res)
+        return res
+
+    def vmm_thread(self) -> Resource:
+        """The VMM's main-loop thread (QEMU's iothread), one per VM."""
+        if self._vmm is None:
+            self._vmm = self.thread("qemu")
+        return self._vmm

@@ -1,0 +1,67 @@
+"""Device access to guest memory.  Every device read or write of guest memory
+goes through a :class:`Dma` port: it translates the bus address (identity, or
+an IOMMU later), bounds-checks it and charges the copy to whoever performs it
+(a CPU thread for a device model, the NIC's DMA engine for real hardware)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from ..sim.resource import Resource
+from .guest_memory import GuestMemory, GuestMemoryError
+
+# translate(bus_addr, length, is_write) -> guest-physical address, or raise DmaFault
+Translate = Callable[[int, int, bool], int]
+
+
+class DmaFault(Exception):
+    """A DMA the platform refused: outside guest memory or not mapped."""
+
+    def __init__(self, addr: int, length: int, reason: str) -> None:
+        super().__init__(f"DMA {addr:#x}+{length}: {reason}")
+        self.addr = addr
+        self.length = length
+        self.reason = reason
+
+
+class Dma:
+    __slots__ = ("mem", "event", "translate", "buf")
+
+    def __init__(self, mem: GuestMemory, event: str = "copy", translate: Translate | None = None) -> None:
+        self.mem = mem
+        self.event = event
+        self.translate = translate
+        self.buf = mem.buf
+
+    def _gpa(self, addr: int, length: int, is_write: bool) -> int:
+        gpa = self.translate(addr, length, is_write) if self.translate else addr
+        try:
+            self.mem.check(gpa, length)
+        except GuestMemoryError:
+            raise DmaFault(addr, length, "outside guest memory") from None
+        return gpa
+
+    def read(self, cpu: Resource, addr: int, length: int) -> bytes:
+        gpa = self._gpa(addr, length, False)
+        cpu.charge(self.event, nbytes=length)
+        return self.buf[gpa : gpa + length]
+
+    def write(self, cpu: Resource, addr: int, data: bytes) -> None:
+        length = len(data)
+        gpa = self._gpa(addr, length, True)
+        cpu.charge(self.event, nbytes=length)
+        self.buf[gpa : gpa + length] = data
+        self.mem.mark_dirty(gpa, length)
+
+    def load(self, cpu: Resource, layout, addr: int) -> tuple:
+        """Fetch one record (a descriptor) laid out by a spec ``Layout``."""
+        gpa = self._gpa(addr, layout.size, False)
+        cpu.charge(self.event, nbytes=layout.size)
+        return layout.unpack_from(self.buf, gpa)
+
+    def store(self, cpu: Resource, st, addr: int, *values) -> None:
+        """Write back a record or one field with a precompiled ``struct``."""
+        gpa = self._gpa(addr, st.size, True)
+        cpu.charge(self.event, nbytes=st.size)
+        st.pack_into(self.buf, gpa, *values)
+        self.mem.mark_dirty(gpa, st.size)

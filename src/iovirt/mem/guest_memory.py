@@ -1,0 +1,61 @@
+"""Guest-physical memory: one flat anonymous ``mmap`` per VM, so untouched
+pages cost no host memory, with 4 KiB pages and a dirty bitmap for live
+migration's dirty logging."""
+
+from __future__ import annotations
+
+import mmap
+
+PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
+
+
+class GuestMemoryError(Exception):
+    """An access outside guest-physical memory."""
+
+    def __init__(self, gpa: int, length: int, size: int) -> None:
+        super().__init__(f"guest-physical access {gpa:#x}+{length} outside 0..{size:#x}")
+        self.gpa = gpa
+        self.length = length
+
+
+class GuestMemory:
+    __slots__ = ("size", "buf", "dirty")
+
+    def __init__(self, size: int) -> None:
+        if size <= 0 or size % PAGE_SIZE:
+            raise ValueError(f"guest memory size {size} is not a positive multiple of {PAGE_SIZE}")
+        self.size = size
+        self.buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.dirty = bytearray(size >> PAGE_SHIFT)
+
+    def check(self, gpa: int, length: int) -> None:
+        if gpa < 0 or length < 0 or gpa + length > self.size:
+            raise GuestMemoryError(gpa, length, self.size)
+
+    def read(self, gpa: int, length: int) -> bytes:
+        self.check(gpa, length)
+        return self.buf[gpa : gpa + length]
+
+    def write(self, gpa: int, data: bytes) -> None:
+        length = len(data)
+        self.check(gpa, length)
+        self.buf[gpa : gpa + length] = data
+        self.mark_dirty(gpa, length)
+
+    def store(self, st, gpa: int, *values) -> None:
+        """Write one record with a precompiled ``struct`` (a CPU store)."""
+        self.check(gpa, st.size)
+        st.pack_into(self.buf, gpa, *values)
+        self.mark_dirty(gpa, st.size)
+
+    def mark_dirty(self, gpa: int, length: int) -> None:
+        if length:
+            first, last = gpa >> PAGE_SHIFT, (gpa + length - 1) >> PAGE_SHIFT
+            self.dirty[first : last + 1] = b"\x01" * (last - first + 1)
+
+    def take_dirty(self) -> list[int]:
+        """Page frame numbers dirtied since the last call; clears the log."""
+        pages = [pfn for pfn, d in enumerate(self.dirty) if d]
+        self.dirty[:] = bytes(len(self.dirty))
+        return pages
