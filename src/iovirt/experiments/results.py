@@ -23,11 +23,11 @@ class FlowResult:
     row: dict
 
     @classmethod
-    def of(cls, f: FlowStats, model: tuple[str, str], events: Counter, start: int) -> "FlowResult":
+    def of(cls, f: FlowStats, model: tuple[str, str], events: Counter, packets: int, start: int) -> "FlowResult":
         lat = sorted(f.latencies_ns)
         window = ((f.last_delivered or start) - (f.first_sent if f.first_sent is not None else start)) / 1e9
         pps = f.delivered / window if window > 0 else 0.0
-        per_packet = {k: round(v / f.delivered, 3) for k, v in sorted(events.items())} if f.delivered else {}
+        per_packet = {k: round(v / packets, 3) for k, v in sorted(events.items())} if packets else {}
         return cls({
             "workload": f.index, "type": f.type, "src": f.src, "dst": f.dst,
             "model": model[0], "device": model[1], "packet_size": f.packet_size,
@@ -53,9 +53,15 @@ class Result:
         accounts = world.ledger.accounts
         rows = []
         for f in flows:
-            events = Counter(accounts.get(f.src, Counter())) + Counter(accounts.get(f.dst, Counter()))
-            events["interrupt"] = world.vms[f.src].stats["interrupts"] + world.vms[f.dst].stats["interrupts"]
-            rows.append(FlowResult.of(f, world.models[f.src], +events, start).row)
+            # A VM's events serve every flow it takes part in: per packet means
+            # per packet delivered by all flows touching the pair.
+            pair = {f.src, f.dst}
+            events = Counter()
+            for vm in pair:
+                events += accounts.get(vm, Counter())
+                events["interrupt"] += world.vms[vm].stats["interrupts"]
+            packets = sum(g.delivered for g in flows if pair & {g.src, g.dst})
+            rows.append(FlowResult.of(f, world.models[f.src], +events, packets, start).row)
         resources = [{"name": r.name, "kind": r.kind, "busy_s": round(r.busy_ns / 1e9, 9),
                       "utilization": round(r.busy_ns / window, 4)} for r in world.resources]
         events = dict(sorted(world.ledger.events.items()))

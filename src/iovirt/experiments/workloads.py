@@ -22,7 +22,7 @@ BASE_PORT = 5001
 def payload_for(flow: int, seq: int, sent_at: int, size: int) -> bytes:
     """The datagram of ``size`` IPv4 bytes for (flow, seq)."""
     start = seq & 0xFF
-    return PROBE.pack(flow, seq, sent_at) + _PATTERN[start : start + size - IP_UDP_HEADERS - PROBE_SIZE]
+    return PROBE.pack(flow, seq, int(sent_at)) + _PATTERN[start : start + size - IP_UDP_HEADERS - PROBE_SIZE]
 
 
 @dataclass
@@ -41,7 +41,7 @@ class FlowStats:
     last_delivered: int | None = None
     expect_seq: int = 0
 
-    def check(self, payload: bytes, now: int) -> int | None:
+    def check(self, payload: bytes, now: float) -> int | None:
         """Verify one received datagram; returns its sequence number if intact."""
         if len(payload) != self.packet_size - IP_UDP_HEADERS or len(payload) < PROBE_SIZE:
             self.corrupted += 1

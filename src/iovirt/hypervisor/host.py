@@ -13,7 +13,8 @@ class Host:
         self.sim = sim
         self.ledger = ledger
         # Host kernel context (softirq) per core: where bridge forwarding runs.
-        self.cores = [Resource(f"{name}/core{i}", "host_core", ledger) for i in range(cores)]
+        acct = ledger.account(name)
+        self.cores = [Resource(f"{name}/core{i}", "host_core", ledger, acct) for i in range(cores)]
         self.vswitch = VSwitch(self)
         self.vms: dict[str, object] = {}
 

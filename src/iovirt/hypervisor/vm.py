@@ -37,7 +37,7 @@ class VCpu(Resource):
         region = self.vm.mmio.lookup(addr)
         if region is None:
             return self._unassigned(size)
-        self._trap(region.path)
+        self.charge_path(region.path)
         return region.read(self, addr - region.base, size)
 
     def mmio_write(self, addr: int, size: int, value: int) -> None:
@@ -45,14 +45,14 @@ class VCpu(Resource):
         if region is None:
             self._unassigned(size)
             return
-        self._trap(region.path)
+        self.charge_path(region.path)
         region.write(self, addr - region.base, size, value)
 
     def pio_read(self, port: int, size: int) -> int:
         region = self.vm.pio.lookup(port)
         if region is None:
             return self._unassigned(size, KVM_USER_PIO)
-        self._trap(region.path)
+        self.charge_path(region.path)
         return region.read(self, port - region.base, size)
 
     def pio_write(self, port: int, size: int, value: int) -> None:
@@ -60,16 +60,12 @@ class VCpu(Resource):
         if region is None:
             self._unassigned(size, KVM_USER_PIO)
             return
-        self._trap(region.path)
+        self.charge_path(region.path)
         region.write(self, port - region.base, size, value)
-
-    def _trap(self, path: tuple[str, ...]) -> None:
-        for event in path:
-            self.charge(event)
 
     def _unassigned(self, size: int, path: tuple[str, ...] = KVM_USER_MMIO) -> int:
         """Nothing decodes the address: the access still exits; reads float high."""
-        self._trap(path)
+        self.charge_path(path)
         self.vm.stats["unassigned_access"] += 1
         return (1 << (8 * size)) - 1
 

@@ -50,8 +50,10 @@ class GuestMemory:
         self.mark_dirty(gpa, st.size)
 
     def mark_dirty(self, gpa: int, length: int) -> None:
-        if length:
-            first, last = gpa >> PAGE_SHIFT, (gpa + length - 1) >> PAGE_SHIFT
+        first, last = gpa >> PAGE_SHIFT, (gpa + length - 1) >> PAGE_SHIFT
+        if first == last:
+            self.dirty[first] = 1
+        elif length:
             self.dirty[first : last + 1] = b"\x01" * (last - first + 1)
 
     def take_dirty(self) -> list[int]:

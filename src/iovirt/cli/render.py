@@ -1,0 +1,62 @@
+"""Rich tables for the CLI, built from plain dicts (the ``run --json`` object)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from rich import box
+from rich.table import Table
+
+from iovirt.experiments.catalog import Device
+
+TOP_EVENTS = 5
+
+
+def _table(title: str, text: Sequence[str], numbers: Sequence[str] = ()) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAD)
+    for header in text:
+        table.add_column(header)
+    for header in numbers:
+        table.add_column(header, justify="right")
+    return table
+
+
+def devices_table(devices: Iterable[Device]) -> Table:
+    table = _table("devices", ["device", "model", "emulates", "used by", "status", "backends"])
+    for d in devices:
+        table.add_row(d.name, d.model, d.emulates, ", ".join(d.used_by), d.status, ", ".join(d.backends) or "-")
+    return table
+
+
+def flows_table(result: dict[str, Any]) -> Table:
+    table = _table(f"{result['scenario']}: {result['sim_time_s']} s simulated in {result['wall_time_s']:.2f} s",
+                   ["workload", "type", "src→dst", "model/device"],
+                   ["size", "sent", "delivered", "dropped", "corrupted", "out of order", "Gbit/s", "pps",
+                    "p50 µs", "p99 µs"])
+    for f in result["flows"]:
+        device = f"{f['model']}/{f['device']}" + (f" ({f['backend']})" if f.get("backend") else "")
+        table.add_row(str(f["workload"]), f["type"], f"{f['src']}→{f['dst']}", device, str(f["packet_size"]),
+                      *(str(f[key]) for key in ("sent", "delivered", "dropped", "corrupted", "out_of_order")),
+                      f"{f['throughput_gbps']:.3f}", f"{f['pps']:,.0f}",
+                      f"{f['latency_us']['p50']:.1f}", f"{f['latency_us']['p99']:.1f}")
+    return table
+
+
+def resources_table(result: dict[str, Any]) -> Table:
+    table = _table("resources", ["resource", "kind"], ["busy ms", "utilization"])
+    for r in result["resources"]:
+        table.add_row(r["name"], r["kind"], f"{r['busy_s'] * 1e3:.3f}", f"{r['utilization']:.1%}")
+    return table
+
+
+def events_table(result: dict[str, Any]) -> Table:
+    table = _table("events", ["workload", f"top {TOP_EVENTS} events per packet"])
+    for f in result["flows"]:
+        top = sorted(f["events_per_packet"].items(), key=lambda item: -item[1])[:TOP_EVENTS]
+        table.add_row(str(f["workload"]), "  ".join(f"{event} {count:.2f}" for event, count in top))
+    return table
+
+
+def result_tables(result: dict[str, Any]) -> list[Table]:
+    return [flows_table(result), resources_table(result), events_table(result)]

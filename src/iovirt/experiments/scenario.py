@@ -1,0 +1,363 @@
+"""Scenario files: the YAML schema, the wiring checks that follow it, the loader.
+
+Every problem is one line, ``FILE: PATH: MESSAGE``: PATH is the place in the
+document (``vms[1].nics[0].mac``), MESSAGE what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from ipaddress import IPv4Interface
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
+                      ValidationError, model_validator)
+from pydantic_core import PydanticCustomError
+
+from iovirt.experiments.catalog import (DEVICES, PHYSICAL_NICS, UPLINK_MODELS, Model, NicKind,
+                                        devices_for, implemented_devices)
+from iovirt.sim.profile import CostProfile, load_profile
+
+MTU = 1500
+MIN_PACKET = 44  # IPv4 header (20) + UDP or ICMP header (8) + probe (flow, sequence, send time: 16)
+WIRE = "wire"  # workload dst: a peer on the physical link
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be used; the message is one line."""
+
+
+def _expected(message: str) -> PydanticCustomError:
+    return PydanticCustomError("expected", message)
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+
+
+def _name(value: str) -> str:
+    if not _NAME.fullmatch(value):
+        raise _expected("expected a name of letters, digits, '.', '_' and '-'")
+    return value
+
+
+def _mac(value: Any) -> str:
+    if isinstance(value, int):  # YAML 1.1 reads an unquoted 52:54:00:00:00:01 as a base-60 number
+        raise _expected("expected a MAC address in quotes, like \"52:54:00:00:00:01\"")
+    mac = value.lower() if isinstance(value, str) else ""
+    if not _MAC.fullmatch(mac):
+        raise _expected("expected a MAC address of 6 colon-separated hex octets, like 52:54:00:00:00:01")
+    if int(mac[:2], 16) & 1:
+        raise _expected("expected a unicast MAC (low bit of the first octet clear)")
+    return mac
+
+
+def _ipv4_interface(value: Any) -> IPv4Interface:
+    try:
+        iface = IPv4Interface(value) if isinstance(value, str) and "/" in value else None
+    except ValueError:
+        iface = None
+    if iface is None:
+        raise _expected("expected an IPv4 address with prefix length, like 10.0.0.1/24")
+    net = iface.network
+    if net.prefixlen < 31 and iface.ip in (net.network_address, net.broadcast_address):
+        raise _expected(f"expected a host address of {net}, not its network or broadcast address")
+    return iface
+
+
+def _packet_size(value: int) -> int:
+    if not MIN_PACKET <= value <= MTU:
+        raise _expected(f"expected {MIN_PACKET}..{MTU} bytes: the IPv4 packet (20 B IPv4 + 8 B UDP/ICMP + 16 B probe "
+                        f"header + payload) must fit one {MTU}-byte-MTU frame")
+    return value
+
+
+Name = Annotated[str, AfterValidator(_name)]
+Mac = Annotated[str, BeforeValidator(_mac)]
+Ipv4 = Annotated[IPv4Interface, BeforeValidator(_ipv4_interface)]
+PacketSize = Annotated[int, AfterValidator(_packet_size)]
+Positive = Annotated[float, Field(gt=0)]
+Count = Annotated[int, Field(ge=1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            keys = [field.alias or name for name, field in cls.model_fields.items()]
+            unknown = [key for key in data if key not in keys]
+            if unknown:
+                raise PydanticCustomError("unknown_key", "unknown key (expected one of {expected})",
+                                          {"key": unknown[0], "expected": ", ".join(keys)})
+        return data
+
+
+class HostNic(_Strict):
+    name: Name
+    kind: NicKind = "x82599"
+    link_gbps: Positive = 10.0
+    num_vfs: Annotated[int, Field(ge=0)] = 0
+
+
+class Host(_Strict):
+    name: Name
+    cores: Count
+    nics: list[HostNic] = []
+
+
+class VmNic(_Strict):
+    model: Model
+    device: str
+    backend: str | None = None  # None: the device's default backend, filled in by the loader
+    uplink: str | None = None
+    mac: Mac
+    ip: Ipv4
+
+
+class Vm(_Strict):
+    name: Name
+    host: str
+    vcpus: Count = 1
+    memory_mb: Count = 256
+    nics: list[VmNic] = []
+
+
+class Workload(_Strict):
+    type: Literal["ping", "udp_stream", "request_response"]
+    src: str
+    dst: str
+    packet_size: PacketSize = Field(description="IPv4 packet bytes: 1500 for udp_stream, else 64 by default")
+    duration_ms: Positive = 10.0
+    rate_pps: Positive | None = None  # None: as fast as the path allows
+    count: Count | None = None  # ping only
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_packet_size(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "packet_size" not in data:
+            return {**data, "packet_size": MTU if data.get("type") == "udp_stream" else 64}
+        return data
+
+
+class Scenario(_Strict):
+    name: Name
+    profile_ref: str = Field("default", alias="profile", min_length=1)
+    hosts: list[Host] = Field(min_length=1)
+    vms: list[Vm] = Field(min_length=1)
+    workloads: list[Workload] = []
+
+    _profile: CostProfile | None = PrivateAttr(None)
+    _source_path: Path | None = PrivateAttr(None)
+
+    @property
+    def profile(self) -> CostProfile:
+        """The resolved cost profile (set by ``from_dict`` / ``load_scenario``)."""
+        return self._profile
+
+    @property
+    def source_path(self) -> Path | None:
+        return self._source_path
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "<dict>", base: Path | None = None) -> Scenario:
+        """Validate ``data``; a relative profile path resolves against ``base``."""
+        try:
+            scenario = cls.model_validate(data)
+        except ValidationError as exc:
+            raise ScenarioError(f"{source}: {_describe(exc.errors()[0])}") from None
+        problem = next(_wiring_problems(scenario), None)
+        if problem:
+            raise ScenarioError(f"{source}: {problem[0]}: {problem[1]}")
+        try:
+            scenario._profile = load_profile(scenario.profile_ref, base)
+        except (OSError, ValueError) as exc:  # ProfileError, or an unreadable file
+            raise ScenarioError(f"{source}: profile: {exc}") from None
+        for vm in scenario.vms:
+            for nic in vm.nics:
+                nic.backend = nic.backend or next(iter(DEVICES[nic.device].backends), None)
+        return scenario
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ScenarioError(f"{path}: expected UTF-8 text, got undecodable bytes") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise ScenarioError(f"{path}: {where}: invalid YAML: {problem}") from None
+    if data is None:
+        raise ScenarioError(f"{path}: (top level): expected a scenario mapping, got an empty file")
+    scenario = Scenario.from_dict(data, source=str(path), base=path.parent)
+    scenario._source_path = path
+    return scenario
+
+
+# ---- error messages ----------------------------------------------------------
+
+_EXPECTED = {
+    "int_type": "expected an integer",
+    "float_type": "expected a number",
+    "finite_number": "expected a finite number",
+    "string_type": "expected a string",
+    "list_type": "expected a list",
+    "model_type": "expected a mapping",
+    "greater_than": "expected a number > {gt:g}",
+    "greater_than_equal": "expected a number >= {ge:g}",
+    "too_short": "expected at least {min_length} item(s)",
+    "string_too_short": "expected a non-empty string",
+    "literal_error": "expected {expected}",
+}
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc, ctx = err["loc"], err.get("ctx", {})
+    if err["type"] == "missing":
+        return f"{_path(loc)}: required, but missing"
+    if err["type"] == "unknown_key":
+        return f"{_path((*loc, ctx['key']))}: {err['msg']}"
+    template = _EXPECTED.get(err["type"])
+    expected = template.format(**ctx) if template else err["msg"]
+    return f"{_path(loc)}: {expected}, got {_show(err['input'])}"
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    return "".join(_step(part) for part in loc).lstrip(".") or "(top level)"
+
+
+def _step(part: Any) -> str:
+    if isinstance(part, int):
+        return f"[{part}]"
+    return f".{part}" if isinstance(part, str) and _NAME.fullmatch(part) else f"[{part!r}]"
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return f"a list of {len(value)}" if value else "an empty list"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# ---- wiring checks -----------------------------------------------------------
+# Consumed lazily with next(): each check may assume the ones before it passed.
+
+def _wiring_problems(s: Scenario) -> Iterator[tuple[str, str]]:
+    hosts = {host.name: host for host in s.hosts}
+    vms = {vm.name: vm for vm in s.vms}
+    yield from _duplicates("host name", [(f"hosts[{i}].name", h.name) for i, h in enumerate(s.hosts)])
+    for i, host in enumerate(s.hosts):
+        yield from _host_problems(f"hosts[{i}]", host)
+    yield from _duplicates("VM name", [(f"vms[{i}].name", vm.name) for i, vm in enumerate(s.vms)])
+    for i, vm in enumerate(s.vms):
+        yield from _vm_problems(f"vms[{i}]", vm, hosts)
+    nics = [(f"vms[{i}].nics[{j}]", vm, nic) for i, vm in enumerate(s.vms) for j, nic in enumerate(vm.nics)]
+    yield from _duplicates("MAC", [(f"{where}.mac", nic.mac) for where, _, nic in nics])
+    yield from _duplicates("IP address", [(f"{where}.ip", str(nic.ip.ip)) for where, _, nic in nics])
+    yield from _uplink_problems(nics, hosts)
+    for i, workload in enumerate(s.workloads):
+        yield from _workload_problems(f"workloads[{i}]", workload, vms, hosts)
+
+
+def _duplicates(what: str, items: list[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    seen: dict[str, str] = {}
+    for path, value in items:
+        if value in seen:
+            yield path, f"expected a unique {what}, got {value!r} again (first at {seen[value]})"
+        seen[value] = path
+
+
+def _host_problems(where: str, host: Host) -> Iterator[tuple[str, str]]:
+    yield from _duplicates("NIC name", [(f"{where}.nics[{j}].name", n.name) for j, n in enumerate(host.nics)])
+    for j, nic in enumerate(host.nics):
+        max_vfs = PHYSICAL_NICS[nic.kind].max_vfs
+        if nic.num_vfs > max_vfs:
+            yield (f"{where}.nics[{j}].num_vfs",
+                   f"expected at most {max_vfs} VFs on an {nic.kind}, got {nic.num_vfs}")
+
+
+def _vm_problems(where: str, vm: Vm, hosts: dict[str, Host]) -> Iterator[tuple[str, str]]:
+    if vm.name == WIRE:
+        yield f"{where}.name", f"expected a name other than '{WIRE}' (the peer on the physical link), got 'wire'"
+    if vm.host not in hosts:
+        yield f"{where}.host", f"expected one of the hosts ({', '.join(hosts)}), got {vm.host!r}"
+    for j, nic in enumerate(vm.nics):
+        yield from _nic_problems(f"{where}.nics[{j}]", nic, hosts[vm.host])
+
+
+def _nic_problems(where: str, nic: VmNic, host: Host) -> Iterator[tuple[str, str]]:
+    device = DEVICES.get(nic.device)
+    if device is None or device.model != nic.model:
+        found = f" (a {device.model} device)" if device else ""
+        yield (f"{where}.device", f"expected one of {', '.join(devices_for(nic.model))} for model "
+                                  f"{nic.model!r}, got {nic.device!r}{found}")
+    if nic.backend is not None and nic.backend not in device.backends:
+        choices = f"one of {', '.join(device.backends)}" if device.backends else "no backend"
+        yield f"{where}.backend", f"expected {choices} for {device.name}, got {nic.backend!r}"
+    uplinks = [pnic.name for pnic in host.nics]
+    if nic.model in UPLINK_MODELS and nic.uplink not in uplinks:
+        yield (f"{where}.uplink", f"expected one of {host.name}'s physical NICs ({', '.join(uplinks) or 'none'}) "
+                                  f"for model {nic.model!r}, got {_show(nic.uplink)}")
+    if nic.model not in UPLINK_MODELS and nic.uplink is not None:
+        yield (f"{where}.uplink", f"expected no uplink for model {nic.model!r} (only "
+                                  f"{' and '.join(UPLINK_MODELS)} take one), got {nic.uplink!r}")
+    if not device.implemented:
+        yield (f"{where}.device", f"expected a device implemented in this build "
+                                  f"({', '.join(implemented_devices())}), got {nic.device!r} (planned)")
+
+
+def _uplink_problems(nics: list[tuple[str, Vm, VmNic]], hosts: dict[str, Host]) -> Iterator[tuple[str, str]]:
+    """A passed-through port belongs to one VM NIC; SR-IOV NICs share a port's VFs."""
+    users: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for where, vm, nic in nics:
+        if nic.uplink is None:
+            continue
+        taken = users.setdefault((vm.host, nic.uplink), [])
+        if taken and "passthrough" in (nic.model, *(model for _, model in taken)):
+            yield (f"{where}.uplink", f"expected a physical NIC free for pass-through, got {nic.uplink!r} "
+                                      f"(also used by {taken[0][0]})")
+        num_vfs = next(p.num_vfs for p in hosts[vm.host].nics if p.name == nic.uplink)
+        if nic.model == "sriov" and len(taken) >= num_vfs:
+            yield (f"{where}.uplink", f"expected a physical NIC with a free VF, got {nic.uplink!r} "
+                                      f"(num_vfs {num_vfs}, all taken)")
+        taken.append((where, nic.model))
+
+
+def _workload_problems(
+    where: str, w: Workload, vms: dict[str, Vm], hosts: dict[str, Host]
+) -> Iterator[tuple[str, str]]:
+    names = ", ".join(vms)
+    if w.src not in vms:
+        yield f"{where}.src", f"expected one of the VMs ({names}), got {w.src!r}"
+    if w.dst != WIRE and w.dst not in vms:
+        yield f"{where}.dst", f"expected one of the VMs ({names}) or '{WIRE}', got {w.dst!r}"
+    if w.dst == w.src:
+        yield f"{where}.dst", f"expected a VM other than the source, got {w.dst!r}"
+    src = vms[w.src]
+    if not src.nics:
+        yield f"{where}.src", f"expected a VM with a NIC, got {w.src!r} (it has none)"
+    if w.dst == WIRE and not hosts[src.host].nics:
+        yield f"{where}.dst", f"expected a VM: '{WIRE}' needs a physical NIC on {src.host}, which has none"
+    if w.dst != WIRE and not {n.ip.network for n in src.nics} & {n.ip.network for n in vms[w.dst].nics}:
+        yield (f"{where}.dst", f"expected a VM with a NIC in a subnet of {w.src} ({_subnets(src)}), "
+                               f"got {w.dst!r} ({_subnets(vms[w.dst]) or 'no NIC'})")
+    if w.count is not None and w.type != "ping":
+        yield f"{where}.count", f"expected no count for a {w.type} workload (only ping takes one), got {w.count}"
+
+
+def _subnets(vm: Vm) -> str:
+    return ", ".join(str(nic.ip.network) for nic in vm.nics)

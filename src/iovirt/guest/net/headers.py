@@ -1,0 +1,109 @@
+"""Wire formats of Ethernet II, ARP, IPv4, ICMP echo and UDP, and the Internet
+checksum.  Field names follow Linux (``<linux/if_ether.h>``, ``<linux/ip.h>``,
+``<linux/icmp.h>``, ``<linux/udp.h>``, ``<linux/if_arp.h>``).
+
+``Layout`` fields are 1, 2, 4 or 8 bytes wide, so the 6-byte hardware addresses
+are gaps in the tables, named by the slices beside them.
+"""
+
+from __future__ import annotations
+
+import struct
+
+from iovirt.spec.fields import Layout
+
+# --- Ethernet II (RFC 894) ---------------------------------------------------
+
+ETH_ALEN = 6
+ETH_HLEN = 14
+ETH_P_IP = 0x0800
+ETH_P_ARP = 0x0806
+ETH_BROADCAST = b"\xff" * ETH_ALEN
+
+ETHHDR = Layout("ethhdr", ETH_HLEN, [("h_proto", 12, 2)], order=">")
+H_DEST = slice(0, 6)
+H_SOURCE = slice(6, 12)
+H_PROTO = ETHHDR.field_struct("h_proto")
+
+# --- ARP for IPv4 over Ethernet (RFC 826) ------------------------------------
+
+ARPHRD_ETHER = 1
+ARPOP_REQUEST = 1
+ARPOP_REPLY = 2
+
+ARPHDR = Layout(
+    "arphdr",
+    28,
+    [("ar_hrd", 0, 2), ("ar_pro", 2, 2), ("ar_hln", 4, 1), ("ar_pln", 5, 1),
+     ("ar_op", 6, 2), ("ar_spa", 14, 4), ("ar_tpa", 24, 4)],
+    order=">",
+)
+AR_SHA = slice(8, 14)
+AR_THA = slice(18, 24)
+
+# --- IPv4 (RFC 791 §3.1) -----------------------------------------------------
+
+IPVERSION = 4
+IPDEFTTL = 64
+IP_DF = 0x4000
+IP_MF = 0x2000
+IP_OFFSET = 0x1FFF
+IPPROTO_ICMP = 1
+IPPROTO_UDP = 17
+
+IPHDR = Layout(
+    "iphdr",
+    20,
+    [("version_ihl", 0, 1), ("tos", 1, 1), ("tot_len", 2, 2), ("id", 4, 2),
+     ("frag_off", 6, 2), ("ttl", 8, 1), ("protocol", 9, 1), ("check", 10, 2),
+     ("saddr", 12, 4), ("daddr", 16, 4)],
+    order=">",
+)
+IP_CHECK = IPHDR.offset("check")
+
+# --- ICMP echo (RFC 792) -----------------------------------------------------
+
+ICMP_ECHOREPLY = 0
+ICMP_ECHO = 8
+
+ICMPHDR = Layout(
+    "icmphdr",
+    8,
+    [("type", 0, 1), ("code", 1, 1), ("checksum", 2, 2), ("id", 4, 2), ("sequence", 6, 2)],
+    order=">",
+)
+ICMP_CHECKSUM = ICMPHDR.offset("checksum")
+
+# --- UDP (RFC 768) -----------------------------------------------------------
+
+UDPHDR = Layout("udphdr", 8, [("source", 0, 2), ("dest", 2, 2), ("len", 4, 2), ("check", 6, 2)], order=">")
+UDP_CHECK = UDPHDR.offset("check")
+
+# --- Internet checksum (RFC 1071) --------------------------------------------
+
+CHECK16 = struct.Struct(">H")  # the IPv4, ICMP and UDP checksum fields
+
+
+def csum_partial(data: bytes) -> int:
+    """The 16-bit big-endian word sum of ``data``, carries deferred (RFC 1071
+    §2(C), (D)): the integer the bytes spell is congruent to that sum modulo
+    0xFFFF because 2**16 ≡ 1.  An odd tail is padded with a zero byte.  Totals
+    of pieces that start at even offsets add."""
+    n = int.from_bytes(data, "big")
+    return n << 8 if len(data) & 1 else n
+
+
+def csum_fold(total: int) -> int:
+    """The checksum field for a ``csum_partial`` total: the one's complement of
+    its one's complement sum.  A sum of words that are not all zero is never +0
+    but -0 (0xFFFF), so a correct message folds to 0."""
+    ones = total % 0xFFFF
+    if ones == 0 and total:
+        ones = 0xFFFF
+    return 0xFFFF - ones
+
+
+def pseudo_header_sum(saddr: int, daddr: int, protocol: int, length: int) -> int:
+    """``csum_partial`` of the UDP pseudo-header (RFC 768): each 32-bit address
+    is congruent to the sum of its two 16-bit words."""
+    return saddr + daddr + protocol + length

@@ -1,0 +1,319 @@
+"""A guest kernel's IPv4 stack on one Ethernet interface: ARP, IPv4 without
+fragmentation, ICMP echo and UDP sockets, above a transmit queue and the
+device driver (``netdev``).
+
+The driver contract: ``netdev.transmit(frame) -> bool`` takes the frame or
+refuses it (ring full); after a refusal the driver calls ``tx_wake()`` once it
+has freed descriptors, and hands every received frame to ``receive()``.
+
+Costs, on the vCPU ``cpu``: one ``guest_stack`` per packet sent or received and
+one ``copy`` per byte of payload crossing the socket boundary.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from functools import lru_cache
+from ipaddress import IPv4Address, IPv4Interface
+from typing import Any, Callable, Protocol
+
+from iovirt.sim.resource import Resource
+
+from .headers import (
+    AR_SHA, AR_THA, ARPHDR, ARPHRD_ETHER, ARPOP_REPLY, ARPOP_REQUEST, CHECK16, ETH_ALEN,
+    ETH_BROADCAST, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETHHDR, H_DEST, H_PROTO, ICMP_CHECKSUM,
+    ICMP_ECHO, ICMP_ECHOREPLY, ICMPHDR, IP_CHECK, IP_DF, IP_MF, IP_OFFSET, IPDEFTTL, IPHDR,
+    IPPROTO_ICMP, IPPROTO_UDP, IPVERSION, UDP_CHECK, UDPHDR, csum_fold, csum_partial,
+    pseudo_header_sum,
+)
+
+TXQUEUELEN = 1000  # Linux default for Ethernet devices
+UNRES_QLEN = 101  # Linux neigh/default/unres_qlen: datagrams held per unresolved neighbour
+IP_HLEN = IPHDR.size
+L4_HLEN = UDPHDR.size  # the ICMP echo header is as long
+ZERO_MAC = bytes(ETH_ALEN)
+
+_ipv4_address = lru_cache(maxsize=1024)(IPv4Address)
+
+
+@lru_cache(maxsize=1024)
+def inet_aton(address: str | IPv4Address) -> int:
+    return int(IPv4Address(address))
+
+
+class NetDevice(Protocol):
+    """What the stack needs of a guest NIC driver."""
+
+    def transmit(self, frame: bytes) -> bool: ...
+
+
+class UdpSocket:
+    """A bound UDP port.  ``on_datagram(payload, src_ip, src_port)`` receives;
+    ``on_writable()`` is called once, then cleared, when room frees after a
+    refused ``sendto``."""
+
+    __slots__ = ("stack", "port", "on_datagram", "on_writable")
+
+    def __init__(self, stack: IPv4Stack, port: int) -> None:
+        self.stack = stack
+        self.port = port
+        self.on_datagram: Callable[[bytes, IPv4Address, int], Any] | None = None
+        self.on_writable: Callable[[], Any] | None = None
+
+    def sendto(self, payload: bytes, address: tuple[str | IPv4Address, int]) -> bool:
+        """Queue one datagram; False (ENOBUFS) if it could not be queued."""
+        return self.stack._udp_sendmsg(self, payload, address)
+
+
+class IPv4Stack:
+    """One interface: ``mac``, address and subnet ``ip``, driver ``netdev``."""
+
+    def __init__(
+        self, cpu: Resource, mac: bytes, ip: IPv4Interface, netdev: NetDevice,
+        *, mtu: int = 1500, txqueuelen: int = TXQUEUELEN,
+    ) -> None:
+        if len(mac) != ETH_ALEN:
+            raise ValueError(f"MAC address must be {ETH_ALEN} bytes, got {len(mac)}")
+        self.cpu = cpu
+        self.mac = bytes(mac)
+        self.ip = ip
+        self.netdev = netdev
+        self.mtu = mtu
+        self.txqueuelen = txqueuelen
+        self.addr = int(ip.ip)
+        self.netmask = int(ip.netmask)
+        self.stats: Counter[str] = Counter()
+        self.arp_table: dict[int, bytes] = {}
+        self.arp_queue: dict[int, list[tuple[bytes, bytes, bytes]]] = {}
+        self.qdisc: deque[bytes] = deque()
+        self.udp_sockets: dict[int, UdpSocket] = {}
+        self.echo_waiters: dict[tuple[int, int, int], Callable[[int, int, bytes], Any]] = {}
+        self._write_waiters: dict[UdpSocket, None] = {}
+        self._packet_type = {ETH_P_IP: self._ip_rcv, ETH_P_ARP: self._arp_rcv}
+        self._inet_protos = {IPPROTO_UDP: self._udp_rcv, IPPROTO_ICMP: self._icmp_rcv}
+
+    # --- user API -------------------------------------------------------------
+
+    def udp_socket(self, port: int) -> UdpSocket:
+        """Bind ``port``; ValueError if it is taken (EADDRINUSE)."""
+        if not 0 < port < 0x10000:
+            raise ValueError(f"UDP port {port} out of range 1..65535")
+        if port in self.udp_sockets:
+            raise ValueError(f"UDP port {port} already bound")
+        sock = self.udp_sockets[port] = UdpSocket(self, port)
+        return sock
+
+    def ping(self, dst_ip: str | IPv4Address, ident: int, seq: int, data: bytes,
+             on_reply: Callable[[int, int, bytes], Any]) -> bool:
+        """Send an echo request (RFC 792); ``on_reply(ident, seq, data)`` runs
+        when the matching echo reply arrives.  False if it could not be queued."""
+        daddr = self._sendmsg(dst_ip, data)
+        key = (daddr, ident, seq)
+        self.echo_waiters[key] = on_reply
+        if self._icmp_send(daddr, ICMP_ECHO, ident, seq, data):
+            return True
+        del self.echo_waiters[key]
+        return False
+
+    # --- driver API -----------------------------------------------------------
+
+    def receive(self, frame: bytes) -> None:
+        """One received frame (netif_receive_skb).  A bad frame is counted in
+        ``stats`` under the reason and dropped."""
+        self.cpu.charge("guest_stack")
+        if len(frame) < ETH_HLEN:
+            return self._drop("eth_bad_length")
+        dest = frame[H_DEST]
+        if dest != self.mac and dest != ETH_BROADCAST:
+            return self._drop("eth_not_for_us")
+        handler = self._packet_type.get(ETHHDR.unpack_from(frame)[0])
+        if handler is None:
+            return self._drop("eth_unknown_proto")
+        handler(frame[ETH_HLEN:])
+
+    def tx_wake(self) -> None:
+        """The driver freed TX descriptors (netif_wake_queue): drain the qdisc
+        until the device refuses again, then wake refused senders."""
+        qdisc = self.qdisc
+        while qdisc and self.netdev.transmit(qdisc[0]):
+            qdisc.popleft()
+        self._write_space()
+
+    # --- output ---------------------------------------------------------------
+
+    def _sendmsg(self, address: str | IPv4Address, data: bytes) -> int:
+        """Route ``address``, check ``data`` fits one frame, copy it in from
+        the user; returns the destination address."""
+        if len(data) > self.mtu - IP_HLEN - L4_HLEN:
+            raise ValueError(f"{len(data)} B payload exceeds MTU {self.mtu} less headers (no fragmentation)")
+        daddr = inet_aton(address)
+        if (daddr ^ self.addr) & self.netmask:
+            raise ValueError(f"no route to {address} from {self.ip} (no gateway)")
+        self.cpu.charge("copy", nbytes=len(data))
+        return daddr
+
+    def _udp_sendmsg(self, sock: UdpSocket, payload: bytes, address: tuple[str | IPv4Address, int]) -> bool:
+        daddr = self._sendmsg(address[0], payload)
+        ulen = L4_HLEN + len(payload)
+        udph = bytearray(UDPHDR.pack(sock.port, address[1], ulen, 0))
+        total = pseudo_header_sum(self.addr, daddr, IPPROTO_UDP, ulen) + csum_partial(udph) + csum_partial(payload)
+        CHECK16.pack_into(udph, UDP_CHECK, csum_fold(total) or 0xFFFF)  # RFC 768: zero is sent as all ones
+        if self._ip_output(daddr, IPPROTO_UDP, udph, payload):
+            return True
+        self._write_waiters[sock] = None
+        return False
+
+    def _icmp_send(self, daddr: int, icmp_type: int, ident: int, seq: int, data: bytes) -> bool:
+        icmph = bytearray(ICMPHDR.pack(icmp_type, 0, 0, ident, seq))
+        CHECK16.pack_into(icmph, ICMP_CHECKSUM, csum_fold(csum_partial(icmph) + csum_partial(data)))
+        return self._ip_output(daddr, IPPROTO_ICMP, icmph, data)
+
+    def _ip_output(self, daddr: int, protocol: int, l4h: bytes, data: bytes) -> bool:
+        """An atomic datagram: DF set, so ID 0 (RFC 6864 §4.1)."""
+        self.cpu.charge("guest_stack")
+        tot_len = IP_HLEN + len(l4h) + len(data)
+        iph = bytearray(IPHDR.pack(IPVERSION << 4 | IP_HLEN // 4, 0, tot_len, 0, IP_DF, IPDEFTTL,
+                                   protocol, 0, self.addr, daddr))
+        CHECK16.pack_into(iph, IP_CHECK, csum_fold(csum_partial(iph)))
+        return self._neigh_output(daddr, (iph, l4h, data))
+
+    def _neigh_output(self, daddr: int, datagram: tuple[bytes, bytes, bytes]) -> bool:
+        """Send to a resolved neighbour, or hold the datagram while one ARP
+        request asks for it (RFC 1122 §2.3.2.2)."""
+        lladdr = self.arp_table.get(daddr)
+        if lladdr is not None:
+            return self._eth_output(lladdr, ETH_P_IP, *datagram)
+        queue = self.arp_queue.get(daddr)
+        if queue is None:
+            if not self._arp_send(ARPOP_REQUEST, ETH_BROADCAST, ZERO_MAC, daddr):
+                return False
+            queue = self.arp_queue[daddr] = []
+        if len(queue) >= UNRES_QLEN:
+            self.stats["arp_unresolved_dropped"] += 1
+            return False
+        queue.append(datagram)
+        return True
+
+    def _arp_send(self, op: int, dest: bytes, tha: bytes, tpa: int) -> bool:
+        self.cpu.charge("guest_stack")
+        arp = bytearray(ARPHDR.pack(ARPHRD_ETHER, ETH_P_IP, ETH_ALEN, 4, op, self.addr, tpa))
+        arp[AR_SHA] = self.mac
+        arp[AR_THA] = tha
+        return self._eth_output(dest, ETH_P_ARP, arp)
+
+    def _eth_output(self, dest: bytes, proto: int, *payload: bytes) -> bool:
+        return self._dev_queue_xmit(b"".join((dest, self.mac, H_PROTO.pack(proto), *payload)))
+
+    def _dev_queue_xmit(self, frame: bytes) -> bool:
+        """pfifo_fast, every packet in one band (TOS 0): behind any frame
+        already waiting, else straight to the device; ENOBUFS at txqueuelen."""
+        if not self.qdisc and self.netdev.transmit(frame):
+            return True
+        if len(self.qdisc) >= self.txqueuelen:
+            self.stats["tx_dropped"] += 1
+            return False
+        self.qdisc.append(frame)
+        return True
+
+    def _write_space(self) -> None:
+        """sk_write_space: the qdisc has room, call refused senders back once."""
+        if not self._write_waiters or len(self.qdisc) >= self.txqueuelen:
+            return
+        waiters = list(self._write_waiters)
+        self._write_waiters.clear()
+        for sock in waiters:
+            on_writable, sock.on_writable = sock.on_writable, None
+            if on_writable is not None:
+                on_writable()
+
+    # --- input ----------------------------------------------------------------
+
+    def _drop(self, reason: str) -> None:
+        self.stats[reason] += 1
+
+    def _arp_rcv(self, arp: bytes) -> None:
+        """RFC 826, "Packet Reception"."""
+        if len(arp) < ARPHDR.size:
+            return self._drop("arp_bad_length")
+        hrd, pro, hln, pln, op, spa, tpa = ARPHDR.unpack_from(arp)
+        if hrd != ARPHRD_ETHER or pro != ETH_P_IP or hln != ETH_ALEN or pln != 4:
+            return self._drop("arp_bad_header")
+        sha = arp[AR_SHA]
+        merge = spa in self.arp_table
+        if merge:
+            self._neigh_update(spa, sha)
+        if tpa != self.addr:
+            return self._drop("arp_not_for_us")
+        if not merge:
+            self._neigh_update(spa, sha)
+        if op == ARPOP_REQUEST:
+            self._arp_send(ARPOP_REPLY, sha, sha, spa)
+
+    def _neigh_update(self, ip: int, lladdr: bytes) -> None:
+        """Learn ``ip`` is at ``lladdr`` and flush the datagrams held for it."""
+        self.arp_table[ip] = lladdr
+        held = self.arp_queue.pop(ip, None)
+        if held:
+            for datagram in held:
+                self._eth_output(lladdr, ETH_P_IP, *datagram)
+            self._write_space()
+
+    def _ip_rcv(self, pkt: bytes) -> None:
+        """RFC 1122 §3.2.1: validate the header, then demultiplex."""
+        if len(pkt) < IP_HLEN:
+            return self._drop("ip_bad_length")
+        version_ihl, _, tot_len, _, frag_off, _, protocol, _, saddr, daddr = IPHDR.unpack_from(pkt)
+        ihl = (version_ihl & 0xF) * 4
+        if version_ihl >> 4 != IPVERSION:
+            return self._drop("ip_bad_version")
+        if ihl < IP_HLEN:
+            return self._drop("ip_bad_ihl")
+        if not ihl <= tot_len <= len(pkt):  # longer frames carry Ethernet padding (RFC 894)
+            return self._drop("ip_bad_length")
+        if csum_fold(csum_partial(pkt[:ihl])):
+            return self._drop("ip_bad_checksum")
+        if daddr != self.addr:
+            return self._drop("ip_not_for_us")
+        if frag_off & (IP_MF | IP_OFFSET):
+            return self._drop("ip_fragment")
+        handler = self._inet_protos.get(protocol)
+        if handler is None:
+            return self._drop("ip_unknown_protocol")
+        handler(saddr, pkt[ihl:tot_len])
+
+    def _udp_rcv(self, saddr: int, seg: bytes) -> None:
+        if len(seg) < L4_HLEN:
+            return self._drop("udp_bad_length")
+        source, dest, ulen, check = UDPHDR.unpack_from(seg)
+        if not L4_HLEN <= ulen <= len(seg):
+            return self._drop("udp_bad_length")
+        seg = seg[:ulen]
+        # RFC 1122 §4.1.3.4; a zero checksum was not computed (RFC 768)
+        if check and csum_fold(pseudo_header_sum(saddr, self.addr, IPPROTO_UDP, ulen) + csum_partial(seg)):
+            return self._drop("udp_bad_checksum")
+        sock = self.udp_sockets.get(dest)
+        if sock is None:
+            return self._drop("udp_no_port")  # no ICMP port unreachable (RFC 1122 §4.1.3.1 SHOULD)
+        if sock.on_datagram is None:
+            return self._drop("udp_no_reader")
+        payload = seg[L4_HLEN:]
+        self.cpu.charge("copy", nbytes=len(payload))
+        sock.on_datagram(payload, _ipv4_address(saddr), source)
+
+    def _icmp_rcv(self, saddr: int, msg: bytes) -> None:
+        if len(msg) < L4_HLEN:
+            return self._drop("icmp_bad_length")
+        if csum_fold(csum_partial(msg)):
+            return self._drop("icmp_bad_checksum")
+        icmp_type, _, _, ident, seq = ICMPHDR.unpack_from(msg)
+        data = msg[L4_HLEN:]
+        if icmp_type == ICMP_ECHO:  # RFC 1122 §3.2.2.6: the reply carries the request's data
+            self._icmp_send(saddr, ICMP_ECHOREPLY, ident, seq, data)
+        elif icmp_type == ICMP_ECHOREPLY:
+            on_reply = self.echo_waiters.pop((saddr, ident, seq), None)
+            if on_reply is None:
+                return self._drop("icmp_unmatched_reply")
+            self.cpu.charge("copy", nbytes=len(data))
+            on_reply(ident, seq, data)
+        else:
+            self._drop("icmp_unknown_type")

@@ -1,0 +1,152 @@
+import copy
+from dataclasses import replace
+from functools import reduce
+from operator import getitem
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from iovirt.experiments.catalog import DEVICES
+from iovirt.experiments.scenario import Scenario, ScenarioError, load_scenario
+
+EXAMPLE = Path(__file__).parents[1] / "examples" / "emulated-e1000.yaml"
+PROFILE = "{name: tiny, description: test, cpu: {model: test, ghz: 1.0, source: test}, costs: {}}"
+PASSTHROUGH = {"model": "passthrough", "device": "ixgbe", "mac": "52:54:00:00:00:01", "ip": "10.0.0.1/24"}
+VF = {**PASSTHROUGH, "model": "sriov", "device": "ixgbevf", "uplink": "pnic0"}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    path = tmp_path_factory.mktemp("profiles") / "tiny.yaml"
+    path.write_text(PROFILE)
+    return {**yaml.safe_load(EXAMPLE.read_text()), "profile": str(path)}
+
+
+def put(*path, value):
+    """An edit that sets data[path[0]]...[path[-1]] = value."""
+    def edit(data):
+        reduce(getitem, path[:-1], data)[path[-1]] = value
+        return data
+    return edit
+
+
+def load(base, *edits):
+    return Scenario.from_dict(reduce(lambda data, edit: edit(data), edits, copy.deepcopy(base)), "x.yaml")
+
+
+def test_example_loads_with_defaults(base):
+    """The example fills vcpus, memory, packet sizes and duration with their defaults."""
+    s = load(base)
+    assert [vm.vcpus for vm in s.vms] == [1, 1] and s.vms[0].memory_mb == 256
+    assert [w.packet_size for w in s.workloads] == [64, 1500]
+    assert s.workloads[0].duration_ms == 10 and s.workloads[0].count == 5
+    assert s.profile.name == "tiny" and s.vms[0].nics[0].backend is None
+
+
+def test_load_scenario_resolves_relative_profile(tmp_path):
+    """A relative profile path resolves against the scenario file's folder."""
+    (tmp_path / "tiny.yaml").write_text(PROFILE)
+    path = tmp_path / "s.yaml"
+    path.write_text(EXAMPLE.read_text().replace("profile: default", "profile: tiny.yaml"))
+    s = load_scenario(path)
+    assert s.source_path == path and s.profile.name == "tiny"
+
+
+def test_example_validates_with_default_profile():
+    """The shipped example validates against the bundled default profile."""
+    assert load_scenario(EXAMPLE).name == "emulated-e1000"
+
+
+def test_virtio_backend_defaults_to_qemu(base, monkeypatch):
+    """A virtio-net NIC without a backend gets the device's first backend, qemu."""
+    monkeypatch.setitem(DEVICES, "virtio-net", replace(DEVICES["virtio-net"], implemented=True))
+    s = load(base, put("vms", 0, "nics", 0, "model", value="paravirt"),
+             put("vms", 0, "nics", 0, "device", value="virtio-net"))
+    assert s.vms[0].nics[0].backend == "qemu"
+
+
+@pytest.mark.parametrize("edits, expected", [
+    ([put("vms", 0, "nics", 0, "mac", value=41135040001)],
+     'vms[0].nics[0].mac: expected a MAC address in quotes, like "52:54:00:00:00:01", got 41135040001'),
+    ([put("vms", 0, "nics", 0, "mac", value="01:00:5e:00:00:01")],
+     "vms[0].nics[0].mac: expected a unicast MAC"),
+    ([put("vms", 0, "nics", 0, "ip", value="10.0.0.0/24")],
+     "vms[0].nics[0].ip: expected a host address of 10.0.0.0/24, not its network or broadcast address"),
+    ([put("vms", 1, "nics", 0, "ip", value="10.0.0.1/24")],
+     "vms[1].nics[0].ip: expected a unique IP address, got '10.0.0.1' again (first at vms[0].nics[0].ip)"),
+    ([put("workloads", 1, "packet_size", value=1501)],
+     "workloads[1].packet_size: expected 44..1500 bytes: the IPv4 packet"),
+    ([put("workloads", 1, "duration_ms", value=0)], "workloads[1].duration_ms: expected a number > 0, got 0"),
+    ([put("workloads", 1, "count", value=3)], "workloads[1].count: expected no count for a udp_stream workload"),
+    ([put("workloads", 0, "dst", value="vm1")], "workloads[0].dst: expected a VM other than the source, got 'vm1'"),
+    ([put("workloads", 0, "dst", value="wire")], "workloads[0].dst: expected a VM: 'wire' needs a physical NIC"),
+    ([put("vms", 1, "nics", 0, "ip", value="10.0.1.2/24")],
+     "workloads[0].dst: expected a VM with a NIC in a subnet of vm1 (10.0.0.0/24), got 'vm2' (10.0.1.0/24)"),
+    ([put("vms", 0, "nics", 0, "backend", value="vhost-net")],
+     "vms[0].nics[0].backend: expected no backend for e1000, got 'vhost-net'"),
+    ([put("vms", 0, "nics", 0, "uplink", value="pnic0")], "vms[0].nics[0].uplink: expected no uplink for model"),
+    ([put("vms", 0, "nics", 0, "model", value="paravirt"), put("vms", 0, "nics", 0, "device", value="virtio-net")],
+     "vms[0].nics[0].device: expected a device implemented in this build (e1000), got 'virtio-net' (planned)"),
+    ([put("vms", 1, "name", value="wire")], "vms[1].name: expected a name other than 'wire'"),
+    ([put("hosts", 0, "nics", value=[{"name": "pnic0"}, {"name": "pnic0"}])],
+     "hosts[0].nics[1].name: expected a unique NIC name, got 'pnic0' again (first at hosts[0].nics[0].name)"),
+    ([put("hosts", 0, "nics", value=[{"name": "pnic0", "num_vfs": 65}])],
+     "hosts[0].nics[0].num_vfs: expected at most 64 VFs on an x82599, got 65"),
+    ([put("vms", 0, "vcpus", value=True)], "vms[0].vcpus: expected an integer, got True"),
+    ([put("name", value="two vms")], "name: expected a name of letters, digits"),
+    ([put("vms", value=[])], "vms: expected at least 1 item(s), got an empty list"),
+])
+def test_wiring_and_value_errors(base, edits, expected):
+    """Each bad value or wiring gives one line naming the path, the expectation and the value found."""
+    with pytest.raises(ScenarioError) as err:
+        load(base, *edits)
+    assert str(err.value).startswith(f"x.yaml: {expected}")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("nic, expected", [
+    ({**PASSTHROUGH, "uplink": "pnic0"},
+     "vms[1].nics[0].uplink: expected a physical NIC free for pass-through, got 'pnic0' "
+     "(also used by vms[0].nics[0])"),
+    (VF, "vms[1].nics[0].uplink: expected a physical NIC with a free VF, got 'pnic0' (num_vfs 1, all taken)"),
+])
+def test_uplink_sharing(base, monkeypatch, nic, expected):
+    """A passed-through port serves one NIC only; SR-IOV NICs cannot outnumber the port's VFs."""
+    for name in ("ixgbe", "ixgbevf"):
+        monkeypatch.setitem(DEVICES, name, replace(DEVICES[name], implemented=True))
+    with pytest.raises(ScenarioError) as err:
+        load(base, put("hosts", 0, "nics", value=[{"name": "pnic0", "num_vfs": 1}]),
+             put("vms", 0, "nics", 0, value=nic),
+             put("vms", 1, "nics", 0, value={**nic, "mac": "52:54:00:00:00:02", "ip": "10.0.0.2/24"}))
+    assert str(err.value).startswith(f"x.yaml: {expected}")
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, child in items:
+        yield from _paths(child, (*prefix, key))
+
+
+JUNK = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=12),
+                 st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_junk_only_raises_scenario_error(base, data):
+    """Random junk at random keys of a valid scenario gives a valid Scenario or a one-line ScenarioError."""
+    doc = copy.deepcopy(base)
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(list(_paths(doc))[1:]))
+        key = data.draw(st.one_of(st.just(path[-1]), st.text(max_size=6)))
+        parent = reduce(getitem, path[:-1], doc)
+        if isinstance(parent, dict) or key == path[-1]:
+            parent[key] = data.draw(JUNK)
+    try:
+        Scenario.from_dict(doc)
+    except ScenarioError as exc:
+        assert str(exc).startswith("<dict>: ") and "\n" not in str(exc)
