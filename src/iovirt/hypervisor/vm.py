@@ -10,7 +10,7 @@ from typing import Callable
 
 from ..mem.guest_memory import GuestMemory
 from ..pci.bus import HostBridge, PciBus
-from ..sim.engine import URGENT, Sim
+from ..sim.engine import Sim
 from ..sim.resource import Resource
 from .addrmap import AddressMap, Region
 
@@ -96,11 +96,11 @@ class IrqChip:
         self.level[gsi] = level
         if level and not was:
             cpu.charge("interrupt_inject")
-            self.vm.sim.at(cpu.cursor, self._deliver, gsi, priority=URGENT)
+            self.vm.sim.urgent(cpu.cursor, self._deliver, gsi)
 
     def eoi(self, gsi: int, at: int) -> None:
         if self.level.get(gsi):
-            self.vm.sim.at(at, self._deliver, gsi, priority=URGENT)
+            self.vm.sim.urgent(at, self._deliver, gsi)
 
     def _deliver(self, gsi: int) -> None:
         vcpu = self.vm.vcpus[0]
