@@ -7,6 +7,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -18,8 +19,7 @@ from iovirt.experiments.catalog import DEVICES
 from iovirt.experiments.scenario import ScenarioError, load_scenario
 from iovirt.sim.profile import ProfileError
 
-app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True, add_completion=False,
-                  help="Network I/O virtualization models, simulated and measured.")
+app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True, add_completion=False)
 
 _WRITERS = {".parquet": "to_parquet", ".csv": "to_csv"}  # --out extension -> DataFrame method
 
@@ -44,6 +44,18 @@ def _bad_input() -> Iterator[None]:
         _fail(str(exc))
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"iovirt {version('iovirt')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(_: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                         help="Print the version and exit.")] = False) -> None:
+    """Network I/O virtualization models, simulated and measured."""
+
+
 @app.command()
 def validate(scenario: Path) -> None:
     """Check a scenario file: schema and wiring, nothing is run."""
@@ -54,7 +66,7 @@ def validate(scenario: Path) -> None:
 
 @app.command()
 def devices(as_json: JsonFlag = False) -> None:
-    """List every device, its model, what it emulates and whether this build has it."""
+    """List every device: its model, what it emulates, its status."""
     if as_json:
         typer.echo(json.dumps([asdict(d) for d in DEVICES.values()]))
     else:

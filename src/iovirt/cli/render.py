@@ -22,6 +22,10 @@ def _table(title: str, text: Sequence[str], numbers: Sequence[str] = ()) -> Tabl
     return table
 
 
+def _latency(us: float | None) -> str:
+    return "-" if us is None else f"{us:.1f}"
+
+
 def devices_table(devices: Iterable[Device]) -> Table:
     table = _table("devices", ["device", "model", "emulates", "used by", "status", "backends"])
     for d in devices:
@@ -39,7 +43,7 @@ def flows_table(result: dict[str, Any]) -> Table:
         table.add_row(str(f["workload"]), f["type"], f"{f['src']}→{f['dst']}", device, str(f["packet_size"]),
                       *(str(f[key]) for key in ("sent", "delivered", "dropped", "corrupted", "out_of_order")),
                       f"{f['throughput_gbps']:.3f}", f"{f['pps']:,.0f}",
-                      f"{f['latency_us']['p50']:.1f}", f"{f['latency_us']['p99']:.1f}")
+                      _latency(f["latency_us"]["p50"]), _latency(f["latency_us"]["p99"]))
     return table
 
 

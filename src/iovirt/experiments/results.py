@@ -3,6 +3,7 @@ counts, as the JSON object of DESIGN.md and as pandas DataFrames."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 
@@ -11,11 +12,17 @@ import pandas as pd
 from .workloads import FlowStats
 
 
-def _percentile(sorted_ns: list[int], q: float) -> float:
+def _percentile(sorted_ns: list[float], q: float) -> float | None:
+    """The nearest-rank q-quantile in µs, to the ns; None (JSON null) without samples."""
     if not sorted_ns:
-        return float("nan")
+        return None
     k = min(len(sorted_ns) - 1, max(0, int(round(q * (len(sorted_ns) - 1)))))
-    return sorted_ns[k] / 1000.0
+    return round(sorted_ns[k] / 1000.0, 3)
+
+
+def _plain(value):
+    """A JSON type for what json cannot write: numpy scalars as Python ones, the rest (addresses) as text."""
+    return value.item() if hasattr(value, "item") else str(value)
 
 
 @dataclass
@@ -34,15 +41,15 @@ class FlowResult:
             "sent": f.sent, "delivered": f.delivered, "dropped": f.sent - f.delivered - f.corrupted,
             "corrupted": f.corrupted, "out_of_order": f.out_of_order,
             "throughput_gbps": round(pps * f.packet_size * 8 / 1e9, 6), "pps": round(pps, 1),
-            "latency_us": {"p50": _percentile(lat, 0.5), "p99": _percentile(lat, 0.99),
-                           "max": lat[-1] / 1000.0 if lat else float("nan")},
+            "latency_us": {"p50": _percentile(lat, 0.5), "p99": _percentile(lat, 0.99), "max": _percentile(lat, 1.0)},
             "events_per_packet": per_packet,
         })
 
 
 class Result:
     def __init__(self, data: dict) -> None:
-        self.data = data
+        # Strict JSON from here on: only JSON types, and NaN or infinity is an error.
+        self.data = json.loads(json.dumps(data, default=_plain, allow_nan=False))
         self.flows = pd.json_normalize(data["flows"], sep=".") if data["flows"] else pd.DataFrame()
         self.resources = pd.DataFrame(data["resources"])
         self.events = data["events"]
@@ -71,4 +78,5 @@ class Result:
                     "flows": rows, "resources": resources, "events": events})
 
     def to_dict(self) -> dict:
+        """The ``run --json`` object: JSON types only, missing latencies as None."""
         return self.data
