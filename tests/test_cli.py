@@ -1,19 +1,26 @@
 import json
 import subprocess
 import sys
-import types
+from collections import Counter
 from functools import reduce
+from importlib.metadata import version
+from ipaddress import ip_address
 from operator import getitem
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+import typer
 import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
+import iovirt
 from iovirt.cli import render
 from iovirt.cli.main import app
+from iovirt.experiments.results import FlowResult, Result
+from iovirt.experiments.workloads import FlowStats
 
 ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "examples" / "emulated-e1000.yaml"
@@ -51,17 +58,43 @@ def write_scenario(tmp_path, edit=lambda data: data):
     return path
 
 
-def invoke(*args):
-    return CliRunner(env={"COLUMNS": "250"}).invoke(app, [str(arg) for arg in args])
+def invoke(*args, columns=250):
+    return CliRunner(env={"COLUMNS": str(columns)}).invoke(app, [str(arg) for arg in args])
+
+
+def strict_json(text):
+    """json.loads that rejects NaN and Infinity, which are not JSON."""
+    def reject(constant):
+        raise ValueError(f"not JSON: {constant}")
+    return json.loads(text, parse_constant=reject)
+
+
+def assert_json_types(value):
+    """Only dicts with string keys, lists, strings, numbers, booleans and None, all the way down."""
+    if isinstance(value, dict):
+        assert all(type(key) is str for key in value)
+        value = list(value.values())
+    if isinstance(value, list):
+        for item in value:
+            assert_json_types(item)
+    else:
+        assert type(value) in (str, int, float, bool, type(None)), type(value)
 
 
 @pytest.fixture
-def fake_runner(monkeypatch):
-    """Stands in for iovirt.experiments.runner until the real one lands."""
-    result = types.SimpleNamespace(to_dict=lambda: RESULT, flows=pd.DataFrame([{"workload": 0, "sent": 812}]))
-    module = types.ModuleType("iovirt.experiments.runner")
-    module.run = lambda scenario: result
-    monkeypatch.setitem(sys.modules, "iovirt.experiments.runner", module)
+def small(tmp_path):
+    """The example scenario cut short: 2 pings and a 1 ms UDP stream between two e1000 VMs."""
+    workloads = [{"type": "ping", "src": "vm1", "dst": "vm2", "count": 2, "duration_ms": 1},
+                 {"type": "udp_stream", "src": "vm1", "dst": "vm2", "packet_size": 1500, "duration_ms": 1}]
+    return write_scenario(tmp_path, lambda data: {**data, "profile": "default", "workloads": workloads})
+
+
+@pytest.fixture
+def small_json(small):
+    """The ``run --json`` object of the small scenario, parsed as strict JSON."""
+    result = invoke("run", small, "--json")
+    assert result.exit_code == 0 and result.stdout.count("\n") == 1
+    return strict_json(result.stdout)
 
 
 BAD = [
@@ -142,31 +175,99 @@ def test_devices_table_shows_status():
     assert result.exit_code == 0 and "implemented" in result.stdout and "planned" in result.stdout
 
 
-def test_run_json_prints_result_dict(tmp_path, fake_runner):
-    """run --json prints the runner's result as one JSON object."""
-    result = invoke("run", write_scenario(tmp_path), "--json")
-    assert result.exit_code == 0 and json.loads(result.stdout) == RESULT
+def test_help_lists_each_command_on_one_line():
+    """iovirt --help gives every command a one-line description, fitting 80 columns, as does COMMAND --help."""
+    commands = typer.main.get_command(app).commands
+    assert {"validate", "devices", "run"} <= set(commands)
+    top = invoke("--help", columns=80)
+    assert top.exit_code == 0
+    for name, command in commands.items():
+        assert command.help and "\n" not in command.help
+        assert any(line.split()[1:2] == [name] and command.help in line for line in top.stdout.splitlines())
+        assert command.help in invoke(name, "--help").stdout
+
+
+def test_version_prints_package_version():
+    """iovirt --version prints the installed package's version."""
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.stdout == f"iovirt {version('iovirt')}\n"
+
+
+def test_run_json_is_one_strict_json_object(small_json):
+    """run --json prints one object with the DESIGN.md keys, in JSON types only."""
+    assert_json_types(small_json)
+    assert set(RESULT) <= set(small_json) and small_json["scenario"] == "emulated-e1000"
+    assert small_json["sim_time_s"] > 0 and small_json["wall_time_s"] >= 0
+    assert [(f["workload"], f["type"]) for f in small_json["flows"]] == [(0, "ping"), (1, "udp_stream")]
+    for flow in small_json["flows"]:
+        assert set(RESULT["flows"][0]) <= set(flow) and set(flow["latency_us"]) == {"p50", "p99", "max"}
+        assert (flow["src"], flow["dst"], flow["model"], flow["device"]) == ("vm1", "vm2", "emulated", "e1000")
+    assert small_json["resources"] and all(set(r) == set(RESULT["resources"][0]) for r in small_json["resources"])
+    assert small_json["events"]["vm_exit"] > 0
+
+
+def test_run_udp_stream_delivers_every_datagram_intact(small_json):
+    """The 1 ms UDP stream over emulated e1000 loses and corrupts nothing, and its figures are measured."""
+    udp = small_json["flows"][1]
+    assert udp["sent"] > 0 and udp["delivered"] == udp["sent"] and udp["corrupted"] == 0 and udp["dropped"] == 0
+    assert udp["throughput_gbps"] > 0 and udp["pps"] > 0 and udp["events_per_packet"]["vm_exit"] > 0
+    assert 0 < udp["latency_us"]["p50"] <= udp["latency_us"]["p99"] <= udp["latency_us"]["max"]
 
 
 @pytest.mark.parametrize("suffix, read", [(".csv", pd.read_csv), (".parquet", pd.read_parquet)])
-def test_run_out_writes_flows(tmp_path, fake_runner, suffix, read):
-    """run --out writes the flows table as CSV or Parquet by extension."""
+def test_run_out_writes_flows(tmp_path, small, suffix, read):
+    """run --out writes the flows table as CSV or Parquet by extension, one row per flow of the JSON."""
     out = tmp_path / f"flows{suffix}"
-    result = invoke("run", write_scenario(tmp_path), "--out", out)
-    assert result.exit_code == 0 and read(out).to_dict("records") == [{"workload": 0, "sent": 812}]
+    result = invoke("run", small, "--json", "--out", out)
+    assert result.exit_code == 0
+    flows, table = strict_json(result.stdout)["flows"], read(out)
+    assert len(table) == len(flows) and table["delivered"].tolist() == [f["delivered"] for f in flows]
 
 
-def test_run_out_bad_extension_exit_2(tmp_path, fake_runner):
+def test_run_out_bad_extension_exit_2(tmp_path, small):
     """run --out with an extension other than .parquet or .csv exits 2 with one line."""
-    result = invoke("run", write_scenario(tmp_path), "--out", tmp_path / "flows.txt")
+    result = invoke("run", small, "--out", tmp_path / "flows.txt")
     assert result.exit_code == 2
     assert result.stderr == f"error: --out: expected a file ending in .parquet or .csv, got '{tmp_path}/flows.txt'\n"
 
 
-def test_run_tables_render_design_example(tmp_path, fake_runner):
-    """run without --json prints the flows, resources and events tables."""
-    result = invoke("run", write_scenario(tmp_path))
-    assert result.exit_code == 0 and "vm1→vm2" in result.stdout and "host0/vm1/vcpu0" in result.stdout
+def test_run_tables_show_flows_and_resources(small, small_json):
+    """run without --json prints tables naming every flow and every resource of the run."""
+    result = invoke("run", small)
+    assert result.exit_code == 0
+    for name in [f"{f['src']}→{f['dst']}" for f in small_json["flows"]] + [r["name"] for r in small_json["resources"]]:
+        assert name in result.stdout
+
+
+def test_python_api_matches_cli_json(small, small_json):
+    """iovirt.run gives DataFrames and the same dict as run --json, bar the wall time."""
+    result = iovirt.run(iovirt.load_scenario(small))
+    assert isinstance(result.flows, pd.DataFrame) and isinstance(result.resources, pd.DataFrame)
+    assert len(result.flows) == len(small_json["flows"]) and len(result.resources) == len(small_json["resources"])
+    data = result.to_dict()
+    assert_json_types(data)
+    assert {**data, "wall_time_s": None} == {**small_json, "wall_time_s": None}
+
+
+def test_flow_without_samples_has_null_latency():
+    """A flow that delivered nothing has null latencies: strict JSON, and "-" in the table."""
+    flow = FlowResult.of(FlowStats(0, "udp_stream", "vm1", "vm2", 1500), ("emulated", "e1000"), Counter(), 0, 0)
+    data = Result({**RESULT, "flows": [flow.row]}).to_dict()
+    assert data["flows"][0]["latency_us"] == {"p50": None, "p99": None, "max": None}
+    assert strict_json(json.dumps(data)) == data
+    console = Console(record=True, width=250)
+    console.print(render.flows_table(data))
+    row = next(line for line in console.export_text().splitlines() if "vm1→vm2" in line)
+    assert row.split()[-2:] == ["-", "-"]
+
+
+def test_result_holds_json_types_only():
+    """Result turns numpy scalars into numbers and addresses into text, and refuses NaN."""
+    data = Result({**RESULT, "scenario": ip_address("10.0.0.1"), "events": {"vm_exit": np.int64(3)}}).to_dict()
+    assert (data["scenario"], data["events"]) == ("10.0.0.1", {"vm_exit": 3})
+    assert_json_types(data)
+    with pytest.raises(ValueError):
+        Result({**RESULT, "sim_time_s": float("nan")})
 
 
 def test_render_tables_from_example_dict():

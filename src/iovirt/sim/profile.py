@@ -20,6 +20,12 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+# The named events iovirt charges (DESIGN.md "Cost paths"); a profile prices each.
+EVENTS = (
+    "vm_exit", "kvm_handle", "user_exit", "mmio_emulate", "pio_emulate", "interrupt_inject", "eoi_exit",
+    "wakeup", "tap", "copy", "vswitch", "ring_op", "guest_stack",
+)
+
 FixedUnit = Literal["ns", "us", "cycles"]
 ByteUnit = Literal["GB/s", "Gbit/s", "ns/B"]
 
@@ -76,22 +82,6 @@ class CostProfile:
     def name(self) -> str:
         return self.spec.name
 
-    def with_costs(self, **scale: float) -> "CostProfile":
-        """A copy with the named events' costs multiplied by the given factors."""
-        data = self.spec.model_dump()
-        for event, factor in scale.items():
-            if event not in data["costs"]:
-                raise ProfileError(f"profile {self.name}: no cost named {event!r}")
-            data["costs"][event]["value"] *= factor
-            if data["costs"][event]["per_byte"]:
-                data["costs"][event]["per_byte"]["value"] /= factor if factor else 1e-12
-        return CostProfile(ProfileFile.model_validate(data), f"{self.origin} (scaled)")
-
-    def require(self, events: set[str]) -> None:
-        missing = sorted(events - self.fixed_ns.keys())
-        if missing:
-            raise ProfileError(f"profile {self.origin}: missing costs for {', '.join(missing)}")
-
 
 def _to_ns(value: float, unit: str, ghz: float) -> float:
     if unit == "ns":
@@ -129,6 +119,9 @@ def load_profile(name_or_path: str | Path, base: Path | None = None) -> CostProf
         err = exc.errors()[0]
         path = ".".join(str(p) for p in err["loc"]) or "(top)"
         raise ProfileError(f"{origin}: {path}: {err['msg']}") from None
+    missing = [e for e in EVENTS if e not in spec.costs]
+    if missing:
+        raise ProfileError(f"{origin}: costs: expected a cost for every event iovirt charges, missing {', '.join(missing)}")
     return CostProfile(spec, origin)
 
 

@@ -1,0 +1,71 @@
+"""Guest memory and DMA: bounds, dirty logging, faults instead of stray writes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from iovirt.mem.dma import Dma, DmaFault
+from iovirt.mem.guest_memory import PAGE_SIZE, GuestMemory, GuestMemoryError
+from iovirt.sim.profile import load_profile
+from iovirt.sim.resource import Ledger, Resource
+
+SIZE = 64 * PAGE_SIZE
+
+
+def test_untouched_guest_memory_reads_zero_and_is_clean():
+    """Fresh guest memory reads as zeros and has no dirty pages."""
+    mem = GuestMemory(SIZE)
+    assert mem.read(0, 16) == bytes(16) and mem.take_dirty() == []
+
+
+def test_writes_dirty_exactly_the_pages_they_touch():
+    """A write spanning a page boundary dirties both pages; take_dirty clears the log."""
+    mem = GuestMemory(SIZE)
+    mem.write(3 * PAGE_SIZE - 2, b"abcd")
+    mem.write(10 * PAGE_SIZE, b"x")
+    assert mem.take_dirty() == [2, 3, 10]
+    assert mem.take_dirty() == []
+
+
+@pytest.mark.parametrize("gpa, length", [(-1, 1), (SIZE, 1), (SIZE - 1, 2), (2**64, 4)])
+def test_access_outside_memory_raises(gpa, length):
+    """Reads and writes outside guest memory are refused."""
+    mem = GuestMemory(SIZE)
+    with pytest.raises(GuestMemoryError):
+        mem.read(gpa, length)
+    with pytest.raises(GuestMemoryError):
+        mem.write(gpa, bytes(length))
+
+
+@given(st.integers(-2 * SIZE, 2 * SIZE), st.integers(0, 3 * PAGE_SIZE))
+def test_dma_outside_memory_faults_and_charges_nothing(addr, length):
+    """A device DMA is either inside guest memory or a DmaFault that charged and wrote nothing."""
+    mem = GuestMemory(SIZE)
+    cpu = Resource("dev", "host_thread", Ledger(load_profile("default")))
+    dma = Dma(mem, "copy")
+    inside = 0 <= addr and addr + length <= SIZE
+    try:
+        dma.write(cpu, addr, b"\xaa" * length)
+    except DmaFault:
+        assert not inside and cpu.busy_ns == 0 and mem.take_dirty() == []
+    else:
+        assert inside and mem.read(addr, length) == b"\xaa" * length
+
+
+def test_dma_goes_through_the_translation_hook():
+    """With a translation hook the device's bus address is remapped, and a refusal is a fault."""
+    mem = GuestMemory(SIZE)
+    cpu = Resource("dev", "host_thread", Ledger(load_profile("default")))
+
+    def iommu(addr: int, length: int, is_write: bool) -> int:
+        if addr >= 0x1000:
+            raise DmaFault(addr, length, "not mapped")
+        return addr + 0x8000
+
+    dma = Dma(mem, "copy", translate=iommu)
+    dma.write(cpu, 0x10, b"hello")
+    assert mem.read(0x8010, 5) == b"hello"
+    with pytest.raises(DmaFault, match="not mapped"):
+        dma.read(cpu, 0x2000, 4)
