@@ -24,7 +24,8 @@ from iovirt.experiments.workloads import FlowStats
 
 ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "examples" / "emulated-e1000.yaml"
-PROFILE = "{name: tiny, description: test, cpu: {model: test, ghz: 1.0, source: test}, costs: {}}"
+PROFILE = (Path(__file__).parent.parent / "src/iovirt/profiles/default.yaml").read_text().replace(
+    "name: default", "name: tiny", 1)
 RESULT = {  # the "run --json" example of DESIGN.md
     "scenario": "two-vms-e1000", "sim_time_s": 0.01, "wall_time_s": 0.8,
     "flows": [{"workload": 0, "type": "udp_stream", "src": "vm1", "dst": "vm2", "model": "emulated",

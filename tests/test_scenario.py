@@ -13,7 +13,8 @@ from iovirt.experiments.catalog import DEVICES
 from iovirt.experiments.scenario import Scenario, ScenarioError, load_scenario
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "emulated-e1000.yaml"
-PROFILE = "{name: tiny, description: test, cpu: {model: test, ghz: 1.0, source: test}, costs: {}}"
+PROFILE = (Path(__file__).parent.parent / "src/iovirt/profiles/default.yaml").read_text().replace(
+    "name: default", "name: tiny", 1)
 PASSTHROUGH = {"model": "passthrough", "device": "ixgbe", "mac": "52:54:00:00:00:01", "ip": "10.0.0.1/24"}
 VF = {**PASSTHROUGH, "model": "sriov", "device": "ixgbevf", "uplink": "pnic0"}
 

@@ -40,10 +40,9 @@ class AddressMap:
         self._regions.insert(i, region)
 
     def unmap(self, owner: str) -> None:
-        for i, region in enumerate(self._regions):
-            if region.owner == owner:
-                del self._bases[i], self._regions[i]
-                return
+        keep = [r for r in self._regions if r.owner != owner]
+        self._regions = keep
+        self._bases = [r.base for r in keep]
 
     def lookup(self, addr: int) -> Region | None:
         i = bisect_right(self._bases, addr) - 1

@@ -69,26 +69,30 @@ class VCpu(Resource):
         self.vm.stats["unassigned_access"] += 1
         return (1 << (8 * size)) - 1
 
-    def set_irq_handler(self, gsi: int, handler: Callable[[], None]) -> None:
-        """Program the guest's IDT/IOAPIC entry for ``gsi``."""
-        self.irq_handlers[gsi] = handler
+    def set_irq_handler(self, key: int, handler: Callable[[], None]) -> None:
+        """Program the guest's IDT entry: an IOAPIC pin (GSI < 32) or an MSI vector."""
+        self.irq_handlers[key] = handler
 
-    def eoi(self, gsi: int) -> None:
+    def eoi(self, key: int) -> None:
         """End of interrupt: a write to the virtual local APIC's EOI register,
         which exits without APIC virtualisation."""
         self.charge("eoi_exit")
-        self.in_service.discard(gsi)
-        self.vm.irqchip.eoi(gsi, self.cursor)
+        self.in_service.discard(key)
+        self.vm.irqchip.eoi(key, self.cursor)
 
 
 class IrqChip:
-    """Level-triggered INTx delivery to vCPU 0 (the IOAPIC routing every
-    guest here uses).  A rising line is injected by the thread that raised it
-    (KVM_IRQ_LINE / irqfd); a line still high at EOI is injected again."""
+    """Interrupt delivery to vCPU 0.  INTx lines (IOAPIC pins, keyed by GSI)
+    are level-triggered: a line still high at EOI is injected again.  MSI
+    messages (keyed by vector, >= 32) are edge-triggered: one arriving while
+    its vector is in service waits in the IRR until EOI.  The thread that
+    raises an interrupt pays for injecting it (KVM_IRQ_LINE, KVM_SIGNAL_MSI
+    or irqfd)."""
 
     def __init__(self, vm: "VM") -> None:
         self.vm = vm
         self.level: dict[int, int] = {}
+        self.irr: set[int] = set()
         self.stats = vm.stats
 
     def set_level(self, gsi: int, cpu: Resource, level: int) -> None:
@@ -98,21 +102,34 @@ class IrqChip:
             cpu.charge("interrupt_inject")
             self.vm.sim.urgent(cpu.cursor, self._deliver, gsi)
 
-    def eoi(self, gsi: int, at: int) -> None:
-        if self.level.get(gsi):
-            self.vm.sim.urgent(at, self._deliver, gsi)
+    def msi(self, cpu: Resource, address: int, data: int) -> None:
+        """An MSI write to the LAPIC window 0xFEExxxxx: vector in data[7:0]."""
+        if address >> 20 != 0xFEE:
+            self.stats["msi_bad_address"] += 1
+            return
+        cpu.charge("interrupt_inject")
+        self.vm.sim.urgent(cpu.cursor, self._deliver, data & 0xFF)
 
-    def _deliver(self, gsi: int) -> None:
+    def eoi(self, key: int, at: float) -> None:
+        if self.level.get(key) or key in self.irr:
+            self.irr.discard(key)
+            self.vm.sim.urgent(at, self._deliver, key)
+
+    def _deliver(self, key: int) -> None:
         vcpu = self.vm.vcpus[0]
-        handler = vcpu.irq_handlers.get(gsi)
-        if not self.level.get(gsi) or gsi in vcpu.in_service or handler is None:
+        handler = vcpu.irq_handlers.get(key)
+        if handler is None or key < 32 and not self.level.get(key):
+            return
+        if key in vcpu.in_service:
+            if key >= 32:
+                self.irr.add(key)
             return
         now = self.vm.sim.now
         if vcpu.cursor < now:
             vcpu.sync(now)
             vcpu.charge("wakeup")           # the halted vCPU thread is woken
         vcpu.charge("vm_exit")              # exit (kick or HLT) and entry with the interrupt
-        vcpu.in_service.add(gsi)
+        vcpu.in_service.add(key)
         self.stats["interrupts"] += 1
         handler()
 

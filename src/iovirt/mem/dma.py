@@ -34,33 +34,34 @@ class Dma:
         self.buf = mem.buf
         self.size = mem.size
 
-    def _gpa(self, addr: int, length: int, is_write: bool) -> int:
+    def gpa(self, addr: int, length: int, is_write: bool) -> int:
+        """Translate and bounds-check a bus address without moving data."""
         gpa = self.translate(addr, length, is_write) if self.translate else addr
         if gpa < 0 or gpa + length > self.size:
             raise DmaFault(addr, length, "outside guest memory")
         return gpa
 
     def read(self, cpu: Resource, addr: int, length: int) -> bytes:
-        gpa = self._gpa(addr, length, False)
+        gpa = self.gpa(addr, length, False)
         cpu.charge(self.event, nbytes=length)
         return self.buf[gpa : gpa + length]
 
     def write(self, cpu: Resource, addr: int, data: bytes) -> None:
         length = len(data)
-        gpa = self._gpa(addr, length, True)
+        gpa = self.gpa(addr, length, True)
         cpu.charge(self.event, nbytes=length)
         self.buf[gpa : gpa + length] = data
         self.mem.mark_dirty(gpa, length)
 
     def load(self, cpu: Resource, layout, addr: int) -> tuple:
         """Fetch one record (a descriptor) laid out by a spec ``Layout``."""
-        gpa = self._gpa(addr, layout.size, False)
+        gpa = self.gpa(addr, layout.size, False)
         cpu.charge(self.event, nbytes=layout.size)
         return layout.unpack_from(self.buf, gpa)
 
     def store(self, cpu: Resource, st, addr: int, *values) -> None:
         """Write back a record or one field with a precompiled ``struct``."""
-        gpa = self._gpa(addr, st.size, True)
+        gpa = self.gpa(addr, st.size, True)
         cpu.charge(self.event, nbytes=st.size)
         st.pack_into(self.buf, gpa, *values)
         self.mem.mark_dirty(gpa, st.size)
