@@ -26,7 +26,7 @@ _IDX = {r.name: r.offset >> 2 for r in s.REGS}
 CTRL, STATUS, EECD, EERD = _IDX["CTRL"], _IDX["STATUS"], _IDX["EECD"], _IDX["EERD"]
 ICR, ITR, ICS, IMS, IMC = _IDX["ICR"], _IDX["ITR"], _IDX["ICS"], _IDX["IMS"], _IDX["IMC"]
 RCTL, TCTL = _IDX["RCTL"], _IDX["TCTL"]
-RDBAL, RDBAH, RDLEN, RDH, RDT, RDTR = (_IDX[n] for n in ("RDBAL", "RDBAH", "RDLEN", "RDH", "RDT", "RDTR"))
+RDBAL, RDBAH, RDLEN, RDH, RDT, RDTR, RADV = (_IDX[n] for n in ("RDBAL", "RDBAH", "RDLEN", "RDH", "RDT", "RDTR", "RADV"))
 TDBAL, TDBAH, TDLEN, TDH, TDT = (_IDX[n] for n in ("TDBAL", "TDBAH", "TDLEN", "TDH", "TDT"))
 GPRC, GPTC, TPR, TPT, MPC = (_IDX[n] for n in ("GPRC", "GPTC", "TPR", "TPT", "MPC"))
 GORCL, GORCH, GOTCL, GOTCH = (_IDX[n] for n in ("GORCL", "GORCH", "GOTCL", "GOTCH"))
@@ -82,12 +82,15 @@ class E1000:
         self.r[RAL0] = int.from_bytes(mac[:4], "little")
         self.r[RAL0 + 1] = int.from_bytes(mac[4:], "little") | s.RAH_AV
         self.tx_frame = bytearray()
+        self.tx_discard = False             # dropping the rest of a faulted/oversize chain, up to EOP
         self.ioaddr = 0
         self.irq_asserted = False
         self.next_irq_ok = 0
         self.mit_timer_armed = False
         self.rx_timer_armed = False
         self.pending_rx_cause = 0
+        self.rx_deadline = 0
+        self.rx_abs_deadline = 0
 
     # ---- register access ----------------------------------------------------
     def bar_handlers(self, index: int):
@@ -120,7 +123,7 @@ class E1000:
         idx = offset >> 2
         if idx not in _KNOWN or idx in _READ_ONLY or idx in _READ_CLEAR and idx != ICR:
             return
-        value = _widen(self.r[idx], value, offset, size)
+        value = _widen(0 if idx == ICR else self.r[idx], value, offset, size)   # ICR is W1C: untouched bytes write 0
         handler = self._write.get(idx)
         if handler is None:
             self.r[idx] = value
@@ -129,8 +132,10 @@ class E1000:
 
     def _w_ctrl(self, cpu: Resource, idx: int, value: int) -> None:
         if value & s.CTRL_RST:
-            self.reset()
-            self._set_irq(cpu, 0)
+            asserted = self.irq_asserted
+            self.reset()                      # clears irq_asserted: lower the line ourselves
+            if asserted:
+                self.irq(cpu, 0)
         else:
             self.r[CTRL] = value
 
@@ -236,22 +241,26 @@ class E1000:
 
     def _tx_data(self, cpu: Resource, buf: int, length: int, cmd: int) -> None:
         frame = self.tx_frame
-        if cmd & s.TXD_CMD_DEXT:
+        if self.tx_discard:
+            pass
+        elif cmd & s.TXD_CMD_DEXT:
             self.errors["tx_extended_desc_unsupported"] += 1
         elif len(frame) + length > s.MAX_FRAME:
             self.errors["tx_oversize"] += 1
             frame.clear()
-            return
+            self.tx_discard = True
         elif length:
             try:
                 frame += self.dma.read(cpu, buf, length)
             except DmaFault:
                 self._dma_fault("tx_buffer_fault")
                 frame.clear()
-                return
-        if cmd & s.TXD_CMD_EOP and frame:
-            self._transmit(cpu, bytes(frame))
-            frame.clear()
+                self.tx_discard = True
+        if cmd & s.TXD_CMD_EOP:
+            if frame:
+                self._transmit(cpu, bytes(frame))
+                frame.clear()
+            self.tx_discard = False
 
     def _transmit(self, cpu: Resource, frame: bytes) -> None:
         r = self.r
@@ -320,16 +329,25 @@ class E1000:
         self._rx_interrupt(cpu, cause)
 
     def _rx_interrupt(self, cpu: Resource, cause: int) -> None:
-        delay = (self.r[RDTR] & 0xFFFF) * s.TIMER_UNIT_NS
+        r = self.r
+        delay = (r[RDTR] & 0xFFFF) * s.TIMER_UNIT_NS
         if not delay:
             self.set_cause(cpu, cause)
             return
-        self.pending_rx_cause |= cause          # SDM 3.2.7.1: RDTR restarts on each packet
+        now = cpu.cursor
+        if not self.pending_rx_cause:           # SDM 3.2.7.1.2: RADV starts with the first held packet
+            radv = (r[RADV] & 0xFFFF) * s.TIMER_UNIT_NS
+            self.rx_abs_deadline = now + radv if radv else float("inf")
+        self.pending_rx_cause |= cause
+        self.rx_deadline = min(now + delay, self.rx_abs_deadline)   # 3.2.7.1.1: RDTR restarts on each packet
         if not self.rx_timer_armed:
             self.rx_timer_armed = True
-            self.sim.at(cpu.cursor + delay, self._rx_timer)
+            self.sim.at(self.rx_deadline, self._rx_timer)
 
     def _rx_timer(self) -> None:
+        if self.sim.now < self.rx_deadline:     # restarted by a later packet
+            self.sim.at(self.rx_deadline, self._rx_timer)
+            return
         self.rx_timer_armed = False
         cause, self.pending_rx_cause = self.pending_rx_cause, 0
         cpu = self.timer_cpu
