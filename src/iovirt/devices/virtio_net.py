@@ -34,9 +34,8 @@ class VirtioNet(VirtioPciDevice):
         self.mac = mac
         self.port = None
         super().__init__(sim, dma, num_queues=2)
-        self.config = bytearray(_NET_CONFIG.size)
+        self.config = bytearray(_NET_CONFIG.pack(v.VIRTIO_NET_S_LINK_UP, 1, 1500))
         self.config[v.NET_CONFIG_MAC : v.NET_CONFIG_MAC + 6] = mac
-        _NET_CONFIG.struct.pack_into(self.config, 0, v.VIRTIO_NET_S_LINK_UP, 1, 1500)
 
     def config_read(self, offset: int, size: int) -> int:
         return int.from_bytes(self.config[offset : offset + size], "little") if offset + size <= len(self.config) else 0

@@ -46,7 +46,7 @@ DEVICES: dict[str, Device] = {
                ("QEMU/KVM", "VMware ESXi", "VirtualBox")),
         Device("tulip", "emulated", "DEC 21140 Tulip (Hyper-V legacy NIC)", ("Hyper-V",)),
         Device("virtio-net", "paravirt", "virtio 1.x network device", ("QEMU/KVM", "Firecracker"),
-               backends=("qemu", "vhost-net", "vhost-user")),
+               implemented=True, backends=("qemu", "vhost-net")),
         Device("xen-netfront", "paravirt", "Xen PV netif (shared rings, grant tables, event channels)",
                ("Xen",)),
         Device("vmxnet3", "paravirt", "VMware VMXNET3 paravirtual NIC", ("VMware ESXi", "QEMU/KVM")),

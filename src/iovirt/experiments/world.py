@@ -6,12 +6,13 @@ from __future__ import annotations
 from ..guest.kernel import GuestKernel
 from ..hypervisor.emulation import EmulatedNic
 from ..hypervisor.host import Host
+from ..hypervisor.paravirt import VirtioNic
 from ..hypervisor.vm import VM
 from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource
 from .scenario import Scenario
 
-WIRINGS = {"emulated": EmulatedNic}
+WIRINGS = {"emulated": EmulatedNic, "paravirt": VirtioNic}
 
 
 class World:
@@ -26,7 +27,7 @@ class World:
         for spec in scenario.vms:
             vm = VM(spec.name, self.hosts[spec.host], spec.memory_mb, spec.vcpus)
             for nic in spec.nics:
-                WIRINGS[nic.model](vm, nic.device, bytes.fromhex(nic.mac.replace(":", "")))
+                WIRINGS[nic.model](vm, nic.device, bytes.fromhex(nic.mac.replace(":", "")), nic.backend)
             self.vms[spec.name] = vm
             self.models[spec.name] = (spec.nics[0].model, spec.nics[0].device) if spec.nics else ("", "")
         for spec in scenario.vms:

@@ -12,10 +12,12 @@ from typing import Callable
 
 from .alloc import DmaAllocator
 from .drivers.e1000 import E1000Driver
+from .drivers.virtio_net import VirtioNetDriver
 from .net.stack import IPv4Stack
 from .pci import PciEnumerator
 
-DRIVERS = {(drv.VENDOR, drv.DEVICE): drv for drv in (E1000Driver,)}
+DRIVERS = {(drv.VENDOR, drv.DEVICE): drv for drv in (E1000Driver, VirtioNetDriver)}
+FIRST_VECTOR = 0x30                 # below: exceptions and legacy IRQs
 
 
 class GuestKernel:
@@ -28,12 +30,19 @@ class GuestKernel:
         self.stats: Counter[str] = Counter()
         self.netdevs: list = []
         self.interfaces: dict[bytes, IPv4Stack] = {}
+        self.pci = PciEnumerator(self.vcpu)
+        self._next_vector = FIRST_VECTOR
 
     def boot(self) -> None:
-        for info in PciEnumerator(self.vcpu).scan():
+        for info in self.pci.scan():
             driver = DRIVERS.get((info.vendor, info.device))
             if driver is not None:
                 self.netdevs.append(driver(self, info))
+
+    def alloc_vector(self) -> int:
+        """An IDT vector for an MSI/MSI-X interrupt."""
+        vector, self._next_vector = self._next_vector, self._next_vector + 1
+        return vector
 
     def ifup(self, mac: bytes, address: str) -> IPv4Stack:
         """Configure the interface whose hardware address is ``mac``."""

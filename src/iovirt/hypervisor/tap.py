@@ -1,6 +1,9 @@
-"""A tap device: the host end of an emulated NIC.  The VMM writes the guest's
-frames into it (``tap`` + ``copy`` on the writing thread) and reads frames
-for the guest on its main-loop thread, as QEMU's net/tap.c does."""
+"""A tap device: the host end of a VM's NIC on the host switch.
+
+From userspace (QEMU's net/tap.c) every frame is a read() or write() on the
+tap fd: a ``tap`` syscall and a ``copy`` between user and kernel buffers on
+the calling thread.  From the kernel (vhost-net's socket calls) there is no
+syscall and no extra copy: ``syscall=False``."""
 
 from __future__ import annotations
 
@@ -14,8 +17,9 @@ READ_BUDGET = 50        # net/tap.c tap_send(): frames read per main-loop wakeup
 
 
 class TapPort(Port):
-    def __init__(self, vm, device, reader: Resource) -> None:
+    def __init__(self, vm, device, reader: Resource, syscall: bool = True) -> None:
         self.vm = vm
+        self.syscall = syscall
         self.sim = vm.sim
         self.device = device
         self.reader = reader                 # the VMM thread that reads the tap
@@ -28,8 +32,9 @@ class TapPort(Port):
 
     # device -> tap -> switch
     def send(self, cpu: Resource, frame: bytes) -> None:
-        cpu.charge("tap")
-        cpu.charge("copy", nbytes=len(frame))
+        if self.syscall:
+            cpu.charge("tap")
+            cpu.charge("copy", nbytes=len(frame))
         self.sim.at(cpu.cursor, self.vm.host.vswitch.ingress, self, frame)
 
     # switch -> tap queue -> VMM main loop -> device
@@ -56,13 +61,14 @@ class TapPort(Port):
         now = self.sim.now
         if cpu.cursor < now:
             cpu.sync(now)
-            cpu.charge("wakeup")             # poll() returns on the readable tap fd
+            cpu.charge("wakeup")             # poll() returns / the vhost worker is woken
         for _ in range(READ_BUDGET):
             if not queue or not device.can_receive(len(queue[0])):
                 return                           # reading resumes on flush()
             frame = queue.popleft()
-            cpu.charge("tap")
-            cpu.charge("copy", nbytes=len(frame))
+            if self.syscall:
+                cpu.charge("tap")
+                cpu.charge("copy", nbytes=len(frame))
             device.receive(cpu, frame)
         if queue:
             self._schedule_read(cpu.cursor)

@@ -1,0 +1,226 @@
+"""Guest virtio-net driver over the modern virtio-pci transport, in the order
+Linux's virtio_pci_modern.c and virtio_net.c do things: find the vendor
+capabilities, reset, ACKNOWLEDGE, DRIVER, negotiate features, FEATURES_OK,
+MSI-X vectors (config, rx, tx), queues, fill RX, DRIVER_OK.
+
+TX adds one descriptor per frame (header inline, VIRTIO_F_VERSION_1) and
+kicks only when the device asked (EVENT_IDX); completed TX buffers are
+reclaimed on the next transmit.  RX runs in NAPI polls scheduled from the
+queue's MSI-X interrupt with the queue's interrupts off."""
+
+from __future__ import annotations
+
+from ...spec import virtio as v
+from ...spec.pci import (
+    PCI_CAP_ID_MSIX, PCI_CAP_ID_VNDR, PCI_CAP_LIST_NEXT, PCI_CAPABILITY_LIST, PCI_MSIX_ENTRY_DATA,
+    PCI_MSIX_ENTRY_LOWER_ADDR, PCI_MSIX_ENTRY_SIZE, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_FLAGS,
+    PCI_MSIX_FLAGS_ENABLE,
+)
+from .virtio_ring import DriverQueue
+
+C = v.COMMON
+WANTED = (1 << v.VIRTIO_F_VERSION_1 | 1 << v.VIRTIO_NET_F_MAC | 1 << v.VIRTIO_NET_F_MRG_RXBUF
+          | 1 << v.VIRTIO_RING_F_EVENT_IDX | 1 << v.VIRTIO_NET_F_CSUM)
+RX_BUFFER = v.NET_HDR.size + 1514
+NAPI_WEIGHT = 64
+LAPIC_MSI = 0xFEE00000
+CONFIG_VECTOR, RX_VECTOR, TX_VECTOR = 0, 1, 2
+
+
+class VirtioProbeError(RuntimeError):
+    pass
+
+
+class VirtioNetDriver:
+    VENDOR, DEVICE = v.VENDOR_ID, v.DEVICE_ID_NET
+
+    def __init__(self, kernel, info, features: int = WANTED) -> None:
+        self.kernel = kernel
+        self.vcpu = kernel.vcpu
+        self.mem = kernel.mem
+        self.info = info
+        self.stack = None
+        self.stats = kernel.stats
+        self.tx_queue_stopped = False
+        self.poll_scheduled = False
+        self._find_caps()
+        self._probe(features)
+
+    # ---- transport --------------------------------------------------------------
+    def _find_caps(self) -> None:
+        """4.1.4: walk the capability list for the virtio structures."""
+        pci, bdf = self.kernel.pci, self.info.bdf
+        self.regions: dict[int, int] = {}
+        at = pci.config_read(bdf, PCI_CAPABILITY_LIST, 1)
+        for _ in range(48):
+            if at < 0x40:
+                break
+            if pci.config_read(bdf, at, 1) == PCI_CAP_ID_VNDR:
+                cfg_type = pci.config_read(bdf, at + v.PCI_CAP.offset("cfg_type"), 1)
+                bar = pci.config_read(bdf, at + v.PCI_CAP.offset("bar"), 1)
+                offset = pci.config_read(bdf, at + v.PCI_CAP.offset("offset"), 4)
+                self.regions.setdefault(cfg_type, self.info.bars[bar][1] + offset)
+                if cfg_type == v.VIRTIO_PCI_CAP_NOTIFY_CFG:
+                    self.notify_multiplier = pci.config_read(bdf, at + v.NOTIFY_OFF_MULTIPLIER, 4)
+            at = pci.config_read(bdf, at + PCI_CAP_LIST_NEXT, 1)
+        needed = {v.VIRTIO_PCI_CAP_COMMON_CFG, v.VIRTIO_PCI_CAP_NOTIFY_CFG, v.VIRTIO_PCI_CAP_DEVICE_CFG}
+        if not needed <= self.regions.keys():
+            raise VirtioProbeError(f"virtio-pci {bdf}: missing capabilities {sorted(needed - self.regions.keys())}")
+        self.common = self.regions[v.VIRTIO_PCI_CAP_COMMON_CFG]
+
+    def cread(self, field: str) -> int:
+        return self.vcpu.mmio_read(self.common + C[field], v.COMMON_CFG.widths[field])
+
+    def cwrite(self, field: str, value: int) -> None:
+        self.vcpu.mmio_write(self.common + C[field], v.COMMON_CFG.widths[field], value)
+
+    def _status(self, bits: int) -> None:
+        self.cwrite("device_status", self.cread("device_status") | bits)
+
+    # ---- probe (3.1.1 driver initialization) --------------------------------------
+    def _probe(self, wanted: int) -> None:
+        self.cwrite("device_status", 0)
+        self._status(v.ACKNOWLEDGE | v.DRIVER)
+        offered = 0
+        for word in (0, 1):
+            self.cwrite("device_feature_select", word)
+            offered |= self.cread("device_feature") << (32 * word)
+        self.features = offered & wanted
+        for word in (0, 1):
+            self.cwrite("driver_feature_select", word)
+            self.cwrite("driver_feature", self.features >> (32 * word) & 0xFFFFFFFF)
+        self._status(v.FEATURES_OK)
+        if not self.cread("device_status") & v.FEATURES_OK:
+            self._status(v.FAILED)
+            raise VirtioProbeError(f"virtio-net {self.info.bdf}: device refused features {self.features:#x}")
+        self._setup_msix()
+        event_idx = bool(self.features >> v.VIRTIO_RING_F_EVENT_IDX & 1)
+        self.rx = self._setup_queue(v.RX_QUEUE, RX_VECTOR, event_idx)
+        self.tx = self._setup_queue(v.TX_QUEUE, TX_VECTOR, event_idx)
+        dev = self.regions[v.VIRTIO_PCI_CAP_DEVICE_CFG]
+        self.mac = bytes(self.vcpu.mmio_read(dev + v.NET_CONFIG_MAC + i, 1) for i in range(6))
+        self.tx_bufs = [self.kernel.alloc.alloc(RX_BUFFER, 64) for _ in range(self.tx.size)]
+        self.tx_free = list(range(self.tx.size))
+        self.tx.disable_cb()
+        self.rx_bufs = [self.kernel.alloc.alloc(RX_BUFFER, 64) for _ in range(self.rx.size)]
+        for i in range(self.rx.size):
+            self.rx.add([(self.rx_bufs[i], RX_BUFFER, True)], i)
+        self._kick_if_needed(self.rx)
+        self._status(v.DRIVER_OK)
+
+    def _setup_msix(self) -> None:
+        """MSI-X table entries through BAR1, then MSI-X Enable in config space."""
+        cap = self.info.caps[PCI_CAP_ID_MSIX]
+        table = self.info.bars[v.MSIX_BAR][1]
+        self.vectors = {}
+        for entry, handler in ((CONFIG_VECTOR, self._config_intr), (RX_VECTOR, self._rx_intr),
+                               (TX_VECTOR, self._tx_intr)):
+            vector = self.kernel.alloc_vector()
+            at = table + entry * PCI_MSIX_ENTRY_SIZE
+            self.vcpu.mmio_write(at + PCI_MSIX_ENTRY_LOWER_ADDR, 4, LAPIC_MSI)
+            self.vcpu.mmio_write(at + PCI_MSIX_ENTRY_DATA, 4, vector)
+            self.vcpu.mmio_write(at + PCI_MSIX_ENTRY_VECTOR_CTRL, 4, 0)
+            self.vcpu.set_irq_handler(vector, handler)
+            self.vectors[entry] = vector
+        pci, bdf = self.kernel.pci, self.info.bdf
+        pci.config_write(bdf, cap + PCI_MSIX_FLAGS, 2, pci.config_read(bdf, cap + PCI_MSIX_FLAGS, 2) | PCI_MSIX_FLAGS_ENABLE)
+        self.cwrite("config_msix_vector", CONFIG_VECTOR)
+
+    def _setup_queue(self, index: int, vector: int, event_idx: bool) -> DriverQueue:
+        self.cwrite("queue_select", index)
+        size = min(self.cread("queue_size"), v.QUEUE_SIZE_MAX)
+        if not size:
+            raise VirtioProbeError(f"virtio-net {self.info.bdf}: queue {index} unavailable")
+        self.cwrite("queue_size", size)
+        q = DriverQueue(self.kernel, index, size, event_idx)
+        for field, addr in (("queue_desc", q.desc), ("queue_driver", q.avail), ("queue_device", q.used)):
+            self.vcpu.mmio_write(self.common + C[field], 4, addr & 0xFFFFFFFF)
+            self.vcpu.mmio_write(self.common + C[field] + 4, 4, addr >> 32)
+        self.cwrite("queue_msix_vector", vector)
+        q.notify = self.regions[v.VIRTIO_PCI_CAP_NOTIFY_CFG] + self.cread("queue_notify_off") * self.notify_multiplier
+        self.cwrite("queue_enable", 1)
+        return q
+
+    def _kick_if_needed(self, q: DriverQueue) -> None:
+        if q.kick_prepare():
+            self.vcpu.mmio_write(q.notify, 2, q.index)       # the doorbell (4.1.5.2)
+
+    # ---- transmit ------------------------------------------------------------------
+    def transmit(self, frame: bytes) -> bool:
+        """start_xmit: reclaim finished buffers, add one, kick if asked."""
+        self._free_old_xmit()
+        if not self.tx_free:
+            self.tx_queue_stopped = True
+            if self.tx.enable_cb(delayed=True):
+                return False
+            self._free_old_xmit()                 # raced: buffers came back meanwhile
+            self.tx.disable_cb()
+            self.tx_queue_stopped = not self.tx_free
+            if not self.tx_free:
+                return False
+        slot = self.tx_free.pop()
+        buf = self.tx_bufs[slot]
+        self.mem.write(buf, bytes(v.NET_HDR.size) + frame)
+        self.tx.add([(buf, v.NET_HDR.size + len(frame), False)], slot)
+        self._kick_if_needed(self.tx)
+        return True
+
+    def _free_old_xmit(self) -> None:
+        while (done := self.tx.get_used()) is not None:
+            self.tx_free.append(done[0])
+
+    def _tx_intr(self) -> None:
+        self.tx.disable_cb()
+        self.vcpu.eoi(self.vectors[TX_VECTOR])
+        self._free_old_xmit()
+        if self.tx_queue_stopped and self.tx_free:
+            self.tx_queue_stopped = False
+            self.stack.tx_wake()
+
+    # ---- receive ---------------------------------------------------------------------
+    def _rx_intr(self) -> None:
+        """vring_interrupt -> skb_recv_done: interrupts off, schedule NAPI."""
+        self.rx.disable_cb()
+        self.vcpu.eoi(self.vectors[RX_VECTOR])
+        if not self.poll_scheduled:
+            self.poll_scheduled = True
+            self.kernel.run_soon(self._poll)
+
+    def _poll(self) -> None:
+        self.poll_scheduled = False
+        done = self._receive(NAPI_WEIGHT)
+        if done < NAPI_WEIGHT and self.rx.enable_cb():
+            return                                 # napi_complete_done
+        self.rx.disable_cb()
+        self.poll_scheduled = True
+        self.kernel.run_soon(self._poll)
+
+    def _receive(self, budget: int) -> int:
+        done = 0
+        while done < budget and (used := self.rx.get_used()) is not None:
+            slot, length = used
+            frames = [(slot, length)]
+            count = v.NET_HDR.unpack_from(self.mem.buf, self.rx_bufs[slot])[6] if self._mergeable else 1
+            while len(frames) < count and (more := self.rx.get_used()) is not None:
+                frames.append(more)
+            data = b"".join(self.mem.read(self.rx_bufs[s], n) for s, n in frames)
+            if len(frames) == count and len(data) > v.NET_HDR.size:
+                self.stack.receive(data[v.NET_HDR.size :])
+            else:
+                self.stats["rx_length_errors"] += 1
+            for s, _ in frames:
+                self.rx.add([(self.rx_bufs[s], RX_BUFFER, True)], s)
+            done += 1
+        self._kick_if_needed(self.rx)
+        return done
+
+    @property
+    def _mergeable(self) -> bool:
+        return bool(self.features >> v.VIRTIO_NET_F_MRG_RXBUF & 1)
+
+    def _config_intr(self) -> None:
+        """A configuration change; DEVICE_NEEDS_RESET shows in the status."""
+        self.stats["virtio_config_interrupts"] += 1
+        if self.cread("device_status") & v.DEVICE_NEEDS_RESET:
+            self.stats["virtio_device_needs_reset"] += 1
+        self.vcpu.eoi(self.vectors[CONFIG_VECTOR])

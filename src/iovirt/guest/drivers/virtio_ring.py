@@ -1,0 +1,103 @@
+"""Driver side of a virtio split virtqueue, after Linux's virtio_ring.c:
+a free list of descriptors, an available ring published by index, kicks and
+interrupts suppressed with VIRTIO_RING_F_EVENT_IDX (or the flag bits)."""
+
+from __future__ import annotations
+
+from ...spec import virtio as v
+
+_DESC = v.VIRTQ_DESC.struct
+_ELEM = v.VIRTQ_USED_ELEM.unpack_from
+_U16 = v.U16
+
+
+class DriverQueue:
+    def __init__(self, kernel, index: int, size: int, event_idx: bool) -> None:
+        self.index = index
+        self.size = size
+        self.event_idx = event_idx
+        self.mem = kernel.mem
+        self.buf = kernel.mem.buf
+        self.charge = kernel.vcpu.charge
+        alloc = kernel.alloc
+        self.desc = alloc.alloc(16 * size, 16)
+        self.avail = alloc.alloc(v.avail_size(size), 2)
+        self.used = alloc.alloc(v.used_size(size), 4)
+        self.free = list(range(size - 1, -1, -1))
+        self.tokens: dict[int, object] = {}
+        self.avail_idx = 0
+        self.published = 0
+        self.last_used = 0
+        self.no_interrupt = False
+
+    @property
+    def num_free(self) -> int:
+        return len(self.free)
+
+    def add(self, segments: list[tuple[int, int, bool]], token: object) -> bool:
+        """Chain (address, length, device-writable) segments; False when full."""
+        if len(segments) > len(self.free):
+            return False
+        heads = [self.free.pop() for _ in segments]
+        for n, (addr, length, writable) in enumerate(segments):
+            last = n == len(segments) - 1
+            flags = (v.VIRTQ_DESC_F_WRITE if writable else 0) | (0 if last else v.VIRTQ_DESC_F_NEXT)
+            self.mem.store(_DESC, self.desc + 16 * heads[n], addr, length, flags, 0 if last else heads[n + 1])
+            self.charge("ring_op")
+        head = heads[0]
+        self.tokens[head] = (token, heads)
+        self.mem.store(_U16, self.avail + v.VIRTQ_AVAIL_RING + 2 * (self.avail_idx % self.size), head)
+        self.avail_idx = (self.avail_idx + 1) & 0xFFFF
+        return True
+
+    def kick_prepare(self) -> bool:
+        """Publish the new avail idx; True if the device asked to be notified."""
+        old, new = self.published, self.avail_idx
+        self.mem.store(_U16, self.avail + v.VIRTQ_AVAIL_IDX, new)
+        self.published = new
+        if old == new:
+            return False
+        if self.event_idx:
+            event = _U16.unpack_from(self.buf, self.used + v.avail_event_offset(self.size))[0]
+            return v.vring_need_event(event, new, old)
+        return not _U16.unpack_from(self.buf, self.used + v.VIRTQ_USED_FLAGS)[0] & v.VIRTQ_USED_F_NO_NOTIFY
+
+    def more_used(self) -> bool:
+        return _U16.unpack_from(self.buf, self.used + v.VIRTQ_USED_IDX)[0] != self.last_used
+
+    def get_used(self) -> tuple[object, int] | None:
+        """The next buffer the device returned: (token, bytes written)."""
+        if not self.more_used():
+            return None
+        head, length = _ELEM(self.buf, self.used + v.VIRTQ_USED_RING + 8 * (self.last_used % self.size))
+        self.last_used = (self.last_used + 1) & 0xFFFF
+        self.charge("ring_op")
+        entry = self.tokens.pop(head, None)
+        if entry is None:
+            return None                       # the device returned a head we never gave it
+        token, heads = entry
+        self.free.extend(reversed(heads))
+        return token, length
+
+    def disable_cb(self) -> None:
+        """Interrupts off (virtqueue_disable_cb_split): with EVENT_IDX, park
+        used_event behind last_used."""
+        self.no_interrupt = True
+        if self.event_idx:
+            self._used_event((self.last_used - 1) & 0xFFFF)
+        else:
+            self.mem.store(_U16, self.avail + v.VIRTQ_AVAIL_FLAGS, v.VIRTQ_AVAIL_F_NO_INTERRUPT)
+
+    def enable_cb(self, delayed: bool = False) -> bool:
+        """Interrupts on; False when buffers are already waiting (poll again).
+        ``delayed``: only once 3/4 of the outstanding buffers are used."""
+        self.no_interrupt = False
+        if self.event_idx:
+            ahead = ((self.avail_idx - self.last_used) & 0xFFFF) * 3 // 4 if delayed else 0
+            self._used_event((self.last_used + ahead) & 0xFFFF)
+        else:
+            self.mem.store(_U16, self.avail + v.VIRTQ_AVAIL_FLAGS, 0)
+        return not self.more_used()
+
+    def _used_event(self, value: int) -> None:
+        self.mem.store(_U16, self.avail + v.used_event_offset(self.size), value)

@@ -1,0 +1,64 @@
+"""Para-virtualization: virtio-net over virtio-pci, the device logic wired to
+one of the backend placements KVM uses.
+
+The guest's doorbell (the notify region of BAR4) is an ioeventfd: the write
+exits, KVM matches it in the kernel (``vm_exit`` + ``ioeventfd``) and the
+vCPU goes straight back; the backend thread is signalled and does the ring
+work.  Everything else in the BARs (common configuration, ISR, device
+configuration, MSI-X table) traps to QEMU as emulation does.
+
+- ``qemu``: QEMU's main-loop thread runs the device and reads/writes the tap
+  with syscalls; interrupts by KVM_SIGNAL_MSI.
+- ``vhost-net``: an in-kernel vhost worker thread runs the rings and talks to
+  the tap socket without syscalls; interrupts through irqfd.
+"""
+
+from __future__ import annotations
+
+from ..devices.virtio_net import VirtioNet
+from ..mem.dma import Dma
+from ..sim.resource import Resource
+from ..spec import virtio as v
+from .pcinic import PciNic
+from .tap import TapPort
+from .vm import KVM_USER_MMIO, VM
+
+IOEVENTFD = ("vm_exit", "ioeventfd")
+BACKENDS = ("qemu", "vhost-net")
+
+
+class VirtioNic(PciNic):
+    def __init__(self, vm: VM, device: str, mac: bytes, backend: str | None = "qemu") -> None:
+        backend = backend or "qemu"
+        model = VirtioNet(vm.sim, mac, Dma(vm.mem, "copy"))
+        super().__init__(vm, model)
+        self.backend = backend
+        self.worker: Resource = vm.vmm_thread() if backend == "qemu" else vm.thread("vhost")
+        model.kick_hook = self._kick
+        model.msi_hook = self.msi
+        model.irq = self.irq
+        self.scheduled: set[int] = set()
+        self.port = TapPort(vm, model, reader=self.worker, syscall=backend == "qemu")
+
+    def regions(self, index: int, kind: str, size: int) -> list[tuple[int, int, tuple[str, ...]]]:
+        if index != v.MODERN_BAR:
+            return super().regions(index, kind, size)
+        return [(0, v.NOTIFY_OFFSET, KVM_USER_MMIO), (v.NOTIFY_OFFSET, size - v.NOTIFY_OFFSET, IOEVENTFD)]
+
+    def _kick(self, cpu: Resource, queue: int) -> None:
+        """The doorbell's eventfd is signalled; the backend thread wakes."""
+        self._schedule(queue, cpu.cursor)
+
+    def _schedule(self, queue: int, at: float) -> None:
+        if queue not in self.scheduled:
+            self.scheduled.add(queue)
+            self.vm.sim.at(at, self._run, queue)
+
+    def _run(self, queue: int) -> None:
+        self.scheduled.discard(queue)
+        worker, now = self.worker, self.vm.sim.now
+        if worker.cursor < now:
+            worker.sync(now)
+            worker.charge("wakeup")
+        if self.device.kick(worker, queue):
+            self._schedule(queue, worker.cursor)
