@@ -33,6 +33,7 @@ class VirtioNet(VirtioPciDevice):
     def __init__(self, sim: Sim, mac: bytes, dma: Dma) -> None:
         self.mac = mac
         self.port = None
+        self.polling = False                      # a poll-mode backend never wants kicks
         super().__init__(sim, dma, num_queues=2)
         self.config = bytearray(_NET_CONFIG.pack(v.VIRTIO_NET_S_LINK_UP, 1, 1500))
         self.config[v.NET_CONFIG_MAC : v.NET_CONFIG_MAC + 6] = mac
@@ -67,8 +68,8 @@ class VirtioNet(VirtioPciDevice):
                 sent += 1
             if q.should_interrupt():
                 self.notify_queue(cpu, q)
-            if sent == TX_BURST:
-                return True
+            if sent == TX_BURST or self.polling:
+                return sent == TX_BURST
             q.want_kicks(True)
             return q.has_avail()                  # raced with the driver: go round again
         except VirtqueueError as err:
@@ -98,8 +99,8 @@ class VirtioNet(VirtioPciDevice):
         if not self.live or not q.enabled:
             return False
         try:
-            if q.has_avail():
-                return True
+            if q.has_avail() or self.polling:
+                return q.has_avail()
             q.want_kicks(True)                    # out of buffers: kick me on refill
             return q.has_avail()
         except DmaFault:

@@ -55,8 +55,11 @@ class Result:
         self.events = data["events"]
 
     @classmethod
-    def collect(cls, scenario, world, flows: list[FlowStats], start: int, end: int, wall_s: float) -> "Result":
-        window = max(1, end - start)
+    def collect(cls, scenario, world, flows: list[FlowStats], start: float, stop: float,
+                busy: dict[str, float], wall_s: float) -> "Result":
+        """``busy``: each resource's busy time when the workloads stopped;
+        utilization is over the workload window [start, stop]."""
+        window = max(1.0, stop - start)
         accounts = world.ledger.accounts
         rows = []
         for f in flows:
@@ -69,8 +72,8 @@ class Result:
                 events["interrupt"] += world.vms[vm].stats["interrupts"]
             packets = sum(g.delivered for g in flows if pair & {g.src, g.dst})
             rows.append(FlowResult.of(f, world.models[f.src], +events, packets, start).row)
-        resources = [{"name": r.name, "kind": r.kind, "busy_s": round(r.busy_ns / 1e9, 9),
-                      "utilization": round(r.busy_ns / window, 4)} for r in world.resources]
+        resources = [{"name": r.name, "kind": r.kind, "busy_s": round(busy[r.name] / 1e9, 9),
+                      "utilization": round(busy[r.name] / window, 4)} for r in world.resources]
         events = dict(sorted(world.ledger.events.items()))
         events["interrupt"] = sum(vm.stats["interrupts"] for vm in world.vms.values())
         return cls({"scenario": scenario.name, "profile": scenario.profile.name,

@@ -4,14 +4,14 @@ collect flows, resources and event counts."""
 from __future__ import annotations
 
 import time
-from collections import Counter
 
-from .results import FlowResult, Result
+from .results import Result
 from .scenario import Scenario
 from .workloads import KINDS, FlowStats
 from .world import World
 
-DRAIN_NS = 50_000_000       # in-flight frames get this long after the last send
+DRAIN_NS = 50_000_000       # in-flight frames get at most this long after the last send
+DRAIN_STEP_NS = 1_000_000
 
 
 def _interface(world: World, vm: str, peer: str):
@@ -34,6 +34,16 @@ def _warm_up(world: World) -> int:
     return world.settle() + 1000
 
 
+def _drain(world: World, flows: list[FlowStats], stop: float) -> None:
+    """Run on in steps until a step delivers nothing more."""
+    delivered = -1
+    t = stop
+    while t < stop + DRAIN_NS and sum(f.delivered for f in flows) != delivered:
+        delivered = sum(f.delivered for f in flows)
+        t += DRAIN_STEP_NS
+        world.sim.run(until=t)
+
+
 def run(scenario: Scenario) -> Result:
     wall = time.perf_counter()
     world = World(scenario)
@@ -51,6 +61,7 @@ def run(scenario: Scenario) -> Result:
                                  start, end, w.rate_pps, **extra)
         workload.begin()
         flows.append(stats)
-    world.sim.run(until=stop + DRAIN_NS)
-    end = max(stop, *(f.last_delivered or 0 for f in flows))
-    return Result.collect(scenario, world, flows, start, end, time.perf_counter() - wall)
+    world.sim.run(until=stop)
+    busy = {r.name: r.busy_ns for r in world.resources}
+    _drain(world, flows, stop)
+    return Result.collect(scenario, world, flows, start, stop, busy, time.perf_counter() - wall)

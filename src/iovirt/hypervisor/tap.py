@@ -3,7 +3,9 @@
 From userspace (QEMU's net/tap.c) every frame is a read() or write() on the
 tap fd: a ``tap`` syscall and a ``copy`` between user and kernel buffers on
 the calling thread.  From the kernel (vhost-net's socket calls) there is no
-syscall and no extra copy: ``syscall=False``."""
+syscall and no extra copy: ``syscall=False``.  A poll-mode reader (a
+vhost-user PMD) is never asleep, so frames cost it no wake-up:
+``polled=True``; it also switches the frames it sends (``switch_core``)."""
 
 from __future__ import annotations
 
@@ -17,9 +19,11 @@ READ_BUDGET = 50        # net/tap.c tap_send(): frames read per main-loop wakeup
 
 
 class TapPort(Port):
-    def __init__(self, vm, device, reader: Resource, syscall: bool = True) -> None:
+    def __init__(self, vm, device, reader: Resource, syscall: bool = True, polled: bool = False) -> None:
         self.vm = vm
         self.syscall = syscall
+        self.polled = polled
+        self.switch_core = reader if polled else None
         self.sim = vm.sim
         self.device = device
         self.reader = reader                 # the VMM thread that reads the tap
@@ -61,7 +65,8 @@ class TapPort(Port):
         now = self.sim.now
         if cpu.cursor < now:
             cpu.sync(now)
-            cpu.charge("wakeup")             # poll() returns / the vhost worker is woken
+            if not self.polled:
+                cpu.charge("wakeup")         # poll() returns / the vhost worker is woken
         for _ in range(READ_BUDGET):
             if not queue or not device.can_receive(len(queue[0])):
                 return                           # reading resumes on flush()

@@ -1,6 +1,7 @@
 """The host's software switch: a learning L2 bridge (Linux bridge semantics,
 net/bridge/br_fdb.c) charging one ``vswitch`` event per forwarded frame on
-the host core that processes the ingress port."""
+the host core that processes the ingress port (or, for a userspace switch
+port, on that switch's poll-mode thread)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ class Port:
 
     port_no = -1
     acct: Counter[str] | None = None
+    switch_core = None          # a userspace switch's own thread; None: the kernel's softirq core
 
     def deliver(self, frame: bytes, at: int) -> None:
         raise NotImplementedError
@@ -32,7 +34,7 @@ class VSwitch:
 
     def ingress(self, port: Port, frame: bytes) -> None:
         """Forward a frame that ``port`` handed to the switch at sim time now."""
-        core = self.host.core_for(port.port_no)
+        core = port.switch_core or self.host.core_for(port.port_no)
         core.sync(self.host.sim.now)
         core.charge("vswitch", acct=port.acct)
         if len(frame) < 14:

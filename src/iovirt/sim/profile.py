@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 # The named events iovirt charges (DESIGN.md "Cost paths"); a profile prices each.
 EVENTS = (
     "vm_exit", "kvm_handle", "user_exit", "mmio_emulate", "pio_emulate", "interrupt_inject", "eoi_exit",
-    "wakeup", "tap", "copy", "vswitch", "ring_op", "guest_stack", "ioeventfd",
+    "wakeup", "tap", "copy", "vswitch", "ring_op", "guest_stack", "ioeventfd", "poll",
 )
 
 FixedUnit = Literal["ns", "us", "cycles"]
