@@ -76,6 +76,14 @@ class Resource:
         (self.acct if acct is None else acct)[event] += n
         return self.cursor
 
+    def occupy(self, event: str, ns: float) -> float:
+        """Work whose duration follows from the hardware, not the profile
+        (a frame's serialisation time at the link rate)."""
+        self.busy_ns += ns
+        self.cursor += ns
+        self.acct[event] += 1
+        return self.cursor
+
     def charge_path(self, path: tuple[str, ...]) -> float:
         """One occurrence of each event of ``path`` (an exit path, say)."""
         fixed, acct = self._fixed, self.acct
