@@ -58,7 +58,7 @@ class PciNic:
         read, write = self.device.bar_handlers(index)
         for offset, length, path in self.regions(index, kind, size):
             base = address + offset
-            space.map(Region(base, length, _at(read, offset), _at(write, offset), path, owner))
+            space.map(Region(base, length, _at(read, offset), _at(write, offset), self.vm.trap(path), owner))
 
 
 def _at(handler, offset: int):

@@ -1,7 +1,12 @@
 """A virtual machine: guest memory, vCPUs, its MMIO/PIO maps, an interrupt
 controller and a PCI bus.  A vCPU is the only way guest code reaches a device:
 an access to a trapping region pays that region's exit path on the vCPU
-before the device model runs (on the same thread, as in QEMU's vCPU threads)."""
+before the device model runs (on the same thread, as in QEMU's vCPU threads).
+
+``native=True`` makes the same machine bare metal (a host running the driver
+itself): nothing traps, interrupts enter through the IDT, EOI is a plain
+APIC write.  ``apicv=True`` is APIC virtualisation: MSI EOIs do not exit and
+posted interrupts reach a running vCPU without an exit."""
 
 from __future__ import annotations
 
@@ -65,7 +70,7 @@ class VCpu(Resource):
 
     def _unassigned(self, size: int, path: tuple[str, ...] = KVM_USER_MMIO) -> int:
         """Nothing decodes the address: the access still exits; reads float high."""
-        self.charge_path(path)
+        self.charge_path(() if self.vm.native else path)
         self.vm.stats["unassigned_access"] += 1
         return (1 << (8 * size)) - 1
 
@@ -74,9 +79,11 @@ class VCpu(Resource):
         self.irq_handlers[key] = handler
 
     def eoi(self, key: int) -> None:
-        """End of interrupt: a write to the virtual local APIC's EOI register,
-        which exits without APIC virtualisation."""
-        self.charge("eoi_exit")
+        """End of interrupt: a write to the local APIC's EOI register, which
+        exits unless the APIC is real or virtualised (for MSIs)."""
+        vm = self.vm
+        if not vm.native and not (vm.apicv and key >= 32):
+            self.charge("eoi_exit")
         self.in_service.discard(key)
         self.vm.irqchip.eoi(key, self.cursor)
 
@@ -102,20 +109,22 @@ class IrqChip:
             cpu.charge("interrupt_inject")
             self.vm.sim.urgent(cpu.cursor, self._deliver, gsi)
 
-    def msi(self, cpu: Resource, address: int, data: int) -> None:
-        """An MSI write to the LAPIC window 0xFEExxxxx: vector in data[7:0]."""
+    def msi(self, cpu: Resource, address: int, data: int, posted: bool = False) -> None:
+        """An MSI write to the LAPIC window 0xFEExxxxx: vector in data[7:0].
+        A posted interrupt (VT-d posting) costs the sender no injection."""
         if address >> 20 != 0xFEE:
             self.stats["msi_bad_address"] += 1
             return
-        cpu.charge("interrupt_inject")
-        self.vm.sim.urgent(cpu.cursor, self._deliver, data & 0xFF)
+        if not posted and not self.vm.native:
+            cpu.charge("interrupt_inject")
+        self.vm.sim.urgent(cpu.cursor, self._deliver, data & 0xFF, posted)
 
     def eoi(self, key: int, at: float) -> None:
         if self.level.get(key) or key in self.irr:
             self.irr.discard(key)
             self.vm.sim.urgent(at, self._deliver, key)
 
-    def _deliver(self, key: int) -> None:
+    def _deliver(self, key: int, posted: bool = False) -> None:
         vcpu = self.vm.vcpus[0]
         handler = vcpu.irq_handlers.get(key)
         if handler is None or key < 32 and not self.level.get(key):
@@ -125,19 +134,28 @@ class IrqChip:
                 self.irr.add(key)
             return
         now = self.vm.sim.now
-        if vcpu.cursor < now:
+        halted = vcpu.cursor < now
+        if halted:
             vcpu.sync(now)
-            vcpu.charge("wakeup")           # the halted vCPU thread is woken
-        vcpu.charge("vm_exit")              # exit (kick or HLT) and entry with the interrupt
+            vcpu.charge("wakeup")           # the halted (v)CPU's thread is woken
+        if self.vm.native:
+            vcpu.charge("irq_entry")
+        elif posted and not halted:
+            vcpu.charge("posted_interrupt")  # recognised in guest mode, no exit
+        else:
+            vcpu.charge("vm_exit")          # exit (kick or HLT) and entry with the interrupt
         vcpu.in_service.add(key)
         self.stats["interrupts"] += 1
         handler()
 
 
 class VM:
-    def __init__(self, name: str, host, memory_mb: int, vcpus: int = 1) -> None:
+    def __init__(self, name: str, host, memory_mb: int, vcpus: int = 1, native: bool = False,
+                 apicv: bool = False) -> None:
         self.name = name
         self.host = host
+        self.native = native
+        self.apicv = apicv
         self.sim: Sim = host.sim
         self.acct = host.ledger.account(name)
         self.stats: Counter[str] = Counter()
@@ -149,10 +167,14 @@ class VM:
         self.pci = PciBus()
         self.host_bridge = HostBridge(self.pci)
         base, size = PCI_CONFIG_PORTS
-        self.pio.map(Region(base, size, self._cfg_read, self._cfg_write, KVM_USER_PIO, "pci-host-bridge"))
+        self.pio.map(Region(base, size, self._cfg_read, self._cfg_write, self.trap(KVM_USER_PIO), "pci-host-bridge"))
         self.resources: list[Resource] = list(self.vcpus)
         self._vmm: Resource | None = None
         self.nics: list = []
+
+    def trap(self, path: tuple[str, ...]) -> tuple[str, ...]:
+        """What an access that would take ``path`` costs on this machine."""
+        return () if self.native else path
 
     def _cfg_read(self, cpu: Resource, off: int, size: int) -> int:
         return self.host_bridge.pio_read(PCI_CONFIG_PORTS[0] + off, size)

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 EVENTS = (
     "vm_exit", "kvm_handle", "user_exit", "mmio_emulate", "pio_emulate", "interrupt_inject", "eoi_exit",
     "wakeup", "tap", "copy", "vswitch", "ring_op", "guest_stack", "ioeventfd", "poll",
+    "dma", "iotlb_hit", "iotlb_miss", "posted_interrupt", "irq_entry",
 )
 
 FixedUnit = Literal["ns", "us", "cycles"]
