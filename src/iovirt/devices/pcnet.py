@@ -138,14 +138,15 @@ class PCNet:
             self._w_csr0(cpu, value)
         elif index == s.CSR_SWS:
             self._bcr_write(s.BCR_SWS, value)
-        elif index not in _CSR_KNOWN or index in _CSR_READ_ONLY:
-            return
-        elif index in s.CSR_WRITE_WHEN_STOPPED and not self.csr[0] & s.CSR0_STOP:
-            return
-        else:
+        elif self._csr_writable(index):
             self.csr[index] = value
             if index == 3:
                 self._update_irq(cpu)
+
+    def _csr_writable(self, index: int) -> bool:
+        if index not in _CSR_KNOWN or index in _CSR_READ_ONLY:
+            return False
+        return index not in s.CSR_WRITE_WHEN_STOPPED or bool(self.csr[0] & s.CSR0_STOP)
 
     def _bcr_write(self, index: int, value: int) -> None:
         if index == s.BCR_SWS:
@@ -153,7 +154,7 @@ class PCNet:
                 style = value & s.BCR20_SWSTYLE
                 self.bcr[s.BCR_SWS] = style | _SWS[style] if style in _SWS else s.BCR20_CSRPCNET
         elif index == s.BCR_BSBC:
-            self.bcr[index] = value & ~s.BCR18_DWIO | self.bcr[index] & s.BCR18_DWIO
+            self.bcr[index] = value & ~s.BCR18_DWIO     # read-only: word I/O stays
         elif index in _BCR_KNOWN:
             self.bcr[index] = value
 

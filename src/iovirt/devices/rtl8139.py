@@ -4,8 +4,8 @@ One register file sits behind both BARs (I/O BAR0 and memory BAR1).  An
 access reaches the register starting at its offset when its size is that
 register's width; otherwise it is split into byte lanes, which only one-byte
 registers take (QEMU's ``rtl8139_io_write{b,w,l}`` dispatch): so TSD, TSAD,
-RBSTART, RCR and TCR change on dword writes only, as the datasheet asks.
-Reads have no side effects and return the bytes as laid out.
+RBSTART, RCR and TCR change on dword writes only (the datasheet's rule for
+TSD).  Reads have no side effects and return the bytes as laid out.
 
 Transmit (datasheet 9.1): four slots used in round-robin order; writing TSDn
 with OWN=0 DMAs SIZE bytes from TSADn, then sets OWN and TOK and raises
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import zlib
 from collections import Counter
-from typing import Callable
+from collections.abc import Callable
 
 from ..mem.dma import Dma, DmaFault
 from ..pci.function import Bar, PciFunction
