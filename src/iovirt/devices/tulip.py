@@ -110,9 +110,11 @@ class Srom93c46:
             self.shift = self.shift << 1 | di
             self.count += 1
             if self.count == 2 + s.SROM_ADDR_BITS:
-                opcode, self.addr = self.shift >> s.SROM_ADDR_BITS, self.shift & (s.SROM_WORDS - 1)
-                self.state = "read" if opcode == s.SROM_CMD_READ & 3 else "ignore"
-                self.do, self.left = 0, 16
+                self.addr, self.left = self.shift & (s.SROM_WORDS - 1), 16
+                if self.shift >> s.SROM_ADDR_BITS == s.SROM_OP_READ:
+                    self.state, self.do = "read", 0     # the dummy bit
+                else:
+                    self.state = "ignore"
         elif self.state == "read":
             if not self.left:
                 self.addr, self.left = (self.addr + 1) % s.SROM_WORDS, 16

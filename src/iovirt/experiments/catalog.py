@@ -44,7 +44,7 @@ DEVICES: dict[str, Device] = {
         Device("rtl8139", "emulated", "Realtek RTL8139C+ 100 Mbit", ("QEMU/KVM", "Xen HVM"), implemented=True),
         Device("pcnet", "emulated", "AMD Am79C970A PCnet-PCI II (VMware 'Vlance')",
                ("QEMU/KVM", "VMware ESXi", "VirtualBox"), implemented=True),
-        Device("tulip", "emulated", "DEC 21140 Tulip (Hyper-V legacy NIC)", ("Hyper-V",)),
+        Device("tulip", "emulated", "DEC 21140/21143 Tulip (Hyper-V legacy NIC is a 21140; PCI ID of the 21143 as QEMU)", ("Hyper-V",), implemented=True),
         Device("virtio-net", "paravirt", "virtio 1.x network device", ("QEMU/KVM", "Firecracker"),
                implemented=True, backends=("qemu", "vhost-net", "vhost-user")),
         Device("xen-netfront", "paravirt", "Xen PV netif (shared rings, grant tables, event channels)",

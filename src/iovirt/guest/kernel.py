@@ -14,11 +14,12 @@ from .alloc import DmaAllocator
 from .drivers.e1000 import E1000Driver
 from .drivers.pcnet import PCNetDriver
 from .drivers.rtl8139 import RTL8139Driver
+from .drivers.tulip import TulipDriver
 from .drivers.virtio_net import VirtioNetDriver
 from .net.stack import IPv4Stack
 from .pci import PciEnumerator
 
-DRIVERS = {(drv.VENDOR, drv.DEVICE): drv for drv in (E1000Driver, RTL8139Driver, VirtioNetDriver, PCNetDriver)}
+DRIVERS = {(drv.VENDOR, drv.DEVICE): drv for drv in (E1000Driver, RTL8139Driver, VirtioNetDriver, PCNetDriver, TulipDriver)}
 FIRST_VECTOR = 0x30                 # below: exceptions and legacy IRQs
 
 

@@ -12,12 +12,13 @@ from __future__ import annotations
 from ..devices.e1000 import E1000
 from ..devices.pcnet import PCNet
 from ..devices.rtl8139 import RTL8139
+from ..devices.tulip import Tulip
 from ..mem.dma import Dma
 from .pcinic import PciNic
 from .tap import TapPort
 from .vm import VM
 
-EMULATED = {"e1000": E1000, "rtl8139": RTL8139, "pcnet": PCNet}
+EMULATED = {"e1000": E1000, "rtl8139": RTL8139, "pcnet": PCNet, "tulip": Tulip}
 
 
 class EmulatedNic(PciNic):

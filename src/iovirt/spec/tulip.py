@@ -39,7 +39,9 @@ REGS = RegisterMap("tulip", [
     Register("CSR9", csr(9), reset=0xFFF483FF, doc="Boot ROM, serial ROM and MII management"),
     Register("CSR10", csr(10), doc="Boot ROM programming address"),
     Register("CSR11", csr(11), reset=0xFFFE0000, doc="General-purpose timer and interrupt mitigation"),
-    Register("CSR12", csr(12), reset=0x5 << 12, doc="SIA status (autonegotiation complete, link up)"),
+    # HRM resets CSR12 to 0xC6 (link fail until autonegotiation); with no PHY
+    # modelled it reads autonegotiation complete, link up, as in QEMU
+    Register("CSR12", csr(12), reset=0x5 << 12, access="ro", doc="SIA status"),
     Register("CSR13", csr(13), reset=0xFFFF0000, doc="SIA connectivity"),
     Register("CSR14", csr(14), reset=0xFFFFFFFF, doc="SIA transmit and receive"),
     Register("CSR15", csr(15), reset=0x8FF00000, doc="SIA and general-purpose port"),
@@ -134,8 +136,11 @@ RDES0_DE = 1 << 14           # descriptor error: frame truncated
 RDES0_MF = 1 << 10           # multicast frame
 RDES0_FS = 1 << 9
 RDES0_LS = 1 << 8
+RDES0_RF = 1 << 11           # runt frame
 RDES0_TL = 1 << 7            # frame too long (> 1518 bytes with CRC)
+RDES0_CS = 1 << 6            # collision seen
 RDES0_FT = 1 << 5            # frame type: length/type field > 1500
+RDES0_CE = 1 << 1            # CRC error
 RDES1_RCH = 1 << 24          # second address chained
 RDES1_RER = 1 << 25          # receive end of ring
 
@@ -168,7 +173,8 @@ SETUP_FT_PERFECT, SETUP_FT_HASH, SETUP_FT_INVERSE, SETUP_FT_HASH_ONLY = 0, 1, 2,
 # SROM format v4.09 section 3 (byte offsets) on a 93C46 (64 x 16 bits)
 SROM_WORDS = 64
 SROM_ADDR_BITS = 6
-SROM_CMD_READ = 0b110        # start bit, READ opcode 10 (NM93C46 instruction set)
+SROM_OP_READ = 0b10          # NM93C46 instruction set: start bit, opcode, address
+SROM_CMD_READ = 1 << 2 | SROM_OP_READ
 SROM_SUBSYSTEM_VENDOR_ID = 0
 SROM_SUBSYSTEM_ID = 2
 SROM_ID_BLOCK_CRC = 16
