@@ -127,19 +127,22 @@ class VirtioNet(VirtioPciDevice):
                 self.errors["rx_no_buffer"] += 1  # dropped: ran out mid-frame
                 break
             head, _, writable = chain
+            if not writable:                      # QEMU: "receive queue contains no in buffers"
+                raise VirtqueueError(f"queue {q.index}: receive chain {head} has no writable buffer")
             written = self._scatter(cpu, writable, data, pos)
             if written is None:
                 used.append((head, 0))
                 break
-            first = writable[0][0] if first is None else first
+            first = writable if first is None else first
             pos += written
             used.append((head, written))
             if not merge:
                 break
         if pos < len(data):
             self.errors["rx_dropped"] += 1
-        elif merge and len(used) > 1:
-            self.dma.write(cpu, first + _HDR.offset("num_buffers"), len(used).to_bytes(2, "little"))
+        elif merge and len(used) > 1:             # through the first chain's buffers, as QEMU's iov_copy
+            at = _HDR.offset("num_buffers")
+            self._scatter(cpu, first, data[:at] + len(used).to_bytes(2, "little"), 0)
         for head, written in used:
             q.push(head, written if pos >= len(data) else 0)
 

@@ -34,7 +34,7 @@ class VirtioProbeError(RuntimeError):
 class VirtioNetDriver:
     VENDOR, DEVICE = v.VENDOR_ID, v.DEVICE_ID_NET
 
-    def __init__(self, kernel, info, features: int = WANTED) -> None:
+    def __init__(self, kernel, info, features: int | None = None) -> None:
         self.kernel = kernel
         self.vcpu = kernel.vcpu
         self.mem = kernel.mem
@@ -44,7 +44,7 @@ class VirtioNetDriver:
         self.tx_queue_stopped = False
         self.poll_scheduled = False
         self._find_caps()
-        self._probe(features)
+        self._probe(WANTED if features is None else features)
 
     # ---- transport --------------------------------------------------------------
     def _find_caps(self) -> None:
