@@ -45,9 +45,13 @@ class GuestMemory:
 
     def store(self, st, gpa: int, *values) -> None:
         """Write one record with a precompiled ``struct`` (a CPU store)."""
-        self.check(gpa, st.size)
+        end = gpa + st.size
+        if gpa < 0 or end > self.size:
+            raise GuestMemoryError(gpa, st.size, self.size)
         st.pack_into(self.buf, gpa, *values)
-        self.mark_dirty(gpa, st.size)
+        # NOTE: inlined mark_dirty; records are small, at most two pages.
+        self.dirty[gpa >> PAGE_SHIFT] = 1
+        self.dirty[(end - 1) >> PAGE_SHIFT] = 1
 
     def mark_dirty(self, gpa: int, length: int) -> None:
         first, last = gpa >> PAGE_SHIFT, (gpa + length - 1) >> PAGE_SHIFT

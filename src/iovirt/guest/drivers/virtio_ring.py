@@ -36,17 +36,18 @@ class DriverQueue:
 
     def add(self, segments: list[tuple[int, int, bool]], token: object) -> bool:
         """Chain (address, length, device-writable) segments; False when full."""
-        if len(segments) > len(self.free):
+        count, free, store = len(segments), self.free, self.mem.store
+        if count > len(free):
             return False
-        heads = [self.free.pop() for _ in segments]
+        heads = [free.pop() for _ in segments]
+        last = count - 1
         for n, (addr, length, writable) in enumerate(segments):
-            last = n == len(segments) - 1
-            flags = (v.VIRTQ_DESC_F_WRITE if writable else 0) | (0 if last else v.VIRTQ_DESC_F_NEXT)
-            self.mem.store(_DESC, self.desc + 16 * heads[n], addr, length, flags, 0 if last else heads[n + 1])
-            self.charge("ring_op")
+            flags = (v.VIRTQ_DESC_F_WRITE if writable else 0) | (v.VIRTQ_DESC_F_NEXT if n < last else 0)
+            store(_DESC, self.desc + 16 * heads[n], addr, length, flags, heads[n + 1] if n < last else 0)
+        self.charge("ring_op", count)
         head = heads[0]
         self.tokens[head] = (token, heads)
-        self.mem.store(_U16, self.avail + v.VIRTQ_AVAIL_RING + 2 * (self.avail_idx % self.size), head)
+        store(_U16, self.avail + v.VIRTQ_AVAIL_RING + 2 * (self.avail_idx % self.size), head)
         self.avail_idx = (self.avail_idx + 1) & 0xFFFF
         return True
 
