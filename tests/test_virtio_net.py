@@ -551,8 +551,8 @@ def per_packet(result: dict, event: str) -> float:
 
 
 def host_cpu_per_frame(result: dict) -> float:
-    """Busy time of every host core and thread (not the vCPUs) per delivered frame."""
-    busy = sum(r["busy_s"] for r in result["resources"] if r["kind"] != "vcpu")
+    """Busy time of the host's cores (every thread runs on one) per delivered frame."""
+    busy = sum(r["busy_s"] for r in result["resources"] if r["kind"] == "host_core")
     return busy / result["flows"][0]["delivered"]
 
 

@@ -164,6 +164,8 @@ class VM:
         self.pio = AddressMap(f"{name} I/O")
         self.irqchip = IrqChip(self)
         self.vcpus = [VCpu(self, i) for i in range(vcpus)]
+        for vcpu in self.vcpus:
+            host.place(vcpu)
         self.pci = PciBus()
         self.host_bridge = HostBridge(self.pci)
         base, size = PCI_CONFIG_PORTS
@@ -185,6 +187,7 @@ class VM:
     def thread(self, role: str) -> Resource:
         """A host thread working for this VM (vhost worker, backend…)."""
         res = Resource(f"{self.host.name}/{self.name}/{role}", "host_thread", self.host.ledger, self.acct)
+        self.host.place(res)
         self.resources.append(res)
         return res
 

@@ -47,7 +47,7 @@ class Resource:
     which it has work; ``busy_ns`` the total of charged work since the last
     reset; ``acct`` the account (a VM's, or the host's) its events go to."""
 
-    __slots__ = ("name", "kind", "ledger", "cursor", "busy_ns", "acct", "_fixed", "_per_byte")
+    __slots__ = ("name", "kind", "ledger", "cursor", "busy_ns", "acct", "core", "_fixed", "_per_byte")
 
     def __init__(self, name: str, kind: str, ledger: Ledger, acct: Counter[str] | None = None) -> None:
         self.name = name
@@ -56,6 +56,7 @@ class Resource:
         self.cursor = 0.0
         self.busy_ns = 0.0
         self.acct = ledger.account(name) if acct is None else acct
+        self.core: Resource | None = None       # the physical core a thread runs on
         self._fixed = ledger.fixed
         self._per_byte = ledger.per_byte
 
@@ -71,17 +72,26 @@ class Resource:
         cost = self._fixed[event] * n
         if nbytes:
             cost += self._per_byte[event] * nbytes
-        self.busy_ns += cost
-        self.cursor += cost
         (self.acct if acct is None else acct)[event] += n
-        return self.cursor
+        return self._run(cost)
 
     def occupy(self, event: str, ns: float) -> float:
         """Work whose duration follows from the hardware, not the profile
         (a frame's serialisation time at the link rate)."""
-        self.busy_ns += ns
-        self.cursor += ns
         self.acct[event] += 1
+        return self._run(ns)
+
+    def _run(self, cost: float) -> float:
+        """Advance by ``cost``; a thread placed on a core also waits for and
+        occupies that core (threads sharing a core run one after another)."""
+        self.busy_ns += cost
+        core = self.core
+        if core is None:
+            self.cursor += cost
+            return self.cursor
+        start = self.cursor if self.cursor > core.cursor else core.cursor
+        core.busy_ns += cost
+        self.cursor = core.cursor = start + cost
         return self.cursor
 
     def charge_path(self, path: tuple[str, ...]) -> float:
@@ -91,9 +101,7 @@ class Resource:
         for event in path:
             cost += fixed[event]
             acct[event] += 1
-        self.busy_ns += cost
-        self.cursor += cost
-        return self.cursor
+        return self._run(cost)
 
     def reset(self, at: float) -> None:
         self.busy_ns = 0.0
