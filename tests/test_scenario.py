@@ -109,8 +109,8 @@ def test_wiring_and_value_errors(base, edits, expected):
 
 @pytest.mark.parametrize("nic, expected", [
     ({**PASSTHROUGH, "uplink": "pnic0"},
-     "vms[1].nics[0].uplink: expected a physical NIC free for pass-through, got 'pnic0' "
-     "(also used by vms[0].nics[0])"),
+     "vms[1].nics[0].uplink: expected a physical NIC free for pass-through, got 'pnic0' (0000:03:00.0), "
+     "already assigned to vm1 (vms[0].nics[0]); cannot also assign it to vm2"),
     (VF, "vms[1].nics[0].uplink: expected a physical NIC with a free VF, got 'pnic0' (num_vfs 1, all taken)"),
 ])
 def test_uplink_sharing(base, monkeypatch, nic, expected):

@@ -22,6 +22,7 @@ from iovirt.experiments.catalog import (DEVICES, PHYSICAL_NICS, UPLINK_MODELS, M
 from iovirt.sim.profile import CostProfile, load_profile
 
 MTU = 1500
+MIN_MEMORY_MB = 32  # the guest kernel keeps its DMA buffers above 16 MiB
 MIN_PACKET = 44  # IPv4 header (20) + UDP or ICMP header (8) + probe (flow, sequence, send time: 16)
 WIRE = "wire"  # workload dst: a peer on the physical link
 
@@ -109,6 +110,7 @@ class Host(_Strict):
     name: Name
     cores: Count
     nics: list[HostNic] = []
+    posted_interrupts: bool = False  # VT-d posted interrupts with APIC virtualisation
 
 
 class VmNic(_Strict):
@@ -124,8 +126,9 @@ class Vm(_Strict):
     name: Name
     host: str
     vcpus: Count = 1
-    memory_mb: Count = 256
+    memory_mb: Annotated[int, Field(ge=MIN_MEMORY_MB)] = 256
     nics: list[VmNic] = []
+    bare_metal: bool = False  # the host itself runs this OS and owns its NICs: no hypervisor
 
 
 class Workload(_Strict):
@@ -320,21 +323,30 @@ def _nic_problems(where: str, nic: VmNic, host: Host) -> Iterator[tuple[str, str
                                   f"({', '.join(implemented_devices())}), got {nic.device!r} (planned)")
 
 
+def pci_address(host: Host, nic: str) -> str:
+    """The host PCI address of a physical NIC: each on its own bus from 03, as
+    behind a root port."""
+    index = next(j for j, p in enumerate(host.nics) if p.name == nic)
+    return f"0000:{3 + index:02x}:00.0"
+
+
 def _uplink_problems(nics: list[tuple[str, Vm, VmNic]], hosts: dict[str, Host]) -> Iterator[tuple[str, str]]:
     """A passed-through port belongs to one VM NIC; SR-IOV NICs share a port's VFs."""
-    users: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    users: dict[tuple[str, str], list[tuple[str, str, str]]] = {}
     for where, vm, nic in nics:
         if nic.uplink is None:
             continue
         taken = users.setdefault((vm.host, nic.uplink), [])
-        if taken and "passthrough" in (nic.model, *(model for _, model in taken)):
+        if taken and "passthrough" in (nic.model, *(model for _, model, _ in taken)):
+            address = pci_address(hosts[vm.host], nic.uplink)
             yield (f"{where}.uplink", f"expected a physical NIC free for pass-through, got {nic.uplink!r} "
-                                      f"(also used by {taken[0][0]})")
+                                      f"({address}), already assigned to {taken[0][2]} ({taken[0][0]}); "
+                                      f"cannot also assign it to {vm.name}")
         num_vfs = next(p.num_vfs for p in hosts[vm.host].nics if p.name == nic.uplink)
         if nic.model == "sriov" and len(taken) >= num_vfs:
             yield (f"{where}.uplink", f"expected a physical NIC with a free VF, got {nic.uplink!r} "
                                       f"(num_vfs {num_vfs}, all taken)")
-        taken.append((where, nic.model))
+        taken.append((where, nic.model, vm.name))
 
 
 def _workload_problems(
