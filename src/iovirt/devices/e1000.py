@@ -37,7 +37,7 @@ _READ_ONLY = frozenset(r.offset >> 2 for r in s.REGS if r.access == "ro")
 _WRITE_ONLY = frozenset(r.offset >> 2 for r in s.REGS if r.access == "wo")
 _KNOWN = frozenset(_IDX.values())
 _TX_UNPACK = s.TX_DESC.unpack_from
-_RDMTS = (2, 4, 8, 8)  # SDM 13.4.22: RXDMT0 when free descriptors < RDLEN / n
+_RDMTS = (2, 4, 8, 8)  # SDM 13.4.22: RXDMT0 when free descriptors come down to RDLEN / n
 
 Irq = Callable[[Resource, int], None]
 
@@ -152,7 +152,7 @@ class E1000:
         self._update_irq(cpu)
 
     def _w_ics(self, cpu: Resource, idx: int, value: int) -> None:
-        self.set_cause(cpu, value)
+        self.set_cause(cpu, value & s.IMS_ALL)  # SDM 13.4.19: bits 31:17 reserved
 
     def _w_ims(self, cpu: Resource, idx: int, value: int) -> None:
         self.r[IMS] |= value & s.IMS_ALL
@@ -188,7 +188,6 @@ class E1000:
     def _update_irq(self, cpu: Resource) -> None:
         r = self.r
         if r[ICR] & r[IMS]:
-            r[ICR] |= s.ICR_INT_ASSERTED
             if self.irq_asserted:
                 return
             now = cpu.cursor
@@ -199,10 +198,8 @@ class E1000:
                 return
             self._set_irq(cpu, 1)
             self.next_irq_ok = now + (r[ITR] & 0xFFFF) * s.ITR_UNIT_NS
-        else:
-            r[ICR] &= ~s.ICR_INT_ASSERTED
-            if self.irq_asserted:
-                self._set_irq(cpu, 0)
+        elif self.irq_asserted:
+            self._set_irq(cpu, 0)
 
     def _set_irq(self, cpu: Resource, level: int) -> None:
         if level != self.irq_asserted:
@@ -320,11 +317,11 @@ class E1000:
             r[RDH] = head + 1 if head + 1 < count else 0
         r[GPRC] += 1
         r[TPR] += 1
-        _add64(r, GORCL, total)
+        _add64(r, GORCL, total + (4 if r[RCTL] & s.RCTL_SECRC else 0))   # SDM 13.7: DA through CRC
         if frame[0] & 1:
             r[BPRC if frame[:6] == b"\xff" * 6 else MPRC] += 1
         cause = s.ICR_RXT0
-        if (r[RDT] - r[RDH]) % count < count // _RDMTS[(r[RCTL] >> 8) & 3]:
+        if (r[RDT] - r[RDH]) % count <= count // _RDMTS[(r[RCTL] >> 8) & 3]:
             cause |= s.ICR_RXDMT0
         self._rx_interrupt(cpu, cause)
 

@@ -27,9 +27,9 @@ STATUS_LU = 1 << 1
 STATUS_SPEED_1000 = 1 << 7
 STATUS_ASDV_1000 = 1 << 9
 STATUS_GIO_MASTER_ENABLE = 1 << 19
-# SDM 13.4.3 EECD
+# SDM 13.4.3 EECD (table 13-6); EE_SIZE (bit 9) reads 0: a 64-word EEPROM
+EECD_FWE_DISABLED = 1 << 4  # FWE = 01b, the reset value
 EECD_PRES = 1 << 8
-EECD_AUTO_RD = 1 << 9
 # SDM 13.4.4 EERD (82540EM: address in bits 15:8, data in 31:16)
 EERD_START = 1 << 0
 EERD_DONE = 1 << 4
@@ -43,7 +43,7 @@ ICR_RXSEQ = 1 << 3
 ICR_RXDMT0 = 1 << 4
 ICR_RXO = 1 << 6
 ICR_RXT0 = 1 << 7
-ICR_INT_ASSERTED = 1 << 31
+ICR_INT_ASSERTED = 1 << 31  # 82547EI and later only: reserved, reads 0, on the 82540EM
 IMS_ALL = 0x0001F6DF
 # SDM 13.4.22 RCTL
 RCTL_EN = 1 << 1
@@ -80,7 +80,7 @@ REGS = RegisterMap("e1000", [
     Register("CTRL", 0x0000, reset=CTRL_SWDPIN2 | CTRL_SWDPIN0 | CTRL_SPD_1000 | CTRL_SLU, doc="Device Control"),
     Register("STATUS", 0x0008, access="ro", doc="Device Status",
              reset=0x80000000 | STATUS_GIO_MASTER_ENABLE | STATUS_ASDV_1000 | STATUS_SPEED_1000 | STATUS_FD | STATUS_LU),
-    Register("EECD", 0x0010, reset=EECD_AUTO_RD | EECD_PRES, doc="EEPROM/Flash Control"),
+    Register("EECD", 0x0010, reset=EECD_FWE_DISABLED | EECD_PRES, doc="EEPROM/Flash Control"),
     Register("EERD", 0x0014, doc="EEPROM Read"),
     Register("CTRL_EXT", 0x0018, doc="Extended Device Control"),
     Register("MDIC", 0x0020, doc="MDI Control"),

@@ -296,8 +296,10 @@ PCI_PIRQ_IRQS = (10, 10, 11, 11)  # ISA IRQ of PIRQA..PIRQD
 
 
 def pci_swizzle(device: int, pin: int) -> int:
-    """Which of PIRQA..D (0..3) INTx ``pin`` (1..4) of slot ``device`` drives."""
-    return (device + pin - 1) & 3
+    """Which of PIRQA..D (0..3) INTx ``pin`` (1..4) of slot ``device`` drives,
+    as the PIIX board wires it (QEMU hw/isa/piix3.c pci_slot_get_pirq,
+    SeaBIOS piix_pci_slot_get_irq): slot n's INTA# on PIRQ[(n - 1) & 3]."""
+    return (device - 1 + pin - 1) & 3
 
 
 # --- class codes and IDs (PCI Code and ID Assignment; Linux pci_ids.h) ---------
