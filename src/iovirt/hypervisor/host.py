@@ -12,16 +12,10 @@ class Host:
         self.name = name
         self.sim = sim
         self.ledger = ledger
-        # Host kernel context (softirq) per core: where bridge forwarding runs.
         acct = ledger.account(name)
         self.cores = [Resource(f"{name}/core{i}", "host_core", ledger, acct) for i in range(cores)]
         self.vswitch = VSwitch(self)
         self._placed: dict[str, int] = {}
-        self.vms: dict[str, object] = {}
-
-    def core_for(self, port_no: int) -> Resource:
-        """Receive packet steering: a port's traffic is processed on one core."""
-        return self.cores[port_no % len(self.cores)]
 
     def place(self, thread: Resource) -> None:
         """Run ``thread`` on the least-loaded core (by threads placed): with
@@ -29,7 +23,3 @@ class Host:
         core = min(self.cores, key=lambda c: (self._placed.get(c.name, 0), c.name))
         self._placed[core.name] = self._placed.get(core.name, 0) + 1
         thread.core = core
-
-    @property
-    def resources(self) -> list[Resource]:
-        return list(self.cores)

@@ -5,7 +5,7 @@ tap fd: a ``tap`` syscall and a ``copy`` between user and kernel buffers on
 the calling thread.  From the kernel (vhost-net's socket calls) there is no
 syscall and no extra copy: ``syscall=False``.  A poll-mode reader (a
 vhost-user PMD) is never asleep, so frames cost it no wake-up:
-``polled=True``; it also switches the frames it sends (``switch_core``)."""
+``polled=True``.  The sending thread also runs the switch for its frame."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ class TapPort(Port):
         self.vm = vm
         self.syscall = syscall
         self.polled = polled
-        self.switch_core = reader if polled else None
         self.sim = vm.sim
         self.device = device
         self.reader = reader                 # the VMM thread that reads the tap
@@ -39,7 +38,7 @@ class TapPort(Port):
         if self.syscall:
             cpu.charge("tap")
             cpu.charge("copy", nbytes=len(frame))
-        self.sim.at(cpu.cursor, self.vm.host.vswitch.ingress, self, frame)
+        self.vm.host.vswitch.ingress(self, frame, cpu)
 
     # switch -> tap queue -> VMM main loop -> device
     def deliver(self, frame: bytes, at: int) -> None:

@@ -1,7 +1,8 @@
 """The host's software switch: a learning L2 bridge (Linux bridge semantics,
-net/bridge/br_fdb.c) charging one ``vswitch`` event per forwarded frame on
-the host core that processes the ingress port (or, for a userspace switch
-port, on that switch's poll-mode thread)."""
+net/bridge/br_fdb.c) charging one ``vswitch`` event per forwarded frame to
+the thread that hands it the frame: the bridge runs in the softirq of the
+tap write or vhost send (netif_rx on the sending CPU), or inside a
+userspace switch's poll-mode thread."""
 
 from __future__ import annotations
 
@@ -15,9 +16,8 @@ class Port:
 
     port_no = -1
     acct: Counter[str] | None = None
-    switch_core = None          # a userspace switch's own thread; None: the kernel's softirq core
 
-    def deliver(self, frame: bytes, at: int) -> None:
+    def deliver(self, frame: bytes, at: float) -> None:
         raise NotImplementedError
 
 
@@ -32,11 +32,9 @@ class VSwitch:
         port.port_no = len(self.ports)
         self.ports.append(port)
 
-    def ingress(self, port: Port, frame: bytes) -> None:
-        """Forward a frame that ``port`` handed to the switch at sim time now."""
-        core = port.switch_core or self.host.core_for(port.port_no)
-        core.sync(self.host.sim.now)
-        core.charge("vswitch", acct=port.acct)
+    def ingress(self, port: Port, frame: bytes, cpu) -> None:
+        """Forward a frame ``port`` received, on ``cpu`` at its cursor."""
+        cpu.charge("vswitch", acct=port.acct)
         if len(frame) < 14:
             self.stats["runt"] += 1
             return
@@ -44,7 +42,7 @@ class VSwitch:
         if not src[0] & 1:
             self.fdb[src] = port
         out = None if dst[0] & 1 else self.fdb.get(dst)
-        at = core.cursor
+        at = cpu.cursor
         if out is not None:
             if out is not port:
                 out.deliver(frame, at)

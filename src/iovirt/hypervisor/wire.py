@@ -1,0 +1,159 @@
+"""A physical Ethernet link: the cable between a NIC's port and the far end.
+
+Each direction is a :class:`~iovirt.sim.resource.Resource` that a frame
+occupies for its serialisation time at the line rate (``wire_tx``): the frame
+with its FCS, preamble and start delimiter, and the inter-packet gap after it
+(IEEE 802.3 clauses 3 and 4; RFC 5180 appendix A.1 gives the resulting 10GbE
+rates).  A frame is delivered when its last bit arrives.  A wire has no
+backpressure: a frame the receiving NIC cannot take is lost and counted.
+
+The NIC end is the device's backend port (``send`` / ``flush``, calling the
+device's ``can_receive`` / ``receive`` with its DMA ``engine``).  The far end
+is a :class:`WirePeer`, a host on the other side of the cable.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from ipaddress import IPv4Interface
+
+from ..guest.net.stack import IPv4Stack
+from ..sim.engine import Sim
+from ..sim.resource import Ledger, Resource
+
+ETH_MIN_FRAME = 60          # without FCS
+FCS = 4
+PREAMBLE_SFD = 8
+IPG = 12                    # minimum inter-packet gap, in byte times
+_ETH_P_ARP = b"\x08\x06"
+_ETH_P_IP = b"\x08\x00"
+_IPPROTO_ICMP, _IPPROTO_UDP = 1, 17
+
+
+class Link:
+    """A full-duplex point-to-point link of ``gbps`` Gbit/s; ``delay_ns`` of
+    propagation (about 5 ns per metre of fibre)."""
+
+    def __init__(self, sim: Sim, ledger: Ledger, name: str, gbps: float, delay_ns: float = 0.0) -> None:
+        if gbps <= 0:
+            raise ValueError(f"link {name}: rate {gbps} Gbit/s is not positive")
+        self.sim = sim
+        self.ledger = ledger
+        self.name = name
+        self.gbps = gbps
+        self.ns_per_byte = 8.0 / gbps
+        self.delay_ns = delay_ns
+        self.to_peer = Resource(f"{name}/tx", "wire", ledger)   # NIC -> far end
+        self.to_nic = Resource(f"{name}/rx", "wire", ledger)    # far end -> NIC
+        self.stats: Counter[str] = Counter()
+        self.nic: NicPort | None = None
+        self.peer: WirePeer | None = None
+
+    @property
+    def resources(self) -> list[Resource]:
+        return [self.to_peer, self.to_nic]
+
+    def frame_ns(self, size: int) -> float:
+        """Time a frame of ``size`` bytes (without FCS) holds the wire."""
+        return (max(size, ETH_MIN_FRAME) + FCS + PREAMBLE_SFD + IPG) * self.ns_per_byte
+
+    def attach(self, device) -> NicPort:
+        """Plug a NIC's port in: it becomes the device's backend."""
+        self.nic = NicPort(self, device)
+        device.port = self.nic
+        return self.nic
+
+    def carry(self, direction: Resource, ready: float, frame: bytes, deliver: Callable[[bytes], None]) -> float:
+        """Serialise ``frame`` once the direction is free after ``ready``;
+        returns when it has left (gap included)."""
+        direction.sync(ready)
+        end = direction.occupy("wire_tx", self.frame_ns(len(frame)))
+        self.sim.at(end - IPG * self.ns_per_byte + self.delay_ns, deliver, frame)
+        return end
+
+    def _to_peer(self, frame: bytes) -> None:
+        if self.peer is None:
+            self.stats["lost_no_peer"] += 1
+        else:
+            self.peer.arrive(frame)
+
+    def _to_nic(self, frame: bytes) -> None:
+        if self.nic is None:
+            self.stats["lost_no_nic"] += 1
+        else:
+            self.nic.arrive(frame)
+
+
+class NicPort:
+    """The NIC's side of the link, as the device's backend."""
+
+    def __init__(self, link: Link, device) -> None:
+        self.link = link
+        self.device = device
+
+    def send(self, cpu: Resource, frame: bytes) -> float:
+        """The MAC starts the frame once ``cpu`` (the NIC's DMA engine) has it;
+        returns when it has left the NIC."""
+        link = self.link
+        return link.carry(link.to_peer, cpu.cursor, frame, link._to_peer)
+
+    def flush(self, cpu: Resource) -> None:
+        """Nothing waits on a wire for the device to make room."""
+
+    def arrive(self, frame: bytes) -> None:
+        device, link = self.device, self.link
+        engine = device.engine
+        engine.sync(link.sim.now)
+        if device.can_receive(len(frame)):
+            device.receive(engine, frame)
+        else:
+            link.stats["rx_dropped"] += 1
+
+
+class WirePeer:
+    """The host at the far end: records every frame with its arrival time,
+    transmits frames at given times, and answers ARP and ICMP echo for its
+    address through its own IPv4 stack (on its own CPU ``cpu``).  UDP is
+    recorded and dropped unless a socket is bound on ``stack``."""
+
+    def __init__(self, link: Link, mac: bytes, address: str) -> None:
+        self.link = link
+        self.sim = link.sim
+        self.mac = bytes(mac)
+        self.cpu = Resource(f"{link.name}/peer", "host_core", link.ledger)
+        self.stack = IPv4Stack(self.cpu, self.mac, IPv4Interface(address), self)
+        self.received: list[tuple[float, bytes]] = []
+        link.peer = self
+
+    def send(self, frame: bytes, at: float | None = None) -> float:
+        """Put ``frame`` on the wire at ``at`` (now, if absent or past), behind
+        frames already sent; returns when it has left.  Short frames are padded."""
+        if len(frame) < ETH_MIN_FRAME:
+            frame += bytes(ETH_MIN_FRAME - len(frame))
+        link, now = self.link, self.sim.now
+        return link.carry(link.to_nic, now if at is None or at < now else at, frame, link._to_nic)
+
+    def transmit(self, frame: bytes) -> bool:
+        """The stack's device driver contract: the wire always takes it."""
+        self.send(frame, self.cpu.cursor)
+        return True
+
+    def arrive(self, frame: bytes) -> None:
+        now = self.sim.now
+        self.received.append((now, frame))
+        if self._for_stack(frame):
+            self.cpu.sync(now)
+            self.stack.receive(frame)
+
+    def _for_stack(self, frame: bytes) -> bool:
+        kind = frame[12:14]
+        if kind == _ETH_P_ARP:
+            return True
+        if kind != _ETH_P_IP or len(frame) < 34:
+            return False
+        proto = frame[23]
+        if proto == _IPPROTO_UDP:
+            l4 = 14 + (frame[14] & 0xF) * 4
+            return int.from_bytes(frame[l4 + 2:l4 + 4], "big") in self.stack.udp_sockets
+        return proto == _IPPROTO_ICMP
