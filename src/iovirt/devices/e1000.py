@@ -21,6 +21,7 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import e1000 as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
+from .regs import add64, narrow, widen
 
 _IDX = {r.name: r.offset >> 2 for r in s.REGS}
 CTRL, STATUS, EECD, EERD = _IDX["CTRL"], _IDX["STATUS"], _IDX["EECD"], _IDX["EERD"]
@@ -100,13 +101,13 @@ class E1000:
         """SDM 13.1.2: IOADDR (offset 0) selects a register, IODATA (4) reaches it."""
         if offset == s.IODATA:
             return self.mmio_read(cpu, self.ioaddr, size)
-        return _narrow(self.ioaddr, offset, size) if offset < 4 else 0
+        return narrow(self.ioaddr, offset, size) if offset < 4 else 0
 
     def io_write(self, cpu: Resource, offset: int, size: int, value: int) -> None:
         if offset == s.IODATA:
             self.mmio_write(cpu, self.ioaddr, size, value)
         elif offset < 4:
-            self.ioaddr = _widen(self.ioaddr, value, offset, size) & (s.BAR0_SIZE - 4)
+            self.ioaddr = widen(self.ioaddr, value, offset, size) & (s.BAR0_SIZE - 4)
 
     def mmio_read(self, cpu: Resource, offset: int, size: int) -> int:
         idx = offset >> 2
@@ -117,13 +118,13 @@ class E1000:
             self.r[idx] = 0
             if idx == ICR:
                 self._update_irq(cpu)
-        return _narrow(value, offset, size)
+        return narrow(value, offset, size)
 
     def mmio_write(self, cpu: Resource, offset: int, size: int, value: int) -> None:
         idx = offset >> 2
         if idx not in _KNOWN or idx in _READ_ONLY or idx in _READ_CLEAR and idx != ICR:
             return
-        value = _widen(0 if idx == ICR else self.r[idx], value, offset, size)   # ICR is W1C: untouched bytes write 0
+        value = widen(0 if idx == ICR else self.r[idx], value, offset, size)   # ICR is W1C: untouched bytes write 0
         handler = self._write.get(idx)
         if handler is None:
             self.r[idx] = value
@@ -265,7 +266,7 @@ class E1000:
             frame += bytes(s.ETH_MIN_FRAME - len(frame))
         r[GPTC] += 1
         r[TPT] += 1
-        _add64(r, GOTCL, len(frame) + 4)
+        add64(r, GOTCL, len(frame) + 4)
         if self.port is not None:
             self.port.send(cpu, frame)
 
@@ -317,7 +318,7 @@ class E1000:
             r[RDH] = head + 1 if head + 1 < count else 0
         r[GPRC] += 1
         r[TPR] += 1
-        _add64(r, GORCL, total + (4 if r[RCTL] & s.RCTL_SECRC else 0))   # SDM 13.7: DA through CRC
+        add64(r, GORCL, total + (4 if r[RCTL] & s.RCTL_SECRC else 0))   # SDM 13.7: DA through CRC
         if frame[0] & 1:
             r[BPRC if frame[:6] == b"\xff" * 6 else MPRC] += 1
         cause = s.ICR_RXT0
@@ -378,21 +379,3 @@ class E1000:
         """The bus master's request got no completion: PCI 3.0 6.2.3 STATUS bit."""
         self.errors[what] += 1
         self.pci.config.set_bits(PCI_STATUS, 2, PCI_STATUS_REC_MASTER_ABORT, True)
-
-
-def _narrow(value: int, offset: int, size: int) -> int:
-    shift = (offset & 3) * 8
-    return (value >> shift) & ((1 << (size * 8)) - 1)
-
-
-def _widen(old: int, value: int, offset: int, size: int) -> int:
-    if size == 4:
-        return value & 0xFFFFFFFF
-    shift = (offset & 3) * 8
-    mask = ((1 << (size * 8)) - 1) << shift
-    return (old & ~mask) | ((value << shift) & mask)
-
-
-def _add64(r: list[int], lo: int, n: int) -> None:
-    total = (r[lo + 1] << 32 | r[lo]) + n
-    r[lo], r[lo + 1] = total & 0xFFFFFFFF, (total >> 32) & 0xFFFFFFFF

@@ -8,6 +8,7 @@ masks with IMC and schedules a NAPI poll that cleans TX, receives, refills RX
 from __future__ import annotations
 
 from ...spec import e1000 as s
+from .base import NetDriver
 
 R = {r.name: r.offset for r in s.REGS}
 TX_RING = 256                       # e1000 default TxDescriptors / RxDescriptors
@@ -28,20 +29,12 @@ class EepromChecksumError(RuntimeError):
     pass
 
 
-class E1000Driver:
+class E1000Driver(NetDriver):
     VENDOR, DEVICE = s.VENDOR_ID, s.DEVICE_ID
 
     def __init__(self, kernel, info) -> None:
-        self.kernel = kernel
-        self.vcpu = kernel.vcpu
-        self.mem = kernel.mem
-        self.buf = kernel.mem.buf
+        super().__init__(kernel, info)
         self.bar = info.bars[0][1]
-        self.irq = info.irq_line
-        self.stack = None
-        self.stats = kernel.stats
-        self.tx_queue_stopped = False
-        self.poll_scheduled = False
         self._probe()
 
     # ---- register access: every one is an MMIO instruction ---------------

@@ -14,6 +14,7 @@ Every CSR or BCR access is a RAP write then a data port access: two traps."""
 from __future__ import annotations
 
 from ...spec import pcnet as s
+from .base import NetDriver
 
 TX_LOG2 = 4                         # PCNET32_LOG_TX_BUFFERS
 RX_LOG2 = 5                         # PCNET32_LOG_RX_BUFFERS
@@ -39,20 +40,12 @@ def _valid_ether_addr(mac: bytes) -> bool:
     return not mac[0] & 1 and any(mac)
 
 
-class PCNetDriver:
+class PCNetDriver(NetDriver):
     VENDOR, DEVICE = s.VENDOR_ID, s.DEVICE_ID
 
     def __init__(self, kernel, info) -> None:
-        self.kernel = kernel
-        self.vcpu = kernel.vcpu
-        self.mem = kernel.mem
-        self.buf = kernel.mem.buf
+        super().__init__(kernel, info)
         self.io = info.bars[0][1]
-        self.irq = info.irq_line
-        self.stack = None
-        self.stats = kernel.stats
-        self.tx_queue_stopped = False
-        self.poll_scheduled = False
         self._probe()
         self._open()
 

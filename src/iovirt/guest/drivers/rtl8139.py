@@ -15,6 +15,7 @@ CAPR and acking ISR per frame, then unmasks."""
 from __future__ import annotations
 
 from ...spec import rtl8139 as s
+from .base import NetDriver
 
 R = {r.name: (r.offset, r.width) for r in s.REGS}
 RX_BUF_IDX = 2                          # 32K ring
@@ -46,19 +47,12 @@ class ChipResetTimeout(RuntimeError):
     pass
 
 
-class RTL8139Driver:
+class RTL8139Driver(NetDriver):
     VENDOR, DEVICE = s.VENDOR_ID, s.DEVICE_ID
 
     def __init__(self, kernel, info) -> None:
-        self.kernel = kernel
-        self.vcpu = kernel.vcpu
-        self.mem = kernel.mem
+        super().__init__(kernel, info)
         self.bar = info.bars[1][1]
-        self.irq = info.irq_line
-        self.stack = None
-        self.stats = kernel.stats
-        self.tx_queue_stopped = False
-        self.poll_scheduled = False
         self._probe()
         self._open()
 

@@ -14,6 +14,7 @@ CONFIG_TULIP_MMIO."""
 from __future__ import annotations
 
 from ...spec import tulip as s
+from .base import NetDriver
 
 R = {r.name: r.offset for r in s.REGS}
 TX_RING = 16                        # Linux 2.6 tulip.h TX_RING_SIZE / RX_RING_SIZE
@@ -37,19 +38,12 @@ LINUX_FAKE_ADDR = bytes.fromhex("004c696e7579")     # "\0Linux": used when no SR
 _DES0 = s.DES0
 
 
-class TulipDriver:
+class TulipDriver(NetDriver):
     VENDOR, DEVICE = s.VENDOR_ID, s.DEVICE_ID
 
     def __init__(self, kernel, info) -> None:
-        self.kernel = kernel
-        self.vcpu = kernel.vcpu
-        self.mem = kernel.mem
-        self.buf = kernel.mem.buf
+        super().__init__(kernel, info)
         self.io = info.bars[0][1]
-        self.irq = info.irq_line
-        self.stack = None
-        self.stats = kernel.stats
-        self.tx_queue_stopped = False
         self._probe()
         self._open()
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from ...spec import virtio as v
 from ...spec.pci import (
-    PCI_CAP_ID_MSIX, PCI_CAP_ID_VNDR, PCI_CAP_LIST_NEXT, PCI_CAPABILITY_LIST, PCI_MSIX_ENTRY_DATA,
-    PCI_MSIX_ENTRY_LOWER_ADDR, PCI_MSIX_ENTRY_SIZE, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_FLAGS,
-    PCI_MSIX_FLAGS_ENABLE,
+    PCI_CAP_ID_VNDR, PCI_CAP_LIST_NEXT, PCI_CAPABILITY_LIST,
 )
+from .base import NetDriver
 from .virtio_ring import DriverQueue
 
 C = v.COMMON
@@ -23,7 +22,6 @@ WANTED = (1 << v.VIRTIO_F_VERSION_1 | 1 << v.VIRTIO_NET_F_MAC | 1 << v.VIRTIO_NE
           | 1 << v.VIRTIO_RING_F_EVENT_IDX | 1 << v.VIRTIO_NET_F_CSUM)
 RX_BUFFER = v.NET_HDR.size + 1514
 NAPI_WEIGHT = 64
-LAPIC_MSI = 0xFEE00000
 CONFIG_VECTOR, RX_VECTOR, TX_VECTOR = 0, 1, 2
 
 
@@ -31,18 +29,11 @@ class VirtioProbeError(RuntimeError):
     pass
 
 
-class VirtioNetDriver:
+class VirtioNetDriver(NetDriver):
     VENDOR, DEVICE = v.VENDOR_ID, v.DEVICE_ID_NET
 
     def __init__(self, kernel, info, features: int | None = None) -> None:
-        self.kernel = kernel
-        self.vcpu = kernel.vcpu
-        self.mem = kernel.mem
-        self.info = info
-        self.stack = None
-        self.stats = kernel.stats
-        self.tx_queue_stopped = False
-        self.poll_scheduled = False
+        super().__init__(kernel, info)
         self._find_caps()
         self._probe(WANTED if features is None else features)
 
@@ -109,21 +100,8 @@ class VirtioNetDriver:
         self._status(v.DRIVER_OK)
 
     def _setup_msix(self) -> None:
-        """MSI-X table entries through BAR1, then MSI-X Enable in config space."""
-        cap = self.info.caps[PCI_CAP_ID_MSIX]
-        table = self.info.bars[v.MSIX_BAR][1]
-        self.vectors = {}
-        for entry, handler in ((CONFIG_VECTOR, self._config_intr), (RX_VECTOR, self._rx_intr),
-                               (TX_VECTOR, self._tx_intr)):
-            vector = self.kernel.alloc_vector()
-            at = table + entry * PCI_MSIX_ENTRY_SIZE
-            self.vcpu.mmio_write(at + PCI_MSIX_ENTRY_LOWER_ADDR, 4, LAPIC_MSI)
-            self.vcpu.mmio_write(at + PCI_MSIX_ENTRY_DATA, 4, vector)
-            self.vcpu.mmio_write(at + PCI_MSIX_ENTRY_VECTOR_CTRL, 4, 0)
-            self.vcpu.set_irq_handler(vector, handler)
-            self.vectors[entry] = vector
-        pci, bdf = self.kernel.pci, self.info.bdf
-        pci.config_write(bdf, cap + PCI_MSIX_FLAGS, 2, pci.config_read(bdf, cap + PCI_MSIX_FLAGS, 2) | PCI_MSIX_FLAGS_ENABLE)
+        self.vectors = self.setup_msix(self.info.bars[v.MSIX_BAR][1], [
+            (CONFIG_VECTOR, self._config_intr), (RX_VECTOR, self._rx_intr), (TX_VECTOR, self._tx_intr)])
         self.cwrite("config_msix_vector", CONFIG_VECTOR)
 
     def _setup_queue(self, index: int, vector: int, event_idx: bool) -> DriverQueue:

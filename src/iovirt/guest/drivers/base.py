@@ -1,0 +1,50 @@
+"""What every NIC driver shares: its place in the guest kernel (vCPU, memory,
+the IPv4 stack above it, the NAPI and queue state Linux keeps in
+``struct net_device`` / ``napi_struct``) and MSI-X vector setup."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ...spec.pci import (
+    PCI_CAP_ID_MSIX, PCI_MSIX_ENTRY_DATA, PCI_MSIX_ENTRY_LOWER_ADDR, PCI_MSIX_ENTRY_SIZE,
+    PCI_MSIX_ENTRY_UPPER_ADDR, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE,
+)
+
+LAPIC_MSI = 0xFEE00000          # MSI address window of the local APIC, destination 0
+
+
+class NetDriver:
+    VENDOR = DEVICE = 0
+
+    def __init__(self, kernel, info) -> None:
+        self.kernel = kernel
+        self.info = info
+        self.vcpu = kernel.vcpu
+        self.mem = kernel.mem
+        self.buf = kernel.mem.buf
+        self.irq = info.irq_line
+        self.stack = None
+        self.stats = kernel.stats
+        self.tx_queue_stopped = False
+        self.poll_scheduled = False
+
+    def setup_msix(self, table: int, handlers: list[tuple[int, Callable[[], None]]]) -> dict[int, int]:
+        """pci_alloc_irq_vectors: program MSI-X table entries (at guest-physical
+        ``table``) with fresh IDT vectors, then set MSI-X Enable; returns
+        {table entry: vector}."""
+        cap = self.info.caps.get(PCI_CAP_ID_MSIX)
+        if cap is None:
+            raise RuntimeError(f"{self.info.bdf}: no MSI-X capability")
+        vectors = {}
+        for entry, handler in handlers:
+            vector = self.kernel.alloc_vector()
+            at = table + entry * PCI_MSIX_ENTRY_SIZE
+            for off, value in ((PCI_MSIX_ENTRY_LOWER_ADDR, LAPIC_MSI), (PCI_MSIX_ENTRY_UPPER_ADDR, 0),
+                               (PCI_MSIX_ENTRY_DATA, vector), (PCI_MSIX_ENTRY_VECTOR_CTRL, 0)):
+                self.vcpu.mmio_write(at + off, 4, value)
+            self.vcpu.set_irq_handler(vector, handler)
+            vectors[entry] = vector
+        pci, bdf = self.kernel.pci, self.info.bdf
+        pci.config_write(bdf, cap + PCI_MSIX_FLAGS, 2, pci.config_read(bdf, cap + PCI_MSIX_FLAGS, 2) | PCI_MSIX_FLAGS_ENABLE)
+        return vectors
