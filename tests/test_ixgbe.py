@@ -21,7 +21,8 @@ from iovirt.guest.net.headers import csum_fold, csum_partial, pseudo_header_sum
 from iovirt.hypervisor.addrmap import Region
 from iovirt.hypervisor.host import Host
 from iovirt.hypervisor.vm import VM
-from iovirt.hypervisor.wire import Link, WirePeer
+from iovirt.guest.peer import WirePeer
+from iovirt.hypervisor.wire import Link
 from iovirt.mem.dma import Dma
 from iovirt.mem.guest_memory import GuestMemory
 from iovirt.sim.engine import Sim
@@ -122,7 +123,7 @@ def rig(mem_size: int = MEM, num_queues: int = s.NUM_QUEUES) -> Rig:
     dev = Ixgbe(sim, MAC, Dma(mem, "dma"), engine, num_queues=num_queues)
     link = Link(sim, ledger, "wire0", 10)
     link.attach(dev)
-    peer = WirePeer(link, PEER_MAC, "10.0.0.2/24")
+    peer = WirePeer(link, PEER_MAC, "10.0.0.2/24", record=True)
     return Rig(sim, ledger, mem, Resource("cpu", "vcpu", ledger), engine, dev, link, peer)
 
 
@@ -717,7 +718,7 @@ def bare_metal() -> Machine:
     dev.msi = msi
     link = Link(sim, ledger, "wire0", 10)
     link.attach(dev)
-    peer = WirePeer(link, PEER_MAC, "10.0.0.2/24")
+    peer = WirePeer(link, PEER_MAC, "10.0.0.2/24", record=True)
     guest = GuestKernel("vm1", vm.vcpus[0], vm.mem, sim)
     guest.boot()
     driver = IxgbeDriver(guest, guest.pci.find(s.VENDOR_ID, s.DEVICE_ID))

@@ -9,16 +9,14 @@ backpressure: a frame the receiving NIC cannot take is lost and counted.
 
 The NIC end is the device's backend port (``send`` / ``flush``, calling the
 device's ``can_receive`` / ``receive`` with its DMA ``engine``).  The far end
-is a :class:`WirePeer`, a host on the other side of the cable.
+is a host on the other side of the cable (``iovirt.guest.peer.WirePeer``).
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from ipaddress import IPv4Interface
 
-from ..guest.net.stack import IPv4Stack
 from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource
 
@@ -26,9 +24,6 @@ ETH_MIN_FRAME = 60          # without FCS
 FCS = 4
 PREAMBLE_SFD = 8
 IPG = 12                    # minimum inter-packet gap, in byte times
-_ETH_P_ARP = b"\x08\x06"
-_ETH_P_IP = b"\x08\x00"
-_IPPROTO_ICMP, _IPPROTO_UDP = 1, 17
 
 
 class Link:
@@ -48,7 +43,7 @@ class Link:
         self.to_nic = Resource(f"{name}/rx", "wire", ledger)    # far end -> NIC
         self.stats: Counter[str] = Counter()
         self.nic: NicPort | None = None
-        self.peer: WirePeer | None = None
+        self.peer = None                    # the far end: anything with arrive(frame)
 
     @property
     def resources(self) -> list[Resource]:
@@ -72,13 +67,13 @@ class Link:
         self.sim.at(end - IPG * self.ns_per_byte + self.delay_ns, deliver, frame)
         return end
 
-    def _to_peer(self, frame: bytes) -> None:
+    def deliver_to_peer(self, frame: bytes) -> None:
         if self.peer is None:
             self.stats["lost_no_peer"] += 1
         else:
             self.peer.arrive(frame)
 
-    def _to_nic(self, frame: bytes) -> None:
+    def deliver_to_nic(self, frame: bytes) -> None:
         if self.nic is None:
             self.stats["lost_no_nic"] += 1
         else:
@@ -96,7 +91,7 @@ class NicPort:
         """The MAC starts the frame once ``cpu`` (the NIC's DMA engine) has it;
         returns when it has left the NIC."""
         link = self.link
-        return link.carry(link.to_peer, cpu.cursor, frame, link._to_peer)
+        return link.carry(link.to_peer, cpu.cursor, frame, link.deliver_to_peer)
 
     def flush(self, cpu: Resource) -> None:
         """Nothing waits on a wire for the device to make room."""
@@ -109,51 +104,3 @@ class NicPort:
             device.receive(engine, frame)
         else:
             link.stats["rx_dropped"] += 1
-
-
-class WirePeer:
-    """The host at the far end: records every frame with its arrival time,
-    transmits frames at given times, and answers ARP and ICMP echo for its
-    address through its own IPv4 stack (on its own CPU ``cpu``).  UDP is
-    recorded and dropped unless a socket is bound on ``stack``."""
-
-    def __init__(self, link: Link, mac: bytes, address: str) -> None:
-        self.link = link
-        self.sim = link.sim
-        self.mac = bytes(mac)
-        self.cpu = Resource(f"{link.name}/peer", "host_core", link.ledger)
-        self.stack = IPv4Stack(self.cpu, self.mac, IPv4Interface(address), self)
-        self.received: list[tuple[float, bytes]] = []
-        link.peer = self
-
-    def send(self, frame: bytes, at: float | None = None) -> float:
-        """Put ``frame`` on the wire at ``at`` (now, if absent or past), behind
-        frames already sent; returns when it has left.  Short frames are padded."""
-        if len(frame) < ETH_MIN_FRAME:
-            frame += bytes(ETH_MIN_FRAME - len(frame))
-        link, now = self.link, self.sim.now
-        return link.carry(link.to_nic, now if at is None or at < now else at, frame, link._to_nic)
-
-    def transmit(self, frame: bytes) -> bool:
-        """The stack's device driver contract: the wire always takes it."""
-        self.send(frame, self.cpu.cursor)
-        return True
-
-    def arrive(self, frame: bytes) -> None:
-        now = self.sim.now
-        self.received.append((now, frame))
-        if self._for_stack(frame):
-            self.cpu.sync(now)
-            self.stack.receive(frame)
-
-    def _for_stack(self, frame: bytes) -> bool:
-        kind = frame[12:14]
-        if kind == _ETH_P_ARP:
-            return True
-        if kind != _ETH_P_IP or len(frame) < 34:
-            return False
-        proto = frame[23]
-        if proto == _IPPROTO_UDP:
-            l4 = 14 + (frame[14] & 0xF) * 4
-            return int.from_bytes(frame[l4 + 2:l4 + 4], "big") in self.stack.udp_sockets
-        return proto == _IPPROTO_ICMP
