@@ -720,9 +720,9 @@ def bare_metal() -> Machine:
     link.attach(dev)
     peer = WirePeer(link, PEER_MAC, "10.0.0.2/24", record=True)
     guest = GuestKernel("vm1", vm.vcpus[0], vm.mem, sim)
-    guest.boot()
-    driver = IxgbeDriver(guest, guest.pci.find(s.VENDOR_ID, s.DEVICE_ID))
-    guest.netdevs.append(driver)
+    guest.boot()                                     # binds IxgbeDriver by vendor/device ID
+    (driver,) = guest.netdevs
+    assert isinstance(driver, IxgbeDriver)
     guest.ifup(MAC, "10.0.0.1/24")
     return Machine(sim, ledger, vm, dev, guest, driver, peer)
 

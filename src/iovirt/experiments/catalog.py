@@ -53,7 +53,7 @@ DEVICES: dict[str, Device] = {
         Device("vmxnet3", "paravirt", "VMware VMXNET3 paravirtual NIC", ("VMware ESXi", "QEMU/KVM")),
         Device("netvsc", "paravirt", "Hyper-V synthetic NIC (NetVSC over VMBus)", ("Hyper-V",)),
         Device("ixgbe", "passthrough", "Intel 82599 10 GbE physical function, assigned whole via the IOMMU",
-               _ASSIGNERS),
+               _ASSIGNERS, implemented=True),
         Device("ixgbevf", "sriov", "Intel 82599 SR-IOV virtual function", _ASSIGNERS),
     )
 }

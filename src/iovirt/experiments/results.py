@@ -65,7 +65,7 @@ class Result:
         for f in flows:
             # A VM's events serve every flow it takes part in: per packet means
             # per packet delivered by all flows touching the pair.
-            pair = {f.src, f.dst}
+            pair = {f.src, f.dst} & world.vms.keys()
             events = Counter()
             for vm in pair:
                 events += accounts.get(vm, Counter())

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 from .results import Result
-from .scenario import Scenario
+from .scenario import WIRE, Scenario
 from .workloads import KINDS, FlowStats
 from .world import World
 
@@ -14,21 +14,28 @@ DRAIN_NS = 50_000_000       # in-flight frames get at most this long after the l
 DRAIN_STEP_NS = 1_000_000
 
 
+def _machine(world: World, name: str, src: str):
+    """The guest kernel, or for ``wire`` the peer on ``src``'s physical link."""
+    return world.peer(src) if name == WIRE else world.guests[name]
+
+
 def _interface(world: World, vm: str, peer: str):
     """The interface of ``vm`` on a subnet it shares with ``peer``."""
-    mine, theirs = world.guests[vm].interfaces.values(), world.guests[peer].interfaces.values()
-    for a in mine:
+    theirs = [world.peer(vm).stack] if peer == WIRE else world.guests[peer].interfaces.values()
+    for a in world.guests[vm].interfaces.values():
         for b in theirs:
             if b.ip.ip in a.ip.network:
                 return a, b
     raise LookupError(f"{vm} and {peer} share no subnet")
 
 
-def _warm_up(world: World) -> int:
+def _warm_up(world: World) -> float:
     """Resolve every workload's neighbours, as a first packet would, outside
-    the measurement."""
+    the measurement (the wire peer learns from the requests it answers)."""
     for w in world.scenario.workloads:
         for a, b in ((w.src, w.dst), (w.dst, w.src)):
+            if a == WIRE:
+                continue
             src_if, dst_if = _interface(world, a, b)
             world.guests[a].run_soon(lambda s=src_if, d=dst_if: s.ping(d.ip.ip, 0, 0, b"arp", lambda *_: None))
     return world.settle() + 1000
@@ -57,7 +64,7 @@ def run(scenario: Scenario) -> Result:
         src_if, dst_if = _interface(world, w.src, w.dst)
         stats = FlowStats(index, w.type, w.src, w.dst, w.packet_size)
         extra = {"count": w.count or 5} if w.type == "ping" else {}
-        workload = KINDS[w.type](stats, world.guests[w.src], world.guests[w.dst], src_if, dst_if,
+        workload = KINDS[w.type](stats, world.guests[w.src], _machine(world, w.dst, w.src), src_if, dst_if,
                                  start, end, w.rate_pps, **extra)
         workload.begin()
         flows.append(stats)

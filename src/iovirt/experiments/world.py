@@ -1,19 +1,31 @@
-"""Build a running system from a scenario: hosts, VMs with their NICs wired
-by model, guests booted (PCI enumeration, driver probe) and interfaces up."""
+"""Build a running system from a scenario: hosts and their physical NICs,
+VMs (or bare-metal machines) with their NICs wired by model, guests booted
+(PCI enumeration, driver probe) and interfaces up, and the peer at the far
+end of each physical link that a workload sends to."""
 
 from __future__ import annotations
 
+from ipaddress import IPv4Interface
+
 from ..guest.kernel import GuestKernel
+from ..guest.peer import WirePeer
 from ..hypervisor.emulation import EmulatedNic
 from ..hypervisor.host import Host
 from ..hypervisor.paravirt import VirtioNic
+from ..hypervisor.passthrough import PassthroughNic, PhysicalNic
+from ..hypervisor.uplink import UplinkPort
 from ..hypervisor.vm import VM
 from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource
-from .scenario import Scenario
+from .scenario import WIRE, Scenario
 
 SETTLE_NS = 2_000_000
-WIRINGS = {"emulated": EmulatedNic, "paravirt": VirtioNic}
+HOST_KERNEL_MB = 64
+SOFTWARE_WIRINGS = {"emulated": EmulatedNic, "paravirt": VirtioNic}
+
+
+def mac_bytes(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
 
 
 class World:
@@ -21,29 +33,87 @@ class World:
         self.scenario = scenario
         self.sim = Sim()
         self.ledger = Ledger(scenario.profile)
-        self.hosts = {h.name: Host(h.name, h.cores, self.sim, self.ledger) for h in scenario.hosts}
+        self.host_specs = {h.name: h for h in scenario.hosts}
+        self.hosts = {h.name: self._host(h) for h in scenario.hosts}
         self.vms: dict[str, VM] = {}
         self.guests: dict[str, GuestKernel] = {}
         self.models: dict[str, tuple[str, str]] = {}
+        self.peers: dict[str, WirePeer] = {}
         for spec in scenario.vms:
-            vm = VM(spec.name, self.hosts[spec.host], spec.memory_mb, spec.vcpus)
-            for nic in spec.nics:
-                WIRINGS[nic.model](vm, nic.device, bytes.fromhex(nic.mac.replace(":", "")), nic.backend)
-            self.vms[spec.name] = vm
-            self.models[spec.name] = (spec.nics[0].model, spec.nics[0].device) if spec.nics else ("", "")
+            self.vms[spec.name] = self._machine(spec)
+            first = spec.nics[0] if spec.nics else None
+            model = "bare-metal" if spec.bare_metal else (first.model if first else "")
+            self.models[spec.name] = (model, first.device if first else "")
         for spec in scenario.vms:
             vm = self.vms[spec.name]
             guest = GuestKernel(spec.name, vm.vcpus[0], vm.mem, self.sim)
             guest.boot()
             for nic in spec.nics:
-                guest.ifup(bytes.fromhex(nic.mac.replace(":", "")), str(nic.ip))
+                guest.ifup(mac_bytes(nic.mac), str(nic.ip))
             self.guests[spec.name] = guest
+        self.uplinks = {name: self._uplink(host) for name, host in self.hosts.items() if self._bridged(name)}
+
+    def _host(self, spec) -> Host:
+        host = Host(spec.name, spec.cores, self.sim, self.ledger)
+        for index, nic in enumerate(spec.nics):
+            host.nics[nic.name] = PhysicalNic(host, nic.name, index, nic.link_gbps)
+        return host
+
+    def _machine(self, spec) -> VM:
+        posted = self.host_specs[spec.host].posted_interrupts
+        host = self.hosts[spec.host]
+        vm = VM(spec.name, host, spec.memory_mb, spec.vcpus, native=spec.bare_metal, apicv=posted)
+        for nic in spec.nics:
+            if nic.model == "passthrough":
+                PassthroughNic(vm, host.nics[nic.uplink], mac_bytes(nic.mac), posted=posted)
+            else:
+                SOFTWARE_WIRINGS[nic.model](vm, nic.device, mac_bytes(nic.mac), nic.backend)
+        return vm
+
+    def _bridged(self, host: str) -> bool:
+        """Software-model VMs reach the wire through a free physical NIC."""
+        return any(vm.host == host and not vm.bare_metal and any(n.uplink is None for n in vm.nics)
+                   for vm in self.scenario.vms) and any(p.owner is None for p in self.hosts[host].nics.values())
+
+    def _uplink(self, host: Host) -> UplinkPort:
+        """The host kernel drives its first free NIC and bridges it to the taps."""
+        pnic = next(p for p in host.nics.values() if p.owner is None)
+        machine = VM(f"{host.name}-kernel", host, HOST_KERNEL_MB, native=True)
+        PassthroughNic(machine, pnic, bytes([0x02, 0xFF, 0, 0, 0, len(self.vms) & 0xFF]))
+        kernel = GuestKernel(machine.name, machine.vcpus[0], machine.mem, self.sim)
+        kernel.boot()
+        self.vms[machine.name] = machine
+        self.models[machine.name] = ("host", "ixgbe")
+        port = UplinkPort(host, machine.vcpus[0], kernel.netdevs[0])
+        port.pnic = pnic
+        return port
+
+    def peer(self, vm: str) -> WirePeer:
+        """The host at the far end of the link ``vm`` reaches the wire on (its
+        own NIC's, or its host's bridge uplink); it takes the last host
+        address of that VM NIC's subnet."""
+        spec = next(v for v in self.scenario.vms if v.name == vm)
+        nic = next((n for n in spec.nics if n.uplink), None)
+        if nic is not None:
+            pnic = self.hosts[spec.host].nics[nic.uplink]
+        elif spec.host in self.uplinks and spec.nics:
+            nic, pnic = spec.nics[0], self.uplinks[spec.host].pnic
+        else:
+            raise LookupError(f"{vm} has no path to a physical link to reach '{WIRE}'")
+        if pnic.link.name not in self.peers:
+            net = nic.ip.network
+            address = IPv4Interface(f"{net.broadcast_address - 1}/{net.prefixlen}")
+            mac = bytes([0x02, 0, 0, 0, len(self.peers) >> 8 & 0xFF, len(self.peers) & 0xFF])
+            self.peers[pnic.link.name] = WirePeer(pnic.link, mac, str(address))
+        return self.peers[pnic.link.name]
 
     @property
     def resources(self) -> list[Resource]:
         out: list[Resource] = []
         for host in self.hosts.values():
             out += host.cores
+            for pnic in host.nics.values():
+                out += [pnic.engine, *pnic.link.resources]
         for vm in self.vms.values():
             out += vm.resources
         return out
@@ -54,7 +124,7 @@ class World:
         self.sim.run(until=self.sim.now + within_ns)
         return max([self.sim.now] + [r.cursor for r in self.resources])
 
-    def start_measuring(self, at: int) -> None:
+    def start_measuring(self, at: float) -> None:
         self.ledger.reset()
         for r in self.resources:
             r.reset(at)

@@ -12,6 +12,7 @@ from typing import Callable
 
 from .alloc import DmaAllocator
 from .drivers.e1000 import E1000Driver
+from .drivers.ixgbe import IxgbeDriver
 from .drivers.pcnet import PCNetDriver
 from .drivers.rtl8139 import RTL8139Driver
 from .drivers.tulip import TulipDriver
@@ -19,7 +20,8 @@ from .drivers.virtio_net import VirtioNetDriver
 from .net.stack import IPv4Stack
 from .pci import PciEnumerator
 
-DRIVERS = {(drv.VENDOR, drv.DEVICE): drv for drv in (E1000Driver, RTL8139Driver, VirtioNetDriver, PCNetDriver, TulipDriver)}
+DRIVERS = {(drv.VENDOR, drv.DEVICE): drv
+           for drv in (E1000Driver, RTL8139Driver, VirtioNetDriver, PCNetDriver, TulipDriver, IxgbeDriver)}
 FIRST_VECTOR = 0x30                 # below: exceptions and legacy IRQs
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource
+from .passthrough import HostIommu
 from .vswitch import VSwitch
 
 
@@ -16,6 +17,15 @@ class Host:
         self.cores = [Resource(f"{name}/core{i}", "host_core", ledger, acct) for i in range(cores)]
         self.vswitch = VSwitch(self)
         self._placed: dict[str, int] = {}
+        self.nics: dict = {}                # physical NICs by name
+        self._iommu = None
+
+    @property
+    def iommu(self):
+        """The host's VT-d unit, set up when the first device is assigned."""
+        if self._iommu is None:
+            self._iommu = HostIommu(self)
+        return self._iommu
 
     def place(self, thread: Resource) -> None:
         """Run ``thread`` on the least-loaded core (by threads placed): with

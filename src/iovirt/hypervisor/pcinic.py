@@ -49,13 +49,17 @@ class PciNic:
         """(offset, size, trap path) of each part of a BAR: all of it traps to the VMM."""
         return [(0, size, KVM_USER_PIO if kind == "io" else KVM_USER_MMIO)]
 
+    def handlers(self, index: int):
+        """(read, write) of BAR ``index`` as the guest reaches it."""
+        return self.device.bar_handlers(index)
+
     def _bar(self, index: int, kind: str, address: int | None, size: int) -> None:
         space = self.vm.pio if kind == "io" else self.vm.mmio
         owner = f"{self.device.NAME}@{self.bdf} BAR{index}"
         space.unmap(owner)
         if address is None:
             return
-        read, write = self.device.bar_handlers(index)
+        read, write = self.handlers(index)
         for offset, length, path in self.regions(index, kind, size):
             base = address + offset
             space.map(Region(base, length, _at(read, offset), _at(write, offset), self.vm.trap(path), owner))

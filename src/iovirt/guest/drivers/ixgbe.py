@@ -161,6 +161,10 @@ class IxgbeDriver(NetDriver):
         fctrl = self.rd("FCTRL") & ~(s.FCTRL_UPE | s.FCTRL_MPE)
         self.wr("FCTRL", fctrl | s.FCTRL_BAM | s.FCTRL_DPF | s.FCTRL_PMCF)
 
+
+    def set_promiscuous(self) -> None:
+        """ixgbe_set_rx_mode with IFF_PROMISC, as a bridge port wants (FCTRL.UPE, MPE)."""
+        self.wr("FCTRL", self.rd("FCTRL") | s.FCTRL_UPE | s.FCTRL_MPE)
     def _configure_msix(self) -> None:
         """ixgbe_configure_msix + ixgbe_setup_gpie: IVAR, EITR, auto-clear, auto-mask."""
         valid = s.IVAR_ALLOC_VAL

@@ -1,0 +1,48 @@
+"""The host's physical NIC as a port of its software switch: the host
+kernel's own driver runs the NIC (natively, on a host core) and the bridge
+forwards between it and the VMs' taps, as ``ip link set eth0 master br0``
+does.  Frames from the wire reach the bridge from the driver's NAPI poll;
+frames for the wire are handed to the driver's transmit on the same core."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ..sim.resource import Resource
+from .vswitch import Port
+
+TXQUEUELEN = 1000           # the qdisc in front of the NIC
+
+
+class UplinkPort(Port):
+    def __init__(self, host, cpu: Resource, driver) -> None:
+        self.host = host
+        self.sim = host.sim
+        self.cpu = cpu
+        self.acct = host.ledger.account(host.name)
+        self.driver = driver
+        self.queue: deque[bytes] = deque()
+        self.dropped = 0
+        driver.stack = self
+        driver.set_promiscuous()
+        host.vswitch.attach(self)
+
+    # the driver's upper layer (what an IPv4 stack would be)
+    def receive(self, frame: bytes) -> None:
+        self.host.vswitch.ingress(self, frame, self.cpu)
+
+    def tx_wake(self) -> None:
+        while self.queue and self.driver.transmit(self.queue[0]):
+            self.queue.popleft()
+
+    # the switch side
+    def deliver(self, frame: bytes, at: float) -> None:
+        self.sim.at(at, self._xmit, frame)
+
+    def _xmit(self, frame: bytes) -> None:
+        self.cpu.sync(self.sim.now)
+        if self.queue or not self.driver.transmit(frame):
+            if len(self.queue) >= TXQUEUELEN:
+                self.dropped += 1
+            else:
+                self.queue.append(frame)
