@@ -31,7 +31,8 @@ from iovirt.sim.engine import Sim
 from iovirt.sim.profile import load_profile
 from iovirt.sim.resource import Ledger, Resource
 from iovirt.spec.pci import (
-    PCI_COMMAND, PCI_COMMAND_IO, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, PCI_INTERRUPT_PIN, PCI_PIRQ_IRQS, Bdf,
+    PCI_CAP_LIST_NEXT, PCI_CAP_LIST_TTL, PCI_CAPABILITY_LIST, PCI_COMMAND, PCI_COMMAND_IO, PCI_COMMAND_MASTER,
+    PCI_COMMAND_MEMORY, PCI_INTERRUPT_PIN, PCI_PIRQ_IRQS, PCI_STD_NUM_BARS, Bdf, pci_base_address,
 )
 
 from .qtest import TIMEOUT_S, PciConfig, Qtest, QtestError, VirtualClock, piix_pirq, route_pirqs
@@ -297,6 +298,32 @@ class IovirtNic(Nic):
     def sent_frames(self) -> list[bytes]:
         frames, self.port.frames = self.port.frames, []
         return frames
+
+
+# --- configuration-space scripts ------------------------------------------------
+def bar_masks(nic: Nic) -> list[int]:
+    """PCI 3.0 6.2.5.1 size probe of every BAR register (the address is put back);
+    a 64-bit BAR shows its upper half in the next register."""
+    masks = []
+    for i in range(PCI_STD_NUM_BARS):
+        reg = pci_base_address(i)
+        old = nic.config_read(reg)
+        nic.config_write(reg, 0xFFFFFFFF)
+        masks.append(nic.config_read(reg))
+        nic.config_write(reg, old)
+    return masks
+
+
+def capabilities(nic: Nic) -> list[tuple[int, int]]:
+    """(offset, capability ID) along the capability list (PCI 3.0 6.7),
+    walked no further than a list without a loop can go."""
+    caps, at = [], nic.config_read(PCI_CAPABILITY_LIST, 1)
+    for _ in range(PCI_CAP_LIST_TTL):
+        if not at:
+            break
+        caps.append((at, nic.config_read(at, 1)))
+        at = nic.config_read(at + PCI_CAP_LIST_NEXT, 1)
+    return caps
 
 
 # --- running a script on both ---------------------------------------------------

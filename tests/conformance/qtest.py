@@ -212,34 +212,41 @@ class PciConfig:
         self.qt.out(PCI_CONF1_ADDRESS_PORT, 4, pci_conf1_address(self.bdf, reg))
         self.qt.out(PCI_CONF1_DATA_PORT + (reg & 3), size, value)
 
-    def bar_size(self, index: int) -> tuple[int, bool]:
+    def bar_size(self, index: int) -> tuple[int, bool, bool]:
         """Size probe (PCI 3.0 6.2.5.1: write all ones, read back the mask):
-        ``(size, is_io)``; size 0 for an unimplemented BAR."""
+        ``(size, is_io, is_64)``; size 0 for an unimplemented BAR.  A 64-bit
+        BAR takes this register and the next (its upper half)."""
         reg = pci_base_address(index)
         self.write(reg, 0xFFFFFFFF)
         value = self.read(reg)
         is_io = bool(value & PCI_BASE_ADDRESS_SPACE_IO)
-        if not is_io and value & PCI_BASE_ADDRESS_MEM_TYPE_64:
-            raise QtestError(f"{self.bdf} BAR{index}: 64-bit BARs are not supported here")
+        is_64 = not is_io and bool(value & PCI_BASE_ADDRESS_MEM_TYPE_64)
         mask = value & (PCI_BASE_ADDRESS_IO_MASK if is_io else PCI_BASE_ADDRESS_MEM_MASK)
         if is_io:
             mask |= 0xFFFF0000          # I/O BARs may hardwire the upper 16 bits to 0
-        return (-mask) & 0xFFFFFFFF if mask else 0, is_io
+        if is_64:
+            self.write(reg + 4, 0xFFFFFFFF)
+            mask |= self.read(reg + 4) << 32
+            return (-mask) & 0xFFFFFFFFFFFFFFFF, is_io, is_64
+        return (-mask) & 0xFFFFFFFF if mask else 0, is_io, is_64
 
     def map_bars(self, mem_base: int, io_base: int) -> dict[int, tuple[int, bool]]:
         """Give every implemented BAR a naturally aligned address, memory BARs
-        from ``mem_base`` up and I/O BARs from ``io_base`` up:
-        ``{index: (address, is_io)}``."""
+        from ``mem_base`` up (64-bit ones below 4 GiB too) and I/O BARs from
+        ``io_base`` up: ``{index: (address, is_io)}``."""
         bars = {}
         bases = {False: mem_base, True: io_base}
-        for index in range(PCI_STD_NUM_BARS):
-            size, is_io = self.bar_size(index)
-            if not size:
-                continue
-            address = (bases[is_io] + size - 1) & -size
-            self.write(pci_base_address(index), address)
-            bars[index] = (address, is_io)
-            bases[is_io] = address + size
+        index = 0
+        while index < PCI_STD_NUM_BARS:
+            size, is_io, is_64 = self.bar_size(index)
+            if size:
+                address = (bases[is_io] + size - 1) & -size
+                self.write(pci_base_address(index), address)
+                if is_64:
+                    self.write(pci_base_address(index + 1), 0)
+                bars[index] = (address, is_io)
+                bases[is_io] = address + size
+            index += 2 if is_64 else 1
         return bars
 
     def enable(self) -> None:

@@ -11,11 +11,9 @@ import pytest
 
 from iovirt.devices.e1000 import E1000
 from iovirt.spec import e1000 as s
-from iovirt.spec.pci import (
-    PCI_CLASS_REVISION, PCI_DEVICE_ID, PCI_INTERRUPT_PIN, PCI_STD_NUM_BARS, PCI_VENDOR_ID, pci_base_address,
-)
+from iovirt.spec.pci import PCI_CLASS_REVISION, PCI_DEVICE_ID, PCI_INTERRUPT_PIN, PCI_VENDOR_ID
 
-from .nic import MAC, Nic, NicModel, agree, pair_fixture, run
+from .nic import MAC, Nic, NicModel, agree, bar_masks, pair_fixture, run
 
 E1000_NIC = NicModel("e1000", E1000, bar=0)
 R = {reg.name: reg.offset for reg in s.REGS}
@@ -121,18 +119,6 @@ def without_ixsm(result: dict) -> dict:
 
 
 # ---- PCI identity ----------------------------------------------------------------
-def bar_masks(nic: Nic) -> list[int]:
-    """PCI 3.0 6.2.5.1 size probe of every BAR (the address is put back)."""
-    masks = []
-    for i in range(PCI_STD_NUM_BARS):
-        reg = pci_base_address(i)
-        old = nic.config_read(reg)
-        nic.config_write(reg, 0xFFFFFFFF)
-        masks.append(nic.config_read(reg))
-        nic.config_write(reg, old)
-    return masks
-
-
 def test_pci_identity_and_bars_agree(reset_nics):
     """Vendor/device ID, class, INTA# and the BAR layout (128 KiB memory, 64-byte I/O) agree."""
     agree(reset_nics, lambda nic: (nic.config_read(PCI_VENDOR_ID, 2), nic.config_read(PCI_DEVICE_ID, 2),

@@ -176,7 +176,7 @@ class VirtioPciDevice:
             shift = 32 * self.driver_feature_select
             self.driver_features = self.driver_features & ~(0xFFFFFFFF << shift) | (value & 0xFFFFFFFF) << shift
         elif off == _C["config_msix_vector"]:
-            self.config_msix_vector = value & 0xFFFF
+            self.config_msix_vector = self._vector(value)
         elif off == _C["device_status"]:
             self._write_status(cpu, value)
         elif off == _C["queue_select"]:
@@ -184,9 +184,15 @@ class VirtioPciDevice:
         elif (q := self._queue()) is not None:
             self._queue_write(q, off, value)
 
+    def _vector(self, value: int) -> int:
+        """4.1.5.1.2.1: a vector beyond the MSI-X table cannot be mapped; the
+        field then reads NO_VECTOR, which is how the driver learns it failed."""
+        value &= 0xFFFF
+        return value if value < self.pci.msix.vectors else v.VIRTIO_MSI_NO_VECTOR
+
     def _queue_write(self, q: Virtqueue, off: int, value: int) -> None:
         if off == _C["queue_msix_vector"]:
-            q.msix_vector = value & 0xFFFF
+            q.msix_vector = self._vector(value)
             return
         if q.enabled:                              # 4.1.4.3.2: fixed once enabled
             return
