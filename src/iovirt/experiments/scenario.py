@@ -111,6 +111,8 @@ class Host(_Strict):
     cores: Count
     nics: list[HostNic] = []
     posted_interrupts: bool = False  # VT-d posted interrupts with APIC virtualisation
+    iommu_page_kb: Literal[4, 2048] = 2048  # page size of assigned VMs' IOMMU mappings
+    iotlb_entries: Count = 64
 
 
 class VmNic(_Strict):

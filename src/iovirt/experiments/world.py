@@ -54,7 +54,7 @@ class World:
         self.uplinks = {name: self._uplink(host) for name, host in self.hosts.items() if self._bridged(name)}
 
     def _host(self, spec) -> Host:
-        host = Host(spec.name, spec.cores, self.sim, self.ledger)
+        host = Host(spec.name, spec.cores, self.sim, self.ledger, spec.iommu_page_kb << 10, spec.iotlb_entries)
         for index, nic in enumerate(spec.nics):
             host.nics[nic.name] = PhysicalNic(host, nic.name, index, nic.link_gbps)
         return host

@@ -9,8 +9,11 @@ from .vswitch import VSwitch
 
 
 class Host:
-    def __init__(self, name: str, cores: int, sim: Sim, ledger: Ledger) -> None:
+    def __init__(self, name: str, cores: int, sim: Sim, ledger: Ledger, iommu_page: int = 2 << 20,
+                 iotlb_entries: int = 64) -> None:
         self.name = name
+        self.iommu_page = iommu_page
+        self.iotlb_entries = iotlb_entries
         self.sim = sim
         self.ledger = ledger
         acct = ledger.account(name)
@@ -24,7 +27,7 @@ class Host:
     def iommu(self):
         """The host's VT-d unit, set up when the first device is assigned."""
         if self._iommu is None:
-            self._iommu = HostIommu(self)
+            self._iommu = HostIommu(self, self.iommu_page, self.iotlb_entries)
         return self._iommu
 
     def place(self, thread: Resource) -> None:

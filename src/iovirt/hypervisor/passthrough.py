@@ -62,10 +62,13 @@ class PhysicalNic:
 
 
 class HostIommu:
-    """The host's VT-d unit and its per-VM domains."""
+    """The host's VT-d unit and its per-VM domains, mapped with ``page_size``
+    pages (2 MiB hugepages, or 4 KiB)."""
 
-    def __init__(self, host) -> None:
-        self.unit = Iommu(GuestMemory(IOMMU_HOST_MEMORY), Resource(f"{host.name}/iommu", "iommu", host.ledger))
+    def __init__(self, host, page_size: int = vtd.PAGE_2M, iotlb_entries: int = 64) -> None:
+        self.page_size = page_size
+        self.unit = Iommu(GuestMemory(IOMMU_HOST_MEMORY), Resource(f"{host.name}/iommu", "iommu", host.ledger),
+                          iotlb_entries=iotlb_entries)
         self.domains: dict[str, int] = {}
         self.pi_desc: dict[str, int] = {}
         self.next_irte = 0
@@ -74,7 +77,7 @@ class HostIommu:
         """The VM's domain, its memory pinned and mapped IOVA = GPA in 2 MiB pages."""
         if vm.name not in self.domains:
             did = self.domains[vm.name] = len(self.domains) + 1
-            self.unit.map(did, 0, 0, vm.mem.size, page_size=vtd.PAGE_2M)
+            self.unit.map(did, 0, 0, vm.mem.size, page_size=self.page_size)
         return self.domains[vm.name]
 
     def pi(self, vm: VM) -> int:
