@@ -92,3 +92,80 @@ def run(
         typer.echo(json.dumps(result.to_dict()))
     else:
         _print(*render.result_tables(result.to_dict()))
+
+
+def _ints(value: str, option: str) -> list[int]:
+    try:
+        numbers = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        _fail(f"{option}: expected comma-separated integers, got {value!r}")
+    if not numbers or min(numbers) < 1:
+        _fail(f"{option}: expected positive integers, got {value!r}")
+    return numbers
+
+
+@app.command()
+def compare(
+    models: Annotated[str, typer.Option(help="Comma-separated models.")] = "emulated,paravirt,passthrough",
+    devices: Annotated[str | None, typer.Option(help="Only these devices (default: every implemented one).")] = None,
+    vms: Annotated[str, typer.Option(help="VM counts, comma-separated.")] = "1,4,16",
+    sizes: Annotated[str, typer.Option(help="IPv4 packet sizes in bytes, comma-separated.")] = "64,1500",
+    duration_ms: Annotated[float, typer.Option(help="Length of each stream, simulated ms.")] = 2.0,
+    cores: Annotated[int, typer.Option(help="Host cores (vCPUs and host threads share them).")] = 8,
+    posted_interrupts: Annotated[bool, typer.Option(help="Host with posted interrupts and APICv.")] = False,
+    profile: Annotated[str, typer.Option(help="Cost profile: a bundled name or a file.")] = "default",
+    workers: Annotated[int, typer.Option(help="Dask LocalCluster workers; 0 runs serially.")] = 0,
+    scheduler: Annotated[str | None, typer.Option(help="Address of an existing Dask scheduler.")] = None,
+    as_json: JsonFlag = False,
+    out: Annotated[Path | None, typer.Option(help="Write the rows to F.parquet or F.csv.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Draw the comparison to F.png.")] = None,
+) -> None:
+    """The same UDP workload through each model, as VMs and packet sizes grow."""
+    from iovirt.experiments import compare as cmp
+
+    unknown = set(models.split(",")) - {"emulated", "paravirt", "passthrough", "sriov"}
+    if unknown:
+        _fail(f"--models: expected emulated, paravirt, passthrough or sriov, got {', '.join(sorted(unknown))}")
+    if out is not None and out.suffix not in _WRITERS:
+        _fail(f"--out: expected a file ending in .parquet or .csv, got {str(out)!r}")
+    chosen = cmp.configs(models.split(","), devices.split(",") if devices else None)
+    if not chosen:
+        _fail(f"--models/--devices: no implemented device among {models} / {devices}")
+    if cores < 1:
+        _fail(f"--cores: expected a positive number of cores, got {cores}")
+    with _bad_input():
+        todo = cmp.points(chosen, _ints(vms, "--vms"), _ints(sizes, "--sizes"), duration_ms, cores,
+                          posted_interrupts, profile)
+        cmp.Scenario.from_dict(todo[0]["scenario"], source="--profile")      # bad profile: fail before running
+        rows = _sweep(cmp, todo, workers, scheduler)
+    import pandas as pd
+
+    frame = pd.json_normalize(rows, sep=".")
+    if out is not None:
+        getattr(frame, _WRITERS[out.suffix])(out, index=False)
+    if plot is not None:
+        from iovirt.cli.plot import comparison_png
+
+        comparison_png(rows, plot)
+    if as_json:
+        typer.echo(json.dumps(rows))
+    else:
+        _print(render.compare_table(rows))
+
+
+def _sweep(cmp, todo: list[dict], workers: int, scheduler: str | None) -> list[dict]:
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("sweep", total=len(todo))
+        advance = lambda row: bar.advance(task)  # noqa: E731
+        if not workers and scheduler is None:
+            return cmp.sweep(todo, progress=advance)
+        from distributed import Client, LocalCluster
+
+        if scheduler is not None:
+            with Client(scheduler) as client:
+                return cmp.sweep(todo, client, advance)
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+                Client(cluster) as client:
+            return cmp.sweep(todo, client, advance)

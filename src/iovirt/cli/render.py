@@ -64,3 +64,18 @@ def events_table(result: dict[str, Any]) -> Table:
 
 def result_tables(result: dict[str, Any]) -> list[Table]:
     return [flows_table(result), resources_table(result), events_table(result)]
+
+
+def compare_table(rows: list[dict[str, Any]]) -> Table:
+    table = _table("compare: UDP streams from every VM to the wire peer", ["model", "device", "backend"],
+                   ["VMs", "size", "Gbit/s", "per VM", "of bare metal", "host cores", "cores/Gbit",
+                    "p50 µs", "p99 µs", "exits/pkt"])
+    for r in rows:
+        fraction = r.get("bare_metal_fraction")
+        table.add_row(r["model"], r["device"], r["backend"] or "-", str(r["vms"]), str(r["packet_size"]),
+                      f"{r['throughput_gbps']:.3f}", f"{r['per_vm_gbps']:.3f}",
+                      "-" if fraction is None else f"{fraction:.0%}", f"{r['host_cpu_cores']:.2f}",
+                      "-" if r["cpu_per_gbps"] is None else f"{r['cpu_per_gbps']:.3f}",
+                      _latency(r["latency_us"]["p50"]), _latency(r["latency_us"]["p99"]),
+                      f"{r['events_per_packet'].get('vm_exit', 0):.2f}")
+    return table

@@ -1,0 +1,141 @@
+"""Side by side: the same workload through each I/O model, as the number of
+VMs and the packet size grow.
+
+Every VM on one host streams UDP to the host at the far end of the physical
+link (``dst: wire``): emulated and para-virtual VMs through the host's
+bridge and its one 10 GbE port, pass-through VMs each on a port of their own
+(the model is exclusive).  A bare-metal machine with the same NIC and driver
+is the baseline each row is compared with.  Every figure comes out of a full
+run: nothing here is modelled per model.
+
+A sweep point is plain data in and plain data out, so points run serially or
+as tasks on a Dask cluster with identical results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+
+from .catalog import DEVICES
+from .runner import run
+from .scenario import Scenario
+
+LINK_GBPS = 10
+SUBNET = "10.0"
+
+
+@dataclass(frozen=True)
+class Config:
+    model: str
+    device: str
+    backend: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.device}" + (f"/{self.backend}" if self.backend else "")
+
+
+def configs(models: Iterable[str], devices: Iterable[str] | None = None) -> list[Config]:
+    """Every implemented device of ``models`` (or just ``devices``), each backend."""
+    wanted = set(devices) if devices else None
+    out = []
+    for model in models:
+        for dev in DEVICES.values():
+            if dev.model == model and dev.implemented and (wanted is None or dev.name in wanted):
+                out += [Config(model, dev.name, b) for b in dev.backends] or [Config(model, dev.name)]
+    return out
+
+
+def _nic(config: Config, i: int, uplink: str | None) -> dict:
+    nic = {"model": config.model, "device": config.device, "mac": f"52:54:00:00:{i >> 8:02x}:{i & 0xFF:02x}",
+           "ip": f"{SUBNET}.{i // 250}.{i % 250 + 1}/16"}
+    if config.backend:
+        nic["backend"] = config.backend
+    if uplink:
+        nic["uplink"] = uplink
+    return nic
+
+
+def scenario(config: Config | None, vms: int, packet_size: int, duration_ms: float, cores: int,
+             posted_interrupts: bool, profile: str) -> dict:
+    """The sweep point as a scenario document; ``config`` None is the bare-metal baseline."""
+    exclusive = config is None or config.model == "passthrough"
+    ports = vms if exclusive else 1
+    host = {"name": "host0", "cores": cores, "posted_interrupts": posted_interrupts,
+            "nics": [{"name": f"pnic{p}", "kind": "x82599", "link_gbps": LINK_GBPS} for p in range(ports)]}
+    machines = []
+    for i in range(vms):
+        uplink = f"pnic{i}" if exclusive else None
+        nic = _nic(config or Config("passthrough", "ixgbe"), i, uplink)
+        machines.append({"name": f"vm{i}", "host": "host0", "nics": [nic]} | ({"bare_metal": True} if config is None else {}))
+    workloads = [{"type": "udp_stream", "src": f"vm{i}", "dst": "wire", "packet_size": packet_size,
+                  "duration_ms": duration_ms} for i in range(vms)]
+    name = f"{config.label if config else 'bare-metal'}-{vms}vm-{packet_size}B".replace("/", "-")
+    return {"name": name, "profile": profile, "hosts": [host], "vms": machines, "workloads": workloads}
+
+
+def run_point(point: dict) -> dict:
+    """One sweep point (a scenario document plus its labels) to one result row."""
+    result = run(Scenario.from_dict(point["scenario"], source=point["scenario"]["name"]))
+    data = result.to_dict()
+    flows = data["flows"]
+    delivered = sum(f["delivered"] for f in flows)
+    seconds = data["sim_time_s"]
+    gbps = sum(f["throughput_gbps"] for f in flows)
+    cores = sum(r["busy_s"] for r in data["resources"] if r["kind"] == "host_core") / seconds
+    events: dict[str, float] = {}
+    for f in flows:
+        for name, per in f["events_per_packet"].items():
+            events[name] = events.get(name, 0.0) + per * f["delivered"]
+    p50 = sorted(f["latency_us"]["p50"] for f in flows if f["latency_us"]["p50"] is not None)
+    return point["labels"] | {
+        "sent": sum(f["sent"] for f in flows), "delivered": delivered,
+        "dropped": sum(f["dropped"] for f in flows),
+        "throughput_gbps": round(gbps, 4), "per_vm_gbps": round(gbps / len(flows), 4),
+        "pps": round(sum(f["pps"] for f in flows), 1),
+        "latency_us": {"p50": p50[len(p50) // 2] if p50 else None,
+                       "p99": max((f["latency_us"]["p99"] or 0) for f in flows) or None},
+        "host_cpu_cores": round(cores, 4),
+        "cpu_per_gbps": round(cores / gbps, 4) if gbps else None,
+        "events_per_packet": {k: round(v / delivered, 3) for k, v in sorted(events.items())} if delivered else {},
+    }
+
+
+def points(configs: list[Config], vms: list[int], sizes: list[int], duration_ms: float, cores: int,
+           posted_interrupts: bool, profile: str) -> list[dict]:
+    """Every (config, VM count, size) point, and one bare-metal baseline per size."""
+    out = []
+    for size in sizes:
+        out.append({"labels": {"model": "bare-metal", "device": "ixgbe", "backend": None, "vms": 1, "packet_size": size},
+                    "scenario": scenario(None, 1, size, duration_ms, cores, posted_interrupts, profile)})
+        for config in configs:
+            for n in vms:
+                labels = asdict(config) | {"vms": n, "packet_size": size}
+                out.append({"labels": labels,
+                            "scenario": scenario(config, n, size, duration_ms, cores, posted_interrupts, profile)})
+    return out
+
+
+def sweep(todo: list[dict], client=None, progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """Run every point, serially or on a Dask ``client``; rows in point order,
+    each with its throughput as a fraction of bare metal at the same size."""
+    if client is None:
+        rows = []
+        for point in todo:
+            rows.append(run_point(point))
+            if progress:
+                progress(rows[-1])
+    else:
+        from distributed import as_completed
+
+        futures = client.map(run_point, todo, pure=False)
+        for future in as_completed(futures):
+            if progress:
+                progress(future.result())
+        rows = client.gather(futures)
+    baseline = {r["packet_size"]: r["per_vm_gbps"] for r in rows if r["model"] == "bare-metal"}
+    for r in rows:
+        base = baseline.get(r["packet_size"])
+        r["bare_metal_fraction"] = round(r["per_vm_gbps"] / base, 4) if base else None
+    return rows
