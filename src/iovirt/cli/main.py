@@ -120,7 +120,7 @@ def compare(
     out: Annotated[Path | None, typer.Option(help="Write the rows to F.parquet or F.csv.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Draw the comparison to F.png.")] = None,
 ) -> None:
-    """The same UDP workload through each model, as VMs and packet sizes grow."""
+    """Each model on the same workload, VMs and sizes swept."""
     from iovirt.experiments import compare as cmp
 
     unknown = set(models.split(",")) - {"emulated", "paravirt", "passthrough", "sriov"}
