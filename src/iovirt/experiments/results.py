@@ -30,14 +30,14 @@ class FlowResult:
     row: dict
 
     @classmethod
-    def of(cls, f: FlowStats, model: tuple[str, str], events: Counter, packets: int, start: int) -> "FlowResult":
+    def of(cls, f: FlowStats, model: tuple[str, str, str | None], events: Counter, packets: int, start: int) -> "FlowResult":
         lat = sorted(f.latencies_ns)
         window = ((f.last_delivered or start) - (f.first_sent if f.first_sent is not None else start)) / 1e9
         pps = f.delivered / window if window > 0 else 0.0
         per_packet = {k: round(v / packets, 3) for k, v in sorted(events.items())} if packets else {}
         return cls({
             "workload": f.index, "type": f.type, "src": f.src, "dst": f.dst,
-            "model": model[0], "device": model[1], "packet_size": f.packet_size,
+            "model": model[0], "device": model[1], "backend": model[2], "packet_size": f.packet_size,
             "sent": f.sent, "delivered": f.delivered, "dropped": f.sent - f.delivered - f.corrupted,
             "corrupted": f.corrupted, "out_of_order": f.out_of_order,
             "throughput_gbps": round(pps * f.packet_size * 8 / 1e9, 6), "pps": round(pps, 1),

@@ -37,13 +37,13 @@ class World:
         self.hosts = {h.name: self._host(h) for h in scenario.hosts}
         self.vms: dict[str, VM] = {}
         self.guests: dict[str, GuestKernel] = {}
-        self.models: dict[str, tuple[str, str]] = {}
+        self.models: dict[str, tuple[str, str, str | None]] = {}    # machine -> (model, device, backend)
         self.peers: dict[str, WirePeer] = {}
         for spec in scenario.vms:
             self.vms[spec.name] = self._machine(spec)
             first = spec.nics[0] if spec.nics else None
             model = "bare-metal" if spec.bare_metal else (first.model if first else "")
-            self.models[spec.name] = (model, first.device if first else "")
+            self.models[spec.name] = (model, first.device if first else "", first.backend if first else None)
         for spec in scenario.vms:
             vm = self.vms[spec.name]
             guest = GuestKernel(spec.name, vm.vcpus[0], vm.mem, self.sim)
@@ -83,7 +83,7 @@ class World:
         kernel = GuestKernel(machine.name, machine.vcpus[0], machine.mem, self.sim)
         kernel.boot()
         self.vms[machine.name] = machine
-        self.models[machine.name] = ("host", "ixgbe")
+        self.models[machine.name] = ("host", "ixgbe", None)
         port = UplinkPort(host, machine.vcpus[0], kernel.netdevs[0])
         port.pnic = pnic
         return port
