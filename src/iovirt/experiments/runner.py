@@ -69,6 +69,7 @@ def run(scenario: Scenario) -> Result:
         workload.begin()
         flows.append(stats)
     world.sim.run(until=stop)
-    busy = {r.name: r.busy_ns for r in world.resources}
+    # work charged before stop but running past it belongs after the window
+    busy = {r.name: max(0.0, r.busy_ns - max(0.0, r.cursor - stop)) for r in world.resources}
     _drain(world, flows, stop)
     return Result.collect(scenario, world, flows, start, stop, busy, time.perf_counter() - wall)
