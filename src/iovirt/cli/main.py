@@ -94,6 +94,20 @@ def run(
         _print(*render.result_tables(result.to_dict()))
 
 
+@app.command()
+def explain(scenario: Path, as_json: JsonFlag = False) -> None:
+    """Where each packet's time goes: by mechanism and by resource."""
+    from iovirt.experiments.runner import run as run_scenario
+
+    with _bad_input():
+        result = run_scenario(load_scenario(scenario))
+    breakdown = result.breakdown()
+    if as_json:
+        typer.echo(json.dumps(breakdown))
+    else:
+        _print(render.breakdown_table(result.to_dict()["scenario"], breakdown))
+
+
 def _ints(value: str, option: str) -> list[int]:
     try:
         numbers = [int(v) for v in value.split(",") if v.strip()]

@@ -79,3 +79,17 @@ def compare_table(rows: list[dict[str, Any]]) -> Table:
                       _latency(r["latency_us"]["p50"]), _latency(r["latency_us"]["p99"]),
                       f"{r['events_per_packet'].get('vm_exit', 0):.2f}")
     return table
+
+
+def breakdown_table(name: str, breakdown: dict[str, Any]) -> Table:
+    rows = breakdown["ns_per_packet"]
+    kinds = sorted({kind for row in rows.values() for kind in row})
+    table = _table(f"{name}: ns of busy time per delivered packet ({breakdown['packets']} packets)",
+                   ["event"], [*kinds, "total"])
+    totals = dict.fromkeys(kinds, 0.0)
+    for event, row in rows.items():
+        for kind, ns in row.items():
+            totals[kind] += ns
+        table.add_row(event, *(f"{row.get(k, 0):,.0f}" for k in kinds), f"{sum(row.values()):,.0f}")
+    table.add_row("total", *(f"{totals[k]:,.0f}" for k in kinds), f"{sum(totals.values()):,.0f}", style="bold")
+    return table

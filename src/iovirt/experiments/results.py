@@ -47,9 +47,10 @@ class FlowResult:
 
 
 class Result:
-    def __init__(self, data: dict) -> None:
+    def __init__(self, data: dict, spent: dict[str, tuple[str, dict[str, float]]] | None = None) -> None:
         # Strict JSON from here on: only JSON types, and NaN or infinity is an error.
         self.data = json.loads(json.dumps(data, default=_plain, allow_nan=False))
+        self.spent = spent or {}              # resource -> (kind, {event: ns busy})
         self.flows = pd.json_normalize(data["flows"], sep=".") if data["flows"] else pd.DataFrame()
         self.resources = pd.DataFrame(data["resources"])
         self.events = data["events"]
@@ -78,8 +79,22 @@ class Result:
         events["interrupt"] = sum(vm.stats["interrupts"] for vm in world.vms.values())
         return cls({"scenario": scenario.name, "profile": scenario.profile.name,
                     "sim_time_s": round(window / 1e9, 9), "wall_time_s": round(wall_s, 3),
-                    "flows": rows, "resources": resources, "events": events})
+                    "flows": rows, "resources": resources, "events": events},
+                   {r.name: (r.kind, dict(r.spent)) for r in world.resources})
 
     def to_dict(self) -> dict:
         """The ``run --json`` object: JSON types only, missing latencies as None."""
         return self.data
+
+    def breakdown(self) -> dict:
+        """Where the time goes: ns of busy time per delivered packet, by event
+        (the mechanism) and by the kind of resource that spent it."""
+        packets = sum(f["delivered"] for f in self.data["flows"]) or 1
+        table: dict[str, dict[str, float]] = {}
+        for kind, spent in self.spent.values():
+            for event, ns in spent.items():
+                row = table.setdefault(event, {})
+                row[kind] = row.get(kind, 0.0) + ns / packets
+        order = sorted(table, key=lambda e: -sum(table[e].values()))
+        return {"packets": packets,
+                "ns_per_packet": {e: {k: round(v, 1) for k, v in sorted(table[e].items())} for e in order}}

@@ -25,7 +25,7 @@ class WirePeer:
         self.link = link
         self.sim = link.sim
         self.mac = bytes(mac)
-        self.cpu = self.vcpu = Resource(f"{link.name}/peer", "host_core", link.ledger)
+        self.cpu = self.vcpu = Resource(f"{link.name}/peer", "peer", link.ledger)
         self.stack = IPv4Stack(self.cpu, self.mac, IPv4Interface(address), self)
         self.record = record
         self.received: list[tuple[float, bytes]] = []

@@ -47,7 +47,7 @@ class Resource:
     which it has work; ``busy_ns`` the total of charged work since the last
     reset; ``acct`` the account (a VM's, or the host's) its events go to."""
 
-    __slots__ = ("name", "kind", "ledger", "cursor", "busy_ns", "acct", "core", "_fixed", "_per_byte")
+    __slots__ = ("name", "kind", "ledger", "cursor", "busy_ns", "acct", "core", "spent", "_fixed", "_per_byte")
 
     def __init__(self, name: str, kind: str, ledger: Ledger, acct: Counter[str] | None = None) -> None:
         self.name = name
@@ -57,6 +57,7 @@ class Resource:
         self.busy_ns = 0.0
         self.acct = ledger.account(name) if acct is None else acct
         self.core: Resource | None = None       # the physical core a thread runs on
+        self.spent: Counter[str] = Counter()    # ns of busy time by event: where the time goes
         self._fixed = ledger.fixed
         self._per_byte = ledger.per_byte
 
@@ -73,6 +74,7 @@ class Resource:
         if nbytes:
             cost += self._per_byte[event] * nbytes
         (self.acct if acct is None else acct)[event] += n
+        self.spent[event] += cost
         # NOTE: _run inlined, this is the hottest call in the simulator.
         self.busy_ns += cost
         core = self.core
@@ -88,6 +90,7 @@ class Resource:
         """Work whose duration follows from the hardware, not the profile
         (a frame's serialisation time at the link rate)."""
         self.acct[event] += 1
+        self.spent[event] += ns
         return self._run(ns)
 
     def _run(self, cost: float) -> float:
@@ -105,14 +108,16 @@ class Resource:
 
     def charge_path(self, path: tuple[str, ...]) -> float:
         """One occurrence of each event of ``path`` (an exit path, say)."""
-        fixed, acct = self._fixed, self.acct
+        fixed, acct, spent = self._fixed, self.acct, self.spent
         cost = 0.0
         for event in path:
             cost += fixed[event]
             acct[event] += 1
+            spent[event] += fixed[event]
         return self._run(cost)
 
     def reset(self, at: float) -> None:
         self.busy_ns = 0.0
+        self.spent.clear()
         if self.cursor < at:
             self.cursor = at
