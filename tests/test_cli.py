@@ -289,3 +289,24 @@ def test_explain_attributes_time_to_mechanisms_and_resources():
     assert pt["wire_tx"]["wire"] > 0 and pt["dma"]["nic"] > 0
     assert pt.get("vm_exit", {}).get("vcpu", 0) < 0.05 * emu["vm_exit"]["vcpu"]
     assert sum(sum(r.values()) for r in pt.values()) < sum(sum(r.values()) for r in emu.values())
+
+
+def test_profile_list_and_show():
+    """profile list names the bundled profiles; profile show gives every cost with its source."""
+    assert invoke("profile", "list").stdout.split() == ["amd-svm", "default"]
+    shown = json.loads(invoke("profile", "show", "amd-svm", "--json").stdout)
+    assert shown["name"] == "amd-svm" and all(c["source"] for c in shown["costs"].values())
+    bad = invoke("profile", "show", "nope")
+    assert bad.exit_code == 2 and "neither a bundled profile" in bad.stderr
+
+
+def test_the_amd_profile_moves_time_between_mechanisms():
+    """With the amd-svm profile an emulated packet spends less time in exits (a cheaper VMRUN round
+    trip) but more in the guest stack (the same cycles at a slower clock) than with the default."""
+    data = yaml.safe_load(EXAMPLE.read_text())
+    spent = {}
+    for profile in ("default", "amd-svm"):
+        result = iovirt.run(iovirt.Scenario.from_dict(data | {"profile": profile}))
+        spent[profile] = result.breakdown()["ns_per_packet"]
+    assert spent["amd-svm"]["vm_exit"]["vcpu"] < spent["default"]["vm_exit"]["vcpu"]
+    assert spent["amd-svm"]["guest_stack"]["vcpu"] > spent["default"]["guest_stack"]["vcpu"]

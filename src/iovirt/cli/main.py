@@ -94,6 +94,34 @@ def run(
         _print(*render.result_tables(result.to_dict()))
 
 
+profile_app = typer.Typer(help="Cost profiles: each event's price and its source.",
+                          no_args_is_help=True)
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.command("list")
+def profile_list() -> None:
+    """The bundled profiles."""
+    from iovirt.sim.profile import bundled_profiles
+
+    for name in bundled_profiles():
+        typer.echo(name)
+
+
+@profile_app.command("show")
+def profile_show(name: Annotated[str, typer.Argument(help="A bundled name or a file.")] = "default",
+                 as_json: JsonFlag = False) -> None:
+    """Every cost of a profile: value, unit, ns, source."""
+    from iovirt.sim.profile import load_profile
+
+    with _bad_input():
+        profile = load_profile(name)
+    if as_json:
+        typer.echo(json.dumps(profile.spec.model_dump()))
+    else:
+        _print(render.profile_table(profile))
+
+
 @app.command()
 def explain(scenario: Path, as_json: JsonFlag = False) -> None:
     """Where each packet's time goes: by mechanism and by resource."""

@@ -93,3 +93,16 @@ def breakdown_table(name: str, breakdown: dict[str, Any]) -> Table:
         table.add_row(event, *(f"{row.get(k, 0):,.0f}" for k in kinds), f"{sum(row.values()):,.0f}")
     table.add_row("total", *(f"{totals[k]:,.0f}" for k in kinds), f"{sum(totals.values()):,.0f}", style="bold")
     return table
+
+
+def profile_table(profile) -> Table:
+    spec = profile.spec
+    table = _table(f"profile {spec.name}: {spec.cpu.model}, {spec.cpu.ghz} GHz", ["event", "value"],
+                   ["ns", "ns/byte"])
+    table.add_column("source", overflow="fold")
+    for event, cost in spec.costs.items():
+        value = f"{cost.value:g} {cost.unit}" + (f" + {cost.per_byte.value:g} {cost.per_byte.unit}" if cost.per_byte else "")
+        per_byte = profile.per_byte_ns[event]
+        table.add_row(event, value, f"{profile.fixed_ns[event]:.1f}", f"{per_byte:.3f}" if per_byte else "-",
+                      cost.source)
+    return table
