@@ -136,6 +136,24 @@ def explain(scenario: Path, as_json: JsonFlag = False) -> None:
         _print(render.breakdown_table(result.to_dict()["scenario"], breakdown))
 
 
+@app.command()
+def claims(
+    profile: Annotated[str, typer.Option(help="Cost profile: a bundled name or a file.")] = "default",
+    vms: Annotated[int, typer.Option(help="VM count for the scaling claims.")] = 16,
+    cores: Annotated[int, typer.Option(help="Host cores for the scaling claims.")] = 4,
+    as_json: JsonFlag = False,
+) -> None:
+    """Test each claim of the seed with an experiment."""
+    from iovirt.experiments.claims import check
+
+    with _bad_input():
+        results = check(profile, vms, cores)
+    if as_json:
+        typer.echo(json.dumps([asdict(c) for c in results]))
+    else:
+        _print(render.claims_table(results))
+
+
 def _ints(value: str, option: str) -> list[int]:
     try:
         numbers = [int(v) for v in value.split(",") if v.strip()]

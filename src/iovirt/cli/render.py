@@ -106,3 +106,12 @@ def profile_table(profile) -> Table:
         table.add_row(event, value, f"{profile.fixed_ns[event]:.1f}", f"{per_byte:.3f}" if per_byte else "-",
                       cost.source)
     return table
+
+
+def claims_table(claims) -> Table:
+    table = _table("the seed's claims, tested", ["model", "claim", "verdict"])
+    table.add_column("evidence", overflow="fold")
+    styles = {"holds": "green", "fails": "red", "pending": "yellow"}
+    for c in claims:
+        table.add_row(c.model, c.claim, f"[{styles[c.verdict]}]{c.verdict}[/]", c.evidence)
+    return table

@@ -29,7 +29,9 @@ def mac_bytes(mac: str) -> bytes:
 
 
 class World:
-    def __init__(self, scenario: Scenario) -> None:
+    def __init__(self, scenario: Scenario, guest_drivers: dict | None = None) -> None:
+        """``guest_drivers``: the drivers the guests carry, by (vendor, device)
+        ID (default: every one iovirt has)."""
         self.scenario = scenario
         self.sim = Sim()
         self.ledger = Ledger(scenario.profile)
@@ -39,6 +41,7 @@ class World:
         self.guests: dict[str, GuestKernel] = {}
         self.models: dict[str, tuple[str, str, str | None]] = {}    # machine -> (model, device, backend)
         self.peers: dict[str, WirePeer] = {}
+        self.uplinks = {name: self._uplink(host) for name, host in self.hosts.items() if self._free_nic(name)}
         for spec in scenario.vms:
             self.vms[spec.name] = self._machine(spec)
             first = spec.nics[0] if spec.nics else None
@@ -46,12 +49,11 @@ class World:
             self.models[spec.name] = (model, first.device if first else "", first.backend if first else None)
         for spec in scenario.vms:
             vm = self.vms[spec.name]
-            guest = GuestKernel(spec.name, vm.vcpus[0], vm.mem, self.sim)
+            guest = GuestKernel(spec.name, vm.vcpus[0], vm.mem, self.sim, guest_drivers)
             guest.boot()
             for nic in spec.nics:
                 guest.ifup(mac_bytes(nic.mac), str(nic.ip))
             self.guests[spec.name] = guest
-        self.uplinks = {name: self._uplink(host) for name, host in self.hosts.items() if self._bridged(name)}
 
     def _host(self, spec) -> Host:
         host = Host(spec.name, spec.cores, self.sim, self.ledger, spec.iommu_page_kb << 10, spec.iotlb_entries)
@@ -70,16 +72,21 @@ class World:
                 SOFTWARE_WIRINGS[nic.model](vm, nic.device, mac_bytes(nic.mac), nic.backend)
         return vm
 
-    def _bridged(self, host: str) -> bool:
-        """Software-model VMs reach the wire through a free physical NIC."""
-        return any(vm.host == host and not vm.bare_metal and any(n.uplink is None for n in vm.nics)
-                   for vm in self.scenario.vms) and any(p.owner is None for p in self.hosts[host].nics.values())
+    def _free_nic(self, host: str):
+        """The port the host bridges its software-model VMs onto: the first one
+        no VM NIC names, if any such VM exists."""
+        vms = [vm for vm in self.scenario.vms if vm.host == host]
+        taken = {n.uplink for vm in vms for n in vm.nics}
+        if not any(not vm.bare_metal and any(n.uplink is None for n in vm.nics) for vm in vms):
+            return None
+        return next((p for name, p in self.hosts[host].nics.items() if name not in taken), None)
 
     def _uplink(self, host: Host) -> UplinkPort:
-        """The host kernel drives its first free NIC and bridges it to the taps."""
-        pnic = next(p for p in host.nics.values() if p.owner is None)
-        machine = VM(f"{host.name}-kernel", host, HOST_KERNEL_MB, native=True)
-        PassthroughNic(machine, pnic, bytes([0x02, 0xFF, 0, 0, 0, len(self.vms) & 0xFF]))
+        """The host kernel drives the free port on a core of its own (the NIC's
+        softirq core) and bridges it to the taps."""
+        pnic = self._free_nic(host.name)
+        machine = VM(f"{host.name}-kernel", host, HOST_KERNEL_MB, native=True, dedicated=True)
+        PassthroughNic(machine, pnic, bytes([0x02, 0xFF, 0, 0, 0, len(self.hosts) & 0xFF]))
         kernel = GuestKernel(machine.name, machine.vcpus[0], machine.mem, self.sim)
         kernel.boot()
         self.vms[machine.name] = machine

@@ -26,8 +26,9 @@ FIRST_VECTOR = 0x30                 # below: exceptions and legacy IRQs
 
 
 class GuestKernel:
-    def __init__(self, name: str, vcpu, mem, sim) -> None:
+    def __init__(self, name: str, vcpu, mem, sim, drivers: dict | None = None) -> None:
         self.name = name
+        self.drivers = DRIVERS if drivers is None else drivers
         self.vcpu = vcpu
         self.mem = mem
         self.sim = sim
@@ -40,7 +41,7 @@ class GuestKernel:
 
     def boot(self) -> None:
         for info in self.pci.scan():
-            driver = DRIVERS.get((info.vendor, info.device))
+            driver = self.drivers.get((info.vendor, info.device))
             if driver is not None:
                 self.netdevs.append(driver(self, info))
 

@@ -20,6 +20,7 @@ class Host:
         self.cores = [Resource(f"{name}/core{i}", "host_core", ledger, acct) for i in range(cores)]
         self.vswitch = VSwitch(self)
         self._placed: dict[str, int] = {}
+        self._dedicated: set[str] = set()
         self.nics: dict = {}                # physical NICs by name
         self._iommu = None
 
@@ -30,9 +31,14 @@ class Host:
             self._iommu = HostIommu(self, self.iommu_page, self.iotlb_entries)
         return self._iommu
 
-    def place(self, thread: Resource) -> None:
+    def place(self, thread: Resource, dedicated: bool = False) -> None:
         """Run ``thread`` on the least-loaded core (by threads placed): with
-        more threads than cores, they queue for their core."""
-        core = min(self.cores, key=lambda c: (self._placed.get(c.name, 0), c.name))
+        more threads than cores, they queue for their core.  A ``dedicated``
+        thread (a poll-mode core, the NIC's softirq core) gets a core no later
+        thread shares, while another is left."""
+        shared = [c for c in self.cores if c.name not in self._dedicated] or self.cores
+        core = min(shared, key=lambda c: (self._placed.get(c.name, 0), c.name))
         self._placed[core.name] = self._placed.get(core.name, 0) + 1
+        if dedicated and len(shared) > 1:
+            self._dedicated.add(core.name)
         thread.core = core

@@ -37,7 +37,7 @@ class VirtioNic(PciNic):
         super().__init__(vm, model)
         self.backend = backend
         self.worker: Resource = {"qemu": vm.vmm_thread, "vhost-net": lambda: vm.thread("vhost"),
-                                 "vhost-user": lambda: vm.thread("vhost-user-pmd")}[backend]()
+                                 "vhost-user": lambda: vm.thread("vhost-user-pmd", dedicated=True)}[backend]()
         model.kick_hook = self._kick
         model.msi_hook = self.msi
         model.irq = self.irq

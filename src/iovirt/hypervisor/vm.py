@@ -151,7 +151,7 @@ class IrqChip:
 
 class VM:
     def __init__(self, name: str, host, memory_mb: int, vcpus: int = 1, native: bool = False,
-                 apicv: bool = False) -> None:
+                 apicv: bool = False, dedicated: bool = False) -> None:
         self.name = name
         self.host = host
         self.native = native
@@ -165,7 +165,7 @@ class VM:
         self.irqchip = IrqChip(self)
         self.vcpus = [VCpu(self, i) for i in range(vcpus)]
         for vcpu in self.vcpus:
-            host.place(vcpu)
+            host.place(vcpu, dedicated)
         self.pci = PciBus()
         self.host_bridge = HostBridge(self.pci)
         base, size = PCI_CONFIG_PORTS
@@ -184,10 +184,10 @@ class VM:
     def _cfg_write(self, cpu: Resource, off: int, size: int, value: int) -> None:
         self.host_bridge.pio_write(PCI_CONFIG_PORTS[0] + off, size, value)
 
-    def thread(self, role: str) -> Resource:
+    def thread(self, role: str, dedicated: bool = False) -> Resource:
         """A host thread working for this VM (vhost worker, backend…)."""
         res = Resource(f"{self.host.name}/{self.name}/{role}", "host_thread", self.host.ledger, self.acct)
-        self.host.place(res)
+        self.host.place(res, dedicated)
         self.resources.append(res)
         return res
 

@@ -273,6 +273,7 @@ PCI_EXT_CAP_ID_ARI = 0x0E
 PCI_EXT_CAP_ID_SRIOV = 0x10
 PCI_EXT_CAP_ARI_SIZEOF = 8
 PCI_EXT_CAP_SRIOV_SIZEOF = 0x40
+PCI_EXT_CAP_LIST_TTL = (PCI_CFG_SPACE_EXP_SIZE - PCI_CFG_SPACE_SIZE) // 8  # a longer walk is a loop (Linux)
 
 
 def PCI_EXT_CAP_ID(header: int) -> int:  # noqa: N802 - the pci_regs.h macro names
@@ -289,6 +290,73 @@ def PCI_EXT_CAP_NEXT(header: int) -> int:  # noqa: N802
 
 def pci_ext_cap_header(cap_id: int, version: int, next_offset: int) -> int:
     return (cap_id & 0xFFFF) | (version & 0xF) << 16 | (next_offset & 0xFFC) << 20
+
+
+# --- SR-IOV extended capability (PCIe 4.0 §9.3.3; SR-IOV 1.1 §3.3) ---------------
+PCI_SRIOV_CAP = 0x04
+PCI_SRIOV_CAP_VFM = 0x00000001  # VF Migration Capable
+PCI_SRIOV_CAP_ARI_PRESERVED = 0x00000002  # ARI Capable Hierarchy Preserved
+PCI_SRIOV_CAP_INTR = 0xFFE00000  # VF Migration Interrupt Message Number
+PCI_SRIOV_CTRL = 0x08
+PCI_SRIOV_CTRL_VFE = 0x0001  # VF Enable
+PCI_SRIOV_CTRL_VFM = 0x0002  # VF Migration Enable
+PCI_SRIOV_CTRL_INTR = 0x0004  # VF Migration Interrupt Enable
+PCI_SRIOV_CTRL_MSE = 0x0008  # VF Memory Space Enable
+PCI_SRIOV_CTRL_ARI = 0x0010  # ARI Capable Hierarchy
+PCI_SRIOV_STATUS = 0x0A
+PCI_SRIOV_STATUS_VFM = 0x0001  # VF Migration Status
+PCI_SRIOV_INITIAL_VF = 0x0C
+PCI_SRIOV_TOTAL_VF = 0x0E
+PCI_SRIOV_NUM_VF = 0x10
+PCI_SRIOV_FUNC_LINK = 0x12
+PCI_SRIOV_VF_OFFSET = 0x14
+PCI_SRIOV_VF_STRIDE = 0x16
+PCI_SRIOV_VF_DID = 0x1A
+PCI_SRIOV_SUP_PGSIZE = 0x1C
+PCI_SRIOV_SYS_PGSIZE = 0x20
+PCI_SRIOV_BAR = 0x24
+PCI_SRIOV_NUM_BARS = 6
+PCI_SRIOV_VFM = 0x3C  # VF Migration State Array Offset, BIR in bits 2:0
+PCI_SRIOV_SUP_PGSIZE_MINREQ = 0x553  # 4K, 8K, 64K, 256K, 1M, 4M: required of every PF (§9.3.3.12)
+PCI_SRIOV_PGSIZE_SHIFT = 12  # bit n of the page-size fields stands for 2**(n + 12) bytes
+
+
+def pci_sriov_bar(index: int) -> int:
+    """Offset of VF BAR ``index`` (0..5) inside the capability."""
+    return PCI_SRIOV_BAR + 4 * index
+
+
+# What a write mask cannot say, iovirt.pci.sriov enforces: NumVFs and System
+# Page Size take a write only while VF Enable is clear (§9.3.3.7, §9.3.3.13);
+# First VF Offset and VF Stride may change with NumVFs and ARI Capable
+# Hierarchy (§9.3.3.9-10), so software reads them after writing NumVFs; a VF
+# BAR sizes like a BAR (write all ones, read the mask) for one VF, and decodes
+# that size times NumVFs (§9.3.3.14).
+PCI_SRIOV_CAP_REGS = RegisterMap("pci_sriov_cap", [
+    _ro("HEADER", 0x00, 4),
+    _ro("CAP", PCI_SRIOV_CAP, 4, "HwInit"),
+    _rw("CTRL", PCI_SRIOV_CTRL, 2, doc="VF Migration (Interrupt) Enable RsvdP unless VF Migration Capable; "
+                                       "ARI Capable Hierarchy RW in the lowest-numbered PF only"),
+    Register("STATUS", PCI_SRIOV_STATUS, 2, access="w1c"),
+    _ro("INITIAL_VF", PCI_SRIOV_INITIAL_VF, 2, "HwInit; equals TotalVFs unless VF Migration Capable"),
+    _ro("TOTAL_VF", PCI_SRIOV_TOTAL_VF, 2, "HwInit"),
+    _rw("NUM_VF", PCI_SRIOV_NUM_VF, 2, doc="undefined above TotalVFs or when written with VF Enable set"),
+    _ro("FUNC_LINK", PCI_SRIOV_FUNC_LINK, 1, "the PF's own function number when it depends on no other"),
+    _ro("VF_OFFSET", PCI_SRIOV_VF_OFFSET, 2, "Routing ID of VF 0 minus the PF's"),
+    _ro("VF_STRIDE", PCI_SRIOV_VF_STRIDE, 2, "Routing ID step from one VF to the next"),
+    _ro("VF_DID", PCI_SRIOV_VF_DID, 2, "Device ID of every VF (the VF's own reads FFFFh)"),
+    _ro("SUP_PGSIZE", PCI_SRIOV_SUP_PGSIZE, 4),
+    Register("SYS_PGSIZE", PCI_SRIOV_SYS_PGSIZE, 4, reset=1, access="rw",
+             doc="one bit of SUP_PGSIZE; each VF BAR is a multiple of this page"),
+    *(_rw(f"BAR{i}", pci_sriov_bar(i), 4, doc="writable bits follow the VF BAR's size")
+      for i in range(PCI_SRIOV_NUM_BARS)),
+    _ro("VFM", PCI_SRIOV_VFM, 4, "0 unless VF Migration Capable"),
+])
+PCI_SRIOV_CAP_BITS = {
+    "CTRL": PCI_SRIOV_CTRL_VFE | PCI_SRIOV_CTRL_MSE | PCI_SRIOV_CTRL_ARI,
+    "STATUS": PCI_SRIOV_STATUS_VFM,
+    **{f"BAR{i}": 0 for i in range(PCI_SRIOV_NUM_BARS)},  # unimplemented VF BARs are hardwired 0
+}
 
 
 # --- INTx routing (PCI-to-PCI Bridge 1.2 §9.1; PIIX PIRQ defaults of SeaBIOS) --
@@ -324,6 +392,17 @@ class Bdf(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.bus:02x}:{self.device:02x}.{self.function:x}"
+
+
+def pci_routing_id(bdf: Bdf) -> int:
+    """The 16-bit Routing ID: bus 15:8, device 7:3, function 2:0 (PCIe 3.0 §2.2.4.2)."""
+    return bdf.bus << 8 | bdf.device << 3 | bdf.function
+
+
+def pci_routing_id_bdf(rid: int) -> Bdf:
+    """Under ARI (§6.13) bits 7:0 are one 8-bit function number; as device
+    7:3 and function 2:0 they name the same slot."""
+    return Bdf((rid >> 8) & 0xFF, (rid >> 3) & 0x1F, rid & 0x7)
 
 
 def pci_conf1_address(bdf: Bdf, reg: int) -> int:
