@@ -33,6 +33,10 @@ class PciBus:
             head.config.set_bits(PCI_HEADER_TYPE, 1, PCI_HEADER_TYPE_MFD, True)
         return Bdf(self.number, device, function)
 
+    def detach(self, device: int, function: int = 0) -> None:
+        """Empty a slot (hot unplug, or a VF going away with VF Enable)."""
+        self._functions.pop((device, function), None)
+
     def lookup(self, device: int, function: int = 0) -> PciFunction | None:
         return self._functions.get((device, function))
 

@@ -113,6 +113,10 @@ class PciFunction:
                 if offset < hi and offset + size > lo:
                     hook()
 
+    def add_config_hook(self, start: int, end: int, hook: Callable[[], None]) -> None:
+        """Run ``hook`` after each configuration write touching [start, end)."""
+        self._hooks.append((start, end, hook))
+
     # --- hypervisor subscriptions ----------------------------------------
     def on_bar_change(self, callback: BarListener) -> None:
         """``callback(index, kind, address, size)``; address None while decode is off."""

@@ -111,7 +111,7 @@ class Sriov:
         self._vf_listeners: list[VfListener] = []
         self._bar_listeners: list[VfBarListener] = []
         self._size_vf_bars()
-        _watch(pf, self.cap, PCI_EXT_CAP_SRIOV_SIZEOF, self._written)
+        pf.add_config_hook(self.cap, self.cap + PCI_EXT_CAP_SRIOV_SIZEOF, self._written)
 
     # --- hypervisor subscriptions ----------------------------------------
     def on_vf_change(self, callback: VfListener) -> None:
@@ -222,7 +222,7 @@ class Sriov:
     def _unplug_vfs(self) -> None:
         while self.vfs:
             bdf, _ = self.vfs.pop()
-            _detach(self.bus, bdf)
+            self.bus.detach(bdf.device, bdf.function)
             for callback in self._vf_listeners:
                 callback(len(self.vfs), bdf, None)
         self._decoded.clear()
@@ -274,17 +274,6 @@ def _slot_of(bus: PciBus, fn: PciFunction) -> Bdf:
         if present is fn:
             return bdf
     raise ValueError("SR-IOV: attach the PF to its bus before adding the capability")
-
-
-def _watch(fn: PciFunction, start: int, size: int, hook: Callable[[], None]) -> None:
-    """Run ``hook`` after each configuration write into [start, start + size),
-    as PciFunction does for its own capabilities (it has no public hook yet)."""
-    fn._hooks.append((start, start + size, hook))
-
-
-def _detach(bus: PciBus, bdf: Bdf) -> None:
-    """Empty the VF's slot (PciBus has no detach yet)."""
-    del bus._functions[bdf.device, bdf.function]
 
 
 # --- host side: Linux drivers/pci/iov.c --------------------------------------------
