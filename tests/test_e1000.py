@@ -23,6 +23,7 @@ from iovirt.sim.profile import load_profile
 from iovirt.sim.resource import Ledger, Resource
 from iovirt.spec import e1000 as s
 from iovirt.spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
+from recording import Port
 
 MAC = bytes.fromhex("525400123456")
 OTHER = bytes.fromhex("525400abcdef")
@@ -33,20 +34,6 @@ PROFILE = load_profile("default")
 TX_RING, RX_RING = 0x1000, 0x2000      # descriptor rings
 TX_BUFS, RX_BUFS = 0x10000, 0x40000    # buffers, 0x1000 apart (TX) / 2048 apart (RX)
 RX_ON = s.RCTL_EN | s.RCTL_BAM | s.RCTL_SECRC
-
-
-class Port:
-    """The backend boundary a tap would occupy: records what the device sends."""
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-        self.flushes = 0
-
-    def send(self, cpu: Resource, frame: bytes) -> None:
-        self.frames.append(bytes(frame))
-
-    def flush(self, cpu: Resource) -> None:
-        self.flushes += 1
 
 
 @dataclass

@@ -25,6 +25,7 @@ from iovirt.sim.profile import load_profile
 from iovirt.sim.resource import Ledger, Resource
 from iovirt.spec import pcnet as s
 from iovirt.spec.pci import PCI_CLASS_REVISION, PCI_DEVICE_ID, PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT, PCI_VENDOR_ID
+from recording import Port
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "emulated-pcnet.yaml"
 MAC = bytes.fromhex("525400123456")
@@ -39,20 +40,6 @@ TX_RING, RX_RING = 0x1000, 0x2000            # descriptor rings
 TX_BUFS, RX_BUFS = 0x10000, 0x40000          # buffers, 0x1000 apart (TX) / 0x800 apart (RX)
 RUN = s.CSR0_STRT | s.CSR0_IENA
 FRAME_BITS = s.OWN | s.ERR | s.STP | s.ENP
-
-
-class Port:
-    """The backend boundary a tap would occupy: records what the device sends."""
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-        self.flushes = 0
-
-    def send(self, cpu: Resource, frame: bytes) -> None:
-        self.frames.append(bytes(frame))
-
-    def flush(self, cpu: Resource) -> None:
-        self.flushes += 1
 
 
 @dataclass

@@ -23,6 +23,7 @@ from iovirt.sim.profile import load_profile
 from iovirt.sim.resource import Ledger, Resource
 from iovirt.spec import rtl8139 as s
 from iovirt.spec.pci import PCI_CLASS_REVISION, PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
+from recording import Port
 
 MAC = bytes.fromhex("525400123456")
 OTHER = bytes.fromhex("525400abcdef")
@@ -35,20 +36,6 @@ TXBUF = 0x30000                     # TX buffers, 0x800 apart
 REGS = {r.name: r for r in s.REGS}
 EXAMPLE = Path(__file__).parent.parent / "examples" / "emulated-rtl8139.yaml"
 PATTERN = bytes((i * 37) & 0xFF for i in range(MEM))
-
-
-class Port:
-    """The backend boundary a tap would occupy: records what the device sends."""
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-        self.flushes = 0
-
-    def send(self, cpu: Resource, frame: bytes) -> None:
-        self.frames.append(bytes(frame))
-
-    def flush(self, cpu: Resource) -> None:
-        self.flushes += 1
 
 
 @dataclass

@@ -25,6 +25,7 @@ from iovirt.sim.profile import load_profile
 from iovirt.sim.resource import Ledger, Resource
 from iovirt.spec import tulip as s
 from iovirt.spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
+from recording import Port
 
 MAC = bytes.fromhex("525400123456")
 OTHER = bytes.fromhex("525400abcdef")
@@ -39,20 +40,6 @@ PROFILE = load_profile("default")
 RXTX = s.CSR6_SR | s.CSR6_ST
 OWN, FS, LS = s.DES0_OWN, s.TDES1_FS, s.TDES1_LS
 SR_ENB = s.CSR9_SR | s.CSR9_RD
-
-
-class Port:
-    """The backend boundary a tap would occupy: records what the device sends."""
-
-    def __init__(self) -> None:
-        self.frames: list[bytes] = []
-        self.flushes = 0
-
-    def send(self, cpu: Resource, frame: bytes) -> None:
-        self.frames.append(bytes(frame))
-
-    def flush(self, cpu: Resource) -> None:
-        self.flushes += 1
 
 
 @dataclass

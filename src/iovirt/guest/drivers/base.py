@@ -16,6 +16,7 @@ LAPIC_MSI = 0xFEE00000          # MSI address window of the local APIC, destinat
 
 class NetDriver:
     VENDOR = DEVICE = 0
+    REGS: dict[str, int] = {}       # register name -> offset in ``self.bar``, for rd/wr
 
     def __init__(self, kernel, info) -> None:
         self.kernel = kernel
@@ -28,6 +29,13 @@ class NetDriver:
         self.stats = kernel.stats
         self.tx_queue_stopped = False
         self.poll_scheduled = False
+
+    def rd(self, reg: str) -> int:
+        """A 32-bit MMIO register read (it traps or not: the driver can't tell)."""
+        return self.vcpu.mmio_read(self.bar + self.REGS[reg], 4)
+
+    def wr(self, reg: str, value: int) -> None:
+        self.vcpu.mmio_write(self.bar + self.REGS[reg], 4, value)
 
     def setup_msix(self, table: int, handlers: list[tuple[int, Callable[[], None]]]) -> dict[int, int]:
         """pci_alloc_irq_vectors: program MSI-X table entries (at guest-physical

@@ -31,6 +31,7 @@ class EepromChecksumError(RuntimeError):
 
 class E1000Driver(NetDriver):
     VENDOR, DEVICE = s.VENDOR_ID, s.DEVICE_ID
+    REGS = R
 
     def __init__(self, kernel, info) -> None:
         super().__init__(kernel, info)
@@ -38,12 +39,6 @@ class E1000Driver(NetDriver):
         self._probe()
 
     # ---- register access: every one is an MMIO instruction ---------------
-    def rd(self, reg: str) -> int:
-        return self.vcpu.mmio_read(self.bar + R[reg], 4)
-
-    def wr(self, reg: str, value: int) -> None:
-        self.vcpu.mmio_write(self.bar + R[reg], 4, value)
-
     def flush(self) -> None:
         self.rd("STATUS")                   # E1000_WRITE_FLUSH(): posted writes complete
 

@@ -42,6 +42,7 @@ class IxgbeProbeError(RuntimeError):
 
 class IxgbeDriver(NetDriver):
     VENDOR, DEVICE = s.VENDOR_ID, s.DEVICE_ID
+    REGS = R
 
     def __init__(self, kernel, info) -> None:
         super().__init__(kernel, info)
@@ -49,12 +50,6 @@ class IxgbeDriver(NetDriver):
         self._probe()
 
     # ---- register access --------------------------------------------------
-    def rd(self, reg: str) -> int:
-        return self.vcpu.mmio_read(self.bar + R[reg], 4)
-
-    def wr(self, reg: str, value: int) -> None:
-        self.vcpu.mmio_write(self.bar + R[reg], 4, value)
-
     def flush(self) -> None:
         self.rd("STATUS")                   # IXGBE_WRITE_FLUSH()
 
