@@ -12,10 +12,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-MECHANISMS = ("vm_exit", "ioeventfd", "interrupt_inject", "posted_interrupt", "eoi_exit", "copy", "dma",
-              "iotlb_miss", "tap", "vswitch", "wakeup", "ring_op")
-
-
 def _label(r: dict[str, Any]) -> str:
     return "/".join(x for x in (r["model"], r["device"], r["backend"]) if x)
 

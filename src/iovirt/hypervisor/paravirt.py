@@ -27,7 +27,6 @@ from .tap import TapPort
 from .vm import KVM_USER_MMIO, VM
 
 IOEVENTFD = ("vm_exit", "ioeventfd")
-BACKENDS = ("qemu", "vhost-net", "vhost-user")
 
 
 class VirtioNic(PciNic):

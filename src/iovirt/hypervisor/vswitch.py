@@ -14,7 +14,6 @@ BROADCAST = b"\xff\xff\xff\xff\xff\xff"
 class Port:
     """Something plugged into the switch: a tap, a vhost port, an uplink."""
 
-    port_no = -1
     acct: Counter[str] | None = None
 
     def deliver(self, frame: bytes, at: float) -> None:
@@ -29,7 +28,6 @@ class VSwitch:
         self.stats: Counter[str] = Counter()
 
     def attach(self, port: Port) -> None:
-        port.port_no = len(self.ports)
         self.ports.append(port)
 
     def ingress(self, port: Port, frame: bytes, cpu) -> None:

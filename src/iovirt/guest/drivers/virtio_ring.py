@@ -28,7 +28,6 @@ class DriverQueue:
         self.avail_idx = 0
         self.published = 0
         self.last_used = 0
-        self.no_interrupt = False
 
     @property
     def num_free(self) -> int:
@@ -83,7 +82,6 @@ class DriverQueue:
     def disable_cb(self) -> None:
         """Interrupts off (virtqueue_disable_cb_split): with EVENT_IDX, park
         used_event behind last_used."""
-        self.no_interrupt = True
         if self.event_idx:
             self._used_event((self.last_used - 1) & 0xFFFF)
         else:
@@ -92,7 +90,6 @@ class DriverQueue:
     def enable_cb(self, delayed: bool = False) -> bool:
         """Interrupts on; False when buffers are already waiting (poll again).
         ``delayed``: only once 3/4 of the outstanding buffers are used."""
-        self.no_interrupt = False
         if self.event_idx:
             ahead = ((self.avail_idx - self.last_used) & 0xFFFF) * 3 // 4 if delayed else 0
             self._used_event((self.last_used + ahead) & 0xFFFF)
