@@ -62,8 +62,16 @@ def events_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def drops_table(result: dict[str, Any]) -> Table:
+    table = _table("frames lost, by where", ["where"], ["frames"])
+    for where, count in result.get("drops", {}).items():
+        table.add_row(where, str(count))
+    return table
+
+
 def result_tables(result: dict[str, Any]) -> list[Table]:
-    return [flows_table(result), resources_table(result), events_table(result)]
+    tables = [flows_table(result), resources_table(result), events_table(result)]
+    return tables + [drops_table(result)] if result.get("drops") else tables
 
 
 def compare_table(rows: list[dict[str, Any]]) -> Table:

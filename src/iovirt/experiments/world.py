@@ -114,6 +114,26 @@ class World:
             self.peers[pnic.link.name] = WirePeer(pnic.link, mac, str(address))
         return self.peers[pnic.link.name]
 
+    def drops(self) -> dict[str, int]:
+        """Frames lost on the way, by where: a full tap or qdisc, a NIC that
+        could not take a frame off the wire, a device's own error counters."""
+        out: dict[str, int] = {}
+        for vm in self.vms.values():
+            for nic in vm.nics:
+                port = getattr(nic, "port", None)
+                if getattr(port, "dropped", 0):
+                    out[f"{vm.host.name}/{vm.name}/tap"] = port.dropped
+                for name, count in getattr(nic.device, "errors", {}).items():
+                    out[f"{vm.host.name}/{vm.name}/{nic.device.NAME}/{name}"] = count
+        for name, uplink in self.uplinks.items():
+            if uplink.dropped:
+                out[f"{name}/uplink-qdisc"] = uplink.dropped
+        for host in self.hosts.values():
+            for pnic in host.nics.values():
+                for name, count in pnic.link.stats.items():
+                    out[f"{pnic.link.name}/{name}"] = count
+        return {k: v for k, v in sorted(out.items()) if v}
+
     @property
     def resources(self) -> list[Resource]:
         out: list[Resource] = []
