@@ -18,6 +18,12 @@ and are missed (MPC) when it overflows.  Descriptors are read in bursts into
 per-queue caches (TX up to TDT, RX prefetched up to RDT), one DMA
 transaction per burst; buffers and write-backs are one transaction each.
 Only MSI-X mode signals interrupts (INTx and MSI are not modelled).
+
+SR-IOV (``devices.ixgbe_sriov``) attaches through ``vt`` (pool switching of
+what is sent and received, the transmit rate gate, the virtualisation
+registers it ``decode``s) and ``owner`` (per queue: the function whose
+``dma`` requester the queue's DMA goes through, whose ``queue_irq`` its
+causes raise and whose ``dma_fault`` its faults report; the PF by default).
 """
 
 from __future__ import annotations
@@ -88,6 +94,8 @@ class Ixgbe:
         self.port = None                    # the wire, attached by the platform
         self.msi: Msi | None = None         # MSI-X signalling, set by the platform
         self.errors: Counter[str] = Counter()
+        self.vt = None                      # the SR-IOV engine, attached by it
+        self.owner = [self] * num_queues    # the function each queue works for
         self.pci = PciFunction(s.VENDOR_ID, s.DEVICE_ID, s.CLASS_ETHERNET, revision=s.REVISION,
                                subsystem_vendor_id=s.VENDOR_ID, subsystem_id=s.SUBSYSTEM_ID, interrupt_pin=1,
                                bars=(Bar(0, s.BAR0_SIZE, "mem64"), Bar(s.MSIX_BAR, s.MSIX_BAR_SIZE, "mem64")))
@@ -142,6 +150,16 @@ class Ixgbe:
         self.tx_waiting: set[int] = set()
         self.rx_fifo: deque[tuple[int, bytes, int, int]] = deque()
         self.rx_fifo_bytes = 0
+        if self.vt is not None:
+            self.vt.reset()
+
+    def decode(self, registers, reads: dict, writes: dict) -> None:
+        """Map more registers (dword indexes) into BAR0, with optional handlers:
+        ``reads[idx](idx)``, ``writes[idx](cpu, idx, value)``."""
+        self._read.update(reads)
+        self._write.update(writes)
+        self._readable = self._readable | set(registers)
+        self._writable = self._writable | set(registers)
 
     # ---- register access ----------------------------------------------------
     def bar_handlers(self, index: int):
@@ -314,22 +332,25 @@ class Ixgbe:
     def _ivar(self, q: int, tx: int) -> int:
         return self.r[IVAR0 + (q >> 1)] >> (16 * (q & 1) + 8 * tx) & 0xFF
 
+    def queue_irq(self, engine: Resource, q: int, tx: int) -> None:
+        self._queue_cause(engine, self._ivar(q, tx))
+
     # ---- transmit (7.2) -------------------------------------------------------
     def _w_tdt(self, cpu: Resource, idx: int, value: int) -> None:
         self.r[idx] = value & 0xFFFF
-        self._tx_kick(cpu, self._queue_of[idx])
+        self.tx_kick(cpu, self._queue_of[idx])
 
     def _w_txdctl(self, cpu: Resource, idx: int, value: int) -> None:
         self.r[idx] = value & ~s.TXDCTL_SWFLSH
-        self._tx_kick(cpu, self._queue_of[idx])
+        self.tx_kick(cpu, self._queue_of[idx])
 
     def _w_dmatxctl(self, cpu: Resource, idx: int, value: int) -> None:
         self.r[idx] = value
         for q in range(self.num_queues):
             if self.r[TX[q] + HEAD] != self.r[TX[q] + TAIL]:
-                self._tx_kick(cpu, q)
+                self.tx_kick(cpu, q)
 
-    def _tx_kick(self, cpu: Resource, q: int) -> None:
+    def tx_kick(self, cpu: Resource, q: int) -> None:
         r = self.r
         if not (r[DMATXCTL] & s.DMATXCTL_TE and r[TX[q] + DCTL] & s.TXDCTL_ENABLE):
             return
@@ -360,19 +381,20 @@ class Ixgbe:
             else:
                 n = min((min(tail, count) if tail > head else count) - head, s.TX_DESC_CACHE, budget)
                 try:
-                    burst = self.dma.read(engine, base + (head << 4), n << 4)
+                    burst = self.owner[q].dma.read(engine, base + (head << 4), n << 4)
                 except DmaFault:
-                    self._dma_fault("tx_desc_fault")
+                    self.owner[q].dma_fault("tx_desc_fault")
                     break
             done, reported_now = self._tx_burst(engine, q, base, count, burst, n)
             reported |= reported_now
             budget = budget - done if done == n else 0
         if reported:
-            self._queue_cause(engine, self._ivar(q, 1))
+            self.owner[q].queue_irq(engine, q, 1)
 
     def _tx_burst(self, engine: Resource, q: int, base: int, count: int, burst: bytes, n: int) -> tuple[int, bool]:
         """Process fetched descriptors; returns (how many, whether any reported status)."""
-        r, dma = self.r, self.dma
+        r, owner = self.r, self.owner[q]
+        dma = owner.dma
         b = TX[q]
         reported = False
         for i in range(n):
@@ -388,7 +410,7 @@ class Ixgbe:
                     dma.store(engine, _TX_STATUS, base + (head << 4) + _TX_STATUS_OFF, s.TXD_STAT_DD)
                     reported = True
                 except DmaFault:
-                    self._dma_fault("tx_writeback_fault")
+                    owner.dma_fault("tx_writeback_fault")
             r[b + HEAD] = head + 1 if head + 1 < count else 0
         return n, reported
 
@@ -414,11 +436,11 @@ class Ixgbe:
             self.errors["tx_oversize"] += 1
         else:
             try:
-                self.tx_parts[q].append(self.dma.read(engine, buf, length))
+                self.tx_parts[q].append(self.owner[q].dma.read(engine, buf, length))
                 self.tx_len[q] += length
                 return
             except DmaFault:
-                self._dma_fault("tx_buffer_fault")
+                self.owner[q].dma_fault("tx_buffer_fault")
         self.tx_parts[q].clear()            # drop the rest of the packet, up to EOP
         self.tx_len[q] = 0
         self.tx_discard[q] = True
@@ -427,6 +449,10 @@ class Ixgbe:
         r = self.r
         if len(frame) < s.ETH_MIN_FRAME and r[HLREG0] & s.HLREG0_TXPADEN:
             frame += bytes(s.ETH_MIN_FRAME - len(frame))
+        if self.vt is not None:
+            frame = self.vt.transmit(engine, q, frame)      # 7.10.3: anti-spoofing, VLAN insert, the VEB
+            if frame is None:
+                return
         size = len(frame)
         r[GPTC] += 1
         r[TPT] += 1
@@ -445,6 +471,8 @@ class Ixgbe:
     def _tx_room(self, engine: Resource, q: int) -> bool:
         """The TX packet buffer must hold a largest packet before the next is
         fetched; otherwise fetching stops until the wire has drained it."""
+        if self.vt is not None and not self.vt.tx_ready(engine, q):
+            return False                    # 7.7.2 rate limiter or PFVFTE: the engine resumes the queue
         fifo = self.tx_fifo
         now = engine.cursor
         while fifo and fifo[0][0] <= now:
@@ -471,7 +499,7 @@ class Ixgbe:
         waiting = sorted(self.tx_waiting)
         self.tx_waiting.clear()
         for i, q in enumerate(waiting):
-            self._tx_kick(engine, q)
+            self.tx_kick(engine, q)
             if self.tx_stalled:
                 self.tx_waiting.update(waiting[i + 1:])
                 return
@@ -492,14 +520,21 @@ class Ixgbe:
         if size + _FCS > (r[MAXFRS] >> 16 if r[HLREG0] & s.HLREG0_JUMBOEN else 1518):
             r[ROC] += 1
             return
-        if not self._accept(frame):
-            return
+        if self.vt is not None:
+            self.vt.receive(engine, frame)                  # 7.10.3.3: pool selection and replication
+        elif self._accept(frame):
+            self.deliver(engine, frame, *self._steer(frame))
+
+    def deliver(self, engine: Resource, frame: bytes, q: int, rss: int = 0, info: int = 0) -> None:
+        """Count a frame the filters accepted and post it to RX queue ``q``,
+        or hold it in the RX packet buffer."""
+        r = self.r
+        size = len(frame)
         r[GPRC] += 1
         r[TPR] += 1
         add64(r, GORCL, size + _FCS)
         if frame[0] & 1:
             r[BPRC if frame[:6] == _BCAST else MPRC] += 1
-        q, rss, info = self._steer(frame)
         if not r[HLREG0] & s.HLREG0_RXCRCSTRP:
             frame += zlib.crc32(frame).to_bytes(4, "little")
         if self.rx_fifo:
@@ -563,7 +598,8 @@ class Ixgbe:
                 self._rx_drop(q, "rx_no_descriptor")
                 return True
             return False
-        dma, base = self.dma, r[b + BAH] << 32 | r[b]
+        owner = self.owner[q]
+        dma, base = owner.dma, r[b + BAH] << 32 | r[b]
         total, pos = len(frame), 0
         try:
             bufs = self._rx_descriptors(engine, q, base, count, head, (r[b + TAIL] - head) % count, need)
@@ -578,13 +614,13 @@ class Ixgbe:
                 r[b + HEAD] = head
         except DmaFault:
             self.rx_cache[q] = None
-            self._dma_fault("rx_fault")
+            owner.dma_fault("rx_fault")
             self._rx_drop(q, "rx_dma_fault")
             return True
         if q < 16:
             r[QPRC[q]] += 1
             add64(r, b + QBRC, total)
-        self._queue_cause(engine, self._ivar(q, 0))
+        owner.queue_irq(engine, q, 0)
         return True
 
     def _rx_descriptors(self, engine: Resource, q: int, base: int, count: int, head: int, free: int,
@@ -597,7 +633,7 @@ class Ixgbe:
         at, left = (head + len(bufs)) % count, free - len(bufs)
         while len(bufs) < need:
             n = min(count - at, s.RX_DESC_CACHE, left)
-            burst = self.dma.read(engine, base + (at << 4), n << 4)
+            burst = self.owner[q].dma.read(engine, base + (at << 4), n << 4)
             bufs += [desc[0] for desc in _RX_ITER(burst)]
             at, left = (at + n) % count, left - n
         self.rx_cache[q] = (base << 32 | count, (head + need) % count, bufs[need:])
@@ -643,7 +679,7 @@ class Ixgbe:
         self.r[idx] = value
         self._rx_drain(cpu)
 
-    def _dma_fault(self, what: str) -> None:
+    def dma_fault(self, what: str) -> None:
         """The bus master's request got no completion: PCI 3.0 6.2.3 STATUS bit."""
         self.errors[what] += 1
         self.pci.config.set_bits(PCI_STATUS, 2, PCI_STATUS_REC_MASTER_ABORT, True)

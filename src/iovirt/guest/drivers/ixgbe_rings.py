@@ -1,0 +1,194 @@
+"""What the 82599 drivers share, PF (ixgbe) and VF (ixgbevf) alike: register
+access by name, one TX and one RX ring of advanced descriptors brought up
+the way ixgbe_configure_tx_ring / ixgbe_configure_rx_ring (and their ixgbevf
+twins) do, transmit with one data descriptor per frame and a tail write,
+and the NAPI poll that cleans both rings, refilling RX every 16 buffers.
+
+A driver names its registers through ``REGS`` (name -> BAR0 offset) and
+``PREFIX`` ("" for the PF's ``TDT0``, "VF" for the VF's ``VFTDT0``) and
+re-enables its queue vector in :meth:`_irq_enable_queues`."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from ...spec import ixgbe as s
+from .base import NetDriver
+
+TX_RING = 512                       # IXGBE_DEFAULT_TXD
+RX_RING = 512                       # IXGBE_DEFAULT_RXD
+RX_BUFFER = 2048                    # IXGBE_RXBUFFER_2K
+RX_HDR_SIZE = 256                   # IXGBE_RX_HDR_SIZE (BSIZEHDR, unused with one buffer)
+RX_BUFFER_WRITE = 16                # IXGBE_RX_BUFFER_WRITE
+NAPI_WEIGHT = 64
+TX_WORK_LIMIT = 256                 # IXGBE_DEFAULT_TX_WORK
+ITR_20K = 200                       # IXGBE_20K_ITR: EITR for 20,000 interrupts/s (50 us)
+POLLS = 10                          # reset / queue enable polls before giving up
+QUEUE_VECTOR = 0                    # MSI-X entry of the TX/RX queue pair
+TXD_CMD = s.ADVTXD_DTYP_DATA | s.TXD_CMD_DEXT | s.TXD_CMD_IFCS | s.TXD_CMD_EOP | s.TXD_CMD_RS
+SRRCTL_ONEBUF = (RX_HDR_SIZE >> 6) << s.SRRCTL_BSIZEHDR_SHIFT | RX_BUFFER >> s.SRRCTL_BSIZEPKT_SHIFT \
+    | s.SRRCTL_DESCTYPE_ADV_ONEBUF
+_TX = s.TX_DESC.struct
+_RX = s.RX_DESC.struct
+_RX_WB_UNPACK = s.RX_WB.unpack_from
+_TX_STATUS_OFF = s.TX_WB.offset("status")
+
+
+class ProbeError(RuntimeError):
+    pass
+
+
+class IxgbeRings(NetDriver):
+    REGS: ClassVar[dict[str, int]] = {}
+    PREFIX = ""
+    STATUS = "STATUS"
+
+    def __init__(self, kernel, info) -> None:
+        super().__init__(kernel, info)
+        self.bar = info.bars[0][1]
+
+    # ---- register access --------------------------------------------------
+    def rd(self, reg: str) -> int:
+        return self.vcpu.mmio_read(self.bar + self.REGS[reg], 4)
+
+    def wr(self, reg: str, value: int) -> None:
+        self.vcpu.mmio_write(self.bar + self.REGS[reg], 4, value)
+
+    def flush(self) -> None:
+        self.rd(self.STATUS)                # IXGBE_WRITE_FLUSH()
+
+    def _poll_reg(self, reg: str, bit: int, want: bool, what: str) -> None:
+        for _ in range(POLLS):
+            if bool(self.rd(reg) & bit) == want:
+                return
+        raise ProbeError(f"{self.info.bdf}: {what} timed out")
+
+    # ---- ring bring-up --------------------------------------------------------
+    def _tx_ring_up(self) -> None:
+        """Queue 0 off, the ring's base, length, head and tail, then on."""
+        p = self.PREFIX
+        alloc = self.kernel.alloc
+        self.tx_ring = alloc.alloc(TX_RING * s.DESC_SIZE, 128)
+        self.tx_bufs = [alloc.alloc(RX_BUFFER, 64) for _ in range(TX_RING)]
+        self.tx_use = self.tx_clean = 0
+        self.wr(f"{p}TXDCTL0", 0)
+        self.flush()
+        self._ring_base(f"{p}TD", self.tx_ring, TX_RING)
+        self._tdt = self.bar + self.REGS[f"{p}TDT0"]
+        self.wr(f"{p}TXDCTL0", 1 << s.TXDCTL_WTHRESH_SHIFT | s.TXDCTL_ENABLE)
+        self._poll_reg(f"{p}TXDCTL0", s.TXDCTL_ENABLE, True, "TX queue 0 enable")
+
+    def _rx_ring_up(self, srrctl: int, rxdctl: int) -> None:
+        """Queue 0 off, ring, SRRCTL, on with ``rxdctl`` bits, buffers, tail."""
+        p = self.PREFIX
+        alloc = self.kernel.alloc
+        self.rx_ring = alloc.alloc(RX_RING * s.DESC_SIZE, 128)
+        self.rx_bufs = [alloc.alloc(RX_BUFFER, 64) for _ in range(RX_RING)]
+        self.rx_clean = 0
+        self.rx_partial: list[bytes] = []
+        self.wr(f"{p}RXDCTL0", self.rd(f"{p}RXDCTL0") & ~s.RXDCTL_ENABLE)
+        self._poll_reg(f"{p}RXDCTL0", s.RXDCTL_ENABLE, False, "RX queue 0 disable")
+        self._ring_base(f"{p}RD", self.rx_ring, RX_RING)
+        self.wr(f"{p}SRRCTL0", srrctl)
+        self.wr(f"{p}RXDCTL0", self.rd(f"{p}RXDCTL0") | s.RXDCTL_ENABLE | rxdctl)
+        self._poll_reg(f"{p}RXDCTL0", s.RXDCTL_ENABLE, True, "RX queue 0 enable")
+        for i, buf in enumerate(self.rx_bufs):
+            self.mem.store(_RX, self.rx_ring + i * s.DESC_SIZE, buf, 0)
+        self._rdt = self.bar + self.REGS[f"{p}RDT0"]
+        self.rx_tail = RX_RING - 1          # ixgbe_desc_unused: one slot stays empty
+        self.vcpu.mmio_write(self._rdt, 4, self.rx_tail)
+
+    def _ring_base(self, kind: str, ring: int, count: int) -> None:
+        """xDBAL/xDBAH/xDLEN of queue 0, head and tail at 0."""
+        for reg, value in (("BAL", ring & 0xFFFFFFFF), ("BAH", ring >> 32), ("LEN", count * s.DESC_SIZE),
+                           ("H", 0), ("T", 0)):
+            self.wr(f"{kind}{reg}0", value)
+
+    # ---- transmit ------------------------------------------------------------------
+    def transmit(self, frame: bytes) -> bool:
+        """ixgbe_xmit_frame_ring: one data descriptor, then the tail."""
+        use = self.tx_use
+        nxt = use + 1 if use + 1 < TX_RING else 0
+        if nxt == self.tx_clean:
+            self.tx_queue_stopped = True                     # netif_stop_subqueue
+            return False
+        buf = self.tx_bufs[use]
+        self.mem.write(buf, frame)
+        self.vcpu.charge("ring_op")
+        size = len(frame)
+        self.mem.store(_TX, self.tx_ring + use * s.DESC_SIZE, buf, TXD_CMD | size, size << s.ADVTXD_PAYLEN_SHIFT)
+        self.tx_use = nxt
+        self.vcpu.mmio_write(self._tdt, 4, nxt)
+        return True
+
+    # ---- interrupts and NAPI ----------------------------------------------------
+    def _queue_intr(self) -> None:
+        """The queue vector's handler: already masked by auto-mask; schedule NAPI."""
+        self.vcpu.eoi(self.vectors[QUEUE_VECTOR])
+        if not self.poll_scheduled:
+            self.poll_scheduled = True
+            self.kernel.run_soon(self._poll)
+
+    def _irq_enable_queues(self) -> None:
+        raise NotImplementedError
+
+    def _poll(self) -> None:
+        """ixgbe_poll / ixgbevf_poll."""
+        self.poll_scheduled = False
+        self._clean_tx()
+        if self._clean_rx() < NAPI_WEIGHT:
+            self._irq_enable_queues()                        # napi_complete_done
+        else:
+            self.poll_scheduled = True
+            self.kernel.run_soon(self._poll)
+
+    def _clean_tx(self) -> None:
+        buf, ring, charge = self.buf, self.tx_ring, self.vcpu.charge
+        clean, use = self.tx_clean, self.tx_use
+        for _ in range(TX_WORK_LIMIT):
+            if clean == use or not buf[ring + clean * s.DESC_SIZE + _TX_STATUS_OFF] & s.TXD_STAT_DD:
+                break
+            charge("ring_op")
+            clean = clean + 1 if clean + 1 < TX_RING else 0
+        freed = clean != self.tx_clean
+        self.tx_clean = clean
+        if freed and self.tx_queue_stopped:
+            self.tx_queue_stopped = False                    # netif_wake_subqueue
+            self.stack.tx_wake()
+
+    def _clean_rx(self) -> int:
+        """ixgbe_clean_rx_irq: frames whose descriptors have DD, up to the budget."""
+        buf, ring, charge = self.buf, self.rx_ring, self.vcpu.charge
+        done = cleaned = 0
+        while done < NAPI_WEIGHT:
+            i = self.rx_clean
+            addr = ring + i * s.DESC_SIZE
+            status, length = _RX_WB_UNPACK(buf, addr)[3:5]
+            if not status & s.RXD_STAT_DD:
+                break
+            charge("ring_op")
+            self.rx_partial.append(self.mem.read(self.rx_bufs[i], length))
+            self.mem.store(_RX, addr, self.rx_bufs[i], 0)          # the buffer goes back as it was
+            self.rx_clean = i + 1 if i + 1 < RX_RING else 0
+            cleaned += 1
+            if cleaned >= RX_BUFFER_WRITE:
+                self._refill(cleaned)
+                cleaned = 0
+            if status & s.RXD_STAT_EOP:
+                self._deliver(status)
+                done += 1
+        if cleaned:
+            self._refill(cleaned)
+        return done
+
+    def _deliver(self, status: int) -> None:
+        parts, self.rx_partial = self.rx_partial, []
+        if status & s.RXDADV_ERR_FRAME_ERR_MASK:
+            self.stats["rx_errors"] += 1
+        else:
+            self.stack.receive(parts[0] if len(parts) == 1 else b"".join(parts))
+
+    def _refill(self, n: int) -> None:
+        self.rx_tail = (self.rx_tail + n) % RX_RING
+        self.vcpu.charge("ring_op", n)
+        self.vcpu.mmio_write(self._rdt, 4, self.rx_tail)
