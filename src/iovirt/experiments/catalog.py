@@ -22,6 +22,7 @@ class Device:
     used_by: tuple[str, ...]
     implemented: bool = False
     backends: tuple[str, ...] = ()  # the first is the default
+    hypervisor: str | None = None  # the only hypervisor that offers it, if one
 
     @property
     def status(self) -> str:
@@ -47,19 +48,20 @@ DEVICES: dict[str, Device] = {
         Device("tulip", "emulated", "DEC 21140/21143 Tulip (Hyper-V's legacy NIC; 21143 PCI ID as in QEMU)",
                ("Hyper-V",), implemented=True),
         Device("virtio-net", "paravirt", "virtio 1.x network device", ("QEMU/KVM", "Firecracker"),
-               implemented=True, backends=("qemu", "vhost-net", "vhost-user")),
+               implemented=True, backends=("qemu", "vhost-net", "vhost-user"), hypervisor="kvm"),
         Device("xen-netfront", "paravirt", "Xen PV netif (shared rings, grant tables, event channels)",
-               ("Xen",)),
+               ("Xen",), implemented=True, hypervisor="xen"),
         Device("vmxnet3", "paravirt", "VMware VMXNET3 paravirtual NIC", ("VMware ESXi", "QEMU/KVM")),
         Device("netvsc", "paravirt", "Hyper-V synthetic NIC (NetVSC over VMBus)", ("Hyper-V",)),
         Device("ixgbe", "passthrough", "Intel 82599 10 GbE physical function, assigned whole via the IOMMU",
                _ASSIGNERS, implemented=True),
-        Device("ixgbevf", "sriov", "Intel 82599 SR-IOV virtual function", _ASSIGNERS),
+        Device("ixgbevf", "sriov", "Intel 82599 SR-IOV virtual function", _ASSIGNERS, implemented=True),
     )
 }
 
 PHYSICAL_NICS: dict[str, PhysicalNic] = {
-    "x82599": PhysicalNic("x82599", "Intel 82599 10 GbE, SR-IOV", link_gbps=10.0, max_vfs=64),
+    # 64 pools, one kept for the PF: Linux ixgbe's IXGBE_MAX_VFS_DRV_LIMIT is 63
+    "x82599": PhysicalNic("x82599", "Intel 82599 10 GbE, SR-IOV", link_gbps=10.0, max_vfs=63),
 }
 
 

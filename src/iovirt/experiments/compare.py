@@ -64,6 +64,8 @@ def scenario(config: Config | None, vms: int, packet_size: int, duration_ms: flo
     ports = vms if exclusive else 1
     host = {"name": "host0", "cores": cores, "posted_interrupts": posted_interrupts,
             "nics": [{"name": f"pnic{p}", "kind": "x82599", "link_gbps": LINK_GBPS} for p in range(ports)]}
+    if config is not None and DEVICES[config.device].hypervisor:
+        host["hypervisor"] = DEVICES[config.device].hypervisor
     machines = []
     for i in range(vms):
         uplink = f"pnic{i}" if exclusive else None

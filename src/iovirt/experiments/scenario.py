@@ -113,6 +113,7 @@ class Host(_Strict):
     posted_interrupts: bool = False  # VT-d posted interrupts with APIC virtualisation
     iommu_page_kb: Literal[4, 2048] = 2048  # page size of assigned VMs' IOMMU mappings
     iotlb_entries: Count = 64
+    hypervisor: Literal["kvm", "xen"] = "kvm"
 
 
 class VmNic(_Strict):
@@ -122,6 +123,11 @@ class VmNic(_Strict):
     uplink: str | None = None
     mac: Mac
     ip: Ipv4
+    # SR-IOV only: the PF driver's policy for this VF (ip link set PF vf N ...)
+    rate_mbps: Annotated[int, Field(ge=1)] | None = None
+    vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
+    spoofchk: bool = True
+    trust: bool = False
 
 
 class Vm(_Strict):
@@ -292,7 +298,8 @@ def _host_problems(where: str, host: Host) -> Iterator[tuple[str, str]]:
         max_vfs = PHYSICAL_NICS[nic.kind].max_vfs
         if nic.num_vfs > max_vfs:
             yield (f"{where}.nics[{j}].num_vfs",
-                   f"expected at most {max_vfs} VFs on an {nic.kind}, got {nic.num_vfs}")
+                   f"expected at most {max_vfs} VFs on an {nic.kind} (the PF driver's limit: "
+                   f"one of its {max_vfs + 1} pools stays the PF's), got {nic.num_vfs}")
 
 
 def _vm_problems(where: str, vm: Vm, hosts: dict[str, Host]) -> Iterator[tuple[str, str]]:
@@ -317,12 +324,20 @@ def _nic_problems(where: str, nic: VmNic, host: Host) -> Iterator[tuple[str, str
     if nic.model in UPLINK_MODELS and nic.uplink not in uplinks:
         yield (f"{where}.uplink", f"expected one of {host.name}'s physical NICs ({', '.join(uplinks) or 'none'}) "
                                   f"for model {nic.model!r}, got {_show(nic.uplink)}")
+    vf_settings = [key for key in ("rate_mbps", "vlan") if getattr(nic, key) is not None]
+    vf_settings += [key for key, default in (("spoofchk", True), ("trust", False)) if getattr(nic, key) != default]
+    if nic.model != "sriov" and vf_settings:
+        yield (f"{where}.{vf_settings[0]}", f"expected no VF setting for model {nic.model!r} "
+                                            f"(only sriov NICs take rate_mbps, vlan, spoofchk, trust)")
     if nic.model not in UPLINK_MODELS and nic.uplink is not None:
         yield (f"{where}.uplink", f"expected no uplink for model {nic.model!r} (only "
                                   f"{' and '.join(UPLINK_MODELS)} take one), got {nic.uplink!r}")
     if not device.implemented:
         yield (f"{where}.device", f"expected a device implemented in this build "
                                   f"({', '.join(implemented_devices())}), got {nic.device!r} (planned)")
+    if device.hypervisor and device.hypervisor != host.hypervisor:
+        yield (f"{where}.device", f"expected a device {host.name} (hypervisor: {host.hypervisor}) can host, "
+                                  f"got {nic.device!r}, which needs hypervisor: {device.hypervisor}")
 
 
 def pci_address(host: Host, nic: str) -> str:

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 from ipaddress import IPv4Interface
 
+from ..guest.drivers.xen_netfront import xenbus_probe
+from ..devices.ixgbe_sriov import VfConfig
 from ..guest.kernel import GuestKernel
 from ..guest.peer import WirePeer
-from ..hypervisor.emulation import EmulatedNic
+from ..hypervisor.emulation import EmulatedNic, XenHvmNic
 from ..hypervisor.host import Host
 from ..hypervisor.paravirt import VirtioNic
 from ..hypervisor.passthrough import PassthroughNic, PhysicalNic
+from ..hypervisor.sriov import SriovNic, SriovPort
 from ..hypervisor.uplink import UplinkPort
 from ..hypervisor.vm import VM
+from ..hypervisor.xen import Xen
 from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource
 from .scenario import WIRE, Scenario
@@ -28,6 +32,14 @@ def mac_bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", ""))
 
 
+def _xen_nic(xen: Xen, vm: VM, nic) -> None:
+    """On a Xen host: a PV vif (netfront, netback in dom0), or an HVM device model in dom0's QEMU."""
+    if nic.device == "xen-netfront":
+        xen.add_vif(vm, mac_bytes(nic.mac))
+    else:
+        XenHvmNic(vm, nic.device, mac_bytes(nic.mac), xen.ioreq_server(vm))
+
+
 class World:
     def __init__(self, scenario: Scenario, guest_drivers: dict | None = None) -> None:
         """``guest_drivers``: the drivers the guests carry, by (vendor, device)
@@ -36,12 +48,14 @@ class World:
         self.sim = Sim()
         self.ledger = Ledger(scenario.profile)
         self.host_specs = {h.name: h for h in scenario.hosts}
+        self.xen: dict[str, Xen] = {}                                 # host -> its Xen, on Xen hosts
         self.hosts = {h.name: self._host(h) for h in scenario.hosts}
-        self.vms: dict[str, VM] = {}
+        self.vms: dict[str, VM] = {xen.dom0.vm.name: xen.dom0.vm for xen in self.xen.values()}
         self.guests: dict[str, GuestKernel] = {}
         self.models: dict[str, tuple[str, str, str | None]] = {}    # machine -> (model, device, backend)
         self.peers: dict[str, WirePeer] = {}
         self.uplinks = {name: self._uplink(host) for name, host in self.hosts.items() if self._free_nic(name)}
+        self.sriov = self._sriov_ports()
         for spec in scenario.vms:
             self.vms[spec.name] = self._machine(spec)
             first = spec.nics[0] if spec.nics else None
@@ -51,6 +65,8 @@ class World:
             vm = self.vms[spec.name]
             guest = GuestKernel(spec.name, vm.vcpus[0], vm.mem, self.sim, guest_drivers)
             guest.boot()
+            if any(nic.device == "xen-netfront" for nic in spec.nics):
+                xenbus_probe(guest, self.xen[spec.host])
             for nic in spec.nics:
                 guest.ifup(mac_bytes(nic.mac), str(nic.ip))
             self.guests[spec.name] = guest
@@ -59,18 +75,41 @@ class World:
         host = Host(spec.name, spec.cores, self.sim, self.ledger, spec.iommu_page_kb << 10, spec.iotlb_entries)
         for index, nic in enumerate(spec.nics):
             host.nics[nic.name] = PhysicalNic(host, nic.name, index, nic.link_gbps)
+        if spec.hypervisor == "xen":
+            self.xen[spec.name] = Xen(host)
         return host
 
     def _machine(self, spec) -> VM:
         posted = self.host_specs[spec.host].posted_interrupts
         host = self.hosts[spec.host]
         vm = VM(spec.name, host, spec.memory_mb, spec.vcpus, native=spec.bare_metal, apicv=posted)
+        xen = self.xen.get(spec.host)
+        if xen is not None:
+            xen.create_domain(vm)
         for nic in spec.nics:
             if nic.model == "passthrough":
                 PassthroughNic(vm, host.nics[nic.uplink], mac_bytes(nic.mac), posted=posted)
+            elif nic.model == "sriov":
+                SriovNic(vm, self.sriov[spec.host, nic.uplink], posted=posted)
+            elif xen is not None:
+                _xen_nic(xen, vm, nic)
             else:
                 SOFTWARE_WIRINGS[nic.model](vm, nic.device, mac_bytes(nic.mac), nic.backend)
         return vm
+
+    def _sriov_ports(self) -> dict[tuple[str, str], SriovPort]:
+        """Ports with num_vfs: VFs enabled, each assigned VF's policy from its VM NIC
+        (in scenario order), the rest left to their defaults."""
+        ports = {}
+        for spec in self.scenario.hosts:
+            for pnic in (p for p in spec.nics if p.num_vfs):
+                nics = [n for vm in self.scenario.vms if vm.host == spec.name for n in vm.nics
+                        if n.model == "sriov" and n.uplink == pnic.name]
+                configs = [VfConfig(mac_bytes(n.mac), n.vlan or 0, n.rate_mbps or 0, n.spoofchk, n.trust) for n in nics]
+                configs += [VfConfig() for _ in range(pnic.num_vfs - len(configs))]
+                host = self.hosts[spec.name]
+                ports[spec.name, pnic.name] = SriovPort(host, host.nics[pnic.name], configs)
+        return ports
 
     def _free_nic(self, host: str):
         """The port the host bridges its software-model VMs onto: the first one
@@ -138,7 +177,7 @@ class World:
     def resources(self) -> list[Resource]:
         out: list[Resource] = []
         for host in self.hosts.values():
-            out += host.cores
+            out += host.cores + host.threads
             for pnic in host.nics.values():
                 out += [pnic.engine, *pnic.link.resources]
         for vm in self.vms.values():

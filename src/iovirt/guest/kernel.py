@@ -13,6 +13,7 @@ from typing import Callable
 from .alloc import DmaAllocator
 from .drivers.e1000 import E1000Driver
 from .drivers.ixgbe import IxgbeDriver
+from .drivers.ixgbevf import IxgbevfDriver
 from .drivers.pcnet import PCNetDriver
 from .drivers.rtl8139 import RTL8139Driver
 from .drivers.tulip import TulipDriver
@@ -21,7 +22,8 @@ from .net.stack import IPv4Stack
 from .pci import PciEnumerator
 
 DRIVERS = {(drv.VENDOR, drv.DEVICE): drv
-           for drv in (E1000Driver, RTL8139Driver, VirtioNetDriver, PCNetDriver, TulipDriver, IxgbeDriver)}
+           for drv in (E1000Driver, RTL8139Driver, VirtioNetDriver, PCNetDriver, TulipDriver, IxgbeDriver,
+                       IxgbevfDriver)}
 FIRST_VECTOR = 0x30                 # below: exceptions and legacy IRQs
 
 
@@ -44,6 +46,10 @@ class GuestKernel:
             driver = self.drivers.get((info.vendor, info.device))
             if driver is not None:
                 self.netdevs.append(driver(self, info))
+
+    def attach_netdev(self, netdev) -> None:
+        """A NIC found off the PCI bus (a xenbus frontend) joins the ones ``ifup`` configures."""
+        self.netdevs.append(netdev)
 
     def alloc_vector(self) -> int:
         """An IDT vector for an MSI/MSI-X interrupt."""

@@ -5,7 +5,8 @@ Wiring per DESIGN.md: BAR accesses exit to userspace (``KVM_USER_MMIO`` /
 ``KVM_USER_PIO``) and run the model on the vCPU thread; DMA is a CPU copy
 charged to whichever VMM thread runs the model; the frame leaves through a
 tap read by the VMM's main-loop thread; INTx is injected by the thread that
-raised it."""
+raised it.  On a Xen host the same models serve HVM guests from dom0
+(:class:`XenHvmNic`)."""
 
 from __future__ import annotations
 
@@ -14,18 +15,39 @@ from ..devices.pcnet import PCNet
 from ..devices.rtl8139 import RTL8139
 from ..devices.tulip import Tulip
 from ..mem.dma import Dma
+from ..sim.resource import Resource
 from .pcinic import PciNic
 from .tap import TapPort
 from .vm import VM
+from .xen import XEN_IOREQ, IoreqServer
 
 EMULATED = {"e1000": E1000, "rtl8139": RTL8139, "pcnet": PCNet, "tulip": Tulip}
 
 
 class EmulatedNic(PciNic):
-    """One emulated NIC plugged into a VM: device, PCI function, tap."""
+    """One emulated NIC plugged into a VM: device, PCI function, tap; the
+    model runs on ``vmm`` (default: the VM's own QEMU main-loop thread)."""
 
-    def __init__(self, vm: VM, device: str, mac: bytes, backend: str | None = None) -> None:
-        vmm = vm.vmm_thread()
+    def __init__(self, vm: VM, device: str, mac: bytes, backend: str | None = None,
+                 vmm: Resource | None = None) -> None:
+        vmm = vmm or vm.vmm_thread()
         model = EMULATED[device](vm.sim, mac, Dma(vm.mem, "copy"), self.irq, timer_cpu=vmm)
         super().__init__(vm, model)
         self.port = TapPort(vm, model, reader=vmm)
+
+
+class XenHvmNic(EmulatedNic):
+    """The same device model for an HVM guest on Xen: QEMU runs in dom0 and
+    each BAR access is an ioreq (``XEN_IOREQ`` on the vCPU, the model on
+    QEMU's thread while the vCPU waits); its tap is on dom0's bridge."""
+
+    def __init__(self, vm: VM, device: str, mac: bytes, ioreq: IoreqServer) -> None:
+        self.ioreq = ioreq
+        super().__init__(vm, device, mac, vmm=ioreq.thread)
+
+    def regions(self, index: int, kind: str, size: int) -> list[tuple[int, int, tuple[str, ...]]]:
+        return [(0, size, XEN_IOREQ)]
+
+    def handlers(self, index: int):
+        emulate = "pio_emulate" if self.fn.bars[index].kind == "io" else "mmio_emulate"
+        return tuple(self.ioreq.forward(handler, emulate) for handler in super().handlers(index))

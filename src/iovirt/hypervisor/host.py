@@ -22,6 +22,7 @@ class Host:
         self._placed: dict[str, int] = {}
         self._dedicated: set[str] = set()
         self.nics: dict = {}                # physical NICs by name
+        self.threads: list[Resource] = []   # the host's own kernel threads
         self._iommu = None
 
     @property
@@ -30,6 +31,13 @@ class Host:
         if self._iommu is None:
             self._iommu = HostIommu(self, self.iommu_page, self.iotlb_entries)
         return self._iommu
+
+    def kernel_thread(self, role: str) -> Resource:
+        """A thread of the host kernel (a PF driver's work, say), on a core."""
+        thread = Resource(f"{self.name}/{role}", "host_thread", self.ledger, self.ledger.account(self.name))
+        self.place(thread)
+        self.threads.append(thread)
+        return thread
 
     def place(self, thread: Resource, dedicated: bool = False) -> None:
         """Run ``thread`` on the least-loaded core (by threads placed): with

@@ -91,38 +91,45 @@ class HostIommu:
         return base
 
 
-class PassthroughNic(PciNic):
-    def __init__(self, vm: VM, pnic: PhysicalNic, mac: bytes, posted: bool = False) -> None:
-        pnic.claim(vm.name)
-        pnic.engine.acct = vm.acct
-        self.pnic = pnic
+class AssignedFunction(PciNic):
+    """A physical function or VF handed to a VM (or owned by a bare-metal
+    machine): DMA as ``requester`` through the VM's IOMMU domain, BAR0
+    direct, the MSI-X BAR trapped and its entries turned into IRTEs."""
+
+    def __init__(self, vm: VM, requester: Bdf, engine: Resource, msix_bar: int, vectors: int,
+                 posted: bool = False) -> None:
+        self.requester = requester
+        self.msix_bar = msix_bar
+        self.vectors = vectors
         self.posted = posted
+        engine.acct = vm.acct
         if vm.native:
             self.iommu = None
-            dma = Dma(vm.mem, "dma")
+            self.dma = Dma(vm.mem, "dma")
         else:
             self.iommu = vm.host.iommu
-            self.iommu.unit.attach(pnic.bdf, self.iommu.domain(vm))
-            dma = Dma(vm.mem, "dma", translate=self.iommu.unit.translator(pnic.bdf, pnic.engine))
-            self.irte_base = self.iommu.irtes(ixs.MSIX_VECTORS)
-        model = Ixgbe(vm.sim, mac, dma, pnic.engine)
-        super().__init__(vm, model)
-        model.msi = self.msi
-        pnic.link.attach(model)
+            self.iommu.unit.attach(requester, self.iommu.domain(vm))
+            self.dma = Dma(vm.mem, "dma", translate=self.iommu.unit.translator(requester, engine))
+            self.irte_base = self.iommu.irtes(vectors)
+
+    def plug(self, vm: VM, device) -> None:
+        super().__init__(vm, device)
+        device.msi = self.msi
 
     def regions(self, index: int, kind: str, size: int) -> list[tuple[int, int, tuple[str, ...]]]:
         """BAR0 straight through; the MSI-X BAR trapped (VFIO virtualises the table)."""
-        return [(0, size, KVM_USER_MMIO if index == ixs.MSIX_BAR else ())]
+        return [(0, size, KVM_USER_MMIO if index == self.msix_bar else ())]
 
     def handlers(self, index: int):
         read, write = self.device.bar_handlers(index)
-        if index != ixs.MSIX_BAR or self.iommu is None:
+        if index != self.msix_bar or self.iommu is None:
             return read, write
+        table = self.fn.msix.table_offset
 
         def msix_write(cpu: Resource, offset: int, size: int, value: int) -> None:
             write(cpu, offset, size, value)
-            entry = (offset - ixs.MSIX_TABLE_OFFSET) // PCI_MSIX_ENTRY_SIZE
-            if 0 <= entry < ixs.MSIX_VECTORS:
+            entry = (offset - table) // PCI_MSIX_ENTRY_SIZE
+            if 0 <= entry < self.vectors:
                 self._program_irte(entry)
         return read, msix_write
 
@@ -131,9 +138,9 @@ class PassthroughNic(PciNic):
         _, _, data, _ = PCI_MSIX_ENTRY.unpack_from(self.fn.msix.table, entry * PCI_MSIX_ENTRY_SIZE)
         unit, index = self.iommu.unit, self.irte_base + entry
         if self.posted:
-            unit.set_posted_irte(index, data & 0xFF, self.iommu.pi(self.vm), sid=self.pnic.bdf)
+            unit.set_posted_irte(index, data & 0xFF, self.iommu.pi(self.vm), sid=self.requester)
         else:
-            unit.set_irte(index, data & 0xFF, 0, sid=self.pnic.bdf)
+            unit.set_irte(index, data & 0xFF, 0, sid=self.requester)
 
     def msi(self, cpu: Resource, vector: int) -> None:
         """The function signals MSI-X entry ``vector``: natively to the CPU, or
@@ -146,7 +153,7 @@ class PassthroughNic(PciNic):
             self.vm.irqchip.msi(cpu, *message)
             return
         unit = self.iommu.unit
-        remapped = unit.remap_msi(self.pnic.bdf, *vtd.remappable_msi(self.irte_base + vector))
+        remapped = unit.remap_msi(self.requester, *vtd.remappable_msi(self.irte_base + vector))
         if remapped is None:
             return                                       # blocked: recorded in the fault log
         if remapped.posted:
@@ -157,3 +164,14 @@ class PassthroughNic(PciNic):
         core.sync(cpu.cursor)
         core.charge("irq_entry")
         self.vm.irqchip.msi(core, LAPIC_MSI, remapped.vector)
+
+
+class PassthroughNic(AssignedFunction):
+    """A whole physical port, PF and all."""
+
+    def __init__(self, vm: VM, pnic: PhysicalNic, mac: bytes, posted: bool = False) -> None:
+        pnic.claim(vm.name)
+        self.pnic = pnic
+        super().__init__(vm, pnic.bdf, pnic.engine, ixs.MSIX_BAR, ixs.MSIX_VECTORS, posted)
+        self.plug(vm, Ixgbe(vm.sim, mac, self.dma, pnic.engine))
+        pnic.link.attach(self.device)

@@ -1,0 +1,267 @@
+"""Guest Xen support and netfront (Linux drivers/xen/{events,grant-table}.c,
+drivers/net/xen-netfront.c), over the hypercall interface only.
+
+:class:`XenPlatform` is what the guest kernel sets up once: the shared-info
+page and the event-channel upcall vector, its grant table (v1 entries in
+its own memory) and a handler per port.  :class:`XenNetfront` is one vif:
+TX and RX rings in guest pages granted to the backend, an event channel,
+the xenstore handshake (Initialising -> Initialised once the backend waits
+in InitWait, Connected when the backend is), RX buffers as granted pages.
+A frame goes out by granting its buffer read-only and pushing a request;
+the event is sent only when RING_PUSH_REQUESTS_AND_CHECK_NOTIFY says the
+backend asked.  The upcall reclaims TX slots and schedules a NAPI poll
+that takes responses, refills RX and re-arms with
+RING_FINAL_CHECK_FOR_RESPONSES."""
+
+from __future__ import annotations
+
+from ...spec import xen as x
+
+NR_GRANT_FRAMES = 16
+TX_BUFFER = x.PAGE_SIZE // 2        # two TX buffers per page: requests carry an offset
+NAPI_WEIGHT = 64
+TX_MASK, RX_MASK = x.NET_TX_RING_SIZE - 1, x.NET_RX_RING_SIZE - 1
+_TXREQ = x.NETIF_TX_REQUEST.struct
+_RXREQ = x.NETIF_RX_REQUEST.struct
+_U32 = x.U32.unpack_from
+
+
+class XenPlatform:
+    """The guest kernel's Xen layer, shared by its xenbus frontends."""
+
+    def __init__(self, kernel, xen) -> None:
+        self.xen = xen
+        self.vcpu = kernel.vcpu
+        self.mem = kernel.mem
+        self.handlers: dict[int, object] = {}
+        self.shared_info = kernel.alloc.alloc(x.PAGE_SIZE)
+        xen.set_shared_info(self.vcpu, self.shared_info)
+        self.vector = kernel.alloc_vector()
+        self.vcpu.set_irq_handler(self.vector, self._upcall)
+        xen.set_upcall_vector(self.vcpu, self.vector)
+        self.gnttab = kernel.alloc.alloc(NR_GRANT_FRAMES * x.PAGE_SIZE)
+        xen.setup_grant_table(self.vcpu, self.gnttab, NR_GRANT_FRAMES)
+        self.free_refs = list(range(NR_GRANT_FRAMES * x.GRANT_ENTRIES_PER_FRAME - 1,
+                                    x.GNTTAB_NR_RESERVED_ENTRIES - 1, -1))
+
+    def claim_ref(self) -> int:
+        return self.free_refs.pop()
+
+    def grant(self, ref: int, domid: int, gpa: int, readonly: bool) -> None:
+        """gnttab_grant_foreign_access_ref: domid and frame first, then the
+        flags that make the entry valid (after a write barrier)."""
+        at = self.gnttab + ref * x.GRANT_ENTRY_V1.size
+        self.mem.store(x.GRANT_ENTRY_V1.struct, at, 0, domid, gpa >> x.PAGE_SHIFT)
+        self.mem.store(x.GRANT_ENTRY_FLAGS, at, x.GTF_permit_access | (x.GTF_readonly if readonly else 0))
+        self.vcpu.charge("ring_op")
+
+    def end_grant(self, ref: int) -> bool:
+        """gnttab_end_foreign_access_ref: revoke unless the grantee is using it."""
+        at = self.gnttab + ref * x.GRANT_ENTRY_V1.size
+        self.vcpu.charge("ring_op")
+        if x.GRANT_ENTRY_FLAGS.unpack_from(self.mem.buf, at)[0] & (x.GTF_reading | x.GTF_writing):
+            return False
+        self.mem.store(x.GRANT_ENTRY_FLAGS, at, 0)
+        return True
+
+    def _upcall(self) -> None:
+        """The per-vCPU upcall vector: EOI, then every pending unmasked port."""
+        self.vcpu.eoi(self.vector)
+        for port in x.evtchn_2l_take(self.mem.buf, self.shared_info):
+            handler = self.handlers.get(port)
+            if handler is not None:
+                handler()
+
+
+def xenbus_probe(kernel, xen) -> None:
+    """Find the vifs the toolstack gave this domain and bring each up as a netdev."""
+    platform = XenPlatform(kernel, xen)
+    for devid in xen.xs_directory(kernel.vcpu, "device/vif"):
+        kernel.attach_netdev(XenNetfront(kernel, platform, f"device/vif/{devid}"))
+
+
+class XenNetfront:
+    def __init__(self, kernel, platform: XenPlatform, node: str) -> None:
+        self.kernel = kernel
+        self.platform = platform
+        self.xen = platform.xen
+        self.vcpu = kernel.vcpu
+        self.mem = kernel.mem
+        self.buf = kernel.mem.buf
+        self.sim = kernel.sim
+        self.stats = kernel.stats
+        self.node = node
+        self.stack = None
+        self.tx_queue_stopped = self.poll_scheduled = self.connected = False
+        self.state = x.XenbusStateInitialising
+        self.mac = bytes.fromhex(self.xen.xs_read(self.vcpu, f"{node}/mac").replace(":", ""))
+        self.backend = self.xen.xs_read(self.vcpu, f"{node}/backend")
+        self.backend_id = int(self.xen.xs_read(self.vcpu, f"{node}/backend-id"))
+        self.xen.xs_watch(self.vcpu, f"{self.backend}/state", self._backend_changed)
+
+    # ---- xenbus handshake ---------------------------------------------------------------------
+    def _backend_changed(self, _path: str) -> None:
+        self.vcpu.sync(self.sim.now)
+        state = self.xen.xs_read(self.vcpu, f"{self.backend}/state")
+        if state == str(x.XenbusStateInitWait) and self.state == x.XenbusStateInitialising:
+            if self.xen.xs_read(self.vcpu, f"{self.backend}/feature-rx-copy") != "1":
+                self.stats["xennet_backend_without_rx_copy"] += 1
+                return
+            self._setup()
+            self._switch(x.XenbusStateInitialised)
+        elif state == str(x.XenbusStateConnected) and self.state == x.XenbusStateInitialised:
+            self._switch(x.XenbusStateConnected)
+            self.connected = True
+            self._notify()                               # xennet_connect: kick the backend once
+            self._wake_tx()
+        elif state in (str(x.XenbusStateClosing), str(x.XenbusStateClosed)):
+            self.connected = False
+
+    def _switch(self, state: int) -> None:
+        self.state = state
+        self.xen.xs_write(self.vcpu, f"{self.node}/state", state)
+
+    def _setup(self) -> None:
+        """setup_netfront + talk_to_netback: rings, grants, event channel, RX
+        buffers, then the keys the backend reads."""
+        alloc, platform = self.kernel.alloc, self.platform
+        self.tx_ring, self.rx_ring = alloc.alloc(x.PAGE_SIZE), alloc.alloc(x.PAGE_SIZE)
+        ring_refs = []
+        for ring in (self.tx_ring, self.rx_ring):
+            x.shared_ring_init(self.buf, ring)
+            ring_refs.append(platform.claim_ref())
+            platform.grant(ring_refs[-1], self.backend_id, ring, readonly=False)
+        self.port = self.xen.evtchn_alloc_unbound(self.vcpu, self.backend_id)
+        platform.handlers[self.port] = self._interrupt
+        pages = alloc.alloc(x.NET_TX_RING_SIZE * TX_BUFFER)
+        self.tx_bufs = [pages + i * TX_BUFFER for i in range(x.NET_TX_RING_SIZE)]
+        self.tx_refs = [platform.claim_ref() for _ in self.tx_bufs]
+        self.tx_free = list(range(x.NET_TX_RING_SIZE - 1, -1, -1))
+        self.tx_inflight: set[int] = set()
+        self.tx_prod = self.tx_cons = 0
+        pages = alloc.alloc(x.NET_RX_RING_SIZE * x.PAGE_SIZE)
+        self.rx_pages = [pages + i * x.PAGE_SIZE for i in range(x.NET_RX_RING_SIZE)]
+        self.rx_refs = [platform.claim_ref() for _ in self.rx_pages]
+        self.rx_free = list(range(x.NET_RX_RING_SIZE - 1, -1, -1))
+        self.rx_posted: set[int] = set()
+        self.rx_prod = self.rx_cons = 0
+        self._refill()
+        for key, value in (("tx-ring-ref", ring_refs[0]), ("rx-ring-ref", ring_refs[1]),
+                           ("event-channel", self.port), ("request-rx-copy", 1), ("feature-rx-notify", 1)):
+            self.xen.xs_write(self.vcpu, f"{self.node}/{key}", value)
+
+    def _notify(self) -> None:
+        self.xen.evtchn_send(self.vcpu, self.port)
+
+    # ---- transmit ------------------------------------------------------------------------------
+    def transmit(self, frame: bytes) -> bool:
+        """xennet_start_xmit: grant the buffer read-only, push one request,
+        send the event only if the backend asked; reclaim what is done."""
+        if len(frame) > TX_BUFFER:
+            self.stats["tx_dropped"] += 1                  # one slot per frame: no scatter-gather
+            return True
+        if not self.connected or not self.tx_free:
+            self.tx_queue_stopped = True
+            return False
+        slot = self.tx_free.pop()
+        buf = self.tx_bufs[slot]
+        self.mem.write(buf, frame)
+        self.platform.grant(self.tx_refs[slot], self.backend_id, buf, readonly=True)
+        self.vcpu.charge("ring_op")
+        self.mem.store(_TXREQ, self.tx_ring + x.RING_OFFSET + (self.tx_prod & TX_MASK) * x.TX_ENTRY,
+                       self.tx_refs[slot], buf & (x.PAGE_SIZE - 1), 0, slot, len(frame))
+        self.tx_inflight.add(slot)
+        self.tx_prod = (self.tx_prod + 1) & x.RING_IDX_MASK
+        if x.push_and_check_notify(self.buf, self.tx_ring, x.REQ_PROD, x.REQ_EVENT, self.tx_prod):
+            self._notify()
+        self._tx_gc()
+        return True
+
+    def _tx_gc(self) -> None:
+        """xennet_tx_buf_gc: take TX responses, end their grants, free the
+        slots; re-arm rsp_event; wake the queue if it was stopped."""
+        for _ in range(2):                        # once, and once more if responses raced the re-arm
+            prod = _U32(self.buf, self.tx_ring + x.RSP_PROD)[0]
+            if (prod - self.tx_cons) & x.RING_IDX_MASK > x.NET_TX_RING_SIZE:
+                self.stats["xennet_bad_tx_rsp_prod"] += 1
+                return
+            while self.tx_cons != prod:
+                self.vcpu.charge("ring_op")
+                rid, status = x.TX_RESPONSE.unpack_from(self.buf, self.tx_ring + x.RING_OFFSET
+                                                        + (self.tx_cons & TX_MASK) * x.TX_ENTRY)
+                self.tx_cons = (self.tx_cons + 1) & x.RING_IDX_MASK
+                if status == x.NETIF_RSP_NULL or rid not in self.tx_inflight:
+                    continue
+                self.tx_inflight.discard(rid)
+                if not self.platform.end_grant(self.tx_refs[rid]):
+                    self.stats["xennet_grant_still_in_use"] += 1
+                    continue
+                self.tx_free.append(rid)
+                if status != x.NETIF_RSP_OKAY:
+                    self.stats["tx_errors"] += 1
+            if not x.final_check(self.buf, self.tx_ring, x.RSP_PROD, x.RSP_EVENT, self.tx_cons):
+                break
+        self._wake_tx()
+
+    def _wake_tx(self) -> None:
+        if self.tx_queue_stopped and self.tx_free and self.connected:
+            self.tx_queue_stopped = False
+            self.stack.tx_wake()
+
+    # ---- receive ----------------------------------------------------------------------------------
+    def _interrupt(self) -> None:
+        """xennet_interrupt: TX completions now, RX in a NAPI poll."""
+        if not self.connected:
+            return
+        self._tx_gc()
+        if not self.poll_scheduled and _U32(self.buf, self.rx_ring + x.RSP_PROD)[0] != self.rx_cons:
+            self.poll_scheduled = True
+            self.kernel.run_soon(self._poll)
+
+    def _poll(self) -> None:
+        """xennet_poll: up to NAPI_WEIGHT responses, refill, complete or go on."""
+        self.poll_scheduled = False
+        done = self._receive(NAPI_WEIGHT)
+        self._refill()
+        if done < NAPI_WEIGHT and not x.final_check(self.buf, self.rx_ring, x.RSP_PROD, x.RSP_EVENT, self.rx_cons):
+            return
+        self.poll_scheduled = True
+        self.kernel.run_soon(self._poll)
+
+    def _receive(self, budget: int) -> int:
+        prod = _U32(self.buf, self.rx_ring + x.RSP_PROD)[0]
+        if (prod - self.rx_cons) & x.RING_IDX_MASK > x.NET_RX_RING_SIZE:
+            self.stats["xennet_bad_rx_rsp_prod"] += 1
+            return 0
+        done = 0
+        while self.rx_cons != prod and done < budget:
+            self.vcpu.charge("ring_op")
+            rid, offset, flags, status = x.RX_RESPONSE.unpack_from(
+                self.buf, self.rx_ring + x.RING_OFFSET + (self.rx_cons & RX_MASK) * x.RX_ENTRY)
+            self.rx_cons = (self.rx_cons + 1) & x.RING_IDX_MASK
+            done += 1
+            if rid not in self.rx_posted or not self.platform.end_grant(self.rx_refs[rid]):
+                self.stats["rx_errors"] += 1
+                continue
+            self.rx_posted.discard(rid)
+            self.rx_free.append(rid)
+            if status <= 0 or offset + status > x.PAGE_SIZE or flags & (x.NETRXF_more_data | x.NETRXF_extra_info):
+                self.stats["rx_errors"] += 1
+                continue
+            self.stack.receive(self.mem.read(self.rx_pages[rid] + offset, status))
+        return done
+
+    def _refill(self) -> None:
+        """xennet_alloc_rx_buffers: grant every free page writable, post it, push."""
+        if not self.rx_free:
+            return
+        while self.rx_free:
+            rid = self.rx_free.pop()
+            self.platform.grant(self.rx_refs[rid], self.backend_id, self.rx_pages[rid], readonly=False)
+            self.vcpu.charge("ring_op")
+            self.mem.store(_RXREQ, self.rx_ring + x.RING_OFFSET + (self.rx_prod & RX_MASK) * x.RX_ENTRY,
+                           rid, self.rx_refs[rid])
+            self.rx_posted.add(rid)
+            self.rx_prod = (self.rx_prod + 1) & x.RING_IDX_MASK
+        if x.push_and_check_notify(self.buf, self.rx_ring, x.REQ_PROD, x.REQ_EVENT, self.rx_prod) and self.connected:
+            self._notify()

@@ -1,0 +1,75 @@
+"""SR-IOV: one physical 82599 port shared by many VMs, each given a Virtual
+Function of it the way pass-through gives a whole device.
+
+The host side does what Linux does: the PF driver owns the port and the
+administrator's per-VF policy (``ip link set PF vf N mac|vlan|rate|spoofchk|
+trust``, answered through the PF/VF mailbox); writing NumVFs then VF Enable
+in the PF's SR-IOV capability (``sriov_numvfs``) creates the VFs at their
+routing IDs.  Each VF is then assigned like a pass-through device: its own
+requester ID in the IOMMU, BAR0 direct, its MSI-X table trapped.  Frames
+between VFs of the port are switched inside the NIC; everything else shares
+the port's one engine and link.
+"""
+
+from __future__ import annotations
+
+from ..devices.ixgbe import Ixgbe
+from ..devices.ixgbe_sriov import PfPolicy, SriovEngine, VfConfig, VirtualFunction
+from ..mem.dma import Dma
+from ..mem.guest_memory import GuestMemory
+from ..pci.bus import PciBus
+from ..pci.function import Bar, PciFunction
+from ..pci.sriov import HostSriov, SriovParams, add_sriov
+from ..spec import ixgbevf as vs
+from ..spec.pci import PCI_CLASS_NETWORK_ETHERNET
+from .passthrough import AssignedFunction, AssignmentError, PhysicalNic
+from .vm import VM
+
+PF_HOST_MEMORY = 16 << 20           # the PF driver's own rings (its pool carries no traffic here)
+VF_BAR_WINDOW = (0xE000_0000, 0xF000_0000)
+FIRST_VF_OFFSET, VF_STRIDE = 0x80, 2  # 82599 with ARI: VFs at PF + 128 + 2n
+VF_BARS = (Bar(0, vs.BAR0_SIZE, "mem64", True), Bar(vs.MSIX_BAR, vs.MSIX_BAR_SIZE, "mem64", True))
+
+
+class SriovPort:
+    """A host port with SR-IOV enabled and its VFs."""
+
+    def __init__(self, host, pnic: PhysicalNic, configs: list[VfConfig]) -> None:
+        num_vfs = len(configs)
+        pnic.claim(f"{host.name}'s PF driver ({num_vfs} VFs)")
+        self.pnic = pnic
+        self.pf = Ixgbe(host.sim, bytes([0x02, 0xFE, 0, 0, pnic.bdf.bus, 0]),
+                        Dma(GuestMemory(PF_HOST_MEMORY), "dma"), pnic.engine)
+        pnic.link.attach(self.pf)
+        pf_driver = host.kernel_thread(f"{pnic.name}/pf-driver")
+        self.engine = SriovEngine(self.pf, num_vfs, pf_driver, PfPolicy(configs))
+        bus = PciBus(pnic.bdf.bus)
+        bus.attach(self.pf.pci, pnic.bdf.device, pnic.bdf.function)
+        self.vfs: dict[int, VirtualFunction] = {}
+        self.cap = add_sriov(self.pf.pci, bus, self._make_vf,
+                             SriovParams(vs.MAX_POOLS, vs.DEVICE_ID, FIRST_VF_OFFSET, VF_STRIDE, VF_BARS))
+        self.free = list(range(num_vfs))
+        HostSriov(self.pf.pci, pnic.bdf, VF_BAR_WINDOW).enable_vfs(num_vfs)
+
+    def _make_vf(self, n: int) -> PciFunction:
+        """VF n as the PF's capability creates it: the VF's own header (what the
+        host sees); the function the guest sees is the VF model's."""
+        self.vfs[n] = VirtualFunction(self.engine, n, Dma(GuestMemory(1 << 12), "dma"))
+        return PciFunction(vs.VENDOR_ID, vs.DEVICE_ID, PCI_CLASS_NETWORK_ETHERNET << 8, interrupt_pin=0, bars=VF_BARS)
+
+    def take(self, vm: str) -> int:
+        if not self.free:
+            raise AssignmentError(f"{self.pnic.address} ({self.pnic.name}): every VF is assigned; none left for {vm}")
+        return self.free.pop(0)
+
+
+class SriovNic(AssignedFunction):
+    """One VF of a port, assigned to a VM."""
+
+    def __init__(self, vm: VM, port: SriovPort, posted: bool = False) -> None:
+        n = port.take(vm.name)
+        vf = port.vfs[n]
+        self.port, self.index = port, n
+        super().__init__(vm, port.cap.vf_bdf(n), port.pnic.engine, vs.MSIX_BAR, vs.MSIX_VECTORS, posted)
+        vf.dma = self.dma
+        self.plug(vm, vf)
