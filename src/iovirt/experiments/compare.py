@@ -3,8 +3,8 @@ VMs and the packet size grow.
 
 Every VM on one host streams UDP to the host at the far end of the physical
 link (``dst: wire``): emulated and para-virtual VMs through the host's
-bridge and its one 10 GbE port, pass-through VMs each on a port of their own
-(the model is exclusive).  A bare-metal machine with the same NIC and driver
+bridge and its one 10 GbE port, SR-IOV VMs each on a VF of that one port,
+pass-through VMs each on a port of their own (the model is exclusive).  A bare-metal machine with the same NIC and driver
 is the baseline each row is compared with.  Every figure comes out of a full
 run: nothing here is modelled per model.
 
@@ -61,14 +61,17 @@ def scenario(config: Config | None, vms: int, packet_size: int, duration_ms: flo
              posted_interrupts: bool, profile: str) -> dict:
     """The sweep point as a scenario document; ``config`` None is the bare-metal baseline."""
     exclusive = config is None or config.model == "passthrough"
+    shared_vfs = config is not None and config.model == "sriov"
     ports = vms if exclusive else 1
     host = {"name": "host0", "cores": cores, "posted_interrupts": posted_interrupts,
             "nics": [{"name": f"pnic{p}", "kind": "x82599", "link_gbps": LINK_GBPS} for p in range(ports)]}
+    if shared_vfs:
+        host["nics"][0]["num_vfs"] = vms
     if config is not None and DEVICES[config.device].hypervisor:
         host["hypervisor"] = DEVICES[config.device].hypervisor
     machines = []
     for i in range(vms):
-        uplink = f"pnic{i}" if exclusive else None
+        uplink = f"pnic{i}" if exclusive else "pnic0" if shared_vfs else None
         nic = _nic(config or Config("passthrough", "ixgbe"), i, uplink)
         machines.append({"name": f"vm{i}", "host": "host0", "nics": [nic]} | ({"bare_metal": True} if config is None else {}))
     workloads = [{"type": "udp_stream", "src": f"vm{i}", "dst": "wire", "packet_size": packet_size,
@@ -84,8 +87,12 @@ def run_point(point: dict) -> dict:
     flows = data["flows"]
     delivered = sum(f["delivered"] for f in flows)
     seconds = data["sim_time_s"]
-    gbps = sum(f["throughput_gbps"] for f in flows)
-    cores = sum(r["busy_s"] for r in data["resources"] if r["kind"] == "host_core") / seconds
+    # Streams start together; the aggregate spans until the last one is delivered.
+    window = max((f["delivered"] / f["pps"] for f in flows if f["pps"]), default=0.0)
+    gbps = sum(f["delivered"] * f["packet_size"] * 8 for f in flows) / window / 1e9 if window else 0.0
+    busy = sum(r["busy_s"] for r in data["resources"] if r["kind"] == "host_core")
+    cores = busy / seconds
+    gbit = sum(f["delivered"] * f["packet_size"] * 8 for f in flows) / 1e9
     events: dict[str, float] = {}
     for f in flows:
         for name, per in f["events_per_packet"].items():
@@ -95,11 +102,11 @@ def run_point(point: dict) -> dict:
         "sent": sum(f["sent"] for f in flows), "delivered": delivered,
         "dropped": sum(f["dropped"] for f in flows),
         "throughput_gbps": round(gbps, 4), "per_vm_gbps": round(gbps / len(flows), 4),
-        "pps": round(sum(f["pps"] for f in flows), 1),
+        "pps": round(delivered / window, 1) if window else 0.0,
         "latency_us": {"p50": p50[len(p50) // 2] if p50 else None,
                        "p99": max((f["latency_us"]["p99"] or 0) for f in flows) or None},
         "host_cpu_cores": round(cores, 4),
-        "cpu_per_gbps": round(cores / gbps, 4) if gbps else None,
+        "cpu_per_gbps": round(busy / gbit, 4) if gbit else None,     # core-seconds per Gbit delivered
         "events_per_packet": {k: round(v / delivered, 3) for k, v in sorted(events.items())} if delivered else {},
     }
 

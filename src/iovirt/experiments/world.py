@@ -187,7 +187,8 @@ class World:
     def settle(self, within_ns: float = SETTLE_NS) -> float:
         """Let boot-time traffic finish (a poll-mode backend never goes idle,
         so this is bounded); returns when every resource has caught up."""
-        self.sim.run(until=self.sim.now + within_ns)
+        busy_until = max([self.sim.now] + [r.cursor for r in self.resources])
+        self.sim.run(until=busy_until + within_ns)          # work already queued (a probe's waits), then quiet
         return max([self.sim.now] + [r.cursor for r in self.resources])
 
     def start_measuring(self, at: float) -> None:
