@@ -30,6 +30,12 @@ class NetDriver:
         self.tx_queue_stopped = False
         self.poll_scheduled = False
 
+    def wake_queue(self) -> None:
+        """netif_wake_queue: a stopped queue restarts once descriptors are free."""
+        if self.tx_queue_stopped:
+            self.tx_queue_stopped = False
+            self.stack.tx_wake()
+
     def rd(self, reg: str) -> int:
         """A 32-bit MMIO register read (it traps or not: the driver can't tell)."""
         return self.vcpu.mmio_read(self.bar + self.REGS[reg], 4)

@@ -145,9 +145,8 @@ class E1000Driver(NetDriver):
             clean = clean + 1 if clean + 1 < TX_RING else 0
         freed = clean != self.tx_clean
         self.tx_clean = clean
-        if freed and self.tx_queue_stopped:
-            self.tx_queue_stopped = False                    # netif_wake_queue
-            self.stack.tx_wake()
+        if freed:
+            self.wake_queue()
 
     def _clean_rx(self) -> int:
         buf, ring, charge = self.buf, self.rx_ring, self.vcpu.charge

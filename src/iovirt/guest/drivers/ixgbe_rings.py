@@ -152,9 +152,8 @@ class IxgbeRings(NetDriver):
             clean = clean + 1 if clean + 1 < TX_RING else 0
         freed = clean != self.tx_clean
         self.tx_clean = clean
-        if freed and self.tx_queue_stopped:
-            self.tx_queue_stopped = False                    # netif_wake_subqueue
-            self.stack.tx_wake()
+        if freed:
+            self.wake_queue()
 
     def _clean_rx(self) -> int:
         """ixgbe_clean_rx_irq: frames whose descriptors have DD, up to the budget."""

@@ -199,6 +199,5 @@ class PCNetDriver(NetDriver):
                 self.stats["tx_errors"] += 1
             dirty += 1
         self.dirty_tx = dirty
-        if self.tx_queue_stopped and self.cur_tx - dirty < TX_RING - 2:
-            self.tx_queue_stopped = False                    # netif_wake_queue
-            self.stack.tx_wake()
+        if self.cur_tx - dirty < TX_RING - 2:
+            self.wake_queue()

@@ -197,9 +197,7 @@ class RTL8139Driver(NetDriver):
             dirty += 1
         if dirty != self.dirty_tx:
             self.dirty_tx = dirty
-            if self.tx_queue_stopped:
-                self.tx_queue_stopped = False            # netif_wake_queue
-                self.stack.tx_wake()
+            self.wake_queue()
 
     # ---- NAPI poll (rtl8139_poll, rtl8139_rx) -----------------------------------
     def _poll(self) -> None:

@@ -151,9 +151,8 @@ class VirtioNetDriver(NetDriver):
         self.tx.disable_cb()
         self.vcpu.eoi(self.vectors[TX_VECTOR])
         self._free_old_xmit()
-        if self.tx_queue_stopped and self.tx_free:
-            self.tx_queue_stopped = False
-            self.stack.tx_wake()
+        if self.tx_free:
+            self.wake_queue()
 
     # ---- receive ---------------------------------------------------------------------
     def _rx_intr(self) -> None:
