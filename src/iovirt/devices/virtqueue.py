@@ -45,8 +45,13 @@ class Virtqueue:
         self.last_avail = self.used_idx = self.signalled_used = 0
 
     # ---- guest memory access: translated and bounds-checked ---------------
+    # NOTE: Dma.gpa inlined in _u16, several calls per frame.
     def _u16(self, addr: int) -> int:
-        return _U16.unpack_from(self.buf, self.dma.gpa(addr, 2, False))[0]
+        dma = self.dma
+        gpa = dma.translate(addr, 2, False) if dma.translate else addr
+        if gpa < 0 or gpa + 2 > dma.size:
+            raise DmaFault(addr, 2, "outside guest memory")
+        return _U16.unpack_from(self.buf, gpa)[0]
 
     def _put16(self, addr: int, value: int) -> None:
         gpa = self.dma.gpa(addr, 2, True)

@@ -41,27 +41,42 @@ class Dma:
             raise DmaFault(addr, length, "outside guest memory")
         return gpa
 
+    # NOTE: gpa() inlined below; these run several times per frame.
     def read(self, cpu: Resource, addr: int, length: int) -> bytes:
-        gpa = self.gpa(addr, length, False)
+        translate = self.translate
+        gpa = translate(addr, length, False) if translate else addr
+        if gpa < 0 or gpa + length > self.size:
+            raise DmaFault(addr, length, "outside guest memory")
         cpu.charge(self.event, nbytes=length)
         return self.buf[gpa : gpa + length]
 
     def write(self, cpu: Resource, addr: int, data: bytes) -> None:
         length = len(data)
-        gpa = self.gpa(addr, length, True)
+        translate = self.translate
+        gpa = translate(addr, length, True) if translate else addr
+        if gpa < 0 or gpa + length > self.size:
+            raise DmaFault(addr, length, "outside guest memory")
         cpu.charge(self.event, nbytes=length)
         self.buf[gpa : gpa + length] = data
         self.mem.mark_dirty(gpa, length)
 
     def load(self, cpu: Resource, layout, addr: int) -> tuple:
         """Fetch one record (a descriptor) laid out by a spec ``Layout``."""
-        gpa = self.gpa(addr, layout.size, False)
-        cpu.charge(self.event, nbytes=layout.size)
+        size = layout.size
+        translate = self.translate
+        gpa = translate(addr, size, False) if translate else addr
+        if gpa < 0 or gpa + size > self.size:
+            raise DmaFault(addr, size, "outside guest memory")
+        cpu.charge(self.event, nbytes=size)
         return layout.unpack_from(self.buf, gpa)
 
     def store(self, cpu: Resource, st, addr: int, *values) -> None:
         """Write back a record or one field with a precompiled ``struct``."""
-        gpa = self.gpa(addr, st.size, True)
-        cpu.charge(self.event, nbytes=st.size)
+        size = st.size
+        translate = self.translate
+        gpa = translate(addr, size, True) if translate else addr
+        if gpa < 0 or gpa + size > self.size:
+            raise DmaFault(addr, size, "outside guest memory")
+        cpu.charge(self.event, nbytes=size)
         st.pack_into(self.buf, gpa, *values)
-        self.mem.mark_dirty(gpa, st.size)
+        self.mem.mark_dirty(gpa, size)

@@ -73,18 +73,24 @@ class Resource:
         cost = self._fixed[event] * n
         if nbytes:
             cost += self._per_byte[event] * nbytes
-        (self.acct if acct is None else acct)[event] += n
+        if acct is None:
+            acct = self.acct
+        acct[event] += n
         self.spent[event] += cost
         # NOTE: _run inlined, this is the hottest call in the simulator.
         self.busy_ns += cost
         core = self.core
         if core is None:
-            self.cursor += cost
-            return self.cursor
-        start = self.cursor if self.cursor > core.cursor else core.cursor
-        core.busy_ns += cost
-        self.cursor = core.cursor = start + cost
-        return self.cursor
+            cursor = self.cursor + cost
+        else:
+            cursor = self.cursor
+            if core.cursor >= cursor:
+                cursor = core.cursor
+            cursor += cost
+            core.busy_ns += cost
+            core.cursor = cursor
+        self.cursor = cursor
+        return cursor
 
     def occupy(self, event: str, ns: float) -> float:
         """Work whose duration follows from the hardware, not the profile
@@ -111,9 +117,10 @@ class Resource:
         fixed, acct, spent = self._fixed, self.acct, self.spent
         cost = 0.0
         for event in path:
-            cost += fixed[event]
+            ns = fixed[event]
+            cost += ns
             acct[event] += 1
-            spent[event] += fixed[event]
+            spent[event] += ns
         return self._run(cost)
 
     def reset(self, at: float) -> None:

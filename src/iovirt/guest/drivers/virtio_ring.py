@@ -9,6 +9,8 @@ from ...spec import virtio as v
 _DESC = v.VIRTQ_DESC.struct
 _ELEM = v.VIRTQ_USED_ELEM.unpack_from
 _U16 = v.U16
+_F_NEXT, _F_WRITE = v.VIRTQ_DESC_F_NEXT, v.VIRTQ_DESC_F_WRITE
+_USED_IDX, _USED_RING = v.VIRTQ_USED_IDX, v.VIRTQ_USED_RING
 
 
 class DriverQueue:
@@ -39,10 +41,11 @@ class DriverQueue:
         if count > len(free):
             return False
         heads = [free.pop() for _ in segments]
-        last = count - 1
+        last, desc = count - 1, self.desc
         for n, (addr, length, writable) in enumerate(segments):
-            flags = (v.VIRTQ_DESC_F_WRITE if writable else 0) | (v.VIRTQ_DESC_F_NEXT if n < last else 0)
-            store(_DESC, self.desc + 16 * heads[n], addr, length, flags, heads[n + 1] if n < last else 0)
+            more = n < last
+            flags = (_F_WRITE if writable else 0) | (_F_NEXT if more else 0)
+            store(_DESC, desc + 16 * heads[n], addr, length, flags, heads[n + 1] if more else 0)
         self.charge("ring_op", count)
         head = heads[0]
         self.tokens[head] = (token, heads)
@@ -63,14 +66,15 @@ class DriverQueue:
         return not _U16.unpack_from(self.buf, self.used + v.VIRTQ_USED_FLAGS)[0] & v.VIRTQ_USED_F_NO_NOTIFY
 
     def more_used(self) -> bool:
-        return _U16.unpack_from(self.buf, self.used + v.VIRTQ_USED_IDX)[0] != self.last_used
+        return _U16.unpack_from(self.buf, self.used + _USED_IDX)[0] != self.last_used
 
     def get_used(self) -> tuple[object, int] | None:
         """The next buffer the device returned: (token, bytes written)."""
-        if not self.more_used():
+        buf, used, last_used = self.buf, self.used, self.last_used
+        if _U16.unpack_from(buf, used + _USED_IDX)[0] == last_used:    # NOTE: more_used() inlined
             return None
-        head, length = _ELEM(self.buf, self.used + v.VIRTQ_USED_RING + 8 * (self.last_used % self.size))
-        self.last_used = (self.last_used + 1) & 0xFFFF
+        head, length = _ELEM(buf, used + _USED_RING + 8 * (last_used % self.size))
+        self.last_used = (last_used + 1) & 0xFFFF
         self.charge("ring_op")
         entry = self.tokens.pop(head, None)
         if entry is None:

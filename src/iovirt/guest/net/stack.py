@@ -32,6 +32,7 @@ UNRES_QLEN = 101  # Linux neigh/default/unres_qlen: datagrams held per unresolve
 IP_HLEN = IPHDR.size
 L4_HLEN = UDPHDR.size  # the ICMP echo header is as long
 ZERO_MAC = bytes(ETH_ALEN)
+_H_PROTO_IP = H_PROTO.pack(ETH_P_IP)
 
 _ipv4_address = lru_cache(maxsize=1024)(IPv4Address)
 
@@ -181,8 +182,8 @@ class IPv4Stack:
         """Send to a resolved neighbour, or hold the datagram while one ARP
         request asks for it (RFC 1122 §2.3.2.2)."""
         lladdr = self.arp_table.get(daddr)
-        if lladdr is not None:
-            return self._eth_output(lladdr, ETH_P_IP, *datagram)
+        if lladdr is not None:  # NOTE: _eth_output inlined, once per datagram sent
+            return self._dev_queue_xmit(b"".join((lladdr, self.mac, _H_PROTO_IP, *datagram)))
         queue = self.arp_queue.get(daddr)
         if queue is None:
             if not self._arp_send(ARPOP_REQUEST, ETH_BROADCAST, ZERO_MAC, daddr):
