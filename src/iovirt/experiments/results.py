@@ -75,7 +75,7 @@ class Result:
             rows.append(FlowResult.of(f, world.models[f.src], +events, packets, start).row)
         resources = [{"name": r.name, "kind": r.kind, "busy_s": round(busy[r.name] / 1e9, 9),
                       "utilization": round(busy[r.name] / window, 4)} for r in world.resources]
-        events = dict(sorted(world.ledger.events.items()))
+        events = dict(sorted((k, v) for k, v in world.ledger.events.items() if v))
         events["interrupt"] = sum(vm.stats["interrupts"] for vm in world.vms.values())
         return cls({"scenario": scenario.name, "profile": scenario.profile.name,
                     "sim_time_s": round(window / 1e9, 9), "wall_time_s": round(wall_s, 3),
