@@ -151,3 +151,13 @@ def test_junk_only_raises_scenario_error(base, data):
         Scenario.from_dict(doc)
     except ScenarioError as exc:
         assert str(exc).startswith("<dict>: ") and "\n" not in str(exc)
+
+
+def test_wire_needs_a_port_the_vm_owns_or_the_host_can_bridge(base):
+    """dst: wire from a software VM is refused when every port of its host is assigned."""
+    data = copy.deepcopy(base)
+    data["hosts"][0]["nics"] = [{"name": "pnic0", "kind": "x82599", "num_vfs": 2}]
+    data["vms"][1]["nics"][0].update(model="sriov", device="ixgbevf", uplink="pnic0")
+    data["workloads"] = [{"type": "udp_stream", "src": "vm1", "dst": "wire"}]
+    with pytest.raises(ScenarioError, match=r"workloads\[0\]\.dst: .*every NIC of host0 is assigned"):
+        Scenario.from_dict(data, source="x.yaml")

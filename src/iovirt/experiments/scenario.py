@@ -381,11 +381,20 @@ def _workload_problems(
         yield f"{where}.src", f"expected a VM with a NIC, got {w.src!r} (it has none)"
     if w.dst == WIRE and not hosts[src.host].nics:
         yield f"{where}.dst", f"expected a VM: '{WIRE}' needs a physical NIC on {src.host}, which has none"
+    elif w.dst == WIRE and not any(n.uplink for n in src.nics) and not _bridge_port(src.host, vms, hosts):
+        yield (f"{where}.dst", f"expected a VM: '{WIRE}' needs a physical NIC that {w.src} owns or that "
+                               f"{src.host} can bridge, and every NIC of {src.host} is assigned")
     if w.dst != WIRE and not {n.ip.network for n in src.nics} & {n.ip.network for n in vms[w.dst].nics}:
         yield (f"{where}.dst", f"expected a VM with a NIC in a subnet of {w.src} ({_subnets(src)}), "
                                f"got {w.dst!r} ({_subnets(vms[w.dst]) or 'no NIC'})")
     if w.count is not None and w.type != "ping":
         yield f"{where}.count", f"expected no count for a {w.type} workload (only ping takes one), got {w.count}"
+
+
+def _bridge_port(host: str, vms: dict[str, Vm], hosts: dict[str, Host]) -> bool:
+    """A physical NIC of ``host`` that no VM NIC is assigned (the host bridges it)."""
+    taken = {n.uplink for vm in vms.values() if vm.host == host for n in vm.nics}
+    return any(nic.name not in taken for nic in hosts[host].nics)
 
 
 def _subnets(vm: Vm) -> str:
