@@ -1,5 +1,5 @@
 """Test scaffolding shared by the device suites: the backend boundary a tap
-would occupy, recording what a device model sends."""
+would occupy, recording what a device model sends, and handing it frames."""
 
 from __future__ import annotations
 
@@ -16,3 +16,11 @@ class Port:
 
     def flush(self, cpu: Resource) -> None:
         self.flushes += 1
+
+
+def deliver(dev, cpu: Resource, frame: bytes) -> bool:
+    """What a tap does: ask the device, then hand the frame over."""
+    if not dev.can_receive(len(frame)):
+        return False
+    dev.receive(cpu, frame)
+    return True

@@ -23,7 +23,7 @@ from iovirt.sim.profile import load_profile
 from iovirt.sim.resource import Ledger, Resource
 from iovirt.spec import e1000 as s
 from iovirt.spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
-from recording import Port
+from recording import Port, deliver
 
 MAC = bytes.fromhex("525400123456")
 OTHER = bytes.fromhex("525400abcdef")
@@ -98,11 +98,7 @@ class Rig:
         return s.RX_DESC.unpack_from(self.mem.buf, RX_RING + i * s.DESC_SIZE)
 
     def deliver(self, frame: bytes) -> bool:
-        """What the tap does: ask, then hand over."""
-        if not self.dev.can_receive(len(frame)):
-            return False
-        self.dev.receive(self.cpu, frame)
-        return True
+        return deliver(self.dev, self.cpu, frame)
 
 
 def rig(mem_size: int = MEM) -> Rig:

@@ -23,7 +23,7 @@ from iovirt.sim.profile import load_profile
 from iovirt.sim.resource import Ledger, Resource
 from iovirt.spec import rtl8139 as s
 from iovirt.spec.pci import PCI_CLASS_REVISION, PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
-from recording import Port
+from recording import Port, deliver
 
 MAC = bytes.fromhex("525400123456")
 OTHER = bytes.fromhex("525400abcdef")
@@ -75,11 +75,7 @@ class Rig:
         self.wr(f"TSD{slot}", len(data) if size is None else size)
 
     def deliver(self, frame: bytes) -> bool:
-        """What the tap does: ask, then hand over."""
-        if not self.dev.can_receive(len(frame)):
-            return False
-        self.dev.receive(self.cpu, frame)
-        return True
+        return deliver(self.dev, self.cpu, frame)
 
     def ring_packet(self, offset: int) -> tuple[int, int, bytes, bytes]:
         """(status, length, frame, crc) of the packet at ring ``offset``."""
