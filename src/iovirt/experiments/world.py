@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from ipaddress import IPv4Interface
 
-from ..guest.drivers.xen_netfront import xenbus_probe
 from ..devices.ixgbe_sriov import VfConfig
+from ..guest.drivers.xen_netfront import xenbus_probe
 from ..guest.kernel import GuestKernel
 from ..guest.peer import WirePeer
 from ..hypervisor.emulation import EmulatedNic, XenHvmNic
@@ -62,14 +62,18 @@ class World:
             model = "bare-metal" if spec.bare_metal else (first.model if first else "")
             self.models[spec.name] = (model, first.device if first else "", first.backend if first else None)
         for spec in scenario.vms:
-            vm = self.vms[spec.name]
-            guest = GuestKernel(spec.name, vm.vcpus[0], vm.mem, self.sim, guest_drivers)
-            guest.boot()
-            if any(nic.device == "xen-netfront" for nic in spec.nics):
-                xenbus_probe(guest, self.xen[spec.host])
-            for nic in spec.nics:
-                guest.ifup(mac_bytes(nic.mac), str(nic.ip))
-            self.guests[spec.name] = guest
+            self.guests[spec.name] = self._boot(spec, guest_drivers)
+
+    def _boot(self, spec, drivers: dict | None) -> GuestKernel:
+        """The guest finds its NICs (PCI, or xenbus on Xen) and brings them up."""
+        vm = self.vms[spec.name]
+        guest = GuestKernel(spec.name, vm.vcpus[0], vm.mem, self.sim, drivers)
+        guest.boot()
+        if any(nic.device == "xen-netfront" for nic in spec.nics):
+            xenbus_probe(guest, self.xen[spec.host])
+        for nic in spec.nics:
+            guest.ifup(mac_bytes(nic.mac), str(nic.ip))
+        return guest
 
     def _host(self, spec) -> Host:
         host = Host(spec.name, spec.cores, self.sim, self.ledger, spec.iommu_page_kb << 10, spec.iotlb_entries)
