@@ -22,8 +22,7 @@ from iovirt.sim.engine import Sim
 from iovirt.sim.profile import load_profile
 from iovirt.sim.resource import Ledger, Resource
 from iovirt.spec import e1000 as s
-from iovirt.spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
-from recording import Port, deliver
+from recording import Port, RigState, deliver
 
 MAC = bytes.fromhex("525400123456")
 OTHER = bytes.fromhex("525400abcdef")
@@ -37,7 +36,7 @@ RX_ON = s.RCTL_EN | s.RCTL_BAM | s.RCTL_SECRC
 
 
 @dataclass
-class Rig:
+class Rig(RigState):
     sim: Sim
     ledger: Ledger
     mem: GuestMemory
@@ -52,13 +51,6 @@ class Rig:
     def wr(self, reg: str, value: int, size: int = 4, at: int = 0) -> None:
         self.dev.mmio_write(self.cpu, s.REGS[reg].offset + at, size, value)
 
-    @property
-    def level(self) -> int:
-        return self.irqs[-1] if self.irqs else 0
-
-    @property
-    def master_abort(self) -> bool:
-        return bool(self.dev.pci.config_read(PCI_STATUS, 2) & PCI_STATUS_REC_MASTER_ABORT)
 
     # ---- TX ring --------------------------------------------------------
     def tx_ring(self, n: int = 8, head: int = 0, tctl: int = s.TCTL_EN | s.TCTL_PSP, base: int = TX_RING) -> None:

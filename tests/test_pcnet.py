@@ -24,8 +24,8 @@ from iovirt.sim.engine import Sim
 from iovirt.sim.profile import load_profile
 from iovirt.sim.resource import Ledger, Resource
 from iovirt.spec import pcnet as s
-from iovirt.spec.pci import PCI_CLASS_REVISION, PCI_DEVICE_ID, PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT, PCI_VENDOR_ID
-from recording import Port, deliver
+from iovirt.spec.pci import PCI_CLASS_REVISION, PCI_DEVICE_ID, PCI_VENDOR_ID
+from recording import Port, RigState, deliver
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "emulated-pcnet.yaml"
 MAC = bytes.fromhex("525400123456")
@@ -43,7 +43,7 @@ FRAME_BITS = s.OWN | s.ERR | s.STP | s.ENP
 
 
 @dataclass
-class Rig:
+class Rig(RigState):
     mem: GuestMemory
     ledger: Ledger
     cpu: Resource
@@ -74,13 +74,6 @@ class Rig:
         self.write(s.RAP, index)
         self.write(s.BDP, value)
 
-    @property
-    def level(self) -> int:
-        return self.irqs[-1] if self.irqs else 0
-
-    @property
-    def master_abort(self) -> bool:
-        return bool(self.dev.pci.config_read(PCI_STATUS, 2) & PCI_STATUS_REC_MASTER_ABORT)
 
     # ---- bring-up ----------------------------------------------------------
     def init(self, rx_log2: int = 3, tx_log2: int = 3, mode: int = 0, ladrf: int = 0, rdra: int = RX_RING,

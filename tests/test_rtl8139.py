@@ -22,8 +22,8 @@ from iovirt.sim.engine import Sim
 from iovirt.sim.profile import load_profile
 from iovirt.sim.resource import Ledger, Resource
 from iovirt.spec import rtl8139 as s
-from iovirt.spec.pci import PCI_CLASS_REVISION, PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
-from recording import Port, deliver
+from iovirt.spec.pci import PCI_CLASS_REVISION
+from recording import Port, RigState, deliver
 
 MAC = bytes.fromhex("525400123456")
 OTHER = bytes.fromhex("525400abcdef")
@@ -39,7 +39,7 @@ PATTERN = bytes((i * 37) & 0xFF for i in range(MEM))
 
 
 @dataclass
-class Rig:
+class Rig(RigState):
     mem: GuestMemory
     cpu: Resource
     dev: RTL8139
@@ -51,14 +51,6 @@ class Rig:
 
     def wr(self, reg: str, value: int, size: int | None = None, at: int = 0) -> None:
         self.dev.write(self.cpu, REGS[reg].offset + at, size or REGS[reg].width, value)
-
-    @property
-    def level(self) -> int:
-        return self.irqs[-1] if self.irqs else 0
-
-    @property
-    def master_abort(self) -> bool:
-        return bool(self.dev.pci.config_read(PCI_STATUS, 2) & PCI_STATUS_REC_MASTER_ABORT)
 
     def start(self, rcr: int = s.RCR_APM | s.RCR_AB, imr: int = s.INT_ALL, base: int = RING) -> None:
         """What a driver's open does: ring, enable, configure, unmask."""

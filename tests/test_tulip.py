@@ -24,8 +24,7 @@ from iovirt.sim.engine import Sim
 from iovirt.sim.profile import load_profile
 from iovirt.sim.resource import Ledger, Resource
 from iovirt.spec import tulip as s
-from iovirt.spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
-from recording import Port, deliver
+from recording import Port, RigState, deliver
 
 MAC = bytes.fromhex("525400123456")
 OTHER = bytes.fromhex("525400abcdef")
@@ -43,7 +42,7 @@ SR_ENB = s.CSR9_SR | s.CSR9_RD
 
 
 @dataclass
-class Rig:
+class Rig(RigState):
     mem: GuestMemory
     cpu: Resource
     dev: Tulip
@@ -55,14 +54,6 @@ class Rig:
 
     def wr(self, n: int, value: int) -> None:
         self.dev.csr_write(self.cpu, s.csr(n), 4, value)
-
-    @property
-    def level(self) -> int:
-        return self.irqs[-1] if self.irqs else 0
-
-    @property
-    def master_abort(self) -> bool:
-        return bool(self.dev.pci.config_read(PCI_STATUS, 2) & PCI_STATUS_REC_MASTER_ABORT)
 
     def desc(self, addr: int, des0: int, des1: int, buf1: int = 0, buf2: int = 0) -> None:
         self.mem.store(s.TX_DESC.struct, addr, des0, des1, buf1, buf2)
