@@ -116,7 +116,7 @@ BAD = [
     ("malformed MAC", put("vms", 0, "nics", 0, "mac", value="52:54:00:00:01"),
      "vms[0].nics[0].mac: expected a MAC address of 6 colon-separated hex octets"),
     ("unknown workload type", put("workloads", 0, "type", value="pong"),
-     "workloads[0].type: expected 'ping', 'udp_stream' or 'request_response', got 'pong'"),
+     "workloads[0].type: expected 'ping', 'udp_stream', 'request_response' or 'memory_dirty', got 'pong'"),
     ("workload names missing VM", put("workloads", 1, "dst", value="vm3"),
      "workloads[1].dst: expected one of the VMs (vm1, vm2) or 'wire', got 'vm3'"),
     ("passthrough without uplink",

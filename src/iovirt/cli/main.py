@@ -94,6 +94,31 @@ def run(
         _print(*render.result_tables(result.to_dict()))
 
 
+@app.command()
+def migrate(
+    scenario: Path,
+    vm: Annotated[str | None, typer.Option(help="The VM to move (default: the scenario's migration.vm).")] = None,
+    to: Annotated[str | None, typer.Option(help="The target host (default: the scenario's migration.to).")] = None,
+    check: Annotated[bool, typer.Option("--check", help="Only print which VM can go to which host, and why not.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Live-migrate one VM while the scenario's workloads run."""
+    from iovirt.experiments import migrate as m
+
+    with _bad_input():
+        s = load_scenario(scenario)
+        if check:
+            rows = m.matrix(s)
+        else:
+            outcome = m.migrate(s, vm, to)
+    if as_json:
+        typer.echo(json.dumps(rows if check else outcome.to_dict()))
+    elif check:
+        _print(render.matrix_table(s.name, rows))
+    else:
+        _print(render.migration_table(outcome.to_dict()), render.flows_table(outcome.result.to_dict()))
+
+
 profile_app = typer.Typer(help="Cost profiles: each event's price and its source.",
                           no_args_is_help=True)
 app.add_typer(profile_app, name="profile")

@@ -74,6 +74,22 @@ def result_tables(result: dict[str, Any]) -> list[Table]:
     return tables + [drops_table(result)] if result.get("drops") else tables
 
 
+def migration_table(m: dict[str, Any]) -> Table:
+    table = _table(f"migrate {m['vm']}: {m['from']} → {m['to']} ({m['model']})", ["result", "reason"],
+                   ["downtime ms", "total ms", "rounds", "pages sent", "zero pages", "MB sent", "frames lost"])
+    table.add_row(m["result"], m["reason"] or "-", f"{m['downtime_ms']:.3f}", f"{m['total_time_ms']:.3f}",
+                  str(m["rounds"]), str(m["pages_sent"]), str(m["zero_pages"]), f"{m['bytes_sent'] / 1e6:.2f}",
+                  str(m["frames_lost"]))
+    return table
+
+
+def matrix_table(name: str, rows: list[dict[str, Any]]) -> Table:
+    table = _table(f"{name}: live migration", ["vm", "from", "to", "result", "why not"])
+    for r in rows:
+        table.add_row(r["vm"], r["from"], r["to"], r["result"], r["reason"] or "-")
+    return table
+
+
 def compare_table(rows: list[dict[str, Any]]) -> Table:
     table = _table("compare: UDP streams from every VM to the wire peer", ["model", "device", "backend"],
                    ["VMs", "size", "Gbit/s", "per VM", "of bare metal", "host cores", "cores/Gbit",

@@ -22,6 +22,7 @@ from ..sim.resource import Resource
 from ..spec import e1000 as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .regs import add64, narrow, widen
+from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Instant, Ints, Nested, UInt, VmState
 
 _IDX = {r.name: r.offset >> 2 for r in s.REGS}
 CTRL, STATUS, EECD, EERD = _IDX["CTRL"], _IDX["STATUS"], _IDX["EECD"], _IDX["EERD"]
@@ -379,3 +380,23 @@ class E1000:
         """The bus master's request got no completion: PCI 3.0 6.2.3 STATUS bit."""
         self.errors[what] += 1
         self.pci.config.set_bits(PCI_STATUS, 2, PCI_STATUS_REC_MASTER_ABORT, True)
+
+    # ---- live migration (QEMU vmstate_e1000) ------------------------------------
+    def post_load(self) -> None:
+        """Re-arm the timers pending at save (QEMU e1000_post_load)."""
+        if self.mit_timer_armed:
+            self.sim.at(self.next_irq_ok, self._mit_timer)
+        if self.rx_timer_armed:
+            self.sim.at(self.rx_deadline, self._rx_timer)
+
+    def resume(self, cpu: Resource) -> None:
+        """The VM runs after a load: the backend hands over frames it held
+        (QEMU flushes queued packets when the VM starts)."""
+        if self.port is not None:
+            self.port.flush(cpu)
+
+    VMSTATE = VmState("e1000", 1, (
+        Ints("r", 32), Ints("eeprom", 16), Bytes("tx_frame", variable=True), Flag("tx_discard"), UInt("ioaddr", 32),
+        Flag("irq_asserted"), Instant("next_irq_ok"), Flag("mit_timer_armed"), Flag("rx_timer_armed"),
+        UInt("pending_rx_cause", 32), Instant("rx_deadline"), Instant("rx_abs_deadline"), Counts("errors"),
+        Nested("pci", PCI_FUNCTION)), post_load=post_load)

@@ -39,6 +39,7 @@ from ..sim.resource import Resource
 from ..spec import ixgbe as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .regs import add64, narrow, widen
+from .vmstate import ASSIGNED_DEVICE
 
 _IDX = {r.name: r.offset >> 2 for r in s.REGS}
 _ALIAS = {off >> 2: _IDX[name] for off, name in s.ALIASES.items()}
@@ -82,6 +83,7 @@ class Ixgbe:
     """Device state and behaviour of one 82599 port (the PF)."""
 
     NAME = "ixgbe"
+    MIGRATION_BLOCKER = ASSIGNED_DEVICE
 
     def __init__(self, sim: Sim, mac: bytes, dma: Dma, engine: Resource, num_queues: int = s.NUM_QUEUES) -> None:
         if not 1 <= num_queues <= s.NUM_QUEUES:

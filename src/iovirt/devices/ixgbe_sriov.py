@@ -45,6 +45,7 @@ from ..spec import ixgbevf as vs
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .ixgbe import DCTL, RX, SRRCTL, TX, Ixgbe
 from .regs import add64, narrow, widen
+from .vmstate import ASSIGNED_DEVICE
 
 NQ = vs.MAX_POOLS * vs.QUEUES
 _OFF = {r.name: r.offset for r in (*s.REGS, *vs.PF_REGS)}
@@ -421,6 +422,7 @@ class VirtualFunction:
     """VF ``index`` of ``sriov``'s port, its DMA through ``dma``."""
 
     NAME = "ixgbevf"
+    MIGRATION_BLOCKER = ASSIGNED_DEVICE
 
     def __init__(self, sriov: SriovEngine, index: int, dma: Dma) -> None:
         if not 0 <= index < sriov.num_vfs:
@@ -694,6 +696,16 @@ class PfPolicy:
             self._reset_event(vf)
             self._set_rate(vf, config.rate_mbps)
         self.wr("CTRL_EXT", self.rd("CTRL_EXT") | s.CTRL_EXT_PFRSTD)
+
+    def set_vf(self, vf: int, config: VfConfig) -> None:
+        """The administrator's new settings for ``vf`` (ip link set PF vf N
+        mac|vlan|rate|spoofchk|trust; all cleared when the VF is released):
+        in force now, and what its next VF_RESET restores."""
+        self.config[vf] = config
+        self.mac[vf] = config.mac
+        self._set_mac(vf, config.mac)
+        self._reset_event(vf)
+        self._set_rate(vf, config.rate_mbps)
 
     def _pool_bit(self, regs: tuple[str, str], pool: int, on: bool) -> None:
         """A pool's bit in a pair of registers covering pools 0-31 and 32-63."""

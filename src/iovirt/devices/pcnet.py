@@ -26,6 +26,7 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import pcnet as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
+from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Ints, Nested, UInt, VmState
 
 Irq = Callable[[Resource, int], None]
 
@@ -394,3 +395,14 @@ class PCNet:
             if csr[s.CSR_LADRF + (bit >> 4)] >> (bit & 15) & 1:
                 return s.RMD1_LAFM
         return None
+
+    # ---- live migration (QEMU vmstate_pcnet) ---------------------------------
+    def resume(self, cpu: Resource) -> None:
+        """The VM runs after a load: the backend hands over frames it held."""
+        if self.port is not None:
+            self.port.flush(cpu)
+
+    VMSTATE = VmState("pcnet", 1, (
+        Bytes("aprom"), Ints("csr", 16), Ints("bcr", 16), UInt("rap", 16), UInt("rdra", 32), UInt("tdra", 32),
+        UInt("rx_len", 16), UInt("tx_len", 16), UInt("rx_idx", 16), UInt("tx_idx", 16), Flag("irq_asserted"),
+        Counts("errors"), Nested("pci", PCI_FUNCTION)))

@@ -30,6 +30,7 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import rtl8139 as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
+from .vmstate import PCI_FUNCTION, Bytes, Choice, Counts, Flag, Instant, Ints, Nested, UInt, VmState
 
 _OFF = {r.name: r.offset for r in s.REGS}
 IDR0, MAR0, TSD0, TSAD0, RBSTART = (_OFF[n] for n in ("IDR0", "MAR0", "TSD0", "TSAD0", "RBSTART"))
@@ -117,6 +118,10 @@ class Eeprom93C46:
             self.state, self.count, self.do = self._DATA, 0, 0
         else:
             self.state = self._IGNORE
+
+    VMSTATE = VmState("93c46", 1, (
+        Ints("words", 16), Flag("cs"), Flag("sk"), Choice("state", (_IDLE, _START, _COMMAND, _DATA, _IGNORE)),
+        UInt("shift", 16), UInt("count", 8), UInt("out", 16), UInt("do", 8)))
 
 
 class RTL8139:
@@ -410,3 +415,13 @@ class RTL8139:
         """The bus master's request got no completion: PCI 3.0 6.2.3 STATUS bit."""
         self.errors[what] += 1
         self.pci.config.set_bits(PCI_STATUS, 2, PCI_STATUS_REC_MASTER_ABORT, True)
+
+    # ---- live migration (QEMU vmstate_rtl8139) ------------------------------
+    def resume(self, cpu: Resource) -> None:
+        """The VM runs after a load: the backend hands over frames it held."""
+        self._flush(cpu)
+
+    VMSTATE = VmState("rtl8139", 1, (
+        Bytes("regs"), Nested("eeprom", Eeprom93C46.VMSTATE), Flag("irq_asserted"), UInt("tx_next", 8),
+        UInt("ring_size", 32), UInt("rx_read", 32), UInt("rx_write", 32), Instant("tctr_base"), Counts("errors"),
+        Nested("pci", PCI_FUNCTION)))

@@ -32,6 +32,7 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import tulip as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
+from .vmstate import PCI_FUNCTION, ByteSet, Bytes, Choice, Counts, Flag, Ints, Nested, UInt, VmState
 
 CSR0, CSR1, CSR2, CSR3, CSR4, CSR5, CSR6, CSR7, CSR8, CSR9 = range(10)
 CSR12 = 12
@@ -86,6 +87,7 @@ class Srom93c46:
     def __init__(self, words: list[int]) -> None:
         self.words = words
         self.cs = self.sk = False
+        self.addr = self.left = 0           # the word being read and its bits still to shift out
         self._deselect()
 
     def _deselect(self) -> None:
@@ -120,6 +122,10 @@ class Srom93c46:
                 self.addr, self.left = (self.addr + 1) % s.SROM_WORDS, 16
             self.left -= 1
             self.do = self.words[self.addr] >> self.left & 1
+
+    VMSTATE = VmState("93c46", 1, (
+        Ints("words", 16), Flag("cs"), Flag("sk"), Choice("state", ("start", "command", "read", "ignore")),
+        UInt("shift", 16), UInt("count", 8), UInt("do", 8), UInt("addr", 8), UInt("left", 8)))
 
 
 class Tulip:
@@ -465,6 +471,16 @@ class Tulip:
         self.csr[CSR8] = csr8 & ~s.CSR8_MFC_MASK | count & s.CSR8_MFC_MASK | overflow
         self._set_rs(s.RS_SUSPENDED)
         self._raise(cpu, s.CSR5_RU)
+
+    # ---- live migration (QEMU vmstate_pci_tulip) ---------------------------------------
+    def resume(self, cpu: Resource) -> None:
+        """The VM runs after a load: the backend hands over frames it held."""
+        self._flush(cpu)
+
+    VMSTATE = VmState("tulip", 1, (
+        Ints("csr", 32), ByteSet("filter", 6), UInt("tx_cur", 32), UInt("rx_cur", 32), Bytes("tx_frame", variable=True),
+        Flag("tx_discard"), Flag("bus_error"), Flag("irq_asserted"), Nested("srom", Srom93c46.VMSTATE),
+        Counts("errors"), Nested("pci", PCI_FUNCTION)))
 
 
 def _ignore(cpu: Resource, value: int) -> None:

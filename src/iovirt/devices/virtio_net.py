@@ -13,8 +13,9 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import virtio as v
 from ..spec.e1000 import CLASS_ETHERNET
-from .virtio_pci import VirtioPciDevice
+from .virtio_pci import TRANSPORT_STATE, VirtioPciDevice
 from .virtqueue import VirtqueueError
+from .vmstate import Bytes, VmState
 
 TX_BURST = 256                  # QEMU tx_burst / vhost-net VHOST_NET_PKT_WEIGHT
 MAX_FRAME = 65550
@@ -145,6 +146,8 @@ class VirtioNet(VirtioPciDevice):
             self._scatter(cpu, first, data[:at] + len(used).to_bytes(2, "little"), 0)
         for head, written in used:
             q.push(head, written if pos >= len(data) else 0)
+
+    VMSTATE = VmState("virtio-net", 1, (*TRANSPORT_STATE, Bytes("config")))
 
     def _scatter(self, cpu: Resource, segments, data: bytes, pos: int) -> int | None:
         start = pos

@@ -21,6 +21,7 @@ from ..sim.resource import Resource
 from ..spec import virtio as v
 from ..spec.pci import PCI_CAP_ID_VNDR
 from .virtqueue import Virtqueue
+from .vmstate import PCI_FUNCTION, Counts, Nested, NestedList, UInt
 
 _C = v.COMMON
 _RING_ADDR = {_C["queue_desc"]: "desc", _C["queue_driver"]: "avail", _C["queue_device"]: "used"}
@@ -223,3 +224,21 @@ class VirtioPciDevice:
 
     def config_read(self, offset: int, size: int) -> int:
         raise NotImplementedError
+
+    # ---- live migration ----------------------------------------------------------------
+    def resume(self, cpu: Resource) -> None:
+        """The VM runs after a load: ring each enabled queue's doorbell, so the
+        backend takes what the driver made available before the save (QEMU
+        virtio_device_start_ioeventfd: "kick right away to begin processing
+        requests already in vring")."""
+        if self.live and self.kick_hook is not None:
+            for q in self.queues:
+                if q.enabled:
+                    self.kick_hook(cpu, q.index)
+
+
+TRANSPORT_STATE = (                      # what a virtio-pci device's VMSTATE starts with
+    UInt("status", 8), UInt("isr", 8), UInt("config_generation", 8), UInt("device_feature_select", 32),
+    UInt("driver_feature_select", 32), UInt("driver_features", 64), UInt("queue_select", 16),
+    UInt("config_msix_vector", 16), Counts("errors"), NestedList("queues", Virtqueue.VMSTATE),
+    Nested("pci", PCI_FUNCTION))

@@ -13,6 +13,7 @@ from __future__ import annotations
 from ..mem.dma import Dma, DmaFault
 from ..sim.resource import Resource
 from ..spec import virtio as v
+from .vmstate import Flag, UInt, VmState
 
 _DESC = v.VIRTQ_DESC.unpack_from
 _ELEM = v.VIRTQ_USED_ELEM.struct
@@ -150,3 +151,9 @@ class Virtqueue:
                 self._put16(self.used + v.VIRTQ_USED_FLAGS, 0 if on else v.VIRTQ_USED_F_NO_NOTIFY)
         except DmaFault as fault:
             raise VirtqueueError(f"queue {self.index}: used ring {fault}") from None
+
+    # ---- live migration (QEMU vmstate_virtio: the ring addresses and indices) ----------
+    VMSTATE = VmState("virtqueue", 1, (
+        UInt("size", 16), UInt("desc", 64), UInt("avail", 64), UInt("used", 64), Flag("enabled"),
+        UInt("msix_vector", 16), Flag("event_idx"), Flag("indirect"), UInt("last_avail", 16), UInt("used_idx", 16),
+        UInt("signalled_used", 16)))

@@ -106,6 +106,17 @@ class XenNetback:
             self.xen.grant_unmap(vcpu, page)
         self.xen.xs_write(vcpu, f"{self.path}/state", x.XenbusStateClosed)
 
+    def remove(self) -> None:
+        """netback_remove, once the toolstack deletes the vif: stop watching
+        the frontend, disconnect (rings unmapped, event channel closed) and
+        unregister the interface, whose bridge port goes with it."""
+        vcpu = self.kernel.vcpu
+        vcpu.sync(self.sim.now)
+        self.xen.xs_unwatch(vcpu, f"{self.frontend}/state", self._frontend_changed)
+        if self.connected:
+            self._disconnect(vcpu)
+        self.port.close()
+
     def _fatal(self, reason: str) -> None:
         """xenvif_fatal_tx_err: the frontend broke the protocol; carrier off for good."""
         self.stats[reason] += 1
@@ -127,8 +138,17 @@ class XenNetback:
 
     def _push(self, cpu: Resource, ring, prod: int) -> None:
         """RING_PUSH_RESPONSES_AND_CHECK_NOTIFY, and the event if the frontend asked."""
-        if x.push_and_check_notify(ring.buf, ring.base, x.RSP_PROD, x.RSP_EVENT, prod):
+        notify = x.push_and_check_notify(ring.buf, ring.base, x.RSP_PROD, x.RSP_EVENT, prod)
+        ring.mem.mark_dirty(ring.base + x.RSP_PROD, 4)     # a store into the frontend's page: dirty-logged
+        if notify:
             self.xen.evtchn_send(cpu, self.evtchn, acct=self.acct)
+
+    @staticmethod
+    def _final_check(ring, cons: int) -> bool:
+        """RING_FINAL_CHECK_FOR_REQUESTS; it may store req_event in the frontend's page."""
+        more = x.final_check(ring.buf, ring.base, x.REQ_PROD, x.REQ_EVENT, cons)
+        ring.mem.mark_dirty(ring.base + x.REQ_EVENT, 4)
+        return more
 
     # ---- TX: frontend -> switch (netback.c xenvif_tx_action) ----------------------------------
     def _tx_poll(self) -> None:
@@ -141,8 +161,7 @@ class XenNetback:
         if not self.running:
             return
         done = self._tx_action(cpu, NAPI_WEIGHT)
-        if self.running and (done >= NAPI_WEIGHT or x.final_check(self.tx.buf, self.tx.base, x.REQ_PROD, x.REQ_EVENT,
-                                                                   self.tx_cons)):
+        if self.running and (done >= NAPI_WEIGHT or self._final_check(self.tx, self.tx_cons)):
             self.tx_scheduled = True
             self.sim.at(cpu.cursor, self._tx_poll)
 
@@ -246,7 +265,7 @@ class XenNetback:
         if (prod - self.rx_cons) & x.RING_IDX_MASK > x.NET_RX_RING_SIZE:
             self._fatal("rx_impossible_requests")
             return False
-        return x.final_check(buf, base, x.REQ_PROD, x.REQ_EVENT, self.rx_cons)
+        return self._final_check(self.rx, self.rx_cons)
 
     def receive(self, cpu: Resource, frame: bytes) -> None:
         """Take the next RX request for ``frame``; the copy joins the batch

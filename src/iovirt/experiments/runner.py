@@ -7,11 +7,12 @@ import time
 
 from .results import Result
 from .scenario import WIRE, Scenario
-from .workloads import KINDS, FlowStats
+from .workloads import KINDS, FlowStats, MemoryDirty
 from .world import World
 
 DRAIN_NS = 50_000_000       # in-flight frames get at most this long after the last send
 DRAIN_STEP_NS = 1_000_000
+DIRTY_SET_MB = 16          # memory_dirty's working set unless given
 
 
 def _machine(world: World, name: str, src: str):
@@ -33,6 +34,8 @@ def _warm_up(world: World) -> float:
     """Resolve every workload's neighbours, as a first packet would, outside
     the measurement (the wire peer learns from the requests it answers)."""
     for w in world.scenario.workloads:
+        if w.dst is None:
+            continue
         for a, b in ((w.src, w.dst), (w.dst, w.src)):
             if a == WIRE:
                 continue
@@ -51,16 +54,18 @@ def _drain(world: World, flows: list[FlowStats], stop: float) -> None:
         world.sim.run(until=t)
 
 
-def run(scenario: Scenario) -> Result:
-    wall = time.perf_counter()
-    world = World(scenario)
+def begin(world: World) -> tuple[float, float, list[FlowStats]]:
+    """Warm up, then start every workload; returns (start, stop, flows)."""
     start = _warm_up(world)
     world.start_measuring(start)
     flows = []
     stop = start
-    for index, w in enumerate(scenario.workloads):
+    for index, w in enumerate(world.scenario.workloads):
         end = start + int(w.duration_ms * 1e6)
         stop = max(stop, end)
+        if w.type == "memory_dirty":
+            MemoryDirty(world.guests[w.src], start, end, w.dirty_mib_s, w.working_set_mb or DIRTY_SET_MB).begin()
+            continue
         src_if, dst_if = _interface(world, w.src, w.dst)
         stats = FlowStats(index, w.type, w.src, w.dst, w.packet_size)
         extra = {"count": w.count or 5} if w.type == "ping" else {}
@@ -68,8 +73,20 @@ def run(scenario: Scenario) -> Result:
                                  start, end, w.rate_pps, **extra)
         workload.begin()
         flows.append(stats)
+    return start, stop, flows
+
+
+def finish(world: World, start: float, stop: float, flows: list[FlowStats], wall: float) -> Result:
+    """Run to ``stop``, let frames in flight land, collect."""
     world.sim.run(until=stop)
     # work charged before stop but running past it belongs after the window
     busy = {r.name: max(0.0, r.busy_ns - max(0.0, r.cursor - stop)) for r in world.resources}
     _drain(world, flows, stop)
-    return Result.collect(scenario, world, flows, start, stop, busy, time.perf_counter() - wall)
+    return Result.collect(world.scenario, world, flows, start, stop, busy, time.perf_counter() - wall)
+
+
+def run(scenario: Scenario) -> Result:
+    wall = time.perf_counter()
+    world = World(scenario)
+    start, stop, flows = begin(world)
+    return finish(world, start, stop, flows, wall)

@@ -140,13 +140,16 @@ class Vm(_Strict):
 
 
 class Workload(_Strict):
-    type: Literal["ping", "udp_stream", "request_response"]
+    type: Literal["ping", "udp_stream", "request_response", "memory_dirty"]
     src: str
-    dst: str
+    dst: str | None = None  # memory_dirty has none
     packet_size: PacketSize = Field(description="IPv4 packet bytes: 1500 for udp_stream, else 64 by default")
     duration_ms: Positive = 10.0
     rate_pps: Positive | None = None  # None: as fast as the path allows
     count: Count | None = None  # ping only
+    # memory_dirty only: the guest rewrites its working set at this rate (MiB/s)
+    dirty_mib_s: Positive | None = None
+    working_set_mb: Count | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -156,12 +159,25 @@ class Workload(_Strict):
         return data
 
 
+class Migration(_Strict):
+    """A live migration, run by ``iovirt migrate`` (its --vm/--to override)."""
+
+    vm: str | None = None
+    to: str | None = None
+    at_ms: Annotated[float, Field(ge=0)] = 1.0  # after the workloads start
+    link_gbps: Positive = 10.0
+    downtime_ms: Positive = 300.0  # QEMU's default downtime-limit
+    max_rounds: Count = 30
+    fail_at_ms: Annotated[float, Field(ge=0)] | None = None  # the migration link fails then (after the start)
+
+
 class Scenario(_Strict):
     name: Name
     profile_ref: str = Field("default", alias="profile", min_length=1)
     hosts: list[Host] = Field(min_length=1)
     vms: list[Vm] = Field(min_length=1)
     workloads: list[Workload] = []
+    migration: Migration | None = None
 
     _profile: CostProfile | None = PrivateAttr(None)
     _source_path: Path | None = PrivateAttr(None)
@@ -282,6 +298,29 @@ def _wiring_problems(s: Scenario) -> Iterator[tuple[str, str]]:
     yield from _uplink_problems(nics, hosts)
     for i, workload in enumerate(s.workloads):
         yield from _workload_problems(f"workloads[{i}]", workload, vms, hosts)
+    if s.migration is not None:
+        yield from _migration_problems(s.migration, vms, hosts)
+
+
+def _migration_problems(m: Migration, vms: dict[str, Vm], hosts: dict[str, Host]) -> Iterator[tuple[str, str]]:
+    if m.vm is not None and m.vm not in vms:
+        yield "migration.vm", f"expected one of the VMs ({', '.join(vms)}), got {m.vm!r}"
+    elif m.to is not None and m.to not in hosts:
+        yield "migration.to", f"expected one of the hosts ({', '.join(hosts)}), got {m.to!r}"
+    elif m.vm is not None and vms[m.vm].host == m.to:
+        yield "migration.to", f"expected a host other than {m.vm}'s own ({m.to})"
+    elif m.vm is not None and vms[m.vm].bare_metal:
+        yield "migration.vm", f"expected a VM, got {m.vm!r}: a bare-metal machine does not migrate"
+
+
+def _dirty_problems(where: str, w: Workload, vm: Vm) -> Iterator[tuple[str, str]]:
+    if w.dst is not None:
+        yield f"{where}.dst", f"expected no dst for memory_dirty (the guest writes its own memory), got {w.dst!r}"
+    if w.dirty_mib_s is None:
+        yield f"{where}.dirty_mib_s", "expected the rate the guest dirties memory at, in MiB/s (missing)"
+    if (w.working_set_mb or 0) > vm.memory_mb - MIN_MEMORY_MB:
+        yield (f"{where}.working_set_mb", f"expected at most {vm.memory_mb - MIN_MEMORY_MB} MiB "
+                                          f"({w.src} has {vm.memory_mb}), got {w.working_set_mb}")
 
 
 def _duplicates(what: str, items: list[tuple[str, str]]) -> Iterator[tuple[str, str]]:
@@ -372,6 +411,16 @@ def _workload_problems(
     names = ", ".join(vms)
     if w.src not in vms:
         yield f"{where}.src", f"expected one of the VMs ({names}), got {w.src!r}"
+        return
+    if w.type == "memory_dirty":
+        yield from _dirty_problems(where, w, vms[w.src])
+        return
+    for field in ("dirty_mib_s", "working_set_mb"):
+        if getattr(w, field) is not None:
+            yield f"{where}.{field}", f"expected no {field} for a {w.type} workload (only memory_dirty takes one)"
+    if w.dst is None:
+        yield f"{where}.dst", f"expected a destination VM or '{WIRE}' (missing)"
+        return
     if w.dst != WIRE and w.dst not in vms:
         yield f"{where}.dst", f"expected one of the VMs ({names}) or '{WIRE}', got {w.dst!r}"
     if w.dst == w.src:

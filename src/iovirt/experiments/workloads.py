@@ -40,6 +40,7 @@ class FlowStats:
     first_sent: int | None = None
     last_delivered: int | None = None
     expect_seq: int = 0
+    gaps: list[tuple[int, int, float]] = field(default_factory=list)   # (first missing seq, how many, when the next came)
 
     def check(self, payload: bytes, now: float) -> int | None:
         """Verify one received datagram; returns its sequence number if intact."""
@@ -55,6 +56,8 @@ class FlowStats:
         if seq < self.expect_seq:
             self.out_of_order += 1
         else:
+            if seq > self.expect_seq:
+                self.gaps.append((self.expect_seq, seq - self.expect_seq, now))
             self.expect_seq = seq + 1
         self.delivered += 1
         self.latencies_ns.append(now - sent_at)
@@ -165,3 +168,46 @@ class Ping(Workload):
 
 
 KINDS = {"udp_stream": UdpStream, "request_response": RequestResponse, "ping": Ping}
+
+
+class MemoryDirty:
+    """A memory-bound application: it rewrites its working set page by page,
+    round-robin, at ``rate_mib_s``, each page stamped with a write counter.
+    The writes are CPU stores into guest memory (``copy`` on the vCPU), so
+    they dirty pages for real; :meth:`expected` is what a page must hold."""
+
+    TICK_NS = 100_000
+
+    def __init__(self, guest: GuestKernel, start: int, stop: int, rate_mib_s: float, working_set_mb: int) -> None:
+        self.guest = guest
+        self.start, self.stop = start, stop
+        self.pages = working_set_mb << 8
+        self.base = guest.alloc.alloc(self.pages << 12, 4096)
+        self.per_tick = rate_mib_s * (1 << 20) * self.TICK_NS / 1e9 / 4096
+        self.credit = 0.0
+        self.written = 0
+
+    def begin(self) -> None:
+        self.guest.run_at(self.start, self.step)
+
+    def expected(self, index: int) -> bytes:
+        """Page ``index`` of the working set after the writes so far."""
+        laps, rest = divmod(self.written, self.pages)
+        stamp = laps * self.pages + index if index < rest else (laps - 1) * self.pages + index
+        return (stamp + 1).to_bytes(8, "little") * 512 if stamp >= 0 else bytes(4096)
+
+    def step(self) -> None:
+        vcpu = self.guest.vcpu
+        now = vcpu.cursor
+        if now >= self.stop:
+            return
+        self.credit += self.per_tick
+        count, self.credit = int(self.credit), self.credit % 1
+        mem, pages = self.guest.mem, self.pages
+        for _ in range(count):
+            index = self.written % pages
+            self.written += 1
+            mem.write(self.base + (index << 12), self.written.to_bytes(8, "little") * 512)
+        if count:
+            vcpu.charge("copy", count, nbytes=count << 12)
+        self.guest.run_at(now + self.TICK_NS, self.step)

@@ -8,16 +8,19 @@ from __future__ import annotations
 from ipaddress import IPv4Interface
 
 from ..devices.ixgbe_sriov import VfConfig
+from ..devices.vmstate import load_state
 from ..guest.drivers.xen_netfront import xenbus_probe
 from ..guest.kernel import GuestKernel
 from ..guest.peer import WirePeer
 from ..hypervisor.emulation import EmulatedNic, XenHvmNic
 from ..hypervisor.host import Host
+from ..hypervisor.migration import Migration, MigrationLink, MigrationReport
 from ..hypervisor.paravirt import VirtioNic
 from ..hypervisor.passthrough import PassthroughNic, PhysicalNic
 from ..hypervisor.sriov import SriovNic, SriovPort
 from ..hypervisor.uplink import UplinkPort
 from ..hypervisor.vm import VM
+from ..hypervisor.wire import Fabric
 from ..hypervisor.xen import Xen
 from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource
@@ -49,11 +52,14 @@ class World:
         self.ledger = Ledger(scenario.profile)
         self.host_specs = {h.name: h for h in scenario.hosts}
         self.xen: dict[str, Xen] = {}                                 # host -> its Xen, on Xen hosts
+        self.fabric = Fabric(self.sim, self.ledger)                    # the LAN every host port is cabled to
         self.hosts = {h.name: self._host(h) for h in scenario.hosts}
         self.vms: dict[str, VM] = {xen.dom0.vm.name: xen.dom0.vm for xen in self.xen.values()}
         self.guests: dict[str, GuestKernel] = {}
         self.models: dict[str, tuple[str, str, str | None]] = {}    # machine -> (model, device, backend)
-        self.peers: dict[str, WirePeer] = {}
+        self.peers: dict = {}                                          # subnet -> its wire peer
+        self.retired: list[VM] = []                                    # VMs that migrated away
+        self.migration_links: list[Resource] = []
         self.uplinks = {name: self._uplink(host) for name, host in self.hosts.items() if self._free_nic(name)}
         self.sriov = self._sriov_ports()
         for spec in scenario.vms:
@@ -79,22 +85,25 @@ class World:
         host = Host(spec.name, spec.cores, self.sim, self.ledger, spec.iommu_page_kb << 10, spec.iotlb_entries)
         for index, nic in enumerate(spec.nics):
             host.nics[nic.name] = PhysicalNic(host, nic.name, index, nic.link_gbps)
+            self.fabric.connect(host.nics[nic.name].link)
         if spec.hypervisor == "xen":
             self.xen[spec.name] = Xen(host)
         return host
 
-    def _machine(self, spec) -> VM:
-        posted = self.host_specs[spec.host].posted_interrupts
-        host = self.hosts[spec.host]
-        vm = VM(spec.name, host, spec.memory_mb, spec.vcpus, native=spec.bare_metal, apicv=posted)
-        xen = self.xen.get(spec.host)
+    def _machine(self, spec, on: str | None = None, mem=None) -> VM:
+        """``spec``'s machine on its host, or on host ``on`` over ``mem`` (a migration's target)."""
+        on = on or spec.host
+        posted = self.host_specs[on].posted_interrupts
+        host = self.hosts[on]
+        vm = VM(spec.name, host, spec.memory_mb, spec.vcpus, native=spec.bare_metal, apicv=posted, mem=mem)
+        xen = self.xen.get(on)
         if xen is not None:
             xen.create_domain(vm)
         for nic in spec.nics:
             if nic.model == "passthrough":
                 PassthroughNic(vm, host.nics[nic.uplink], mac_bytes(nic.mac), posted=posted)
             elif nic.model == "sriov":
-                SriovNic(vm, self.sriov[spec.host, nic.uplink], posted=posted)
+                SriovNic(vm, self.sriov[on, nic.uplink], posted=posted)
             elif xen is not None:
                 _xen_nic(xen, vm, nic)
             else:
@@ -117,10 +126,11 @@ class World:
 
     def _free_nic(self, host: str):
         """The port the host bridges its software-model VMs onto: the first one
-        no VM NIC names, if any such VM exists."""
+        no VM NIC names, if any such VM exists or none at all (VMs may
+        migrate to an empty host)."""
         vms = [vm for vm in self.scenario.vms if vm.host == host]
         taken = {n.uplink for vm in vms for n in vm.nics}
-        if not any(not vm.bare_metal and any(n.uplink is None for n in vm.nics) for vm in vms):
+        if vms and not any(not vm.bare_metal and any(n.uplink is None for n in vm.nics) for vm in vms):
             return None
         return next((p for name, p in self.hosts[host].nics.items() if name not in taken), None)
 
@@ -138,6 +148,40 @@ class World:
         port.pnic = pnic
         return port
 
+    # ---- live migration -----------------------------------------------------------------
+    def migrate(self, name: str, to: str, link: MigrationLink, at: float, **limits) -> Migration:
+        """Start migrating VM ``name`` to host ``to`` at ``at`` (ns); ``limits``:
+        downtime_ns, max_rounds.  The migration's report says how it went."""
+        spec = next(v for v in self.scenario.vms if v.name == name)
+        source, guest = self.vms[name], self.guests[name]
+
+        def switch_over(mem, states: list[bytes]) -> None:
+            target = self._machine(spec, on=to, mem=mem)
+            for nic, blob in zip(target.nics, states):
+                load_state(nic.device, blob)
+            guest.move_to(target.vcpus[0], target.mem)
+            target.irqchip.adopt(source.irqchip)
+            self._retire(source)
+            self.vms[name] = target
+            guest.resume()
+
+        def done(report: MigrationReport) -> None:
+            if report.result == "failed":
+                guest.resume()
+
+        migration = Migration(source, to, link, switch_over, model=self.models[name][0], on_done=done, **limits)
+        self.migration_links.append(link.wire)
+        migration.start(at)
+        return migration
+
+    def _retire(self, vm: VM) -> None:
+        """The source VM after the switch-over: its taps go, it never runs again."""
+        for nic in vm.nics:
+            port = getattr(nic, "port", None)
+            if port is not None and hasattr(port, "close"):
+                port.close()
+        self.retired.append(vm)
+
     def peer(self, vm: str) -> WirePeer:
         """The host at the far end of the link ``vm`` reaches the wire on (its
         own NIC's, or its host's bridge uplink); it takes the last host
@@ -150,22 +194,25 @@ class World:
             nic, pnic = spec.nics[0], self.uplinks[spec.host].pnic
         else:
             raise LookupError(f"{vm} has no path to a physical link to reach '{WIRE}'")
-        if pnic.link.name not in self.peers:
-            net = nic.ip.network
+        net = nic.ip.network
+        if net not in self.peers:
             address = IPv4Interface(f"{net.broadcast_address - 1}/{net.prefixlen}")
             mac = bytes([0x02, 0, 0, 0, len(self.peers) >> 8 & 0xFF, len(self.peers) & 0xFF])
-            self.peers[pnic.link.name] = WirePeer(pnic.link, mac, str(address))
-        return self.peers[pnic.link.name]
+            self.peers[net] = WirePeer(self.fabric, mac, str(address), name=f"{pnic.link.name}/peer")
+        self.peers[net].serve(pnic.link)
+        return self.peers[net]
 
     def drops(self) -> dict[str, int]:
         """Frames lost on the way, by where: a full tap or qdisc, a NIC that
         could not take a frame off the wire, a device's own error counters."""
         out: dict[str, int] = {}
-        for vm in self.vms.values():
+        for vm in (*self.retired, *self.vms.values()):
             for nic in vm.nics:
                 port = getattr(nic, "port", None)
                 if getattr(port, "dropped", 0):
                     out[f"{vm.host.name}/{vm.name}/tap"] = port.dropped
+                if vm in self.retired and getattr(port, "queue", None):
+                    out[f"{vm.host.name}/{vm.name}/tap-at-switch-over"] = len(port.queue)
                 for name, count in getattr(nic.device, "errors", {}).items():
                     out[f"{vm.host.name}/{vm.name}/{nic.device.NAME}/{name}"] = count
         for name, uplink in self.uplinks.items():
@@ -184,9 +231,9 @@ class World:
             out += host.cores + host.threads
             for pnic in host.nics.values():
                 out += [pnic.engine, *pnic.link.resources]
-        for vm in self.vms.values():
+        for vm in (*self.retired, *self.vms.values()):
             out += vm.resources
-        return out
+        return out + self.migration_links
 
     def settle(self, within_ns: float = SETTLE_NS) -> float:
         """Let boot-time traffic finish (a poll-mode backend never goes idle,

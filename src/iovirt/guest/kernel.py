@@ -40,6 +40,8 @@ class GuestKernel:
         self.interfaces: dict[bytes, IPv4Stack] = {}
         self.pci = PciEnumerator(self.vcpu)
         self._next_vector = FIRST_VECTOR
+        self._parked: list[Callable[[], None]] = []
+        self.xen_platform = None            # a Xen guest's events and grants layer (xenbus_probe)
 
     def boot(self) -> None:
         for info in self.pci.scan():
@@ -74,5 +76,35 @@ class GuestKernel:
         self.sim.at(when, self._run, fn)
 
     def _run(self, fn: Callable[[], None]) -> None:
+        if self.vcpu.vm.paused:             # the vCPU is stopped: the work waits for it
+            self._parked.append(fn)
+            return
         self.vcpu.sync(self.sim.now)
         fn()
+
+    def resume(self) -> None:
+        """The vCPU runs again: work that waited for it runs, in order."""
+        parked, self._parked = self._parked, []
+        for fn in parked:
+            self.run_soon(fn)
+
+    # ---- live migration: this OS image continues on another machine ----------------
+    def move_to(self, vcpu, mem, xen=None) -> None:
+        """The switch-over: CPU state (the IDT, interrupts in service) and the
+        drivers continue on ``vcpu`` over ``mem``, a copy of the old memory;
+        a Xen guest's hypercalls reach ``xen``, the target's hypervisor.
+        First thing when it runs: drivers reconnect where they must, then each
+        interface announces itself (gratuitous ARP, as netdev_notify_peers
+        after a migration) so switches relearn its MAC."""
+        old, self.vcpu, self.mem = self.vcpu, vcpu, mem
+        vcpu.irq_handlers, old.irq_handlers = old.irq_handlers, {}
+        vcpu.in_service, old.in_service = old.in_service, set()
+        self.pci.io = vcpu
+        if xen is not None and self.xen_platform is not None:
+            self.xen_platform.move_to(vcpu, mem, xen)
+        for netdev in self.netdevs:
+            netdev.rebind(vcpu, mem)
+        for stack in self.interfaces.values():
+            stack.cpu = vcpu
+        announce = [stack.announce for stack in self.interfaces.values()]
+        self._parked[:0] = [netdev.resume for netdev in self.netdevs] + announce

@@ -5,13 +5,15 @@ sees nothing but I/O ports 0xCF8/0xCFC and the spec tables.
 Scan bus 0, size every BAR by writing all ones, place BARs largest first
 (so natural alignment leaves no holes) in a 32-bit MMIO window and an I/O
 window, route INTx, enable decoding and bus mastering, and walk the
-capability list.
+capability list.  After boot, one slot at a time (``pci_scan_slot`` and
+``pci_stop_and_remove_bus_device`` on hot plug): a card that arrives gets
+room after what is placed; the room of one that leaves is not reused.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Iterable, Iterator, Protocol
 
 from iovirt.spec.pci import (
     PCI_BASE_ADDRESS_IO_MASK, PCI_BASE_ADDRESS_MEM_MASK, PCI_BASE_ADDRESS_MEM_TYPE_64,
@@ -47,6 +49,7 @@ class PciDeviceInfo:
     caps: dict[int, int] = field(default_factory=dict)  # capability ID: offset of the first one
     irq_pin: int = 0
     irq_line: int = 0
+    driver: object = None  # the driver bound to it (pci_dev->driver)
 
 
 class _Window:
@@ -81,7 +84,21 @@ class PciEnumerator:
 
     # --- enumeration ------------------------------------------------------------
     def scan(self, bus: int = 0) -> list[PciDeviceInfo]:
-        found = [self._probe(bdf) for bdf in self._present(bus)]
+        return self._add([self._probe(bdf) for bdf in self._present(bus)])
+
+    def scan_slot(self, device: int, bus: int = 0) -> list[PciDeviceInfo]:
+        """The functions in slot ``device`` not known yet, set up as ``scan`` does."""
+        known = {info.bdf for info in self.devices}
+        return self._add([self._probe(bdf) for bdf in self._present(bus, (device,)) if bdf not in known])
+
+    def remove_slot(self, device: int, bus: int = 0) -> list[PciDeviceInfo]:
+        """Forget the functions in slot ``device``; returns them."""
+        slot = (bus, device)
+        gone = [info for info in self.devices if (info.bdf.bus, info.bdf.device) == slot]
+        self.devices = [info for info in self.devices if (info.bdf.bus, info.bdf.device) != slot]
+        return gone
+
+    def _add(self, found: list[PciDeviceInfo]) -> list[PciDeviceInfo]:
         self._assign(found)
         for info in found:
             self._enable(info)
@@ -91,9 +108,9 @@ class PciEnumerator:
     def find(self, vendor: int, device: int) -> PciDeviceInfo | None:
         return next((d for d in self.devices if (d.vendor, d.device) == (vendor, device)), None)
 
-    def _present(self, bus: int) -> Iterator[Bdf]:
+    def _present(self, bus: int, devices: Iterable[int] = range(PCI_MAX_DEVICES)) -> Iterator[Bdf]:
         """Function 0 of each device, and 1-7 when HEADER_TYPE says multi-function."""
-        for device in range(PCI_MAX_DEVICES):
+        for device in devices:
             for function in range(PCI_MAX_FUNCTIONS):
                 bdf = Bdf(bus, device, function)
                 if self.config_read(bdf, PCI_VENDOR_ID, 2) != 0xFFFF:

@@ -64,6 +64,9 @@ class VirtioNic(PciNic):
     def _pmd_round(self) -> None:
         """One round of the poll-mode loop: burst from the guest's TX ring;
         rounds follow each other without sleeping."""
+        if self.vm.paused:
+            self.vm.when_resumed(self._pmd_round)
+            return
         pmd = self.worker
         pmd.sync(self.vm.sim.now)
         pmd.charge("poll")
@@ -74,6 +77,9 @@ class VirtioNic(PciNic):
     def _run(self, queue: int) -> None:
         self.scheduled.discard(queue)
         worker, now = self.worker, self.vm.sim.now
+        if self.vm.paused:                       # vhost stopped: the ring waits
+            self.vm.when_resumed(lambda: self._schedule(queue, self.vm.sim.now))
+            return
         if worker.cursor < now:
             worker.sync(now)
             worker.charge("wakeup")

@@ -15,9 +15,18 @@
 
 A bare-metal machine (``VM(native=True)``) owns its NIC the same way, minus
 the hypervisor: identity DMA, native interrupts.
+
+An assigned function can leave a running VM and another arrive (ACPI hot
+plug, ``hotplug.py``): :meth:`AssignedFunction.unplug` asks the guest to let
+go; once its driver is removed and the slot ejected, the host takes the
+function back: BARs unmapped, IRTEs cleared and freed, the requester
+detached from the VM's domain (the domain torn down and the VM's memory
+unpinned with its last function), the device returned for the next VM.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from ..devices.ixgbe import Ixgbe
 from ..mem.dma import Dma
@@ -26,6 +35,7 @@ from ..sim.resource import Resource
 from ..spec import ixgbe as ixs
 from ..spec import vtd
 from ..spec.pci import PCI_MSIX_ENTRY, PCI_MSIX_ENTRY_SIZE, Bdf
+from .hotplug import PciHotplug
 from .iommu import Iommu
 from .pcinic import PciNic
 from .vm import KVM_USER_MMIO, VM
@@ -60,6 +70,10 @@ class PhysicalNic:
                                   f"cannot assign it to {owner} as well")
         self.owner = owner
 
+    def release(self) -> None:
+        """The function is free again (vfio-pci unbind)."""
+        self.owner = None
+
 
 class HostIommu:
     """The host's VT-d unit and its per-VM domains, mapped with ``page_size``
@@ -70,15 +84,31 @@ class HostIommu:
         self.unit = Iommu(GuestMemory(IOMMU_HOST_MEMORY), Resource(f"{host.name}/iommu", "iommu", host.ledger),
                           iotlb_entries=iotlb_entries)
         self.domains: dict[str, int] = {}
+        self.members: dict[str, set[Bdf]] = {}       # the requesters in each VM's domain
+        self.next_domain = 1
         self.pi_desc: dict[str, int] = {}
         self.next_irte = 0
+        self.free_irtes: dict[int, list[int]] = {}   # block size -> bases given back
 
-    def domain(self, vm: VM) -> int:
-        """The VM's domain, its memory pinned and mapped IOVA = GPA in 2 MiB pages."""
+    def attach(self, vm: VM, requester: Bdf) -> None:
+        """Put ``requester`` in the VM's domain; the first one creates it, the
+        VM's memory pinned and mapped IOVA = GPA."""
         if vm.name not in self.domains:
-            did = self.domains[vm.name] = len(self.domains) + 1
+            did = self.domains[vm.name] = self.next_domain
+            self.next_domain += 1
             self.unit.map(did, 0, 0, vm.mem.size, page_size=self.page_size)
-        return self.domains[vm.name]
+        self.members.setdefault(vm.name, set()).add(requester)
+        self.unit.attach(requester, self.domains[vm.name])
+
+    def detach(self, vm: VM, requester: Bdf) -> None:
+        """``requester``'s DMA faults from now on; with the VM's last one the
+        domain is torn down (unmapped, the IOTLB flushed, the memory unpinned)."""
+        self.unit.detach(requester)
+        members = self.members[vm.name]
+        members.discard(requester)
+        if not members:
+            del self.members[vm.name]
+            self.unit.unmap(self.domains.pop(vm.name), 0, vm.mem.size)
 
     def pi(self, vm: VM) -> int:
         """vCPU 0's posted-interrupt descriptor."""
@@ -87,14 +117,24 @@ class HostIommu:
         return self.pi_desc[vm.name]
 
     def irtes(self, count: int) -> int:
+        """``count`` consecutive IRT entries: a block given back, else fresh ones."""
+        if self.free_irtes.get(count):
+            return self.free_irtes[count].pop()
         base, self.next_irte = self.next_irte, self.next_irte + count
         return base
+
+    def free(self, base: int, count: int) -> None:
+        """The entries are cleared (no interrupt passes them) and can be handed out again."""
+        for index in range(base, base + count):
+            self.unit.clear_irte(index)
+        self.free_irtes.setdefault(count, []).append(base)
 
 
 class AssignedFunction(PciNic):
     """A physical function or VF handed to a VM (or owned by a bare-metal
     machine): DMA as ``requester`` through the VM's IOMMU domain, BAR0
-    direct, the MSI-X BAR trapped and its entries turned into IRTEs."""
+    direct, the MSI-X BAR trapped and its entries turned into IRTEs.  In a
+    VM it sits in a hot-pluggable slot."""
 
     def __init__(self, vm: VM, requester: Bdf, engine: Resource, msix_bar: int, vectors: int,
                  posted: bool = False) -> None:
@@ -108,13 +148,53 @@ class AssignedFunction(PciNic):
             self.dma = Dma(vm.mem, "dma")
         else:
             self.iommu = vm.host.iommu
-            self.iommu.unit.attach(requester, self.iommu.domain(vm))
+            self.iommu.attach(vm, requester)
             self.dma = Dma(vm.mem, "dma", translate=self.iommu.unit.translator(requester, engine))
             self.irte_base = self.iommu.irtes(vectors)
+        self.hotplug = None if vm.native else PciHotplug.of(vm)
+        self.plugged = self.unplugging = False
+        self._unplugged: Callable[[], None] | None = None
 
-    def plug(self, vm: VM, device) -> None:
+    def plug(self, vm: VM, device, hotplug: bool = False) -> None:
+        """Into the VM's first free slot: present at boot, or hot-plugged
+        (``hotplug``: the guest is told a card arrived)."""
         super().__init__(vm, device)
         device.msi = self.msi
+        self.plugged = True
+        if self.hotplug is not None:
+            self.hotplug.register(self.bdf.device, self._ejected)
+            if hotplug:
+                self.hotplug.insert(self.bdf.device)
+
+    def unplug(self, on_done: Callable[[], None] | None = None) -> None:
+        """device_del: ask the guest to give the function up; the host takes
+        it back once the guest has ejected it, then ``on_done()`` runs."""
+        where = f"{self.device.NAME} at {self.bdf} of {self.vm.name}"
+        if self.hotplug is None:
+            raise AssignmentError(f"{where}: a bare-metal machine has no hot plug")
+        if not self.plugged:
+            raise AssignmentError(f"{where}: already unplugged")
+        if self.unplugging:
+            raise AssignmentError(f"{where}: already being unplugged (the guest has not ejected it yet)")
+        self.unplugging, self._unplugged = True, on_done
+        self.hotplug.request_removal(self.bdf.device)
+
+    def _ejected(self, cpu: Resource) -> None:
+        """The guest ejected the slot: no more interrupts or BAR accesses reach
+        the function, its IRTEs and its place in the VM's domain go, and the
+        device returns to the host."""
+        self.device.msi = None
+        self.detach()
+        self.iommu.free(self.irte_base, self.vectors)
+        self.iommu.detach(self.vm, self.requester)
+        self.give_back()
+        self.plugged = self.unplugging = False
+        if self._unplugged is not None:
+            self.vm.sim.at(cpu.cursor, self._unplugged)
+
+    def give_back(self) -> None:
+        """Reset the device and return it to the host (per kind of function)."""
+        raise NotImplementedError
 
     def regions(self, index: int, kind: str, size: int) -> list[tuple[int, int, tuple[str, ...]]]:
         """BAR0 straight through; the MSI-X BAR trapped (VFIO virtualises the table)."""
@@ -169,9 +249,17 @@ class AssignedFunction(PciNic):
 class PassthroughNic(AssignedFunction):
     """A whole physical port, PF and all."""
 
-    def __init__(self, vm: VM, pnic: PhysicalNic, mac: bytes, posted: bool = False) -> None:
+    def __init__(self, vm: VM, pnic: PhysicalNic, mac: bytes, posted: bool = False, hotplug: bool = False) -> None:
         pnic.claim(vm.name)
         self.pnic = pnic
         super().__init__(vm, pnic.bdf, pnic.engine, ixs.MSIX_BAR, ixs.MSIX_VECTORS, posted)
-        self.plug(vm, Ixgbe(vm.sim, mac, self.dma, pnic.engine))
+        self.plug(vm, Ixgbe(vm.sim, mac, self.dma, pnic.engine), hotplug)
         pnic.link.attach(self.device)
+
+    def give_back(self) -> None:
+        """VFIO's function reset on release; the cable no longer ends in this
+        VM's device; the port is free."""
+        self.device.reset()
+        self.device.port = None
+        self.pnic.link.nic = None
+        self.pnic.release()

@@ -17,7 +17,7 @@ class PciNic:
         self.vm = vm
         self.device = device
         self.fn = device.pci
-        self.bdf = vm.pci.attach(self.fn, FIRST_SLOT + len(vm.nics))
+        self.bdf = vm.pci.attach(self.fn, vm.pci.free_slot(FIRST_SLOT))
         self.gsi = PCI_PIRQ_IRQS[pci_swizzle(self.bdf.device, self.fn.config_read(PCI_INTERRUPT_PIN, 1))]
         self._irq_cpu: Resource | None = None
         self.fn.on_intx(self._line)
@@ -32,7 +32,7 @@ class PciNic:
         self.fn.set_intx(bool(level))
 
     def _line(self, asserted: bool) -> None:
-        self.vm.irqchip.set_level(self.gsi, self._irq_cpu, int(asserted))
+        self.vm.irqchip.set_level(self.gsi, self._irq_cpu or self.vm.vcpus[0], int(asserted))
 
     def msi(self, cpu: Resource, vector: int) -> None:
         """Signal MSI/MSI-X ``vector``; a masked one stays pending in the PBA."""
@@ -55,7 +55,7 @@ class PciNic:
 
     def _bar(self, index: int, kind: str, address: int | None, size: int) -> None:
         space = self.vm.pio if kind == "io" else self.vm.mmio
-        owner = f"{self.device.NAME}@{self.bdf} BAR{index}"
+        owner = self._owner(index)
         space.unmap(owner)
         if address is None:
             return
@@ -63,6 +63,16 @@ class PciNic:
         for offset, length, path in self.regions(index, kind, size):
             base = address + offset
             space.map(Region(base, length, _at(read, offset), _at(write, offset), self.vm.trap(path), owner))
+
+    def _owner(self, index: int) -> str:
+        return f"{self.device.NAME}@{self.bdf} BAR{index}"
+
+    def detach(self) -> None:
+        """The card leaves the VM: its BARs unmapped, its slot empty."""
+        for index, bar in self.fn.bars.items():
+            (self.vm.pio if bar.kind == "io" else self.vm.mmio).unmap(self._owner(index))
+        self.vm.pci.detach(self.bdf.device, self.bdf.function)
+        self.vm.nics.remove(self)
 
 
 def _at(handler, offset: int):

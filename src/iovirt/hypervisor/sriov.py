@@ -9,6 +9,10 @@ routing IDs.  Each VF is then assigned like a pass-through device: its own
 requester ID in the IOMMU, BAR0 direct, its MSI-X table trapped.  Frames
 between VFs of the port are switched inside the NIC; everything else shares
 the port's one engine and link.
+
+A VF taken out of a VM (hot unplug) is reset and its administrative
+settings cleared, as VFIO and libvirt do on release; the next VM to take it
+(hot plug) brings its own (``VfConfig``: the MAC above all).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from ..mem.guest_memory import GuestMemory
 from ..pci.bus import PciBus
 from ..pci.function import Bar, PciFunction
 from ..pci.sriov import HostSriov, SriovParams, add_sriov
+from ..spec import ixgbe as s
 from ..spec import ixgbevf as vs
 from ..spec.pci import PCI_CLASS_NETWORK_ETHERNET
 from .passthrough import AssignedFunction, AssignmentError, PhysicalNic
@@ -54,22 +59,52 @@ class SriovPort:
     def _make_vf(self, n: int) -> PciFunction:
         """VF n as the PF's capability creates it: the VF's own header (what the
         host sees); the function the guest sees is the VF model's."""
-        self.vfs[n] = VirtualFunction(self.engine, n, Dma(GuestMemory(1 << 12), "dma"))
+        self._fresh_vf(n)
         return PciFunction(vs.VENDOR_ID, vs.DEVICE_ID, PCI_CLASS_NETWORK_ETHERNET << 8, interrupt_pin=0, bars=VF_BARS)
 
-    def take(self, vm: str) -> int:
+    def _fresh_vf(self, n: int) -> None:
+        self.vfs[n] = VirtualFunction(self.engine, n, Dma(GuestMemory(1 << 12), "dma"))
+
+    def take(self, vm: str, config: VfConfig | None = None) -> int:
+        """The lowest free VF for ``vm``; ``config``: the administrator's
+        settings for it first (``ip link set PF vf N mac ...``)."""
         if not self.free:
             raise AssignmentError(f"{self.pnic.address} ({self.pnic.name}): every VF is assigned; none left for {vm}")
-        return self.free.pop(0)
+        n = self.free.pop(0)
+        if config is not None:
+            self._admin().set_vf(n, config)
+        return n
+
+    def release(self, n: int) -> None:
+        """VF n comes back from its VM: reset (its queues stop, its interrupt
+        block and mailbox clear: VFCTRL.RST, issued by the host; its
+        configuration space back to reset: a fresh function), its settings
+        cleared so its old MAC no longer steers frames to it; free again."""
+        policy = self._admin()
+        self.vfs[n].mmio_write(policy.host, vs.REGS["VFCTRL"].offset, 4, s.CTRL_RST)
+        self._fresh_vf(n)
+        policy.set_vf(n, VfConfig())
+        self.free = sorted((*self.free, n))
+
+    def _admin(self) -> PfPolicy:
+        """The PF driver, taking an administrator's request now."""
+        policy = self.engine.policy
+        policy.host.sync(self.pf.sim.now)
+        return policy
 
 
 class SriovNic(AssignedFunction):
-    """One VF of a port, assigned to a VM."""
+    """One VF of a port, assigned to a VM: present at boot, or hot-plugged
+    (``hotplug``) with the administrator's ``config`` for it."""
 
-    def __init__(self, vm: VM, port: SriovPort, posted: bool = False) -> None:
-        n = port.take(vm.name)
+    def __init__(self, vm: VM, port: SriovPort, posted: bool = False, config: VfConfig | None = None,
+                 hotplug: bool = False) -> None:
+        n = port.take(vm.name, config)
         vf = port.vfs[n]
         self.port, self.index = port, n
         super().__init__(vm, port.cap.vf_bdf(n), port.pnic.engine, vs.MSIX_BAR, vs.MSIX_VECTORS, posted)
         vf.dma = self.dma
-        self.plug(vm, vf)
+        self.plug(vm, vf, hotplug)
+
+    def give_back(self) -> None:
+        self.port.release(self.index)

@@ -53,15 +53,26 @@ class TapPort(Port):
         if self.queue:
             self._schedule_read(cpu.cursor)
 
+    def flush_now(self) -> None:
+        if self.queue:
+            self._schedule_read(self.sim.now)
+
     def _schedule_read(self, at: int) -> None:
         if not self.read_pending:
             self.read_pending = True
             self.sim.at(at, self._read)
 
+    def close(self) -> None:
+        """The tap is deleted (its VM left this host): the bridge forgets it."""
+        self.vm.host.vswitch.detach(self)
+
     def _read(self) -> None:
         self.read_pending = False
         cpu, queue, device = self.reader, self.queue, self.device
         now = self.sim.now
+        if self.vm.paused:                       # a stopped VM's backend reads nothing
+            self.vm.when_resumed(self.flush_now)
+            return
         if cpu.cursor < now:
             cpu.sync(now)
             if not self.polled:

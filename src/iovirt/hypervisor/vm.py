@@ -100,7 +100,21 @@ class IrqChip:
         self.vm = vm
         self.level: dict[int, int] = {}
         self.irr: set[int] = set()
+        self.held: set[int] = set()         # raised while the VM was stopped
         self.stats = vm.stats
+
+    def adopt(self, source: "IrqChip") -> None:
+        """Live migration: the IOAPIC pins, the IRR and what waited for the
+        stopped vCPUs come along (KVM_GET/SET_IRQCHIP, KVM_GET/SET_LAPIC)."""
+        self.level, self.irr = dict(source.level), set(source.irr)
+        self.held = set(source.held)
+        self.release()
+
+    def release(self) -> None:
+        """The vCPUs run again: interrupts raised meanwhile are delivered."""
+        held, self.held = self.held, set()
+        for key in sorted(held):
+            self.vm.sim.urgent(self.vm.sim.now, self._deliver, key)
 
     def set_level(self, gsi: int, cpu: Resource, level: int) -> None:
         was = self.level.get(gsi, 0)
@@ -125,6 +139,9 @@ class IrqChip:
             self.vm.sim.urgent(at, self._deliver, key)
 
     def _deliver(self, key: int, posted: bool = False) -> None:
+        if self.vm.paused:
+            self.held.add(key)              # stays pending in the IRR/IOAPIC until the vCPU runs
+            return
         vcpu = self.vm.vcpus[0]
         handler = vcpu.irq_handlers.get(key)
         if handler is None or key < 32 and not self.level.get(key):
@@ -151,7 +168,8 @@ class IrqChip:
 
 class VM:
     def __init__(self, name: str, host, memory_mb: int, vcpus: int = 1, native: bool = False,
-                 apicv: bool = False, dedicated: bool = False) -> None:
+                 apicv: bool = False, dedicated: bool = False, mem: GuestMemory | None = None) -> None:
+        """``mem``: RAM that arrived with the VM (an incoming migration), else fresh."""
         self.name = name
         self.host = host
         self.native = native
@@ -159,7 +177,7 @@ class VM:
         self.sim: Sim = host.sim
         self.acct = host.ledger.account(name)
         self.stats: Counter[str] = Counter()
-        self.mem = GuestMemory(memory_mb << 20)
+        self.mem = GuestMemory(memory_mb << 20) if mem is None else mem
         self.mmio = AddressMap(f"{name} MMIO")
         self.pio = AddressMap(f"{name} I/O")
         self.irqchip = IrqChip(self)
@@ -173,6 +191,25 @@ class VM:
         self.resources: list[Resource] = list(self.vcpus)
         self._vmm: Resource | None = None
         self.nics: list = []
+        self.paused = False
+        self._on_resume: list[Callable[[], None]] = []
+
+    # ---- run state (QEMU runstate: running / paused) ------------------------------
+    def pause(self) -> None:
+        """vm_stop: vCPUs stop; backends stop moving frames; interrupts wait."""
+        self.paused = True
+
+    def resume(self) -> None:
+        """vm_start: what stopped for the pause picks up where it was."""
+        self.paused = False
+        waiting, self._on_resume = self._on_resume, []
+        for fn in waiting:
+            fn()
+        self.irqchip.release()
+
+    def when_resumed(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` when a paused VM runs again (never, if it is migrated away)."""
+        self._on_resume.append(fn)
 
     def trap(self, path: tuple[str, ...]) -> tuple[str, ...]:
         """What an access that would take ``path`` costs on this machine."""

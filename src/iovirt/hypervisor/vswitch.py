@@ -30,6 +30,11 @@ class VSwitch:
     def attach(self, port: Port) -> None:
         self.ports.append(port)
 
+    def detach(self, port: Port) -> None:
+        """br_del_if: the port leaves and its learnt addresses are flushed."""
+        self.ports.remove(port)
+        self.fdb = {mac: p for mac, p in self.fdb.items() if p is not port}
+
     def ingress(self, port: Port, frame: bytes, cpu) -> None:
         """Forward a frame ``port`` received, on ``cpu`` at its cursor."""
         cpu.charge("vswitch", acct=port.acct)

@@ -67,6 +67,14 @@ class Link:
         self.sim.at(end - IPG * self.ns_per_byte + self.delay_ns, deliver, frame)
         return end
 
+    def station(self, peer) -> None:
+        """Put a host on the far end of the cable."""
+        self.peer = peer
+
+    def transmit(self, frame: bytes, at: float, source=None) -> float:
+        """The far end sends ``frame`` towards the NIC; returns when it has left."""
+        return self.carry(self.to_nic, at, frame, self.deliver_to_nic)
+
     def deliver_to_peer(self, frame: bytes) -> None:
         if self.peer is None:
             self.stats["lost_no_peer"] += 1
@@ -104,3 +112,66 @@ class NicPort:
             device.receive(engine, frame)
         else:
             link.stats["rx_dropped"] += 1
+
+
+class Fabric:
+    """The LAN the hosts' ports are cabled to: a learning top-of-rack switch
+    (cut-through, no cost of its own) with hosts outside the simulated ones
+    (wire peers) plugged straight into it.  A frame off one link leaves on
+    the link its destination was learnt on, or floods; a host that moves
+    (live migration) is relearnt from its next frame (a gratuitous ARP)."""
+
+    def __init__(self, sim: Sim, ledger: Ledger, name: str = "fabric") -> None:
+        self.sim = sim
+        self.ledger = ledger
+        self.name = name
+        self.links: list[Link] = []
+        self.stations: list = []
+        self.fdb: dict[bytes, object] = {}      # MAC -> Link or station
+
+    def connect(self, link: Link) -> None:
+        self.links.append(link)
+        link.peer = _Uplink(self, link)
+
+    def station(self, peer) -> None:
+        self.stations.append(peer)
+
+    def transmit(self, frame: bytes, at: float, source=None) -> float:
+        """A station sends; returns when the frame has left on its last link."""
+        self._learn(frame, source)
+        end = at
+        for out in self._egress(frame, source):
+            if isinstance(out, Link):
+                end = max(end, out.transmit(frame, at))
+            else:
+                out.arrive(frame)
+        return end
+
+    def _learn(self, frame: bytes, port) -> None:
+        src = frame[6:12]
+        if port is not None and not src[0] & 1:
+            self.fdb[src] = port
+
+    def _egress(self, frame: bytes, source) -> list:
+        dst = frame[:6]
+        out = None if dst[0] & 1 else self.fdb.get(dst)
+        if out is not None:
+            return [] if out is source else [out]
+        return [p for p in (*self.links, *self.stations) if p is not source and getattr(p, "nic", True) is not None]
+
+
+class _Uplink:
+    """A link's far end as the fabric sees it."""
+
+    def __init__(self, fabric: Fabric, link: Link) -> None:
+        self.fabric = fabric
+        self.link = link
+
+    def arrive(self, frame: bytes) -> None:
+        fabric, link = self.fabric, self.link
+        fabric._learn(frame, link)
+        for out in fabric._egress(frame, link):
+            if isinstance(out, Link):
+                out.transmit(frame, fabric.sim.now)
+            else:
+                out.arrive(frame, link)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import count
 
 from ..devices.xen_netback import XenNetback
 from ..mem.guest_memory import GuestMemory
@@ -31,7 +32,7 @@ MAX_EVTCHNS = 1024                  # per domain (default max_event_channels)
 MAX_COPY_OPS = 512                  # ops one GNTTABOP_copy may carry here
 LAPIC_MSI = 0xFEE00000
 DOM0_UPCALL_VECTOR = 0xF3           # Linux's HYPERVISOR_CALLBACK_VECTOR
-ESRCH, EACCES, EFAULT, EINVAL, ENOSPC = 3, 13, 14, 22, 28
+ENOENT, ESRCH, EACCES, EFAULT, EINVAL, ENOSPC = 2, 3, 13, 14, 22, 28
 # An HVM guest's access to an emulated device: the exit, Xen's decode and
 # ioreq dispatch, and the event that wakes the ioreq server in dom0.
 XEN_IOREQ = ("vm_exit", "ioreq", "evtchn_send")
@@ -54,6 +55,7 @@ class Domain:
     gnttab_entries: int = 0
     ports: dict[int, Channel] = field(default_factory=dict)
     pins: Counter = field(default_factory=Counter)     # grant ref -> active mappings
+    maps: list[ForeignPage] = field(default_factory=list)   # other domains' grants this one has mapped
     ioreq: IoreqServer | None = None
     stats: Counter = field(default_factory=Counter)
 
@@ -65,7 +67,7 @@ class Domain:
         return f"/local/domain/{self.domid}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class ForeignPage:
     """A granted page mapped into the caller (GNTTABOP_map_grant_ref): its
     bytes are the granting domain's, reachable from ``base`` for one page."""
@@ -92,7 +94,7 @@ class XenStore:
     def __init__(self, sim) -> None:
         self.sim = sim
         self.nodes: dict[str, tuple[str, int, frozenset[int]]] = {"/local/domain": ("", 0, frozenset())}
-        self.watches: list[tuple[str, Callable[[str], None]]] = []
+        self.watches: list[tuple[str, Callable[[str], None], int]] = []     # (path, callback, watcher)
 
     def path(self, domid: int, path: str) -> str:
         return path if path.startswith("/") else f"/local/domain/{domid}/{path}"
@@ -112,10 +114,32 @@ class XenStore:
         if owner is None:
             owner, readers = (node[1], node[2]) if node else (domid, readers)
         self.nodes[path] = (str(value), owner, readers)
-        for watched, callback in self.watches:
-            if path == watched or path.startswith(watched + "/"):
-                self.sim.at(at, callback, path)
+        self._fire(path, at)
         return 0
+
+    def rm(self, path: str, at: float) -> None:
+        """XS_RM by the toolstack: ``path`` and every node under it go;
+        watches on it, above it and below it fire."""
+        gone = [p for p in self.nodes if p == path or p.startswith(path + "/")]
+        for p in gone:
+            del self.nodes[p]
+        if gone:
+            self._fire(path, at, recurse=True)
+
+    def _fire(self, path: str, at: float, recurse: bool = False) -> None:
+        """Queue an event for every watch on ``path`` or above it (and, for
+        a removal, below it: that watch reports its own path)."""
+        for watch in self.watches:
+            watched = watch[0]
+            if path == watched or path.startswith(watched + "/"):
+                self.sim.at(at, self._deliver, watch, path)
+            elif recurse and watched.startswith(path + "/"):
+                self.sim.at(at, self._deliver, watch, watched)
+
+    def _deliver(self, watch: tuple, path: str) -> None:
+        """An event reaches its watcher unless the watch is gone by then."""
+        if watch in self.watches:
+            watch[1](path)
 
     def _inherited(self, path: str):
         """A new node takes its nearest existing ancestor's permissions."""
@@ -132,9 +156,21 @@ class XenStore:
 
     def watch(self, domid: int, path: str, callback: Callable[[str], None], at: float) -> None:
         """Register a watch; as xenstored does, it fires once at once."""
-        path = self.path(domid, path)
-        self.watches.append((path, callback))
-        self.sim.at(at, callback, path)
+        watch = (self.path(domid, path), callback, domid)
+        self.watches.append(watch)
+        self.sim.at(at, self._deliver, watch, watch[0])
+
+    def unwatch(self, domid: int, path: str, callback: Callable[[str], None]) -> int:
+        """XS_UNWATCH: events not yet delivered are dropped with it."""
+        watch = (self.path(domid, path), callback, domid)
+        if watch not in self.watches:
+            return -ENOENT
+        self.watches.remove(watch)
+        return 0
+
+    def release(self, domid: int) -> None:
+        """A dead domain's connection goes, and its watches with it."""
+        self.watches = [w for w in self.watches if w[2] != domid]
 
 
 class Dom0Kernel:
@@ -202,6 +238,7 @@ class Xen:
         self.xenstore = XenStore(self.sim)
         self.domains: dict[int, Domain] = {}
         self._by_vm: dict[int, Domain] = {}
+        self._domids = count()              # never reused while this Xen runs
         self.vifs: list[XenNetback] = []
         vcpus = max(1, len(host.cores) // DOM0_VCPU_CORES)
         self.dom0 = self.create_domain(VM(f"{host.name}-dom0", host, DOM0_MB, vcpus))
@@ -209,7 +246,7 @@ class Xen:
 
     # ---- toolstack (libxl) ------------------------------------------------------------
     def create_domain(self, vm: VM) -> Domain:
-        dom = Domain(len(self.domains), vm)
+        dom = Domain(next(self._domids), vm)
         self.domains[dom.domid] = dom
         self._by_vm[id(vm)] = dom
         self.xenstore.write(0, dom.home(), "", self.sim.now, owner=dom.domid)
@@ -218,6 +255,28 @@ class Xen:
 
     def domain_of(self, vm: VM) -> Domain:
         return self._by_vm[id(vm)]
+
+    def destroy_domain(self, vm: VM) -> None:
+        """libxl's destroy and Xen's domain_kill: xenstored drops the dead
+        domain's watches; each of its vifs is removed (netback_remove: rings
+        unmapped, event channel closed, the vif's bridge port deleted); its
+        own event channels close, its maps of others' grants are released
+        (gnttab_release_mappings); its xenstore home and backend directories
+        are removed, and the domain with them."""
+        dom = self.domain_of(vm)
+        if dom is self.dom0:
+            raise ValueError("dom0 cannot be destroyed")
+        self.xenstore.release(dom.domid)
+        for vif in [vif for vif in self.vifs if vif.frontend_domid == dom.domid]:
+            vif.remove()
+            self.vifs.remove(vif)
+        for port in list(dom.ports):
+            self._close(dom, port)
+        for page in list(dom.maps):
+            self._unmap(dom, page)
+        for path in (dom.home(), f"{self.dom0.home()}/backend/vif/{dom.domid}"):
+            self.xenstore.rm(path, self.sim.now)
+        del self.domains[dom.domid], self._by_vm[id(vm)]
 
     def add_vif(self, vm: VM, mac: bytes) -> XenNetback:
         """libxl's vif creation: the frontend and backend xenstore directories,
@@ -278,6 +337,8 @@ class Xen:
         dom = self._call(vcpu)
         if not 1 <= frames <= MAX_GRANT_FRAMES or not self._page_in(dom, gpa, frames):
             return -EINVAL
+        if dom.gnttab is None:
+            dom.mem.write(gpa, bytes(frames * x.PAGE_SIZE))     # a new domain's table: no entry valid
         dom.gnttab, dom.gnttab_entries = gpa, frames * x.GRANT_ENTRIES_PER_FRAME
         return 0
 
@@ -339,7 +400,9 @@ class Xen:
 
     def evtchn_close(self, vcpu: Resource, port: int) -> int:
         """EVTCHNOP_close: the peer's end goes back to unbound."""
-        dom = self._call(vcpu)
+        return self._close(self._call(vcpu), port)
+
+    def _close(self, dom: Domain, port: int) -> int:
         channel = dom.ports.pop(port, None)
         if channel is None:
             return -EINVAL
@@ -445,18 +508,25 @@ class Xen:
             return status, None
         self._set_flags(granter, ref, x.GTF_reading | (0 if readonly else x.GTF_writing), True)
         granter.pins[ref] += 1
-        return x.GNTST_okay, ForeignPage(granter, ref, page, not readonly)
+        mapped = ForeignPage(granter, ref, page, not readonly)
+        caller.maps.append(mapped)
+        return x.GNTST_okay, mapped
 
     def grant_unmap(self, vcpu: Resource, page: ForeignPage) -> int:
-        """GNTTABOP_unmap_grant_ref: the last unmap clears GTF_reading/GTF_writing."""
-        self._call(vcpu)
-        granter = page.granter
-        if granter.pins[page.ref] <= 0:
+        """GNTTABOP_unmap_grant_ref of a map the caller holds: the last
+        unmap of a ref clears GTF_reading/GTF_writing."""
+        caller = self._call(vcpu)
+        if page not in caller.maps:
             return x.GNTST_bad_handle
+        self._unmap(caller, page)
+        return x.GNTST_okay
+
+    def _unmap(self, mapper: Domain, page: ForeignPage) -> None:
+        mapper.maps.remove(page)
+        granter = page.granter
         granter.pins[page.ref] -= 1
         if not granter.pins[page.ref]:
             self._set_flags(granter, page.ref, x.GTF_reading | x.GTF_writing, False)
-        return x.GNTST_okay
 
     def _set_flags(self, dom: Domain, ref: int, bits: int, on: bool) -> None:
         at = dom.gnttab + ref * x.GRANT_ENTRY_V1.size
@@ -480,3 +550,6 @@ class Xen:
 
     def xs_watch(self, vcpu: Resource, path: str, callback: Callable[[str], None]) -> None:
         self.xenstore.watch(self._xs(vcpu).domid, path, callback, vcpu.cursor)
+
+    def xs_unwatch(self, vcpu: Resource, path: str, callback: Callable[[str], None]) -> int:
+        return self.xenstore.unwatch(self._xs(vcpu).domid, path, callback)

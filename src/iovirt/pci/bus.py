@@ -37,6 +37,14 @@ class PciBus:
         """Empty a slot (hot unplug, or a VF going away with VF Enable)."""
         self._functions.pop((device, function), None)
 
+    def free_slot(self, first: int = 0) -> int:
+        """The lowest empty device number from ``first``: where a card goes."""
+        taken = {d for d, _ in self._functions}
+        slot = next((d for d in range(first, PCI_MAX_DEVICES) if d not in taken), None)
+        if slot is None:
+            raise ValueError(f"bus {self.number:02x}: no free slot from {first:#x}")
+        return slot
+
     def lookup(self, device: int, function: int = 0) -> PciFunction | None:
         return self._functions.get((device, function))
 

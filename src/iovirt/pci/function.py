@@ -269,6 +269,20 @@ class PciFunction:
         self._update_intx()
         self.msix.deliver_pending()
 
+    # --- live migration ----------------------------------------------------
+    def reload(self) -> None:
+        """Configuration space and the MSI-X table were restored (a migrated
+        function): tell the subscribers what the guest had programmed (BAR
+        decode, bus mastering, the INTx line the device drives) and deliver
+        the messages left pending that are no longer masked."""
+        self._intx_level = bool(self.config.get(PCI_STATUS, 2) & PCI_STATUS_INTERRUPT)
+        self._command_written()
+        mode = self.interrupt_mode
+        if mode == "msix":
+            self.msix.deliver_pending()
+        elif mode == "msi" and "MASK" in self.msi.regs.by_name:
+            self.msi.deliver_pending()
+
     # --- signalling --------------------------------------------------------
     @property
     def interrupt_mode(self) -> str:

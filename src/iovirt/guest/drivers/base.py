@@ -1,14 +1,17 @@
 """What every NIC driver shares: its place in the guest kernel (vCPU, memory,
 the IPv4 stack above it, the NAPI and queue state Linux keeps in
-``struct net_device`` / ``napi_struct``) and MSI-X vector setup."""
+``struct net_device`` / ``napi_struct``), MSI-X vector setup and the PCI
+side of removal."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 from ...spec.pci import (
-    PCI_CAP_ID_MSIX, PCI_MSIX_ENTRY_DATA, PCI_MSIX_ENTRY_LOWER_ADDR, PCI_MSIX_ENTRY_SIZE,
-    PCI_MSIX_ENTRY_UPPER_ADDR, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE,
+    PCI_CAP_ID_MSIX, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_MSIX_ENTRY_DATA, PCI_MSIX_ENTRY_LOWER_ADDR,
+    PCI_MSIX_ENTRY_SIZE, PCI_MSIX_ENTRY_UPPER_ADDR, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_FLAGS,
+    PCI_MSIX_FLAGS_ENABLE,
 )
 
 LAPIC_MSI = 0xFEE00000          # MSI address window of the local APIC, destination 0
@@ -29,6 +32,14 @@ class NetDriver:
         self.stats = kernel.stats
         self.tx_queue_stopped = False
         self.poll_scheduled = False
+        self.vectors: dict[int, int] = {}   # MSI-X table entry -> IDT vector
+
+    def rebind(self, vcpu, mem) -> None:
+        """Live migration: the same driver state, on another machine's vCPU and memory."""
+        self.vcpu, self.mem, self.buf = vcpu, mem, mem.buf
+
+    def resume(self) -> None:
+        """After the switch-over: the device's state came along, nothing to redo."""
 
     def wake_queue(self) -> None:
         """netif_wake_queue: a stopped queue restarts once descriptors are free."""
@@ -62,3 +73,20 @@ class NetDriver:
         pci, bdf = self.kernel.pci, self.info.bdf
         pci.config_write(bdf, cap + PCI_MSIX_FLAGS, 2, pci.config_read(bdf, cap + PCI_MSIX_FLAGS, 2) | PCI_MSIX_FLAGS_ENABLE)
         return vectors
+
+    def remove(self) -> None:
+        """How every PCI driver's remove() ends: pci_free_irq_vectors (MSI-X
+        Enable off; an interrupt still arriving on one of our vectors is
+        spurious: acknowledged and counted) and pci_disable_device (Bus Master off)."""
+        pci, bdf = self.kernel.pci, self.info.bdf
+        cap = self.info.caps.get(PCI_CAP_ID_MSIX)
+        if cap is not None:
+            flags = pci.config_read(bdf, cap + PCI_MSIX_FLAGS, 2)
+            pci.config_write(bdf, cap + PCI_MSIX_FLAGS, 2, flags & ~PCI_MSIX_FLAGS_ENABLE)
+        pci.config_write(bdf, PCI_COMMAND, 2, pci.config_read(bdf, PCI_COMMAND, 2) & ~PCI_COMMAND_MASTER)
+        for vector in self.vectors.values():
+            self.vcpu.set_irq_handler(vector, partial(self._spurious, vector))
+
+    def _spurious(self, vector: int) -> None:
+        self.stats["spurious_interrupts"] += 1
+        self.kernel.vcpu.eoi(vector)

@@ -37,6 +37,11 @@ class VirtioNetDriver(NetDriver):
         self._find_caps()
         self._probe(WANTED if features is None else features)
 
+    def rebind(self, vcpu, mem) -> None:
+        super().rebind(vcpu, mem)
+        self.rx.rebind(vcpu, mem)
+        self.tx.rebind(vcpu, mem)
+
     # ---- transport --------------------------------------------------------------
     def _find_caps(self) -> None:
         """4.1.4: walk the capability list for the virtio structures."""

@@ -18,9 +18,7 @@ class DriverQueue:
         self.index = index
         self.size = size
         self.event_idx = event_idx
-        self.mem = kernel.mem
-        self.buf = kernel.mem.buf
-        self.charge = kernel.vcpu.charge
+        self.rebind(kernel.vcpu, kernel.mem)
         alloc = kernel.alloc
         self.desc = alloc.alloc(16 * size, 16)
         self.avail = alloc.alloc(v.avail_size(size), 2)
@@ -30,6 +28,9 @@ class DriverQueue:
         self.avail_idx = 0
         self.published = 0
         self.last_used = 0
+
+    def rebind(self, vcpu, mem) -> None:
+        self.mem, self.buf, self.charge = mem, mem.buf, vcpu.charge
 
     @property
     def num_free(self) -> int:

@@ -11,7 +11,15 @@ A frame goes out by granting its buffer read-only and pushing a request;
 the event is sent only when RING_PUSH_REQUESTS_AND_CHECK_NOTIFY says the
 backend asked.  The upcall reclaims TX slots and schedules a NAPI poll
 that takes responses, refills RX and re-arms with
-RING_FINAL_CHECK_FOR_RESPONSES."""
+RING_FINAL_CHECK_FOR_RESPONSES.
+
+After a live migration the platform registers again with the target's Xen
+(shared info, upcall vector, a fresh grant table: every grant and event
+channel died with the old domain) and each netfront reconnects through the
+target's xenstore as Linux's netfront_resume does: TX requests the old
+backend never answered are lost, the handshake runs again and
+talk_to_netback grants the (re-used) ring and buffer pages anew, binds a
+new event channel and re-posts every RX buffer."""
 
 from __future__ import annotations
 
@@ -31,18 +39,33 @@ class XenPlatform:
 
     def __init__(self, kernel, xen) -> None:
         self.xen = xen
+        self.sim = kernel.sim
         self.vcpu = kernel.vcpu
         self.mem = kernel.mem
         self.handlers: dict[int, object] = {}
         self.shared_info = kernel.alloc.alloc(x.PAGE_SIZE)
-        xen.set_shared_info(self.vcpu, self.shared_info)
         self.vector = kernel.alloc_vector()
         self.vcpu.set_irq_handler(self.vector, self._upcall)
-        xen.set_upcall_vector(self.vcpu, self.vector)
         self.gnttab = kernel.alloc.alloc(NR_GRANT_FRAMES * x.PAGE_SIZE)
-        xen.setup_grant_table(self.vcpu, self.gnttab, NR_GRANT_FRAMES)
+        self._register()
         self.free_refs = list(range(NR_GRANT_FRAMES * x.GRANT_ENTRIES_PER_FRAME - 1,
                                     x.GNTTAB_NR_RESERVED_ENTRIES - 1, -1))
+
+    def _register(self) -> None:
+        """The shared-info page, the upcall vector and the grant frames, as Xen must know them."""
+        self.xen.set_shared_info(self.vcpu, self.shared_info)
+        self.xen.set_upcall_vector(self.vcpu, self.vector)
+        self.xen.setup_grant_table(self.vcpu, self.gnttab, NR_GRANT_FRAMES)
+
+    def move_to(self, vcpu, mem, xen) -> None:
+        """Live migration, as the suspend hypercall returns on the target
+        (xen_hvm_post_suspend, gnttab_resume, xen_irq_resume): the same pages
+        and vector registered with ``xen``; no port is bound any more.  The
+        IDT entry came along with the vCPU state."""
+        self.xen, self.vcpu, self.mem = xen, vcpu, mem
+        self.handlers.clear()
+        vcpu.sync(self.sim.now)
+        self._register()
 
     def claim_ref(self) -> int:
         return self.free_refs.pop()
@@ -75,7 +98,7 @@ class XenPlatform:
 
 def xenbus_probe(kernel, xen) -> None:
     """Find the vifs the toolstack gave this domain and bring each up as a netdev."""
-    platform = XenPlatform(kernel, xen)
+    platform = kernel.xen_platform = XenPlatform(kernel, xen)
     for devid in xen.xs_directory(kernel.vcpu, "device/vif"):
         kernel.attach_netdev(XenNetfront(kernel, platform, f"device/vif/{devid}"))
 
@@ -94,9 +117,38 @@ class XenNetfront:
         self.stack = None
         self.tx_queue_stopped = self.poll_scheduled = self.connected = False
         self.state = x.XenbusStateInitialising
+        self.backend, self.backend_id = None, 0
+        self.tx_inflight: set[int] = set()
         self.mac = bytes.fromhex(self.xen.xs_read(self.vcpu, f"{node}/mac").replace(":", ""))
-        self.backend = self.xen.xs_read(self.vcpu, f"{node}/backend")
-        self.backend_id = int(self.xen.xs_read(self.vcpu, f"{node}/backend-id"))
+        self._alloc()
+        self._watch_otherend()
+
+    # ---- live migration (xenbus_dev_resume, netfront_resume) -----------------------------------
+    def rebind(self, vcpu, mem) -> None:
+        """The same driver on the target's vCPU and memory; its hypercalls
+        reach the Xen its platform now runs on."""
+        self.vcpu, self.mem, self.buf, self.xen = vcpu, mem, mem.buf, self.platform.xen
+
+    def resume(self) -> None:
+        """netfront_resume: detach and xennet_disconnect_backend (TX requests
+        not yet answered are released, lost with the old backend; RX
+        buffers are reclaimed); then xenbus finds the backend again and
+        watches it, and the handshake sets up new rings, grants and event
+        channel.  No backend for this vif: it stays detached."""
+        self.connected = False
+        self.state = x.XenbusStateInitialising
+        self.stats["xennet_tx_released"] += len(self.tx_inflight)
+        self.tx_inflight.clear()
+        self._watch_otherend()
+
+    def _watch_otherend(self) -> None:
+        """talk_to_otherend + watch_otherend: the backend's path and domain, a watch on its state."""
+        backend = self.xen.xs_read(self.vcpu, f"{self.node}/backend")
+        backend_id = self.xen.xs_read(self.vcpu, f"{self.node}/backend-id")
+        if backend is None or backend_id is None or not backend_id.isdigit():
+            self.stats["xenbus_no_otherend"] += 1
+            return
+        self.backend, self.backend_id = backend, int(backend_id)
         self.xen.xs_watch(self.vcpu, f"{self.backend}/state", self._backend_changed)
 
     # ---- xenbus handshake ---------------------------------------------------------------------
@@ -121,32 +173,37 @@ class XenNetfront:
         self.state = state
         self.xen.xs_write(self.vcpu, f"{self.node}/state", state)
 
-    def _setup(self) -> None:
-        """setup_netfront + talk_to_netback: rings, grants, event channel, RX
-        buffers, then the keys the backend reads."""
+    def _alloc(self) -> None:
+        """The ring pages, TX buffers (two a page) and RX pages, and a grant
+        reference for each; kept across reconnections."""
         alloc, platform = self.kernel.alloc, self.platform
         self.tx_ring, self.rx_ring = alloc.alloc(x.PAGE_SIZE), alloc.alloc(x.PAGE_SIZE)
-        ring_refs = []
-        for ring in (self.tx_ring, self.rx_ring):
-            x.shared_ring_init(self.buf, ring)
-            ring_refs.append(platform.claim_ref())
-            platform.grant(ring_refs[-1], self.backend_id, ring, readonly=False)
-        self.port = self.xen.evtchn_alloc_unbound(self.vcpu, self.backend_id)
-        platform.handlers[self.port] = self._interrupt
+        self.ring_refs = [platform.claim_ref(), platform.claim_ref()]
         pages = alloc.alloc(x.NET_TX_RING_SIZE * TX_BUFFER)
         self.tx_bufs = [pages + i * TX_BUFFER for i in range(x.NET_TX_RING_SIZE)]
         self.tx_refs = [platform.claim_ref() for _ in self.tx_bufs]
-        self.tx_free = list(range(x.NET_TX_RING_SIZE - 1, -1, -1))
-        self.tx_inflight: set[int] = set()
-        self.tx_prod = self.tx_cons = 0
         pages = alloc.alloc(x.NET_RX_RING_SIZE * x.PAGE_SIZE)
         self.rx_pages = [pages + i * x.PAGE_SIZE for i in range(x.NET_RX_RING_SIZE)]
         self.rx_refs = [platform.claim_ref() for _ in self.rx_pages]
+
+    def _setup(self) -> None:
+        """setup_netfront + talk_to_netback: empty rings granted to the
+        backend, an event channel, every RX buffer posted, then the keys the
+        backend reads."""
+        platform = self.platform
+        for ring, ref in zip((self.tx_ring, self.rx_ring), self.ring_refs):
+            x.shared_ring_init(self.buf, ring)
+            platform.grant(ref, self.backend_id, ring, readonly=False)
+        self.port = self.xen.evtchn_alloc_unbound(self.vcpu, self.backend_id)
+        platform.handlers[self.port] = self._interrupt
+        self.tx_free = list(range(x.NET_TX_RING_SIZE - 1, -1, -1))
+        self.tx_inflight.clear()
+        self.tx_prod = self.tx_cons = 0
         self.rx_free = list(range(x.NET_RX_RING_SIZE - 1, -1, -1))
         self.rx_posted: set[int] = set()
         self.rx_prod = self.rx_cons = 0
         self._refill()
-        for key, value in (("tx-ring-ref", ring_refs[0]), ("rx-ring-ref", ring_refs[1]),
+        for key, value in (("tx-ring-ref", self.ring_refs[0]), ("rx-ring-ref", self.ring_refs[1]),
                            ("event-channel", self.port), ("request-rx-copy", 1), ("feature-rx-notify", 1)):
             self.xen.xs_write(self.vcpu, f"{self.node}/{key}", value)
 
@@ -221,6 +278,8 @@ class XenNetfront:
     def _poll(self) -> None:
         """xennet_poll: up to NAPI_WEIGHT responses, refill, complete or go on."""
         self.poll_scheduled = False
+        if not self.connected:
+            return
         done = self._receive(NAPI_WEIGHT)
         self._refill()
         if done < NAPI_WEIGHT and not x.final_check(self.buf, self.rx_ring, x.RSP_PROD, x.RSP_EVENT, self.rx_cons):

@@ -116,6 +116,11 @@ class IPv4Stack:
         del self.echo_waiters[key]
         return False
 
+    def announce(self) -> bool:
+        """Gratuitous ARP (a request for our own address, RFC 5227 2.4): peers
+        update their caches, switches learn where our MAC now is."""
+        return self._arp_send(ARPOP_REQUEST, ETH_BROADCAST, ZERO_MAC, self.addr)
+
     # --- driver API -----------------------------------------------------------
 
     def receive(self, frame: bytes) -> None:

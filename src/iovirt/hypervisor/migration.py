@@ -1,0 +1,216 @@
+"""Live migration between two hosts: pre-copy, as QEMU's migration/ram.c.
+
+1. Dirty logging starts; round 1 sends every page, each later round the
+   pages dirtied meanwhile (``GuestMemory``'s log: guest CPU stores, device
+   DMA, backend threads' writes all land in it).
+2. When a round ends and what is left would cross the link within the
+   downtime limit (or the rounds run out), the VM stops; the last dirty
+   pages and every device's state (``devices.vmstate``) cross while nothing
+   runs; ``switch_over`` then builds the target VM on that memory, loads the
+   state and resumes the guest there.
+3. A migration link that fails aborts it: the source VM runs on (resumed if
+   it was stopped) and the target keeps nothing.
+
+Zero pages cost their header only (``RAM_SAVE_FLAG_ZERO``).  The migration
+thread on the source pays ``migration_page`` per page and a ``copy`` of each
+normal page into the socket; the link serialises the bytes at its rate
+(``wire_tx``), so rounds, downtime and total time follow from the dirty rate
+and the link.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..devices.vmstate import migration_blocker, save_state
+from ..mem.guest_memory import PAGE_SHIFT, PAGE_SIZE, GuestMemory
+from ..sim.resource import Ledger, Resource
+from .vm import VM
+
+PAGE_HEADER = 8             # be64 offset | RAM_SAVE_FLAG_* before each page
+BURST_PAGES = 256           # pages per socket write; the guest runs between bursts
+ZERO_PAGE = bytes(PAGE_SIZE)
+
+
+@dataclass
+class MigrationReport:
+    vm: str
+    source: str
+    target: str
+    model: str
+    result: str = "running"             # then ok | blocked | failed
+    reason: str = ""
+    started_ns: float = 0.0
+    stopped_ns: float | None = None     # the VM stopped on the source
+    resumed_ns: float | None = None     # ... and ran again (on the target, or on the source after a failure)
+    rounds: int = 0
+    pages_sent: int = 0
+    zero_pages: int = 0
+    bytes_sent: int = 0
+    state_bytes: int = 0
+
+    @property
+    def downtime_ns(self) -> float:
+        if self.stopped_ns is None or self.resumed_ns is None:
+            return 0.0
+        return self.resumed_ns - self.stopped_ns
+
+    @property
+    def total_ns(self) -> float:
+        return (self.resumed_ns or self.started_ns) - self.started_ns
+
+
+class MigrationLink:
+    """The network the hosts migrate over: one TCP stream at ``gbps``; it
+    goes down for good at ``fail_at`` (ns) if given."""
+
+    def __init__(self, ledger: Ledger, name: str, gbps: float, fail_at: float | None = None) -> None:
+        if gbps <= 0:
+            raise ValueError(f"migration link {name}: rate {gbps} Gbit/s is not positive")
+        self.wire = Resource(name, "wire", ledger)
+        self.ns_per_byte = 8.0 / gbps
+        self.fail_at = fail_at
+
+    def up(self, at: float) -> bool:
+        return self.fail_at is None or at < self.fail_at
+
+    def send(self, ready: float, nbytes: int) -> float:
+        """Bytes queued at ``ready``; returns when the last one has arrived."""
+        self.wire.sync(ready)
+        return self.wire.occupy("wire_tx", nbytes * self.ns_per_byte)
+
+
+def blockers(vm: VM) -> list[str]:
+    """Why each of ``vm``'s devices cannot migrate (empty: all can)."""
+    return [f"{nic.device.NAME} at {nic.bdf}: {reason}" for nic in vm.nics
+            if (reason := migration_blocker(nic.device)) is not None]
+
+
+SwitchOver = Callable[[GuestMemory, list[bytes]], None]
+
+
+class Migration:
+    """Pre-copy of ``vm`` to ``target`` (a host name) over ``link``."""
+
+    def __init__(self, vm: VM, target: str, link: MigrationLink, switch_over: SwitchOver, *, model: str = "",
+                 downtime_ns: float = 300e6, max_rounds: int = 30,
+                 on_done: Callable[[MigrationReport], None] | None = None) -> None:
+        self.vm = vm
+        self.sim = vm.sim
+        self.link = link
+        self.switch_over = switch_over
+        self.downtime_ns = downtime_ns
+        self.max_rounds = max_rounds
+        self.on_done = on_done
+        self.report = MigrationReport(vm.name, vm.host.name, target, model)
+        self.incoming: GuestMemory | None = None
+        self.pending: list[int] = []
+        self.pos = 0
+        self.refused: str | None = None
+
+    def refuse(self, reason: str) -> None:
+        """The management layer already knows it cannot go (no such device on the target's hypervisor)."""
+        self.refused = reason
+
+    def start(self, at: float) -> None:
+        self.report.started_ns = at
+        self.sim.at(at, self._begin)
+
+    def _begin(self) -> None:
+        reasons = [self.refused] if self.refused else blockers(self.vm)
+        if reasons:
+            return self._finish("blocked", "; ".join(reasons))
+        mem = self.vm.mem
+        self.thread = self.vm.thread("migration")
+        self.incoming = GuestMemory(mem.size)
+        self.sent_data = bytearray(mem.size >> PAGE_SHIFT)     # pages whose target copy is not zero
+        mem.take_dirty()                                         # the log starts now
+        self._round(list(range(mem.size >> PAGE_SHIFT)))
+
+    # ---- pre-copy rounds -------------------------------------------------------------
+    def _round(self, pages: list[int]) -> None:
+        self.pending, self.pos = pages, 0
+        self._burst()
+
+    def _burst(self) -> None:
+        now = self.sim.now
+        if not self.link.up(now):
+            return self._abort()
+        batch = self.pending[self.pos:self.pos + BURST_PAGES]
+        self.pos += len(batch)
+        self.thread.sync(now)
+        end = self.link.send(self.thread.cursor, self._send(batch))
+        self.sim.at(end, self._burst if self.pos < len(self.pending) else self._round_done)
+
+    def _round_done(self) -> None:
+        self.report.rounds += 1
+        if not self.link.up(self.sim.now):
+            return self._abort()
+        dirty = self.vm.mem.take_dirty()
+        left_ns = len(dirty) * (PAGE_SIZE + PAGE_HEADER) * self.link.ns_per_byte
+        if left_ns <= self.downtime_ns or self.report.rounds >= self.max_rounds:
+            self._stop_and_copy(dirty)
+        else:
+            self._round(dirty)
+
+    def _send(self, pages: list[int]) -> int:
+        """Copy ``pages`` into the incoming memory as they are now; returns
+        the bytes they take on the stream."""
+        src, dst, sent_data = self.vm.mem.buf, self.incoming.buf, self.sent_data
+        normal = 0
+        for pfn in pages:
+            at = pfn << PAGE_SHIFT
+            page = src[at:at + PAGE_SIZE]
+            if page == ZERO_PAGE:
+                if sent_data[pfn]:
+                    dst[at:at + PAGE_SIZE] = ZERO_PAGE
+                    sent_data[pfn] = 0
+            else:
+                dst[at:at + PAGE_SIZE] = page
+                sent_data[pfn] = 1
+                normal += 1
+        report = self.report
+        report.pages_sent += len(pages)
+        report.zero_pages += len(pages) - normal
+        self.thread.charge("migration_page", len(pages))
+        if normal:
+            self.thread.charge("copy", normal, nbytes=normal * PAGE_SIZE)
+        nbytes = len(pages) * PAGE_HEADER + normal * PAGE_SIZE
+        report.bytes_sent += nbytes
+        return nbytes
+
+    # ---- stop and copy ------------------------------------------------------------------
+    def _stop_and_copy(self, dirty: list[int]) -> None:
+        now = self.sim.now
+        self.vm.pause()
+        self.report.stopped_ns = now
+        self.thread.sync(now)
+        nbytes = self._send(dirty)
+        states = [save_state(nic.device) for nic in self.vm.nics]
+        self.report.state_bytes = sum(map(len, states))
+        self.report.bytes_sent += self.report.state_bytes
+        end = self.link.send(self.thread.cursor, nbytes + self.report.state_bytes)
+        if not self.link.up(end):
+            self.sim.at(max(now, self.link.fail_at), self._abort)
+        else:
+            self.sim.at(end, self._switch, states)
+
+    def _switch(self, states: list[bytes]) -> None:
+        self.switch_over(self.incoming, states)
+        self.report.resumed_ns = self.sim.now
+        self._finish("ok")
+
+    def _abort(self) -> None:
+        """The stream broke: the target drops what it got, the source goes on."""
+        self.incoming = None
+        if self.vm.paused:
+            self.vm.resume()
+            self.report.resumed_ns = self.sim.now
+        self._finish("failed", f"migration link failed at {self.link.fail_at / 1e6:.3f} ms; "
+                               f"{self.vm.name} continues on {self.vm.host.name}")
+
+    def _finish(self, result: str, reason: str = "") -> None:
+        self.report.result, self.report.reason = result, reason
+        if self.on_done is not None:
+            self.on_done(self.report)
