@@ -17,7 +17,7 @@ from iovirt.hypervisor.migration import MigrationLink
 def scenario(device: str = "e1000", model: str = "emulated", backend: str | None = None, *, src: str = "vm1",
              dst: str = "vm2", rate_pps: float | None = 20_000, dirty: float | None = None, link_gbps: float = 10,
              duration_ms: float = 10, max_rounds: int = 30, fail_at_ms: float | None = None,
-             target: str = "kvm", vm2_host: str = "host0") -> Scenario:
+             target: str = "kvm", source: str = "kvm", vm2_host: str = "host0") -> Scenario:
     """vm1 and vm2 on host0 (64 MiB each); vm1 moves to host1 2 ms into the workloads."""
     nic = {"model": model, "device": device} | ({"backend": backend} if backend else {})
     if model == "passthrough":
@@ -32,7 +32,7 @@ def scenario(device: str = "e1000", model: str = "emulated", backend: str | None
     vm2_nic = nic if model != "passthrough" else {"model": "emulated", "device": "e1000"}
     return Scenario.from_dict({
         "name": "migrate",
-        "hosts": [{"name": "host0", "cores": 4, "nics": [{"name": "pnic0"}, {"name": "pnic1"}]},
+        "hosts": [{"name": "host0", "cores": 4, "hypervisor": source, "nics": [{"name": "pnic0"}, {"name": "pnic1"}]},
                   {"name": "host1", "cores": 4, "hypervisor": target, "nics": [{"name": "pnic0"}]}],
         "vms": [{"name": "vm1", "host": "host0", "memory_mb": 64,
                  "nics": [nic | {"mac": "52:54:00:00:00:01", "ip": "10.0.0.1/24"}]},
@@ -65,6 +65,17 @@ def test_streaming_vm_moves_and_frames_are_lost_only_while_it_is_stopped(device,
         assert len(gaps) <= 1 and sum(n for _, n, _ in gaps) == m["frames_lost"]
         assert all(report.resumed_ns <= after for _, _, after in gaps)
     assert m["rounds"] >= 1 and m["pages_sent"] >= 64 << 8
+
+
+@pytest.mark.parametrize("src,dst", [("vm1", "vm2"), ("vm2", "vm1")])
+def test_a_xen_pv_guest_reconnects_on_the_target(src, dst):
+    """Xen PV: netfront reconnects through the target's xenstore; frames lost only as one run while it was stopped."""
+    outcome = migrate(scenario("xen-netfront", "paravirt", source="xen", target="xen", src=src, dst=dst,
+                               rate_pps=50_000, duration_ms=16))
+    m, flow = outcome.to_dict(), _flow(outcome)
+    assert m["result"] == "ok" and flow["corrupted"] == flow["out_of_order"] == 0
+    assert flow["delivered"] > flow["sent"] // 2 and len(outcome.flows[0].gaps) <= 1
+    assert all(outcome.report.resumed_ns <= after for _, _, after in outcome.flows[0].gaps)
 
 
 def test_the_target_memory_equals_the_source_at_the_switch_over():

@@ -31,7 +31,10 @@ class VirtioNet(VirtioPciDevice):
     FEATURES = (VirtioPciDevice.FEATURES | 1 << v.VIRTIO_NET_F_MAC | 1 << v.VIRTIO_NET_F_MRG_RXBUF
                 | 1 << v.VIRTIO_NET_F_STATUS | 1 << v.VIRTIO_NET_F_CSUM)
 
-    def __init__(self, sim: Sim, mac: bytes, dma: Dma) -> None:
+    def __init__(self, sim: Sim, mac: bytes, dma: Dma, standby: bool = False) -> None:
+        """``standby``: offer VIRTIO_NET_F_STANDBY (the NIC backs up a passed-through one with its MAC)."""
+        if standby:
+            self.FEATURES = VirtioNet.FEATURES | 1 << v.VIRTIO_NET_F_STANDBY
         self.mac = mac
         self.port = None
         self.polling = False                      # a poll-mode backend never wants kicks

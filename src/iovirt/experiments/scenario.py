@@ -128,6 +128,8 @@ class VmNic(_Strict):
     vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
     spoofchk: bool = True
     trust: bool = False
+    # paravirt virtio-net only: the failover standby of the VM's sriov NIC with the same MAC and ip
+    standby: bool = False
 
 
 class Vm(_Strict):
@@ -293,8 +295,11 @@ def _wiring_problems(s: Scenario) -> Iterator[tuple[str, str]]:
     for i, vm in enumerate(s.vms):
         yield from _vm_problems(f"vms[{i}]", vm, hosts)
     nics = [(f"vms[{i}].nics[{j}]", vm, nic) for i, vm in enumerate(s.vms) for j, nic in enumerate(vm.nics)]
-    yield from _duplicates("MAC", [(f"{where}.mac", nic.mac) for where, _, nic in nics])
-    yield from _duplicates("IP address", [(f"{where}.ip", str(nic.ip.ip)) for where, _, nic in nics])
+    for standby in (False, True):       # a standby repeats its primary's MAC and address
+        pick = [(where, nic) for where, _, nic in nics if nic.standby == standby]
+        kind = "standby " if standby else ""
+        yield from _duplicates(f"{kind}MAC", [(f"{where}.mac", nic.mac) for where, nic in pick])
+        yield from _duplicates(f"{kind}IP address", [(f"{where}.ip", str(nic.ip.ip)) for where, nic in pick])
     yield from _uplink_problems(nics, hosts)
     for i, workload in enumerate(s.workloads):
         yield from _workload_problems(f"workloads[{i}]", workload, vms, hosts)
@@ -348,6 +353,21 @@ def _vm_problems(where: str, vm: Vm, hosts: dict[str, Host]) -> Iterator[tuple[s
         yield f"{where}.host", f"expected one of the hosts ({', '.join(hosts)}), got {vm.host!r}"
     for j, nic in enumerate(vm.nics):
         yield from _nic_problems(f"{where}.nics[{j}]", nic, hosts[vm.host])
+        if nic.standby:
+            yield from _standby_problems(f"{where}.nics[{j}]", nic, vm)
+
+
+def _standby_problems(where: str, nic: VmNic, vm: Vm) -> Iterator[tuple[str, str]]:
+    """net_failover: a virtio-net standby backs up the VM's sriov NIC with its MAC; one interface, one address."""
+    if (nic.model, nic.device) != ("paravirt", "virtio-net"):
+        yield (f"{where}.standby", f"expected standby only on a paravirt virtio-net NIC (VIRTIO_NET_F_STANDBY), "
+                                   f"got model {nic.model!r}, device {nic.device!r}")
+    primary = next((p for p in vm.nics if p.mac == nic.mac and p.model == "sriov"), None)
+    if primary is None:
+        yield (f"{where}.mac", f"expected the MAC of an sriov NIC of {vm.name} (the primary a standby "
+                               f"backs up), got {nic.mac!r}")
+    elif primary.ip != nic.ip:
+        yield f"{where}.ip", f"expected {primary.ip} (its primary's: the failover pair is one interface), got {nic.ip}"
 
 
 def _nic_problems(where: str, nic: VmNic, host: Host) -> Iterator[tuple[str, str]]:

@@ -78,7 +78,8 @@ class World:
         if any(nic.device == "xen-netfront" for nic in spec.nics):
             xenbus_probe(guest, self.xen[spec.host])
         for nic in spec.nics:
-            guest.ifup(mac_bytes(nic.mac), str(nic.ip))
+            if not nic.standby:             # a standby is one interface with its primary (net_failover)
+                guest.ifup(mac_bytes(nic.mac), str(nic.ip))
         return guest
 
     def _host(self, spec) -> Host:
@@ -106,6 +107,8 @@ class World:
                 SriovNic(vm, self.sriov[on, nic.uplink], posted=posted)
             elif xen is not None:
                 _xen_nic(xen, vm, nic)
+            elif nic.standby:
+                VirtioNic(vm, nic.device, mac_bytes(nic.mac), nic.backend, standby=True)
             else:
                 SOFTWARE_WIRINGS[nic.model](vm, nic.device, mac_bytes(nic.mac), nic.backend)
         return vm
@@ -159,7 +162,9 @@ class World:
             target = self._machine(spec, on=to, mem=mem)
             for nic, blob in zip(target.nics, states):
                 load_state(nic.device, blob)
-            guest.move_to(target.vcpus[0], target.mem)
+            if source.host.name in self.xen:            # the old domain goes before its dom0 runs again
+                self.xen[source.host.name].destroy_domain(source)
+            guest.move_to(target.vcpus[0], target.mem, xen=self.xen.get(to))
             target.irqchip.adopt(source.irqchip)
             self._retire(source)
             self.vms[name] = target

@@ -10,8 +10,10 @@ import ipaddress
 from collections import Counter
 from typing import Callable
 
+from .acpiphp import Acpiphp
 from .alloc import DmaAllocator
 from .drivers.e1000 import E1000Driver
+from .drivers.failover import register_netdev, unregister_netdev
 from .drivers.ixgbe import IxgbeDriver
 from .drivers.ixgbevf import IxgbevfDriver
 from .drivers.pcnet import PCNetDriver
@@ -45,9 +47,32 @@ class GuestKernel:
 
     def boot(self) -> None:
         for info in self.pci.scan():
-            driver = self.drivers.get((info.vendor, info.device))
-            if driver is not None:
-                self.netdevs.append(driver(self, info))
+            self._bind(info)
+        Acpiphp(self)
+
+    def _bind(self, info) -> None:
+        driver = self.drivers.get((info.vendor, info.device))
+        if driver is not None:
+            info.driver = driver(self, info)
+            register_netdev(self, info.driver)
+
+    # ---- PCI hot plug (entered from the ACPI GPE method, guest/acpiphp.py) ----------
+    def pci_hotplug(self, slot: int) -> None:
+        """A card arrived in ``slot`` of bus 0: scan it, probe its drivers.  A
+        device that finds no room for its BARs or whose probe fails stays unbound."""
+        try:
+            for info in self.pci.scan_slot(slot):
+                self._bind(info)
+        except RuntimeError:                # PciResourceError, a driver's probe error
+            self.stats["pci_hotplug_failed"] += 1
+
+    def pci_remove(self, slot: int) -> None:
+        """The card in ``slot`` is to go: each function's netdev unregistered,
+        its driver's remove(), the function forgotten."""
+        for info in self.pci.remove_slot(slot):
+            if info.driver is not None:
+                unregister_netdev(self, info.driver)
+                info.driver.remove()
 
     def attach_netdev(self, netdev) -> None:
         """A NIC found off the PCI bus (a xenbus frontend) joins the ones ``ifup`` configures."""

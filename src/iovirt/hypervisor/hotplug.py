@@ -24,7 +24,6 @@ from ..spec import acpi as a
 from .addrmap import Region
 from .vm import KVM_USER_PIO, VM
 
-_GPE0_EN = a.GPE0["GPE0_EN"].reset
 _PCIU, _PCID, _B0EJ, _PCIRMV = (a.PCIHP[n].offset for n in ("PCIU", "PCID", "B0EJ", "PCIRMV"))
 
 Eject = Callable[[Resource], None]
@@ -42,6 +41,7 @@ class PciHotplug:
         self.vm = vm
         self.up = self.down = 0         # PCIU, PCID
         self.sts = 0                    # GPE0_STS
+        self.en = a.GPE0["GPE0_EN"].reset
         self.slots: dict[int, Eject] = {}
         path = vm.trap(KVM_USER_PIO)
         vm.pio.map(Region(a.GPE0_BLK, a.GPE0_BLK_LEN, self._gpe_read, self._gpe_write, path, "acpi-gpe0"))
@@ -78,15 +78,18 @@ class PciHotplug:
         self._sci(vmm)
 
     def _sci(self, cpu: Resource) -> None:
-        self.vm.irqchip.set_level(a.SCI_IRQ, cpu, int(bool(self.sts & _GPE0_EN)))
+        self.vm.irqchip.set_level(a.SCI_IRQ, cpu, int(bool(self.sts & self.en)))
 
     # ---- GPE0 block (byte access) ----------------------------------------------------
     def _gpe_read(self, cpu: Resource, offset: int, size: int) -> int:
-        return ((self.sts | _GPE0_EN << 16) >> 8 * offset) & ((1 << 8 * size) - 1)
+        return ((self.sts | self.en << 16) >> 8 * offset) & ((1 << 8 * size) - 1)
 
     def _gpe_write(self, cpu: Resource, offset: int, size: int, value: int) -> None:
-        """GPE0_STS is write-one-to-clear; GPE0_EN stays as OSPM set it."""
-        self.sts &= ~(value << 8 * offset) & 0xFFFF
+        """GPE0_STS bits are write-one-to-clear, GPE0_EN bits plain; the SCI follows STS & EN."""
+        mask = ((1 << 8 * size) - 1) << 8 * offset
+        bits = value << 8 * offset & mask
+        self.sts &= ~bits & 0xFFFF
+        self.en = (self.en & ~(mask >> 16) | bits >> 16) & 0xFFFF
         self._sci(cpu)
 
     # ---- PCI hot-plug registers ---------------------------------------------------------

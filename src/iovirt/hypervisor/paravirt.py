@@ -30,9 +30,10 @@ IOEVENTFD = ("vm_exit", "ioeventfd")
 
 
 class VirtioNic(PciNic):
-    def __init__(self, vm: VM, device: str, mac: bytes, backend: str | None = "qemu") -> None:
+    def __init__(self, vm: VM, device: str, mac: bytes, backend: str | None = "qemu", standby: bool = False) -> None:
+        """``standby``: the device offers VIRTIO_NET_F_STANDBY (QEMU's failover=on)."""
         backend = backend or "qemu"
-        model = VirtioNet(vm.sim, mac, Dma(vm.mem, "copy"))
+        model = VirtioNet(vm.sim, mac, Dma(vm.mem, "copy"), standby)
         super().__init__(vm, model)
         self.backend = backend
         self.worker: Resource = {"qemu": vm.vmm_thread, "vhost-net": lambda: vm.thread("vhost"),

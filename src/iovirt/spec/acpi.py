@@ -13,8 +13,8 @@ GPE0_BLK = 0xAFE0
 GPE0_BLK_LEN = 4
 GPE0 = RegisterMap("GPE0", [
     Register("GPE0_STS", 0x0, 2, access="w1c", doc="event status, write one to clear"),
-    Register("GPE0_EN", 0x2, 2, access="ro", reset=1 << 1,
-             doc="GPE.1 enabled (OSPM enables it at ACPI init: the DSDT has _E01)"),
+    Register("GPE0_EN", 0x2, 2, reset=1 << 1,
+             doc="as OSPM leaves it after ACPI init: GPE.1 enabled (the DSDT has _E01)"),
 ])
 GPE_PCI_HOTPLUG = 1 << 1            # GPE.1: PCI hot plug / eject (ACPI_PCI_HOTPLUG_STATUS)
 

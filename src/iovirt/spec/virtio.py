@@ -54,6 +54,7 @@ VIRTIO_NET_F_STATUS = 16
 VIRTIO_RING_F_INDIRECT_DESC = 28
 VIRTIO_RING_F_EVENT_IDX = 29
 VIRTIO_F_VERSION_1 = 32
+VIRTIO_NET_F_STANDBY = 62       # 5.1.3: acts as a standby for a primary device with the same MAC
 
 # 2.6.5 descriptor table
 VIRTQ_DESC = Layout("virtq_desc", 16, [("addr", 0, 8), ("len", 8, 4), ("flags", 12, 2), ("next", 14, 2)])

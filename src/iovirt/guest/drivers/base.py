@@ -20,6 +20,7 @@ LAPIC_MSI = 0xFEE00000          # MSI address window of the local APIC, destinat
 class NetDriver:
     VENDOR = DEVICE = 0
     REGS: dict[str, int] = {}       # register name -> offset in ``self.bar``, for rd/wr
+    standby = False                 # a failover standby (virtio-net with VIRTIO_NET_F_STANDBY)
 
     def __init__(self, kernel, info) -> None:
         self.kernel = kernel

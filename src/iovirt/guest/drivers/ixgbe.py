@@ -58,6 +58,13 @@ class IxgbeDriver(IxgbeRings):
 
     def _reset_hw(self) -> None:
         """ixgbe_stop_adapter, then CTRL.RST (self-clearing)."""
+        self._stop_adapter()
+        self.wr("CTRL", self.rd("CTRL") | s.CTRL_RST)
+        self.flush()
+        self._poll_reg("CTRL", s.CTRL_RST, False, "reset")
+
+    def _stop_adapter(self) -> None:
+        """ixgbe_stop_adapter: receiver off, interrupts masked and cleared, queues off."""
         self.wr("RXCTRL", self.rd("RXCTRL") & ~s.RXCTRL_RXEN)
         self.wr("EIMC", 0x7FFFFFFF)
         self.wr("EIMC_EX0", 0xFFFFFFFF)
@@ -65,9 +72,12 @@ class IxgbeDriver(IxgbeRings):
         self.rd("EICR")
         self.wr("TXDCTL0", s.TXDCTL_SWFLSH)
         self.wr("RXDCTL0", self.rd("RXDCTL0") & ~s.RXDCTL_ENABLE)
-        self.wr("CTRL", self.rd("CTRL") | s.CTRL_RST)
-        self.flush()
-        self._poll_reg("CTRL", s.CTRL_RST, False, "reset")
+
+    def remove(self) -> None:
+        """ixgbe_remove: down, then ixgbe_release_hw_control (CTRL_EXT.DRV_LOAD off)."""
+        self._stop_adapter()
+        self.wr("CTRL_EXT", self.rd("CTRL_EXT") & ~s.CTRL_EXT_DRV_LOAD)
+        super().remove()
 
     def _setup_msix(self) -> None:
         table = self.info.bars[s.MSIX_BAR][1] + s.MSIX_TABLE_OFFSET

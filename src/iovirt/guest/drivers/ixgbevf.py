@@ -84,6 +84,12 @@ class IxgbevfDriver(IxgbeRings):
         for i in range(vs.QUEUES):
             self.wr(f"VFTXDCTL{i}", self.rd(f"VFTXDCTL{i}") & ~s.TXDCTL_ENABLE)
 
+    def remove(self) -> None:
+        """ixgbevf_remove: down (queues and interrupts off); no VF reset here,
+        the host resets the function when it takes it back."""
+        self._stop_adapter()
+        super().remove()
+
     def _configure_msix(self) -> None:
         """ixgbevf_configure_msix + ixgbevf_irq_enable."""
         valid = s.IVAR_ALLOC_VAL

@@ -19,7 +19,7 @@ from .virtio_ring import DriverQueue
 
 C = v.COMMON
 WANTED = (1 << v.VIRTIO_F_VERSION_1 | 1 << v.VIRTIO_NET_F_MAC | 1 << v.VIRTIO_NET_F_MRG_RXBUF
-          | 1 << v.VIRTIO_RING_F_EVENT_IDX | 1 << v.VIRTIO_NET_F_CSUM)
+          | 1 << v.VIRTIO_RING_F_EVENT_IDX | 1 << v.VIRTIO_NET_F_CSUM | 1 << v.VIRTIO_NET_F_STANDBY)
 RX_BUFFER = v.NET_HDR.size + 1514
 NAPI_WEIGHT = 64
 CONFIG_VECTOR, RX_VECTOR, TX_VECTOR = 0, 1, 2
@@ -41,6 +41,11 @@ class VirtioNetDriver(NetDriver):
         super().rebind(vcpu, mem)
         self.rx.rebind(vcpu, mem)
         self.tx.rebind(vcpu, mem)
+
+    @property
+    def standby(self) -> bool:
+        """VIRTIO_NET_F_STANDBY negotiated: the kernel puts a failover master over us."""
+        return bool(self.features >> v.VIRTIO_NET_F_STANDBY & 1)
 
     # ---- transport --------------------------------------------------------------
     def _find_caps(self) -> None:
