@@ -78,10 +78,13 @@ def test_a_xen_pv_guest_reconnects_on_the_target(src, dst):
     assert all(outcome.report.resumed_ns <= after for _, _, after in outcome.flows[0].gaps)
 
 
-def test_the_target_memory_equals_the_source_at_the_switch_over():
+@pytest.mark.parametrize("device,model,backend,hypervisor", [
+    ("virtio-net", "paravirt", "vhost-net", "kvm"), ("virtio-net", "paravirt", "vhost-user", "kvm"),
+    ("e1000", "emulated", None, "kvm"), ("tulip", "emulated", None, "kvm"), ("xen-netfront", "paravirt", None, "xen")])
+def test_the_target_memory_equals_the_source_at_the_switch_over(device, model, backend, hypervisor):
     """Dirty logging misses nothing: at the switch-over the incoming RAM is the stopped VM's RAM, byte for byte."""
-    s = scenario("virtio-net", "paravirt", "vhost-net", src="vm2", dst="vm1", rate_pps=100_000, dirty=400,
-                 duration_ms=30)
+    s = scenario(device, model, backend, src="vm2", dst="vm1", rate_pps=100_000, dirty=400, duration_ms=30,
+                 source=hypervisor, target=hypervisor)
     world = World(s)
     start, stop, flows = begin(world)
     migration = world.migrate("vm1", "host1", MigrationLink(world.ledger, "mig", 10), start + 2e6,

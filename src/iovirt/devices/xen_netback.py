@@ -151,8 +151,18 @@ class XenNetback:
         return more
 
     # ---- TX: frontend -> switch (netback.c xenvif_tx_action) ----------------------------------
+    def _held(self, retry) -> bool:
+        """The frontend's domain is paused (a migration's stop-and-copy): its
+        rings wait, untouched, until it runs again."""
+        vm = self.port.vm
+        if vm.paused:
+            vm.when_resumed(retry)
+        return vm.paused
+
     def _tx_poll(self) -> None:
         self.tx_scheduled = False
+        if self._held(self._tx_poll):
+            return
         cpu = self.cpu
         if cpu.cursor < self.sim.now and cpu is not self.kernel.vcpu:
             cpu.sync(self.sim.now)
@@ -286,6 +296,8 @@ class XenNetback:
         self.rx_pending.append((rid, len(frame)))
 
     def _rx_flush(self, cpu: Resource) -> None:
+        if self._held(lambda: self._rx_flush(cpu)):
+            return
         pending, self.rx_pending = self.rx_pending, []
         if not self.running:
             return

@@ -90,7 +90,9 @@ class XenPlatform:
     def _upcall(self) -> None:
         """The per-vCPU upcall vector: EOI, then every pending unmasked port."""
         self.vcpu.eoi(self.vector)
-        for port in x.evtchn_2l_take(self.mem.buf, self.shared_info):
+        ports = x.evtchn_2l_take(self.mem.buf, self.shared_info)
+        self.mem.mark_dirty(self.shared_info, x.PAGE_SIZE)     # the CPU cleared pending bits
+        for port in ports:
             handler = self.handlers.get(port)
             if handler is not None:
                 handler()
@@ -193,6 +195,7 @@ class XenNetfront:
         platform = self.platform
         for ring, ref in zip((self.tx_ring, self.rx_ring), self.ring_refs):
             x.shared_ring_init(self.buf, ring)
+            self.mem.mark_dirty(ring, x.PAGE_SIZE)
             platform.grant(ref, self.backend_id, ring, readonly=False)
         self.port = self.xen.evtchn_alloc_unbound(self.vcpu, self.backend_id)
         platform.handlers[self.port] = self._interrupt
@@ -229,6 +232,7 @@ class XenNetfront:
                        self.tx_refs[slot], buf & (x.PAGE_SIZE - 1), 0, slot, len(frame))
         self.tx_inflight.add(slot)
         self.tx_prod = (self.tx_prod + 1) & x.RING_IDX_MASK
+        self.mem.mark_dirty(self.tx_ring, 8)
         if x.push_and_check_notify(self.buf, self.tx_ring, x.REQ_PROD, x.REQ_EVENT, self.tx_prod):
             self._notify()
         self._tx_gc()
@@ -256,6 +260,7 @@ class XenNetfront:
                 self.tx_free.append(rid)
                 if status != x.NETIF_RSP_OKAY:
                     self.stats["tx_errors"] += 1
+            self.mem.mark_dirty(self.tx_ring, 16)
             if not x.final_check(self.buf, self.tx_ring, x.RSP_PROD, x.RSP_EVENT, self.tx_cons):
                 break
         self._wake_tx()
@@ -282,6 +287,7 @@ class XenNetfront:
             return
         done = self._receive(NAPI_WEIGHT)
         self._refill()
+        self.mem.mark_dirty(self.rx_ring, 16)
         if done < NAPI_WEIGHT and not x.final_check(self.buf, self.rx_ring, x.RSP_PROD, x.RSP_EVENT, self.rx_cons):
             return
         self.poll_scheduled = True
@@ -322,5 +328,6 @@ class XenNetfront:
                            rid, self.rx_refs[rid])
             self.rx_posted.add(rid)
             self.rx_prod = (self.rx_prod + 1) & x.RING_IDX_MASK
+        self.mem.mark_dirty(self.rx_ring, 8)
         if x.push_and_check_notify(self.buf, self.rx_ring, x.REQ_PROD, x.REQ_EVENT, self.rx_prod) and self.connected:
             self._notify()
