@@ -154,9 +154,13 @@ def _migrate(profile: str, nic: dict, hypervisors: tuple[str, str] = ("kvm", "kv
     vms = [{"name": f"vm{i}", "host": "host0", "memory_mb": 64,
             "nics": [n | {"mac": f"52:54:00:00:00:0{i}", "ip": f"10.0.0.{i}/24"}]} for i, n in ((1, nic), (2, peer)) if n]
     spec = {"name": "migration", "profile": profile, "hosts": hosts, "vms": vms,
-            "workloads": [{"type": "udp_stream", "src": "vm1", "dst": dst, "rate_pps": 20_000, "duration_ms": 16}],
+            "workloads": [{"type": "udp_stream", "src": "vm1", "dst": dst, "rate_pps": RATE_PPS, "duration_ms": 16}],
             "migration": {"vm": "vm1", "to": "host1", "at_ms": 2, "downtime_ms": 1}}
     return migrate(Scenario.from_dict(spec)).to_dict()
+
+
+RATE_PPS = 20_000
+IN_FLIGHT = 4      # frames a driver may have handed its device when the VM stopped
 
 
 def _moved(m: dict) -> str:
@@ -166,8 +170,11 @@ def _moved(m: dict) -> str:
 
 
 def _moved_intact(m: dict) -> bool:
+    """Moved, nothing corrupted or reordered, and at most the frames of the
+    stopped window lost (a Xen netfront drops its TX requests in flight)."""
     flow = m["flows"][0]
-    return m["result"] == "ok" and flow["corrupted"] == flow["out_of_order"] == m["frames_lost"] == 0
+    window = m["downtime_ms"] * 1e-3 * RATE_PPS + IN_FLIGHT
+    return m["result"] == "ok" and flow["corrupted"] == flow["out_of_order"] == 0 and m["frames_lost"] <= window
 
 
 def emulation_migrates_across_hypervisors(profile: str) -> Claim:
