@@ -3,8 +3,8 @@
 1. Dirty logging starts; round 1 sends every page, each later round the
    pages dirtied meanwhile (``GuestMemory``'s log: guest CPU stores, device
    DMA, backend threads' writes all land in it).
-2. When a round ends and what is left would cross the link within the
-   downtime limit (or the rounds run out), the VM stops; the last dirty
+2. When a round ends and what is left would cross within the downtime
+   limit at the bandwidth the round achieved (or the rounds run out), the VM stops; the last dirty
    pages and every device's state (``devices.vmstate``) cross while nothing
    runs; ``switch_over`` then builds the target VM on that memory, loads the
    state and resumes the guest there.
@@ -108,6 +108,8 @@ class Migration:
         self.pending: list[int] = []
         self.pos = 0
         self.refused: str | None = None
+        self.round_start = 0.0
+        self.round_bytes = 0
 
     def refuse(self, reason: str) -> None:
         """The management layer already knows it cannot go (no such device on the target's hypervisor)."""
@@ -131,6 +133,7 @@ class Migration:
     # ---- pre-copy rounds -------------------------------------------------------------
     def _round(self, pages: list[int]) -> None:
         self.pending, self.pos = pages, 0
+        self.round_start, self.round_bytes = self.sim.now, 0
         self._burst()
 
     def _burst(self) -> None:
@@ -148,11 +151,19 @@ class Migration:
         if not self.link.up(self.sim.now):
             return self._abort()
         dirty = self.vm.mem.take_dirty()
-        left_ns = len(dirty) * (PAGE_SIZE + PAGE_HEADER) * self.link.ns_per_byte
+        left_ns = len(dirty) * (PAGE_SIZE + PAGE_HEADER) * self._ns_per_byte()
         if left_ns <= self.downtime_ns or self.report.rounds >= self.max_rounds:
             self._stop_and_copy(dirty)
         else:
             self._round(dirty)
+
+    def _ns_per_byte(self) -> float:
+        """The bandwidth the last round achieved (migration_update_counters):
+        CPU-bound rounds of zero pages move few bytes per second."""
+        elapsed = self.sim.now - self.round_start
+        if elapsed <= 0 or not self.round_bytes:
+            return self.link.ns_per_byte
+        return max(self.link.ns_per_byte, elapsed / self.round_bytes)
 
     def _send(self, pages: list[int]) -> int:
         """Copy ``pages`` into the incoming memory as they are now; returns
@@ -178,6 +189,7 @@ class Migration:
             self.thread.charge("copy", normal, nbytes=normal * PAGE_SIZE)
         nbytes = len(pages) * PAGE_HEADER + normal * PAGE_SIZE
         report.bytes_sent += nbytes
+        self.round_bytes += nbytes
         return nbytes
 
     # ---- stop and copy ------------------------------------------------------------------
