@@ -123,6 +123,22 @@ BAD = [
      put("vms", 0, "nics", 0, value={"model": "passthrough", "device": "ixgbe", "mac": "52:54:00:00:00:01",
                                      "ip": "10.0.0.1/24"}),
      "vms[0].nics[0].uplink: expected one of host0's physical NICs (none) for model 'passthrough', got nothing"),
+    ("migration to an unknown host", put("migration", value={"vm": "vm1", "to": "host9"}),
+     "migration.to: expected one of the hosts (host0), got 'host9'"),
+    ("migration to its own host", put("migration", value={"vm": "vm1", "to": "host0"}),
+     "migration.to: expected a host other than vm1's own (host0)"),
+    ("migration link of 0 Gbit/s", put("migration", value={"link_gbps": 0}),
+     "migration.link_gbps: expected a number > 0, got 0"),
+    ("memory_dirty without a rate", put("workloads", 0, value={"type": "memory_dirty", "src": "vm1"}),
+     "workloads[0].dirty_mib_s: expected the rate the guest dirties memory at, in MiB/s (missing)"),
+    ("memory_dirty with a destination", put("workloads", 0, value={"type": "memory_dirty", "src": "vm1",
+                                                                  "dst": "vm2", "dirty_mib_s": 10}),
+     "workloads[0].dst: expected no dst for memory_dirty (the guest writes its own memory), got 'vm2'"),
+    ("working set larger than the VM", put("workloads", 0, value={"type": "memory_dirty", "src": "vm1",
+                                                                 "dirty_mib_s": 10, "working_set_mb": 500}),
+     "workloads[0].working_set_mb: expected at most 224 MiB (vm1 has 256), got 500"),
+    ("stream without a destination", put("workloads", 1, "dst", value=None),
+     "workloads[1].dst: expected a destination VM or 'wire' (missing)"),
     ("unknown profile", put("profile", value="no-such-profile"), "profile: profile 'no-such-profile'"),
     ("YAML syntax error", raw("name: x\nhosts: [a\nvms: []\n"), "line 3, column 4: invalid YAML"),
     ("empty file", raw(""), "(top level): expected a scenario mapping, got an empty file"),
@@ -313,3 +329,37 @@ def test_the_amd_profile_moves_time_between_mechanisms():
         stack[profile] = spent["guest_stack"]["vcpu"]
     assert per_exit["amd-svm"] < per_exit["default"]
     assert stack["amd-svm"] > stack["default"]
+
+
+MIGRATION = ROOT / "examples" / "migrate-e1000-kvm-to-xen.yaml"
+
+
+def test_migrate_json_has_the_documented_keys():
+    """migrate --json: DESIGN.md's keys, a move that succeeded, frames lost counted from the flows."""
+    result = invoke("migrate", MIGRATION, "--json")
+    assert result.exit_code == 0, result.stderr
+    m = strict_json(result.stdout)
+    assert {"vm", "from", "to", "model", "result", "reason", "downtime_ms", "total_time_ms", "rounds",
+            "pages_sent", "frames_lost"} <= m.keys()
+    assert (m["vm"], m["from"], m["to"], m["result"]) == ("vm1", "kvm0", "xen0", "ok")
+    assert m["frames_lost"] == sum(f["sent"] - f["delivered"] for f in m["flows"])
+    assert 0 < m["downtime_ms"] < m["total_time_ms"]
+
+
+def test_migrate_check_prints_the_matrix():
+    """--check runs nothing and lists every VM against every other host."""
+    result = invoke("migrate", MIGRATION, "--check", "--json")
+    assert result.exit_code == 0
+    rows = strict_json(result.stdout)
+    assert {(r["vm"], r["to"], r["result"]) for r in rows} == {("vm1", "xen0", "ok"), ("vm2", "xen0", "ok")}
+    table = invoke("migrate", MIGRATION, "--check").stdout
+    assert "why not" in table and "vm2" in table
+
+
+@pytest.mark.parametrize("args, expected", [
+    (("--vm", "vm9"), "migrate: --vm: expected one of the VMs (vm1, vm2), got 'vm9'"),
+    (("--to", "kvm0"), "migrate: --to: expected a host other than vm1's (xen0), got 'kvm0'")])
+def test_migrate_bad_target_is_one_line_exit_2(args, expected):
+    """A VM or host the scenario does not have: one line, exit 2."""
+    result = invoke("migrate", MIGRATION, *args)
+    assert result.exit_code == 2 and result.stderr == f"error: {expected}\n"

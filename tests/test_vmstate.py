@@ -477,7 +477,7 @@ REGISTERS = {                           # where each model's registers are, to a
 
 
 @pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(data=st.data())
 def test_whatever_the_guest_writes_the_state_saves_and_loads_exactly(name, data):
     """Random register and configuration writes of any width (a hostile guest) leave a
