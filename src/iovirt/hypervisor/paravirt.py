@@ -30,11 +30,12 @@ IOEVENTFD = ("vm_exit", "ioeventfd")
 
 
 class VirtioNic(PciNic):
-    def __init__(self, vm: VM, device: str, mac: bytes, backend: str | None = "qemu", standby: bool = False) -> None:
+    def __init__(self, vm: VM, device: str, mac: bytes, backend: str | None = "qemu", standby: bool = False,
+                 slot: int | None = None) -> None:
         """``standby``: the device offers VIRTIO_NET_F_STANDBY (QEMU's failover=on)."""
         backend = backend or "qemu"
         model = VirtioNet(vm.sim, mac, Dma(vm.mem, "copy"), standby)
-        super().__init__(vm, model)
+        super().__init__(vm, model, slot)
         self.backend = backend
         self.worker: Resource = {"qemu": vm.vmm_thread, "vhost-net": lambda: vm.thread("vhost"),
                                  "vhost-user": lambda: vm.thread("vhost-user-pmd", dedicated=True)}[backend]()

@@ -34,10 +34,10 @@ from ..mem.guest_memory import GuestMemory
 from ..sim.resource import Resource
 from ..spec import ixgbe as ixs
 from ..spec import vtd
-from ..spec.pci import PCI_MSIX_ENTRY, PCI_MSIX_ENTRY_SIZE, Bdf
+from ..spec.pci import PCI_MAX_DEVICES, PCI_MSIX_ENTRY, PCI_MSIX_ENTRY_SIZE, Bdf
 from .hotplug import PciHotplug
 from .iommu import Iommu
-from .pcinic import PciNic
+from .pcinic import FIRST_SLOT, PciNic
 from .vm import KVM_USER_MMIO, VM
 from .wire import Link
 
@@ -155,10 +155,20 @@ class AssignedFunction(PciNic):
         self.plugged = self.unplugging = False
         self._unplugged: Callable[[], None] | None = None
 
-    def plug(self, vm: VM, device, hotplug: bool = False) -> None:
-        """Into the VM's first free slot: present at boot, or hot-plugged
-        (``hotplug``: the guest is told a card arrived)."""
-        super().__init__(vm, device)
+    @staticmethod
+    def slot_for(vm: VM, slot: int | None) -> int:
+        """``slot`` if it is empty, else an error; None: the first free one.
+        Checked before the function is taken from the host."""
+        if slot is None:
+            return vm.pci.free_slot(FIRST_SLOT)
+        if not 0 <= slot < PCI_MAX_DEVICES or vm.pci.lookup(slot) is not None:
+            raise AssignmentError(f"{vm.name}: no free slot {slot:#x} on bus 0 (taken, or not a slot)")
+        return slot
+
+    def plug(self, vm: VM, device, hotplug: bool = False, slot: int | None = None) -> None:
+        """Into ``slot`` (the first free one if None): present at boot, or
+        hot-plugged (``hotplug``: the guest is told a card arrived)."""
+        super().__init__(vm, device, slot)
         device.msi = self.msi
         self.plugged = True
         if self.hotplug is not None:
@@ -249,11 +259,13 @@ class AssignedFunction(PciNic):
 class PassthroughNic(AssignedFunction):
     """A whole physical port, PF and all."""
 
-    def __init__(self, vm: VM, pnic: PhysicalNic, mac: bytes, posted: bool = False, hotplug: bool = False) -> None:
+    def __init__(self, vm: VM, pnic: PhysicalNic, mac: bytes, posted: bool = False, hotplug: bool = False,
+                 slot: int | None = None) -> None:
+        slot = self.slot_for(vm, slot)
         pnic.claim(vm.name)
         self.pnic = pnic
         super().__init__(vm, pnic.bdf, pnic.engine, ixs.MSIX_BAR, ixs.MSIX_VECTORS, posted)
-        self.plug(vm, Ixgbe(vm.sim, mac, self.dma, pnic.engine), hotplug)
+        self.plug(vm, Ixgbe(vm.sim, mac, self.dma, pnic.engine), hotplug, slot)
         pnic.link.attach(self.device)
 
     def give_back(self) -> None:

@@ -13,11 +13,13 @@ FIRST_SLOT = 3          # after host bridge, ISA bridge, VGA as on QEMU's pc mac
 
 
 class PciNic:
-    def __init__(self, vm: VM, device) -> None:
+    def __init__(self, vm: VM, device, slot: int | None = None) -> None:
+        """Into ``slot`` of the VM's bus 0 (QEMU's addr=; a migration's target keeps the
+        source's), or the first free one."""
         self.vm = vm
         self.device = device
         self.fn = device.pci
-        self.bdf = vm.pci.attach(self.fn, vm.pci.free_slot(FIRST_SLOT))
+        self.bdf = vm.pci.attach(self.fn, vm.pci.free_slot(FIRST_SLOT) if slot is None else slot)
         self.gsi = PCI_PIRQ_IRQS[pci_swizzle(self.bdf.device, self.fn.config_read(PCI_INTERRUPT_PIN, 1))]
         self._irq_cpu: Resource | None = None
         self.fn.on_intx(self._line)

@@ -95,16 +95,18 @@ class SriovPort:
 
 class SriovNic(AssignedFunction):
     """One VF of a port, assigned to a VM: present at boot, or hot-plugged
-    (``hotplug``) with the administrator's ``config`` for it."""
+    (``hotplug``) with the administrator's ``config`` for it, into ``slot``
+    (the first free one if None)."""
 
     def __init__(self, vm: VM, port: SriovPort, posted: bool = False, config: VfConfig | None = None,
-                 hotplug: bool = False) -> None:
+                 hotplug: bool = False, slot: int | None = None) -> None:
+        slot = self.slot_for(vm, slot)
         n = port.take(vm.name, config)
         vf = port.vfs[n]
         self.port, self.index = port, n
         super().__init__(vm, port.cap.vf_bdf(n), port.pnic.engine, vs.MSIX_BAR, vs.MSIX_VECTORS, posted)
         vf.dma = self.dma
-        self.plug(vm, vf, hotplug)
+        self.plug(vm, vf, hotplug, slot)
 
     def give_back(self) -> None:
         self.port.release(self.index)

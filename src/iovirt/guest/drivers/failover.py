@@ -141,7 +141,9 @@ def _master(kernel, mac: bytes) -> FailoverMaster | None:
 def register_netdev(kernel, netdev) -> None:
     """A driver's netdev registers: a standby gets a master (which adopts a
     primary already there); a netdev with a master's MAC may become its slave;
-    what stays visible is in ``kernel.netdevs``, where ``ifup`` looks."""
+    what stays visible is in ``kernel.netdevs``, where ``ifup`` looks.  An
+    interface that lost its device gets the new one with its MAC (the network
+    manager applies its configuration, matched by MAC, again)."""
     master = _master(kernel, netdev.mac)
     if master is None and netdev.standby:
         master = FailoverMaster(netdev)
@@ -151,6 +153,9 @@ def register_netdev(kernel, netdev) -> None:
         kernel.netdevs.append(master)
     elif master is None or not master.enslave(netdev):
         kernel.netdevs.append(netdev)
+        stack = kernel.interfaces.get(netdev.mac)
+        if stack is not None and isinstance(stack.netdev, NoDevice):
+            stack.netdev, netdev.stack = netdev, stack
 
 
 def unregister_netdev(kernel, netdev) -> None:
