@@ -188,3 +188,56 @@ def test_bad_targets_are_one_line_errors():
         migrate(scenario(), "vm9", "host1")
     with pytest.raises(ScenarioError, match="--to: expected a host other than vm1's"):
         migrate(scenario(), "vm1", "host0")
+
+
+def sriov_scenario(standby: bool = True, target_vfs: int = 4) -> Scenario:
+    """vm1 on a VF of host0's pnic0 (with a virtio-net standby of the same MAC) streams to the wire."""
+    vf = {"model": "sriov", "device": "ixgbevf", "uplink": "pnic0", "mac": "52:54:00:00:00:01", "ip": "10.0.0.1/24"}
+    nics = [vf] + ([{"model": "paravirt", "device": "virtio-net", "backend": "vhost-net", "standby": True,
+                     "mac": vf["mac"], "ip": vf["ip"]}] if standby else [])
+    return Scenario.from_dict({
+        "name": "failover",
+        "hosts": [{"name": "host0", "cores": 4, "nics": [{"name": "pnic0", "num_vfs": 4}, {"name": "pnic1"}]},
+                  {"name": "host1", "cores": 4, "nics": [{"name": "pnic0", "num_vfs": target_vfs}, {"name": "pnic1"}]}],
+        "vms": [{"name": "vm1", "host": "host0", "memory_mb": 64, "nics": nics}],
+        "workloads": [{"type": "udp_stream", "src": "vm1", "dst": "wire", "rate_pps": 50_000, "duration_ms": 40}],
+        "migration": {"vm": "vm1", "to": "host1", "at_ms": 2, "downtime_ms": 1}})
+
+
+def _failover(s: Scenario):
+    world = World(s)
+    start, stop, flows = begin(world)
+    migration = world.migrate("vm1", "host1", MigrationLink(world.ledger, "mig", 10), start + 2e6, downtime_ns=1e6)
+    finish(world, start, stop, flows, 0.0)
+    return world, migration.report, flows[0]
+
+
+def test_sriov_with_failover_moves_and_gets_a_vf_back():
+    """The VF is unplugged, traffic fails over to virtio, the VM moves, a VF of the target's port becomes primary."""
+    world, report, flow = _failover(sriov_scenario())
+    assert report.result == "ok" and report.reason == ""
+    assert report.unplugged_ns < report.started_ns + 1 < report.stopped_ns < report.resumed_ns <= report.replugged_ns
+    assert flow.delivered == flow.sent and flow.corrupted == flow.out_of_order == 0
+    vm, bond = world.vms["vm1"], world.guests["vm1"].netdevs[0].stats
+    assert vm.host.name == "host1" and {type(n).__name__ for n in vm.nics} == {"VirtioNic", "SriovNic"}
+    assert bond["failovers"] >= 1 and bond["failbacks"] >= 1 and bond["tx_standby"] > 0
+    assert world.sriov["host0", "pnic0"].free == [0, 1, 2, 3]        # the source's VF went back to its host
+
+
+def test_sriov_with_failover_to_a_host_without_vfs_stays_on_virtio():
+    """No VF to come back to: the move still succeeds and the VM keeps running on its standby."""
+    world, report, flow = _failover(sriov_scenario(target_vfs=0))
+    assert report.result == "ok" and "stays on its virtio-net standby" in report.reason
+    assert flow.delivered == flow.sent
+    assert [type(n).__name__ for n in world.vms["vm1"].nics] == ["VirtioNic"]
+
+
+def test_a_vf_alone_blocks_migration():
+    """Without a failover standby a VF cannot move; the check says why before anything runs."""
+    world, report, flow = _failover(sriov_scenario(standby=False))
+    assert report.result == "blocked" and "ixgbevf" in report.reason and report.pages_sent == 0
+    assert flow.delivered == flow.sent and world.vms["vm1"].host.name == "host0"
+    rows = {r["to"]: r for r in matrix(sriov_scenario(standby=False))}
+    assert rows["host1"]["result"] == "blocked" and "no failover standby" in rows["host1"]["reason"]
+    rows = {r["to"]: r for r in matrix(sriov_scenario(target_vfs=0))}
+    assert rows["host1"]["result"] == "ok" and "stays on its virtio-net standby" in rows["host1"]["reason"]

@@ -211,7 +211,7 @@ SIZES = st.lists(st.integers(46, 1500), max_size=6)
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: "-".join(filter(None, m)))
-@settings(max_examples=4, deadline=None)
+@settings(max_examples=8, deadline=None)
 @given(before_out=SIZES, before_in=SIZES, after_out=SIZES, after_in=SIZES, seed=st.integers(0, 2**16))
 def test_restored_device_carries_the_next_frames_exactly_as_the_original(model, before_out, before_in, after_out,
                                                                          after_in, seed):
@@ -477,7 +477,7 @@ REGISTERS = {                           # where each model's registers are, to a
 
 
 @pytest.mark.parametrize("name", NAMES)
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(data=st.data())
 def test_whatever_the_guest_writes_the_state_saves_and_loads_exactly(name, data):
     """Random register and configuration writes of any width (a hostile guest) leave a

@@ -135,7 +135,7 @@ def profile_table(profile) -> Table:
 def claims_table(claims) -> Table:
     table = _table("the seed's claims, tested", ["model", "claim", "verdict"])
     table.add_column("evidence", overflow="fold")
-    styles = {"holds": "green", "fails": "red", "pending": "yellow"}
+    styles = {"holds": "green", "fails": "red"}
     for c in claims:
         table.add_row(c.model, c.claim, f"[{styles[c.verdict]}]{c.verdict}[/]", c.evidence)
     return table

@@ -4,7 +4,7 @@ counters kept as low/high pairs."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 
 def narrow(value: int, offset: int, size: int) -> int:

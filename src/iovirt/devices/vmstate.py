@@ -21,6 +21,11 @@ then assigns, so a bad stream raises :class:`StateError` and changes nothing.
 After assigning, each table's ``post_load`` runs, nested ones first: the PCI
 function re-announces its BARs, bus mastering, INTx line and pending MSI-X
 messages to the new VM's wiring; device models re-arm their timers.
+
+Every migratable model also has ``resume(cpu)``, which the wiring calls once
+the restored VM runs (``cpu``: the backend's thread): it picks up work that
+was pending at the save as the real device does at VM start (frames the
+backend held; virtio buffers made available but not yet taken).
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ import math
 import struct
 import zlib
 from collections import Counter
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..pci.function import PciFunction
 
@@ -132,6 +138,8 @@ class UInt(Field):
 
 
 class Flag(Field):
+    """A bool, one byte."""
+
     def encode(self, value: bool, out: bytearray, now: float) -> None:
         out.append(1 if value else 0)
 

@@ -35,6 +35,7 @@ class MigrationOutcome:
                 "reason": r.reason, "downtime_ms": round(r.downtime_ns / 1e6, 4),
                 "total_time_ms": round(r.total_ns / 1e6, 4), "rounds": r.rounds, "pages_sent": r.pages_sent,
                 "zero_pages": r.zero_pages, "bytes_sent": r.bytes_sent, "frames_lost": self.frames_lost,
+                "standby_ms": None if r.replugged_ns is None else round((r.replugged_ns - r.unplugged_ns) / 1e6, 4),
                 "flows": self.result.to_dict()["flows"]}
 
 
@@ -64,7 +65,19 @@ def compatibility(scenario: Scenario, vm: str, to: str) -> str | None:
         if nic.model == "passthrough":
             return (f"{nic.device} is passed through ({nic.uplink}): the device's state lives in hardware and its "
                     f"DMA writes are not dirty-logged; unplug it first")
+        if nic.model == "sriov" and not any(n.standby and n.mac == nic.mac for n in spec.nics):
+            return (f"{nic.device} (a VF of {nic.uplink}) has no failover standby: a VF's state lives in the NIC; "
+                    f"give the VM a virtio-net NIC with standby: true and the same MAC")
     return None
+
+
+def _note(scenario: Scenario, vm: str, to: str) -> str:
+    """What an allowed move will not bring along."""
+    spec = next(v for v in scenario.vms if v.name == vm)
+    host = next(h for h in scenario.hosts if h.name == to)
+    if any(n.model == "sriov" for n in spec.nics) and not any(p.num_vfs for p in host.nics):
+        return f"stays on its virtio-net standby: {to} has no port with VFs"
+    return ""
 
 
 def migrate(scenario: Scenario, vm: str | None = None, to: str | None = None) -> MigrationOutcome:
@@ -97,5 +110,6 @@ def matrix(scenario: Scenario) -> list[dict]:
             if host.name != spec.host:
                 reason = compatibility(scenario, spec.name, host.name)
                 rows.append({"vm": spec.name, "from": spec.host, "to": host.name,
-                             "result": "ok" if reason is None else "blocked", "reason": reason or ""})
+                             "result": "ok" if reason is None else "blocked",
+                             "reason": _note(scenario, spec.name, host.name) if reason is None else reason})
     return rows

@@ -35,12 +35,16 @@ def mac_bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", ""))
 
 
-def _xen_nic(xen: Xen, vm: VM, nic) -> None:
+def _xen_nic(xen: Xen, vm: VM, nic):
     """On a Xen host: a PV vif (netfront, netback in dom0), or an HVM device model in dom0's QEMU."""
     if nic.device == "xen-netfront":
-        xen.add_vif(vm, mac_bytes(nic.mac))
-    else:
-        XenHvmNic(vm, nic.device, mac_bytes(nic.mac), xen.ioreq_server(vm))
+        return xen.add_vif(vm, mac_bytes(nic.mac))
+    return XenHvmNic(vm, nic.device, mac_bytes(nic.mac), xen.ioreq_server(vm))
+
+
+def _vf_config(nic) -> VfConfig:
+    """The PF driver's policy for the VF of VM NIC ``nic`` (ip link set PF vf N ...)."""
+    return VfConfig(mac_bytes(nic.mac), nic.vlan or 0, nic.rate_mbps or 0, nic.spoofchk, nic.trust)
 
 
 class World:
@@ -60,6 +64,7 @@ class World:
         self.peers: dict = {}                                          # subnet -> its wire peer
         self.retired: list[VM] = []                                    # VMs that migrated away
         self.migration_links: list[Resource] = []
+        self.nic_specs: dict[int, object] = {}                         # id of a wired NIC -> its spec
         self.uplinks = {name: self._uplink(host) for name, host in self.hosts.items() if self._free_nic(name)}
         self.sriov = self._sriov_ports()
         for spec in scenario.vms:
@@ -91,8 +96,10 @@ class World:
             self.xen[spec.name] = Xen(host)
         return host
 
-    def _machine(self, spec, on: str | None = None, mem=None) -> VM:
-        """``spec``'s machine on its host, or on host ``on`` over ``mem`` (a migration's target)."""
+    def _machine(self, spec, on: str | None = None, mem=None, slots: dict | None = None) -> VM:
+        """``spec``'s machine on its host; or a migration's target on host
+        ``on`` over ``mem``, with only the PCI NICs the VM still has, each in
+        its slot (``slots``: id of the NIC's spec -> slot)."""
         on = on or spec.host
         posted = self.host_specs[on].posted_interrupts
         host = self.hosts[on]
@@ -101,16 +108,20 @@ class World:
         if xen is not None:
             xen.create_domain(vm)
         for nic in spec.nics:
+            slot = None if slots is None else slots.get(id(nic), -1)
+            if slot == -1 and nic.device != "xen-netfront":
+                continue                        # a VF the guest gave up before it moved
             if nic.model == "passthrough":
-                PassthroughNic(vm, host.nics[nic.uplink], mac_bytes(nic.mac), posted=posted)
+                made = PassthroughNic(vm, host.nics[nic.uplink], mac_bytes(nic.mac), posted=posted)
             elif nic.model == "sriov":
-                SriovNic(vm, self.sriov[on, nic.uplink], posted=posted)
+                made = SriovNic(vm, self.sriov[on, nic.uplink], posted=posted)
             elif xen is not None:
-                _xen_nic(xen, vm, nic)
+                made = _xen_nic(xen, vm, nic)
             elif nic.standby:
-                VirtioNic(vm, nic.device, mac_bytes(nic.mac), nic.backend, standby=True)
+                made = VirtioNic(vm, nic.device, mac_bytes(nic.mac), nic.backend, standby=True, slot=slot)
             else:
-                SOFTWARE_WIRINGS[nic.model](vm, nic.device, mac_bytes(nic.mac), nic.backend)
+                made = SOFTWARE_WIRINGS[nic.model](vm, nic.device, mac_bytes(nic.mac), nic.backend, slot=slot)
+            self.nic_specs[id(made)] = nic
         return vm
 
     def _sriov_ports(self) -> dict[tuple[str, str], SriovPort]:
@@ -121,7 +132,7 @@ class World:
             for pnic in (p for p in spec.nics if p.num_vfs):
                 nics = [n for vm in self.scenario.vms if vm.host == spec.name for n in vm.nics
                         if n.model == "sriov" and n.uplink == pnic.name]
-                configs = [VfConfig(mac_bytes(n.mac), n.vlan or 0, n.rate_mbps or 0, n.spoofchk, n.trust) for n in nics]
+                configs = [_vf_config(n) for n in nics]
                 configs += [VfConfig() for _ in range(pnic.num_vfs - len(configs))]
                 host = self.hosts[spec.name]
                 ports[spec.name, pnic.name] = SriovPort(host, host.nics[pnic.name], configs)
@@ -132,7 +143,7 @@ class World:
         no VM NIC names, if any such VM exists or none at all (VMs may
         migrate to an empty host)."""
         vms = [vm for vm in self.scenario.vms if vm.host == host]
-        taken = {n.uplink for vm in vms for n in vm.nics}
+        taken = {n.uplink for vm in vms for n in vm.nics} | {p.name for p in self.host_specs[host].nics if p.num_vfs}
         if vms and not any(not vm.bare_metal and any(n.uplink is None for n in vm.nics) for vm in vms):
             return None
         return next((p for name, p in self.hosts[host].nics.items() if name not in taken), None)
@@ -154,12 +165,16 @@ class World:
     # ---- live migration -----------------------------------------------------------------
     def migrate(self, name: str, to: str, link: MigrationLink, at: float, **limits) -> Migration:
         """Start migrating VM ``name`` to host ``to`` at ``at`` (ns); ``limits``:
-        downtime_ns, max_rounds.  The migration's report says how it went."""
+        downtime_ns, max_rounds.  A VF with a failover standby is hot-unplugged
+        first and a VF of the target's port hot-plugged after the move.  The
+        migration's report says how it went."""
         spec = next(v for v in self.scenario.vms if v.name == name)
         source, guest = self.vms[name], self.guests[name]
+        vfs = [nic for nic in source.nics if self._has_standby(spec, nic)]
 
         def switch_over(mem, states: list[bytes]) -> None:
-            target = self._machine(spec, on=to, mem=mem)
+            slots = {id(self.nic_specs[id(nic)]): nic.bdf.device for nic in source.nics}
+            target = self._machine(spec, on=to, mem=mem, slots=slots)
             for nic, blob in zip(target.nics, states):
                 load_state(nic.device, blob)
             if source.host.name in self.xen:            # the old domain goes before its dom0 runs again
@@ -169,15 +184,55 @@ class World:
             self._retire(source)
             self.vms[name] = target
             guest.resume()
+            for nic in target.nics:
+                nic.resume()
 
         def done(report: MigrationReport) -> None:
             if report.result == "failed":
                 guest.resume()
+            if vfs and report.result in ("ok", "failed"):
+                report.reason = self._replug(spec, report) or report.reason
 
         migration = Migration(source, to, link, switch_over, model=self.models[name][0], on_done=done, **limits)
         self.migration_links.append(link.wire)
-        migration.start(at)
+        if vfs:
+            self.sim.at(at, self._unplug, vfs, migration)
+        else:
+            migration.start(at)
         return migration
+
+    def _has_standby(self, spec, nic) -> bool:
+        """``nic`` is a VF whose MAC a virtio-net standby of the same VM shares (net_failover)."""
+        own = self.nic_specs.get(id(nic))
+        return own is not None and own.model == "sriov" and any(
+            n.standby and n.mac == own.mac for n in spec.nics)
+
+    def _unplug(self, vfs: list, migration: Migration) -> None:
+        """device_del of every failover VF; pre-copy starts once the guest has ejected the last."""
+        left = [len(vfs)]
+        migration.report.unplugged_ns = self.sim.now
+
+        def ejected() -> None:
+            left[0] -= 1
+            if not left[0]:
+                migration.start(self.sim.now)
+                migration.report.started_ns = migration.report.unplugged_ns
+        for vf in vfs:
+            vf.unplug(on_done=ejected)
+
+    def _replug(self, spec, report: MigrationReport) -> str | None:
+        """A VF of the same NIC model where the VM now runs becomes primary
+        again; None, or why the VM stays on its standby."""
+        vm = self.vms[spec.name]
+        host = vm.host.name
+        for nic in (n for n in spec.nics if n.model == "sriov"):
+            port = self.sriov.get((host, nic.uplink)) or next(
+                (p for (h, _), p in self.sriov.items() if h == host and p.free), None)
+            if port is None or not port.free:
+                return f"{spec.name} stays on its virtio-net standby: {host} has no x82599 port with a free VF"
+            SriovNic(vm, port, posted=self.host_specs[host].posted_interrupts, config=_vf_config(nic), hotplug=True)
+        report.replugged_ns = self.sim.now
+        return None
 
     def _retire(self, vm: VM) -> None:
         """The source VM after the switch-over: its taps go, it never runs again."""

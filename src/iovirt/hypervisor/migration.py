@@ -44,6 +44,8 @@ class MigrationReport:
     started_ns: float = 0.0
     stopped_ns: float | None = None     # the VM stopped on the source
     resumed_ns: float | None = None     # ... and ran again (on the target, or on the source after a failure)
+    unplugged_ns: float | None = None   # failover: the VF was asked to go (then the VM ran on its standby)
+    replugged_ns: float | None = None   # ... and a VF of the host it runs on came back
     rounds: int = 0
     pages_sent: int = 0
     zero_pages: int = 0

@@ -69,6 +69,9 @@ class PciNic:
     def _owner(self, index: int) -> str:
         return f"{self.device.NAME}@{self.bdf} BAR{index}"
 
+    def resume(self) -> None:
+        """The VM runs after its state was loaded (a migration's target): pick up pending work."""
+
     def detach(self) -> None:
         """The card leaves the VM: its BARs unmapped, its slot empty."""
         for index, bar in self.fn.bars.items():
