@@ -241,3 +241,19 @@ def test_a_vf_alone_blocks_migration():
     assert rows["host1"]["result"] == "blocked" and "no failover standby" in rows["host1"]["reason"]
     rows = {r["to"]: r for r in matrix(sriov_scenario(target_vfs=0))}
     assert rows["host1"]["result"] == "ok" and "stays on its virtio-net standby" in rows["host1"]["reason"]
+
+
+def test_a_passed_through_nic_with_a_standby_is_unplugged_and_comes_back_on_the_target():
+    """Pass-through unplugged first (failover to virtio), the VM moves, the target's port of that name is assigned."""
+    s = scenario("ixgbe", "passthrough", dst="wire", duration_ms=40)
+    data = s.model_dump(by_alias=True, mode="json")
+    vm1 = data["vms"][0]
+    vm1["nics"].append({"model": "paravirt", "device": "virtio-net", "backend": "vhost-net", "standby": True,
+                        "mac": vm1["nics"][0]["mac"], "ip": vm1["nics"][0]["ip"]})
+    data["hosts"][1]["nics"].append({"name": "pnic1"})
+    world, report, flow = _failover(Scenario.from_dict(data))
+    assert report.result == "ok" and report.reason == "" and report.replugged_ns is not None
+    assert flow.delivered == flow.sent and flow.corrupted == flow.out_of_order == 0
+    vm = world.vms["vm1"]
+    assert vm.host.name == "host1" and world.hosts["host1"].nics["pnic1"].owner == "vm1"
+    assert world.hosts["host0"].nics["pnic1"].owner is None

@@ -10,7 +10,7 @@ from ..hypervisor.migration import MigrationLink, MigrationReport
 from .catalog import DEVICES
 from .results import Result
 from .runner import begin, finish
-from .scenario import Migration, Scenario, ScenarioError
+from .scenario import ASSIGNED, Migration, Scenario, ScenarioError
 from .workloads import FlowStats
 from .world import World
 
@@ -62,12 +62,11 @@ def compatibility(scenario: Scenario, vm: str, to: str) -> str | None:
         need = DEVICES[nic.device].hypervisor
         if need is not None and host.hypervisor != need:
             return f"{nic.device} needs a {need} host; {to} runs {host.hypervisor}"
-        if nic.model == "passthrough":
-            return (f"{nic.device} is passed through ({nic.uplink}): the device's state lives in hardware and its "
-                    f"DMA writes are not dirty-logged; unplug it first")
-        if nic.model == "sriov" and not any(n.standby and n.mac == nic.mac for n in spec.nics):
-            return (f"{nic.device} (a VF of {nic.uplink}) has no failover standby: a VF's state lives in the NIC; "
-                    f"give the VM a virtio-net NIC with standby: true and the same MAC")
+        if nic.model in ASSIGNED and not any(n.standby and n.mac == nic.mac for n in spec.nics):
+            what = "passed through" if nic.model == "passthrough" else "a VF"
+            return (f"{nic.device} ({what} of {nic.uplink}) has no failover standby to carry the VM while it is "
+                    f"unplugged: its state lives in the NIC and its DMA writes are not dirty-logged; give the VM "
+                    f"a virtio-net NIC with standby: true and the same MAC")
     return None
 
 
@@ -77,6 +76,9 @@ def _note(scenario: Scenario, vm: str, to: str) -> str:
     host = next(h for h in scenario.hosts if h.name == to)
     if any(n.model == "sriov" for n in spec.nics) and not any(p.num_vfs for p in host.nics):
         return f"stays on its virtio-net standby: {to} has no port with VFs"
+    ports = {p.name for p in host.nics}
+    if any(n.model == "passthrough" and n.uplink not in ports for n in spec.nics):
+        return f"stays on its virtio-net standby: {to} has no port of the same name to pass through"
     return ""
 
 

@@ -25,6 +25,7 @@ MTU = 1500
 MIN_MEMORY_MB = 32  # the guest kernel keeps its DMA buffers above 16 MiB
 MIN_PACKET = 44  # IPv4 header (20) + UDP or ICMP header (8) + probe (flow, sequence, send time: 16)
 WIRE = "wire"  # workload dst: a peer on the physical link
+ASSIGNED = ("sriov", "passthrough")  # models whose NIC is a function assigned to the VM
 
 
 class ScenarioError(ValueError):
@@ -128,7 +129,7 @@ class VmNic(_Strict):
     vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
     spoofchk: bool = True
     trust: bool = False
-    # paravirt virtio-net only: the failover standby of the VM's sriov NIC with the same MAC and ip
+    # paravirt virtio-net only: the failover standby of the VM's sriov or passthrough NIC with the same MAC and ip
     standby: bool = False
 
 
@@ -358,14 +359,14 @@ def _vm_problems(where: str, vm: Vm, hosts: dict[str, Host]) -> Iterator[tuple[s
 
 
 def _standby_problems(where: str, nic: VmNic, vm: Vm) -> Iterator[tuple[str, str]]:
-    """net_failover: a virtio-net standby backs up the VM's sriov NIC with its MAC; one interface, one address."""
+    """net_failover: a virtio-net standby backs up the VM's assigned NIC with its MAC; one interface, one address."""
     if (nic.model, nic.device) != ("paravirt", "virtio-net"):
         yield (f"{where}.standby", f"expected standby only on a paravirt virtio-net NIC (VIRTIO_NET_F_STANDBY), "
                                    f"got model {nic.model!r}, device {nic.device!r}")
-    primary = next((p for p in vm.nics if p.mac == nic.mac and p.model == "sriov"), None)
+    primary = next((p for p in vm.nics if p.mac == nic.mac and p.model in ASSIGNED), None)
     if primary is None:
-        yield (f"{where}.mac", f"expected the MAC of an sriov NIC of {vm.name} (the primary a standby "
-                               f"backs up), got {nic.mac!r}")
+        yield (f"{where}.mac", f"expected the MAC of an sriov or passthrough NIC of {vm.name} (the primary a "
+                               f"standby backs up), got {nic.mac!r}")
     elif primary.ip != nic.ip:
         yield f"{where}.ip", f"expected {primary.ip} (its primary's: the failover pair is one interface), got {nic.ip}"
 

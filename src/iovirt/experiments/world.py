@@ -24,7 +24,7 @@ from ..hypervisor.wire import Fabric
 from ..hypervisor.xen import Xen
 from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource
-from .scenario import WIRE, Scenario
+from .scenario import ASSIGNED, WIRE, Scenario
 
 SETTLE_NS = 2_000_000
 HOST_KERNEL_MB = 64
@@ -204,8 +204,7 @@ class World:
     def _has_standby(self, spec, nic) -> bool:
         """``nic`` is a VF whose MAC a virtio-net standby of the same VM shares (net_failover)."""
         own = self.nic_specs.get(id(nic))
-        return own is not None and own.model == "sriov" and any(
-            n.standby and n.mac == own.mac for n in spec.nics)
+        return own is not None and own.model in ASSIGNED and any(n.standby and n.mac == own.mac for n in spec.nics)
 
     def _unplug(self, vfs: list, migration: Migration) -> None:
         """device_del of every failover VF; pre-copy starts once the guest has ejected the last."""
@@ -221,16 +220,23 @@ class World:
             vf.unplug(on_done=ejected)
 
     def _replug(self, spec, report: MigrationReport) -> str | None:
-        """A VF of the same NIC model where the VM now runs becomes primary
+        """A function of the same NIC model where the VM now runs (a free VF,
+        or the port of the same name) is hot-plugged and becomes primary
         again; None, or why the VM stays on its standby."""
         vm = self.vms[spec.name]
-        host = vm.host.name
-        for nic in (n for n in spec.nics if n.model == "sriov"):
+        host, posted = vm.host.name, self.host_specs[vm.host.name].posted_interrupts
+        for nic in (n for n in spec.nics if n.model in ASSIGNED):
+            if nic.model == "passthrough":
+                pnic = self.hosts[host].nics.get(nic.uplink)
+                if pnic is None or pnic.owner is not None:
+                    return f"{spec.name} stays on its virtio-net standby: {host} has no free port {nic.uplink}"
+                PassthroughNic(vm, pnic, mac_bytes(nic.mac), posted=posted, hotplug=True)
+                continue
             port = self.sriov.get((host, nic.uplink)) or next(
                 (p for (h, _), p in self.sriov.items() if h == host and p.free), None)
             if port is None or not port.free:
                 return f"{spec.name} stays on its virtio-net standby: {host} has no x82599 port with a free VF"
-            SriovNic(vm, port, posted=self.host_specs[host].posted_interrupts, config=_vf_config(nic), hotplug=True)
+            SriovNic(vm, port, posted=posted, config=_vf_config(nic), hotplug=True)
         report.replugged_ns = self.sim.now
         return None
 
