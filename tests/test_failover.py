@@ -323,7 +323,7 @@ def test_a_hostile_guest_on_the_hot_plug_registers_can_only_eject_its_own_vf(acc
 
 @pytest.mark.parametrize("change, where, message", [
     ({"ip": "10.0.0.9/24"}, "vms[0].nics[1].ip", "expected 10.0.0.1/24 (its primary's"),
-    ({"mac": "52:54:00:00:00:09"}, "vms[0].nics[1].mac", "expected the MAC of an sriov NIC of vm1"),
+    ({"mac": "52:54:00:00:00:09"}, "vms[0].nics[1].mac", "expected the MAC of an sriov or passthrough NIC of vm1"),
     ({"model": "emulated", "device": "e1000", "backend": None},
      "vms[0].nics[1].standby", "expected standby only on a paravirt virtio-net NIC"),
 ])
