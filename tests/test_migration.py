@@ -257,3 +257,18 @@ def test_a_passed_through_nic_with_a_standby_is_unplugged_and_comes_back_on_the_
     vm = world.vms["vm1"]
     assert vm.host.name == "host1" and world.hosts["host1"].nics["pnic1"].owner == "vm1"
     assert world.hosts["host0"].nics["pnic1"].owner is None
+
+
+@pytest.mark.parametrize("damage", [lambda blob: blob[:-5], lambda blob: blob[:40] + bytes([blob[40] ^ 1]) + blob[41:]],
+                         ids=["truncated", "tampered"])
+def test_a_damaged_device_state_stream_fails_the_migration_cleanly(monkeypatch, damage):
+    """The target rejects a cut or altered device stream before building anything; the source VM runs on."""
+    import iovirt.hypervisor.migration as migration_module
+    save = migration_module.save_state
+    monkeypatch.setattr(migration_module, "save_state", lambda device: damage(save(device)))
+    outcome = migrate(scenario(src="vm2", dst="vm1", rate_pps=20_000, duration_ms=20))
+    m, flow = outcome.to_dict(), _flow(outcome)
+    assert m["result"] == "failed" and "device state rejected" in m["reason"] and "continues on host0" in m["reason"]
+    assert flow["delivered"] == flow["sent"] and flow["corrupted"] == 0
+    names = {r["name"] for r in outcome.result.to_dict()["resources"]}
+    assert not any(name.startswith("host1/vm1") for name in names)

@@ -440,6 +440,11 @@ def load_state(device: Any, blob: bytes) -> None:
         hook()
 
 
+def check_stream(blob: bytes) -> str:
+    """The device a stream holds state for, once its framing and CRC check out."""
+    return _unframe(bytes(blob))[0]
+
+
 def _unframe(blob: bytes) -> tuple[str, int, bytes]:
     """Check magic, format, framing and CRC; the device name, version, payload."""
     if len(blob) < _HEAD.size:

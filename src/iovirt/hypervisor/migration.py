@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..devices.vmstate import migration_blocker, save_state
+from ..devices.vmstate import StateError, check_stream, migration_blocker, save_state
 from ..mem.guest_memory import PAGE_SHIFT, PAGE_SIZE, GuestMemory
 from ..sim.resource import Ledger, Resource
 from .vm import VM
@@ -211,18 +211,24 @@ class Migration:
             self.sim.at(end, self._switch, states)
 
     def _switch(self, states: list[bytes]) -> None:
+        """The target checks every device stream before it builds anything."""
+        try:
+            for blob in states:
+                check_stream(blob)
+        except StateError as exc:
+            return self._abort(f"device state rejected: {exc}")
         self.switch_over(self.incoming, states)
         self.report.resumed_ns = self.sim.now
         self._finish("ok")
 
-    def _abort(self) -> None:
+    def _abort(self, why: str | None = None) -> None:
         """The stream broke: the target drops what it got, the source goes on."""
         self.incoming = None
         if self.vm.paused:
             self.vm.resume()
             self.report.resumed_ns = self.sim.now
-        self._finish("failed", f"migration link failed at {self.link.fail_at / 1e6:.3f} ms; "
-                               f"{self.vm.name} continues on {self.vm.host.name}")
+        why = why or f"migration link failed at {self.link.fail_at / 1e6:.3f} ms"
+        self._finish("failed", f"{why}; {self.vm.name} continues on {self.vm.host.name}")
 
     def _finish(self, result: str, reason: str = "") -> None:
         self.report.result, self.report.reason = result, reason
