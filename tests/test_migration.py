@@ -217,7 +217,8 @@ def test_sriov_with_failover_moves_and_gets_a_vf_back():
     world, report, flow = _failover(sriov_scenario())
     assert report.result == "ok" and report.reason == ""
     assert report.unplugged_ns < report.started_ns + 1 < report.stopped_ns < report.resumed_ns <= report.replugged_ns
-    assert flow.delivered == flow.sent and flow.corrupted == flow.out_of_order == 0
+    # nothing lost; at the failback a frame on the VF may overtake one still on the longer virtio path
+    assert flow.delivered == flow.sent and flow.corrupted == 0 and flow.out_of_order <= 4
     vm, bond = world.vms["vm1"], world.guests["vm1"].netdevs[0].stats
     assert vm.host.name == "host1" and {type(n).__name__ for n in vm.nics} == {"VirtioNic", "SriovNic"}
     assert bond["failovers"] >= 1 and bond["failbacks"] >= 1 and bond["tx_standby"] > 0
@@ -272,3 +273,48 @@ def test_a_damaged_device_state_stream_fails_the_migration_cleanly(monkeypatch, 
     assert flow["delivered"] == flow["sent"] and flow["corrupted"] == 0
     names = {r["name"] for r in outcome.result.to_dict()["resources"]}
     assert not any(name.startswith("host1/vm1") for name in names)
+
+
+def test_a_refused_failover_vm_keeps_its_vf():
+    """A move the target cannot take (virtio-net on Xen) is refused before the VF is unplugged."""
+    data = sriov_scenario().model_dump(by_alias=True, mode="json")
+    data["hosts"][1]["hypervisor"] = "xen"
+    world, report, flow = _failover(Scenario.from_dict(data))
+    assert report.result == "blocked" and "needs a kvm host" in report.reason and report.unplugged_ns is None
+    assert {type(n).__name__ for n in world.vms["vm1"].nics} == {"SriovNic", "VirtioNic"}
+
+
+def test_a_failover_vm_migrates_there_and_back():
+    """The VF it got on the target is again unplugged for the way back, and a VF of the source port returns."""
+    world = World(sriov_scenario())
+    start, stop, flows = begin(world)
+    link = MigrationLink(world.ledger, "mig", 10)
+    there = world.migrate("vm1", "host1", link, start + 2e6, downtime_ns=1e6)
+    world.sim.run(until=start + 20e6)
+    back = world.migrate("vm1", "host0", link, world.sim.now, downtime_ns=1e6)
+    finish(world, start, stop, flows, 0.0)
+    assert there.report.result == back.report.result == "ok" and back.report.replugged_ns is not None
+    assert world.vms["vm1"].host.name == "host0" and flows[0].delivered == flows[0].sent
+    assert world.sriov["host1", "pnic0"].free == [0, 1, 2, 3]
+
+
+def _reframed(blob: bytes) -> bytes:
+    """The same stream one byte shorter inside, with its lengths and CRC made consistent again."""
+    import struct
+    import zlib
+    name_len = blob[6]
+    at = 7 + name_len
+    version, length = struct.unpack_from("<HI", blob, at)
+    body = blob[:at] + struct.pack("<HI", version, length - 1) + blob[at + 6:-5]
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_a_stream_that_decodes_wrong_is_refused_before_the_target_is_built(monkeypatch):
+    """Framing and CRC fine, contents one byte short: every device stream is decoded before any is loaded."""
+    import iovirt.hypervisor.migration as migration_module
+    save = migration_module.save_state
+    monkeypatch.setattr(migration_module, "save_state", lambda device: _reframed(save(device)))
+    outcome = migrate(scenario("virtio-net", "paravirt", "vhost-net", src="vm2", dst="vm1", duration_ms=20))
+    m = outcome.to_dict()
+    assert m["result"] == "failed" and "device state rejected: virtio-net" in m["reason"]
+    assert not any(r["name"].startswith("host1/vm1") for r in outcome.result.to_dict()["resources"])

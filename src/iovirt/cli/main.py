@@ -108,7 +108,7 @@ def migrate(
     with _bad_input():
         s = load_scenario(scenario)
         if check:
-            rows = m.matrix(s)
+            rows = m.matrix(s, vm, to)
         else:
             outcome = m.migrate(s, vm, to)
     if as_json:

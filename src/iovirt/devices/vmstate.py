@@ -421,6 +421,20 @@ def save_state(device: Any) -> bytes:
 def load_state(device: Any, blob: bytes) -> None:
     """Restore ``device`` (a fresh one of the same class, wired into its new
     VM) from :func:`save_state`'s stream; all or nothing."""
+    state, staged = _stage(device, blob)
+    after: list[Callable[[], None]] = []
+    state.assign(device, staged, after)
+    for hook in after:
+        hook()
+
+
+def check_state(device: Any, blob: bytes) -> None:
+    """Decode the stream against ``device``'s tables (or one like it) without
+    loading it: what :func:`load_state` would refuse, refused now."""
+    _stage(device, blob)
+
+
+def _stage(device: Any, blob: bytes) -> tuple[VmState, dict]:
     state = _state(device)
     name, version, payload = _unframe(bytes(blob))
     if name != state.name:
@@ -434,15 +448,7 @@ def load_state(device: Any, blob: bytes) -> None:
             raise _Bad(f"{len(payload) - r.pos} bytes left after the last field")
     except _Bad as bad:
         raise StateError(".".join([name, *bad.path]) + ": " + bad.msg) from None
-    after: list[Callable[[], None]] = []
-    state.assign(device, staged, after)
-    for hook in after:
-        hook()
-
-
-def check_stream(blob: bytes) -> str:
-    """The device a stream holds state for, once its framing and CRC check out."""
-    return _unframe(bytes(blob))[0]
+    return state, staged
 
 
 def _unframe(blob: bytes) -> tuple[str, int, bytes]:

@@ -168,12 +168,14 @@ def _moved(m: dict) -> str:
             f"{flow['delivered']}/{flow['sent']} frames intact")
 
 
-def _moved_intact(m: dict) -> bool:
-    """Moved, nothing corrupted or reordered, and at most the frames of the
-    stopped window lost (a Xen netfront drops its TX requests in flight)."""
+def _moved_intact(m: dict, reordered: int = 0) -> bool:
+    """Moved, nothing corrupted, at most ``reordered`` frames out of order,
+    and at most the frames of the stopped window lost (a Xen netfront drops
+    its TX requests in flight)."""
     flow = m["flows"][0]
     window = m["downtime_ms"] * 1e-3 * RATE_PPS + IN_FLIGHT
-    return m["result"] == "ok" and flow["corrupted"] == flow["out_of_order"] == 0 and m["frames_lost"] <= window
+    return (m["result"] == "ok" and flow["corrupted"] == 0 and flow["out_of_order"] <= reordered
+            and m["frames_lost"] <= window)
 
 
 def emulation_migrates_across_hypervisors(profile: str) -> Claim:
@@ -221,9 +223,11 @@ def sriov_migrates_with_failover(profile: str) -> Claim:
     alone, failover, no_nic = (_sriov_move(profile, False, 4), _sriov_move(profile, True, 4),
                                _sriov_move(profile, True, 0))
     c.evidence = (f"a VF alone: {alone['result']}; with a virtio-net failover standby to a host with the same NIC: "
-                  f"{_moved(failover)}, {failover['standby_ms']:.1f} ms on the standby, then a VF again; "
+                  f"{_moved(failover)} ({failover['flows'][0]['out_of_order']} overtaken at the failback), "
+                  f"{failover['standby_ms']:.1f} ms on the standby, then a VF again; "
                   f"to a host without it: {no_nic['result']}, {no_nic['reason']}")
-    c.verdict = _verdict(alone["result"] == "blocked" and _moved_intact(failover) and failover["standby_ms"]
+    # net_failover switches paths, it does not order frames across them
+    c.verdict = _verdict(alone["result"] == "blocked" and _moved_intact(failover, IN_FLIGHT) and failover["standby_ms"]
                          and no_nic["result"] == "ok" and "standby" in no_nic["reason"])
     return c
 

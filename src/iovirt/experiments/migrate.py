@@ -7,10 +7,9 @@ import time
 from dataclasses import dataclass
 
 from ..hypervisor.migration import MigrationLink, MigrationReport
-from .catalog import DEVICES
 from .results import Result
 from .runner import begin, finish
-from .scenario import ASSIGNED, Migration, Scenario, ScenarioError
+from .scenario import Migration, Scenario, ScenarioError, migration_note, migration_problem
 from .workloads import FlowStats
 from .world import World
 
@@ -44,42 +43,15 @@ def _target(scenario: Scenario, vm: str | None, to: str | None) -> tuple[str, st
     vm, to = vm or m.vm, to or m.to
     vms = {v.name: v for v in scenario.vms}
     hosts = [h.name for h in scenario.hosts]
+    if vm is None or to is None:
+        raise ScenarioError(f"migrate: give --vm and --to, or migration.vm and migration.to in the scenario "
+                            f"(missing: {'--vm' if vm is None else '--to'})")
     if vm not in vms:
         raise ScenarioError(f"migrate: --vm: expected one of the VMs ({', '.join(vms)}), got {vm!r}")
     if to not in hosts or to == vms[vm].host:
         others = ", ".join(h for h in hosts if h != vms[vm].host) or "none: the scenario has one host"
         raise ScenarioError(f"migrate: --to: expected a host other than {vm}'s ({others}), got {to!r}")
     return vm, to
-
-
-def compatibility(scenario: Scenario, vm: str, to: str) -> str | None:
-    """Why ``vm`` cannot run on host ``to`` (None: it can), from the devices alone."""
-    spec = next(v for v in scenario.vms if v.name == vm)
-    host = next(h for h in scenario.hosts if h.name == to)
-    if spec.bare_metal:
-        return "a bare-metal machine has no hypervisor to migrate it"
-    for nic in spec.nics:
-        need = DEVICES[nic.device].hypervisor
-        if need is not None and host.hypervisor != need:
-            return f"{nic.device} needs a {need} host; {to} runs {host.hypervisor}"
-        if nic.model in ASSIGNED and not any(n.standby and n.mac == nic.mac for n in spec.nics):
-            what = "passed through" if nic.model == "passthrough" else "a VF"
-            return (f"{nic.device} ({what} of {nic.uplink}) has no failover standby to carry the VM while it is "
-                    f"unplugged: its state lives in the NIC and its DMA writes are not dirty-logged; give the VM "
-                    f"a virtio-net NIC with standby: true and the same MAC")
-    return None
-
-
-def _note(scenario: Scenario, vm: str, to: str) -> str:
-    """What an allowed move will not bring along."""
-    spec = next(v for v in scenario.vms if v.name == vm)
-    host = next(h for h in scenario.hosts if h.name == to)
-    if any(n.model == "sriov" for n in spec.nics) and not any(p.num_vfs for p in host.nics):
-        return f"stays on its virtio-net standby: {to} has no port with VFs"
-    ports = {p.name for p in host.nics}
-    if any(n.model == "passthrough" and n.uplink not in ports for n in spec.nics):
-        return f"stays on its virtio-net standby: {to} has no port of the same name to pass through"
-    return ""
 
 
 def migrate(scenario: Scenario, vm: str | None = None, to: str | None = None) -> MigrationOutcome:
@@ -94,9 +66,6 @@ def migrate(scenario: Scenario, vm: str | None = None, to: str | None = None) ->
     link = MigrationLink(world.ledger, f"{source}->{to}/migration", m.link_gbps, fail_at)
     migration = world.migrate(vm, to, link, start + m.at_ms * 1e6, downtime_ns=m.downtime_ms * 1e6,
                               max_rounds=m.max_rounds)
-    reason = compatibility(scenario, vm, to)
-    if reason is not None:
-        migration.refuse(reason)
     world.sim.run(until=stop)
     while migration.report.result == "running" and world.sim.now < stop + SETTLE_LIMIT_NS:
         world.sim.run(until=world.sim.now + SETTLE_STEP_NS)
@@ -104,14 +73,16 @@ def migrate(scenario: Scenario, vm: str | None = None, to: str | None = None) ->
     return MigrationOutcome(migration.report, flows, result)
 
 
-def matrix(scenario: Scenario) -> list[dict]:
-    """Every VM against every other host: ok, or the reason it cannot go."""
+def matrix(scenario: Scenario, vm: str | None = None, to: str | None = None) -> list[dict]:
+    """Every VM (or ``vm``) against every other host (or ``to``): ok, or the reason it cannot go."""
+    if len(scenario.hosts) < 2:
+        raise ScenarioError(f"migrate --check: {scenario.name} has one host; a migration needs another")
     rows = []
     for spec in scenario.vms:
         for host in scenario.hosts:
-            if host.name != spec.host:
-                reason = compatibility(scenario, spec.name, host.name)
+            if host.name != spec.host and vm in (None, spec.name) and to in (None, host.name):
+                reason = migration_problem(scenario, spec.name, host.name)
                 rows.append({"vm": spec.name, "from": spec.host, "to": host.name,
                              "result": "ok" if reason is None else "blocked",
-                             "reason": _note(scenario, spec.name, host.name) if reason is None else reason})
+                             "reason": migration_note(scenario, spec.name, host.name) if reason is None else reason})
     return rows

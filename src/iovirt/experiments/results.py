@@ -70,13 +70,14 @@ class Result:
             events = Counter()
             for vm in pair:
                 events += accounts.get(vm, Counter())
-                events["interrupt"] += world.vms[vm].stats["interrupts"]
+                events["interrupt"] += sum(m.stats["interrupts"] for m in world.incarnations(vm))
             packets = sum(g.delivered for g in flows if pair & {g.src, g.dst})
             rows.append(FlowResult.of(f, world.models[f.src], +events, packets, start).row)
-        resources = [{"name": r.name, "kind": r.kind, "busy_s": round(busy[r.name] / 1e9, 9),
-                      "utilization": round(busy[r.name] / window, 4)} for r in world.resources]
+        # a resource born after the window (a migration's target, say) was not busy in it
+        resources = [{"name": r.name, "kind": r.kind, "busy_s": round(busy.get(r.name, 0.0) / 1e9, 9),
+                      "utilization": round(busy.get(r.name, 0.0) / window, 4)} for r in world.resources]
         events = dict(sorted((k, v) for k, v in world.ledger.events.items() if v))
-        events["interrupt"] = sum(vm.stats["interrupts"] for vm in world.vms.values())
+        events["interrupt"] = sum(vm.stats["interrupts"] for vm in (*world.retired, *world.vms.values()))
         return cls({"scenario": scenario.name, "profile": scenario.profile.name,
                     "sim_time_s": round(window / 1e9, 9), "wall_time_s": round(wall_s, 3),
                     "flows": rows, "resources": resources, "events": events, "drops": world.drops()},

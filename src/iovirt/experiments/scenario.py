@@ -214,6 +214,40 @@ class Scenario(_Strict):
         return scenario
 
 
+def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
+    """Why ``vm`` cannot run on host ``to`` (None: it can), from the devices alone."""
+    spec = next(v for v in scenario.vms if v.name == vm)
+    host = next(h for h in scenario.hosts if h.name == to)
+    if spec.bare_metal:
+        return "a bare-metal machine has no hypervisor to migrate it"
+    vms, hosts = {v.name: v for v in scenario.vms}, {h.name: h for h in scenario.hosts}
+    if any(n.uplink is None for n in spec.nics) and bridge_port(to, vms, hosts) is None:
+        return f"{to} has no port to bridge {vm}'s software NICs onto (each is assigned or has VFs)"
+    for nic in spec.nics:
+        need = DEVICES[nic.device].hypervisor
+        if need is not None and host.hypervisor != need:
+            return f"{nic.device} needs a {need} host; {to} runs {host.hypervisor}"
+        if nic.model in ASSIGNED and not any(n.standby and n.mac == nic.mac for n in spec.nics):
+            what = "passed through" if nic.model == "passthrough" else "a VF"
+            return (f"{nic.device} ({what} of {nic.uplink}) has no failover standby to carry the VM while it is "
+                    f"unplugged: its state lives in the NIC and its DMA writes are not dirty-logged; give the VM "
+                    f"a virtio-net NIC with standby: true and the same MAC")
+    return None
+
+
+def migration_note(scenario: Scenario, vm: str, to: str) -> str:
+    """What an allowed move will not bring along."""
+    spec = next(v for v in scenario.vms if v.name == vm)
+    host = next(h for h in scenario.hosts if h.name == to)
+    if any(n.model == "sriov" for n in spec.nics) and not any(p.num_vfs for p in host.nics):
+        return f"stays on its virtio-net standby: {to} has no port with VFs"
+    free = {p.name for p in host.nics} - {bridge_port(to, {v.name: v for v in scenario.vms},
+                                                      {h.name: h for h in scenario.hosts})}
+    if any(n.model == "passthrough" and n.uplink not in free for n in spec.nics):
+        return f"stays on its virtio-net standby: {to} has no free port of the same name to pass through"
+    return ""
+
+
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
     try:
@@ -451,7 +485,7 @@ def _workload_problems(
         yield f"{where}.src", f"expected a VM with a NIC, got {w.src!r} (it has none)"
     if w.dst == WIRE and not hosts[src.host].nics:
         yield f"{where}.dst", f"expected a VM: '{WIRE}' needs a physical NIC on {src.host}, which has none"
-    elif w.dst == WIRE and not any(n.uplink for n in src.nics) and not _bridge_port(src.host, vms, hosts):
+    elif w.dst == WIRE and not any(n.uplink for n in src.nics) and not bridge_port(src.host, vms, hosts):
         yield (f"{where}.dst", f"expected a VM: '{WIRE}' needs a physical NIC that {w.src} owns or that "
                                f"{src.host} can bridge, and every NIC of {src.host} is assigned")
     if w.dst != WIRE and not {n.ip.network for n in src.nics} & {n.ip.network for n in vms[w.dst].nics}:
@@ -461,10 +495,12 @@ def _workload_problems(
         yield f"{where}.count", f"expected no count for a {w.type} workload (only ping takes one), got {w.count}"
 
 
-def _bridge_port(host: str, vms: dict[str, Vm], hosts: dict[str, Host]) -> bool:
-    """A physical NIC of ``host`` that no VM NIC is assigned (the host bridges it)."""
+def bridge_port(host: str, vms: dict[str, Vm], hosts: dict[str, Host]) -> str | None:
+    """The physical NIC ``host`` bridges its software-model VMs onto: the
+    first that no VM NIC is assigned and that has no VFs (the PF driver is
+    not VT-aware: an SR-IOV port is not also the bridge's)."""
     taken = {n.uplink for vm in vms.values() if vm.host == host for n in vm.nics}
-    return any(nic.name not in taken for nic in hosts[host].nics)
+    return next((nic.name for nic in hosts[host].nics if nic.name not in taken and not nic.num_vfs), None)
 
 
 def _subnets(vm: Vm) -> str:

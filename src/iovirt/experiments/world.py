@@ -24,7 +24,7 @@ from ..hypervisor.wire import Fabric
 from ..hypervisor.xen import Xen
 from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource
-from .scenario import ASSIGNED, WIRE, Scenario
+from .scenario import ASSIGNED, WIRE, Scenario, bridge_port, migration_problem
 
 SETTLE_NS = 2_000_000
 HOST_KERNEL_MB = 64
@@ -143,10 +143,10 @@ class World:
         no VM NIC names, if any such VM exists or none at all (VMs may
         migrate to an empty host)."""
         vms = [vm for vm in self.scenario.vms if vm.host == host]
-        taken = {n.uplink for vm in vms for n in vm.nics} | {p.name for p in self.host_specs[host].nics if p.num_vfs}
         if vms and not any(not vm.bare_metal and any(n.uplink is None for n in vm.nics) for vm in vms):
             return None
-        return next((p for name, p in self.hosts[host].nics.items() if name not in taken), None)
+        name = bridge_port(host, {vm.name: vm for vm in self.scenario.vms}, self.host_specs)
+        return None if name is None else self.hosts[host].nics[name]
 
     def _uplink(self, host: Host) -> UplinkPort:
         """The host kernel drives the free port on a core of its own (the NIC's
@@ -164,13 +164,15 @@ class World:
 
     # ---- live migration -----------------------------------------------------------------
     def migrate(self, name: str, to: str, link: MigrationLink, at: float, **limits) -> Migration:
-        """Start migrating VM ``name`` to host ``to`` at ``at`` (ns); ``limits``:
-        downtime_ns, max_rounds.  A VF with a failover standby is hot-unplugged
-        first and a VF of the target's port hot-plugged after the move.  The
-        migration's report says how it went."""
+        """Start migrating VM ``name`` to host ``to`` at ``at`` (ns), unless
+        its devices cannot run there; ``limits``: downtime_ns, max_rounds.  A
+        VF with a failover standby is hot-unplugged first and a VF of the
+        target's port hot-plugged after the move.  The migration's report says
+        how it went."""
         spec = next(v for v in self.scenario.vms if v.name == name)
         source, guest = self.vms[name], self.guests[name]
-        vfs = [nic for nic in source.nics if self._has_standby(spec, nic)]
+        refused = migration_problem(self.scenario, name, to)
+        vfs = [] if refused else [nic for nic in source.nics if self._has_standby(spec, nic)]
 
         def switch_over(mem, states: list[bytes]) -> None:
             slots = {id(self.nic_specs[id(nic)]): nic.bdf.device for nic in source.nics}
@@ -193,8 +195,11 @@ class World:
             if vfs and report.result in ("ok", "failed"):
                 report.reason = self._replug(spec, report) or report.reason
 
-        migration = Migration(source, to, link, switch_over, model=self.models[name][0], on_done=done, **limits)
+        migration = Migration(source, self.hosts[to], link, switch_over, model=self.models[name][0], on_done=done,
+                              **limits)
         self.migration_links.append(link.wire)
+        if refused:
+            migration.refuse(refused)
         if vfs:
             self.sim.at(at, self._unplug, vfs, migration)
         else:
@@ -230,15 +235,20 @@ class World:
                 pnic = self.hosts[host].nics.get(nic.uplink)
                 if pnic is None or pnic.owner is not None:
                     return f"{spec.name} stays on its virtio-net standby: {host} has no free port {nic.uplink}"
-                PassthroughNic(vm, pnic, mac_bytes(nic.mac), posted=posted, hotplug=True)
-                continue
-            port = self.sriov.get((host, nic.uplink)) or next(
-                (p for (h, _), p in self.sriov.items() if h == host and p.free), None)
-            if port is None or not port.free:
-                return f"{spec.name} stays on its virtio-net standby: {host} has no x82599 port with a free VF"
-            SriovNic(vm, port, posted=posted, config=_vf_config(nic), hotplug=True)
+                made = PassthroughNic(vm, pnic, mac_bytes(nic.mac), posted=posted, hotplug=True)
+            else:
+                ports = sorted((p for (h, n), p in self.sriov.items() if h == host and p.free),
+                               key=lambda p: p.pnic.name != nic.uplink)       # the port of the same name first
+                if not ports:
+                    return f"{spec.name} stays on its virtio-net standby: {host} has no x82599 port with a free VF"
+                made = SriovNic(vm, ports[0], posted=posted, config=_vf_config(nic), hotplug=True)
+            self.nic_specs[id(made)] = nic
         report.replugged_ns = self.sim.now
         return None
+
+    def incarnations(self, name: str) -> list[VM]:
+        """VM ``name`` on each host it ran on, the current one last."""
+        return [vm for vm in self.retired if vm.name == name] + [self.vms[name]]
 
     def _retire(self, vm: VM) -> None:
         """The source VM after the switch-over: its taps go, it never runs again."""

@@ -39,6 +39,11 @@ class Host:
         self.threads.append(thread)
         return thread
 
+    def end_thread(self, thread: Resource) -> None:
+        """A kernel thread exits: its core no longer counts it."""
+        self.threads.remove(thread)
+        self._placed[thread.core.name] -= 1
+
     def place(self, thread: Resource, dedicated: bool = False) -> None:
         """Run ``thread`` on the least-loaded core (by threads placed): with
         more threads than cores, they queue for their core.  A ``dedicated``

@@ -13,9 +13,10 @@
 
 Zero pages cost their header only (``RAM_SAVE_FLAG_ZERO``).  The migration
 thread on the source pays ``migration_page`` per page and a ``copy`` of each
-normal page into the socket; the link serialises the bytes at its rate
-(``wire_tx``), so rounds, downtime and total time follow from the dirty rate
-and the link.
+normal page into the socket, the incoming thread on the target a ``copy`` out
+of it; the link serialises the bytes at its rate (``wire_tx``) while the
+sender prepares the next burst, so rounds, downtime and total time follow
+from the dirty rate, the link and the threads' cores.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..devices.vmstate import StateError, check_stream, migration_blocker, save_state
+from ..devices.vmstate import StateError, check_state, migration_blocker, save_state
 from ..mem.guest_memory import PAGE_SHIFT, PAGE_SIZE, GuestMemory
 from ..sim.resource import Ledger, Resource
 from .vm import VM
@@ -44,6 +45,7 @@ class MigrationReport:
     started_ns: float = 0.0
     stopped_ns: float | None = None     # the VM stopped on the source
     resumed_ns: float | None = None     # ... and ran again (on the target, or on the source after a failure)
+    ended_ns: float | None = None
     unplugged_ns: float | None = None   # failover: the VF was asked to go (then the VM ran on its standby)
     replugged_ns: float | None = None   # ... and a VF of the host it runs on came back
     rounds: int = 0
@@ -60,7 +62,7 @@ class MigrationReport:
 
     @property
     def total_ns(self) -> float:
-        return (self.resumed_ns or self.started_ns) - self.started_ns
+        return (self.ended_ns or self.started_ns) - self.started_ns
 
 
 class MigrationLink:
@@ -93,25 +95,27 @@ SwitchOver = Callable[[GuestMemory, list[bytes]], None]
 
 
 class Migration:
-    """Pre-copy of ``vm`` to ``target`` (a host name) over ``link``."""
+    """Pre-copy of ``vm`` to host ``target`` over ``link``."""
 
-    def __init__(self, vm: VM, target: str, link: MigrationLink, switch_over: SwitchOver, *, model: str = "",
+    def __init__(self, vm: VM, target, link: MigrationLink, switch_over: SwitchOver, *, model: str = "",
                  downtime_ns: float = 300e6, max_rounds: int = 30,
                  on_done: Callable[[MigrationReport], None] | None = None) -> None:
         self.vm = vm
         self.sim = vm.sim
+        self.target = target
         self.link = link
         self.switch_over = switch_over
         self.downtime_ns = downtime_ns
         self.max_rounds = max_rounds
         self.on_done = on_done
-        self.report = MigrationReport(vm.name, vm.host.name, target, model)
+        self.report = MigrationReport(vm.name, vm.host.name, target.name, model)
         self.incoming: GuestMemory | None = None
         self.pending: list[int] = []
         self.pos = 0
         self.refused: str | None = None
         self.round_start = 0.0
         self.round_bytes = 0
+        self.queued = 0.0               # when the burst already on the socket has crossed
 
     def refuse(self, reason: str) -> None:
         """The management layer already knows it cannot go (no such device on the target's hypervisor)."""
@@ -126,7 +130,9 @@ class Migration:
         if reasons:
             return self._finish("blocked", "; ".join(reasons))
         mem = self.vm.mem
-        self.thread = self.vm.thread("migration")
+        # QEMU's migration thread on the source, the incoming side's on the target: host work, not the VM's I/O
+        self.sender = self.vm.host.kernel_thread(f"{self.vm.name}-migration")
+        self.receiver = self.target.kernel_thread(f"{self.vm.name}-incoming")
         self.incoming = GuestMemory(mem.size)
         self.sent_data = bytearray(mem.size >> PAGE_SHIFT)     # pages whose target copy is not zero
         mem.take_dirty()                                         # the log starts now
@@ -139,14 +145,21 @@ class Migration:
         self._burst()
 
     def _burst(self) -> None:
+        """One socket write; the thread prepares the next while the link
+        carries this one (one burst of send buffer)."""
         now = self.sim.now
         if not self.link.up(now):
             return self._abort()
         batch = self.pending[self.pos:self.pos + BURST_PAGES]
         self.pos += len(batch)
-        self.thread.sync(now)
-        end = self.link.send(self.thread.cursor, self._send(batch))
-        self.sim.at(end, self._burst if self.pos < len(self.pending) else self._round_done)
+        self.sender.sync(now)
+        end = self._ship(batch)
+        if self.pos < len(self.pending):
+            ahead, self.queued = self.queued, end
+            self.sim.at(max(self.sender.cursor, ahead), self._burst)
+        else:
+            self.queued = end
+            self.sim.at(max(end, self.receiver.cursor), self._round_done)
 
     def _round_done(self) -> None:
         self.report.rounds += 1
@@ -167,9 +180,25 @@ class Migration:
             return self.link.ns_per_byte
         return max(self.link.ns_per_byte, elapsed / self.round_bytes)
 
-    def _send(self, pages: list[int]) -> int:
-        """Copy ``pages`` into the incoming memory as they are now; returns
-        the bytes they take on the stream."""
+    def _ship(self, pages: list[int], extra: int = 0) -> float:
+        """Copy ``pages`` into the incoming memory as they are now (and
+        ``extra`` bytes of device state after them); returns when the
+        receiver has them in place."""
+        normal = self._copy(pages)
+        nbytes = len(pages) * PAGE_HEADER + normal * PAGE_SIZE + extra
+        self.sender.charge("migration_page", len(pages))
+        if normal:
+            self.sender.charge("copy", normal, nbytes=normal * PAGE_SIZE)
+        arrived = self.link.send(self.sender.cursor, nbytes)
+        if normal:
+            self.receiver.sync(arrived)
+            self.receiver.charge("copy", normal, nbytes=normal * PAGE_SIZE)
+        self.report.bytes_sent += nbytes
+        self.round_bytes += nbytes
+        return arrived
+
+    def _copy(self, pages: list[int]) -> int:
+        """The pages' bytes as they are now; returns how many were not zero."""
         src, dst, sent_data = self.vm.mem.buf, self.incoming.buf, self.sent_data
         normal = 0
         for pfn in pages:
@@ -183,38 +212,34 @@ class Migration:
                 dst[at:at + PAGE_SIZE] = page
                 sent_data[pfn] = 1
                 normal += 1
-        report = self.report
-        report.pages_sent += len(pages)
-        report.zero_pages += len(pages) - normal
-        self.thread.charge("migration_page", len(pages))
-        if normal:
-            self.thread.charge("copy", normal, nbytes=normal * PAGE_SIZE)
-        nbytes = len(pages) * PAGE_HEADER + normal * PAGE_SIZE
-        report.bytes_sent += nbytes
-        self.round_bytes += nbytes
-        return nbytes
+        self.report.pages_sent += len(pages)
+        self.report.zero_pages += len(pages) - normal
+        return normal
 
     # ---- stop and copy ------------------------------------------------------------------
     def _stop_and_copy(self, dirty: list[int]) -> None:
+        """The VM stops; the last pages go in bursts as before, the device state after them."""
         now = self.sim.now
         self.vm.pause()
         self.report.stopped_ns = now
-        self.thread.sync(now)
-        nbytes = self._send(dirty)
+        self.sender.sync(now)
         states = [save_state(nic.device) for nic in self.vm.nics]
         self.report.state_bytes = sum(map(len, states))
-        self.report.bytes_sent += self.report.state_bytes
-        end = self.link.send(self.thread.cursor, nbytes + self.report.state_bytes)
+        end = now
+        for first in range(0, len(dirty), BURST_PAGES):
+            end = self._ship(dirty[first:first + BURST_PAGES])
+        end = self._ship([], self.report.state_bytes)
+        end = max(end, self.receiver.cursor)
         if not self.link.up(end):
             self.sim.at(max(now, self.link.fail_at), self._abort)
         else:
             self.sim.at(end, self._switch, states)
 
     def _switch(self, states: list[bytes]) -> None:
-        """The target checks every device stream before it builds anything."""
+        """The target decodes every device stream before it builds anything."""
         try:
-            for blob in states:
-                check_stream(blob)
+            for nic, blob in zip(self.vm.nics, states):
+                check_state(nic.device, blob)
         except StateError as exc:
             return self._abort(f"device state rejected: {exc}")
         self.switch_over(self.incoming, states)
@@ -224,13 +249,16 @@ class Migration:
     def _abort(self, why: str | None = None) -> None:
         """The stream broke: the target drops what it got, the source goes on."""
         self.incoming = None
+        self.target.end_thread(self.receiver)
         if self.vm.paused:
             self.vm.resume()
             self.report.resumed_ns = self.sim.now
-        why = why or f"migration link failed at {self.link.fail_at / 1e6:.3f} ms"
+        if why is None:
+            why = f"migration link failed {(self.link.fail_at - self.report.started_ns) / 1e6:.3f} ms into it"
         self._finish("failed", f"{why}; {self.vm.name} continues on {self.vm.host.name}")
 
     def _finish(self, result: str, reason: str = "") -> None:
         self.report.result, self.report.reason = result, reason
+        self.report.ended_ns = self.sim.now
         if self.on_done is not None:
             self.on_done(self.report)
