@@ -93,6 +93,25 @@ def csum_partial(data: bytes) -> int:
     return n << 8 if len(data) & 1 else n
 
 
+_SUMS: dict[bytes, int] = {}
+_SUMS_MAX = 4096
+
+
+def csum_reduced(data: bytes) -> int:
+    """``csum_partial(data)`` reduced modulo 0xFFFF, nonzero unless every byte
+    is: interchangeable with it in any total given to :func:`csum_fold`.  The
+    sums of recent data are remembered: a datagram's payload is summed by its
+    sender and again, byte for byte the same, by its receiver."""
+    total = _SUMS.get(data)
+    if total is None:
+        n = int.from_bytes(data, "big")
+        total = (n << 8 if len(data) & 1 else n) % 0xFFFF or (0xFFFF if n else 0)
+        if len(_SUMS) >= _SUMS_MAX:
+            _SUMS.clear()
+        _SUMS[data] = total
+    return total
+
+
 def csum_fold(total: int) -> int:
     """The checksum field for a ``csum_partial`` total: the one's complement of
     its one's complement sum.  A sum of words that are not all zero is never +0
