@@ -11,12 +11,16 @@ length."""
 from __future__ import annotations
 
 from ..mem.dma import Dma, DmaFault
+from ..mem.guest_memory import PAGE_SHIFT
 from ..sim.resource import Resource
 from ..spec import virtio as v
 
 _DESC = v.VIRTQ_DESC.unpack_from
 _ELEM = v.VIRTQ_USED_ELEM.struct
 _U16 = v.U16
+_U16_READ = _U16.unpack_from
+_F_NEXT, _F_WRITE, _F_INDIRECT = v.VIRTQ_DESC_F_NEXT, v.VIRTQ_DESC_F_WRITE, v.VIRTQ_DESC_F_INDIRECT
+_AVAIL_IDX, _AVAIL_RING, _USED_IDX, _USED_RING = v.VIRTQ_AVAIL_IDX, v.VIRTQ_AVAIL_RING, v.VIRTQ_USED_IDX, v.VIRTQ_USED_RING
 Segments = list[tuple[int, int]]
 
 
@@ -45,7 +49,9 @@ class Virtqueue:
         self.last_avail = self.used_idx = self.signalled_used = 0
 
     # ---- guest memory access: translated and bounds-checked ---------------
-    # NOTE: Dma.gpa inlined in _u16, several calls per frame.
+    # NOTE: the hot paths below read and write a ring directly when it lies,
+    # untranslated, wholly inside guest memory (checked on every call: the
+    # driver may move it); otherwise through these checked accessors.
     def _u16(self, addr: int) -> int:
         dma = self.dma
         gpa = dma.translate(addr, 2, False) if dma.translate else addr
@@ -59,27 +65,38 @@ class Virtqueue:
         self.dma.mem.mark_dirty(gpa, 2)
 
     # ---- available ring -----------------------------------------------------
+    def _avail_direct(self) -> bool:
+        """The avail ring (with used_event) lies untranslated inside guest memory."""
+        dma, avail = self.dma, self.avail
+        return dma.translate is None and 0 <= avail and avail + _AVAIL_RING + 2 * self.size + 2 <= dma.size
+
     def avail_idx(self) -> int:
-        return self._u16(self.avail + v.VIRTQ_AVAIL_IDX)
+        return self._u16(self.avail + _AVAIL_IDX)
 
     def has_avail(self) -> bool:
-        return self.enabled and self.avail_idx() != self.last_avail
+        if not self.enabled:
+            return False
+        at = self.avail + _AVAIL_IDX
+        return (_U16_READ(self.buf, at)[0] if self._avail_direct() else self._u16(at)) != self.last_avail
 
     def pop(self, cpu: Resource) -> tuple[int, Segments, Segments] | None:
         """Next available chain: (head, device-readable, device-writable)
         segments as (address, length), or None when the ring is empty."""
+        avail, last, size, buf = self.avail, self.last_avail, self.size, self.buf
         try:
-            idx = self.avail_idx()
-            pending = (idx - self.last_avail) & 0xFFFF
+            direct = self._avail_direct()
+            idx = _U16_READ(buf, avail + _AVAIL_IDX)[0] if direct else self._u16(avail + _AVAIL_IDX)
+            pending = (idx - last) & 0xFFFF
             if not pending:
                 return None
-            if pending > self.size:
-                raise VirtqueueError(f"queue {self.index}: avail idx moved {pending} past {self.size} entries")
-            head = self._u16(self.avail + v.VIRTQ_AVAIL_RING + 2 * (self.last_avail % self.size))
+            if pending > size:
+                raise VirtqueueError(f"queue {self.index}: avail idx moved {pending} past {size} entries")
+            at = avail + _AVAIL_RING + 2 * (last % size)
+            head = _U16_READ(buf, at)[0] if direct else self._u16(at)
             readable, writable = self._walk(head)
         except DmaFault as fault:
             raise VirtqueueError(f"queue {self.index}: ring access {fault}") from None
-        self.last_avail = (self.last_avail + 1) & 0xFFFF
+        self.last_avail = (last + 1) & 0xFFFF
         cpu.charge("ring_op")
         return head, readable, writable
 
@@ -91,32 +108,50 @@ class Virtqueue:
         readable: Segments = []
         writable: Segments = []
         table, limit, i, seen, indirect = self.desc, self.size, head, 0, False
+        dma, buf = self.dma, self.buf
+        end = dma.size - 16 if dma.translate is None else -1      # NOTE: Dma.gpa inlined when untranslated
         while True:
             if seen >= limit:
                 raise VirtqueueError(f"queue {self.index}: descriptor chain from {head} loops")
             seen += 1
-            addr, length, flags, nxt = _DESC(self.buf, self.dma.gpa(table + 16 * i, 16, False))
-            if flags & v.VIRTQ_DESC_F_INDIRECT:
-                if indirect or not self.indirect or flags & v.VIRTQ_DESC_F_NEXT or not length or length % 16:
+            at = table + 16 * i
+            addr, length, flags, nxt = _DESC(buf, at if 0 <= at <= end else dma.gpa(at, 16, False))
+            if flags & _F_INDIRECT:
+                if indirect or not self.indirect or flags & _F_NEXT or not length or length % 16:
                     raise VirtqueueError(f"queue {self.index}: bad indirect descriptor {i}")
                 table, limit, i, seen, indirect = addr, length // 16, 0, 0, True
                 continue
-            if flags & v.VIRTQ_DESC_F_WRITE:
+            if flags & _F_WRITE:
                 writable.append((addr, length))
             elif writable:
                 raise VirtqueueError(f"queue {self.index}: readable descriptor {i} after a writable one")
             else:
                 readable.append((addr, length))
-            if not flags & v.VIRTQ_DESC_F_NEXT:
+            if not flags & _F_NEXT:
                 return readable, writable
             if nxt >= limit:
                 raise VirtqueueError(f"queue {self.index}: next {nxt} outside its table of {limit}")
             i = nxt
 
     # ---- used ring ------------------------------------------------------------
+    def _used_direct(self) -> bool:
+        """The used ring (with avail_event) lies untranslated inside guest memory."""
+        dma, used = self.dma, self.used
+        return dma.translate is None and 0 <= used and used + _USED_RING + 8 * self.size + 2 <= dma.size
+
     def push(self, head: int, written: int) -> None:
         """Return a chain to the driver (2.6.8): element first, then idx."""
-        elem = self.used + v.VIRTQ_USED_RING + 8 * (self.used_idx % self.size)
+        used = self.used
+        elem = used + _USED_RING + 8 * (self.used_idx % self.size)
+        if self._used_direct():
+            buf, dirty = self.buf, self.dma.mem.dirty
+            _ELEM.pack_into(buf, elem, head, written)
+            self.used_idx = idx = (self.used_idx + 1) & 0xFFFF
+            _U16.pack_into(buf, used + _USED_IDX, idx)
+            # NOTE: GuestMemory.mark_dirty inlined: both records lie within two pages
+            dirty[elem >> PAGE_SHIFT] = dirty[(elem + 7) >> PAGE_SHIFT] = 1
+            dirty[(used + _USED_IDX) >> PAGE_SHIFT] = dirty[(used + _USED_IDX + 1) >> PAGE_SHIFT] = 1
+            return
         try:
             gpa = self.dma.gpa(elem, 8, True)
             _ELEM.pack_into(self.buf, gpa, head, written)
@@ -134,7 +169,9 @@ class Virtqueue:
             return False
         try:
             if self.event_idx:
-                return v.vring_need_event(self._u16(self.avail + v.used_event_offset(self.size)), new, old)
+                at = self.avail + _AVAIL_RING + 2 * self.size          # used_event (2.6.10)
+                event = _U16_READ(self.buf, at)[0] if self._avail_direct() else self._u16(at)
+                return (new - event - 1) & 0xFFFF < (new - old) & 0xFFFF    # NOTE: vring_need_event inlined
             return not self._u16(self.avail + v.VIRTQ_AVAIL_FLAGS) & v.VIRTQ_AVAIL_F_NO_INTERRUPT
         except DmaFault as fault:
             raise VirtqueueError(f"queue {self.index}: avail ring {fault}") from None
@@ -145,7 +182,12 @@ class Virtqueue:
         try:
             if self.event_idx:
                 if on:
-                    self._put16(self.used + v.avail_event_offset(self.size), self.last_avail)
+                    at = self.used + _USED_RING + 8 * self.size          # avail_event (2.6.10)
+                    if self._used_direct():
+                        _U16.pack_into(self.buf, at, self.last_avail)
+                        self.dma.mem.dirty[at >> PAGE_SHIFT] = self.dma.mem.dirty[(at + 1) >> PAGE_SHIFT] = 1
+                    else:
+                        self._put16(at, self.last_avail)
             else:
                 self._put16(self.used + v.VIRTQ_USED_FLAGS, 0 if on else v.VIRTQ_USED_F_NO_NOTIFY)
         except DmaFault as fault:
