@@ -29,8 +29,9 @@ class VirtqueueError(Exception):
 
 
 class Virtqueue:
-    __slots__ = ("index", "dma", "size", "max_size", "desc", "avail", "used", "enabled", "msix_vector",
-                 "notify_off", "event_idx", "indirect", "last_avail", "used_idx", "signalled_used", "buf")
+    __slots__ = ("index", "dma", "_size", "max_size", "desc", "_avail", "_used", "enabled", "msix_vector",
+                 "notify_off", "event_idx", "indirect", "last_avail", "used_idx", "signalled_used", "buf",
+                 "_avail_direct", "_used_direct")
 
     def __init__(self, index: int, dma: Dma, max_size: int) -> None:
         self.index = index
@@ -39,7 +40,47 @@ class Virtqueue:
         self.max_size = max_size
         self.notify_off = index
         self.event_idx = self.indirect = False
+        self._size = self._avail = self._used = 0
         self.reset()
+
+    # ---- ring geometry: where the driver put the rings ------------------------
+    # NOTE: the hot paths read and write a ring in place when it lies,
+    # untranslated, wholly inside guest memory (decided whenever the driver
+    # moves or resizes it); otherwise through the checked accessors below.
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @size.setter
+    def size(self, value: int) -> None:
+        self._size = value
+        self._place()
+
+    @property
+    def avail(self) -> int:
+        return self._avail
+
+    @avail.setter
+    def avail(self, value: int) -> None:
+        self._avail = value
+        self._place()
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    @used.setter
+    def used(self, value: int) -> None:
+        self._used = value
+        self._place()
+
+    def _place(self) -> None:
+        """Whether the avail ring (with used_event) and the used ring (with
+        avail_event) lie untranslated inside guest memory."""
+        dma, size = self.dma, self._size
+        plain = dma.translate is None
+        self._avail_direct = plain and 0 <= self._avail and self._avail + _AVAIL_RING + 2 * size + 2 <= dma.size
+        self._used_direct = plain and 0 <= self._used and self._used + _USED_RING + 8 * size + 2 <= dma.size
 
     def reset(self) -> None:
         self.size = self.max_size
@@ -49,9 +90,6 @@ class Virtqueue:
         self.last_avail = self.used_idx = self.signalled_used = 0
 
     # ---- guest memory access: translated and bounds-checked ---------------
-    # NOTE: the hot paths below read and write a ring directly when it lies,
-    # untranslated, wholly inside guest memory (checked on every call: the
-    # driver may move it); otherwise through these checked accessors.
     def _u16(self, addr: int) -> int:
         dma = self.dma
         gpa = dma.translate(addr, 2, False) if dma.translate else addr
@@ -65,26 +103,21 @@ class Virtqueue:
         self.dma.mem.mark_dirty(gpa, 2)
 
     # ---- available ring -----------------------------------------------------
-    def _avail_direct(self) -> bool:
-        """The avail ring (with used_event) lies untranslated inside guest memory."""
-        dma, avail = self.dma, self.avail
-        return dma.translate is None and 0 <= avail and avail + _AVAIL_RING + 2 * self.size + 2 <= dma.size
-
     def avail_idx(self) -> int:
         return self._u16(self.avail + _AVAIL_IDX)
 
     def has_avail(self) -> bool:
         if not self.enabled:
             return False
-        at = self.avail + _AVAIL_IDX
-        return (_U16_READ(self.buf, at)[0] if self._avail_direct() else self._u16(at)) != self.last_avail
+        at = self._avail + _AVAIL_IDX
+        return (_U16_READ(self.buf, at)[0] if self._avail_direct else self._u16(at)) != self.last_avail
 
     def pop(self, cpu: Resource) -> tuple[int, Segments, Segments] | None:
         """Next available chain: (head, device-readable, device-writable)
         segments as (address, length), or None when the ring is empty."""
-        avail, last, size, buf = self.avail, self.last_avail, self.size, self.buf
+        avail, last, size, buf = self._avail, self.last_avail, self._size, self.buf
         try:
-            direct = self._avail_direct()
+            direct = self._avail_direct
             idx = _U16_READ(buf, avail + _AVAIL_IDX)[0] if direct else self._u16(avail + _AVAIL_IDX)
             pending = (idx - last) & 0xFFFF
             if not pending:
@@ -103,11 +136,11 @@ class Virtqueue:
     def _walk(self, head: int) -> tuple[Segments, Segments]:
         """2.6.5.3: follow NEXT, at most once through an indirect table; a
         chain longer than its table loops."""
-        if head >= self.size:
-            raise VirtqueueError(f"queue {self.index}: head {head} >= queue size {self.size}")
+        if head >= self._size:
+            raise VirtqueueError(f"queue {self.index}: head {head} >= queue size {self._size}")
         readable: Segments = []
         writable: Segments = []
-        table, limit, i, seen, indirect = self.desc, self.size, head, 0, False
+        table, limit, i, seen, indirect = self.desc, self._size, head, 0, False
         dma, buf = self.dma, self.buf
         end = dma.size - 16 if dma.translate is None else -1      # NOTE: Dma.gpa inlined when untranslated
         while True:
@@ -134,16 +167,11 @@ class Virtqueue:
             i = nxt
 
     # ---- used ring ------------------------------------------------------------
-    def _used_direct(self) -> bool:
-        """The used ring (with avail_event) lies untranslated inside guest memory."""
-        dma, used = self.dma, self.used
-        return dma.translate is None and 0 <= used and used + _USED_RING + 8 * self.size + 2 <= dma.size
-
     def push(self, head: int, written: int) -> None:
         """Return a chain to the driver (2.6.8): element first, then idx."""
-        used = self.used
-        elem = used + _USED_RING + 8 * (self.used_idx % self.size)
-        if self._used_direct():
+        used = self._used
+        elem = used + _USED_RING + 8 * (self.used_idx % self._size)
+        if self._used_direct:
             buf, dirty = self.buf, self.dma.mem.dirty
             _ELEM.pack_into(buf, elem, head, written)
             self.used_idx = idx = (self.used_idx + 1) & 0xFFFF
@@ -169,8 +197,8 @@ class Virtqueue:
             return False
         try:
             if self.event_idx:
-                at = self.avail + _AVAIL_RING + 2 * self.size          # used_event (2.6.10)
-                event = _U16_READ(self.buf, at)[0] if self._avail_direct() else self._u16(at)
+                at = self._avail + _AVAIL_RING + 2 * self._size        # used_event (2.6.10)
+                event = _U16_READ(self.buf, at)[0] if self._avail_direct else self._u16(at)
                 return (new - event - 1) & 0xFFFF < (new - old) & 0xFFFF    # NOTE: vring_need_event inlined
             return not self._u16(self.avail + v.VIRTQ_AVAIL_FLAGS) & v.VIRTQ_AVAIL_F_NO_INTERRUPT
         except DmaFault as fault:
@@ -182,8 +210,8 @@ class Virtqueue:
         try:
             if self.event_idx:
                 if on:
-                    at = self.used + _USED_RING + 8 * self.size          # avail_event (2.6.10)
-                    if self._used_direct():
+                    at = self._used + _USED_RING + 8 * self._size        # avail_event (2.6.10)
+                    if self._used_direct:
                         _U16.pack_into(self.buf, at, self.last_avail)
                         self.dma.mem.dirty[at >> PAGE_SHIFT] = self.dma.mem.dirty[(at + 1) >> PAGE_SHIFT] = 1
                     else:
