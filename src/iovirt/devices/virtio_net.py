@@ -106,8 +106,8 @@ class VirtioNet(VirtioPciDevice):
         if not self.live or not q.enabled:
             return False
         try:
-            if q.has_avail() or self.polling:
-                return q.has_avail()
+            if (avail := q.has_avail()) or self.polling:
+                return avail
             q.want_kicks(True)                    # out of buffers: kick me on refill
             return q.has_avail()
         except DmaFault:

@@ -62,11 +62,4 @@ class PciNic:
         read, write = self.handlers(index)
         for offset, length, path in self.regions(index, kind, size):
             base = address + offset
-            space.map(Region(base, length, _at(read, offset), _at(write, offset), self.vm.trap(path), owner))
-
-
-def _at(handler, offset: int):
-    """A region handler that sees offsets from the BAR's start."""
-    if not offset:
-        return handler
-    return lambda cpu, off, *args: handler(cpu, off + offset, *args)
+            space.map(Region(base, length, read, write, self.vm.trap(path), owner, offset))
