@@ -329,11 +329,9 @@ class Ixgbe:
             engine.sync(self.sim.now)
             self._try_fire(engine, vector)
 
-    def _ivar(self, q: int, tx: int) -> int:
-        return self.r[IVAR0 + (q >> 1)] >> (16 * (q & 1) + 8 * tx) & 0xFF
-
     def queue_irq(self, engine: Resource, q: int, tx: int) -> None:
-        self._queue_cause(engine, self._ivar(q, tx))
+        """A queue's cause through its IVAR entry (8 bits per queue and direction)."""
+        self._queue_cause(engine, self.r[IVAR0 + (q >> 1)] >> (16 * (q & 1) + 8 * tx) & 0xFF)
 
     # ---- transmit (7.2) -------------------------------------------------------
     def _w_tdt(self, cpu: Resource, idx: int, value: int) -> None:
@@ -419,7 +417,7 @@ class Ixgbe:
             self.errors["tx_unsupported_descriptor"] += 1
         elif cmd & s.ADVTXD_DTYP_MASK == s.ADVTXD_DTYP_CTXT:
             return                           # offload context: no data, no EOP
-        elif not self.tx_discard[q]:
+        elif not self.tx_discard[q] and cmd & s.ADVTXD_DTALEN_MASK:
             self._tx_gather(engine, q, buf, cmd & s.ADVTXD_DTALEN_MASK)
         if cmd & s.TXD_CMD_EOP:
             parts = self.tx_parts[q]
@@ -430,8 +428,6 @@ class Ixgbe:
             self.tx_discard[q] = False
 
     def _tx_gather(self, engine: Resource, q: int, buf: int, length: int) -> None:
-        if not length:
-            return
         if self.tx_len[q] + length > s.MAX_TX_FRAME:
             self.errors["tx_oversize"] += 1
         else:
