@@ -356,7 +356,8 @@ class Ixgbe:
             self.tx_waiting.add(q)
             return
         engine = self.engine
-        engine.sync(cpu.cursor)
+        if cpu.cursor > engine.cursor:          # NOTE: engine.sync(cpu.cursor) inlined, once per doorbell
+            engine.cursor = cpu.cursor
         self._xmit(engine, q)
 
     def _xmit(self, engine: Resource, q: int) -> None:
