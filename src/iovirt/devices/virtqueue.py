@@ -31,7 +31,7 @@ class VirtqueueError(Exception):
 class Virtqueue:
     __slots__ = ("index", "dma", "_size", "max_size", "desc", "_avail", "_used", "enabled", "msix_vector",
                  "notify_off", "event_idx", "indirect", "last_avail", "used_idx", "signalled_used", "buf",
-                 "_avail_direct", "_used_direct")
+                 "_avail_direct", "_used_direct", "_desc_end")
 
     def __init__(self, index: int, dma: Dma, max_size: int) -> None:
         self.index = index
@@ -41,6 +41,7 @@ class Virtqueue:
         self.notify_off = index
         self.event_idx = self.indirect = False
         self._size = self._avail = self._used = 0
+        self._desc_end = dma.size - 16 if dma.translate is None else -1     # last untranslated descriptor address
         self.reset()
 
     # ---- ring geometry: where the driver put the rings ------------------------
@@ -126,7 +127,14 @@ class Virtqueue:
                 raise VirtqueueError(f"queue {self.index}: avail idx moved {pending} past {size} entries")
             at = avail + _AVAIL_RING + 2 * (last % size)
             head = _U16_READ(buf, at)[0] if direct else self._u16(at)
-            readable, writable = self._walk(head)
+            at, flags = self.desc + 16 * head, _F_NEXT
+            if head < size and 0 <= at <= self._desc_end:
+                addr, length, flags, _ = _DESC(buf, at)
+            if flags & (_F_NEXT | _F_INDIRECT):
+                readable, writable = self._walk(head)
+            else:                                   # NOTE: _walk inlined for a chain of one descriptor
+                chain = [(addr, length)]
+                readable, writable = ([], chain) if flags & _F_WRITE else (chain, [])
         except DmaFault as fault:
             raise VirtqueueError(f"queue {self.index}: ring access {fault}") from None
         self.last_avail = (last + 1) & 0xFFFF
@@ -141,8 +149,7 @@ class Virtqueue:
         readable: Segments = []
         writable: Segments = []
         table, limit, i, seen, indirect = self.desc, self._size, head, 0, False
-        dma, buf = self.dma, self.buf
-        end = dma.size - 16 if dma.translate is None else -1      # NOTE: Dma.gpa inlined when untranslated
+        dma, buf, end = self.dma, self.buf, self._desc_end      # NOTE: Dma.gpa inlined when untranslated
         while True:
             if seen >= limit:
                 raise VirtqueueError(f"queue {self.index}: descriptor chain from {head} loops")

@@ -54,7 +54,9 @@ class VirtioNic(PciNic):
 
     def _kick(self, cpu: Resource, queue: int) -> None:
         """The doorbell's eventfd is signalled; the backend thread wakes."""
-        self._schedule(queue, cpu.cursor)
+        if queue not in self.scheduled:          # NOTE: _schedule inlined, once per kick
+            self.scheduled.add(queue)
+            self.vm.sim.at(cpu.cursor, self._run, queue)
 
     def _schedule(self, queue: int, at: float) -> None:
         if queue not in self.scheduled:

@@ -71,7 +71,9 @@ class DriverQueue:
     def kick_prepare(self) -> bool:
         """Publish the new avail idx; True if the device asked to be notified."""
         old, new = self.published, self.avail_idx
-        self._store16(self.avail + _AVAIL_IDX, new)
+        at, dirty = self.avail + _AVAIL_IDX, self.dirty
+        _U16.pack_into(self.buf, at, new)             # NOTE: _store16 inlined, once per frame
+        dirty[at >> PAGE_SHIFT] = dirty[(at + 1) >> PAGE_SHIFT] = 1
         self.published = new
         if old == new:
             return False
