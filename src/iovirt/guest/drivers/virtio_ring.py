@@ -46,19 +46,17 @@ class DriverQueue:
 
     def add(self, segments: list[tuple[int, int, bool]], token: object) -> bool:
         """Chain (address, length, device-writable) segments; False when full."""
-        count, free = len(segments), self.free
+        count, free, buf, dirty = len(segments), self.free, self.buf, self.dirty
         if count > len(free):
             return False
-        keep = len(free) - count
-        heads = free[keep:][::-1]                    # popped from the end of the free list
-        del free[keep:]
-        last, desc, buf, dirty = count - 1, self.desc, self.buf, self.dirty
-        for n, (addr, length, writable) in enumerate(segments):
-            more = n < last
-            flags = (_F_WRITE if writable else 0) | (_F_NEXT if more else 0)
-            at = desc + 16 * heads[n]
-            _DESC.pack_into(buf, at, addr, length, flags, heads[n + 1] if more else 0)
+        if count == 1:                               # one buffer, the common chain
+            heads = [free.pop()]
+            addr, length, writable = segments[0]
+            at = self.desc + 16 * heads[0]
+            _DESC.pack_into(buf, at, addr, length, _F_WRITE if writable else 0, 0)
             dirty[at >> PAGE_SHIFT] = dirty[(at + 15) >> PAGE_SHIFT] = 1
+        else:
+            heads = self._chain(segments)
         self.charge("ring_op", count)
         head = heads[0]
         self.tokens[head] = (token, heads)
@@ -67,6 +65,21 @@ class DriverQueue:
         dirty[at >> PAGE_SHIFT] = dirty[(at + 1) >> PAGE_SHIFT] = 1
         self.avail_idx = (self.avail_idx + 1) & 0xFFFF
         return True
+
+    def _chain(self, segments: list[tuple[int, int, bool]]) -> list[int]:
+        """Descriptors for a chain of segments, linked by NEXT; their indexes."""
+        free, buf, dirty = self.free, self.buf, self.dirty
+        keep = len(free) - len(segments)
+        heads = free[keep:][::-1]                    # popped from the end of the free list
+        del free[keep:]
+        last = len(segments) - 1
+        for n, (addr, length, writable) in enumerate(segments):
+            more = n < last
+            flags = (_F_WRITE if writable else 0) | (_F_NEXT if more else 0)
+            at = self.desc + 16 * heads[n]
+            _DESC.pack_into(buf, at, addr, length, flags, heads[n + 1] if more else 0)
+            dirty[at >> PAGE_SHIFT] = dirty[(at + 15) >> PAGE_SHIFT] = 1
+        return heads
 
     def kick_prepare(self) -> bool:
         """Publish the new avail idx; True if the device asked to be notified."""
