@@ -74,6 +74,8 @@ _VECTOR_BITS = (1 << s.MSIX_VECTORS) - 1
 _FCS = 4
 _BCAST = b"\xff" * 6
 _MO_SHIFT = (4, 3, 2, 0)
+_TX_WHOLE_MASK = s.TXD_CMD_DEXT | s.ADVTXD_DTYP_MASK | s.TXD_CMD_EOP
+_TX_WHOLE = s.TXD_CMD_DEXT | s.ADVTXD_DTYP_DATA | s.TXD_CMD_EOP      # a data descriptor holding a whole frame
 
 Msi = Callable[[Resource, int], None]
 
@@ -414,6 +416,16 @@ class Ixgbe:
         return n, reported
 
     def _tx_desc(self, engine: Resource, q: int, buf: int, cmd: int) -> None:
+        length = cmd & s.ADVTXD_DTALEN_MASK
+        if (cmd & _TX_WHOLE_MASK == _TX_WHOLE and 0 < length <= s.MAX_TX_FRAME and not self.tx_parts[q]
+                and not self.tx_discard[q]):         # NOTE: _tx_gather inlined for a frame in one descriptor
+            try:
+                frame = self.owner[q].dma.read(engine, buf, length)
+            except DmaFault:
+                self.owner[q].dma_fault("tx_buffer_fault")
+                return
+            self._transmit(engine, q, frame)
+            return
         if not cmd & s.TXD_CMD_DEXT or cmd & s.ADVTXD_DTYP_MASK not in (s.ADVTXD_DTYP_DATA, s.ADVTXD_DTYP_CTXT):
             self.errors["tx_unsupported_descriptor"] += 1
         elif cmd & s.ADVTXD_DTYP_MASK == s.ADVTXD_DTYP_CTXT:
