@@ -358,7 +358,8 @@ class Ixgbe:
             self.tx_waiting.add(q)
             return
         engine = self.engine
-        if cpu.cursor > engine.cursor:          # NOTE: engine.sync(cpu.cursor) inlined, once per doorbell
+        # NOTE: engine.sync(cpu.cursor) inlined, once per doorbell
+        if cpu.cursor > engine.cursor:  # noqa: PLR1730
             engine.cursor = cpu.cursor
         self._xmit(engine, q)
 

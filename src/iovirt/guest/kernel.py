@@ -75,6 +75,6 @@ class GuestKernel:
 
     def _run(self, fn: Callable[[], None]) -> None:
         vcpu, now = self.vcpu, self.sim.now
-        if now > vcpu.cursor:                   # NOTE: vcpu.sync(now) inlined, once per deferred call
+        if now > vcpu.cursor:  # noqa: PLR1730 - NOTE: vcpu.sync(now) inlined, once per deferred call
             vcpu.cursor = now
         fn()

@@ -49,7 +49,7 @@ class WirePeer:
         if self.record:
             self.received.append((now, frame))
         if self._for_stack(frame):
-            if now > self.cpu.cursor:            # NOTE: cpu.sync(now) inlined, once per frame
+            if now > self.cpu.cursor:  # noqa: PLR1730 - NOTE: cpu.sync(now) inlined, once per frame
                 self.cpu.cursor = now
             self.stack.receive(frame)
 
