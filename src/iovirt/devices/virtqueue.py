@@ -105,9 +105,6 @@ class Virtqueue:
         self.dma.mem.mark_dirty(gpa, 2)
 
     # ---- available ring -----------------------------------------------------
-    def avail_idx(self) -> int:
-        return self._u16(self.avail + _AVAIL_IDX)
-
     def has_avail(self) -> bool:
         if not self.enabled:
             return False
