@@ -20,6 +20,9 @@ from .vmstate import Bytes, VmState
 TX_BURST = 256                  # QEMU tx_burst / vhost-net VHOST_NET_PKT_WEIGHT
 MAX_FRAME = 65550
 _HDR = v.NET_HDR
+_HDR_SIZE = _HDR.size
+_RX_HDR = _HDR.pack(0, v.VIRTIO_NET_HDR_GSO_NONE, 0, 0, 0, 0, 1)
+_MRG_RXBUF = v.VIRTIO_NET_F_MRG_RXBUF
 _NET_CONFIG = v.NET_CONFIG
 NEEDS_CSUM = 1                  # 5.1.6 VIRTIO_NET_HDR_F_NEEDS_CSUM
 
@@ -59,7 +62,7 @@ class VirtioNet(VirtioPciDevice):
 
     # ---- transmit --------------------------------------------------------------
     def handle_tx(self, cpu: Resource) -> bool:
-        q = self.queues[v.TX_QUEUE]
+        q, port = self.queues[v.TX_QUEUE], self.port
         try:
             q.want_kicks(False)
             sent = 0
@@ -67,7 +70,7 @@ class VirtioNet(VirtioPciDevice):
                 head, readable, _ = chain
                 frame = self._gather(cpu, readable)
                 if frame is not None:
-                    self.port.send(cpu, frame)
+                    port.send(cpu, frame)
                 q.push(head, 0)
                 sent += 1
             if q.should_interrupt():
@@ -82,17 +85,21 @@ class VirtioNet(VirtioPciDevice):
 
     def _gather(self, cpu: Resource, segments: list[tuple[int, int]]) -> bytes | None:
         """Read a chain's buffers: virtio_net_hdr then the frame."""
-        total = sum(length for _, length in segments)
-        if total <= _HDR.size or total > MAX_FRAME + _HDR.size:
+        one = len(segments) == 1
+        total = segments[0][1] if one else sum(length for _, length in segments)
+        if total <= _HDR_SIZE or total > MAX_FRAME + _HDR_SIZE:
             self.errors["tx_bad_length"] += 1
             return None
         try:
-            data = b"".join(self.dma.read(cpu, addr, length) for addr, length in segments)
+            if one:
+                data = self.dma.read(cpu, segments[0][0], total)
+            else:
+                data = b"".join(self.dma.read(cpu, addr, length) for addr, length in segments)
         except DmaFault:
             self.errors["tx_dma_fault"] += 1
             return None
         flags, _, _, _, csum_start, csum_offset, _ = _HDR.unpack_from(data)
-        frame = data[_HDR.size :]
+        frame = data[_HDR_SIZE:]
         if flags & NEEDS_CSUM:
             frame = _complete_checksum(frame, csum_start, csum_offset)
         return frame
@@ -103,8 +110,8 @@ class VirtioNet(VirtioPciDevice):
         if not self.live or not q.enabled:
             return False
         try:
-            if q.has_avail() or self.polling:
-                return q.has_avail()
+            if (avail := q.has_avail()) or self.polling:
+                return avail
             q.want_kicks(True)                    # out of buffers: kick me on refill
             return q.has_avail()
         except DmaFault:
@@ -112,7 +119,7 @@ class VirtioNet(VirtioPciDevice):
 
     def receive(self, cpu: Resource, frame: bytes) -> None:
         q = self.queues[v.RX_QUEUE]
-        data = _HDR.pack(0, v.VIRTIO_NET_HDR_GSO_NONE, 0, 0, 0, 0, 1) + frame
+        data = _RX_HDR + frame
         try:
             self._fill(cpu, q, data)
             if q.should_interrupt():
@@ -123,9 +130,9 @@ class VirtioNet(VirtioPciDevice):
     def _fill(self, cpu: Resource, q, data: bytes) -> None:
         """Spread ``data`` over as many chains as it needs (one without
         MRG_RXBUF), then set num_buffers in the first."""
-        merge = self.has(v.VIRTIO_NET_F_MRG_RXBUF)
-        pos, used, first = 0, [], None
-        while pos < len(data):
+        merge = self.driver_features >> _MRG_RXBUF & 1
+        pos, used, first, size = 0, [], None, len(data)
+        while pos < size:
             chain = q.pop(cpu)
             if chain is None:
                 self.errors["rx_no_buffer"] += 1  # dropped: ran out mid-frame
@@ -142,24 +149,24 @@ class VirtioNet(VirtioPciDevice):
             used.append((head, written))
             if not merge:
                 break
-        if pos < len(data):
+        if pos < size:
             self.errors["rx_dropped"] += 1
         elif merge and len(used) > 1:             # through the first chain's buffers, as QEMU's iov_copy
             at = _HDR.offset("num_buffers")
             self._scatter(cpu, first, data[:at] + len(used).to_bytes(2, "little"), 0)
         for head, written in used:
-            q.push(head, written if pos >= len(data) else 0)
+            q.push(head, written if pos >= size else 0)
 
     VMSTATE = VmState("virtio-net", 1, (*TRANSPORT_STATE, Bytes("config")))
 
     def _scatter(self, cpu: Resource, segments, data: bytes, pos: int) -> int | None:
-        start = pos
+        start, size, write = pos, len(data), self.dma.write
         try:
             for addr, length in segments:
-                if pos >= len(data):
+                if pos >= size:
                     break
-                chunk = data[pos : pos + length]
-                self.dma.write(cpu, addr, chunk)
+                chunk = data if not pos and length >= size else data[pos : pos + length]
+                write(cpu, addr, chunk)
                 pos += len(chunk)
         except DmaFault:
             self.errors["rx_dma_fault"] += 1

@@ -83,8 +83,13 @@ class VirtioPciDevice:
         return bool(self.driver_features >> bit & 1)
 
     @property
-    def live(self) -> bool:
-        return self.status & v.DRIVER_OK and not self.status & v.DEVICE_NEEDS_RESET
+    def status(self) -> int:
+        return self._status
+
+    @status.setter
+    def status(self, value: int) -> None:
+        self._status = value
+        self.live = bool(value & v.DRIVER_OK and not value & v.DEVICE_NEEDS_RESET)    # the queues run
 
     def _write_status(self, cpu: Resource, value: int) -> None:
         value &= 0xFF

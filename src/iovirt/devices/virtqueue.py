@@ -11,6 +11,7 @@ length."""
 from __future__ import annotations
 
 from ..mem.dma import Dma, DmaFault
+from ..mem.guest_memory import PAGE_SHIFT
 from ..sim.resource import Resource
 from ..spec import virtio as v
 from .vmstate import Flag, UInt, VmState
@@ -18,6 +19,10 @@ from .vmstate import Flag, UInt, VmState
 _DESC = v.VIRTQ_DESC.unpack_from
 _ELEM = v.VIRTQ_USED_ELEM.struct
 _U16 = v.U16
+_U16_READ = _U16.unpack_from
+_F_NEXT, _F_WRITE, _F_INDIRECT = v.VIRTQ_DESC_F_NEXT, v.VIRTQ_DESC_F_WRITE, v.VIRTQ_DESC_F_INDIRECT
+_AVAIL_IDX, _AVAIL_RING = v.VIRTQ_AVAIL_IDX, v.VIRTQ_AVAIL_RING
+_USED_IDX, _USED_RING = v.VIRTQ_USED_IDX, v.VIRTQ_USED_RING
 Segments = list[tuple[int, int]]
 
 
@@ -26,8 +31,9 @@ class VirtqueueError(Exception):
 
 
 class Virtqueue:
-    __slots__ = ("index", "dma", "size", "max_size", "desc", "avail", "used", "enabled", "msix_vector",
-                 "notify_off", "event_idx", "indirect", "last_avail", "used_idx", "signalled_used", "buf")
+    __slots__ = ("index", "dma", "_size", "max_size", "desc", "_avail", "_used", "enabled", "msix_vector",
+                 "notify_off", "event_idx", "indirect", "last_avail", "used_idx", "signalled_used", "buf",
+                 "_avail_direct", "_used_direct", "_desc_end")
 
     def __init__(self, index: int, dma: Dma, max_size: int) -> None:
         self.index = index
@@ -36,7 +42,48 @@ class Virtqueue:
         self.max_size = max_size
         self.notify_off = index
         self.event_idx = self.indirect = False
+        self._size = self._avail = self._used = 0
+        self._desc_end = dma.size - 16 if dma.translate is None else -1     # last untranslated descriptor address
         self.reset()
+
+    # ---- ring geometry: where the driver put the rings ------------------------
+    # NOTE: the hot paths read and write a ring in place when it lies,
+    # untranslated, wholly inside guest memory (decided whenever the driver
+    # moves or resizes it); otherwise through the checked accessors below.
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @size.setter
+    def size(self, value: int) -> None:
+        self._size = value
+        self._place()
+
+    @property
+    def avail(self) -> int:
+        return self._avail
+
+    @avail.setter
+    def avail(self, value: int) -> None:
+        self._avail = value
+        self._place()
+
+    @property
+    def used(self) -> int:
+        return self._used
+
+    @used.setter
+    def used(self, value: int) -> None:
+        self._used = value
+        self._place()
+
+    def _place(self) -> None:
+        """Whether the avail ring (with used_event) and the used ring (with
+        avail_event) lie untranslated inside guest memory."""
+        dma, size = self.dma, self._size
+        plain = dma.translate is None
+        self._avail_direct = plain and 0 <= self._avail and self._avail + _AVAIL_RING + 2 * size + 2 <= dma.size
+        self._used_direct = plain and 0 <= self._used and self._used + _USED_RING + 8 * size + 2 <= dma.size
 
     def reset(self) -> None:
         self.size = self.max_size
@@ -46,7 +93,6 @@ class Virtqueue:
         self.last_avail = self.used_idx = self.signalled_used = 0
 
     # ---- guest memory access: translated and bounds-checked ---------------
-    # NOTE: Dma.gpa inlined in _u16, several calls per frame.
     def _u16(self, addr: int) -> int:
         dma = self.dma
         gpa = dma.translate(addr, 2, False) if dma.translate else addr
@@ -60,55 +106,67 @@ class Virtqueue:
         self.dma.mem.mark_dirty(gpa, 2)
 
     # ---- available ring -----------------------------------------------------
-    def avail_idx(self) -> int:
-        return self._u16(self.avail + v.VIRTQ_AVAIL_IDX)
-
     def has_avail(self) -> bool:
-        return self.enabled and self.avail_idx() != self.last_avail
+        if not self.enabled:
+            return False
+        at = self._avail + _AVAIL_IDX
+        return (_U16_READ(self.buf, at)[0] if self._avail_direct else self._u16(at)) != self.last_avail
 
     def pop(self, cpu: Resource) -> tuple[int, Segments, Segments] | None:
         """Next available chain: (head, device-readable, device-writable)
         segments as (address, length), or None when the ring is empty."""
+        avail, last, size, buf = self._avail, self.last_avail, self._size, self.buf
         try:
-            idx = self.avail_idx()
-            pending = (idx - self.last_avail) & 0xFFFF
+            direct = self._avail_direct
+            idx = _U16_READ(buf, avail + _AVAIL_IDX)[0] if direct else self._u16(avail + _AVAIL_IDX)
+            pending = (idx - last) & 0xFFFF
             if not pending:
                 return None
-            if pending > self.size:
-                raise VirtqueueError(f"queue {self.index}: avail idx moved {pending} past {self.size} entries")
-            head = self._u16(self.avail + v.VIRTQ_AVAIL_RING + 2 * (self.last_avail % self.size))
-            readable, writable = self._walk(head)
+            if pending > size:
+                raise VirtqueueError(f"queue {self.index}: avail idx moved {pending} past {size} entries")
+            at = avail + _AVAIL_RING + 2 * (last % size)
+            head = _U16_READ(buf, at)[0] if direct else self._u16(at)
+            at, flags = self.desc + 16 * head, _F_NEXT
+            if head < size and 0 <= at <= self._desc_end:
+                addr, length, flags, _ = _DESC(buf, at)
+            if flags & (_F_NEXT | _F_INDIRECT):
+                readable, writable = self._walk(head)
+            else:                                   # NOTE: _walk inlined for a chain of one descriptor
+                chain = [(addr, length)]
+                readable, writable = ([], chain) if flags & _F_WRITE else (chain, [])
         except DmaFault as fault:
             raise VirtqueueError(f"queue {self.index}: ring access {fault}") from None
-        self.last_avail = (self.last_avail + 1) & 0xFFFF
+        self.last_avail = (last + 1) & 0xFFFF
         cpu.charge("ring_op")
         return head, readable, writable
 
     def _walk(self, head: int) -> tuple[Segments, Segments]:
         """2.6.5.3: follow NEXT, at most once through an indirect table; a
         chain longer than its table loops."""
-        if head >= self.size:
-            raise VirtqueueError(f"queue {self.index}: head {head} >= queue size {self.size}")
+        if head >= self._size:
+            raise VirtqueueError(f"queue {self.index}: head {head} >= queue size {self._size}")
         readable: Segments = []
         writable: Segments = []
-        table, limit, i, seen, indirect = self.desc, self.size, head, 0, False
+        table, limit, i, seen, indirect = self.desc, self._size, head, 0, False
+        dma, buf, end = self.dma, self.buf, self._desc_end      # NOTE: Dma.gpa inlined when untranslated
         while True:
             if seen >= limit:
                 raise VirtqueueError(f"queue {self.index}: descriptor chain from {head} loops")
             seen += 1
-            addr, length, flags, nxt = _DESC(self.buf, self.dma.gpa(table + 16 * i, 16, False))
-            if flags & v.VIRTQ_DESC_F_INDIRECT:
-                if indirect or not self.indirect or flags & v.VIRTQ_DESC_F_NEXT or not length or length % 16:
+            at = table + 16 * i
+            addr, length, flags, nxt = _DESC(buf, at if 0 <= at <= end else dma.gpa(at, 16, False))
+            if flags & _F_INDIRECT:
+                if indirect or not self.indirect or flags & _F_NEXT or not length or length % 16:
                     raise VirtqueueError(f"queue {self.index}: bad indirect descriptor {i}")
                 table, limit, i, seen, indirect = addr, length // 16, 0, 0, True
                 continue
-            if flags & v.VIRTQ_DESC_F_WRITE:
+            if flags & _F_WRITE:
                 writable.append((addr, length))
             elif writable:
                 raise VirtqueueError(f"queue {self.index}: readable descriptor {i} after a writable one")
             else:
                 readable.append((addr, length))
-            if not flags & v.VIRTQ_DESC_F_NEXT:
+            if not flags & _F_NEXT:
                 return readable, writable
             if nxt >= limit:
                 raise VirtqueueError(f"queue {self.index}: next {nxt} outside its table of {limit}")
@@ -117,7 +175,17 @@ class Virtqueue:
     # ---- used ring ------------------------------------------------------------
     def push(self, head: int, written: int) -> None:
         """Return a chain to the driver (2.6.8): element first, then idx."""
-        elem = self.used + v.VIRTQ_USED_RING + 8 * (self.used_idx % self.size)
+        used = self._used
+        elem = used + _USED_RING + 8 * (self.used_idx % self._size)
+        if self._used_direct:
+            buf, dirty = self.buf, self.dma.mem.dirty
+            _ELEM.pack_into(buf, elem, head, written)
+            self.used_idx = idx = (self.used_idx + 1) & 0xFFFF
+            _U16.pack_into(buf, used + _USED_IDX, idx)
+            # NOTE: GuestMemory.mark_dirty inlined: both records lie within two pages
+            dirty[elem >> PAGE_SHIFT] = dirty[(elem + 7) >> PAGE_SHIFT] = 1
+            dirty[(used + _USED_IDX) >> PAGE_SHIFT] = dirty[(used + _USED_IDX + 1) >> PAGE_SHIFT] = 1
+            return
         try:
             gpa = self.dma.gpa(elem, 8, True)
             _ELEM.pack_into(self.buf, gpa, head, written)
@@ -135,7 +203,9 @@ class Virtqueue:
             return False
         try:
             if self.event_idx:
-                return v.vring_need_event(self._u16(self.avail + v.used_event_offset(self.size)), new, old)
+                at = self._avail + _AVAIL_RING + 2 * self._size        # used_event (2.6.10)
+                event = _U16_READ(self.buf, at)[0] if self._avail_direct else self._u16(at)
+                return (new - event - 1) & 0xFFFF < (new - old) & 0xFFFF    # NOTE: vring_need_event inlined
             return not self._u16(self.avail + v.VIRTQ_AVAIL_FLAGS) & v.VIRTQ_AVAIL_F_NO_INTERRUPT
         except DmaFault as fault:
             raise VirtqueueError(f"queue {self.index}: avail ring {fault}") from None
@@ -146,7 +216,12 @@ class Virtqueue:
         try:
             if self.event_idx:
                 if on:
-                    self._put16(self.used + v.avail_event_offset(self.size), self.last_avail)
+                    at = self._used + _USED_RING + 8 * self._size        # avail_event (2.6.10)
+                    if self._used_direct:
+                        _U16.pack_into(self.buf, at, self.last_avail)
+                        self.dma.mem.dirty[at >> PAGE_SHIFT] = self.dma.mem.dirty[(at + 1) >> PAGE_SHIFT] = 1
+                    else:
+                        self._put16(at, self.last_avail)
             else:
                 self._put16(self.used + v.VIRTQ_USED_FLAGS, 0 if on else v.VIRTQ_USED_F_NO_NOTIFY)
         except DmaFault as fault:

@@ -59,7 +59,8 @@ class WirePeer:
         if self.record:
             self.received.append((now, frame))
         if self._for_stack(frame):
-            self.cpu.sync(now)
+            if now > self.cpu.cursor:  # noqa: PLR1730 - NOTE: cpu.sync(now) inlined, once per frame
+                self.cpu.cursor = now
             self.stack.receive(frame)
 
     def _for_stack(self, frame: bytes) -> bool:

@@ -21,6 +21,7 @@ class Region:
     write: Write
     path: tuple[str, ...]        # events a guest access pays before the handler runs
     owner: str
+    offset: int = 0              # where the region starts in the handlers' space (its offset in a BAR)
 
 
 class AddressMap:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter, OrderedDict
+from functools import partial
 from typing import NamedTuple, NoReturn
 
 from ..mem.dma import DmaFault, Translate
@@ -230,11 +231,7 @@ class Iommu:
     def translator(self, bdf: Bdf | int, resource: Resource | None = None) -> Translate:
         """``translate(addr, length, is_write) -> hpa`` for ``Dma``, charging
         IOTLB events on ``resource`` (the device's DMA engine) or the IOMMU's."""
-        sid, translate = vtd.source_id(bdf), self.translate
-
-        def translate_for(addr: int, length: int, is_write: bool) -> int:
-            return translate(sid, addr, length, is_write, resource)
-        return translate_for
+        return partial(self.translate, vtd.source_id(bdf), resource=resource)
 
     def translate(self, bdf: Bdf | int, iova: int, length: int, is_write: bool,
                   resource: Resource | None = None) -> int:

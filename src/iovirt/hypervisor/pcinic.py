@@ -64,7 +64,7 @@ class PciNic:
         read, write = self.handlers(index)
         for offset, length, path in self.regions(index, kind, size):
             base = address + offset
-            space.map(Region(base, length, _at(read, offset), _at(write, offset), self.vm.trap(path), owner))
+            space.map(Region(base, length, read, write, self.vm.trap(path), owner, offset))
 
     def _owner(self, index: int) -> str:
         return f"{self.device.NAME}@{self.bdf} BAR{index}"
@@ -79,9 +79,3 @@ class PciNic:
         self.vm.pci.detach(self.bdf.device, self.bdf.function)
         self.vm.nics.remove(self)
 
-
-def _at(handler, offset: int):
-    """A region handler that sees offsets from the BAR's start."""
-    if not offset:
-        return handler
-    return lambda cpu, off, *args: handler(cpu, off + offset, *args)

@@ -30,7 +30,8 @@ class TapPort(Port):
         self.queue: deque[bytes] = deque()
         self.dropped = 0
         self.read_pending = False
-        vm.host.vswitch.attach(self)
+        self.vswitch = vm.host.vswitch
+        self.vswitch.attach(self)
         device.port = self
 
     # device -> tap -> switch
@@ -38,7 +39,7 @@ class TapPort(Port):
         if self.syscall:
             cpu.charge("tap")
             cpu.charge("copy", nbytes=len(frame))
-        self.vm.host.vswitch.ingress(self, frame, cpu)
+        self.vswitch.ingress(self, frame, cpu)
 
     # switch -> tap queue -> VMM main loop -> device
     def deliver(self, frame: bytes, at: int) -> None:
@@ -46,7 +47,9 @@ class TapPort(Port):
             self.dropped += 1
             return
         self.queue.append(frame)
-        self._schedule_read(at)
+        if not self.read_pending:                # NOTE: _schedule_read inlined, once per frame
+            self.read_pending = True
+            self.sim.at(at, self._read)
 
     def flush(self, cpu: Resource) -> None:
         """The device has room again (QEMU: qemu_flush_queued_packets)."""
@@ -74,16 +77,17 @@ class TapPort(Port):
             self.vm.when_resumed(self.flush_now)
             return
         if cpu.cursor < now:
-            cpu.sync(now)
+            cpu.cursor = now                     # NOTE: cpu.sync(now) inlined
             if not self.polled:
                 cpu.charge("wakeup")         # poll() returns / the vhost worker is woken
+        can_receive, receive, syscall = device.can_receive, device.receive, self.syscall
         for _ in range(READ_BUDGET):
-            if not queue or not device.can_receive(len(queue[0])):
+            if not queue or not can_receive(len(queue[0])):
                 return                           # reading resumes on flush()
             frame = queue.popleft()
-            if self.syscall:
+            if syscall:
                 cpu.charge("tap")
                 cpu.charge("copy", nbytes=len(frame))
-            device.receive(cpu, frame)
+            receive(cpu, frame)
         if queue:
             self._schedule_read(cpu.cursor)

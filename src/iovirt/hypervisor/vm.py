@@ -43,7 +43,7 @@ class VCpu(Resource):
         if region is None:
             return self._unassigned(size)
         self.charge_path(region.path)
-        return region.read(self, addr - region.base, size)
+        return region.read(self, addr - region.base + region.offset, size)
 
     def mmio_write(self, addr: int, size: int, value: int) -> None:
         region = self.vm.mmio.lookup(addr)
@@ -51,14 +51,14 @@ class VCpu(Resource):
             self._unassigned(size)
             return
         self.charge_path(region.path)
-        region.write(self, addr - region.base, size, value)
+        region.write(self, addr - region.base + region.offset, size, value)
 
     def pio_read(self, port: int, size: int) -> int:
         region = self.vm.pio.lookup(port)
         if region is None:
             return self._unassigned(size, KVM_USER_PIO)
         self.charge_path(region.path)
-        return region.read(self, port - region.base, size)
+        return region.read(self, port - region.base + region.offset, size)
 
     def pio_write(self, port: int, size: int, value: int) -> None:
         region = self.vm.pio.lookup(port)
@@ -66,7 +66,7 @@ class VCpu(Resource):
             self._unassigned(size, KVM_USER_PIO)
             return
         self.charge_path(region.path)
-        region.write(self, port - region.base, size, value)
+        region.write(self, port - region.base + region.offset, size, value)
 
     def _unassigned(self, size: int, path: tuple[str, ...] = KVM_USER_MMIO) -> int:
         """Nothing decodes the address: the access still exits; reads float high."""

@@ -33,15 +33,23 @@ class GuestMemory:
         if gpa < 0 or length < 0 or gpa + length > self.size:
             raise GuestMemoryError(gpa, length, self.size)
 
+    # NOTE: check() and mark_dirty() inlined in read and write, several calls per frame
     def read(self, gpa: int, length: int) -> bytes:
-        self.check(gpa, length)
+        if gpa < 0 or length < 0 or gpa + length > self.size:
+            raise GuestMemoryError(gpa, length, self.size)
         return self.buf[gpa : gpa + length]
 
     def write(self, gpa: int, data: bytes) -> None:
         length = len(data)
-        self.check(gpa, length)
-        self.buf[gpa : gpa + length] = data
-        self.mark_dirty(gpa, length)
+        end = gpa + length
+        if gpa < 0 or end > self.size:
+            raise GuestMemoryError(gpa, length, self.size)
+        self.buf[gpa:end] = data
+        first, last = gpa >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT
+        if first == last:
+            self.dirty[first] = 1
+        elif length:
+            self.dirty[first : last + 1] = b"\x01" * (last - first + 1)
 
     def store(self, st, gpa: int, *values) -> None:
         """Write one record with a precompiled ``struct`` (a CPU store)."""

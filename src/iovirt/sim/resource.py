@@ -100,6 +100,10 @@ class Resource:
         (a frame's serialisation time at the link rate)."""
         self.acct[event] += 1
         self.spent[event] += ns
+        if self.core is None:                   # NOTE: _run inlined for a resource of its own (a wire)
+            self.busy_ns += ns
+            self.cursor += ns
+            return self.cursor
         return self._run(ns)
 
     def _run(self, cost: float) -> float:

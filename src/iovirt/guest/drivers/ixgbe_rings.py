@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from ...mem.guest_memory import PAGE_SHIFT
 from ...spec import ixgbe as s
 from .base import NetDriver
 
@@ -116,7 +117,11 @@ class IxgbeRings(NetDriver):
         self.mem.write(buf, frame)
         self.vcpu.charge("ring_op")
         size = len(frame)
-        self.mem.store(_TX, self.tx_ring + use * s.DESC_SIZE, buf, TXD_CMD | size, size << s.ADVTXD_PAYLEN_SHIFT)
+        # NOTE: mem.store inlined: the driver's own ring, allocated in guest memory; a
+        # descriptor never straddles a page of the 128-byte aligned ring
+        at = self.tx_ring + use * s.DESC_SIZE
+        _TX.pack_into(self.buf, at, buf, TXD_CMD | size, size << s.ADVTXD_PAYLEN_SHIFT)
+        self.mem.dirty[at >> PAGE_SHIFT] = 1
         self.tx_use = nxt
         self.vcpu.mmio_write(self._tdt, 4, nxt)
         return True

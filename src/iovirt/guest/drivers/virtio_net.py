@@ -20,7 +20,11 @@ from .virtio_ring import DriverQueue
 C = v.COMMON
 WANTED = (1 << v.VIRTIO_F_VERSION_1 | 1 << v.VIRTIO_NET_F_MAC | 1 << v.VIRTIO_NET_F_MRG_RXBUF
           | 1 << v.VIRTIO_RING_F_EVENT_IDX | 1 << v.VIRTIO_NET_F_CSUM | 1 << v.VIRTIO_NET_F_STANDBY)
-RX_BUFFER = v.NET_HDR.size + 1514
+HDR_SIZE = v.NET_HDR.size
+RX_BUFFER = HDR_SIZE + 1514
+_BLANK_HDR = bytes(HDR_SIZE)
+_NUM_BUFFERS = v.NET_HDR.field_struct("num_buffers").unpack_from
+_NUM_BUFFERS_AT = v.NET_HDR.offset("num_buffers")
 NAPI_WEIGHT = 64
 CONFIG_VECTOR, RX_VECTOR, TX_VECTOR = 0, 1, 2
 
@@ -87,6 +91,7 @@ class VirtioNetDriver(NetDriver):
             self.cwrite("device_feature_select", word)
             offered |= self.cread("device_feature") << (32 * word)
         self.features = offered & wanted
+        self.mergeable = bool(self.features >> v.VIRTIO_NET_F_MRG_RXBUF & 1)
         for word in (0, 1):
             self.cwrite("driver_feature_select", word)
             self.cwrite("driver_feature", self.features >> (32 * word) & 0xFFFFFFFF)
@@ -148,14 +153,17 @@ class VirtioNetDriver(NetDriver):
                 return False
         slot = self.tx_free.pop()
         buf = self.tx_bufs[slot]
-        self.mem.write(buf, bytes(v.NET_HDR.size) + frame)
-        self.tx.add([(buf, v.NET_HDR.size + len(frame), False)], slot)
-        self._kick_if_needed(self.tx)
+        self.mem.write(buf, _BLANK_HDR + frame)
+        tx = self.tx
+        tx.add([(buf, HDR_SIZE + len(frame), False)], slot)
+        if tx.kick_prepare():                          # NOTE: _kick_if_needed inlined
+            self.vcpu.mmio_write(tx.notify, 2, tx.index)
         return True
 
     def _free_old_xmit(self) -> None:
-        while (done := self.tx.get_used()) is not None:
-            self.tx_free.append(done[0])
+        tx, free = self.tx, self.tx_free
+        while (done := tx.get_used()) is not None:
+            free.append(done[0])
 
     def _tx_intr(self) -> None:
         self.tx.disable_cb()
@@ -184,26 +192,31 @@ class VirtioNetDriver(NetDriver):
 
     def _receive(self, budget: int) -> int:
         done = 0
-        while done < budget and (used := self.rx.get_used()) is not None:
+        rx, bufs, mem = self.rx, self.rx_bufs, self.mem
+        while done < budget and (used := rx.get_used()) is not None:
             slot, length = used
-            frames = [(slot, length)]
-            count = v.NET_HDR.unpack_from(self.mem.buf, self.rx_bufs[slot])[6] if self._mergeable else 1
-            while len(frames) < count and (more := self.rx.get_used()) is not None:
-                frames.append(more)
-            data = b"".join(self.mem.read(self.rx_bufs[s], n) for s, n in frames)
-            if len(frames) == count and len(data) > v.NET_HDR.size:
-                self.stack.receive(data[v.NET_HDR.size :])
+            count = _NUM_BUFFERS(mem.buf, bufs[slot] + _NUM_BUFFERS_AT)[0] if self.mergeable else 1
+            if count == 1 and length > HDR_SIZE:       # one buffer: the frame follows the header
+                self.stack.receive(mem.read(bufs[slot] + HDR_SIZE, length - HDR_SIZE))
+                rx.add([(bufs[slot], RX_BUFFER, True)], slot)
             else:
-                self.stats["rx_length_errors"] += 1
-            for s, _ in frames:
-                self.rx.add([(self.rx_bufs[s], RX_BUFFER, True)], s)
+                self._receive_merged(slot, length, count)
             done += 1
-        self._kick_if_needed(self.rx)
+        self._kick_if_needed(rx)
         return done
 
-    @property
-    def _mergeable(self) -> bool:
-        return bool(self.features >> v.VIRTIO_NET_F_MRG_RXBUF & 1)
+    def _receive_merged(self, slot: int, length: int, count: int) -> None:
+        """A frame spread over ``count`` buffers (MRG_RXBUF), or a bad length."""
+        frames = [(slot, length)]
+        while len(frames) < count and (more := self.rx.get_used()) is not None:
+            frames.append(more)
+        data = b"".join(self.mem.read(self.rx_bufs[s], n) for s, n in frames)
+        if len(frames) == count and len(data) > HDR_SIZE:
+            self.stack.receive(data[HDR_SIZE:])
+        else:
+            self.stats["rx_length_errors"] += 1
+        for s, _ in frames:
+            self.rx.add([(self.rx_bufs[s], RX_BUFFER, True)], s)
 
     def _config_intr(self) -> None:
         """A configuration change; DEVICE_NEEDS_RESET shows in the status."""

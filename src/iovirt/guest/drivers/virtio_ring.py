@@ -4,6 +4,7 @@ interrupts suppressed with VIRTIO_RING_F_EVENT_IDX (or the flag bits)."""
 
 from __future__ import annotations
 
+from ...mem.guest_memory import PAGE_SHIFT
 from ...spec import virtio as v
 
 _DESC = v.VIRTQ_DESC.struct
@@ -11,9 +12,14 @@ _ELEM = v.VIRTQ_USED_ELEM.unpack_from
 _U16 = v.U16
 _F_NEXT, _F_WRITE = v.VIRTQ_DESC_F_NEXT, v.VIRTQ_DESC_F_WRITE
 _USED_IDX, _USED_RING = v.VIRTQ_USED_IDX, v.VIRTQ_USED_RING
+_AVAIL_IDX, _AVAIL_RING = v.VIRTQ_AVAIL_IDX, v.VIRTQ_AVAIL_RING
 
 
 class DriverQueue:
+    """The rings are the driver's own, allocated in guest memory: its stores
+    to them go straight to the memory (marking the pages dirty, as any CPU
+    store does), without the bounds check an arbitrary address needs."""
+
     def __init__(self, kernel, index: int, size: int, event_idx: bool) -> None:
         self.index = index
         self.size = size
@@ -23,6 +29,8 @@ class DriverQueue:
         self.desc = alloc.alloc(16 * size, 16)
         self.avail = alloc.alloc(v.avail_size(size), 2)
         self.used = alloc.alloc(v.used_size(size), 4)
+        for base, length in ((self.desc, 16 * size), (self.avail, v.avail_size(size)), (self.used, v.used_size(size))):
+            kernel.mem.check(base, length)
         self.free = list(range(size - 1, -1, -1))
         self.tokens: dict[int, object] = {}
         self.avail_idx = 0
@@ -30,7 +38,7 @@ class DriverQueue:
         self.last_used = 0
 
     def rebind(self, vcpu, mem) -> None:
-        self.mem, self.buf, self.charge = mem, mem.buf, vcpu.charge
+        self.mem, self.buf, self.dirty, self.charge = mem, mem.buf, mem.dirty, vcpu.charge
 
     @property
     def num_free(self) -> int:
@@ -38,33 +46,58 @@ class DriverQueue:
 
     def add(self, segments: list[tuple[int, int, bool]], token: object) -> bool:
         """Chain (address, length, device-writable) segments; False when full."""
-        count, free, store = len(segments), self.free, self.mem.store
+        count, free, buf, dirty = len(segments), self.free, self.buf, self.dirty
         if count > len(free):
             return False
-        heads = [free.pop() for _ in segments]
-        last, desc = count - 1, self.desc
-        for n, (addr, length, writable) in enumerate(segments):
-            more = n < last
-            flags = (_F_WRITE if writable else 0) | (_F_NEXT if more else 0)
-            store(_DESC, desc + 16 * heads[n], addr, length, flags, heads[n + 1] if more else 0)
+        if count == 1:                               # one buffer, the common chain
+            heads = [free.pop()]
+            addr, length, writable = segments[0]
+            at = self.desc + 16 * heads[0]
+            _DESC.pack_into(buf, at, addr, length, _F_WRITE if writable else 0, 0)
+            dirty[at >> PAGE_SHIFT] = dirty[(at + 15) >> PAGE_SHIFT] = 1
+        else:
+            heads = self._chain(segments)
         self.charge("ring_op", count)
         head = heads[0]
         self.tokens[head] = (token, heads)
-        store(_U16, self.avail + v.VIRTQ_AVAIL_RING + 2 * (self.avail_idx % self.size), head)
+        at = self.avail + _AVAIL_RING + 2 * (self.avail_idx % self.size)
+        _U16.pack_into(buf, at, head)
+        dirty[at >> PAGE_SHIFT] = dirty[(at + 1) >> PAGE_SHIFT] = 1
         self.avail_idx = (self.avail_idx + 1) & 0xFFFF
         return True
+
+    def _chain(self, segments: list[tuple[int, int, bool]]) -> list[int]:
+        """Descriptors for a chain of segments, linked by NEXT; their indexes."""
+        free, buf, dirty = self.free, self.buf, self.dirty
+        keep = len(free) - len(segments)
+        heads = free[keep:][::-1]                    # popped from the end of the free list
+        del free[keep:]
+        last = len(segments) - 1
+        for n, (addr, length, writable) in enumerate(segments):
+            more = n < last
+            flags = (_F_WRITE if writable else 0) | (_F_NEXT if more else 0)
+            at = self.desc + 16 * heads[n]
+            _DESC.pack_into(buf, at, addr, length, flags, heads[n + 1] if more else 0)
+            dirty[at >> PAGE_SHIFT] = dirty[(at + 15) >> PAGE_SHIFT] = 1
+        return heads
 
     def kick_prepare(self) -> bool:
         """Publish the new avail idx; True if the device asked to be notified."""
         old, new = self.published, self.avail_idx
-        self.mem.store(_U16, self.avail + v.VIRTQ_AVAIL_IDX, new)
+        at, dirty = self.avail + _AVAIL_IDX, self.dirty
+        _U16.pack_into(self.buf, at, new)             # NOTE: _store16 inlined, once per frame
+        dirty[at >> PAGE_SHIFT] = dirty[(at + 1) >> PAGE_SHIFT] = 1
         self.published = new
         if old == new:
             return False
         if self.event_idx:
-            event = _U16.unpack_from(self.buf, self.used + v.avail_event_offset(self.size))[0]
-            return v.vring_need_event(event, new, old)
+            event = _U16.unpack_from(self.buf, self.used + _USED_RING + 8 * self.size)[0]   # avail_event
+            return (new - event - 1) & 0xFFFF < (new - old) & 0xFFFF    # NOTE: vring_need_event inlined
         return not _U16.unpack_from(self.buf, self.used + v.VIRTQ_USED_FLAGS)[0] & v.VIRTQ_USED_F_NO_NOTIFY
+
+    def _store16(self, at: int, value: int) -> None:
+        _U16.pack_into(self.buf, at, value)
+        self.dirty[at >> PAGE_SHIFT] = self.dirty[(at + 1) >> PAGE_SHIFT] = 1
 
     def more_used(self) -> bool:
         return _U16.unpack_from(self.buf, self.used + _USED_IDX)[0] != self.last_used
@@ -90,7 +123,7 @@ class DriverQueue:
         if self.event_idx:
             self._used_event((self.last_used - 1) & 0xFFFF)
         else:
-            self.mem.store(_U16, self.avail + v.VIRTQ_AVAIL_FLAGS, v.VIRTQ_AVAIL_F_NO_INTERRUPT)
+            self._store16(self.avail + v.VIRTQ_AVAIL_FLAGS, v.VIRTQ_AVAIL_F_NO_INTERRUPT)
 
     def enable_cb(self, delayed: bool = False) -> bool:
         """Interrupts on; False when buffers are already waiting (poll again).
@@ -99,8 +132,8 @@ class DriverQueue:
             ahead = ((self.avail_idx - self.last_used) & 0xFFFF) * 3 // 4 if delayed else 0
             self._used_event((self.last_used + ahead) & 0xFFFF)
         else:
-            self.mem.store(_U16, self.avail + v.VIRTQ_AVAIL_FLAGS, 0)
+            self._store16(self.avail + v.VIRTQ_AVAIL_FLAGS, 0)
         return not self.more_used()
 
     def _used_event(self, value: int) -> None:
-        self.mem.store(_U16, self.avail + v.used_event_offset(self.size), value)
+        self._store16(self.avail + _AVAIL_RING + 2 * self.size, value)

@@ -24,7 +24,7 @@ from .headers import (
     ETH_BROADCAST, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETHHDR, H_DEST, H_PROTO, ICMP_CHECKSUM,
     ICMP_ECHO, ICMP_ECHOREPLY, ICMPHDR, IP_CHECK, IP_DF, IP_MF, IP_OFFSET, IPDEFTTL, IPHDR,
     IPPROTO_ICMP, IPPROTO_UDP, IPVERSION, UDP_CHECK, UDPHDR, csum_fold, csum_partial,
-    pseudo_header_sum,
+    csum_reduced, pseudo_header_sum,
 )
 
 TXQUEUELEN = 1000  # Linux default for Ethernet devices
@@ -33,6 +33,7 @@ IP_HLEN = IPHDR.size
 L4_HLEN = UDPHDR.size  # the ICMP echo header is as long
 ZERO_MAC = bytes(ETH_ALEN)
 _H_PROTO_IP = H_PROTO.pack(ETH_P_IP)
+HEADER_CACHE = 256  # headers remembered per stack: one per (destination, protocol, length)
 
 _ipv4_address = lru_cache(maxsize=1024)(IPv4Address)
 
@@ -90,6 +91,8 @@ class IPv4Stack:
         self.udp_sockets: dict[int, UdpSocket] = {}
         self.echo_waiters: dict[tuple[int, int, int], Callable[[int, int, bytes], Any]] = {}
         self._write_waiters: dict[UdpSocket, None] = {}
+        self._ip_heads: dict[tuple[int, int, int], bytes] = {}
+        self._udp_heads: dict[tuple[int, int, int, int], tuple[bytes, int]] = {}
         self._packet_type = {ETH_P_IP: self._ip_rcv, ETH_P_ARP: self._arp_rcv}
         self._inet_protos = {IPPROTO_UDP: self._udp_rcv, IPPROTO_ICMP: self._icmp_rcv}
 
@@ -152,7 +155,7 @@ class IPv4Stack:
         the user; returns the destination address."""
         if len(data) > self.mtu - IP_HLEN - L4_HLEN:
             raise ValueError(f"{len(data)} B payload exceeds MTU {self.mtu} less headers (no fragmentation)")
-        daddr = inet_aton(address)
+        daddr = int(address) if type(address) is IPv4Address else inet_aton(address)
         if (daddr ^ self.addr) & self.netmask:
             raise ValueError(f"no route to {address} from {self.ip} (no gateway)")
         self.cpu.charge("copy", nbytes=len(data))
@@ -161,13 +164,24 @@ class IPv4Stack:
     def _udp_sendmsg(self, sock: UdpSocket, payload: bytes, address: tuple[str | IPv4Address, int]) -> bool:
         daddr = self._sendmsg(address[0], payload)
         ulen = L4_HLEN + len(payload)
-        udph = bytearray(UDPHDR.pack(sock.port, address[1], ulen, 0))
-        total = pseudo_header_sum(self.addr, daddr, IPPROTO_UDP, ulen) + csum_partial(udph) + csum_partial(payload)
-        CHECK16.pack_into(udph, UDP_CHECK, csum_fold(total) or 0xFFFF)  # RFC 768: zero is sent as all ones
-        if self._ip_output(daddr, IPPROTO_UDP, udph, payload):
+        key = (sock.port, address[1], ulen, daddr)
+        head = self._udp_heads.get(key) or self._udp_head(key)
+        check = csum_fold(head[1] + csum_reduced(payload)) or 0xFFFF  # RFC 768: zero is sent as all ones
+        if self._ip_output(daddr, IPPROTO_UDP, head[0] + CHECK16.pack(check), payload):
             return True
         self._write_waiters[sock] = None
         return False
+
+    def _udp_head(self, key: tuple[int, int, int, int]) -> tuple[bytes, int]:
+        """The UDP header up to its checksum, and the sum of the pseudo-header
+        and that header."""
+        sport, dport, ulen, daddr = key
+        udph = UDPHDR.pack(sport, dport, ulen, 0)
+        if len(self._udp_heads) >= HEADER_CACHE:
+            self._udp_heads.clear()
+        head = self._udp_heads[key] = (udph[:UDP_CHECK], pseudo_header_sum(self.addr, daddr, IPPROTO_UDP, ulen)
+                                       + csum_partial(udph))
+        return head
 
     def _icmp_send(self, daddr: int, icmp_type: int, ident: int, seq: int, data: bytes) -> bool:
         icmph = bytearray(ICMPHDR.pack(icmp_type, 0, 0, ident, seq))
@@ -175,19 +189,32 @@ class IPv4Stack:
         return self._ip_output(daddr, IPPROTO_ICMP, icmph, data)
 
     def _ip_output(self, daddr: int, protocol: int, l4h: bytes, data: bytes) -> bool:
-        """An atomic datagram: DF set, so ID 0 (RFC 6864 §4.1)."""
         self.cpu.charge("guest_stack")
-        tot_len = IP_HLEN + len(l4h) + len(data)
+        key = (daddr, protocol, IP_HLEN + len(l4h) + len(data))
+        iph = self._ip_heads.get(key) or self._ip_header(key)
+        lladdr = self.arp_table.get(daddr)
+        if lladdr is None or self.qdisc:
+            return self._neigh_output(daddr, (iph, l4h, data))
+        # NOTE: _eth_output and _dev_queue_xmit inlined, once per datagram sent
+        frame = b"".join((lladdr, self.mac, _H_PROTO_IP, iph, l4h, data))
+        return self.netdev.transmit(frame) or self._enqueue(frame)
+
+    def _ip_header(self, key: tuple[int, int, int]) -> bytes:
+        """An atomic datagram: DF set, so ID 0 (RFC 6864 §4.1)."""
+        daddr, protocol, tot_len = key
         iph = bytearray(IPHDR.pack(IPVERSION << 4 | IP_HLEN // 4, 0, tot_len, 0, IP_DF, IPDEFTTL,
                                    protocol, 0, self.addr, daddr))
         CHECK16.pack_into(iph, IP_CHECK, csum_fold(csum_partial(iph)))
-        return self._neigh_output(daddr, (iph, l4h, data))
+        if len(self._ip_heads) >= HEADER_CACHE:
+            self._ip_heads.clear()
+        iph = self._ip_heads[key] = bytes(iph)
+        return iph
 
     def _neigh_output(self, daddr: int, datagram: tuple[bytes, bytes, bytes]) -> bool:
         """Send to a resolved neighbour, or hold the datagram while one ARP
         request asks for it (RFC 1122 §2.3.2.2)."""
         lladdr = self.arp_table.get(daddr)
-        if lladdr is not None:  # NOTE: _eth_output inlined, once per datagram sent
+        if lladdr is not None:
             return self._dev_queue_xmit(b"".join((lladdr, self.mac, _H_PROTO_IP, *datagram)))
         queue = self.arp_queue.get(daddr)
         if queue is None:
@@ -215,6 +242,10 @@ class IPv4Stack:
         already waiting, else straight to the device; ENOBUFS at txqueuelen."""
         if not self.qdisc and self.netdev.transmit(frame):
             return True
+        return self._enqueue(frame)
+
+    def _enqueue(self, frame: bytes) -> bool:
+        """The device refused or others wait: queue behind them."""
         if len(self.qdisc) >= self.txqueuelen:
             self.stats["tx_dropped"] += 1
             return False
@@ -276,7 +307,7 @@ class IPv4Stack:
             return self._drop("ip_bad_ihl")
         if not ihl <= tot_len <= len(pkt):  # longer frames carry Ethernet padding (RFC 894)
             return self._drop("ip_bad_length")
-        if csum_fold(csum_partial(pkt[:ihl])):
+        if csum_fold(csum_reduced(pkt[:ihl])):
             return self._drop("ip_bad_checksum")
         if daddr != self.addr:
             return self._drop("ip_not_for_us")
@@ -293,16 +324,18 @@ class IPv4Stack:
         source, dest, ulen, check = UDPHDR.unpack_from(seg)
         if not L4_HLEN <= ulen <= len(seg):
             return self._drop("udp_bad_length")
-        seg = seg[:ulen]
-        # RFC 1122 §4.1.3.4; a zero checksum was not computed (RFC 768)
-        if check and csum_fold(pseudo_header_sum(saddr, self.addr, IPPROTO_UDP, ulen) + csum_partial(seg)):
+        payload = seg[L4_HLEN:ulen]
+        # RFC 1122 §4.1.3.4; a zero checksum was not computed (RFC 768).  The
+        # pseudo-header's and header's words are summed as numbers (NOTE:
+        # pseudo_header_sum inlined), the payload from its bytes.
+        if check and csum_fold(saddr + self.addr + IPPROTO_UDP + ulen
+                               + source + dest + ulen + check + csum_reduced(payload)):
             return self._drop("udp_bad_checksum")
         sock = self.udp_sockets.get(dest)
         if sock is None:
             return self._drop("udp_no_port")  # no ICMP port unreachable (RFC 1122 §4.1.3.1 SHOULD)
         if sock.on_datagram is None:
             return self._drop("udp_no_reader")
-        payload = seg[L4_HLEN:]
         self.cpu.charge("copy", nbytes=len(payload))
         sock.on_datagram(payload, _ipv4_address(saddr), source)
 
