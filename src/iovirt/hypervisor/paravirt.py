@@ -49,12 +49,6 @@ class VirtioNic(PciNic):
             model.polling = True
             vm.sim.at(0, self._pmd_round)
 
-    def resume(self) -> None:
-        """The backend starts on the loaded rings: buffers the driver made
-        available before the save are taken without waiting for a kick."""
-        self.worker.sync(self.vm.sim.now)
-        self.device.resume(self.worker)
-
     def regions(self, index: int, kind: str, size: int) -> list[tuple[int, int, tuple[str, ...]]]:
         if index != v.MODERN_BAR:
             return super().regions(index, kind, size)

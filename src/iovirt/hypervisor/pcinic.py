@@ -70,7 +70,12 @@ class PciNic:
         return f"{self.device.NAME}@{self.bdf} BAR{index}"
 
     def resume(self) -> None:
-        """The VM runs after its state was loaded (a migration's target): pick up pending work."""
+        """The VM runs after its state was loaded (a migration's target): the
+        thread that serves the backend picks up what was pending (frames the
+        tap held, buffers made available before the save)."""
+        reader = self.port.reader
+        reader.sync(self.vm.sim.now)
+        self.device.resume(reader)
 
     def detach(self) -> None:
         """The card leaves the VM: its BARs unmapped, its slot empty."""
