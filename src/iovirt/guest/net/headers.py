@@ -98,7 +98,7 @@ _SUMS_MAX = 4096
 _HEAD = 64      # even, so that the sums of the head and of the rest add
 
 
-def csum_reduced(data: bytes) -> int:
+def csum_reduced(data: bytes | bytearray) -> int:
     """``csum_partial(data)`` reduced modulo 0xFFFF, nonzero unless every byte
     is: interchangeable with it in any total given to :func:`csum_fold`.
 
@@ -107,7 +107,7 @@ def csum_reduced(data: bytes) -> int:
     same, by its receiver, and a stream's payloads repeat after their own
     headers."""
     if len(data) > _HEAD:
-        rest = data[_HEAD:]
+        rest = bytes(data[_HEAD:])                  # a key, whatever buffer it came in
         total = _SUMS.get(rest)
         if total is None:
             n = int.from_bytes(rest, "big")
