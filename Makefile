@@ -23,6 +23,7 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/sim_kernel.py
 	$(BIN)/python benchmarks/sim_speed.py
 	$(BIN)/python benchmarks/scaling.py
+	$(BIN)/python benchmarks/migration.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
