@@ -77,7 +77,7 @@ class Result:
         resources = [{"name": r.name, "kind": r.kind, "busy_s": round(busy.get(r.name, 0.0) / 1e9, 9),
                       "utilization": round(busy.get(r.name, 0.0) / window, 4)} for r in world.resources]
         events = dict(sorted((k, v) for k, v in world.ledger.events.items() if v))
-        events["interrupt"] = sum(vm.stats["interrupts"] for vm in (*world.retired, *world.vms.values()))
+        events["interrupt"] = sum(vm.stats["interrupts"] for vm in world.machines)
         return cls({"scenario": scenario.name, "profile": scenario.profile.name,
                     "sim_time_s": round(window / 1e9, 9), "wall_time_s": round(wall_s, 3),
                     "flows": rows, "resources": resources, "events": events, "drops": world.drops()},

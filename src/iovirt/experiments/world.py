@@ -207,7 +207,7 @@ class World:
         return migration
 
     def _has_standby(self, spec, nic) -> bool:
-        """``nic`` is a VF whose MAC a virtio-net standby of the same VM shares (net_failover)."""
+        """``nic`` is an assigned function whose MAC a virtio-net standby of the same VM shares (net_failover)."""
         own = self.nic_specs.get(id(nic))
         return own is not None and own.model in ASSIGNED and any(n.standby and n.mac == own.mac for n in spec.nics)
 
@@ -237,7 +237,7 @@ class World:
                     return f"{spec.name} stays on its virtio-net standby: {host} has no free port {nic.uplink}"
                 made = PassthroughNic(vm, pnic, mac_bytes(nic.mac), posted=posted, hotplug=True)
             else:
-                ports = sorted((p for (h, n), p in self.sriov.items() if h == host and p.free),
+                ports = sorted((p for (h, _), p in self.sriov.items() if h == host and p.free),
                                key=lambda p: p.pnic.name != nic.uplink)       # the port of the same name first
                 if not ports:
                     return f"{spec.name} stays on its virtio-net standby: {host} has no x82599 port with a free VF"
@@ -253,10 +253,15 @@ class World:
     def _retire(self, vm: VM) -> None:
         """The source VM after the switch-over: its taps go, it never runs again."""
         for nic in vm.nics:
-            port = getattr(nic, "port", None)
-            if port is not None and hasattr(port, "close"):
-                port.close()
+            close = getattr(getattr(nic, "port", None), "close", None)
+            if close is not None:
+                close()
         self.retired.append(vm)
+
+    @property
+    def machines(self) -> tuple[VM, ...]:
+        """Every machine that ran, those that migrated away included."""
+        return (*self.retired, *self.vms.values())
 
     def peer(self, vm: str) -> WirePeer:
         """The host at the far end of the link ``vm`` reaches the wire on (its
@@ -282,7 +287,7 @@ class World:
         """Frames lost on the way, by where: a full tap or qdisc, a NIC that
         could not take a frame off the wire, a device's own error counters."""
         out: dict[str, int] = {}
-        for vm in (*self.retired, *self.vms.values()):
+        for vm in self.machines:
             for nic in vm.nics:
                 port = getattr(nic, "port", None)
                 if getattr(port, "dropped", 0):
@@ -307,7 +312,7 @@ class World:
             out += host.cores + host.threads
             for pnic in host.nics.values():
                 out += [pnic.engine, *pnic.link.resources]
-        for vm in (*self.retired, *self.vms.values()):
+        for vm in self.machines:
             out += vm.resources
         return out + self.migration_links
 

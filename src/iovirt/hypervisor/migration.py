@@ -4,10 +4,11 @@
    pages dirtied meanwhile (``GuestMemory``'s log: guest CPU stores, device
    DMA, backend threads' writes all land in it).
 2. When a round ends and what is left would cross within the downtime
-   limit at the bandwidth the round achieved (or the rounds run out), the VM stops; the last dirty
-   pages and every device's state (``devices.vmstate``) cross while nothing
-   runs; ``switch_over`` then builds the target VM on that memory, loads the
-   state and resumes the guest there.
+   limit at the bandwidth the round achieved (or the rounds run out), the
+   VM stops; the last dirty pages and every device's state
+   (``devices.vmstate``) cross while nothing runs; ``switch_over`` then
+   builds the target VM on that memory, loads the state and resumes the
+   guest there.
 3. A migration link that fails aborts it: the source VM runs on (resumed if
    it was stopped) and the target keeps nothing.
 
@@ -87,8 +88,7 @@ class MigrationLink:
 
 def blockers(vm: VM) -> list[str]:
     """Why each of ``vm``'s devices cannot migrate (empty: all can)."""
-    return [f"{nic.device.NAME} at {nic.bdf}: {reason}" for nic in vm.nics
-            if (reason := migration_blocker(nic.device)) is not None]
+    return [f"{reason} (at {nic.bdf})" for nic in vm.nics if (reason := migration_blocker(nic.device)) is not None]
 
 
 SwitchOver = Callable[[GuestMemory, list[bytes]], None]
