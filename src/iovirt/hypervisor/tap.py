@@ -67,7 +67,7 @@ class TapPort(Port):
 
     def close(self) -> None:
         """The tap is deleted (its VM left this host): the bridge forgets it."""
-        self.vm.host.vswitch.detach(self)
+        self.vswitch.detach(self)
 
     def _read(self) -> None:
         self.read_pending = False
