@@ -318,3 +318,19 @@ def test_a_stream_that_decodes_wrong_is_refused_before_the_target_is_built(monke
     m = outcome.to_dict()
     assert m["result"] == "failed" and "device state rejected: virtio-net" in m["reason"]
     assert not any(r["name"].startswith("host1/vm1") for r in outcome.result.to_dict()["resources"])
+
+
+def test_the_guest_pays_for_dirty_logging_device_writes_do_not():
+    """Pages the vCPU wrote cost a PML-full exit per 512 when the log is fetched (plus the kick); DMA writes cost none."""
+    world = World(scenario())
+    vm = world.vms["vm1"]
+    vm.take_dirty(charge=False)
+    exits = vm.acct["vm_exit"]
+    for pfn in range(1024, 2048):                       # 1024 pages by guest stores, 1024 by a device
+        vm.cpu_mem.write(pfn << 12, b"\x01")
+        vm.mem.write((pfn + 4096) << 12, b"\x02")
+    pages = vm.take_dirty()
+    assert len(pages) == 2048 and pages == sorted(pages)
+    assert vm.acct["vm_exit"] - exits == 1024 // 512 + 1
+    assert vm.take_dirty() == [] and vm.acct["vm_exit"] - exits == 1024 // 512 + 2
+

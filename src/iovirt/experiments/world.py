@@ -78,7 +78,7 @@ class World:
     def _boot(self, spec, drivers: dict | None) -> GuestKernel:
         """The guest finds its NICs (PCI, or xenbus on Xen) and brings them up."""
         vm = self.vms[spec.name]
-        guest = GuestKernel(spec.name, vm.vcpus[0], vm.mem, self.sim, drivers)
+        guest = GuestKernel(spec.name, vm.vcpus[0], vm.cpu_mem, self.sim, drivers)
         guest.boot()
         if any(nic.device == "xen-netfront" for nic in spec.nics):
             xenbus_probe(guest, self.xen[spec.host])
@@ -181,7 +181,7 @@ class World:
                 load_state(nic.device, blob)
             if source.host.name in self.xen:            # the old domain goes before its dom0 runs again
                 self.xen[source.host.name].destroy_domain(source)
-            guest.move_to(target.vcpus[0], target.mem, xen=self.xen.get(to))
+            guest.move_to(target.vcpus[0], target.cpu_mem, xen=self.xen.get(to))
             target.irqchip.adopt(source.irqchip)
             self._retire(source)
             self.vms[name] = target

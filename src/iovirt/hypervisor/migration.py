@@ -1,8 +1,9 @@
 """Live migration between two hosts: pre-copy, as QEMU's migration/ram.c.
 
 1. Dirty logging starts; round 1 sends every page, each later round the
-   pages dirtied meanwhile (``GuestMemory``'s log: guest CPU stores, device
-   DMA, backend threads' writes all land in it).
+   pages dirtied meanwhile (``VM.take_dirty``: guest stores through the
+   CPU's page-modification log, which the guest pays for in exits; device
+   DMA and backend threads' writes through the VMM's log).
 2. When a round ends and what is left would cross within the downtime
    limit at the bandwidth the round achieved (or the rounds run out), the
    VM stops; the last dirty pages and every device's state
@@ -135,7 +136,7 @@ class Migration:
         self.receiver = self.target.kernel_thread(f"{self.vm.name}-incoming")
         self.incoming = GuestMemory(mem.size)
         self.sent_data = bytearray(mem.size >> PAGE_SHIFT)     # pages whose target copy is not zero
-        mem.take_dirty()                                         # the log starts now
+        self.vm.take_dirty(charge=False)                         # the log starts now
         self._round(list(range(mem.size >> PAGE_SHIFT)))
 
     # ---- pre-copy rounds -------------------------------------------------------------
@@ -165,7 +166,7 @@ class Migration:
         self.report.rounds += 1
         if not self.link.up(self.sim.now):
             return self._abort()
-        dirty = self.vm.mem.take_dirty()
+        dirty = self.vm.take_dirty()
         left_ns = len(dirty) * (PAGE_SIZE + PAGE_HEADER) * self._ns_per_byte()
         if left_ns <= self.downtime_ns or self.report.rounds >= self.max_rounds:
             self._stop_and_copy(dirty)

@@ -24,6 +24,8 @@ from .addrmap import AddressMap, Region
 KVM_USER_MMIO = ("vm_exit", "kvm_handle", "user_exit", "mmio_emulate")
 KVM_USER_PIO = ("vm_exit", "kvm_handle", "user_exit", "pio_emulate")
 PCI_CONFIG_PORTS = 0xCF8, 8
+PML_FLUSH = ("vm_exit", "kvm_handle")   # a PML-full exit, or a kick to flush the log (SDM 28.2.6)
+PML_ENTRIES = 512
 
 
 class VCpu(Resource):
@@ -178,6 +180,7 @@ class VM:
         self.acct = host.ledger.account(name)
         self.stats: Counter[str] = Counter()
         self.mem = GuestMemory(memory_mb << 20) if mem is None else mem
+        self.cpu_mem = self.mem.cpu_view()      # what guest code writes through
         self.mmio = AddressMap(f"{name} MMIO")
         self.pio = AddressMap(f"{name} I/O")
         self.irqchip = IrqChip(self)
@@ -210,6 +213,20 @@ class VM:
     def when_resumed(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` when a paused VM runs again (never, if it is migrated away)."""
         self._on_resume.append(fn)
+
+    def take_dirty(self, charge: bool = True) -> list[int]:
+        """KVM_GET_DIRTY_LOG and the VMM's own log: every page written since
+        the last call.  The vCPUs' writes reach it through the CPU's
+        page-modification log, which costs the guest an exit each time its
+        512 entries fill, and an exit per vCPU kicked to flush it now."""
+        written = self.cpu_mem.take_dirty()
+        if charge and not self.native:
+            now = self.sim.now
+            for vcpu in self.vcpus:
+                vcpu.sync(now)
+                vcpu.charge_path(PML_FLUSH)
+            self.vcpus[0].charge_path(PML_FLUSH * -(-len(written) // PML_ENTRIES))
+        return sorted({*written, *self.mem.take_dirty()})
 
     def trap(self, path: tuple[str, ...]) -> tuple[str, ...]:
         """What an access that would take ``path`` costs on this machine."""

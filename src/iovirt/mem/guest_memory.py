@@ -68,6 +68,14 @@ class GuestMemory:
         elif length:
             self.dirty[first : last + 1] = b"\x01" * (last - first + 1)
 
+    def cpu_view(self) -> GuestMemory:
+        """The same RAM as the vCPUs write it, with a dirty log of its own:
+        the one the CPU keeps (Intel PML), apart from the one the VMM and
+        vhost keep for the writes they and the devices make."""
+        view = object.__new__(GuestMemory)
+        view.size, view.buf, view.dirty = self.size, self.buf, bytearray(len(self.dirty))
+        return view
+
     def take_dirty(self) -> list[int]:
         """Page frame numbers dirtied since the last call; clears the log."""
         pages = [pfn for pfn, d in enumerate(self.dirty) if d]
