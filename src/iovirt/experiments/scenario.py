@@ -228,8 +228,8 @@ def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
         if need is not None and host.hypervisor != need:
             return f"{nic.device} needs a {need} host; {to} runs {host.hypervisor}"
         if nic.model in ASSIGNED and not any(n.standby and n.mac == nic.mac for n in spec.nics):
-            what = "passed through" if nic.model == "passthrough" else "a VF"
-            return (f"{nic.device} ({what} of {nic.uplink}) has no failover standby to carry the VM while it is "
+            what = f"{nic.uplink}, passed through" if nic.model == "passthrough" else f"a VF of {nic.uplink}"
+            return (f"{nic.device} ({what}) has no failover standby to carry the VM while it is "
                     f"unplugged: its state lives in the NIC and its DMA writes are not dirty-logged; give the VM "
                     f"a virtio-net NIC with standby: true and the same MAC")
     return None
