@@ -251,11 +251,13 @@ class World:
         return [vm for vm in self.retired if vm.name == name] + [self.vms[name]]
 
     def _retire(self, vm: VM) -> None:
-        """The source VM after the switch-over: its taps go, it never runs again."""
+        """The source VM after the switch-over: its taps go, its threads leave
+        their cores, it never runs again."""
         for nic in vm.nics:
             close = getattr(getattr(nic, "port", None), "close", None)
             if close is not None:
                 close()
+        vm.leave()
         self.retired.append(vm)
 
     @property

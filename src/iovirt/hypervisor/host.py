@@ -40,9 +40,17 @@ class Host:
         return thread
 
     def end_thread(self, thread: Resource) -> None:
-        """A kernel thread exits: its core no longer counts it."""
+        """A kernel thread exits."""
         self.threads.remove(thread)
-        self._placed[thread.core.name] -= 1
+        self.unplace(thread)
+
+    def unplace(self, thread: Resource) -> None:
+        """``thread`` is gone: its core no longer counts it, and a core kept
+        for it alone is free to share again."""
+        name = thread.core.name
+        self._placed[name] -= 1
+        if not self._placed[name]:
+            self._dedicated.discard(name)
 
     def place(self, thread: Resource, dedicated: bool = False) -> None:
         """Run ``thread`` on the least-loaded core (by threads placed): with

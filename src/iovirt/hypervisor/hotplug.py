@@ -29,13 +29,6 @@ _PCIU, _PCID, _B0EJ, _PCIRMV = (a.PCIHP[n].offset for n in ("PCIU", "PCID", "B0E
 Eject = Callable[[Resource], None]
 
 
-def _bits(mask: int):
-    while mask:
-        low = mask & -mask
-        mask ^= low
-        yield low.bit_length() - 1
-
-
 class PciHotplug:
     def __init__(self, vm: VM) -> None:
         self.vm = vm
@@ -106,11 +99,14 @@ class PciHotplug:
         return (value >> 8 * (offset & 3)) & ((1 << 8 * size) - 1)
 
     def _write(self, cpu: Resource, offset: int, size: int, value: int) -> None:
-        """B0EJ: acpi_pcihp_eject_slot for each slot bit written; the rest is read-only or bus 0."""
-        if offset & ~3 != _B0EJ:
+        """B0EJ: acpi_pcihp_eject_slot, the lowest slot bit written (ctz32);
+        the rest is read-only or bus 0."""
+        bits = (value << 8 * (offset & 3)) & 0xFFFFFFFF
+        if offset & ~3 != _B0EJ or not bits:
             return
-        for slot in _bits((value << 8 * (offset & 3)) & 0xFFFFFFFF):
-            self.down &= ~(1 << slot)
-            eject = self.slots.pop(slot, None)
-            if eject is not None:
-                eject(cpu)
+        slot = (bits & -bits).bit_length() - 1
+        self.up &= ~(1 << slot)
+        self.down &= ~(1 << slot)
+        eject = self.slots.pop(slot, None)
+        if eject is not None:
+            eject(cpu)

@@ -238,6 +238,12 @@ class VM:
     def _cfg_write(self, cpu: Resource, off: int, size: int, value: int) -> None:
         self.host_bridge.pio_write(PCI_CONFIG_PORTS[0] + off, size, value)
 
+    def leave(self) -> None:
+        """The VM is gone from its host (migrated away): its threads free their cores."""
+        for res in self.resources:
+            if res.core is not None:
+                self.host.unplace(res)
+
     def thread(self, role: str, dedicated: bool = False) -> Resource:
         """A host thread working for this VM (vhost worker, backend…)."""
         res = Resource(f"{self.host.name}/{self.name}/{role}", "host_thread", self.host.ledger, self.acct)
