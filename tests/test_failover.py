@@ -112,6 +112,7 @@ def test_a_stream_moves_to_the_standby_while_the_vf_is_away_and_back_to_a_new_on
     done = run.unplug()
     run.at(4)
     assert done and master.primary is None and master.stats["failovers"] == 1
+    assert run.world.vms["vm1"].stats["unassigned_access"] == 0      # no NAPI poll outlived the removed driver
     over_vf, over_standby = master.stats["tx_primary"], master.stats["tx_standby"]
     assert over_standby > 0
     run.hotplug_vf("vm1", MAC1)

@@ -33,6 +33,7 @@ class NetDriver:
         self.stats = kernel.stats
         self.tx_queue_stopped = False
         self.poll_scheduled = False
+        self.napi_disabled = False
         self.vectors: dict[int, int] = {}   # MSI-X table entry -> IDT vector
 
     def rebind(self, vcpu, mem) -> None:
@@ -78,7 +79,9 @@ class NetDriver:
     def remove(self) -> None:
         """How every PCI driver's remove() ends: pci_free_irq_vectors (MSI-X
         Enable off; an interrupt still arriving on one of our vectors is
-        spurious: acknowledged and counted) and pci_disable_device (Bus Master off)."""
+        spurious: acknowledged and counted) and pci_disable_device (Bus Master off).
+        NAPI is disabled first: a poll already scheduled does not run."""
+        self.napi_disabled = True
         pci, bdf = self.kernel.pci, self.info.bdf
         cap = self.info.caps.get(PCI_CAP_ID_MSIX)
         if cap is not None:

@@ -140,6 +140,8 @@ class IxgbeRings(NetDriver):
     def _poll(self) -> None:
         """ixgbe_poll / ixgbevf_poll."""
         self.poll_scheduled = False
+        if self.napi_disabled:
+            return
         self._clean_tx()
         if self._clean_rx() < NAPI_WEIGHT:
             self._irq_enable_queues()                        # napi_complete_done
