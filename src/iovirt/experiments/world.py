@@ -16,7 +16,7 @@ from ..hypervisor.emulation import EmulatedNic, XenHvmNic
 from ..hypervisor.host import Host
 from ..hypervisor.migration import Migration, MigrationLink, MigrationReport
 from ..hypervisor.paravirt import VirtioNic
-from ..hypervisor.passthrough import PassthroughNic, PhysicalNic
+from ..hypervisor.passthrough import AssignmentError, PassthroughNic, PhysicalNic
 from ..hypervisor.sriov import SriovNic, SriovPort
 from ..hypervisor.uplink import UplinkPort
 from ..hypervisor.vm import VM
@@ -241,7 +241,10 @@ class World:
                                key=lambda p: p.pnic.name != nic.uplink)       # the port of the same name first
                 if not ports:
                     return f"{spec.name} stays on its virtio-net standby: {host} has no x82599 port with a free VF"
-                made = SriovNic(vm, ports[0], posted=posted, config=_vf_config(nic), hotplug=True)
+                try:
+                    made = SriovNic(vm, ports[0], posted=posted, config=_vf_config(nic), hotplug=True)
+                except AssignmentError as exc:
+                    return f"{spec.name} stays on its virtio-net standby: {exc}"
             self.nic_specs[id(made)] = nic
         report.replugged_ns = self.sim.now
         return None

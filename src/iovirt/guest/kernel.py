@@ -63,7 +63,7 @@ class GuestKernel:
         try:
             for info in self.pci.scan_slot(slot):
                 self._bind(info)
-        except RuntimeError:                # PciResourceError, a driver's probe error
+        except (RuntimeError, MemoryError):     # PciResourceError, a driver's probe error, no DMA memory left
             self.stats["pci_hotplug_failed"] += 1
 
     def pci_remove(self, slot: int) -> None:

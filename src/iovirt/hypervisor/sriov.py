@@ -104,7 +104,11 @@ class SriovNic(AssignedFunction):
         n = port.take(vm.name, config)
         vf = port.vfs[n]
         self.port, self.index = port, n
-        super().__init__(vm, port.cap.vf_bdf(n), port.pnic.engine, vs.MSIX_BAR, vs.MSIX_VECTORS, posted)
+        try:
+            super().__init__(vm, port.cap.vf_bdf(n), port.pnic.engine, vs.MSIX_BAR, vs.MSIX_VECTORS, posted)
+        except MemoryError as exc:              # no room left for the VM's IOMMU tables: the VF goes back
+            port.release(n)
+            raise AssignmentError(f"{port.pnic.address} VF {n} for {vm.name}: {exc}") from None
         vf.dma = self.dma
         self.plug(vm, vf, hotplug, slot)
 
