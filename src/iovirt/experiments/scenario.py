@@ -214,6 +214,11 @@ class Scenario(_Strict):
         return scenario
 
 
+def backed_up(vm: Vm, nic: VmNic) -> bool:
+    """A virtio-net standby of ``vm`` shares ``nic``'s MAC (net_failover)."""
+    return any(n.standby and n.mac == nic.mac for n in vm.nics)
+
+
 def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
     """Why ``vm`` cannot run on host ``to`` (None: it can), from the devices alone."""
     spec = next(v for v in scenario.vms if v.name == vm)
@@ -227,7 +232,7 @@ def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
         need = DEVICES[nic.device].hypervisor
         if need is not None and host.hypervisor != need:
             return f"{nic.device} needs a {need} host; {to} runs {host.hypervisor}"
-        if nic.model in ASSIGNED and not any(n.standby and n.mac == nic.mac for n in spec.nics):
+        if nic.model in ASSIGNED and not backed_up(spec, nic):
             what = f"{nic.uplink}, passed through" if nic.model == "passthrough" else f"a VF of {nic.uplink}"
             return (f"{nic.device} ({what}) has no failover standby to carry the VM while it is "
                     f"unplugged: its state lives in the NIC and its DMA writes are not dirty-logged; give the VM "

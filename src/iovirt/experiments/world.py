@@ -24,7 +24,14 @@ from ..hypervisor.wire import Fabric
 from ..hypervisor.xen import Xen
 from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource
-from .scenario import ASSIGNED, WIRE, Scenario, bridge_port, migration_problem
+from .scenario import (
+    ASSIGNED,
+    WIRE,
+    Scenario,
+    backed_up,
+    bridge_port,
+    migration_problem,
+)
 
 SETTLE_NS = 2_000_000
 HOST_KERNEL_MB = 64
@@ -209,7 +216,7 @@ class World:
     def _has_standby(self, spec, nic) -> bool:
         """``nic`` is an assigned function whose MAC a virtio-net standby of the same VM shares (net_failover)."""
         own = self.nic_specs.get(id(nic))
-        return own is not None and own.model in ASSIGNED and any(n.standby and n.mac == own.mac for n in spec.nics)
+        return own is not None and own.model in ASSIGNED and backed_up(spec, own)
 
     def _unplug(self, vfs: list, migration: Migration) -> None:
         """device_del of every failover VF; pre-copy starts once the guest has ejected the last."""
