@@ -30,7 +30,7 @@ class Kernel:
 
     def __init__(self, ledger: Ledger, size: int = MEM) -> None:
         self.mem = GuestMemory(size)
-        self.alloc = DmaAllocator(size, base=0x1000)
+        self.alloc = DmaAllocator(size, lambda gpa, n: self.mem.write(gpa, bytes(n)), base=0x1000)
         self.vcpu = Resource("vcpu", "vcpu", ledger)
 
 

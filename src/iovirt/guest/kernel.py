@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter
+from functools import partial
+from heapq import heappop, heappush
 from typing import Callable
 
 from .acpiphp import Acpiphp
@@ -27,6 +29,7 @@ DRIVERS = {(drv.VENDOR, drv.DEVICE): drv
            for drv in (E1000Driver, RTL8139Driver, VirtioNetDriver, PCNetDriver, TulipDriver, IxgbeDriver,
                        IxgbevfDriver)}
 FIRST_VECTOR = 0x30                 # below: exceptions and legacy IRQs
+FIRST_SYSTEM_VECTOR = 0xEC          # from here up: the local APIC's own vectors (arch/x86 irq_vectors.h)
 
 
 class GuestKernel:
@@ -36,12 +39,13 @@ class GuestKernel:
         self.vcpu = vcpu
         self.mem = mem
         self.sim = sim
-        self.alloc = DmaAllocator(mem.size)
+        self.alloc = DmaAllocator(mem.size, self._zero)
         self.stats: Counter[str] = Counter()
         self.netdevs: list = []
         self.interfaces: dict[bytes, IPv4Stack] = {}
         self.pci = PciEnumerator(self.vcpu)
         self._next_vector = FIRST_VECTOR
+        self._free_vectors: list[int] = []     # given back, lowest first (the vector matrix)
         self._parked: list[Callable[[], None]] = []
         self.xen_platform = None            # a Xen guest's events and grants layer (xenbus_probe)
 
@@ -79,9 +83,26 @@ class GuestKernel:
         self.netdevs.append(netdev)
 
     def alloc_vector(self) -> int:
-        """An IDT vector for an MSI/MSI-X interrupt."""
+        """An IDT vector for an MSI/MSI-X interrupt: the lowest free one."""
+        if self._free_vectors:
+            return heappop(self._free_vectors)
+        if self._next_vector >= FIRST_SYSTEM_VECTOR:
+            raise RuntimeError(f"{self.name}: no free IDT vector for another MSI-X entry")
         vector, self._next_vector = self._next_vector, self._next_vector + 1
         return vector
+
+    def free_vector(self, vector: int) -> None:
+        """The vector goes back; until handed out again an interrupt on it is
+        spurious (acknowledged and counted)."""
+        self.vcpu.set_irq_handler(vector, partial(self._spurious, vector))
+        heappush(self._free_vectors, vector)
+
+    def _spurious(self, vector: int) -> None:
+        self.stats["spurious_interrupts"] += 1
+        self.vcpu.eoi(vector)
+
+    def _zero(self, gpa: int, size: int) -> None:
+        self.mem.write(gpa, bytes(size))
 
     def ifup(self, mac: bytes, address: str) -> IPv4Stack:
         """Configure the interface whose hardware address is ``mac``."""

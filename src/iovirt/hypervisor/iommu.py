@@ -75,6 +75,7 @@ class Iommu:
         self._aw = vtd.aw_for_levels(levels)
         self._limit = 1 << vtd.agaw_bits(levels)
         self._brk = 0
+        self._free_pages: list[int] = []
         self.root = self._alloc(vtd.PAGE_SIZE)                      # RTADDR_REG
         self.irta = self._alloc(irt_entries * vtd.IRTE.size)        # IRTA_REG
         self._pgd: dict[int, int] = {}                          # domain -> SL-PML4 (software's domain state)
@@ -91,7 +92,10 @@ class Iommu:
 
     # ---- host memory ----------------------------------------------------------
     def _alloc(self, size: int, align: int = vtd.PAGE_SIZE) -> int:
-        """Bump allocator over the host memory; pages come zeroed and are never freed."""
+        """Host memory for the tables: a page-table page given back by a torn
+        down domain (zeroed when it was), else fresh zeroed memory."""
+        if size == vtd.PAGE_SIZE and self._free_pages:
+            return self._free_pages.pop()
         addr = -(-self._brk // align) * align
         if addr + size > self.mem.size:
             raise MemoryError(f"IOMMU host memory ({self.mem.size} bytes) exhausted")
@@ -210,6 +214,25 @@ class Iommu:
             addr = (addr | (page - 1)) + 1
         if flush:
             self.invalidate(domain, iova, size)
+
+    def free_domain(self, domain: int) -> None:
+        """Domain teardown (Linux domain_exit), once no context entry points at
+        it: the domain's IOTLB entries dropped, its page-table pages zeroed and
+        kept for the next tables."""
+        root = self._pgd.pop(domain, None)
+        if root is not None:
+            self.invalidate(domain)
+            self._free_table(root, self.levels)
+
+    def _free_table(self, table: int, level: int) -> None:
+        buf = self.mem.buf
+        if level > 1:
+            for at in range(table, table + vtd.PAGE_SIZE, vtd.SL_ENTRY.size):
+                entry, = vtd.SL_ENTRY.unpack_from(buf, at)
+                if entry & vtd.SL_RW and not entry & vtd.SL_PS:
+                    self._free_table(entry & vtd.ADDR_MASK, level - 1)
+        buf[table:table + vtd.PAGE_SIZE] = bytes(vtd.PAGE_SIZE)
+        self._free_pages.append(table)
 
     def _leaf(self, table: int, addr: int) -> tuple[int, int, int, int]:
         """Walk to the entry that ends the translation of addr: (where, entry,

@@ -27,6 +27,7 @@ unpinned with its last function), the device returned for the next VM.
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import count
 
 from ..devices.ixgbe import Ixgbe
 from ..mem.dma import Dma
@@ -85,7 +86,6 @@ class HostIommu:
                           iotlb_entries=iotlb_entries)
         self.domains: dict[str, int] = {}
         self.members: dict[str, set[Bdf]] = {}       # the requesters in each VM's domain
-        self.next_domain = 1
         self.pi_desc: dict[str, int] = {}
         self.next_irte = 0
         self.free_irtes: dict[int, list[int]] = {}   # block size -> bases given back
@@ -94,21 +94,21 @@ class HostIommu:
         """Put ``requester`` in the VM's domain; the first one creates it, the
         VM's memory pinned and mapped IOVA = GPA."""
         if vm.name not in self.domains:
-            did = self.domains[vm.name] = self.next_domain
-            self.next_domain += 1
+            did = self.domains[vm.name] = next(d for d in count(1) if d not in self.domains.values())
             self.unit.map(did, 0, 0, vm.mem.size, page_size=self.page_size)
         self.members.setdefault(vm.name, set()).add(requester)
         self.unit.attach(requester, self.domains[vm.name])
 
     def detach(self, vm: VM, requester: Bdf) -> None:
         """``requester``'s DMA faults from now on; with the VM's last one the
-        domain is torn down (unmapped, the IOTLB flushed, the memory unpinned)."""
+        domain is torn down (its tables freed, the IOTLB flushed, the memory
+        unpinned) and its id free for the next domain."""
         self.unit.detach(requester)
         members = self.members[vm.name]
         members.discard(requester)
         if not members:
             del self.members[vm.name]
-            self.unit.unmap(self.domains.pop(vm.name), 0, vm.mem.size)
+            self.unit.free_domain(self.domains.pop(vm.name))
 
     def pi(self, vm: VM) -> int:
         """vCPU 0's posted-interrupt descriptor."""

@@ -6,8 +6,8 @@ side of removal."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
 
+from ...mem.guest_memory import PAGE_SIZE
 from ...spec.pci import (
     PCI_CAP_ID_MSIX, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_MSIX_ENTRY_DATA, PCI_MSIX_ENTRY_LOWER_ADDR,
     PCI_MSIX_ENTRY_SIZE, PCI_MSIX_ENTRY_UPPER_ADDR, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_FLAGS,
@@ -79,8 +79,9 @@ class NetDriver:
     def remove(self) -> None:
         """How every PCI driver's remove() ends: pci_free_irq_vectors (MSI-X
         Enable off; an interrupt still arriving on one of our vectors is
-        spurious: acknowledged and counted) and pci_disable_device (Bus Master off).
-        NAPI is disabled first: a poll already scheduled does not run."""
+        spurious: acknowledged and counted), pci_disable_device (Bus Master off),
+        then devres gives back the driver's DMA memory.  NAPI is disabled
+        first: a poll already scheduled does not run."""
         self.napi_disabled = True
         pci, bdf = self.kernel.pci, self.info.bdf
         cap = self.info.caps.get(PCI_CAP_ID_MSIX)
@@ -89,8 +90,10 @@ class NetDriver:
             pci.config_write(bdf, cap + PCI_MSIX_FLAGS, 2, flags & ~PCI_MSIX_FLAGS_ENABLE)
         pci.config_write(bdf, PCI_COMMAND, 2, pci.config_read(bdf, PCI_COMMAND, 2) & ~PCI_COMMAND_MASTER)
         for vector in self.vectors.values():
-            self.vcpu.set_irq_handler(vector, partial(self._spurious, vector))
+            self.kernel.free_vector(vector)
+        self.vectors = {}
+        self.kernel.alloc.release(self)
 
-    def _spurious(self, vector: int) -> None:
-        self.stats["spurious_interrupts"] += 1
-        self.kernel.vcpu.eoi(vector)
+    def dma_alloc(self, size: int, align: int = PAGE_SIZE) -> int:
+        """dmam_alloc_coherent: DMA memory the driver gives back when it detaches."""
+        return self.kernel.alloc.alloc(size, align, owner=self)

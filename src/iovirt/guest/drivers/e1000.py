@@ -69,9 +69,8 @@ class E1000Driver(NetDriver):
         return value >> s.EERD_DATA_SHIFT
 
     def _setup_tx(self) -> None:
-        alloc = self.kernel.alloc
-        self.tx_ring = alloc.alloc(TX_RING * s.DESC_SIZE, 128)
-        self.tx_bufs = [alloc.alloc(RX_BUFFER, 64) for _ in range(TX_RING)]
+        self.tx_ring = self.dma_alloc(TX_RING * s.DESC_SIZE, 128)
+        self.tx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(TX_RING)]
         self.tx_use = self.tx_clean = 0
         self.wr("TDBAL", self.tx_ring & 0xFFFFFFFF)
         self.wr("TDBAH", self.tx_ring >> 32)
@@ -82,9 +81,8 @@ class E1000Driver(NetDriver):
         self.wr("TCTL", s.TCTL_EN | s.TCTL_PSP | 0x0F << s.TCTL_CT_SHIFT | 0x40 << s.TCTL_COLD_SHIFT)
 
     def _setup_rx(self) -> None:
-        alloc = self.kernel.alloc
-        self.rx_ring = alloc.alloc(RX_RING * s.DESC_SIZE, 128)
-        self.rx_bufs = [alloc.alloc(RX_BUFFER, 64) for _ in range(RX_RING)]
+        self.rx_ring = self.dma_alloc(RX_RING * s.DESC_SIZE, 128)
+        self.rx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(RX_RING)]
         for i, buf in enumerate(self.rx_bufs):
             self.mem.store(_RX, self.rx_ring + i * s.DESC_SIZE, buf, 0, 0, 0, 0, 0)
         self.rx_clean = 0

@@ -68,9 +68,8 @@ class IxgbeRings(NetDriver):
     def _tx_ring_up(self) -> None:
         """Queue 0 off, the ring's base, length, head and tail, then on."""
         p = self.PREFIX
-        alloc = self.kernel.alloc
-        self.tx_ring = alloc.alloc(TX_RING * s.DESC_SIZE, 128)
-        self.tx_bufs = [alloc.alloc(RX_BUFFER, 64) for _ in range(TX_RING)]
+        self.tx_ring = self.dma_alloc(TX_RING * s.DESC_SIZE, 128)
+        self.tx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(TX_RING)]
         self.tx_use = self.tx_clean = 0
         self.wr(f"{p}TXDCTL0", 0)
         self.flush()
@@ -82,9 +81,8 @@ class IxgbeRings(NetDriver):
     def _rx_ring_up(self, srrctl: int, rxdctl: int) -> None:
         """Queue 0 off, ring, SRRCTL, on with ``rxdctl`` bits, buffers, tail."""
         p = self.PREFIX
-        alloc = self.kernel.alloc
-        self.rx_ring = alloc.alloc(RX_RING * s.DESC_SIZE, 128)
-        self.rx_bufs = [alloc.alloc(RX_BUFFER, 64) for _ in range(RX_RING)]
+        self.rx_ring = self.dma_alloc(RX_RING * s.DESC_SIZE, 128)
+        self.rx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(RX_RING)]
         self.rx_clean = 0
         self.rx_partial: list[bytes] = []
         self.wr(f"{p}RXDCTL0", self.rd(f"{p}RXDCTL0") & ~s.RXDCTL_ENABLE)

@@ -82,12 +82,11 @@ class PCNetDriver(NetDriver):
         if (prom != mac or not _valid_ether_addr(mac)) and _valid_ether_addr(prom):
             mac = prom
         self.mac = mac if _valid_ether_addr(mac) else bytes(6)
-        alloc = self.kernel.alloc
-        self.init_block = alloc.alloc(s.INIT_BLOCK.size, s.INIT_BLOCK_ALIGN)
-        self.tx_ring = alloc.alloc(TX_RING * s.DESC_SIZE, s.DESC_ALIGN)
-        self.rx_ring = alloc.alloc(RX_RING * s.DESC_SIZE, s.DESC_ALIGN)
-        self.tx_bufs = [alloc.alloc(PKT_BUF_SIZE, 64) for _ in range(TX_RING)]
-        self.rx_bufs = [alloc.alloc(PKT_BUF_SIZE, 64) for _ in range(RX_RING)]
+        self.init_block = self.dma_alloc(s.INIT_BLOCK.size, s.INIT_BLOCK_ALIGN)
+        self.tx_ring = self.dma_alloc(TX_RING * s.DESC_SIZE, s.DESC_ALIGN)
+        self.rx_ring = self.dma_alloc(RX_RING * s.DESC_SIZE, s.DESC_ALIGN)
+        self.tx_bufs = [self.dma_alloc(PKT_BUF_SIZE, 64) for _ in range(TX_RING)]
+        self.rx_bufs = [self.dma_alloc(PKT_BUF_SIZE, 64) for _ in range(RX_RING)]
 
     def _wio_check(self) -> bool:
         self.vcpu.pio_write(self.io + s.RAP, 2, 88)

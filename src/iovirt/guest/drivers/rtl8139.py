@@ -117,9 +117,8 @@ class RTL8139Driver(NetDriver):
 
     # ---- open (rtl8139_open, rtl8139_hw_start) ------------------------------
     def _open(self) -> None:
-        alloc = self.kernel.alloc
-        self.tx_bufs = [alloc.alloc(TX_BUF_SIZE, 32) for _ in range(s.NUM_TX_DESC)]
-        self.rx_ring = alloc.alloc(RX_BUF_TOT_LEN)
+        self.tx_bufs = [self.dma_alloc(TX_BUF_SIZE, 32) for _ in range(s.NUM_TX_DESC)]
+        self.rx_ring = self.dma_alloc(RX_BUF_TOT_LEN)
         self.cur_tx = self.dirty_tx = self.cur_rx = 0
         self.vcpu.set_irq_handler(self.irq, self._intr)
         self._chip_reset()

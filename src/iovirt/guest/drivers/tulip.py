@@ -126,12 +126,11 @@ class TulipDriver(NetDriver):
     def _init_ring(self) -> None:
         """RX and TX rings back to back; ring mode (RER/TER on the last entry)
         with buffer 2 holding the next descriptor, as Linux writes it."""
-        alloc = self.kernel.alloc
-        self.rx_ring = alloc.alloc((RX_RING + TX_RING) * s.DESC_SIZE, 16)
+        self.rx_ring = self.dma_alloc((RX_RING + TX_RING) * s.DESC_SIZE, 16)
         self.tx_ring = self.rx_ring + RX_RING * s.DESC_SIZE
-        self.rx_bufs = [alloc.alloc(PKT_BUF_SZ, 16) for _ in range(RX_RING)]
-        self.tx_bufs = [alloc.alloc(PKT_BUF_SZ, 16) for _ in range(TX_RING)]
-        self.setup_frame = alloc.alloc(s.SETUP_FRAME_SIZE, 16)
+        self.rx_bufs = [self.dma_alloc(PKT_BUF_SZ, 16) for _ in range(RX_RING)]
+        self.tx_bufs = [self.dma_alloc(PKT_BUF_SZ, 16) for _ in range(TX_RING)]
+        self.setup_frame = self.dma_alloc(s.SETUP_FRAME_SIZE, 16)
         for i, buf in enumerate(self.rx_bufs):
             wrap = s.RDES1_RER if i == RX_RING - 1 else 0
             link = self.rx_ring + (i + 1) % RX_RING * s.DESC_SIZE

@@ -105,10 +105,10 @@ class VirtioNetDriver(NetDriver):
         self.tx = self._setup_queue(v.TX_QUEUE, TX_VECTOR, event_idx)
         dev = self.regions[v.VIRTIO_PCI_CAP_DEVICE_CFG]
         self.mac = bytes(self.vcpu.mmio_read(dev + v.NET_CONFIG_MAC + i, 1) for i in range(6))
-        self.tx_bufs = [self.kernel.alloc.alloc(RX_BUFFER, 64) for _ in range(self.tx.size)]
+        self.tx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(self.tx.size)]
         self.tx_free = list(range(self.tx.size))
         self.tx.disable_cb()
-        self.rx_bufs = [self.kernel.alloc.alloc(RX_BUFFER, 64) for _ in range(self.rx.size)]
+        self.rx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(self.rx.size)]
         for i in range(self.rx.size):
             self.rx.add([(self.rx_bufs[i], RX_BUFFER, True)], i)
         self._kick_if_needed(self.rx)
@@ -125,7 +125,7 @@ class VirtioNetDriver(NetDriver):
         if not size:
             raise VirtioProbeError(f"virtio-net {self.info.bdf}: queue {index} unavailable")
         self.cwrite("queue_size", size)
-        q = DriverQueue(self.kernel, index, size, event_idx)
+        q = DriverQueue(self.kernel, index, size, event_idx, owner=self)
         for field, addr in (("queue_desc", q.desc), ("queue_driver", q.avail), ("queue_device", q.used)):
             self.vcpu.mmio_write(self.common + C[field], 4, addr & 0xFFFFFFFF)
             self.vcpu.mmio_write(self.common + C[field] + 4, 4, addr >> 32)

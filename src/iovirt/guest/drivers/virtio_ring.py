@@ -20,15 +20,15 @@ class DriverQueue:
     to them go straight to the memory (marking the pages dirty, as any CPU
     store does), without the bounds check an arbitrary address needs."""
 
-    def __init__(self, kernel, index: int, size: int, event_idx: bool) -> None:
+    def __init__(self, kernel, index: int, size: int, event_idx: bool, owner: object = None) -> None:
         self.index = index
         self.size = size
         self.event_idx = event_idx
         self.rebind(kernel.vcpu, kernel.mem)
-        alloc = kernel.alloc
-        self.desc = alloc.alloc(16 * size, 16)
-        self.avail = alloc.alloc(v.avail_size(size), 2)
-        self.used = alloc.alloc(v.used_size(size), 4)
+        alloc = kernel.alloc.alloc                  # ``owner``: the driver whose detach frees them
+        self.desc = alloc(16 * size, 16, owner)
+        self.avail = alloc(v.avail_size(size), 2, owner)
+        self.used = alloc(v.used_size(size), 4, owner)
         for base, length in ((self.desc, 16 * size), (self.avail, v.avail_size(size)), (self.used, v.used_size(size))):
             kernel.mem.check(base, length)
         self.free = list(range(size - 1, -1, -1))
