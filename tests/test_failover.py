@@ -351,9 +351,9 @@ def test_only_a_standby_may_repeat_a_mac():
 
 def test_hot_plug_cycles_give_back_what_each_probe_took():
     """Forty unplug / hot-plug cycles with 4 KiB IOMMU pages: the guest frees the VF driver's
-    IDT vectors and DMA memory at its remove(), the host frees the VM's domain page tables
-    when its last function leaves; each new VF gets the same vectors, the same guest memory
-    and the same table pages, and the stream still runs over it at the end."""
+    IDT vectors and DMA memory at its remove() and the VF's BAR ranges at the eject, the host
+    frees the VM's domain page tables when its last function leaves; each new VF gets the
+    same vectors, BARs, guest memory and table pages, and the stream still runs over it at the end."""
     s = scenario([vm("vm1", [vf(), standby()])], [stream(ms=1000, rate=2_000)])
     s.hosts[0].iommu_page_kb = 4
     run = Run(s)
@@ -365,7 +365,8 @@ def test_hot_plug_cycles_give_back_what_each_probe_took():
         run.at(3 + 20 * cycle)
         run.hotplug_vf("vm1", MAC1)
         run.at(20 + 20 * cycle)
-        seen.append((sorted(master_of(run).primary.vectors.values()), guest.alloc.next, iommu._brk))
+        primary = master_of(run).primary
+        seen.append((sorted(primary.vectors.values()), primary.info.bars, guest.alloc.next, iommu._brk))
     assert seen[-1] == seen[0] and guest.stats["pci_hotplug_failed"] == 0
     assert master_of(run).stats["failbacks"] == 40
     sent = master_of(run).stats["tx_primary"]

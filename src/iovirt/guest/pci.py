@@ -12,6 +12,7 @@ room after what is placed; the room of one that leaves is not reused.
 
 from __future__ import annotations
 
+from bisect import insort
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Protocol
 
@@ -53,17 +54,26 @@ class PciDeviceInfo:
 
 
 class _Window:
-    """A bump allocator handing out naturally aligned ranges."""
+    """Naturally aligned ranges: one a removed device gave back (the lowest
+    of the same size), else the next one up."""
 
     def __init__(self, name: str, base: int, limit: int) -> None:
         self.name, self.next, self.limit = name, base, limit
+        self.released: list[tuple[int, int]] = []      # (size, address), sorted
 
     def allocate(self, size: int) -> int:
+        for i, (freed, address) in enumerate(self.released):
+            if freed == size:
+                del self.released[i]
+                return address
         address = (self.next + size - 1) & ~(size - 1)
         if address + size > self.limit:
             raise PciResourceError(f"{self.name} window exhausted: {size:#x} bytes at {address:#x}")
         self.next = address + size
         return address
+
+    def release(self, address: int, size: int) -> None:
+        insort(self.released, (size, address))
 
 
 class PciEnumerator:
@@ -92,10 +102,14 @@ class PciEnumerator:
         return self._add([self._probe(bdf) for bdf in self._present(bus, (device,)) if bdf not in known])
 
     def remove_slot(self, device: int, bus: int = 0) -> list[PciDeviceInfo]:
-        """Forget the functions in slot ``device``; returns them."""
+        """Forget the functions in slot ``device`` and give back their BAR
+        ranges (pci_stop_and_remove_bus_device); returns them."""
         slot = (bus, device)
         gone = [info for info in self.devices if (info.bdf.bus, info.bdf.device) == slot]
         self.devices = [info for info in self.devices if (info.bdf.bus, info.bdf.device) != slot]
+        for info in gone:
+            for kind, address, size in info.bars.values():
+                self.windows["io" if kind == "io" else "mem"].release(address, size)
         return gone
 
     def _add(self, found: list[PciDeviceInfo]) -> list[PciDeviceInfo]:
