@@ -100,7 +100,7 @@ def small_json(small):
 
 BAD = [
     ("wrong key", put("hosts", 0, "corez", value=4),
-     "hosts[0].corez: unknown key (expected one of name, cores, nics, posted_interrupts, iommu_page_kb, iotlb_entries, hypervisor)"),
+     "hosts[0].corez: unknown key (expected one of name, cores, nics, posted_interrupts, iommu_page_kb, iotlb_entries, hypervisor, pml)"),
     ("wrong type", put("hosts", 0, "cores", value="many"), "hosts[0].cores: expected an integer, got 'many'"),
     ("unknown device", put("vms", 0, "nics", 0, "device", value="e1001"),
      "vms[0].nics[0].device: expected one of e1000, rtl8139, pcnet, tulip for model 'emulated', got 'e1001'"),

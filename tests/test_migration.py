@@ -320,9 +320,13 @@ def test_a_stream_that_decodes_wrong_is_refused_before_the_target_is_built(monke
     assert not any(r["name"].startswith("host1/vm1") for r in outcome.result.to_dict()["resources"])
 
 
-def test_the_guest_pays_for_dirty_logging_device_writes_do_not():
-    """Pages the vCPU wrote cost a PML-full exit per 512 when the log is fetched (plus the kick); DMA writes cost none."""
-    world = World(scenario())
+@pytest.mark.parametrize("pml,per_page", [(True, 512), (False, 1)])
+def test_the_guest_pays_for_dirty_logging_device_writes_do_not(pml, per_page):
+    """Pages the vCPU wrote cost a PML-full exit per 512, or without PML an exit per page it
+    found write-protected, when the log is fetched (plus the kick); DMA writes cost none."""
+    s = scenario()
+    s.hosts[0].pml = pml
+    world = World(s)
     vm = world.vms["vm1"]
     vm.take_dirty(charge=False)
     exits = vm.acct["vm_exit"]
@@ -331,6 +335,19 @@ def test_the_guest_pays_for_dirty_logging_device_writes_do_not():
         vm.mem.write((pfn + 4096) << 12, b"\x02")
     pages = vm.take_dirty()
     assert len(pages) == 2048 and pages == sorted(pages)
-    assert vm.acct["vm_exit"] - exits == 1024 // 512 + 1
-    assert vm.take_dirty() == [] and vm.acct["vm_exit"] - exits == 1024 // 512 + 2
+    assert vm.acct["vm_exit"] - exits == 1024 // per_page + 1
+    assert vm.take_dirty() == [] and vm.acct["vm_exit"] - exits == 1024 // per_page + 2
+
+
+def test_without_pml_a_dirtying_guest_takes_more_exits_during_migration():
+    """The same writer moved from a host with PML and from one without: write protection
+    costs the guest an exit per page it dirties in each round, PML one per 512."""
+    exits = {}
+    for pml in (True, False):
+        s = scenario(rate_pps=2_000, duration_ms=30, max_rounds=8, dirty=300)
+        s.hosts[0].pml = pml
+        outcome = migrate(s)
+        assert outcome.to_dict()["result"] == "ok"
+        exits[pml] = outcome.result.to_dict()["events"]["vm_exit"]
+    assert exits[False] > exits[True]
 

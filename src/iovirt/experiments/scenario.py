@@ -115,6 +115,7 @@ class Host(_Strict):
     iommu_page_kb: Literal[4, 2048] = 2048  # page size of assigned VMs' IOMMU mappings
     iotlb_entries: Count = 64
     hypervisor: Literal["kvm", "xen"] = "kvm"
+    pml: bool = True  # dirty logging by Intel PML; false: by write-protecting pages (AMD, Intel before Broadwell)
 
 
 class VmNic(_Strict):

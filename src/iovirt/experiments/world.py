@@ -95,7 +95,8 @@ class World:
         return guest
 
     def _host(self, spec) -> Host:
-        host = Host(spec.name, spec.cores, self.sim, self.ledger, spec.iommu_page_kb << 10, spec.iotlb_entries)
+        host = Host(spec.name, spec.cores, self.sim, self.ledger, spec.iommu_page_kb << 10, spec.iotlb_entries,
+                    spec.pml)
         for index, nic in enumerate(spec.nics):
             host.nics[nic.name] = PhysicalNic(host, nic.name, index, nic.link_gbps)
             self.fabric.connect(host.nics[nic.name].link)

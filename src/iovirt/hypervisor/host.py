@@ -10,8 +10,11 @@ from .vswitch import VSwitch
 
 class Host:
     def __init__(self, name: str, cores: int, sim: Sim, ledger: Ledger, iommu_page: int = 2 << 20,
-                 iotlb_entries: int = 64) -> None:
+                 iotlb_entries: int = 64, pml: bool = True) -> None:
+        """``pml``: the CPU logs guest writes (Intel PML); without, KVM
+        write-protects pages to log them (AMD, Intel before Broadwell)."""
         self.name = name
+        self.pml = pml
         self.iommu_page = iommu_page
         self.iotlb_entries = iotlb_entries
         self.sim = sim

@@ -24,7 +24,7 @@ from .addrmap import AddressMap, Region
 KVM_USER_MMIO = ("vm_exit", "kvm_handle", "user_exit", "mmio_emulate")
 KVM_USER_PIO = ("vm_exit", "kvm_handle", "user_exit", "pio_emulate")
 PCI_CONFIG_PORTS = 0xCF8, 8
-PML_FLUSH = ("vm_exit", "kvm_handle")   # a PML-full exit, or a kick to flush the log (SDM 28.2.6)
+DIRTY_EXIT = ("vm_exit", "kvm_handle")  # a PML-full exit (SDM 28.2.6), a write to a write-protected page, a kick
 PML_ENTRIES = 512
 
 
@@ -218,14 +218,17 @@ class VM:
         """KVM_GET_DIRTY_LOG and the VMM's own log: every page written since
         the last call.  The vCPUs' writes reach it through the CPU's
         page-modification log, which costs the guest an exit each time its
-        512 entries fill, and an exit per vCPU kicked to flush it now."""
+        512 entries fill; a host without PML write-protects the pages instead,
+        and the first write to each costs an exit.  Either way each vCPU is
+        kicked (to flush its log, or its TLB of the pages protected again)."""
         written = self.cpu_mem.take_dirty()
         if charge and not self.native:
             now = self.sim.now
             for vcpu in self.vcpus:
                 vcpu.sync(now)
-                vcpu.charge_path(PML_FLUSH)
-            self.vcpus[0].charge_path(PML_FLUSH * -(-len(written) // PML_ENTRIES))
+                vcpu.charge_path(DIRTY_EXIT)
+            exits = -(-len(written) // PML_ENTRIES) if self.host.pml else len(written)
+            self.vcpus[0].charge_path(DIRTY_EXIT * exits)
         return sorted({*written, *self.mem.take_dirty()})
 
     def trap(self, path: tuple[str, ...]) -> tuple[str, ...]:
