@@ -34,7 +34,7 @@ class MigrationOutcome:
                 "reason": r.reason, "downtime_ms": round(r.downtime_ns / 1e6, 4),
                 "total_time_ms": round(r.total_ns / 1e6, 4), "rounds": r.rounds, "pages_sent": r.pages_sent,
                 "zero_pages": r.zero_pages, "bytes_sent": r.bytes_sent, "frames_lost": self.frames_lost,
-                "standby_ms": None if r.replugged_ns is None else round((r.replugged_ns - r.unplugged_ns) / 1e6, 4),
+                "standby_ms": None if r.failback_ns is None else round((r.failback_ns - r.unplugged_ns) / 1e6, 4),
                 "flows": self.result.to_dict()["flows"]}
 
 

@@ -9,6 +9,7 @@ from ipaddress import IPv4Interface
 
 from ..devices.ixgbe_sriov import VfConfig
 from ..devices.vmstate import load_state
+from ..guest.drivers.failover import FailoverMaster
 from ..guest.drivers.xen_netfront import xenbus_probe
 from ..guest.kernel import GuestKernel
 from ..guest.peer import WirePeer
@@ -235,8 +236,10 @@ class World:
     def _replug(self, spec, report: MigrationReport) -> str | None:
         """A function of the same NIC model where the VM now runs (a free VF,
         or the port of the same name) is hot-plugged and becomes primary
-        again; None, or why the VM stays on its standby."""
-        vm = self.vms[spec.name]
+        again once the guest has probed it; None, or why the VM stays on its standby."""
+        vm, guest = self.vms[spec.name], self.guests[spec.name]
+        for master in (n for n in guest.netdevs if isinstance(n, FailoverMaster)):
+            master.on_failback = lambda: setattr(report, "failback_ns", guest.vcpu.cursor)
         host, posted = vm.host.name, self.host_specs[vm.host.name].posted_interrupts
         for nic in (n for n in spec.nics if n.model in ASSIGNED):
             if nic.model == "passthrough":
@@ -254,7 +257,6 @@ class World:
                 except AssignmentError as exc:
                     return f"{spec.name} stays on its virtio-net standby: {exc}"
             self.nic_specs[id(made)] = nic
-        report.replugged_ns = self.sim.now
         return None
 
     def incarnations(self, name: str) -> list[VM]:

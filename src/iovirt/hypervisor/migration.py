@@ -49,7 +49,7 @@ class MigrationReport:
     resumed_ns: float | None = None     # ... and ran again (on the target, or on the source after a failure)
     ended_ns: float | None = None
     unplugged_ns: float | None = None   # failover: the VF was asked to go (then the VM ran on its standby)
-    replugged_ns: float | None = None   # ... and a VF of the host it runs on came back
+    failback_ns: float | None = None    # ... and a VF of the host it runs on was its primary again
     rounds: int = 0
     pages_sent: int = 0
     zero_pages: int = 0

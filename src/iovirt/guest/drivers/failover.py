@@ -26,6 +26,7 @@ frame is a pointer swap next to the slave driver's and is not charged.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 
 class _Slave:
@@ -52,6 +53,7 @@ class FailoverMaster:
         self.tx_dev = self.tx_role = None
         self._tx_key = ""
         self.stats: Counter[str] = Counter()
+        self.on_failback: Callable[[], None] | None = None     # told when a primary takes over again
         self.enslave(standby)
 
     # ---- slaves ---------------------------------------------------------------------------
@@ -84,6 +86,8 @@ class FailoverMaster:
                 self.stats["failovers"] += 1
             elif (self.tx_role, role) == ("standby", "primary"):
                 self.stats["failbacks"] += 1
+                if self.on_failback is not None:
+                    self.on_failback()
         self.tx_role, self.tx_dev, self._tx_key = role, role and getattr(self, role), f"tx_{role}"
         self.wake()
 
