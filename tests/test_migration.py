@@ -137,14 +137,15 @@ def test_a_faster_link_gives_shorter_downtime_and_total_time():
 
 @pytest.mark.parametrize("fail_at_ms", [3.0, 20.0])
 def test_a_failed_link_aborts_and_the_source_keeps_running(fail_at_ms):
-    """Link down mid-copy: result failed, the VM stays on its host losing nothing, the target holds no trace."""
+    """Link down mid-copy: result failed, the VM stays on its host losing nothing, no VM was built on the
+    target (only its incoming thread worked there, and its time is counted)."""
     outcome = migrate(scenario(src="vm2", dst="vm1", rate_pps=20_000, dirty=2000, duration_ms=30,
                                fail_at_ms=fail_at_ms))
     m, flow = outcome.to_dict(), _flow(outcome)
     assert m["result"] == "failed" and "continues on host0" in m["reason"]
     assert flow["delivered"] == flow["sent"] and m["frames_lost"] == 0
     names = {r["name"] for r in outcome.result.to_dict()["resources"]}
-    assert not any(name.startswith("host1/vm1") for name in names)
+    assert not any(name.startswith("host1/vm1/") for name in names) and "host1/vm1-incoming" in names
 
 
 def test_a_passed_through_vm_is_blocked_with_the_reason():
@@ -161,12 +162,15 @@ def test_an_e1000_vm_goes_from_kvm_to_xen_and_back():
     world = World(s)
     start, stop, flows = begin(world)
     link = MigrationLink(world.ledger, "mig", 10)
+    xen_host = world.hosts["host1"]
+    threads_before = sum(xen_host._placed.values())
     there = world.migrate("vm1", "host1", link, start + 2e6, downtime_ns=1e6)
     world.sim.run(until=start + 20e6)
     assert there.report.result == "ok" and world.vms["vm1"].host.name == "host1"
     back = world.migrate("vm1", "host0", link, world.sim.now, downtime_ns=1e6)
     result = finish(world, start, stop, flows, 0.0).to_dict()
     assert back.report.result == "ok" and world.vms["vm1"].host.name == "host0"
+    assert sum(xen_host._placed.values()) == threads_before      # its vCPU and dom0's QEMU for it left the cores
     flow = result["flows"][0]
     assert flow["delivered"] == flow["sent"] and flow["corrupted"] == 0 and flow["out_of_order"] == 0
     assert world.ledger.events["ioreq"] > 0          # it ran on Xen in between, its register accesses as ioreqs
@@ -264,7 +268,7 @@ def test_a_passed_through_nic_with_a_standby_is_unplugged_and_comes_back_on_the_
 @pytest.mark.parametrize("damage", [lambda blob: blob[:-5], lambda blob: blob[:40] + bytes([blob[40] ^ 1]) + blob[41:]],
                          ids=["truncated", "tampered"])
 def test_a_damaged_device_state_stream_fails_the_migration_cleanly(monkeypatch, damage):
-    """The target rejects a cut or altered device stream before building anything; the source VM runs on."""
+    """The target rejects a cut or altered device stream before building the VM; the source VM runs on."""
     import iovirt.hypervisor.migration as migration_module
     save = migration_module.save_state
     monkeypatch.setattr(migration_module, "save_state", lambda device: damage(save(device)))
@@ -273,7 +277,7 @@ def test_a_damaged_device_state_stream_fails_the_migration_cleanly(monkeypatch, 
     assert m["result"] == "failed" and "device state rejected" in m["reason"] and "continues on host0" in m["reason"]
     assert flow["delivered"] == flow["sent"] and flow["corrupted"] == 0
     names = {r["name"] for r in outcome.result.to_dict()["resources"]}
-    assert not any(name.startswith("host1/vm1") for name in names)
+    assert not any(name.startswith("host1/vm1/") for name in names)
 
 
 def test_a_refused_failover_vm_keeps_its_vf():
@@ -318,7 +322,7 @@ def test_a_stream_that_decodes_wrong_is_refused_before_the_target_is_built(monke
     outcome = migrate(scenario("virtio-net", "paravirt", "vhost-net", src="vm2", dst="vm1", duration_ms=20))
     m = outcome.to_dict()
     assert m["result"] == "failed" and "device state rejected: virtio-net" in m["reason"]
-    assert not any(r["name"].startswith("host1/vm1") for r in outcome.result.to_dict()["resources"])
+    assert not any(r["name"].startswith("host1/vm1/") for r in outcome.result.to_dict()["resources"])
 
 
 @pytest.mark.parametrize("pml,per_page", [(True, 512), (False, 1)])

@@ -42,14 +42,9 @@ class Host:
         self.threads.append(thread)
         return thread
 
-    def end_thread(self, thread: Resource) -> None:
-        """A kernel thread exits."""
-        self.threads.remove(thread)
-        self.unplace(thread)
-
     def unplace(self, thread: Resource) -> None:
-        """``thread`` is gone: its core no longer counts it, and a core kept
-        for it alone is free to share again."""
+        """``thread`` exited: its core no longer counts it, and a core kept
+        for it alone is free to share again (the time it spent stays in the results)."""
         name = thread.core.name
         self._placed[name] -= 1
         if not self._placed[name]:

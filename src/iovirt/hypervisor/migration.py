@@ -117,6 +117,7 @@ class Migration:
         self.round_start = 0.0
         self.round_bytes = 0
         self.queued = 0.0               # when the burst already on the socket has crossed
+        self.threads: list[tuple] = []  # (host, thread) of the migration's own threads, while they run
 
     def refuse(self, reason: str) -> None:
         """The management layer already knows it cannot go (no such device on the target's hypervisor)."""
@@ -134,6 +135,7 @@ class Migration:
         # QEMU's migration thread on the source, the incoming side's on the target: host work, not the VM's I/O
         self.sender = self.vm.host.kernel_thread(f"{self.vm.name}-migration")
         self.receiver = self.target.kernel_thread(f"{self.vm.name}-incoming")
+        self.threads = [(self.vm.host, self.sender), (self.target, self.receiver)]
         self.incoming = GuestMemory(mem.size)
         self.sent_data = bytearray(mem.size >> PAGE_SHIFT)     # pages whose target copy is not zero
         self.vm.take_dirty(charge=False)                         # the log starts now
@@ -250,7 +252,6 @@ class Migration:
     def _abort(self, why: str | None = None) -> None:
         """The stream broke: the target drops what it got, the source goes on."""
         self.incoming = None
-        self.target.end_thread(self.receiver)
         if self.vm.paused:
             self.vm.resume()
             self.report.resumed_ns = self.sim.now
@@ -259,6 +260,10 @@ class Migration:
         self._finish("failed", f"{why}; {self.vm.name} continues on {self.vm.host.name}")
 
     def _finish(self, result: str, reason: str = "") -> None:
+        """Done, whatever the result: the migration's threads exit (their time stays in the results)."""
+        for host, thread in self.threads:
+            host.unplace(thread)
+        self.threads = []
         self.report.result, self.report.reason = result, reason
         self.report.ended_ns = self.sim.now
         if self.on_done is not None:

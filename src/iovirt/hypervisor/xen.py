@@ -262,7 +262,7 @@ class Xen:
         unmapped, event channel closed, the vif's bridge port deleted); its
         own event channels close, its maps of others' grants are released
         (gnttab_release_mappings); its xenstore home and backend directories
-        are removed, and the domain with them."""
+        are removed, an HVM domain's QEMU in dom0 exits, and the domain goes."""
         dom = self.domain_of(vm)
         if dom is self.dom0:
             raise ValueError("dom0 cannot be destroyed")
@@ -276,6 +276,8 @@ class Xen:
             self._unmap(dom, page)
         for path in (dom.home(), f"{self.dom0.home()}/backend/vif/{dom.domid}"):
             self.xenstore.rm(path, self.sim.now)
+        if dom.ioreq is not None:
+            self.host.unplace(dom.ioreq.thread)       # its QEMU exits
         del self.domains[dom.domid], self._by_vm[id(vm)]
 
     def add_vif(self, vm: VM, mac: bytes) -> XenNetback:
