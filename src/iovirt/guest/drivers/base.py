@@ -6,6 +6,7 @@ side of removal."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 from ...mem.guest_memory import PAGE_SIZE
 from ...spec.pci import (
@@ -97,3 +98,36 @@ class NetDriver:
     def dma_alloc(self, size: int, align: int = PAGE_SIZE) -> int:
         """dmam_alloc_coherent: DMA memory the driver gives back when it detaches."""
         return self.kernel.alloc.alloc(size, align, owner=self)
+
+
+class DescriptorRings(NetDriver):
+    """Intel's descriptor rings, legacy (e1000) and advanced (ixgbe, ixgbevf):
+    a TX descriptor is done once the NIC wrote back DD (reclaimed at most
+    ``TX_WORK_LIMIT`` a poll); RX buffers go back with a tail write every
+    ``RX_BUFFER_WRITE`` of them.  A driver sets ``tx_ring``/``tx_use``/
+    ``tx_clean`` and ``rx_tail`` with ``_rdt``, its RDT register's address."""
+
+    TX_RING: ClassVar[int]
+    RX_RING: ClassVar[int]
+    TX_WORK_LIMIT: ClassVar[int]
+    DESC_SIZE: ClassVar[int]
+    TX_STATUS_OFF: ClassVar[int]        # of the status byte in a written-back TX descriptor
+    TXD_STAT_DD: ClassVar[int]
+
+    def _clean_tx(self) -> None:
+        buf, ring, charge, ring_size = self.buf, self.tx_ring + self.TX_STATUS_OFF, self.vcpu.charge, self.TX_RING
+        clean, use = self.tx_clean, self.tx_use
+        for _ in range(self.TX_WORK_LIMIT):
+            if clean == use or not buf[ring + clean * self.DESC_SIZE] & self.TXD_STAT_DD:
+                break
+            charge("ring_op")
+            clean = clean + 1 if clean + 1 < ring_size else 0
+        freed = clean != self.tx_clean
+        self.tx_clean = clean
+        if freed:
+            self.wake_queue()
+
+    def _refill(self, n: int) -> None:
+        self.rx_tail = (self.rx_tail + n) % self.RX_RING
+        self.vcpu.charge("ring_op", n)
+        self.vcpu.mmio_write(self._rdt, 4, self.rx_tail)

@@ -8,7 +8,7 @@ masks with IMC and schedules a NAPI poll that cleans TX, receives, refills RX
 from __future__ import annotations
 
 from ...spec import e1000 as s
-from .base import NetDriver
+from .base import DescriptorRings
 
 R = {r.name: r.offset for r in s.REGS}
 TX_RING = 256                       # e1000 default TxDescriptors / RxDescriptors
@@ -22,16 +22,17 @@ TXD_CMD = s.TXD_CMD_EOP | s.TXD_CMD_IFCS | s.TXD_CMD_RS
 _TX = s.TX_DESC.struct
 _RX = s.RX_DESC.struct
 _RX_UNPACK = s.RX_DESC.unpack_from
-_TX_STATUS_OFF = s.TX_DESC.offset("status")
 
 
 class EepromChecksumError(RuntimeError):
     pass
 
 
-class E1000Driver(NetDriver):
+class E1000Driver(DescriptorRings):
     VENDOR, DEVICE = s.VENDOR_ID, s.DEVICE_ID
     REGS = R
+    TX_RING, RX_RING, TX_WORK_LIMIT = TX_RING, RX_RING, TX_RING      # e1000_clean_tx_irq: at most the ring
+    DESC_SIZE, TX_STATUS_OFF, TXD_STAT_DD = s.DESC_SIZE, s.TX_DESC.offset("status"), s.TXD_STAT_DD
 
     def __init__(self, kernel, info) -> None:
         super().__init__(kernel, info)
@@ -93,6 +94,7 @@ class E1000Driver(NetDriver):
         self.wr("RDTR", 0)
         self.wr("RCTL", s.RCTL_EN | s.RCTL_BAM | s.RCTL_SECRC)   # BSIZE 00 = 2048
         self.rx_tail = RX_RING - 1
+        self._rdt = self.bar + R["RDT"]
         self.wr("RDT", self.rx_tail)
 
     # ---- transmit ------------------------------------------------------------
@@ -135,17 +137,6 @@ class E1000Driver(NetDriver):
         else:
             self._schedule_poll()
 
-    def _clean_tx(self) -> None:
-        buf, ring, charge = self.buf, self.tx_ring, self.vcpu.charge
-        clean, use = self.tx_clean, self.tx_use
-        while clean != use and buf[ring + clean * s.DESC_SIZE + _TX_STATUS_OFF] & s.TXD_STAT_DD:
-            charge("ring_op")
-            clean = clean + 1 if clean + 1 < TX_RING else 0
-        freed = clean != self.tx_clean
-        self.tx_clean = clean
-        if freed:
-            self.wake_queue()
-
     def _clean_rx(self) -> int:
         buf, ring, charge = self.buf, self.rx_ring, self.vcpu.charge
         done = cleaned = 0
@@ -170,8 +161,3 @@ class E1000Driver(NetDriver):
         if cleaned:
             self._refill(cleaned)
         return done
-
-    def _refill(self, n: int) -> None:
-        self.rx_tail = (self.rx_tail + n) % RX_RING
-        self.vcpu.charge("ring_op", n)
-        self.wr("RDT", self.rx_tail)

@@ -14,7 +14,7 @@ from typing import ClassVar
 
 from ...mem.guest_memory import PAGE_SHIFT
 from ...spec import ixgbe as s
-from .base import NetDriver
+from .base import DescriptorRings
 
 TX_RING = 512                       # IXGBE_DEFAULT_TXD
 RX_RING = 512                       # IXGBE_DEFAULT_RXD
@@ -32,15 +32,16 @@ SRRCTL_ONEBUF = (RX_HDR_SIZE >> 6) << s.SRRCTL_BSIZEHDR_SHIFT | RX_BUFFER >> s.S
 _TX = s.TX_DESC.struct
 _RX = s.RX_DESC.struct
 _RX_WB_UNPACK = s.RX_WB.unpack_from
-_TX_STATUS_OFF = s.TX_WB.offset("status")
 
 
 class ProbeError(RuntimeError):
     pass
 
 
-class IxgbeRings(NetDriver):
+class IxgbeRings(DescriptorRings):
     REGS: ClassVar[dict[str, int]] = {}
+    TX_RING, RX_RING, TX_WORK_LIMIT = TX_RING, RX_RING, TX_WORK_LIMIT
+    DESC_SIZE, TX_STATUS_OFF, TXD_STAT_DD = s.DESC_SIZE, s.TX_WB.offset("status"), s.TXD_STAT_DD
     PREFIX = ""
     STATUS = "STATUS"
 
@@ -147,19 +148,6 @@ class IxgbeRings(NetDriver):
             self.poll_scheduled = True
             self.kernel.run_soon(self._poll)
 
-    def _clean_tx(self) -> None:
-        buf, ring, charge = self.buf, self.tx_ring, self.vcpu.charge
-        clean, use = self.tx_clean, self.tx_use
-        for _ in range(TX_WORK_LIMIT):
-            if clean == use or not buf[ring + clean * s.DESC_SIZE + _TX_STATUS_OFF] & s.TXD_STAT_DD:
-                break
-            charge("ring_op")
-            clean = clean + 1 if clean + 1 < TX_RING else 0
-        freed = clean != self.tx_clean
-        self.tx_clean = clean
-        if freed:
-            self.wake_queue()
-
     def _clean_rx(self) -> int:
         """ixgbe_clean_rx_irq: frames whose descriptors have DD, up to the budget."""
         buf, ring, charge = self.buf, self.rx_ring, self.vcpu.charge
@@ -191,8 +179,3 @@ class IxgbeRings(NetDriver):
             self.stats["rx_errors"] += 1
         else:
             self.stack.receive(parts[0] if len(parts) == 1 else b"".join(parts))
-
-    def _refill(self, n: int) -> None:
-        self.rx_tail = (self.rx_tail + n) % RX_RING
-        self.vcpu.charge("ring_op", n)
-        self.vcpu.mmio_write(self._rdt, 4, self.rx_tail)
