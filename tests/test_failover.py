@@ -17,6 +17,8 @@ from iovirt.experiments.runner import begin, finish
 from iovirt.experiments.world import World, mac_bytes
 from iovirt.guest.drivers.failover import FailoverMaster
 from iovirt.guest.drivers.virtio_net import VirtioNetDriver
+from iovirt.guest.alloc import OutOfGuestMemory
+from iovirt.mem.guest_memory import PAGE_SIZE
 from iovirt.hypervisor.passthrough import AssignedFunction, AssignmentError, PassthroughNic
 from iovirt.hypervisor.sriov import SriovNic
 from iovirt.spec import acpi as a
@@ -372,3 +374,31 @@ def test_hot_plug_cycles_give_back_what_each_probe_took():
     sent = master_of(run).stats["tx_primary"]
     run.at(900)
     assert master_of(run).stats["tx_primary"] > sent
+
+
+def test_a_probe_that_runs_out_of_memory_gives_back_what_it_took():
+    """The guest has DMA memory for the hot-plugged VF's TX ring but not its RX ring: the probe
+    fails (counted), the function is left disabled, and its vectors and the memory it took
+    come back (devres); once memory is free again the next VF probes with the same vectors."""
+    run = Run(scenario([vm("vm1", [vf(), standby()])], [stream(ms=200, rate=2_000)]))
+    guest, master = run.world.guests["vm1"], master_of(run)
+    vectors = sorted(master.primary.vectors.values())
+    run.at(1)
+    run.unplug()
+    run.at(3)
+    guest.alloc.alloc(3 << 19, PAGE_SIZE, "spare")                 # 1.5 MiB: TX ring and buffers fit, RX does not
+    with pytest.raises(OutOfGuestMemory):
+        while True:
+            guest.alloc.alloc(64 << 10, PAGE_SIZE, "ballast")
+    guest.alloc.release("spare")
+    nic = run.hotplug_vf("vm1", MAC1)
+    run.at(20)
+    assert guest.stats["pci_hotplug_failed"] == 1 and master.primary is None
+    assert nic.bdf not in guest.alloc.owned and not nic.fn.bus_master
+    guest.alloc.release("ballast")
+    run.unplug()
+    run.at(25)
+    run.hotplug_vf("vm1", MAC1)
+    run.at(45)
+    assert master.primary is not None and sorted(master.primary.vectors.values()) == vectors
+    assert master.stats["failbacks"] == 1

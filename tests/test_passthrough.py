@@ -17,6 +17,7 @@ from iovirt.experiments.world import World
 from iovirt.guest.drivers.ixgbe import RX_RING
 from iovirt.hypervisor.passthrough import AssignmentError
 from iovirt.spec import ixgbe as s
+from iovirt.spec.pci import PCI_COMMAND, PCI_COMMAND_MASTER, PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 
 MAC = "52:54:00:00:00:01"
 
@@ -130,3 +131,26 @@ def test_dma_outside_the_vm_faults_and_writes_nothing(addr):
     after = bytearray(vm1.mem.buf)
     after[ring] = own[ring]
     assert after == own
+
+
+def test_without_bus_master_the_nic_reaches_no_memory():
+    """The guest clears PCI_COMMAND_MASTER (pci_disable_device): a frame from the wire is not
+    written anywhere, the IOMMU never sees the request, the NIC counts it and sets Received
+    Master Abort; setting the bit again brings reception back."""
+    world = _hostile_world()
+    guest, vm1 = world.guests["vm1"], world.vms["vm1"]
+    driver = guest.netdevs[0]
+    peer = world.peer("vm1")
+    frame = bytes.fromhex(MAC.replace(":", "")) + peer.mac + b"\x08\x00" + bytes(100)
+    guest.pci.disable(driver.info)
+    before = bytes(vm1.mem.buf)
+    peer.send(frame)
+    world.sim.run(until=world.sim.now + 200_000)
+    nic = vm1.nics[0].device
+    assert bytes(vm1.mem.buf) == before and not world.hosts["host0"].iommu.unit.faults
+    assert sum(nic.errors.values()) > 0 and nic.pci.config.get(PCI_STATUS, 2) & PCI_STATUS_REC_MASTER_ABORT
+    guest.pci.config_write(driver.info.bdf, PCI_COMMAND, 2, guest.pci.config_read(driver.info.bdf, PCI_COMMAND, 2)
+                           | PCI_COMMAND_MASTER)
+    peer.send(frame)
+    world.sim.run(until=world.sim.now + 200_000)
+    assert bytes(vm1.mem.buf) != before

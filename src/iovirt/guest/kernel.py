@@ -12,6 +12,7 @@ from functools import partial
 from heapq import heappop, heappush
 from typing import Callable
 
+from ..spec.pci import Bdf
 from .acpiphp import Acpiphp
 from .alloc import DmaAllocator
 from .drivers.e1000 import E1000Driver
@@ -30,6 +31,7 @@ DRIVERS = {(drv.VENDOR, drv.DEVICE): drv
                        IxgbevfDriver)}
 FIRST_VECTOR = 0x30                 # below: exceptions and legacy IRQs
 FIRST_SYSTEM_VECTOR = 0xEC          # from here up: the local APIC's own vectors (arch/x86 irq_vectors.h)
+IA32_SYSCALL_VECTOR = 0x80          # int $0x80, never a device's
 
 
 class GuestKernel:
@@ -46,6 +48,7 @@ class GuestKernel:
         self.pci = PciEnumerator(self.vcpu)
         self._next_vector = FIRST_VECTOR
         self._free_vectors: list[int] = []     # given back, lowest first (the vector matrix)
+        self._vectors: dict[Bdf, list[int]] = {}   # each PCI function's vectors
         self._parked: list[Callable[[], None]] = []
         self.xen_platform = None            # a Xen guest's events and grants layer (xenbus_probe)
 
@@ -55,9 +58,15 @@ class GuestKernel:
         Acpiphp(self)
 
     def _bind(self, info) -> None:
+        """really_probe: a probe that fails leaves the function disabled and
+        gives back what it took (devres_release_all)."""
         driver = self.drivers.get((info.vendor, info.device))
         if driver is not None:
-            info.driver = driver(self, info)
+            try:
+                info.driver = driver(self, info)
+            except (RuntimeError, MemoryError):
+                self.pci_release(info)
+                raise
             register_netdev(self, info.driver)
 
     # ---- PCI hot plug (entered from the ACPI GPE method, guest/acpiphp.py) ----------
@@ -82,20 +91,29 @@ class GuestKernel:
         """A NIC found off the PCI bus (a xenbus frontend) joins the ones ``ifup`` configures."""
         self.netdevs.append(netdev)
 
-    def alloc_vector(self) -> int:
-        """An IDT vector for an MSI/MSI-X interrupt: the lowest free one."""
+    def alloc_vector(self, owner: Bdf | None = None) -> int:
+        """An IDT vector for an MSI/MSI-X interrupt: the lowest free one
+        (IA32_SYSCALL_VECTOR excepted); ``owner``'s release frees it."""
         if self._free_vectors:
-            return heappop(self._free_vectors)
-        if self._next_vector >= FIRST_SYSTEM_VECTOR:
+            vector = heappop(self._free_vectors)
+        elif self._next_vector >= FIRST_SYSTEM_VECTOR:
             raise RuntimeError(f"{self.name}: no free IDT vector for another MSI-X entry")
-        vector, self._next_vector = self._next_vector, self._next_vector + 1
+        else:
+            vector = self._next_vector
+            self._next_vector += 2 if vector + 1 == IA32_SYSCALL_VECTOR else 1
+        if owner is not None:
+            self._vectors.setdefault(owner, []).append(vector)
         return vector
 
-    def free_vector(self, vector: int) -> None:
-        """The vector goes back; until handed out again an interrupt on it is
-        spurious (acknowledged and counted)."""
-        self.vcpu.set_irq_handler(vector, partial(self._spurious, vector))
-        heappush(self._free_vectors, vector)
+    def pci_release(self, info) -> None:
+        """The function's driver is gone (removed, or its probe failed): the
+        function disabled, its vectors free (an interrupt still arriving on
+        one is spurious: acknowledged and counted), its DMA memory given back."""
+        self.pci.disable(info)
+        for vector in self._vectors.pop(info.bdf, ()):
+            self.vcpu.set_irq_handler(vector, partial(self._spurious, vector))
+            heappush(self._free_vectors, vector)
+        self.alloc.release(info.bdf)
 
     def _spurious(self, vector: int) -> None:
         self.stats["spurious_interrupts"] += 1

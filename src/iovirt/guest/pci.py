@@ -18,11 +18,12 @@ from typing import Iterable, Iterator, Protocol
 
 from iovirt.spec.pci import (
     PCI_BASE_ADDRESS_IO_MASK, PCI_BASE_ADDRESS_MEM_MASK, PCI_BASE_ADDRESS_MEM_TYPE_64,
-    PCI_BASE_ADDRESS_MEM_TYPE_MASK, PCI_BASE_ADDRESS_SPACE_IO, PCI_CAP_LIST_TTL, PCI_CAPABILITY_LIST,
+    PCI_BASE_ADDRESS_MEM_TYPE_MASK, PCI_BASE_ADDRESS_SPACE_IO, PCI_CAP_ID_MSIX, PCI_CAP_LIST_TTL,
+    PCI_CAPABILITY_LIST,
     PCI_CLASS_REVISION, PCI_COMMAND, PCI_COMMAND_IO, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY,
     PCI_CONF1_ADDRESS_PORT, PCI_CONF1_DATA_PORT, PCI_HEADER_TYPE, PCI_HEADER_TYPE_MASK,
     PCI_HEADER_TYPE_MFD, PCI_HEADER_TYPE_NORMAL, PCI_INTERRUPT_LINE, PCI_INTERRUPT_PIN, PCI_MAX_DEVICES,
-    PCI_MAX_FUNCTIONS, PCI_PIRQ_IRQS, PCI_STATUS, PCI_STATUS_CAP_LIST, PCI_STD_HEADER_SIZEOF,
+    PCI_MAX_FUNCTIONS, PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, PCI_PIRQ_IRQS, PCI_STATUS, PCI_STATUS_CAP_LIST, PCI_STD_HEADER_SIZEOF,
     PCI_STD_NUM_BARS, PCI_VENDOR_ID, Bdf, pci_base_address, pci_conf1_address, pci_swizzle,
 )
 
@@ -111,6 +112,14 @@ class PciEnumerator:
             for kind, address, size in info.bars.values():
                 self.windows["io" if kind == "io" else "mem"].release(address, size)
         return gone
+
+    def disable(self, info: PciDeviceInfo) -> None:
+        """pci_disable_device with its MSI-X off: no message and no DMA from the function any more."""
+        cap = info.caps.get(PCI_CAP_ID_MSIX)
+        if cap is not None:
+            flags = self.config_read(info.bdf, cap + PCI_MSIX_FLAGS, 2)
+            self.config_write(info.bdf, cap + PCI_MSIX_FLAGS, 2, flags & ~PCI_MSIX_FLAGS_ENABLE)
+        self.config_write(info.bdf, PCI_COMMAND, 2, self.config_read(info.bdf, PCI_COMMAND, 2) & ~PCI_COMMAND_MASTER)
 
     def _add(self, found: list[PciDeviceInfo]) -> list[PciDeviceInfo]:
         self._assign(found)

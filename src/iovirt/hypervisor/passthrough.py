@@ -30,7 +30,7 @@ from collections.abc import Callable
 from itertools import count
 
 from ..devices.ixgbe import Ixgbe
-from ..mem.dma import Dma
+from ..mem.dma import Dma, DmaFault
 from ..mem.guest_memory import GuestMemory
 from ..sim.resource import Resource
 from ..spec import ixgbe as ixs
@@ -50,6 +50,10 @@ LAPIC_MSI = 0xFEE00000
 
 class AssignmentError(ValueError):
     pass
+
+
+def _no_bus_master(addr: int, length: int, is_write: bool) -> int:
+    raise DmaFault(addr, length, "bus master disabled")
 
 
 class PhysicalNic:
@@ -149,7 +153,8 @@ class AssignedFunction(PciNic):
         else:
             self.iommu = vm.host.iommu
             self.iommu.attach(vm, requester)
-            self.dma = Dma(vm.mem, "dma", translate=self.iommu.unit.translator(requester, engine))
+            self._translate = self.iommu.unit.translator(requester, engine)
+            self.dma = Dma(vm.mem, "dma", translate=_no_bus_master)
             self.irte_base = self.iommu.irtes(vectors)
         self.hotplug = None if vm.native else PciHotplug.of(vm)
         self.plugged = self.unplugging = False
@@ -170,11 +175,18 @@ class AssignedFunction(PciNic):
         hot-plugged (``hotplug``: the guest is told a card arrived)."""
         super().__init__(vm, device, slot)
         device.msi = self.msi
+        if self.iommu is not None:
+            self.fn.on_bus_master(self._bus_master)
+            self._bus_master(self.fn.bus_master)
         self.plugged = True
         if self.hotplug is not None:
             self.hotplug.register(self.bdf.device, self._ejected)
             if hotplug:
                 self.hotplug.insert(self.bdf.device)
+
+    def _bus_master(self, on: bool) -> None:
+        """PCI_COMMAND_MASTER (PCI 3.0 6.2.2): the function issues DMA only while it is set."""
+        self.dma.translate = self._translate if on else _no_bus_master
 
     def unplug(self, on_done: Callable[[], None] | None = None) -> None:
         """device_del: ask the guest to give the function up; the host takes

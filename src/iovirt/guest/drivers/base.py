@@ -10,9 +10,8 @@ from typing import ClassVar
 
 from ...mem.guest_memory import PAGE_SIZE
 from ...spec.pci import (
-    PCI_CAP_ID_MSIX, PCI_COMMAND, PCI_COMMAND_MASTER, PCI_MSIX_ENTRY_DATA, PCI_MSIX_ENTRY_LOWER_ADDR,
-    PCI_MSIX_ENTRY_SIZE, PCI_MSIX_ENTRY_UPPER_ADDR, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_FLAGS,
-    PCI_MSIX_FLAGS_ENABLE,
+    PCI_CAP_ID_MSIX, PCI_MSIX_ENTRY_DATA, PCI_MSIX_ENTRY_LOWER_ADDR, PCI_MSIX_ENTRY_SIZE,
+    PCI_MSIX_ENTRY_UPPER_ADDR, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE,
 )
 
 LAPIC_MSI = 0xFEE00000          # MSI address window of the local APIC, destination 0
@@ -66,7 +65,7 @@ class NetDriver:
             raise RuntimeError(f"{self.info.bdf}: no MSI-X capability")
         vectors = {}
         for entry, handler in handlers:
-            vector = self.kernel.alloc_vector()
+            vector = self.kernel.alloc_vector(self.info.bdf)
             at = table + entry * PCI_MSIX_ENTRY_SIZE
             for off, value in ((PCI_MSIX_ENTRY_LOWER_ADDR, LAPIC_MSI), (PCI_MSIX_ENTRY_UPPER_ADDR, 0),
                                (PCI_MSIX_ENTRY_DATA, vector), (PCI_MSIX_ENTRY_VECTOR_CTRL, 0)):
@@ -78,26 +77,16 @@ class NetDriver:
         return vectors
 
     def remove(self) -> None:
-        """How every PCI driver's remove() ends: pci_free_irq_vectors (MSI-X
-        Enable off; an interrupt still arriving on one of our vectors is
-        spurious: acknowledged and counted), pci_disable_device (Bus Master off),
-        then devres gives back the driver's DMA memory.  NAPI is disabled
-        first: a poll already scheduled does not run."""
+        """How every PCI driver's remove() ends: NAPI disabled (a poll already
+        scheduled does not run), then pci_free_irq_vectors, pci_disable_device
+        and devres giving back its DMA memory."""
         self.napi_disabled = True
-        pci, bdf = self.kernel.pci, self.info.bdf
-        cap = self.info.caps.get(PCI_CAP_ID_MSIX)
-        if cap is not None:
-            flags = pci.config_read(bdf, cap + PCI_MSIX_FLAGS, 2)
-            pci.config_write(bdf, cap + PCI_MSIX_FLAGS, 2, flags & ~PCI_MSIX_FLAGS_ENABLE)
-        pci.config_write(bdf, PCI_COMMAND, 2, pci.config_read(bdf, PCI_COMMAND, 2) & ~PCI_COMMAND_MASTER)
-        for vector in self.vectors.values():
-            self.kernel.free_vector(vector)
         self.vectors = {}
-        self.kernel.alloc.release(self)
+        self.kernel.pci_release(self.info)
 
     def dma_alloc(self, size: int, align: int = PAGE_SIZE) -> int:
-        """dmam_alloc_coherent: DMA memory the driver gives back when it detaches."""
-        return self.kernel.alloc.alloc(size, align, owner=self)
+        """dmam_alloc_coherent: DMA memory given back when the driver detaches."""
+        return self.kernel.alloc.alloc(size, align, owner=self.info.bdf)
 
 
 class DescriptorRings(NetDriver):

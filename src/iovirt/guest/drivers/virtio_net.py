@@ -125,7 +125,7 @@ class VirtioNetDriver(NetDriver):
         if not size:
             raise VirtioProbeError(f"virtio-net {self.info.bdf}: queue {index} unavailable")
         self.cwrite("queue_size", size)
-        q = DriverQueue(self.kernel, index, size, event_idx, owner=self)
+        q = DriverQueue(self.kernel, index, size, event_idx, owner=self.info.bdf)
         for field, addr in (("queue_desc", q.desc), ("queue_driver", q.avail), ("queue_device", q.used)):
             self.vcpu.mmio_write(self.common + C[field], 4, addr & 0xFFFFFFFF)
             self.vcpu.mmio_write(self.common + C[field] + 4, 4, addr >> 32)
