@@ -344,6 +344,30 @@ def test_the_guest_pays_for_dirty_logging_device_writes_do_not(pml, per_page):
     assert vm.take_dirty() == [] and vm.acct["vm_exit"] - exits == 1024 // per_page + 2
 
 
+def test_without_pml_the_first_store_to_each_page_exits_when_it_happens():
+    """Write protection: while the log is on, a store to a clean page exits at once, on the vCPU
+    that stores; a page already written costs nothing until the log is fetched and it is
+    protected again; with the log off nothing exits."""
+    s = scenario()
+    s.hosts[0].pml = False
+    vm = World(s).vms["vm1"]
+    vcpu = vm.vcpus[0]
+    vm.take_dirty(charge=False)
+    vm.log_dirty(True)
+    exits, cursor = vm.acct["vm_exit"], vcpu.cursor
+    vm.cpu_mem.write(1024 << 12, b"\x01" * 8192)                   # two clean pages
+    assert vm.acct["vm_exit"] - exits == 2 and vcpu.cursor > cursor
+    vm.cpu_mem.write(1024 << 12, b"\x02")
+    assert vm.acct["vm_exit"] - exits == 2
+    vm.take_dirty()                                                 # the kick; no page charged twice
+    assert vm.acct["vm_exit"] - exits == 3
+    vm.cpu_mem.write(1024 << 12, b"\x03")
+    assert vm.acct["vm_exit"] - exits == 4
+    vm.log_dirty(False)
+    vm.cpu_mem.write(2048 << 12, b"\x04")
+    assert vm.acct["vm_exit"] - exits == 4
+
+
 def test_without_pml_a_dirtying_guest_takes_more_exits_during_migration():
     """The same writer moved from a host with PML and from one without: write protection
     costs the guest an exit per page it dirties in each round, PML one per 512."""

@@ -277,6 +277,26 @@ def test_guest_enumeration_window_exhausted():
         PciEnumerator(hb).scan()
 
 
+def test_a_card_that_does_not_fit_gives_back_what_it_was_given_and_one_that_left_makes_room():
+    """Hot plug into a window with room for one nic(): a card whose second BAR does not fit is
+    refused and its first BAR's range goes back; the card that fits, once removed, leaves its
+    ranges to the next card in the slot."""
+    hb = HostBridge()
+    guest = PciEnumerator(hb, mmio_window=(0xFE000000, 0xFE000000 + 0x20000 + 0x4000))
+    guest.scan()
+    hb.bus.attach(PciFunction(1, 2, 0, bars=[Bar(0, 0x20000, "mem32"), Bar(1, 0x8000, "mem32")]), 4)
+    with pytest.raises(PciResourceError):
+        guest.scan_slot(4)
+    hb.bus.detach(4, 0)
+    hb.bus.attach(nic(), 5)
+    (first,) = guest.scan_slot(5)
+    hb.bus.detach(5, 0)
+    guest.remove_slot(5)
+    hb.bus.attach(nic(), 6)
+    (second,) = guest.scan_slot(6)
+    assert {i: b[1:] for i, b in second.bars.items()} == {i: b[1:] for i, b in first.bars.items()}
+
+
 # --- interrupts ----------------------------------------------------------------
 def enable_msix(fn: PciFunction, flags: int = s.PCI_MSIX_FLAGS_ENABLE) -> None:
     fn.config_write(fn.msix.cap + s.PCI_MSIX_FLAGS, 2, flags)

@@ -237,9 +237,7 @@ class World:
         """A function of the same NIC model where the VM now runs (a free VF,
         or the port of the same name) is hot-plugged and becomes primary
         again once the guest has probed it; None, or why the VM stays on its standby."""
-        vm, guest = self.vms[spec.name], self.guests[spec.name]
-        for master in (n for n in guest.netdevs if isinstance(n, FailoverMaster)):
-            master.on_failback = lambda: setattr(report, "failback_ns", guest.vcpu.cursor)
+        vm = self.vms[spec.name]
         host, posted = vm.host.name, self.host_specs[vm.host.name].posted_interrupts
         for nic in (n for n in spec.nics if n.model in ASSIGNED):
             if nic.model == "passthrough":
@@ -257,7 +255,17 @@ class World:
                 except AssignmentError as exc:
                     return f"{spec.name} stays on its virtio-net standby: {exc}"
             self.nic_specs[id(made)] = nic
+        self._await_failback(spec.name, report)
         return None
+
+    def _await_failback(self, name: str, report: MigrationReport) -> None:
+        """``report.failback_ns``: when the guest's bond next takes a primary (once its probe is done)."""
+        guest = self.guests[name]
+        for master in (n for n in guest.netdevs if isinstance(n, FailoverMaster)):
+            def failback(master=master) -> None:
+                report.failback_ns = guest.vcpu.cursor
+                master.on_failback = None
+            master.on_failback = failback
 
     def incarnations(self, name: str) -> list[VM]:
         """VM ``name`` on each host it ran on, the current one last."""

@@ -33,7 +33,9 @@ class DmaAllocator:
             gpa = (self.next + align - 1) & ~(align - 1)
             if gpa + size > self.limit:
                 raise OutOfGuestMemory(f"no room for {size} bytes of guest DMA memory")
-            self.next = gpa + size
+            gap, self.next = self.next, gpa + size
+            if gap < gpa:
+                self._give_back(gap, gpa)                 # the alignment padding, free for a smaller block
         if owner is not None:
             self.owned.setdefault(owner, []).append((gpa, gpa + size))
         return gpa

@@ -7,7 +7,8 @@ Scan bus 0, size every BAR by writing all ones, place BARs largest first
 window, route INTx, enable decoding and bus mastering, and walk the
 capability list.  After boot, one slot at a time (``pci_scan_slot`` and
 ``pci_stop_and_remove_bus_device`` on hot plug): a card that arrives gets
-room after what is placed; the room of one that leaves is not reused.
+the ranges a card that left gave back (of the same size), else room after
+what is placed.
 """
 
 from __future__ import annotations
@@ -186,9 +187,18 @@ class PciEnumerator:
         return original, readback
 
     def _assign(self, found: list[PciDeviceInfo]) -> None:
+        """Every BAR of ``found`` placed, or none (what was placed goes back)."""
         requests = [(size, info, index, kind) for info in found for index, (kind, _, size) in info.bars.items()]
+        placed: list[tuple[str, int, int]] = []
         for size, info, index, kind in sorted(requests, key=lambda r: -r[0]):
-            address = self.windows["io" if kind == "io" else "mem"].allocate(size)
+            window = self.windows["io" if kind == "io" else "mem"]
+            try:
+                address = window.allocate(size)
+            except PciResourceError:
+                for name, at, length in placed:
+                    self.windows[name].release(at, length)
+                raise
+            placed.append(("io" if kind == "io" else "mem", address, size))
             self.config_write(info.bdf, pci_base_address(index), 4, address & 0xFFFFFFFF)
             if kind == "mem64":
                 self.config_write(info.bdf, pci_base_address(index) + 4, 4, address >> 32)

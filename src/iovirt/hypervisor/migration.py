@@ -139,6 +139,7 @@ class Migration:
         self.incoming = GuestMemory(mem.size)
         self.sent_data = bytearray(mem.size >> PAGE_SHIFT)     # pages whose target copy is not zero
         self.vm.take_dirty(charge=False)                         # the log starts now
+        self.vm.log_dirty(True)
         self._round(list(range(mem.size >> PAGE_SHIFT)))
 
     # ---- pre-copy rounds -------------------------------------------------------------
@@ -264,6 +265,7 @@ class Migration:
         for host, thread in self.threads:
             host.unplace(thread)
         self.threads = []
+        self.vm.log_dirty(False)
         self.report.result, self.report.reason = result, reason
         self.report.ended_ns = self.sim.now
         if self.on_done is not None:

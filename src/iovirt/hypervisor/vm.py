@@ -181,6 +181,7 @@ class VM:
         self.stats: Counter[str] = Counter()
         self.mem = GuestMemory(memory_mb << 20) if mem is None else mem
         self.cpu_mem = self.mem.cpu_view()      # what guest code writes through
+        self._faulted = 0                       # pages whose write-protection fault was charged
         self.mmio = AddressMap(f"{name} MMIO")
         self.pio = AddressMap(f"{name} I/O")
         self.irqchip = IrqChip(self)
@@ -214,20 +215,34 @@ class VM:
         """Run ``fn`` when a paused VM runs again (never, if it is migrated away)."""
         self._on_resume.append(fn)
 
+    def log_dirty(self, on: bool) -> None:
+        """KVM_MEM_LOG_DIRTY_PAGES for a migration.  Without PML the guest's
+        pages are write-protected: its first store to each after every fetch
+        of the log exits then and there (an EPT violation KVM fixes up)."""
+        wp = on and not self.host.pml and not self.native
+        self.cpu_mem.write_fault = self._write_protected if wp else None
+
+    def _write_protected(self, pages: int) -> None:
+        if pages:
+            self.vcpus[0].charge_path(DIRTY_EXIT * pages)
+            self._faulted += pages
+
     def take_dirty(self, charge: bool = True) -> list[int]:
         """KVM_GET_DIRTY_LOG and the VMM's own log: every page written since
         the last call.  The vCPUs' writes reach it through the CPU's
         page-modification log, which costs the guest an exit each time its
-        512 entries fill; a host without PML write-protects the pages instead,
-        and the first write to each costs an exit.  Either way each vCPU is
-        kicked (to flush its log, or its TLB of the pages protected again)."""
+        512 entries fill; without PML each page's first write took its exit
+        already (those the guest dirtied with stores the model does not trap,
+        ring indices, are charged here).  Either way each vCPU is kicked (to
+        flush its log, or its TLB of the pages protected again)."""
         written = self.cpu_mem.take_dirty()
+        faulted, self._faulted = self._faulted, 0
         if charge and not self.native:
             now = self.sim.now
             for vcpu in self.vcpus:
                 vcpu.sync(now)
                 vcpu.charge_path(DIRTY_EXIT)
-            exits = -(-len(written) // PML_ENTRIES) if self.host.pml else len(written)
+            exits = -(-len(written) // PML_ENTRIES) if self.host.pml else len(written) - faulted
             self.vcpus[0].charge_path(DIRTY_EXIT * exits)
         return sorted({*written, *self.mem.take_dirty()})
 

@@ -5,6 +5,7 @@ migration's dirty logging."""
 from __future__ import annotations
 
 import mmap
+from collections.abc import Callable
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
@@ -20,7 +21,7 @@ class GuestMemoryError(Exception):
 
 
 class GuestMemory:
-    __slots__ = ("size", "buf", "dirty")
+    __slots__ = ("size", "buf", "dirty", "write_fault")
 
     def __init__(self, size: int) -> None:
         if size <= 0 or size % PAGE_SIZE:
@@ -28,6 +29,7 @@ class GuestMemory:
         self.size = size
         self.buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.dirty = bytearray(size >> PAGE_SHIFT)
+        self.write_fault: Callable[[int], None] | None = None     # told how many clean pages a store dirties
 
     def check(self, gpa: int, length: int) -> None:
         if gpa < 0 or length < 0 or gpa + length > self.size:
@@ -46,6 +48,8 @@ class GuestMemory:
             raise GuestMemoryError(gpa, length, self.size)
         self.buf[gpa:end] = data
         first, last = gpa >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT
+        if self.write_fault is not None and length:
+            self.write_fault(self.dirty[first : last + 1].count(0))
         if first == last:
             self.dirty[first] = 1
         elif length:
@@ -58,8 +62,10 @@ class GuestMemory:
             raise GuestMemoryError(gpa, st.size, self.size)
         st.pack_into(self.buf, gpa, *values)
         # NOTE: inlined mark_dirty; records are small, at most two pages.
-        self.dirty[gpa >> PAGE_SHIFT] = 1
-        self.dirty[(end - 1) >> PAGE_SHIFT] = 1
+        first, last = gpa >> PAGE_SHIFT, (end - 1) >> PAGE_SHIFT
+        if self.write_fault is not None:
+            self.write_fault(self.dirty[first : last + 1].count(0))
+        self.dirty[first] = self.dirty[last] = 1
 
     def mark_dirty(self, gpa: int, length: int) -> None:
         first, last = gpa >> PAGE_SHIFT, (gpa + length - 1) >> PAGE_SHIFT
@@ -73,7 +79,7 @@ class GuestMemory:
         the one the CPU keeps (Intel PML), apart from the one the VMM and
         vhost keep for the writes they and the devices make."""
         view = object.__new__(GuestMemory)
-        view.size, view.buf, view.dirty = self.size, self.buf, bytearray(len(self.dirty))
+        view.size, view.buf, view.dirty, view.write_fault = self.size, self.buf, bytearray(len(self.dirty)), None
         return view
 
     def take_dirty(self) -> list[int]:
