@@ -92,9 +92,10 @@ class NetDriver:
 class DescriptorRings(NetDriver):
     """Intel's descriptor rings, legacy (e1000) and advanced (ixgbe, ixgbevf):
     a TX descriptor is done once the NIC wrote back DD (reclaimed at most
-    ``TX_WORK_LIMIT`` a poll); RX buffers go back with a tail write every
-    ``RX_BUFFER_WRITE`` of them.  A driver sets ``tx_ring``/``tx_use``/
-    ``tx_clean`` and ``rx_tail`` with ``_rdt``, its RDT register's address."""
+    ``TX_WORK_LIMIT`` a poll); cleaned RX buffers go back to the NIC with a
+    tail write (:meth:`_refill`, called every few buffers by the driver's RX
+    loop).  A driver sets ``tx_ring``/``tx_use``/``tx_clean`` and ``rx_tail``
+    with ``_rdt``, its RDT register's address."""
 
     TX_RING: ClassVar[int]
     RX_RING: ClassVar[int]
