@@ -28,16 +28,14 @@ class DmaAllocator:
         self.owned: dict[Hashable, list[tuple[int, int]]] = {}
 
     def alloc(self, size: int, align: int = PAGE_SIZE, owner: Hashable | None = None) -> int:
-        gpa = self._reuse(size, align)
+        gpa = start = self._reuse(size, align)
         if gpa is None:
             gpa = (self.next + align - 1) & ~(align - 1)
             if gpa + size > self.limit:
                 raise OutOfGuestMemory(f"no room for {size} bytes of guest DMA memory")
-            gap, self.next = self.next, gpa + size
-            if gap < gpa:
-                self._give_back(gap, gpa)                 # the alignment padding, free for a smaller block
+            start, self.next = self.next, gpa + size      # the alignment padding goes back with the block
         if owner is not None:
-            self.owned.setdefault(owner, []).append((gpa, gpa + size))
+            self.owned.setdefault(owner, []).append((start, gpa + size))
         return gpa
 
     def release(self, owner: Hashable) -> None:
