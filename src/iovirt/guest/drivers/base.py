@@ -43,6 +43,12 @@ class NetDriver:
     def resume(self) -> None:
         """After the switch-over: the device's state came along, nothing to redo."""
 
+    def napi_schedule(self) -> None:
+        """napi_schedule: the driver's ``_poll`` runs once the vCPU is free; one at a time."""
+        if not self.poll_scheduled:
+            self.poll_scheduled = True
+            self.kernel.run_soon(self._poll)
+
     def wake_queue(self) -> None:
         """netif_wake_queue: a stopped queue restarts once descriptors are free."""
         if self.tx_queue_stopped:

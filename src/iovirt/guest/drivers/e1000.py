@@ -121,12 +121,7 @@ class E1000Driver(DescriptorRings):
             self.flush()
         self.vcpu.eoi(self.irq)
         if icr:
-            self._schedule_poll()
-
-    def _schedule_poll(self) -> None:
-        if not self.poll_scheduled:
-            self.poll_scheduled = True
-            self.kernel.run_soon(self._poll)
+            self.napi_schedule()
 
     def _poll(self) -> None:
         self.poll_scheduled = False
@@ -135,7 +130,7 @@ class E1000Driver(DescriptorRings):
             self.wr("IMS", IMS_ENABLE_MASK)                  # napi_complete + e1000_irq_enable
             self.flush()
         else:
-            self._schedule_poll()
+            self.napi_schedule()
 
     def _clean_rx(self) -> int:
         buf, ring, charge = self.buf, self.rx_ring, self.vcpu.charge

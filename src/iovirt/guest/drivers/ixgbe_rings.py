@@ -129,9 +129,7 @@ class IxgbeRings(DescriptorRings):
     def _queue_intr(self) -> None:
         """The queue vector's handler: already masked by auto-mask; schedule NAPI."""
         self.vcpu.eoi(self.vectors[QUEUE_VECTOR])
-        if not self.poll_scheduled:
-            self.poll_scheduled = True
-            self.kernel.run_soon(self._poll)
+        self.napi_schedule()
 
     def _irq_enable_queues(self) -> None:
         raise NotImplementedError
@@ -145,8 +143,7 @@ class IxgbeRings(DescriptorRings):
         if self._clean_rx() < NAPI_WEIGHT:
             self._irq_enable_queues()                        # napi_complete_done
         else:
-            self.poll_scheduled = True
-            self.kernel.run_soon(self._poll)
+            self.napi_schedule()
 
     def _clean_rx(self) -> int:
         """ixgbe_clean_rx_irq: frames whose descriptors have DD, up to the budget."""

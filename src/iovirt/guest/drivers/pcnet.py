@@ -148,14 +148,10 @@ class PCNetDriver(NetDriver):
                 self.stats["rx_errors"] += 1
             if not self.poll_scheduled:                      # napi_schedule_prep
                 self.wr_csr(3, self.rd_csr(3) | s.CSR3_MASKS)
-                self._schedule_poll()
+                self.napi_schedule()
                 break
             csr0 = self.rd_csr(0)
         self.vcpu.eoi(self.irq)
-
-    def _schedule_poll(self) -> None:
-        self.poll_scheduled = True
-        self.kernel.run_soon(self._poll)
 
     def _poll(self) -> None:
         self.poll_scheduled = False
@@ -165,7 +161,7 @@ class PCNetDriver(NetDriver):
             self.wr_csr(3, self.rd_csr(3) & ~s.CSR3_MASKS)   # napi_complete: unmask
             self.wr_csr(0, s.CSR0_IENA)
         else:
-            self._schedule_poll()
+            self.napi_schedule()
 
     def _rx(self, budget: int) -> int:
         buf, charge, mem = self.buf, self.vcpu.charge, self.mem

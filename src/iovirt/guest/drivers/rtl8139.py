@@ -168,8 +168,7 @@ class RTL8139Driver(NetDriver):
                 self.wr("ISR", ackstat)
             if status & RX_ACK_BITS and not self.poll_scheduled:
                 self.wr("IMR", NORX_INTR_MASK, flush=True)
-                self.poll_scheduled = True
-                self.kernel.run_soon(self._poll)
+                self.napi_schedule()
             if status & WEIRD:
                 self._weird_interrupt()
             if status & (s.INT_TOK | s.INT_TER):
@@ -205,8 +204,7 @@ class RTL8139Driver(NetDriver):
         if work < NAPI_WEIGHT:
             self.wr("IMR", INTR_MASK, flush=True)        # napi_complete, unmask RX
         else:
-            self.poll_scheduled = True
-            self.kernel.run_soon(self._poll)
+            self.napi_schedule()
 
     def _rx(self, budget: int) -> int:
         received = 0

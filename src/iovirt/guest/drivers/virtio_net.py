@@ -177,9 +177,7 @@ class VirtioNetDriver(NetDriver):
         """vring_interrupt -> skb_recv_done: interrupts off, schedule NAPI."""
         self.rx.disable_cb()
         self.vcpu.eoi(self.vectors[RX_VECTOR])
-        if not self.poll_scheduled:
-            self.poll_scheduled = True
-            self.kernel.run_soon(self._poll)
+        self.napi_schedule()
 
     def _poll(self) -> None:
         self.poll_scheduled = False
@@ -187,8 +185,7 @@ class VirtioNetDriver(NetDriver):
         if done < NAPI_WEIGHT and self.rx.enable_cb():
             return                                 # napi_complete_done
         self.rx.disable_cb()
-        self.poll_scheduled = True
-        self.kernel.run_soon(self._poll)
+        self.napi_schedule()
 
     def _receive(self, budget: int) -> int:
         done = 0
