@@ -24,7 +24,8 @@ from iovirt.spec.pci import (
     PCI_CLASS_REVISION, PCI_COMMAND, PCI_COMMAND_IO, PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY,
     PCI_CONF1_ADDRESS_PORT, PCI_CONF1_DATA_PORT, PCI_HEADER_TYPE, PCI_HEADER_TYPE_MASK,
     PCI_HEADER_TYPE_MFD, PCI_HEADER_TYPE_NORMAL, PCI_INTERRUPT_LINE, PCI_INTERRUPT_PIN, PCI_MAX_DEVICES,
-    PCI_MAX_FUNCTIONS, PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, PCI_PIRQ_IRQS, PCI_STATUS, PCI_STATUS_CAP_LIST, PCI_STD_HEADER_SIZEOF,
+    PCI_MAX_FUNCTIONS, PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE, PCI_PIRQ_IRQS, PCI_STATUS, PCI_STATUS_CAP_LIST,
+    PCI_STD_HEADER_SIZEOF,
     PCI_STD_NUM_BARS, PCI_VENDOR_ID, Bdf, pci_base_address, pci_conf1_address, pci_swizzle,
 )
 
@@ -111,7 +112,7 @@ class PciEnumerator:
         self.devices = [info for info in self.devices if (info.bdf.bus, info.bdf.device) != slot]
         for info in gone:
             for kind, address, size in info.bars.values():
-                self.windows["io" if kind == "io" else "mem"].release(address, size)
+                self._window(kind).release(address, size)
         return gone
 
     def disable(self, info: PciDeviceInfo) -> None:
@@ -191,18 +192,21 @@ class PciEnumerator:
         requests = [(size, info, index, kind) for info in found for index, (kind, _, size) in info.bars.items()]
         placed: list[tuple[str, int, int]] = []
         for size, info, index, kind in sorted(requests, key=lambda r: -r[0]):
-            window = self.windows["io" if kind == "io" else "mem"]
+            window = self._window(kind)
             try:
                 address = window.allocate(size)
             except PciResourceError:
-                for name, at, length in placed:
-                    self.windows[name].release(at, length)
+                for kind_placed, at, length in placed:
+                    self._window(kind_placed).release(at, length)
                 raise
-            placed.append(("io" if kind == "io" else "mem", address, size))
+            placed.append((kind, address, size))
             self.config_write(info.bdf, pci_base_address(index), 4, address & 0xFFFFFFFF)
             if kind == "mem64":
                 self.config_write(info.bdf, pci_base_address(index) + 4, 4, address >> 32)
             info.bars[index] = (kind, address, size)
+
+    def _window(self, kind: str) -> _Window:
+        return self.windows["io" if kind == "io" else "mem"]
 
     def _enable(self, info: PciDeviceInfo) -> None:
         kinds = {kind for kind, _, _ in info.bars.values()}
