@@ -21,7 +21,7 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import e1000 as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
-from .regs import add64, narrow, split_qword, widen
+from .regs import add64, narrow, widen
 from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Instant, Ints, Nested, UInt, VmState
 
 _IDX = {r.name: r.offset >> 2 for r in s.REGS}
@@ -122,8 +122,6 @@ class E1000:
         return narrow(value, offset, size)
 
     def mmio_write(self, cpu: Resource, offset: int, size: int, value: int) -> None:
-        if split_qword(self.mmio_write, cpu, offset, size, value):
-            return
         idx = offset >> 2
         if idx not in _KNOWN or idx in _READ_ONLY or idx in _READ_CLEAR and idx != ICR:
             return

@@ -1,10 +1,8 @@
 """Register-file helpers shared by the device models: sub-dword accesses
-to 32-bit registers, 64-bit accesses split in two, and 64-bit statistics
-counters kept as low/high pairs."""
+to 32-bit registers (wider ones arrive split, hypervisor/addrmap.py) and
+64-bit statistics counters kept as low/high pairs."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 
 def narrow(value: int, offset: int, size: int) -> int:
@@ -26,14 +24,3 @@ def add64(r: list[int], lo: int, n: int) -> None:
     """Add ``n`` to the counter in r[lo] (low dword) and r[lo + 1] (high)."""
     total = (r[lo + 1] << 32 | r[lo]) + n
     r[lo], r[lo + 1] = total & 0xFFFFFFFF, (total >> 32) & 0xFFFFFFFF
-
-
-def split_qword(write: Callable[[object, int, int, int], None], cpu, offset: int, size: int, value: int) -> bool:
-    """A 64-bit write to registers of at most 32 bits reaches them as two dword
-    writes, low first (QEMU's memory core for ``.impl.max_access_size = 4``);
-    True when it did so."""
-    if size != 8:
-        return False
-    write(cpu, offset, 4, value & 0xFFFFFFFF)
-    write(cpu, offset + 4, 4, value >> 32 & 0xFFFFFFFF)
-    return True

@@ -116,6 +116,9 @@ class VirtioNet(VirtioPciDevice):
             return q.has_avail()
         except DmaFault:
             return False
+        except VirtqueueError as err:
+            self.needs_reset(self.port.reader, f"rx: {err}")
+            return False
 
     def receive(self, cpu: Resource, frame: bytes) -> None:
         q = self.queues[v.RX_QUEUE]

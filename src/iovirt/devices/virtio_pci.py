@@ -20,7 +20,6 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import virtio as v
 from ..spec.pci import PCI_CAP_ID_VNDR
-from .regs import split_qword
 from .virtqueue import Virtqueue
 from .vmstate import PCI_FUNCTION, Counts, Nested, NestedList, UInt
 
@@ -138,8 +137,6 @@ class VirtioPciDevice:
         return 0
 
     def modern_write(self, cpu: Resource, offset: int, size: int, value: int) -> None:
-        if split_qword(self.modern_write, cpu, offset, size, value):
-            return
         region, off = offset & ~(v.REGION_SIZE - 1), offset & (v.REGION_SIZE - 1)
         if region == v.COMMON_OFFSET:
             self._common_write(cpu, off, size, value)

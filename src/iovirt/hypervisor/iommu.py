@@ -203,7 +203,10 @@ class Iommu:
 
     def unmap(self, domain: int, iova: int, size: int, flush: bool = True) -> None:
         """Clear the leaf entries in [iova, iova+size); with ``flush`` (strict
-        mode) invalidate their IOTLB entries too.  Splitting a superpage is an error."""
+        mode) invalidate their IOTLB entries too.  Splitting a superpage, or a
+        range past the address width (whose index would wrap), is an error."""
+        if iova < 0 or size < 0 or iova + size > self._limit:
+            raise ValueError("unmap beyond the address width")
         root, buf, addr, end = self._pgd.get(domain), self.mem.buf, iova, iova + size
         while root is not None and addr < end:
             at, entry, page, _ = self._leaf(root, addr)

@@ -17,7 +17,7 @@ from ..mem.guest_memory import GuestMemory
 from ..pci.bus import HostBridge, PciBus
 from ..sim.engine import Sim
 from ..sim.resource import Resource
-from .addrmap import AddressMap, Region
+from .addrmap import DWORD, AddressMap, Region, pieces
 
 # Trap paths (DESIGN.md "cost paths"): what one guest access costs before the
 # device model runs.
@@ -41,34 +41,46 @@ class VCpu(Resource):
         self.in_service: set[int] = set()
 
     def mmio_read(self, addr: int, size: int = 4) -> int:
-        region = self.vm.mmio.lookup(addr)
-        if region is None:
-            return self._unassigned(size)
-        self.charge_path(region.path)
-        return region.read(self, addr - region.base + region.offset, size)
+        return self._read(self.vm.mmio, addr, size, KVM_USER_MMIO)
 
     def mmio_write(self, addr: int, size: int, value: int) -> None:
-        region = self.vm.mmio.lookup(addr)
-        if region is None:
-            self._unassigned(size)
-            return
-        self.charge_path(region.path)
-        region.write(self, addr - region.base + region.offset, size, value)
+        self._write(self.vm.mmio, addr, size, value, KVM_USER_MMIO)
 
     def pio_read(self, port: int, size: int) -> int:
-        region = self.vm.pio.lookup(port)
-        if region is None:
-            return self._unassigned(size, KVM_USER_PIO)
-        self.charge_path(region.path)
-        return region.read(self, port - region.base + region.offset, size)
+        return self._read(self.vm.pio, port, size, KVM_USER_PIO)
 
     def pio_write(self, port: int, size: int, value: int) -> None:
-        region = self.vm.pio.lookup(port)
+        self._write(self.vm.pio, port, size, value, KVM_USER_PIO)
+
+    def _read(self, space: AddressMap, addr: int, size: int, unassigned: tuple[str, ...]) -> int:
+        region = space.lookup(addr)
         if region is None:
-            self._unassigned(size, KVM_USER_PIO)
+            return self._unassigned(size, unassigned)
+        self.charge_path(region.path)
+        off = addr - region.base + region.offset
+        if size <= DWORD and not off & (size - 1):
+            return region.read(self, off, size)
+        value, end = 0, region.offset + region.size
+        for at, width, shift in pieces(off, size):
+            part = region.read(self, at, width) if at + width <= end else (1 << 8 * width) - 1
+            value |= (part & (1 << 8 * width) - 1) << shift
+        return value
+
+    def _write(self, space: AddressMap, addr: int, size: int, value: int, unassigned: tuple[str, ...]) -> None:
+        region = space.lookup(addr)
+        if region is None:
+            self._unassigned(size, unassigned)
             return
         self.charge_path(region.path)
-        region.write(self, port - region.base + region.offset, size, value)
+        value &= (1 << 8 * size) - 1
+        off = addr - region.base + region.offset
+        if size <= DWORD and not off & (size - 1):
+            region.write(self, off, size, value)
+            return
+        end = region.offset + region.size
+        for at, width, shift in pieces(off, size):
+            if at + width <= end:                   # past the region the piece decodes nowhere here
+                region.write(self, at, width, value >> shift & (1 << 8 * width) - 1)
 
     def _unassigned(self, size: int, path: tuple[str, ...] = KVM_USER_MMIO) -> int:
         """Nothing decodes the address: the access still exits; reads float high."""

@@ -335,12 +335,18 @@ class Xen:
 
     def setup_grant_table(self, vcpu: Resource, gpa: int, frames: int) -> int:
         """XENMEM_add_to_physmap(XENMAPSPACE_grant_table) for ``frames``
-        consecutive frames at ``gpa``: the domain's v1 grant entries."""
+        consecutive frames at ``gpa``: the domain's v1 grant entries.  The
+        frames are the domain's table wherever they appear: a table never
+        shrinks (gnttab_grow_table) and mapping it elsewhere brings its
+        entries, mapped grants' flags included, to the new place."""
         dom = self._call(vcpu)
+        frames = max(frames, dom.gnttab_entries // x.GRANT_ENTRIES_PER_FRAME)
         if not 1 <= frames <= MAX_GRANT_FRAMES or not self._page_in(dom, gpa, frames):
             return -EINVAL
         if dom.gnttab is None:
             dom.mem.write(gpa, bytes(frames * x.PAGE_SIZE))     # a new domain's table: no entry valid
+        elif gpa != dom.gnttab:
+            dom.mem.write(gpa, dom.mem.read(dom.gnttab, dom.gnttab_entries * x.GRANT_ENTRY_V1.size))
         dom.gnttab, dom.gnttab_entries = gpa, frames * x.GRANT_ENTRIES_PER_FRAME
         return 0
 

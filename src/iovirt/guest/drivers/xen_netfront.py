@@ -118,6 +118,7 @@ class XenNetfront:
         self.node = node
         self.stack = None
         self.tx_queue_stopped = self.poll_scheduled = self.connected = False
+        self.broken = False                     # the backend broke the ring protocol: the device is dead
         self.state = x.XenbusStateInitialising
         self.backend, self.backend_id = None, 0
         self.tx_inflight: set[int] = set()
@@ -199,6 +200,7 @@ class XenNetfront:
             platform.grant(ref, self.backend_id, ring, readonly=False)
         self.port = self.xen.evtchn_alloc_unbound(self.vcpu, self.backend_id)
         platform.handlers[self.port] = self._interrupt
+        self.broken = False                     # fresh rings
         self.tx_free = list(range(x.NET_TX_RING_SIZE - 1, -1, -1))
         self.tx_inflight.clear()
         self.tx_prod = self.tx_cons = 0
@@ -217,7 +219,7 @@ class XenNetfront:
     def transmit(self, frame: bytes) -> bool:
         """xennet_start_xmit: grant the buffer read-only, push one request,
         send the event only if the backend asked; reclaim what is done."""
-        if len(frame) > TX_BUFFER:
+        if len(frame) > TX_BUFFER or self.broken:
             self.stats["tx_dropped"] += 1                  # one slot per frame: no scatter-gather
             return True
         if not self.connected or not self.tx_free:
@@ -244,7 +246,7 @@ class XenNetfront:
         for _ in range(2):                        # once, and once more if responses raced the re-arm
             prod = _U32(self.buf, self.tx_ring + x.RSP_PROD)[0]
             if (prod - self.tx_cons) & x.RING_IDX_MASK > x.NET_TX_RING_SIZE:
-                self.stats["xennet_bad_tx_rsp_prod"] += 1
+                self._broke("xennet_bad_tx_rsp_prod")
                 return
             while self.tx_cons != prod:
                 self.vcpu.charge("ring_op")
@@ -273,7 +275,7 @@ class XenNetfront:
     # ---- receive ----------------------------------------------------------------------------------
     def _interrupt(self) -> None:
         """xennet_interrupt: TX completions now, RX in a NAPI poll."""
-        if not self.connected:
+        if not self.connected or self.broken:
             return
         self._tx_gc()
         if not self.poll_scheduled and _U32(self.buf, self.rx_ring + x.RSP_PROD)[0] != self.rx_cons:
@@ -283,9 +285,11 @@ class XenNetfront:
     def _poll(self) -> None:
         """xennet_poll: up to NAPI_WEIGHT responses, refill, complete or go on."""
         self.poll_scheduled = False
-        if not self.connected:
+        if not self.connected or self.broken:
             return
         done = self._receive(NAPI_WEIGHT)
+        if self.broken:
+            return
         self._refill()
         self.mem.mark_dirty(self.rx_ring, 16)
         if done < NAPI_WEIGHT and not x.final_check(self.buf, self.rx_ring, x.RSP_PROD, x.RSP_EVENT, self.rx_cons):
@@ -296,7 +300,7 @@ class XenNetfront:
     def _receive(self, budget: int) -> int:
         prod = _U32(self.buf, self.rx_ring + x.RSP_PROD)[0]
         if (prod - self.rx_cons) & x.RING_IDX_MASK > x.NET_RX_RING_SIZE:
-            self.stats["xennet_bad_rx_rsp_prod"] += 1
+            self._broke("xennet_bad_rx_rsp_prod")
             return 0
         done = 0
         while self.rx_cons != prod and done < budget:
@@ -315,6 +319,13 @@ class XenNetfront:
                 continue
             self.stack.receive(self.mem.read(self.rx_pages[rid] + offset, status))
         return done
+
+    def _broke(self, why: str) -> None:
+        """RING_RESPONSE_PROD_OVERFLOW: "Illegal number of responses"; Linux
+        marks the device broken and stops using it (no poll, no upcall work,
+        transmits dropped) rather than trust the ring again."""
+        self.stats[why] += 1
+        self.broken = True
 
     def _refill(self) -> None:
         """xennet_alloc_rx_buffers: grant every free page writable, post it, push."""
