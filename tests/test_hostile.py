@@ -35,8 +35,8 @@ NICS = {
 }
 
 
-def scenario(nic: dict, hypervisor: str = "kvm", workloads: list | None = None) -> iovirt.Scenario:
-    """vm1 with ``nic``, vm2 beside it on the same LAN (an e1000, or a netfront on Xen)."""
+def scenario(nic: dict, hypervisor: str = "kvm", workloads: list | None = None, others: int = 1) -> iovirt.Scenario:
+    """vm1 with ``nic``, ``others`` VMs from vm2 on beside it on the same LAN (e1000s, or netfronts on Xen)."""
     peer = {"model": "paravirt", "device": "xen-netfront"} if hypervisor == "xen" else NICS["e1000"]
     pnic = {"name": "pnic0", "kind": "x82599", "link_gbps": 10, **({"num_vfs": 2} if nic["model"] == "sriov" else {})}
     return iovirt.Scenario.from_dict({
@@ -44,7 +44,7 @@ def scenario(nic: dict, hypervisor: str = "kvm", workloads: list | None = None) 
                                       "nics": [pnic, {"name": "pnic1", "kind": "x82599", "link_gbps": 10}]}],
         "vms": [{"name": f"vm{i}", "host": "host0", "memory_mb": 32,
                  "nics": [{**n, "mac": f"52:54:00:00:00:0{i}", "ip": f"10.0.0.{i}/24"}]}
-                for i, n in ((1, nic), (2, peer))],
+                for i, n in ((1, nic), *((i, peer) for i in range(2, 2 + others)))],
         "workloads": workloads or []})
 
 
@@ -209,3 +209,62 @@ def test_unmap_past_the_address_width_is_refused_and_low_mappings_stay():
         iommu.unmap(7, top - vtd.PAGE_4K, 2 * vtd.PAGE_4K)
     at, entry, _, _ = iommu._leaf(iommu._pgd[7], 0)
     assert entry & vtd.SL_RW and entry & vtd.ADDR_MASK == 0x100000
+
+
+# ---- guest drivers check what they read back; what they cannot check stops only their VM ------------------
+def test_e1000_driver_takes_its_buffer_address_from_its_own_books_not_the_descriptor():
+    """The guest scribbles a done RX descriptor: buffer address past RAM, length 0xFFFF. Its driver uses
+    buffer_info (its own record) and counts the oversize frame as an error; nothing raises."""
+    w = world(NICS["e1000"])
+    guest = w.guests["vm1"]
+    driver = guest.netdevs[0]
+    at = driver.rx_ring + driver.rx_clean * 16
+    guest.mem.write(at, (guest.mem.size + 4096).to_bytes(8, "little") + (0xFFFF).to_bytes(2, "little")
+                    + bytes(2) + bytes([0x03, 0]) + bytes(2))                    # DD | EOP, no errors
+    driver._poll()
+    assert guest.stats["rx_errors"] == 1 and guest.fault is None
+
+
+def test_virtio_driver_drops_a_used_length_beyond_its_buffer():
+    """The device (here the guest scribbling its own used ring) says a buffer holds more than it can:
+    Linux's "rx error: len %u exceeds max size"; the frame is dropped and counted, nothing raises."""
+    w = world(NICS["virtio"])
+    guest = w.guests["vm1"]
+    rx = guest.netdevs[0].rx
+    head = next(iter(rx.tokens))
+    idx = v.U16.unpack_from(guest.mem.buf, rx.used + v.VIRTQ_USED_IDX)[0]
+    guest.mem.write(rx.used + v.VIRTQ_USED_RING + 8 * (idx % rx.size), head.to_bytes(4, "little") + (1 << 31).to_bytes(4, "little"))
+    guest.mem.write(rx.used + v.VIRTQ_USED_IDX, ((idx + 1) & 0xFFFF).to_bytes(2, "little"))
+    guest.netdevs[0]._poll()
+    assert guest.stats["rx_length_errors"] == 1 and guest.fault is None
+
+
+def test_a_fault_in_guest_code_stops_that_guest_only_and_is_reported():
+    """vm1's driver state is corrupt (its RX buffers point past RAM): the first frame it takes faults in its
+    own code; vm1 stops with the fault in the results, vm3 -> vm4 delivers everything."""
+    w = World(scenario(NICS["virtio"], others=3, workloads=[
+        {"type": "udp_stream", "src": a, "dst": b, "duration_ms": 1, "rate_pps": 20_000}
+        for a, b in (("vm2", "vm1"), ("vm3", "vm4"))]))
+    driver = w.guests["vm1"].netdevs[0]
+    driver.rx_bufs = [w.guests["vm1"].mem.size] * len(driver.rx_bufs)
+    flows = runner.finish(w, *runner.begin(w), 0.0).to_dict()
+    assert list(flows["guest_faults"]) == ["vm1"] and flows["guest_faults"]["vm1"].startswith("struct.error")
+    victim = flows["flows"][1]
+    assert victim["sent"] == victim["delivered"] > 10 and victim["corrupted"] == 0
+
+
+def test_an_exception_in_host_code_a_guest_called_into_is_not_taken_for_a_guest_fault(monkeypatch):
+    """A device model that raises inside a trap is the simulator's bug: it propagates, it is never
+    blamed on the guest that made the access."""
+    w = world(NICS["e1000"])
+    dev = w.vms["vm1"].nics[0].device
+
+    def broken(*args):
+        raise ValueError("device model bug")
+    monkeypatch.setattr(dev, "mmio_write", broken)
+    w.vms["vm1"].nics[0]._bar(0, "mem", None, 0)
+    w.vms["vm1"].nics[0]._bar(0, "mem", w.guests["vm1"].netdevs[0].bar, 0x20000)
+    w.guests["vm1"].run_soon(w.guests["vm1"].netdevs[0].flush)
+    w.guests["vm1"].run_soon(lambda: w.guests["vm1"].netdevs[0].wr("IMS", 1))
+    with pytest.raises(ValueError, match="device model bug"):
+        w.sim.run(until=w.sim.now + 1000)

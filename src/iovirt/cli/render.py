@@ -69,9 +69,17 @@ def drops_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def faults_table(result: dict[str, Any]) -> Table:
+    table = _table("guests stopped by a fault of their own", ["machine", "fault"])
+    for machine, fault in result.get("guest_faults", {}).items():
+        table.add_row(machine, fault)
+    return table
+
+
 def result_tables(result: dict[str, Any]) -> list[Table]:
     tables = [flows_table(result), resources_table(result), events_table(result)]
-    return tables + [drops_table(result)] if result.get("drops") else tables
+    tables += [drops_table(result)] if result.get("drops") else []
+    return tables + [faults_table(result)] if result.get("guest_faults") else tables
 
 
 def migration_table(m: dict[str, Any]) -> Table:

@@ -80,7 +80,8 @@ class Result:
         events["interrupt"] = sum(vm.stats["interrupts"] for vm in world.machines)
         return cls({"scenario": scenario.name, "profile": scenario.profile.name,
                     "sim_time_s": round(window / 1e9, 9), "wall_time_s": round(wall_s, 3),
-                    "flows": rows, "resources": resources, "events": events, "drops": world.drops()},
+                    "flows": rows, "resources": resources, "events": events, "drops": world.drops(),
+                    "guest_faults": {name: g.fault for name, g in world.guests.items() if g.fault}},
                    {r.name: (r.kind, dict(r.spent)) for r in world.resources})
 
     def to_dict(self) -> dict:

@@ -25,7 +25,7 @@ def _slots(mask: int) -> list[int]:
 class Acpiphp:
     def __init__(self, kernel) -> None:
         self.kernel = kernel
-        kernel.vcpu.set_irq_handler(a.SCI_IRQ, self._sci)
+        kernel.request_irq(a.SCI_IRQ, self._sci)
 
     def _sci(self) -> None:
         """acpi_irq -> acpi_ev_gpe_detect: GPE.1 cleared, its method queued."""

@@ -7,11 +7,14 @@ application steps) on its vCPU."""
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections import Counter
 from functools import partial
 from heapq import heappop, heappush
+from types import TracebackType
 from typing import Callable
 
+from ..mem import guest_memory
 from ..spec.pci import Bdf
 from .acpiphp import Acpiphp
 from .alloc import DmaAllocator
@@ -51,6 +54,7 @@ class GuestKernel:
         self._vectors: dict[Bdf, list[int]] = {}   # each PCI function's vectors
         self._parked: list[Callable[[], None]] = []
         self.xen_platform = None            # a Xen guest's events and grants layer (xenbus_probe)
+        self.fault: str | None = None       # the oops that stopped this kernel
 
     def boot(self) -> None:
         for info in self.pci.scan():
@@ -111,9 +115,35 @@ class GuestKernel:
         one is spurious: acknowledged and counted), its DMA memory given back."""
         self.pci.disable(info)
         for vector in self._vectors.pop(info.bdf, ()):
-            self.vcpu.set_irq_handler(vector, partial(self._spurious, vector))
+            self.request_irq(vector, partial(self._spurious, vector))
             heappush(self._free_vectors, vector)
         self.alloc.release(info.bdf)
+
+    def request_irq(self, key: int, handler: Callable[[], None]) -> None:
+        """The IDT entry for an IOAPIC pin or MSI vector ``key``; the handler
+        runs as the kernel's own code (a fault in it is an oops)."""
+        self.vcpu.set_irq_handler(key, partial(self._guarded, handler))
+
+    def _guarded(self, fn: Callable[[], None]) -> None:
+        if self.fault is None:
+            try:
+                fn()
+            except Exception as exc:
+                self._oops(exc)
+
+    def _oops(self, exc: Exception) -> None:
+        """The kernel's own code faulted (a driver trusted what a device or
+        its own scribbled rings handed it): the kernel panics, this VM's
+        vCPU does nothing more, the simulator and the other VMs go on.  An
+        exception raised in host code the guest called into (a trap, a
+        hypercall) is the simulator's and goes on up."""
+        if not _raised_by_guest(exc.__traceback__):
+            raise exc
+        kind = type(exc)
+        where = "" if kind.__module__ == "builtins" else kind.__module__.rsplit(".", 1)[-1] + "."
+        self.fault = f"{where}{kind.__qualname__}: {exc}"
+        self.stats["guest_fault"] += 1
+        self._parked.clear()
 
     def _spurious(self, vector: int) -> None:
         self.stats["spurious_interrupts"] += 1
@@ -146,7 +176,11 @@ class GuestKernel:
             return
         if now > vcpu.cursor:                   # NOTE: vcpu.sync(now) inlined, once per deferred call
             vcpu.cursor = now
-        fn()
+        if self.fault is None:
+            try:
+                fn()
+            except Exception as exc:
+                self._oops(exc)
 
     def resume(self) -> None:
         """The vCPU runs again: work that waited for it runs, in order."""
@@ -174,3 +208,18 @@ class GuestKernel:
             stack.cpu = vcpu
         announce = [stack.announce for stack in self.interfaces.values()]
         self._parked[:0] = [netdev.resume for netdev in self.netdevs] + announce
+
+
+_GUEST = os.path.dirname(__file__) + os.sep
+_MEMORY = os.path.dirname(guest_memory.__file__) + os.sep
+
+
+def _raised_by_guest(tb: TracebackType | None) -> bool:
+    """Whether the innermost frame that raised, past the guest's accesses to
+    its own memory, is the guest kernel's code."""
+    frames = []
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    frames = [f for f in frames if not f.startswith(_MEMORY)]
+    return bool(frames) and frames[-1].startswith(_GUEST)

@@ -76,7 +76,7 @@ class NetDriver:
             for off, value in ((PCI_MSIX_ENTRY_LOWER_ADDR, LAPIC_MSI), (PCI_MSIX_ENTRY_UPPER_ADDR, 0),
                                (PCI_MSIX_ENTRY_DATA, vector), (PCI_MSIX_ENTRY_VECTOR_CTRL, 0)):
                 self.vcpu.mmio_write(at + off, 4, value)
-            self.vcpu.set_irq_handler(vector, handler)
+            self.kernel.request_irq(vector, handler)
             vectors[entry] = vector
         pci, bdf = self.kernel.pci, self.info.bdf
         pci.config_write(bdf, cap + PCI_MSIX_FLAGS, 2, pci.config_read(bdf, cap + PCI_MSIX_FLAGS, 2) | PCI_MSIX_FLAGS_ENABLE)

@@ -59,7 +59,7 @@ class E1000Driver(DescriptorRings):
         self._setup_tx()
         self._setup_rx()
         self.wr("ITR", 1_000_000_000 // (INTERRUPTS_PER_S * s.ITR_UNIT_NS))
-        self.vcpu.set_irq_handler(self.irq, self._intr)
+        self.kernel.request_irq(self.irq, self._intr)
         self.wr("IMS", IMS_ENABLE_MASK)
         self.flush()
 
@@ -138,11 +138,12 @@ class E1000Driver(DescriptorRings):
         while done < NAPI_WEIGHT:
             i = self.rx_clean
             addr = ring + i * s.DESC_SIZE
-            bufaddr, length, _, status, errors, _ = _RX_UNPACK(buf, addr)
+            _, length, _, status, errors, _ = _RX_UNPACK(buf, addr)
             if not status & s.RXD_STAT_DD:
                 break
             charge("ring_op")
-            if status & s.RXD_STAT_EOP and not errors:
+            bufaddr = self.rx_bufs[i]                         # buffer_info->dma: the driver's own, not the descriptor's
+            if status & s.RXD_STAT_EOP and not errors and length <= RX_BUFFER:
                 self.stack.receive(self.mem.read(bufaddr, length))
             else:
                 self.stats["rx_errors"] += 1                  # multi-descriptor frames: not used at MTU 1500

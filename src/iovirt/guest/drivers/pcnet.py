@@ -94,7 +94,7 @@ class PCNetDriver(NetDriver):
 
     # ---- open (pcnet32_open, pcnet32_init_ring) ------------------------------------
     def _open(self) -> None:
-        self.vcpu.set_irq_handler(self.irq, self._intr)      # request_irq
+        self.kernel.request_irq(self.irq, self._intr)      # request_irq
         self._reset()
         self.wr_bcr(s.BCR_SWS, s.SWSTYLE_PCNET_PCI)
         self.wr_bcr(s.BCR_MC, self.rd_bcr(s.BCR_MC) | s.BCR2_ASEL)      # port autoselect
@@ -168,7 +168,7 @@ class PCNetDriver(NetDriver):
         done = 0
         while done < budget:
             addr = self.rx_ring + self.cur_rx * s.DESC_SIZE
-            rbadr, _, status, mcnt, _ = _RX_UNPACK(buf, addr)
+            _, _, status, mcnt, _ = _RX_UNPACK(buf, addr)
             if status & s.OWN:
                 break
             charge("ring_op")
@@ -176,7 +176,7 @@ class PCNetDriver(NetDriver):
             if status & RX_STATUS_BITS != s.STP | s.ENP or not s.ETH_MIN_FRAME <= length <= PKT_BUF_SIZE:
                 self.stats["rx_errors"] += 1                 # errors, and frames over several buffers
             else:
-                self.stack.receive(mem.read(rbadr, length))
+                self.stack.receive(mem.read(self.rx_bufs[self.cur_rx], length))    # lp->rx_skbuff[entry]
             mem.store(s.MD1, addr + s.MD1_OFFSET, s.bcnt(PKT_BUF_SIZE), s.OWN)    # give the buffer back
             self.cur_rx = (self.cur_rx + 1) % RX_RING
             done += 1

@@ -120,7 +120,7 @@ class RTL8139Driver(NetDriver):
         self.tx_bufs = [self.dma_alloc(TX_BUF_SIZE, 32) for _ in range(s.NUM_TX_DESC)]
         self.rx_ring = self.dma_alloc(RX_BUF_TOT_LEN)
         self.cur_tx = self.dirty_tx = self.cur_rx = 0
-        self.vcpu.set_irq_handler(self.irq, self._intr)
+        self.kernel.request_irq(self.irq, self._intr)
         self._chip_reset()
         self.wr("9346CR", CFG9346_UNLOCK, flush=True)
         self.wr32_f("IDR0", int.from_bytes(self.mac[:4], "little"))

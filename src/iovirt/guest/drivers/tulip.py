@@ -109,7 +109,7 @@ class TulipDriver(NetDriver):
     # ---- open: tulip_init_ring + tulip_up ------------------------------------------
     def _open(self) -> None:
         self._init_ring()
-        self.vcpu.set_irq_handler(self.irq, self._intr)    # request_irq
+        self.kernel.request_irq(self.irq, self._intr)    # request_irq
         self.wr("CSR0", s.CSR0_SWR)
         self.wr("CSR0", s.CSR0_DEFAULT_X86)
         self.wr("CSR3", self.rx_ring)

@@ -193,7 +193,7 @@ class VirtioNetDriver(NetDriver):
         while done < budget and (used := rx.get_used()) is not None:
             slot, length = used
             count = _NUM_BUFFERS(mem.buf, bufs[slot] + _NUM_BUFFERS_AT)[0] if self.mergeable else 1
-            if count == 1 and length > HDR_SIZE:       # one buffer: the frame follows the header
+            if count == 1 and HDR_SIZE < length <= RX_BUFFER:     # one buffer: the frame follows the header
                 self.stack.receive(mem.read(bufs[slot] + HDR_SIZE, length - HDR_SIZE))
                 rx.add([(bufs[slot], RX_BUFFER, True)], slot)
             else:
@@ -207,8 +207,9 @@ class VirtioNetDriver(NetDriver):
         frames = [(slot, length)]
         while len(frames) < count and (more := self.rx.get_used()) is not None:
             frames.append(more)
-        data = b"".join(self.mem.read(self.rx_bufs[s], n) for s, n in frames)
-        if len(frames) == count and len(data) > HDR_SIZE:
+        whole = len(frames) == count and all(n <= RX_BUFFER for _, n in frames)   # else "len %u exceeds truesize"
+        data = b"".join(self.mem.read(self.rx_bufs[s], n) for s, n in frames) if whole else b""
+        if len(data) > HDR_SIZE:
             self.stack.receive(data[HDR_SIZE:])
         else:
             self.stats["rx_length_errors"] += 1

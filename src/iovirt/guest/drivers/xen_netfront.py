@@ -45,7 +45,7 @@ class XenPlatform:
         self.handlers: dict[int, object] = {}
         self.shared_info = kernel.alloc.alloc(x.PAGE_SIZE)
         self.vector = kernel.alloc_vector()
-        self.vcpu.set_irq_handler(self.vector, self._upcall)
+        kernel.request_irq(self.vector, self._upcall)
         self.gnttab = kernel.alloc.alloc(NR_GRANT_FRAMES * x.PAGE_SIZE)
         self._register()
         self.free_refs = list(range(NR_GRANT_FRAMES * x.GRANT_ENTRIES_PER_FRAME - 1,
