@@ -143,6 +143,17 @@ BAD = [
     ("YAML syntax error", raw("name: x\nhosts: [a\nvms: []\n"), "line 3, column 4: invalid YAML"),
     ("empty file", raw(""), "(top level): expected a scenario mapping, got an empty file"),
     ("top-level list", raw("- name: x\n- hosts: []\n"), "(top level): expected a mapping, got a list of 2"),
+    ("lists nested 1000 deep", raw("name: x\nhosts: " + "[" * 1000 + "]" * 1000 + "\n"),
+     "line 2, column 39: expected at most 32 levels of nested lists and mappings (a scenario needs 5)"),
+    ("mappings nested 1000 deep", raw("name: x\nvms:\n  - " + "{a: " * 1000 + "1" + "}" * 1000 + "\n"),
+     "line 3, column 125: expected at most 32 levels of nested lists and mappings (a scenario needs 5)"),
+    ("more VM memory than a KVM memory slot", put("vms", 0, "memory_mb", value=1_000_000_000),
+     "vms[0].memory_mb: expected at most 8388607 MiB (one KVM memory slot, KVM_MEM_MAX_NR_PAGES: 2^31 - 1 "
+     "pages of 4 KiB), got 1000000000"),
+    ("migration link failing before the migration",
+     put("migration", value={"at_ms": 3, "fail_at_ms": 1}),
+     "migration.fail_at_ms: expected a time at or after at_ms (3 ms): both count from the workloads' start, "
+     "and the link cannot fail before the migration starts on it, got 1"),
 ]
 
 
@@ -153,6 +164,40 @@ def test_bad_scenario_is_one_line_exit_2(tmp_path, edit, expected):
     result = invoke("validate", path)
     assert result.exit_code == 2 and isinstance(result.exception, SystemExit)
     assert result.stdout == "" and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: {path}: {expected}")
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+def test_deep_nesting_is_one_line_exit_2(tmp_path, command):
+    """A document nested 100,000 levels deep is refused before the parser recurses, by validate and run alike."""
+    path = write_scenario(tmp_path, raw("name: x\nworkloads: " + "[" * 100_000 + "]" * 100_000 + "\n"))
+    result = invoke(command, path)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: {path}: line 2, column 43: expected at most 32 levels of nested")
+
+
+def test_oversize_file_is_one_line_exit_2(tmp_path):
+    """A file beyond 16 MiB is refused without being read in whole (or parsed)."""
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"# " + b"x" * (16 << 20) + b"\n")
+    result = invoke("validate", path)
+    assert result.exit_code == 2
+    assert result.stderr == (f"error: {path}: (file): expected a scenario of at most 16 MiB "
+                             f"(4096 VMs with 29 NICs each fit in less), got more\n")
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (put("vms", 0, "memory_mb", value=1_000_000_000), "vms[0].memory_mb: expected at most 8388607 MiB"),
+    (put("hosts", 0, "cores", value=2_147_483_648), "hosts[0].cores: expected at most 8192 cores"),
+    (put("vms", 0, "vcpus", value=1_000_000), "vms[0].vcpus: expected at most 1024 vCPUs on a kvm host"),
+    (put("workloads", 1, "duration_ms", value=65_536), "workloads[1].duration_ms: expected at most 10000 ms"),
+])
+def test_run_refuses_sizes_no_system_runs(tmp_path, edit, expected):
+    """run refuses, before building anything, sizes that passed validation before and then ran out of
+    memory or ran without end."""
+    path = write_scenario(tmp_path, edit)
+    result = invoke("run", path)
+    assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1
     assert result.stderr.startswith(f"error: {path}: {expected}")
 
 

@@ -103,8 +103,27 @@ def test_cli_compare_json_out_and_plot(tmp_path):
     (["--vms", "1,x"], "--vms: expected comma-separated integers, got '1,x'"),
     (["--sizes", "0"], "--sizes: expected positive integers, got '0'"),
     (["--profile", "nope"], "profile 'nope': neither a bundled profile"),
+    (["--cores", "2147483648"], "hosts[0].cores: expected at most 8192 cores (Linux's NR_CPUS limit"),
+    (["--vms", "1,5000"], "emulated-e1000-5000vm-64B: vms: expected at most 4096 VMs (one run holds them all), "
+                          "got a list of 5000"),
+    (["--models", "passthrough", "--vms", "1,300"], "passthrough-ixgbe-300vm-64B: hosts[0].nics: expected at most "
+                                                    "253 physical NICs"),
+    (["--duration-ms", "1e6"], "workloads[0].duration_ms: expected at most 10000 ms"),
 ])
 def test_cli_compare_bad_input_is_one_line(args, message):
     """Bad compare options: one error line naming the option, exit 2."""
     result = CliRunner().invoke(app, ["compare", *args])
     assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+
+
+def test_a_sweep_checks_every_point_before_running_any(monkeypatch):
+    """A point the schema refuses (5000 VMs) stops the sweep before its first point runs."""
+    from iovirt.experiments.scenario import ScenarioError
+
+    def run_point(point):
+        raise AssertionError(f"{point['scenario']['name']} ran")
+
+    monkeypatch.setattr(cmp, "run_point", run_point)
+    todo = cmp.points(cmp.configs(["emulated"], ["e1000"]), [1, 5000], [64], 1.0, 4, False, "default")
+    with pytest.raises(ScenarioError, match=r"^emulated-e1000-5000vm-64B: vms: expected at most 4096 VMs"):
+        cmp.sweep(todo)

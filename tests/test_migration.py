@@ -186,6 +186,15 @@ def test_the_matrix_says_who_can_go_where():
     assert assigned["vm1", "host1"]["result"] == "blocked"
 
 
+def test_a_vm_larger_than_an_hvm_domain_cannot_go_to_xen():
+    """200 vCPUs run on KVM (KVM_MAX_VCPUS is 1024) but not as a Xen HVM domain (HVM_MAX_VCPUS is 128)."""
+    s = scenario(target="xen")
+    s.vms[0].vcpus = 200
+    row = {(r["vm"], r["to"]): r for r in matrix(s)}["vm1", "host1"]
+    assert row["result"] == "blocked"
+    assert row["reason"] == "vm1 has 200 vCPUs; a VM on host1 (xen) has at most 128 (HVM_MAX_VCPUS: an HVM domain's limit)"
+
+
 def test_bad_targets_are_one_line_errors():
     """An unknown VM, or the VM's own host, is refused before anything runs."""
     with pytest.raises(ScenarioError, match="--vm: expected one of the VMs"):

@@ -128,7 +128,10 @@ def points(configs: list[Config], vms: list[int], sizes: list[int], duration_ms:
 
 def sweep(todo: list[dict], client=None, progress: Callable[[dict], None] | None = None) -> list[dict]:
     """Run every point, serially or on a Dask ``client``; rows in point order,
-    each with its throughput as a fraction of bare metal at the same size."""
+    each with its throughput as a fraction of bare metal at the same size.
+    Every point's scenario is checked first: a bad one stops the sweep before any runs."""
+    for point in todo:
+        Scenario.from_dict(point["scenario"], source=point["scenario"]["name"])
     if client is None:
         rows = []
         for point in todo:

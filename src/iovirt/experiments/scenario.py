@@ -27,6 +27,38 @@ MIN_PACKET = 44  # IPv4 header (20) + UDP or ICMP header (8) + probe (flow, sequ
 WIRE = "wire"  # workload dst: a peer on the physical link
 ASSIGNED = ("sriov", "passthrough")  # models whose NIC is a function assigned to the VM
 
+# ---- limits: what the real systems allow, and what one run can hold --------------------------------
+# A VM's RAM is one flat buffer, as one KVM memory slot: KVM_MEM_MAX_NR_PAGES (include/linux/kvm_host.h)
+# is 2^31 - 1 pages of 4 KiB per slot, 8 TiB less a page, and KVM_SET_USER_MEMORY_REGION refuses more.
+MAX_MEMORY_MB = ((1 << 31) - 1) * 4096 >> 20
+KVM_MAX_VCPUS = 1024       # arch/x86/include/asm/kvm_host.h (Linux 5.16 and later): vCPUs of one x86 VM
+XEN_HVM_MAX_VCPUS = 128    # xen/include/public/hvm/hvm_info_table.h HVM_MAX_VCPUS: vCPUs of one HVM domain
+NR_CPUS_MAX = 8192         # arch/x86/Kconfig NR_CPUS_RANGE_END with CONFIG_MAXSMP: CPUs one Linux kernel runs
+XEN_MAX_CPUS = 4096        # Xen's SUPPORT.md, "Physical CPUs": x86 supported up to 4096
+PCI_NIC_SLOTS = 32 - 3     # bus 0's 32 device numbers, less 00-02: host bridge, ISA bridge, VGA (QEMU's pc)
+MAX_HOST_NICS = 0xFF - 3 + 1  # each port behind a root port of its own, on buses 03..ff (8-bit bus numbers)
+# Simulated time: about 7 s of wall time per simulated second for one saturated 1500-byte e1000 stream
+# (examples/emulated-e1000.yaml measured on one core), so 10 s is over a minute per stream and 1000 times
+# the examples' 10 ms; throughput, latency and utilisation are steady within a few milliseconds.
+MAX_DURATION_MS = 10_000
+MAX_RATE_PPS = 1e9         # one packet per ns, the clock's resolution
+MIN_RATE_PPS = 1000 / MAX_DURATION_MS  # one packet in the longest run
+PINGS_PER_MS = 1000        # ping -c sends on past duration_ms; at most one echo request per microsecond of it
+MAX_DOWNTIME_MS = 2000 * 1000   # QEMU migration/options.c MAX_MIGRATE_DOWNTIME_SECONDS: downtime-limit <= 2000 s
+# A write rate above any x86 server's memory bandwidth (12 channels of DDR5-4800 move 460.8 GB/s).
+MAX_DIRTY_MIB_S = 1 << 20
+# One run holds every machine in one process: each VM costs about 0.5 MB and 5 ms to build and boot
+# (4000 one-NIC VMs measured at 2.3 GB, 27 s before the first packet), each 8192-core host 2 MB and
+# 35 ms; no hypervisor here is the tighter limit (Xen's domain ids stop at 32751, KVM sets none).
+MAX_VMS = 4096
+MAX_HOSTS = 256
+MAX_WORKLOADS = MAX_VMS    # each a flow on UDP port 5001 + its index, below 65536
+# The file: a scenario at the count limits (4096 VMs with 29 NICs each, 4096 workloads), one key a line, is
+# about 14 MB; it nests 5 levels (vms, a VM, its nics, a NIC), so 32 is room enough, and far from the
+# Python stack PyYAML's recursive composer would exhaust (a thousand levels).
+MAX_FILE_BYTES = 16 << 20
+MAX_NESTING = 32
+
 
 class ScenarioError(ValueError):
     """A scenario that cannot be used; the message is one line."""
@@ -77,6 +109,36 @@ def _packet_size(value: int) -> int:
     return value
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _at_most(limit: float, unit: str, why: str) -> AfterValidator:
+    """A bound with its reason: ``expected at most LIMIT UNIT (WHY)``."""
+    def check(value: Any) -> Any:
+        if value > limit:
+            raise _expected(f"expected at most {_number(limit)} {unit} ({why})")
+        return value
+    return AfterValidator(check)
+
+
+def _at_most_items(limit: int, unit: str, why: str) -> BeforeValidator:
+    """A list bound, checked before the items are (a list of a million is refused at once)."""
+    def check(value: Any) -> Any:
+        if isinstance(value, list) and len(value) > limit:
+            raise _expected(f"expected at most {limit} {unit} ({why})")
+        return value
+    return BeforeValidator(check)
+
+
+def _at_least(limit: float, unit: str, why: str) -> AfterValidator:
+    def check(value: Any) -> Any:
+        if value < limit:
+            raise _expected(f"expected at least {_number(limit)} {unit} ({why})")
+        return value
+    return AfterValidator(check)
+
+
 Name = Annotated[str, AfterValidator(_name)]
 Mac = Annotated[str, BeforeValidator(_mac)]
 Ipv4 = Annotated[IPv4Interface, BeforeValidator(_ipv4_interface)]
@@ -100,6 +162,9 @@ class _Strict(BaseModel):
         return data
 
 
+SimTime = Annotated[float, _at_most(MAX_DURATION_MS, "ms", "the longest run simulated")]
+
+
 class HostNic(_Strict):
     name: Name
     kind: NicKind = "x82599"
@@ -109,8 +174,9 @@ class HostNic(_Strict):
 
 class Host(_Strict):
     name: Name
-    cores: Count
-    nics: list[HostNic] = []
+    cores: Annotated[int, Field(ge=1), _at_most(NR_CPUS_MAX, "cores", "Linux's NR_CPUS limit, CONFIG_MAXSMP")]
+    nics: Annotated[list[HostNic], _at_most_items(MAX_HOST_NICS, "physical NICs", "each behind a root port of its "
+                                                                              "own, on buses 03-ff")] = []
     posted_interrupts: bool = False  # VT-d posted interrupts with APIC virtualisation
     iommu_page_kb: Literal[4, 2048] = 2048  # page size of assigned VMs' IOMMU mappings
     iotlb_entries: Count = 64
@@ -137,8 +203,10 @@ class VmNic(_Strict):
 class Vm(_Strict):
     name: Name
     host: str
-    vcpus: Count = 1
-    memory_mb: Annotated[int, Field(ge=MIN_MEMORY_MB)] = 256
+    vcpus: Count = 1                    # bounded by the host's hypervisor (the wiring checks)
+    memory_mb: Annotated[int, Field(ge=MIN_MEMORY_MB),
+                         _at_most(MAX_MEMORY_MB, "MiB", "one KVM memory slot, KVM_MEM_MAX_NR_PAGES: "
+                                                       "2^31 - 1 pages of 4 KiB")] = 256
     nics: list[VmNic] = []
     bare_metal: bool = False  # the host itself runs this OS and owns its NICs: no hypervisor
 
@@ -148,11 +216,16 @@ class Workload(_Strict):
     src: str
     dst: str | None = None  # memory_dirty has none
     packet_size: PacketSize = Field(description="IPv4 packet bytes: 1500 for udp_stream, else 64 by default")
-    duration_ms: Positive = 10.0
-    rate_pps: Positive | None = None  # None: as fast as the path allows
+    duration_ms: Annotated[float, Field(gt=0), _at_most(MAX_DURATION_MS, "ms of simulated time",
+                                                          "about a minute of wall time per saturated stream")] = 10.0
+    rate_pps: Annotated[float, Field(gt=0), _at_least(MIN_RATE_PPS, "packets per second", "one in the longest run"),
+                        _at_most(MAX_RATE_PPS, "packets per second", "one per ns, the clock's resolution")
+                        ] | None = None  # None: as fast as the path allows
     count: Count | None = None  # ping only
     # memory_dirty only: the guest rewrites its working set at this rate (MiB/s)
-    dirty_mib_s: Positive | None = None
+    dirty_mib_s: Annotated[float, Field(gt=0), _at_most(MAX_DIRTY_MIB_S, "MiB/s", "above any server's memory "
+                                                         "bandwidth: 12 channels of DDR5-4800 move 460.8 GB/s")
+                           ] | None = None
     working_set_mb: Count | None = None
 
     @model_validator(mode="before")
@@ -168,19 +241,21 @@ class Migration(_Strict):
 
     vm: str | None = None
     to: str | None = None
-    at_ms: Annotated[float, Field(ge=0)] = 1.0  # after the workloads start
+    at_ms: Annotated[SimTime, Field(ge=0)] = 1.0  # after the workloads start
     link_gbps: Positive = 10.0
-    downtime_ms: Positive = 300.0  # QEMU's default downtime-limit
+    downtime_ms: Annotated[float, Field(gt=0), _at_most(MAX_DOWNTIME_MS, "ms", "QEMU's downtime-limit maximum, "
+                                                                            "2000 s")] = 300.0  # QEMU's default
     max_rounds: Count = 30
-    fail_at_ms: Annotated[float, Field(ge=0)] | None = None  # the migration link fails then (after the start)
+    fail_at_ms: Annotated[SimTime, Field(ge=0)] | None = None  # the migration link fails then (after the workloads
+                                                                # start, as at_ms: not before at_ms)
 
 
 class Scenario(_Strict):
     name: Name
     profile_ref: str = Field("default", alias="profile", min_length=1)
-    hosts: list[Host] = Field(min_length=1)
-    vms: list[Vm] = Field(min_length=1)
-    workloads: list[Workload] = []
+    hosts: Annotated[list[Host], Field(min_length=1), _at_most_items(MAX_HOSTS, "hosts", "one run holds them all")]
+    vms: Annotated[list[Vm], Field(min_length=1), _at_most_items(MAX_VMS, "VMs", "one run holds them all")]
+    workloads: Annotated[list[Workload], _at_most_items(MAX_WORKLOADS, "workloads", "one per VM")] = []
     migration: Migration | None = None
 
     _profile: CostProfile | None = PrivateAttr(None)
@@ -229,6 +304,9 @@ def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
     vms, hosts = {v.name: v for v in scenario.vms}, {h.name: h for h in scenario.hosts}
     if any(n.uplink is None for n in spec.nics) and bridge_port(to, vms, hosts) is None:
         return f"{to} has no port to bridge {vm}'s software NICs onto (each is assigned or has VFs)"
+    limit, _, why = vcpu_limit(spec, host)
+    if spec.vcpus > limit:
+        return f"{vm} has {spec.vcpus} vCPUs; a VM on {to} ({host.hypervisor}) has at most {limit} ({why})"
     for nic in spec.nics:
         need = DEVICES[nic.device].hypervisor
         if need is not None and host.hypervisor != need:
@@ -254,14 +332,49 @@ def migration_note(scenario: Scenario, vm: str, to: str) -> str:
     return ""
 
 
+class _TooDeep(yaml.MarkedYAMLError):
+    pass
+
+
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents nested deeper than MAX_NESTING
+    before its recursive composer exhausts the Python stack."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self._depth >= MAX_NESTING and not self.check_event(yaml.AliasEvent, yaml.ScalarEvent):
+            raise _TooDeep(problem=f"expected at most {MAX_NESTING} levels of nested lists and mappings "
+                                   f"(a scenario needs 5), got deeper", problem_mark=self.peek_event().start_mark)
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _read(path: Path) -> str:
+    with path.open("rb") as f:
+        raw = f.read(MAX_FILE_BYTES + 1)
+    if len(raw) > MAX_FILE_BYTES:
+        raise ScenarioError(f"{path}: (file): expected a scenario of at most {MAX_FILE_BYTES >> 20} MiB "
+                            f"({MAX_VMS} VMs with {PCI_NIC_SLOTS} NICs each fit in less), got more")
+    return raw.decode("utf-8")
+
+
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(_read(path), Loader=_Loader)
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ScenarioError(f"{path}: expected UTF-8 text, got undecodable bytes") from None
+    except _TooDeep as exc:
+        mark = exc.problem_mark
+        raise ScenarioError(f"{path}: line {mark.line + 1}, column {mark.column + 1}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
@@ -357,6 +470,10 @@ def _migration_problems(m: Migration, vms: dict[str, Vm], hosts: dict[str, Host]
         yield "migration.to", f"expected a host other than {m.vm}'s own ({m.to})"
     elif m.vm is not None and vms[m.vm].bare_metal:
         yield "migration.vm", f"expected a VM, got {m.vm!r}: a bare-metal machine does not migrate"
+    if m.fail_at_ms is not None and m.fail_at_ms < m.at_ms:
+        yield ("migration.fail_at_ms", f"expected a time at or after at_ms ({_number(m.at_ms)} ms): both count from "
+                                       f"the workloads' start, and the link cannot fail before the migration starts "
+                                       f"on it, got {_number(m.fail_at_ms)}")
 
 
 def _dirty_problems(where: str, w: Workload, vm: Vm) -> Iterator[tuple[str, str]]:
@@ -378,6 +495,9 @@ def _duplicates(what: str, items: list[tuple[str, str]]) -> Iterator[tuple[str, 
 
 
 def _host_problems(where: str, host: Host) -> Iterator[tuple[str, str]]:
+    if host.hypervisor == "xen" and host.cores > XEN_MAX_CPUS:
+        yield (f"{where}.cores", f"expected at most {XEN_MAX_CPUS} cores on a xen host (Xen supports up to "
+                                 f"{XEN_MAX_CPUS} physical CPUs), got {host.cores}")
     yield from _duplicates("NIC name", [(f"{where}.nics[{j}].name", n.name) for j, n in enumerate(host.nics)])
     for j, nic in enumerate(host.nics):
         max_vfs = PHYSICAL_NICS[nic.kind].max_vfs
@@ -392,10 +512,26 @@ def _vm_problems(where: str, vm: Vm, hosts: dict[str, Host]) -> Iterator[tuple[s
         yield f"{where}.name", f"expected a name other than '{WIRE}' (the peer on the physical link), got 'wire'"
     if vm.host not in hosts:
         yield f"{where}.host", f"expected one of the hosts ({', '.join(hosts)}), got {vm.host!r}"
+    limit, what, why = vcpu_limit(vm, hosts[vm.host])
+    if vm.vcpus > limit:
+        yield f"{where}.vcpus", f"expected at most {limit} {what} ({why}), got {vm.vcpus}"
+    pci_nics = sum(nic.device != "xen-netfront" for nic in vm.nics)
+    if pci_nics > PCI_NIC_SLOTS:
+        yield (f"{where}.nics", f"expected at most {PCI_NIC_SLOTS} PCI NICs (bus 0 has 32 slots; 0-2 hold the host "
+                                f"bridge, ISA bridge and VGA), got {pci_nics}")
     for j, nic in enumerate(vm.nics):
         yield from _nic_problems(f"{where}.nics[{j}]", nic, hosts[vm.host])
         if nic.standby:
             yield from _standby_problems(f"{where}.nics[{j}]", nic, vm)
+
+
+def vcpu_limit(vm: Vm, host: Host) -> tuple[int, str, str]:
+    """How many vCPUs ``vm`` may have on ``host``: the limit, what it counts, why."""
+    if vm.bare_metal:
+        return NR_CPUS_MAX, "CPUs for a bare-metal machine", "Linux's NR_CPUS limit, CONFIG_MAXSMP"
+    if host.hypervisor == "xen":
+        return XEN_HVM_MAX_VCPUS, "vCPUs on a xen host", "HVM_MAX_VCPUS: an HVM domain's limit"
+    return KVM_MAX_VCPUS, "vCPUs on a kvm host", "KVM_MAX_VCPUS"
 
 
 def _standby_problems(where: str, nic: VmNic, vm: Vm) -> Iterator[tuple[str, str]]:
@@ -499,6 +635,9 @@ def _workload_problems(
                                f"got {w.dst!r} ({_subnets(vms[w.dst]) or 'no NIC'})")
     if w.count is not None and w.type != "ping":
         yield f"{where}.count", f"expected no count for a {w.type} workload (only ping takes one), got {w.count}"
+    elif w.count is not None and w.count > w.duration_ms * PINGS_PER_MS:
+        yield (f"{where}.count", f"expected at most {_number(w.duration_ms * PINGS_PER_MS)} echo requests (one per "
+                                 f"microsecond of duration_ms, {_number(w.duration_ms)}), got {w.count}")
 
 
 def bridge_port(host: str, vms: dict[str, Vm], hosts: dict[str, Host]) -> str | None:
