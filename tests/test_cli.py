@@ -201,6 +201,31 @@ def test_run_refuses_sizes_no_system_runs(tmp_path, edit, expected):
     assert result.stderr.startswith(f"error: {path}: {expected}")
 
 
+def test_run_reports_guest_memory_it_cannot_reserve(tmp_path, monkeypatch):
+    """When the host refuses the mmap of a VM's RAM (ENOMEM: overcommit), run names the VM, exit 2."""
+    import errno
+    import mmap as real_mmap
+
+    from iovirt.mem import guest_memory
+
+    class Refusing:
+        def mmap(self, fileno, length, *args, **kwargs):
+            if length >= 4 << 30:
+                raise OSError(errno.ENOMEM, "Cannot allocate memory")
+            return real_mmap.mmap(fileno, length, *args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(real_mmap, name)
+
+    monkeypatch.setattr(guest_memory, "mmap", Refusing())
+    path = write_scenario(tmp_path, put("vms", 1, "memory_mb", value=8192))
+    result = invoke("run", path)
+    assert result.exit_code == 2 and result.stdout == "" and result.stderr.count("\n") == 1
+    assert result.stderr == (f"error: {path}: vms[1].memory_mb: cannot reserve 8192 MiB of guest memory for vm2 "
+                             f"on host0 (its VMs so far: 256 MiB): Cannot allocate memory; give it less, or "
+                             f"allow this machine more overcommit (vm.overcommit_memory)\n")
+
+
 def test_missing_file_is_one_line_exit_2(tmp_path):
     """A scenario path that does not exist says so, in one line, exit 2."""
     result = invoke("validate", tmp_path / "nope.yaml")

@@ -148,6 +148,23 @@ def test_a_failed_link_aborts_and_the_source_keeps_running(fail_at_ms):
     assert not any(name.startswith("host1/vm1/") for name in names) and "host1/vm1-incoming" in names
 
 
+def test_a_target_that_cannot_reserve_the_memory_fails_the_migration(monkeypatch):
+    """The target host refuses the mmap for the incoming RAM (ENOMEM): the migration fails with the
+    reason, the VM runs on at its source and loses nothing."""
+    from iovirt.hypervisor import migration
+
+    def refuse(size):
+        raise MemoryError(f"cannot reserve {size >> 20} MiB of guest memory: Cannot allocate memory")
+
+    monkeypatch.setattr(migration, "GuestMemory", refuse)
+    outcome = migrate(scenario())
+    m, flow = outcome.to_dict(), _flow(outcome)
+    assert m["result"] == "failed"
+    assert m["reason"] == ("host1 cannot reserve 64 MiB of guest memory: Cannot allocate memory; "
+                           "vm1 continues on host0")
+    assert flow["delivered"] == flow["sent"] and m["frames_lost"] == 0
+
+
 def test_a_passed_through_vm_is_blocked_with_the_reason():
     """Pass-through: refused before anything is copied; its traffic is untouched."""
     outcome = migrate(scenario("ixgbe", "passthrough", dst="wire"))

@@ -260,6 +260,7 @@ class Scenario(_Strict):
 
     _profile: CostProfile | None = PrivateAttr(None)
     _source_path: Path | None = PrivateAttr(None)
+    _source: str = PrivateAttr("<dict>")
 
     @property
     def profile(self) -> CostProfile:
@@ -269,6 +270,11 @@ class Scenario(_Strict):
     @property
     def source_path(self) -> Path | None:
         return self._source_path
+
+    @property
+    def source(self) -> str:
+        """What errors found later (building the world) name the scenario by: its file."""
+        return self._source
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "<dict>", base: Path | None = None) -> Scenario:
@@ -287,6 +293,7 @@ class Scenario(_Strict):
         for vm in scenario.vms:
             for nic in vm.nics:
                 nic.backend = nic.backend or next(iter(DEVICES[nic.device].backends), None)
+        scenario._source = source
         return scenario
 
 

@@ -29,6 +29,7 @@ from .scenario import (
     ASSIGNED,
     WIRE,
     Scenario,
+    ScenarioError,
     backed_up,
     bridge_port,
     migration_problem,
@@ -55,6 +56,14 @@ def _vf_config(nic) -> VfConfig:
     return VfConfig(mac_bytes(nic.mac), nic.vlan or 0, nic.rate_mbps or 0, nic.spoofchk, nic.trust)
 
 
+class _Refused(Exception):
+    """The host could not assign NIC ``nic`` of a VM: ``why``."""
+
+    def __init__(self, nic: int, why: str) -> None:
+        super().__init__(why)
+        self.nic, self.why = nic, why
+
+
 class World:
     def __init__(self, scenario: Scenario, guest_drivers: dict | None = None) -> None:
         """``guest_drivers``: the drivers the guests carry, by (vendor, device)
@@ -75,8 +84,8 @@ class World:
         self.nic_specs: dict[int, object] = {}                         # id of a wired NIC -> its spec
         self.uplinks = {name: self._uplink(host) for name, host in self.hosts.items() if self._free_nic(name)}
         self.sriov = self._sriov_ports()
-        for spec in scenario.vms:
-            self.vms[spec.name] = self._machine(spec)
+        for index, spec in enumerate(scenario.vms):
+            self.vms[spec.name] = self._build(index, spec)
             first = spec.nics[0] if spec.nics else None
             model = "bare-metal" if spec.bare_metal else (first.model if first else "")
             self.models[spec.name] = (model, first.device if first else "", first.backend if first else None)
@@ -105,6 +114,23 @@ class World:
             self.xen[spec.name] = Xen(host)
         return host
 
+    def _build(self, index: int, spec) -> VM:
+        """``spec``'s machine; what the host cannot give it (memory, an IOMMU
+        mapping, interrupt remapping entries) is an error in the scenario's terms."""
+        where = f"{self.scenario.source}: vms[{index}]"
+        host = self.hosts[spec.host]
+        try:
+            return self._machine(spec)
+        except _Refused as refused:
+            raise ScenarioError(f"{where}.nics[{refused.nic}]: cannot give {spec.name} its "
+                                f"{spec.nics[refused.nic].device}: {refused.why}") from None
+        except MemoryError as exc:
+            reason = getattr(exc, "reason", None) or str(exc) or "out of memory"
+            so_far = sum(vm.mem.size for vm in self.vms.values() if vm.host is host) >> 20
+            raise ScenarioError(f"{where}.memory_mb: cannot reserve {spec.memory_mb} MiB of guest memory for "
+                                f"{spec.name} on {spec.host} (its VMs so far: {so_far} MiB): {reason}; give it "
+                                f"less, or allow this machine more overcommit (vm.overcommit_memory)") from None
+
     def _machine(self, spec, on: str | None = None, mem=None, slots: dict | None = None) -> VM:
         """``spec``'s machine on its host; or a migration's target on host
         ``on`` over ``mem``, with only the PCI NICs the VM still has, each in
@@ -116,14 +142,18 @@ class World:
         xen = self.xen.get(on)
         if xen is not None:
             xen.create_domain(vm)
-        for nic in spec.nics:
+        for j, nic in enumerate(spec.nics):
             slot = None if slots is None else slots.get(id(nic), -1)
             if slot == -1 and nic.device != "xen-netfront":
                 continue                        # a VF the guest gave up before it moved
-            if nic.model == "passthrough":
-                made = PassthroughNic(vm, host.nics[nic.uplink], mac_bytes(nic.mac), posted=posted)
-            elif nic.model == "sriov":
-                made = SriovNic(vm, self.sriov[on, nic.uplink], posted=posted)
+            if nic.model in ASSIGNED:
+                try:
+                    if nic.model == "passthrough":
+                        made = PassthroughNic(vm, host.nics[nic.uplink], mac_bytes(nic.mac), posted=posted)
+                    else:
+                        made = SriovNic(vm, self.sriov[on, nic.uplink], posted=posted)
+                except (AssignmentError, MemoryError) as exc:   # the IOMMU's tables or interrupt entries ran out
+                    raise _Refused(j, str(exc)) from None
             elif xen is not None:
                 made = _xen_nic(xen, vm, nic)
             elif nic.standby:

@@ -132,11 +132,15 @@ class Migration:
         if reasons:
             return self._finish("blocked", "; ".join(reasons))
         mem = self.vm.mem
+        try:
+            incoming = GuestMemory(mem.size)            # the target reserves the VM's RAM first
+        except MemoryError as exc:
+            return self._finish("failed", f"{self.target.name} {exc}; {self.vm.name} continues on {self.vm.host.name}")
         # QEMU's migration thread on the source, the incoming side's on the target: host work, not the VM's I/O
         self.sender = self.vm.host.kernel_thread(f"{self.vm.name}-migration")
         self.receiver = self.target.kernel_thread(f"{self.vm.name}-incoming")
         self.threads = [(self.vm.host, self.sender), (self.target, self.receiver)]
-        self.incoming = GuestMemory(mem.size)
+        self.incoming = incoming
         self.sent_data = bytearray(mem.size >> PAGE_SHIFT)     # pages whose target copy is not zero
         self.vm.take_dirty(charge=False)                         # the log starts now
         self.vm.log_dirty(True)

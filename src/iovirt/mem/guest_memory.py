@@ -21,13 +21,21 @@ class GuestMemoryError(Exception):
 
 
 class GuestMemory:
+    """``size`` bytes, reserved (not touched) at once; MemoryError when the
+    host will not reserve them."""
+
     __slots__ = ("size", "buf", "dirty", "write_fault")
 
     def __init__(self, size: int) -> None:
         if size <= 0 or size % PAGE_SIZE:
             raise ValueError(f"guest memory size {size} is not a positive multiple of {PAGE_SIZE}")
         self.size = size
-        self.buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        try:
+            self.buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        except OSError as exc:          # ENOMEM: more than the host's overcommit policy lets one process reserve
+            error = MemoryError(f"cannot reserve {size >> 20} MiB of guest memory: {exc.strerror}")
+            error.reason = exc.strerror
+            raise error from None
         self.dirty = bytearray(size >> PAGE_SHIFT)
         self.write_fault: Callable[[int], None] | None = None     # told how many clean pages a store dirties
 
