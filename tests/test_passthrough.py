@@ -154,3 +154,37 @@ def test_without_bus_master_the_nic_reaches_no_memory():
     peer.send(frame)
     world.sim.run(until=world.sim.now + 200_000)
     assert bytes(vm1.mem.buf) != before
+
+
+def many_ports(ports: int, vms: int):
+    """``ports`` ports on host0; the first ``vms`` each passed through to a VM of its own."""
+    return iovirt.Scenario.from_dict({
+        "name": "pt-many", "profile": "default",
+        "hosts": [{"name": "host0", "cores": 4, "nics": [{"name": f"pnic{i}"} for i in range(ports)]}],
+        "vms": [{"name": f"vm{i}", "host": "host0", "memory_mb": 32,
+                 "nics": [{"model": "passthrough", "device": "ixgbe", "uplink": f"pnic{i}",
+                           "mac": f"52:54:00:00:01:{i:02x}", "ip": f"10.0.{i}.1/24"}]} for i in range(vms)],
+        "workloads": [{"type": "ping", "src": "vm0", "dst": "wire", "count": 2, "duration_ms": 1}],
+    }, "pt-many.yaml")
+
+
+def test_seventeen_passed_through_ports_get_their_interrupt_entries():
+    """17 ports x 64 MSI-X vectors is more than 1,024 IRTEs: the host's table is the 65,536 entries
+    VT-d allows (IRTA.S = 15) and Linux sets up, so every port's vectors have one."""
+    world = World(many_ports(17, 17))
+    unit = world.hosts["host0"].iommu.unit
+    assert unit.irt_entries == 1 << 16
+    assert world.hosts["host0"].iommu.next_irte == 17 * s.MSIX_VECTORS
+    assert flows(run(many_ports(17, 17)))["ping"]["delivered"] == 2
+
+
+def test_a_host_out_of_interrupt_entries_is_a_one_line_error(monkeypatch):
+    """Should a host run out of IRTEs all the same, the VM and NIC that found none are named."""
+    from iovirt.experiments.scenario import ScenarioError
+    from iovirt.hypervisor import passthrough
+
+    monkeypatch.setattr(passthrough, "IRT_ENTRIES", 128)          # room for two ports' 64 vectors
+    with pytest.raises(ScenarioError) as err:
+        World(many_ports(3, 3))
+    assert str(err.value) == ("pt-many.yaml: vms[2].nics[0]: cannot give vm2 its ixgbe: host0's interrupt "
+                              "remapping table is full (128 entries, 128 in use): no 64 entries for 0000:05:00.0")

@@ -274,7 +274,10 @@ class World:
                 pnic = self.hosts[host].nics.get(nic.uplink)
                 if pnic is None or pnic.owner is not None:
                     return f"{spec.name} stays on its virtio-net standby: {host} has no free port {nic.uplink}"
-                made = PassthroughNic(vm, pnic, mac_bytes(nic.mac), posted=posted, hotplug=True)
+                try:
+                    made = PassthroughNic(vm, pnic, mac_bytes(nic.mac), posted=posted, hotplug=True)
+                except (AssignmentError, MemoryError) as exc:
+                    return f"{spec.name} stays on its virtio-net standby: {exc}"
             else:
                 ports = sorted((p for (h, _), p in self.sriov.items() if h == host and p.free),
                                key=lambda p: p.pnic.name != nic.uplink)       # the port of the same name first

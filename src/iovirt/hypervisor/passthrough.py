@@ -44,6 +44,9 @@ from .wire import Link
 
 HOST_NIC_BUS = 3                # each physical NIC behind its own root port, from bus 03
 IOMMU_HOST_MEMORY = 64 << 20    # where the remapping tables live (untouched pages cost nothing)
+# The host's interrupt remapping table: as large as VT-d allows (IRTA_REG.S = 15: 2^(S+1) entries, VT-d
+# spec 11.4.7.2), as Linux sets it up (INTR_REMAP_TABLE_ENTRIES, drivers/iommu/intel/iommu.h): 1 MiB.
+IRT_ENTRIES = 1 << 16
 POSTED_INTR_VECTOR = 0xF2       # Linux POSTED_INTR_VECTOR: the notification vector (NV)
 LAPIC_MSI = 0xFEE00000
 
@@ -85,9 +88,10 @@ class HostIommu:
     pages (2 MiB hugepages, or 4 KiB)."""
 
     def __init__(self, host, page_size: int = vtd.PAGE_2M, iotlb_entries: int = 64) -> None:
+        self.name = host.name
         self.page_size = page_size
         self.unit = Iommu(GuestMemory(IOMMU_HOST_MEMORY), Resource(f"{host.name}/iommu", "iommu", host.ledger),
-                          iotlb_entries=iotlb_entries)
+                          iotlb_entries=iotlb_entries, irt_entries=IRT_ENTRIES)
         self.domains: dict[str, int] = {}
         self.members: dict[str, set[Bdf]] = {}       # the requesters in each VM's domain
         self.pi_desc: dict[str, int] = {}
@@ -120,10 +124,15 @@ class HostIommu:
             self.pi_desc[vm.name] = self.unit.pi_desc(POSTED_INTR_VECTOR, 0)
         return self.pi_desc[vm.name]
 
-    def irtes(self, count: int) -> int:
-        """``count`` consecutive IRT entries: a block given back, else fresh ones."""
+    def irtes(self, count: int, requester: str) -> int:
+        """``count`` consecutive IRT entries for ``requester``: a block given
+        back, else fresh ones; AssignmentError when the table has no room."""
         if self.free_irtes.get(count):
             return self.free_irtes[count].pop()
+        if self.next_irte + count > self.unit.irt_entries:
+            in_use = self.next_irte - sum(size * len(bases) for size, bases in self.free_irtes.items())
+            raise AssignmentError(f"{self.name}'s interrupt remapping table is full ({self.unit.irt_entries} "
+                                  f"entries, {in_use} in use): no {count} entries for {requester}")
         base, self.next_irte = self.next_irte, self.next_irte + count
         return base
 
@@ -152,10 +161,14 @@ class AssignedFunction(PciNic):
             self.dma = Dma(vm.mem, "dma")
         else:
             self.iommu = vm.host.iommu
-            self.iommu.attach(vm, requester)
+            self.irte_base = self.iommu.irtes(vectors, f"0000:{requester}")
+            try:
+                self.iommu.attach(vm, requester)
+            except MemoryError:                 # no room for the domain's page tables: the entries go back
+                self.iommu.free(self.irte_base, vectors)
+                raise
             self._translate = self.iommu.unit.translator(requester, engine)
             self.dma = Dma(vm.mem, "dma", translate=_no_bus_master)
-            self.irte_base = self.iommu.irtes(vectors)
         self.hotplug = None if vm.native else PciHotplug.of(vm)
         self.plugged = self.unplugging = False
         self._unplugged: Callable[[], None] | None = None
@@ -276,7 +289,11 @@ class PassthroughNic(AssignedFunction):
         slot = self.slot_for(vm, slot)
         pnic.claim(vm.name)
         self.pnic = pnic
-        super().__init__(vm, pnic.bdf, pnic.engine, ixs.MSIX_BAR, ixs.MSIX_VECTORS, posted)
+        try:
+            super().__init__(vm, pnic.bdf, pnic.engine, ixs.MSIX_BAR, ixs.MSIX_VECTORS, posted)
+        except (AssignmentError, MemoryError):  # no interrupt entries or page tables for it: the port stays the host's
+            pnic.release()
+            raise
         self.plug(vm, Ixgbe(vm.sim, mac, self.dma, pnic.engine), hotplug, slot)
         pnic.link.attach(self.device)
 

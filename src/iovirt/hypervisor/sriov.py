@@ -106,7 +106,7 @@ class SriovNic(AssignedFunction):
         self.port, self.index = port, n
         try:
             super().__init__(vm, port.cap.vf_bdf(n), port.pnic.engine, vs.MSIX_BAR, vs.MSIX_VECTORS, posted)
-        except MemoryError as exc:              # no room left for the VM's IOMMU tables: the VF goes back
+        except (AssignmentError, MemoryError) as exc:   # no room for the VM's IOMMU tables or IRTEs: the VF goes back
             port.release(n)
             raise AssignmentError(f"{port.pnic.address} VF {n} for {vm.name}: {exc}") from None
         vf.dma = self.dma
