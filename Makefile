@@ -1,11 +1,16 @@
 # make demo  - set up .venv and run the bundled example
 # make test  - set up .venv and run the test suite
 # make bench - simulator speed figures
+# make fuzz  - the long hostile-guest campaign (FUZZ_EXAMPLES per surface, FUZZ_SEED, FUZZ_BUDGET_S each)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean
+FUZZ_EXAMPLES ?= 100000
+FUZZ_SEED ?= 0
+FUZZ_BUDGET_S ?= 1800
+
+.PHONY: demo test bench fuzz clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +29,9 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/sim_speed.py
 	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python benchmarks/migration.py
+
+fuzz: $(VENV)/.installed
+	$(BIN)/python tests/fuzz_campaign.py --examples $(FUZZ_EXAMPLES) --seed $(FUZZ_SEED) --budget-s $(FUZZ_BUDGET_S)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

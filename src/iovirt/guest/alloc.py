@@ -22,7 +22,7 @@ class OutOfGuestMemory(MemoryError):
 class DmaAllocator:
     def __init__(self, mem_size: int, zero: Callable[[int, int], None], base: int = 16 << 20) -> None:
         self.limit = mem_size
-        self.next = base
+        self.base = self.next = base
         self.zero = zero                                    # memset(0) of [gpa, gpa + size)
         self.free_extents: list[tuple[int, int]] = []       # (start, end), sorted, coalesced
         self.owned: dict[Hashable, list[tuple[int, int]]] = {}

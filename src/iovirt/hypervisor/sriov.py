@@ -58,8 +58,11 @@ class SriovPort:
 
     def _make_vf(self, n: int) -> PciFunction:
         """VF n as the PF's capability creates it: the VF's own header (what the
-        host sees); the function the guest sees is the VF model's."""
-        self._fresh_vf(n)
+        host sees); the function the guest sees is the VF model's.  A VF past
+        those the PF driver set pools up for (NumVFs rewritten under it) is
+        a header and nothing behind it."""
+        if n < self.engine.num_vfs:
+            self._fresh_vf(n)
         return PciFunction(vs.VENDOR_ID, vs.DEVICE_ID, PCI_CLASS_NETWORK_ETHERNET << 8, interrupt_pin=0, bars=VF_BARS)
 
     def _fresh_vf(self, n: int) -> None:

@@ -47,6 +47,21 @@ class Sim:
         if until is not None and until > self.now:
             self.now = until
 
+    def run_bounded(self, until: float, max_events: int) -> bool:
+        """As :meth:`run` up to ``until``, but stop after ``max_events``
+        events; False when events due by then remain (time stands still:
+        a watchdog's view of a livelock)."""
+        heap = self._heap
+        for _ in range(max_events):
+            if not heap or heap[0][0] > until:
+                if until > self.now:
+                    self.now = until
+                return True
+            when, _, _, callback, args = heappop(heap)
+            self.now = when
+            callback(*args)
+        return not heap or heap[0][0] > until
+
     @property
     def pending(self) -> int:
         return len(self._heap)
