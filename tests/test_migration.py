@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from iovirt.devices.vmstate import StateError
 from iovirt.experiments.migrate import matrix, migrate
 from iovirt.experiments.runner import begin, finish
 from iovirt.experiments.scenario import Scenario, ScenarioError
@@ -165,6 +166,21 @@ def test_a_target_that_cannot_reserve_the_memory_fails_the_migration(monkeypatch
     assert flow["delivered"] == flow["sent"] and m["frames_lost"] == 0
 
 
+def test_a_device_state_that_cannot_be_saved_fails_the_migration(monkeypatch):
+    """Should a device's state not encode at the stop (a value past its field's width), the migration
+    fails with the reason and the VM runs on at its source."""
+    from iovirt.hypervisor import migration
+
+    def unsavable(device):
+        raise StateError("e1000.errors: cannot save: 'Q' format requires 0 <= number <= 18446744073709551615")
+
+    monkeypatch.setattr(migration, "save_state", unsavable)
+    m = migrate(scenario()).to_dict()
+    assert m["result"] == "failed" and m["reason"] == (
+        "device state not saved: e1000.errors: cannot save: 'Q' format requires 0 <= number <= "
+        "18446744073709551615; vm1 continues on host0")
+
+
 def test_a_passed_through_vm_is_blocked_with_the_reason():
     """Pass-through: refused before anything is copied; its traffic is untouched."""
     outcome = migrate(scenario("ixgbe", "passthrough", dst="wire"))
@@ -209,7 +225,8 @@ def test_a_vm_larger_than_an_hvm_domain_cannot_go_to_xen():
     s.vms[0].vcpus = 200
     row = {(r["vm"], r["to"]): r for r in matrix(s)}["vm1", "host1"]
     assert row["result"] == "blocked"
-    assert row["reason"] == "vm1 has 200 vCPUs; a VM on host1 (xen) has at most 128 (HVM_MAX_VCPUS: an HVM domain's limit)"
+    assert row["reason"] == ("vm1 has 200 vCPUs; a VM on host1 (xen) has at most 128 "
+                             "(HVM_MAX_VCPUS: an HVM domain's limit)")
 
 
 def test_bad_targets_are_one_line_errors():

@@ -25,7 +25,8 @@ from iovirt.devices.pcnet import PCNet
 from iovirt.devices.rtl8139 import RTL8139
 from iovirt.devices.tulip import Tulip
 from iovirt.devices.virtio_net import VirtioNet
-from iovirt.devices.vmstate import StateError, load_state, migration_blocker, save_state
+from iovirt.devices.vmstate import (_U8, Nested, NestedList, StateError, _Reader, check_state, load_state,
+                                   migration_blocker, save_state)
 from iovirt.guest.kernel import GuestKernel
 from iovirt.hypervisor.addrmap import pieces
 from iovirt.hypervisor.emulation import EmulatedNic
@@ -290,6 +291,21 @@ def test_e1000_receive_delay_timer_pending_at_save_fires_on_the_target():
     assert_same_state(src.dev, dst.dev)
 
 
+def test_e1000_statistics_stick_at_their_maximum():
+    """A good-packets counter at 0xFFFFFFFF (as a stream may bring it) stays there when the next frame
+    arrives (QEMU's e1000 inc_reg_if_not_full), so the device still saves."""
+    sim, ledger, m = booted(E1000)
+    for name in ("GPRC", "TPR", "GPTC", "TPT"):
+        m.dev.r[_R[name] >> 2] = 0xFFFFFFFF
+    (f,) = inbound(1)
+    m.peer.send(f)
+    exchange(m, [frame(PEER_MAC, GUEST_MAC, 100, random.Random(0))], [])
+    settle(sim, [m])
+    assert received_prefixes(m, [f]) == [f] and len(m.peer.frames) == 1
+    assert all(m.dev.r[_R[name] >> 2] == 0xFFFFFFFF for name in ("GPRC", "TPR", "GPTC", "TPT"))
+    load_state(bare("e1000"), save_state(m.dev))
+
+
 def test_e1000_interrupt_held_by_itr_at_save_is_raised_on_the_target():
     """A cause held back by interrupt throttling (ITR) at the save is raised on the target
     when the interval ends, as on the source."""
@@ -471,6 +487,174 @@ def test_random_and_mangled_streams_raise_only_state_error(case):
         load_state(dev, blob)
     except StateError:
         assert save_state(dev) == before
+
+
+def test_a_pending_bit_beyond_the_vectors_is_refused_before_loading():
+    """A stream with a valid CRC whose MSI-X PBA has a bit past the function's vectors (virtio-net
+    has 3) is refused by check_state, naming the field; it used to load and fail in post_load."""
+    dev = bare("virtio-net")
+    dev.pci.msix.pba[0] |= 1 << 5
+    target = bare("virtio-net")
+    with pytest.raises(StateError, match=r"^virtio-net\.pci\.msix\.pba: pending bit 5 set, the function has 3 "
+                                         r"vectors$"):
+        check_state(target, save_state(dev))
+
+
+def _set(attr, value):
+    """An edit of a device: ``attr`` (dotted) set to ``value``."""
+    def edit(dev):
+        *parents, last = attr.split(".")
+        obj = dev
+        for part in parents:
+            obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+        setattr(obj, last, value)
+    return edit
+
+
+def _reg(index, value):
+    def edit(dev):
+        dev.r[index] = value
+    return edit
+
+
+_E1000_R = {r.name: r.offset >> 2 for r in e1000_spec.REGS}
+BEYOND_LIMITS = [   # a value the model can never hold, and the field and limit check_state names
+    ("e1000", _set("ioaddr", 0x20000), r"e1000\.ioaddr: 0x20000 has bits outside 0x1fffc \(IOADDR selects a "
+                                       r"dword of the 128 KiB register BAR\)"),
+    ("e1000", _set("tx_frame", bytearray(16385)), r"e1000\.tx_frame: 16385 bytes, more than 16384"),
+    ("e1000", _reg(_E1000_R["RDLEN"], 0x1234), r"e1000\.r: RDLEN 0x1234 has bits outside 0xfff80"),
+    ("e1000", _reg(_E1000_R["TDT"], 0x10000), r"e1000\.r: TDT 0x10000 has bits outside 0xffff"),
+    ("e1000", _set("rx_abs_deadline", float("-inf")), r"e1000\.rx_abs_deadline: instant is -inf, not a time on the "
+                                                      r"clock"),
+    ("e1000", _set("rx_deadline", float("inf")), r"e1000\.rx_deadline: instant is inf, not a time on the clock"),
+    ("e1000", _set("pending_rx_cause", 1), r"e1000\.pending_rx_cause: 0x1 has bits outside 0x90"),
+    ("rtl8139", _set("ring_size", 0), r"rtl8139\.ring_size: 0, the ring RCR.RBLEN selects is 8192 bytes"),
+    ("rtl8139", _set("tx_next", 4), r"rtl8139\.tx_next: 4 is not below 4 \(transmit slots\)"),
+    ("rtl8139", _set("rx_read", 8192), r"rtl8139\.rx_read: 8192 is not below 8192 \(the ring's bytes\)"),
+    ("rtl8139", _set("rx_write", 6), r"rtl8139\.rx_write: 6 is not a dword offset"),
+    ("rtl8139", _set("tctr_base", float("-inf")), r"rtl8139\.tctr_base: instant is -inf"),
+    ("rtl8139", lambda dev: (_set("eeprom.state", 2)(dev), _set("eeprom.count", 8)(dev)),
+     r"rtl8139\.eeprom\.count: 8 bits clocked in, a command has 8"),
+    ("rtl8139", _set("eeprom.do", 2), r"rtl8139\.eeprom\.do: 2 is not below 2 \(a pin\)"),
+    ("pcnet", _set("rap", 0x80), r"pcnet\.rap: 0x80 has bits outside 0x7f"),
+    ("pcnet", _set("rx_len", 3), r"pcnet\.rx_len: 3 descriptors, not a ring length the chip takes"),
+    ("pcnet", lambda dev: (_set("tx_len", 4)(dev), _set("tx_idx", 4)(dev)),
+     r"pcnet\.tx_idx: 4 is not below 4 \(the ring's descriptors\)"),
+    ("tulip", _set("tx_cur", 0x1002), r"tulip\.tx_cur: 0x1002 has bits outside 0xfffffffc"),
+    ("tulip", _set("filter", frozenset(bytes([2, 0, 0, 0, 0, i]) for i in range(17))),
+     r"tulip\.filter: 17 addresses, the perfect filter holds 16"),
+    ("tulip", _set("tx_frame", bytearray(2049)), r"tulip\.tx_frame: 2049 bytes, more than 2048"),
+    ("tulip", _set("srom.addr", 64), r"tulip\.srom\.addr: 64 is not below 64 \(SROM words\)"),
+    ("tulip", _set("srom.left", 17), r"tulip\.srom\.left: 17 is not below 17"),
+    ("tulip", lambda dev: (_set("srom.state", "command")(dev), _set("srom.count", 9)(dev)),
+     r"tulip\.srom\.count: 9 bits clocked in, a command has 8"),
+    ("virtio-net", _set("queues.0.size", 0), r"virtio-net\.queues: queue 0: size 0, not a power of two up to 256"),
+    ("virtio-net", _set("queues.1.size", 96), r"virtio-net\.queues: queue 1: size 96, not a power of two"),
+    ("virtio-net", _set("queues.1.msix_vector", 3), r"virtio-net\.queues: queue 1: MSI-X vector 3, the function "
+                                                    r"has 3 \(or NO_VECTOR\)"),
+    ("virtio-net", _set("config_msix_vector", 7), r"virtio-net\.config_msix_vector: MSI-X vector 7, the function "
+                                                  r"has 3"),
+    ("virtio-net", lambda dev: (_set("status", v.FEATURES_OK)(dev), _set("driver_features", 1 << 63)(dev)),
+     r"virtio-net\.driver_features: 0x8000000000000000 accepted \(FEATURES_OK\) with bits the device does not "
+     r"offer"),
+    ("virtio-net", lambda dev: dev.pci.config.set(0x02, 2, 0x1234), r"virtio-net\.pci\.config\.data: byte 0x002 "
+                                                                   r"is 0x34, the device's 0x41 in read-only bits"),
+    ("virtio-net", lambda dev: dev.pci.msix.table.__setitem__(12, 0x3),
+     r"virtio-net\.pci\.msix\.table: entry 0: Vector Control 0x3 has bits besides the Mask Bit"),
+]
+
+
+@pytest.mark.parametrize("name, edit, message", BEYOND_LIMITS,
+                         ids=[c[2].split(":")[0].replace("\\", "") for c in BEYOND_LIMITS])
+def test_a_value_beyond_the_device_limits_is_refused_naming_the_field(name, edit, message):
+    """Each field is checked against the target device's limits, not only its length: a ring size of 0 (which
+    divides), an index past its ring, an EEPROM clocking past its command, an instant at infinity, a vector
+    past the MSI-X table, read-only configuration bits: StateError naming the field and the limit."""
+    dev = bare(name)
+    edit(dev)
+    with pytest.raises(StateError, match=f"^{message}") as err:
+        check_state(bare(name), save_state(dev))
+    assert "\n" not in str(err.value)
+
+
+def _leaves(state, r, obj, now, path=()):
+    """(path, first byte, end) of every field the payload holds, as the reader meets them."""
+    for f in state.fields:
+        start, current = r.pos, f.get(obj)
+        if isinstance(f, NestedList):
+            f._version(r)
+            r.count()
+            for i, sub in enumerate(current):
+                yield from _leaves(f.state, r, sub, now, (*path, f.path, str(i)))
+        elif isinstance(f, Nested):
+            present = r.unpack(_U8)[0] if f.optional else 1
+            if present:
+                f._version(r)
+                yield from _leaves(f.state, r, current, now, (*path, f.path))
+        else:
+            f.decode(r, current, now)
+        yield ".".join((*path, f.path)), start, r.pos
+
+
+def payload_fields(name: str) -> tuple[int, list[tuple[str, int, int]]]:
+    """Where the payload starts in the stream, and each field's bytes in it."""
+    blob, dev = source_blob(name), bare(name)
+    at = 7 + blob[6] + 6
+    return at, [leaf for leaf in _leaves(type(dev).VMSTATE, _Reader(blob[at:-4]), dev, 0.0) if leaf[2] > leaf[1]]
+
+
+SPECIAL = st.sampled_from([b"\x00", b"\xff", b"\x7f", b"\x80", b"\x01"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_a_stream_that_passes_check_state_loads_without_error(name, data):
+    """Payload bytes of a real stream overwritten, any field, the CRC made right again: either check_state
+    refuses the stream with StateError, or load_state into a fresh device in a fresh VM raises nothing,
+    and the device it gives then runs (a frame arrives, the guest reads and writes its registers, time
+    passes) and saves again into a stream that loads."""
+    at, fields = payload_fields(name)
+    blob = bytearray(source_blob(name))
+    for _ in range(data.draw(st.integers(1, 4))):
+        field, start, end = data.draw(st.sampled_from(fields))
+        where = at + data.draw(st.integers(start, end - 1))
+        how = data.draw(st.sampled_from(["bytes", "byte", "value"]))
+        if how == "bytes":
+            size = data.draw(st.integers(1, min(8, at + end - where)))
+            blob[where:where + size] = data.draw(st.binary(min_size=size, max_size=size))
+        elif how == "byte" or end - start > 8:
+            blob[where:where + 1] = data.draw(SPECIAL)
+        else:                           # the whole field: an edge value of its width
+            width = end - start
+            value = data.draw(st.sampled_from([0, 1, 2, 3, 4, 5, 7, 8, 16, 17, 64, 255, 256, 4096, 8192, 1 << 63,
+                                               (1 << 8 * width) - 1, (1 << 8 * width) - 2]))
+            blob[at + start:at + end] = (value & (1 << 8 * width) - 1).to_bytes(width, "little")
+    body = bytes(blob[:-4])
+    stream = body + struct.pack("<I", zlib.crc32(body))
+    model = next(m for m in MODELS if m[1] == name)
+    sim = Sim()
+    target = machine(sim, Ledger(PROFILE), "restored", model, boot=False)
+    try:
+        check_state(target.dev, stream)
+    except StateError:
+        return
+    load_state(target.dev, stream)
+    dev, cpu = target.dev, target.vm.vcpus[0]
+    target.nic.resume()
+    target.peer.send(frame(GUEST_MAC, PEER_MAC, 100, random.Random(0)))
+    bars = sorted(dev.pci.bars.values(), key=lambda b: b.index)
+    for _ in range(data.draw(st.integers(0, 12))):
+        bar, offset = data.draw(st.sampled_from(bars)), data.draw(st.sampled_from(REGISTERS[name]))
+        read, write = dev.bar_handlers(bar.index)
+        cpu.sync(sim.now)
+        if data.draw(st.booleans()):
+            read(cpu, offset % bar.size & ~3, 4)
+        else:
+            write(cpu, offset % bar.size & ~3, 4, data.draw(st.integers(0, 0xFFFFFFFF)))
+        sim.run(until=sim.now + 20_000)
+    sim.run(until=sim.now + 1_000_000)
+    load_state(bare(name), save_state(dev))
 
 
 REGISTERS = {                           # where each model's registers are, to aim writes at them

@@ -22,7 +22,7 @@ from ..sim.resource import Resource
 from ..spec import e1000 as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .regs import add64, narrow, widen
-from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Instant, Ints, Nested, UInt, VmState
+from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Instant, Ints, Nested, UInt, VmState, length_at_most, masked
 
 _IDX = {r.name: r.offset >> 2 for r in s.REGS}
 CTRL, STATUS, EECD, EERD = _IDX["CTRL"], _IDX["STATUS"], _IDX["EECD"], _IDX["EERD"]
@@ -40,8 +40,25 @@ _WRITE_ONLY = frozenset(r.offset >> 2 for r in s.REGS if r.access == "wo")
 _KNOWN = frozenset(_IDX.values())
 _TX_UNPACK = s.TX_DESC.unpack_from
 _RDMTS = (2, 4, 8, 8)  # SDM 13.4.22: RXDMT0 when free descriptors come down to RDLEN / n
+# Registers whose writes keep only some bits (the handlers' masks): a restored value must fit them.
+_WRITE_MASKS = {RDLEN: 0xFFF80, TDLEN: 0xFFF80, RDT: 0xFFFF, TDT: 0xFFFF, IMS: s.IMS_ALL}
+_NAMES = {r.offset >> 2: r.name for r in s.REGS}
+
+
+def _registers_problem(r: list[int], dev: E1000, staged: dict) -> str | None:
+    for idx, mask in _WRITE_MASKS.items():
+        if r[idx] & ~mask:
+            return f"{_NAMES[idx]} {r[idx]:#x} has bits outside {mask:#x}"
+    return None
 
 Irq = Callable[[Resource, int], None]
+
+
+def _count(r: list[int], idx: int) -> None:
+    """One more event in a 32-bit statistics register, which sticks at its
+    maximum rather than wrap (QEMU e1000 inc_reg_if_not_full)."""
+    if r[idx] != 0xFFFFFFFF:
+        r[idx] += 1
 
 
 def eeprom_image(mac: bytes) -> list[int]:
@@ -265,8 +282,8 @@ class E1000:
         r = self.r
         if len(frame) < s.ETH_MIN_FRAME and r[TCTL] & s.TCTL_PSP:
             frame += bytes(s.ETH_MIN_FRAME - len(frame))
-        r[GPTC] += 1
-        r[TPT] += 1
+        _count(r, GPTC)
+        _count(r, TPT)
         add64(r, GOTCL, len(frame) + 4)
         if self.port is not None:
             self.port.send(cpu, frame)
@@ -314,14 +331,14 @@ class E1000:
                 dma.store(cpu, s.RX_WRITEBACK.struct, addr + s.RX_WRITEBACK_OFFSET, len(chunk), 0, status, 0, 0)
             except DmaFault:
                 self._dma_fault("rx_fault")
-                r[MPC] += 1
+                _count(r, MPC)
                 return
             r[RDH] = head + 1 if head + 1 < count else 0
-        r[GPRC] += 1
-        r[TPR] += 1
+        _count(r, GPRC)
+        _count(r, TPR)
         add64(r, GORCL, total + (4 if r[RCTL] & s.RCTL_SECRC else 0))   # SDM 13.7: DA through CRC
         if frame[0] & 1:
-            r[BPRC if frame[:6] == b"\xff" * 6 else MPRC] += 1
+            _count(r, BPRC if frame[:6] == b"\xff" * 6 else MPRC)
         cause = s.ICR_RXT0
         if (r[RDT] - r[RDH]) % count <= count // _RDMTS[(r[RCTL] >> 8) & 3]:
             cause |= s.ICR_RXDMT0
@@ -396,7 +413,11 @@ class E1000:
             self.port.flush(cpu)
 
     VMSTATE = VmState("e1000", 1, (
-        Ints("r", 32), Ints("eeprom", 16), Bytes("tx_frame", variable=True), Flag("tx_discard"), UInt("ioaddr", 32),
+        Ints("r", 32, check=_registers_problem), Ints("eeprom", 16),
+        Bytes("tx_frame", variable=True, check=length_at_most(s.MAX_FRAME, "the largest legacy TX packet")),
+        Flag("tx_discard"),
+        UInt("ioaddr", 32, check=masked(s.BAR0_SIZE - 4, "IOADDR selects a dword of the 128 KiB register BAR")),
         Flag("irq_asserted"), Instant("next_irq_ok"), Flag("mit_timer_armed"), Flag("rx_timer_armed"),
-        UInt("pending_rx_cause", 32), Instant("rx_deadline"), Instant("rx_abs_deadline"), Counts("errors"),
-        Nested("pci", PCI_FUNCTION)), post_load=post_load)
+        UInt("pending_rx_cause", 32, check=masked(s.ICR_RXT0 | s.ICR_RXDMT0, "the causes the delay timers hold")),
+        Instant("rx_deadline"), Instant("rx_abs_deadline", never=True),     # RADV 0: no absolute deadline
+        Counts("errors"), Nested("pci", PCI_FUNCTION)), post_load=post_load)

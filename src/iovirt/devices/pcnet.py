@@ -26,7 +26,7 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import pcnet as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
-from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Ints, Nested, UInt, VmState
+from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Ints, Nested, UInt, VmState, masked
 
 Irq = Callable[[Resource, int], None]
 
@@ -403,6 +403,26 @@ class PCNet:
             self.port.flush(cpu)
 
     VMSTATE = VmState("pcnet", 1, (
-        Bytes("aprom"), Ints("csr", 16), Ints("bcr", 16), UInt("rap", 16), UInt("rdra", 32), UInt("tdra", 32),
-        UInt("rx_len", 16), UInt("tx_len", 16), UInt("rx_idx", 16), UInt("tx_idx", 16), Flag("irq_asserted"),
-        Counts("errors"), Nested("pci", PCI_FUNCTION)))
+        Bytes("aprom"), Ints("csr", 16), Ints("bcr", 16),
+        UInt("rap", 16, check=masked(s.RAP_MASK, "RAP selects one of 128 registers")),
+        UInt("rdra", 32), UInt("tdra", 32),
+        UInt("rx_len", 16, check=lambda n, dev, staged: _ring_length_problem(n)),
+        UInt("tx_len", 16, check=lambda n, dev, staged: _ring_length_problem(n)),
+        UInt("rx_idx", 16, check=lambda i, dev, staged: _ring_index_problem(i, staged["rx_len"])),
+        UInt("tx_idx", 16, check=lambda i, dev, staged: _ring_index_problem(i, staged["tx_len"])),
+        Flag("irq_asserted"), Counts("errors"), Nested("pci", PCI_FUNCTION)))
+
+
+# ---- live migration: what a restored state may hold ---------------------------------------
+_RING_LENGTHS = frozenset(s.ring_length(code) for code in range(16)) | {0}   # 0: no init block read yet
+
+
+def _ring_length_problem(n: int) -> str | None:
+    """RLEN/TLEN codes give 1 to 512 descriptors, powers of two."""
+    if n in _RING_LENGTHS:
+        return None
+    return f"{n} descriptors, not a ring length the chip takes (a power of two up to {max(_RING_LENGTHS)})"
+
+
+def _ring_index_problem(index: int, length: int) -> str | None:
+    return None if index < max(length, 1) else f"{index} is not below {length} (the ring's descriptors)"

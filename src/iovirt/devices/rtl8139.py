@@ -30,7 +30,7 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import rtl8139 as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
-from .vmstate import PCI_FUNCTION, Bytes, Choice, Counts, Flag, Instant, Ints, Nested, UInt, VmState
+from .vmstate import PCI_FUNCTION, Bytes, Choice, Counts, Flag, Instant, Ints, Nested, UInt, VmState, below
 
 _OFF = {r.name: r.offset for r in s.REGS}
 IDR0, MAR0, TSD0, TSAD0, RBSTART = (_OFF[n] for n in ("IDR0", "MAR0", "TSD0", "TSAD0", "RBSTART"))
@@ -61,6 +61,36 @@ def eeprom_image(mac: bytes) -> list[int]:
 def stored_length(size: int) -> int:
     """Ring bytes a frame of ``size`` takes: header, padded frame, CRC, dword aligned."""
     return (4 + max(size, s.ETH_MIN_FRAME) + s.CRC_LEN + 3) & ~3
+
+
+# ---- live migration: what a restored state may hold ---------------------------------------
+def _eeprom_count_problem(count: int, staged: dict) -> str | None:
+    """A command is 8 bits (start bit excluded), a word 16: past them the
+    counter would run on and the shift register overflow its 16 bits."""
+    command = s.EE_OP_BITS + s.EEPROM_ADDR_BITS
+    state, shift = staged["state"], staged["shift"]
+    if state == Eeprom93C46._COMMAND and count >= command:
+        return f"{count} bits clocked in, a command has {command}"
+    if state == Eeprom93C46._DATA and count >= 16:
+        return f"{count} bits shifted out, a word has 16"
+    if count > 16:
+        return f"{count} is not below 17 (bits of a word)"
+    width = count if state == Eeprom93C46._COMMAND else command
+    if shift >> width:
+        return f"shift register {shift:#x} holds more than the {width} bits clocked in"
+    return None
+
+
+def _ring_size_problem(size: int, staged: dict) -> str | None:
+    ring = s.rx_ring_size(int.from_bytes(staged["regs"][RCR:RCR + 4], "little"))
+    return None if size == ring else f"{size}, the ring RCR.RBLEN selects is {ring} bytes"
+
+
+def _rx_offset_problem(offset: int, staged: dict, dword: bool = False) -> str | None:
+    """Inside the ring; the chip writes records at dword offsets (datasheet 9.2)."""
+    if offset >= staged["ring_size"]:
+        return f"{offset} is not below {staged['ring_size']} (the ring's bytes)"
+    return f"{offset} is not a dword offset" if dword and offset & 3 else None
 
 
 class Eeprom93C46:
@@ -121,7 +151,8 @@ class Eeprom93C46:
 
     VMSTATE = VmState("93c46", 1, (
         Ints("words", 16), Flag("cs"), Flag("sk"), Choice("state", (_IDLE, _START, _COMMAND, _DATA, _IGNORE)),
-        UInt("shift", 16), UInt("count", 8), UInt("out", 16), UInt("do", 8)))
+        UInt("shift", 16), UInt("count", 8, check=lambda count, eeprom, staged: _eeprom_count_problem(count, staged)),
+        UInt("out", 16), UInt("do", 8, check=below(2, "a pin"))))
 
 
 class RTL8139:
@@ -422,6 +453,10 @@ class RTL8139:
         self._flush(cpu)
 
     VMSTATE = VmState("rtl8139", 1, (
-        Bytes("regs"), Nested("eeprom", Eeprom93C46.VMSTATE), Flag("irq_asserted"), UInt("tx_next", 8),
-        UInt("ring_size", 32), UInt("rx_read", 32), UInt("rx_write", 32), Instant("tctr_base"), Counts("errors"),
+        Bytes("regs"), Nested("eeprom", Eeprom93C46.VMSTATE), Flag("irq_asserted"),
+        UInt("tx_next", 8, check=below(s.NUM_TX_DESC, "transmit slots")),
+        UInt("ring_size", 32, check=lambda size, dev, staged: _ring_size_problem(size, staged)),
+        UInt("rx_read", 32, check=lambda offset, dev, staged: _rx_offset_problem(offset, staged)),
+        UInt("rx_write", 32, check=lambda offset, dev, staged: _rx_offset_problem(offset, staged, dword=True)),
+        Instant("tctr_base"), Counts("errors"),
         Nested("pci", PCI_FUNCTION)))

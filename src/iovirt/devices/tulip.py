@@ -32,7 +32,8 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import tulip as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
-from .vmstate import PCI_FUNCTION, ByteSet, Bytes, Choice, Counts, Flag, Ints, Nested, UInt, VmState
+from .vmstate import (PCI_FUNCTION, ByteSet, Bytes, Choice, Counts, Flag, Ints, Nested, UInt, VmState, below,
+                      length_at_most, masked)
 
 CSR0, CSR1, CSR2, CSR3, CSR4, CSR5, CSR6, CSR7, CSR8, CSR9 = range(10)
 CSR12 = 12
@@ -125,7 +126,23 @@ class Srom93c46:
 
     VMSTATE = VmState("93c46", 1, (
         Ints("words", 16), Flag("cs"), Flag("sk"), Choice("state", ("start", "command", "read", "ignore")),
-        UInt("shift", 16), UInt("count", 8), UInt("do", 8), UInt("addr", 8), UInt("left", 8)))
+        UInt("shift", 16), UInt("count", 8, check=lambda count, srom, staged: _srom_count_problem(count, staged)),
+        UInt("do", 8, check=below(2, "a pin")), UInt("addr", 8, check=below(s.SROM_WORDS, "SROM words")),
+        UInt("left", 8, check=below(17, "bits of a word still to shift out"))))
+
+
+def _srom_count_problem(count: int, staged: dict) -> str | None:
+    """READ's command is a 2-bit opcode and the address: past it the counter
+    would run on and the shift register overflow its 16 bits."""
+    command = 2 + s.SROM_ADDR_BITS
+    if staged["state"] == "command" and count >= command:
+        return f"{count} bits clocked in, a command has {command}"
+    if count > command:
+        return f"{count} is not below {command + 1} (bits of a command)"
+    width = count if staged["state"] == "command" else command
+    if staged["shift"] >> width:
+        return f"shift register {staged['shift']:#x} holds more than the {width} bits clocked in"
+    return None
 
 
 class Tulip:
@@ -478,7 +495,12 @@ class Tulip:
         self._flush(cpu)
 
     VMSTATE = VmState("tulip", 1, (
-        Ints("csr", 32), ByteSet("filter", 6), UInt("tx_cur", 32), UInt("rx_cur", 32), Bytes("tx_frame", variable=True),
+        Ints("csr", 32),
+        ByteSet("filter", 6, check=lambda addresses, dev, staged: None if len(addresses) <= s.SETUP_ENTRIES else
+                f"{len(addresses)} addresses, the perfect filter holds {s.SETUP_ENTRIES}"),
+        UInt("tx_cur", 32, check=masked(0xFFFFFFFC, "descriptors are dword aligned")),
+        UInt("rx_cur", 32, check=masked(0xFFFFFFFC, "descriptors are dword aligned")),
+        Bytes("tx_frame", variable=True, check=length_at_most(s.JABBER_BYTES, "the transmit jabber limit")),
         Flag("tx_discard"), Flag("bus_error"), Flag("irq_asserted"), Nested("srom", Srom93c46.VMSTATE),
         Counts("errors"), Nested("pci", PCI_FUNCTION)))
 

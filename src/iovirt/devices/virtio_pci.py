@@ -242,8 +242,40 @@ class VirtioPciDevice:
                     self.kick_hook(cpu, q.index)
 
 
+# ---- live migration: what a restored transport may hold (QEMU virtio_load and virtio_pci_load_config) ----
+def _vector_problem(vector: int, dev: VirtioPciDevice) -> str | None:
+    """4.1.5.1.2.1: a vector the MSI-X table has, or NO_VECTOR (QEMU: msix_vector_use fails the load)."""
+    vectors = dev.pci.msix.vectors
+    if vector < vectors or vector == v.VIRTIO_MSI_NO_VECTOR:
+        return None
+    return f"MSI-X vector {vector}, the function has {vectors} (or NO_VECTOR)"
+
+
+def _features_problem(features: int, dev: VirtioPciDevice, staged: dict) -> str | None:
+    """Once FEATURES_OK is set the driver's features are a subset of the device's (2.2.2;
+    QEMU virtio_load: "Features ... unsupported")."""
+    if staged["status"] & v.FEATURES_OK and features & ~dev.FEATURES:
+        return f"{features:#x} accepted (FEATURES_OK) with bits the device does not offer ({dev.FEATURES:#x})"
+    return None
+
+
+def _queues_problem(queues: list[dict], dev: VirtioPciDevice, staged: dict) -> str | None:
+    """Each queue's size is what a write of queue_size could leave (a power of two up to the
+    device's maximum: a 0 would divide), its vector one of the table's."""
+    for q, target in zip(queues, dev.queues):
+        size = q["size"]
+        if not size or size & (size - 1) or size > target.max_size:
+            return f"queue {target.index}: size {size}, not a power of two up to {target.max_size}"
+        problem = _vector_problem(q["msix_vector"], dev)
+        if problem:
+            return f"queue {target.index}: {problem}"
+    return None
+
+
 TRANSPORT_STATE = (                      # what a virtio-pci device's VMSTATE starts with
     UInt("status", 8), UInt("isr", 8), UInt("config_generation", 8), UInt("device_feature_select", 32),
-    UInt("driver_feature_select", 32), UInt("driver_features", 64), UInt("queue_select", 16),
-    UInt("config_msix_vector", 16), Counts("errors"), NestedList("queues", Virtqueue.VMSTATE),
+    UInt("driver_feature_select", 32), UInt("driver_features", 64, check=_features_problem),
+    UInt("queue_select", 16),
+    UInt("config_msix_vector", 16, check=lambda vector, dev, staged: _vector_problem(vector, dev)),
+    Counts("errors"), NestedList("queues", Virtqueue.VMSTATE, check=_queues_problem),
     Nested("pci", PCI_FUNCTION))

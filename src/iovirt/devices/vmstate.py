@@ -8,7 +8,13 @@ Each migratable device class declares its state once, as a table::
 Fields name attributes (dotted paths reach sub-objects) and say how each is
 encoded: unsigned ints of a width, int tables, byte strings, flags, choices
 from a fixed set, sets of fixed-size byte strings, counters, sim-clock
-instants, nested tables.  No pickle: the stream holds values only, in
+instants, nested tables.  A field may carry a ``check`` of the decoded value
+against the target device (its limits: a ring size, a vector count, the
+configuration bits no guest can write) and the values staged before it; a
+stream that decodes and passes every check loads without error, and the
+device it gives is one the model can reach (QEMU's VMState ``.field_exists``
+and ``post_load`` checks, as in virtio_load and get_pci_config_device).
+No pickle: the stream holds values only, in
 declaration order, little-endian::
 
     "IOVS" | u16 format | u8 len, device name | u16 version | u32 payload length | payload | u32 CRC-32
@@ -53,6 +59,11 @@ ASSIGNED_DEVICE = ("an assigned device cannot be live-migrated: its registers an
                    "dirty-page logging")
 
 
+Check = Callable[[Any, Any, dict], "str | None"]
+"""(staged value, the table's object on the target, values staged before it
+in the table) -> what is wrong with the value, or None."""
+
+
 class StateError(ValueError):
     """A device state stream that cannot be loaded: tampered, truncated, for
     another device or another version."""
@@ -91,10 +102,12 @@ class _Reader:
 
 # ---- fields ----------------------------------------------------------------------------------
 class Field:
-    """One named piece of state; ``path`` is an attribute, dotted for a sub-object's."""
+    """One named piece of state; ``path`` is an attribute, dotted for a sub-object's;
+    ``check`` what a loaded value must satisfy."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, check: Check | None = None) -> None:
         self.path = path
+        self.check = check
         *self._parents, self._attr = path.split(".")
 
     def _owner(self, obj: Any) -> Any:
@@ -126,8 +139,8 @@ class Field:
 class UInt(Field):
     """An unsigned integer of ``bits`` (8, 16, 32 or 64)."""
 
-    def __init__(self, path: str, bits: int) -> None:
-        super().__init__(path)
+    def __init__(self, path: str, bits: int, check: Check | None = None) -> None:
+        super().__init__(path, check)
         self.st = struct.Struct("<" + _CODES[bits])
 
     def encode(self, value: int, out: bytearray, now: float) -> None:
@@ -153,8 +166,8 @@ class Flag(Field):
 class Choice(Field):
     """One of a fixed tuple of values (a state machine's state), saved as its index."""
 
-    def __init__(self, path: str, options: Iterable[Any]) -> None:
-        super().__init__(path)
+    def __init__(self, path: str, options: Iterable[Any], check: Check | None = None) -> None:
+        super().__init__(path, check)
         self.options = tuple(options)
 
     def encode(self, value: Any, out: bytearray, now: float) -> None:
@@ -170,7 +183,12 @@ class Choice(Field):
 class Instant(Field):
     """A point on the sim clock (a timer's deadline, a counter's base): saved
     as its distance from ``sim.now``, restored at the same distance from the
-    target's ``sim.now``; infinity (never) stays infinity."""
+    target's ``sim.now``; infinity (never) stays infinity where ``never`` says
+    the field may hold it, and is refused elsewhere."""
+
+    def __init__(self, path: str, never: bool = False, check: Check | None = None) -> None:
+        super().__init__(path, check)
+        self.never = never
 
     def encode(self, value: float, out: bytearray, now: float) -> None:
         out += _F64.pack(value - now)
@@ -179,14 +197,16 @@ class Instant(Field):
         delta = r.unpack(_F64)[0]
         if math.isnan(delta):
             raise _Bad("instant is NaN")
+        if math.isinf(delta) and (delta < 0 or not self.never):
+            raise _Bad(f"instant is {delta}, not a time on the clock")
         return now + delta
 
 
 class _Sized(Field):
     """A sequence the target holds at a fixed size unless ``variable``."""
 
-    def __init__(self, path: str, variable: bool = False) -> None:
-        super().__init__(path)
+    def __init__(self, path: str, variable: bool = False, check: Check | None = None) -> None:
+        super().__init__(path, check)
         self.variable = variable
 
     def _length(self, r: _Reader, current: Any) -> int:
@@ -199,8 +219,8 @@ class _Sized(Field):
 class Ints(_Sized):
     """A list of unsigned ints of ``bits``, kept in place."""
 
-    def __init__(self, path: str, bits: int, variable: bool = False) -> None:
-        super().__init__(path, variable)
+    def __init__(self, path: str, bits: int, variable: bool = False, check: Check | None = None) -> None:
+        super().__init__(path, variable, check)
         self.code = _CODES[bits]
         self.size = bits // 8
 
@@ -241,8 +261,8 @@ class Bytes(_Sized):
 class ByteSet(Field):
     """A frozenset of byte strings of one ``size`` (a perfect address filter)."""
 
-    def __init__(self, path: str, size: int) -> None:
-        super().__init__(path)
+    def __init__(self, path: str, size: int, check: Check | None = None) -> None:
+        super().__init__(path, check)
         self.size = size
 
     def encode(self, value: frozenset[bytes], out: bytearray, now: float) -> None:
@@ -286,8 +306,8 @@ class Nested(Field):
     """A sub-object with a table of its own (saved with its version); an
     ``optional`` one (a capability) must be present on both sides or neither."""
 
-    def __init__(self, path: str, state: VmState, optional: bool = False) -> None:
-        super().__init__(path)
+    def __init__(self, path: str, state: VmState, optional: bool = False, check: Check | None = None) -> None:
+        super().__init__(path, check)
         self.state = state
         self.optional = optional
 
@@ -371,7 +391,10 @@ class VmState:
         staged = {}
         for f in self.fields:
             try:
-                staged[f.path] = f.decode(r, f.get(obj), now)
+                value = staged[f.path] = f.decode(r, f.get(obj), now)
+                problem = f.check(value, obj, staged) if f.check is not None else None
+                if problem:
+                    raise _Bad(problem)
             except _Bad as bad:
                 bad.path.insert(0, f.path)
                 raise
@@ -385,9 +408,28 @@ class VmState:
             after.append(lambda: self.post_load(obj))
 
 
+# ---- checks the device models share ----------------------------------------------------
+def below(limit: int, what: str) -> Check:
+    """The value is less than ``limit``."""
+    return lambda value, obj, staged: None if value < limit else f"{value} is not below {limit} ({what})"
+
+
+def masked(mask: int, what: str) -> Check:
+    """The value has no bit outside ``mask`` (the bits a write can set)."""
+    def check(value: int, obj: Any, staged: dict) -> str | None:
+        return None if not value & ~mask else f"{value:#x} has bits outside {mask:#x} ({what})"
+    return check
+
+
+def length_at_most(limit: int, what: str) -> Check:
+    return lambda value, obj, staged: None if len(value) <= limit else f"{len(value)} bytes, more than {limit} ({what})"
+
+
 # ---- the PCI function every device model carries ------------------------------------------
-MSIX_TABLE = VmState("msix", 1, (Bytes("table"), Bytes("pba")))
-PCI_FUNCTION = VmState("pci", 1, (Bytes("config.data"), Nested("msix", MSIX_TABLE, optional=True)),
+MSIX_TABLE = VmState("msix", 1, (Bytes("table", check=lambda value, msix, staged: msix.table_problem(value)),
+                                 Bytes("pba", check=lambda value, msix, staged: msix.pba_problem(value))))
+PCI_FUNCTION = VmState("pci", 1, (Bytes("config.data", check=lambda value, fn, staged: fn.config_problem(value)),
+                                  Nested("msix", MSIX_TABLE, optional=True)),
                        post_load=PciFunction.reload)
 
 

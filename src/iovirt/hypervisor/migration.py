@@ -231,7 +231,10 @@ class Migration:
         self.vm.pause()
         self.report.stopped_ns = now
         self.sender.sync(now)
-        states = [save_state(nic.device) for nic in self.vm.nics]
+        try:
+            states = [save_state(nic.device) for nic in self.vm.nics]
+        except StateError as exc:
+            return self._abort(f"device state not saved: {exc}")
         self.report.state_bytes = sum(map(len, states))
         end = now
         for first in range(0, len(dirty), BURST_PAGES):

@@ -19,7 +19,8 @@ from iovirt.spec.pci import (
     PCI_BASE_ADDRESS_SPACE_IO, PCI_CAP_EXP_ENDPOINT_SIZEOF_V2, PCI_CAP_ID_EXP, PCI_CAP_ID_MSI,
     PCI_CAP_ID_MSIX, PCI_CAP_LIST_NEXT, PCI_CAP_MSIX_SIZEOF, PCI_CAPABILITY_LIST, PCI_CFG_SPACE_EXP_SIZE,
     PCI_CFG_SPACE_SIZE, PCI_CLASS_REVISION, PCI_COMMAND, PCI_COMMAND_INTX_DISABLE, PCI_COMMAND_IO,
-    PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, PCI_EXP_ENDPOINT_CAP, PCI_EXP_ENDPOINT_CAP_BITS,
+    PCI_COMMAND_MASTER, PCI_COMMAND_MEMORY, PCI_EXP_ENDPOINT_CAP, PCI_EXP_ENDPOINT_CAP_BITS, PCI_HEADER_TYPE,
+    PCI_HEADER_TYPE_MFD,
     PCI_EXT_CAP_ID, PCI_EXT_CAP_START, PCI_EXT_CAP_VER, PCI_MSI_BITS, PCI_MSI_FLAGS,
     PCI_MSIX_CAP, PCI_MSIX_CAP_BITS, PCI_MSIX_FLAGS, PCI_STATUS, PCI_STATUS_CAP_LIST,
     PCI_STATUS_INTERRUPT, PCI_STD_HEADER_SIZEOF, PCI_STD_NUM_BARS, PCI_TYPE0_HEADER,
@@ -270,6 +271,28 @@ class PciFunction:
         self.msix.deliver_pending()
 
     # --- live migration ----------------------------------------------------
+    def config_problem(self, data: bytes) -> str | None:
+        """A restored configuration space may differ from this function's only
+        where a guest writes (the write and RW1C masks) or the function itself
+        sets bits (STATUS.INTERRUPT, MSI Pending Bits, the slot's multi-function
+        bit): IDs, BAR types and sizes, capability lists and the MSI-X table
+        size are this function's (QEMU get_pci_config_device: "Bad config data")."""
+        cfg = self.config
+        free = bytearray(len(cfg.data))
+        free[PCI_STATUS] |= PCI_STATUS_INTERRUPT
+        free[PCI_HEADER_TYPE] |= PCI_HEADER_TYPE_MFD
+        if self.msi is not None and "PENDING" in self.msi.regs.by_name:
+            pending = self.msi.cap + self.msi.regs["PENDING"].offset
+            free[pending:pending + 4] = b"\xff" * 4
+        fixed = ~(int.from_bytes(cfg.wmask, "little") | int.from_bytes(cfg.w1cmask, "little")
+                  | int.from_bytes(free, "little"))
+        differ = (int.from_bytes(data, "little") ^ int.from_bytes(cfg.data, "little")) & fixed
+        if not differ:
+            return None
+        at = ((differ & -differ).bit_length() - 1) // 8
+        return (f"byte {at:#05x} is {data[at]:#04x}, the device's {cfg.data[at]:#04x} in read-only bits "
+                f"{(differ >> 8 * at) & 0xFF:#04x}")
+
     def reload(self) -> None:
         """Configuration space and the MSI-X table were restored (a migrated
         function): tell the subscribers what the guest had programmed (BAR

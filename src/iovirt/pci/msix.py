@@ -66,6 +66,23 @@ class MsixTable:
     def pending(self, vector: int) -> bool:
         return bool(self.pba[vector >> 3] >> (vector & 7) & 1)
 
+    # --- live migration: what a restored table and PBA may hold ---------------
+    def table_problem(self, table: bytes) -> str | None:
+        """Vector Control holds the Mask Bit only (writes keep no other, §6.8.2.9)."""
+        for vector in range(len(table) // PCI_MSIX_ENTRY_SIZE):
+            ctrl = _ENTRY_UNPACK(table, vector * PCI_MSIX_ENTRY_SIZE)[3]
+            if ctrl & ~PCI_MSIX_ENTRY_CTRL_MASKBIT:
+                return f"entry {vector}: Vector Control {ctrl:#x} has bits besides the Mask Bit"
+        return None
+
+    def pba_problem(self, pba: bytes) -> str | None:
+        """Pending Bits only for the function's vectors: the rest of the last QWORD reads 0."""
+        beyond = int.from_bytes(pba, "little") >> self.vectors
+        if beyond:
+            bit = self.vectors + (beyond & -beyond).bit_length() - 1
+            return f"pending bit {bit} set, the function has {self.vectors} vectors"
+        return None
+
     # --- BAR accesses ------------------------------------------------------
     def _window(self, bar: int, offset: int) -> tuple[bytearray, int] | None:
         if bar == self.table_bar and self.table_offset <= offset < self.table_end:
