@@ -131,6 +131,18 @@ def test_virtio_backend_defaults_to_qemu(base):
      "migration.fail_at_ms: expected a time at or after at_ms (3 ms): both count from the workloads' start, "
      "and the link cannot fail before the migration starts on it, got 1"),
     ([put("migration", value={"at_ms": 1e300})], "migration.at_ms: expected at most 10000 ms"),
+    ([put("hosts", 0, "nics", value=[{"name": "pnic0", "link_gbps": 1e-300}])],
+     "hosts[0].nics[0].link_gbps: expected at least 0.01 Gbit/s (10BASE-T, the slowest Ethernet), got 1e-300"),
+    ([put("hosts", 0, "nics", value=[{"name": "pnic0", "link_gbps": 1e300}])],
+     "hosts[0].nics[0].link_gbps: expected at most 800 Gbit/s (800GBASE, IEEE 802.3df), got 1e+300"),
+    ([put("migration", value={"link_gbps": 1e-300})], "migration.link_gbps: expected at least 0.01 Gbit/s"),
+    ([put("vms", 0, "nics", 0, "rate_mbps", value=1)],
+     "vms[0].nics[0].rate_mbps: expected at least 11 Mbit/s (the PF driver takes a max_tx_rate above 10, "
+     "ixgbe_ndo_set_vf_bw), got 1"),
+    ([put("vms", 0, "nics", 0, "rate_mbps", value=2**40)],
+     "vms[0].nics[0].rate_mbps: expected at most 10000 Mbit/s (the 82599's 10 Gbit/s link), got 1099511627776"),
+    ([put("workloads", 0, "duration_ms", value=1e-9)],
+     "workloads[0].count: expected at most 0 echo requests (one per microsecond of duration_ms, 1e-09), got 5"),
     ([put("migration", value={"downtime_ms": 1e300})],
      "migration.downtime_ms: expected at most 2000000 ms (QEMU's downtime-limit maximum, 2000 s)"),
 ])

@@ -42,6 +42,10 @@ MAX_HOST_NICS = 0xFF - 3 + 1  # each port behind a root port of its own, on buse
 # the examples' 10 ms; throughput, latency and utilisation are steady within a few milliseconds.
 MAX_DURATION_MS = 10_000
 MAX_RATE_PPS = 1e9         # one packet per ns, the clock's resolution
+MIN_LINK_GBPS = 0.01       # 10 Mbit/s: 10BASE-T, the slowest IEEE 802.3 rate
+MAX_LINK_GBPS = 800        # 800GBASE (IEEE 802.3df-2024), the fastest
+# ip link set PF vf N max_tx_rate: ixgbe_ndo_set_vf_bw refuses 10 Mbit/s or less, and more than the link
+MIN_VF_RATE_MBPS, MAX_VF_RATE_MBPS = 11, 10_000
 MIN_RATE_PPS = 1000 / MAX_DURATION_MS  # one packet in the longest run
 PINGS_PER_MS = 1000        # ping -c sends on past duration_ms; at most one echo request per microsecond of it
 MAX_DOWNTIME_MS = 2000 * 1000   # QEMU migration/options.c MAX_MIGRATE_DOWNTIME_SECONDS: downtime-limit <= 2000 s
@@ -163,12 +167,14 @@ class _Strict(BaseModel):
 
 
 SimTime = Annotated[float, _at_most(MAX_DURATION_MS, "ms", "the longest run simulated")]
+LinkGbps = Annotated[float, Field(gt=0), _at_least(MIN_LINK_GBPS, "Gbit/s", "10BASE-T, the slowest Ethernet"),
+                     _at_most(MAX_LINK_GBPS, "Gbit/s", "800GBASE, IEEE 802.3df")]
 
 
 class HostNic(_Strict):
     name: Name
     kind: NicKind = "x82599"
-    link_gbps: Positive = 10.0
+    link_gbps: LinkGbps = 10.0
     num_vfs: Annotated[int, Field(ge=0)] = 0
 
 
@@ -192,7 +198,9 @@ class VmNic(_Strict):
     mac: Mac
     ip: Ipv4
     # SR-IOV only: the PF driver's policy for this VF (ip link set PF vf N ...)
-    rate_mbps: Annotated[int, Field(ge=1)] | None = None
+    rate_mbps: Annotated[int, _at_least(MIN_VF_RATE_MBPS, "Mbit/s", "the PF driver takes a max_tx_rate above 10, "
+                                                              "ixgbe_ndo_set_vf_bw"),
+                         _at_most(MAX_VF_RATE_MBPS, "Mbit/s", "the 82599's 10 Gbit/s link")] | None = None
     vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
     spoofchk: bool = True
     trust: bool = False
@@ -242,7 +250,7 @@ class Migration(_Strict):
     vm: str | None = None
     to: str | None = None
     at_ms: Annotated[SimTime, Field(ge=0)] = 1.0  # after the workloads start
-    link_gbps: Positive = 10.0
+    link_gbps: LinkGbps = 10.0
     downtime_ms: Annotated[float, Field(gt=0), _at_most(MAX_DOWNTIME_MS, "ms", "QEMU's downtime-limit maximum, "
                                                                             "2000 s")] = 300.0  # QEMU's default
     max_rounds: Count = 30
@@ -643,7 +651,7 @@ def _workload_problems(
     if w.count is not None and w.type != "ping":
         yield f"{where}.count", f"expected no count for a {w.type} workload (only ping takes one), got {w.count}"
     elif w.count is not None and w.count > w.duration_ms * PINGS_PER_MS:
-        yield (f"{where}.count", f"expected at most {_number(w.duration_ms * PINGS_PER_MS)} echo requests (one per "
+        yield (f"{where}.count", f"expected at most {int(w.duration_ms * PINGS_PER_MS)} echo requests (one per "
                                  f"microsecond of duration_ms, {_number(w.duration_ms)}), got {w.count}")
 
 
