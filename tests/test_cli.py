@@ -176,6 +176,19 @@ def test_deep_nesting_is_one_line_exit_2(tmp_path, command):
     assert result.stderr.startswith(f"error: {path}: line 2, column 43: expected at most 32 levels of nested")
 
 
+def test_deeply_nested_profile_is_one_line_exit_2(tmp_path):
+    """A cost profile nested thousands of levels deep, named by a scenario or shown, is refused in one line."""
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("name: deep\ncosts: " + "[" * 5000 + "]" * 5000 + "\n")
+    path = write_scenario(tmp_path, put("profile", value="deep.yaml"))
+    expected = f"{deep}: line 2, column 39: expected at most 32 levels of nested lists and mappings"
+    result = invoke("validate", path)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: {path}: profile: {expected}")
+    shown = invoke("profile", "show", deep)
+    assert shown.exit_code == 2 and shown.stderr.startswith(f"error: {expected}")
+
+
 def test_oversize_file_is_one_line_exit_2(tmp_path):
     """A file beyond 16 MiB is refused without being read in whole (or parsed)."""
     path = tmp_path / "big.yaml"
@@ -338,7 +351,7 @@ def test_python_api_matches_cli_json(small, small_json):
 
 def test_flow_without_samples_has_null_latency():
     """A flow that delivered nothing has null latencies: strict JSON, and "-" in the table."""
-    flow = FlowResult.of(FlowStats(0, "udp_stream", "vm1", "vm2", 1500), ("emulated", "e1000", None), Counter(), 0, 0)
+    flow = FlowResult.of(FlowStats(0, "udp_stream", "vm1", "vm2", 1500), ("emulated", "e1000", None), Counter(), 0, 0, 0)
     data = Result({**RESULT, "flows": [flow.row]}).to_dict()
     assert data["flows"][0]["latency_us"] == {"p50": None, "p99": None, "max": None}
     assert strict_json(json.dumps(data)) == data

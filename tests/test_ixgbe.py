@@ -369,7 +369,7 @@ def test_wire_drops_frames_the_nic_cannot_take():
     r = rig()
     r.peer.send(frame(MAC))
     r.run()
-    assert r.link.stats["rx_dropped"] == 1
+    assert r.link.sim.drops.places[f"{r.link.name}/rx_dropped"] == 1
 
 
 # ---- receive and RSS ----------------------------------------------------------------------

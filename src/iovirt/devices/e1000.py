@@ -21,6 +21,7 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import e1000 as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
+from .discard import discard
 from .regs import add64, narrow, widen
 from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Instant, Ints, Nested, UInt, VmState, length_at_most, masked
 
@@ -85,6 +86,7 @@ class E1000:
         self.port = None                    # backend port, attached by the hypervisor
         self.eeprom = eeprom_image(mac)
         self.errors: Counter[str] = Counter()
+        self.place = self.NAME                  # where its drops are counted (the wiring names it)
         self.pci = PciFunction(s.VENDOR_ID, s.DEVICE_ID, s.CLASS_ETHERNET, interrupt_pin=1,
                                bars=(Bar(0, s.BAR0_SIZE, "mem32"), Bar(1, s.BAR1_SIZE, "io")))
         self._write = {CTRL: self._w_ctrl, EERD: self._w_eerd, ICR: self._w_icr, ICS: self._w_ics,
@@ -260,9 +262,9 @@ class E1000:
         if self.tx_discard:
             pass
         elif cmd & s.TXD_CMD_DEXT:
-            self.errors["tx_extended_desc_unsupported"] += 1
+            discard(self, "tx_extended_desc_unsupported")
         elif len(frame) + length > s.MAX_FRAME:
-            self.errors["tx_oversize"] += 1
+            discard(self, "tx_oversize")
             frame.clear()
             self.tx_discard = True
         elif length:

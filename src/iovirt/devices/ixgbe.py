@@ -38,6 +38,7 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import ixgbe as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
+from .discard import discard
 from .regs import add64, narrow, widen
 from .vmstate import ASSIGNED_DEVICE
 
@@ -98,6 +99,7 @@ class Ixgbe:
         self.port = None                    # the wire, attached by the platform
         self.msi: Msi | None = None         # MSI-X signalling, set by the platform
         self.errors: Counter[str] = Counter()
+        self.place = self.NAME                  # where its drops are counted (the wiring names it)
         self.vt = None                      # the SR-IOV engine, attached by it
         self.owner = [self] * num_queues    # the function each queue works for
         self.pci = PciFunction(s.VENDOR_ID, s.DEVICE_ID, s.CLASS_ETHERNET, revision=s.REVISION,
@@ -430,7 +432,7 @@ class Ixgbe:
             self._transmit(engine, q, frame)
             return
         if not cmd & s.TXD_CMD_DEXT or cmd & s.ADVTXD_DTYP_MASK not in (s.ADVTXD_DTYP_DATA, s.ADVTXD_DTYP_CTXT):
-            self.errors["tx_unsupported_descriptor"] += 1
+            discard(self, "tx_unsupported_descriptor")
         elif cmd & s.ADVTXD_DTYP_MASK == s.ADVTXD_DTYP_CTXT:
             return                           # offload context: no data, no EOP
         elif not self.tx_discard[q] and cmd & s.ADVTXD_DTALEN_MASK:
@@ -445,7 +447,7 @@ class Ixgbe:
 
     def _tx_gather(self, engine: Resource, q: int, buf: int, length: int) -> None:
         if self.tx_len[q] + length > s.MAX_TX_FRAME:
-            self.errors["tx_oversize"] += 1
+            discard(self, "tx_oversize")
         else:
             try:
                 self.tx_parts[q].append(self.owner[q].dma.read(engine, buf, length))
@@ -600,14 +602,14 @@ class Ixgbe:
         bsize = s.rx_buffer_size(srrctl)
         if (q >= self.num_queues or not r[b + DCTL] & s.RXDCTL_ENABLE or not bsize
                 or srrctl & s.SRRCTL_DESCTYPE_MASK != s.SRRCTL_DESCTYPE_ADV_ONEBUF):
-            self._rx_drop(q, "rx_queue_disabled")
+            self._rx_drop(q, "rx_queue_disabled", frame)
             return True
         count, head = r[b + LEN] >> 4, r[b + HEAD]
         need = -(-len(frame) // bsize)
         if not count or head >= count or (r[b + TAIL] - head) % count < need:
             if srrctl & s.SRRCTL_DROP_EN:
                 r[RNBC0] += 1
-                self._rx_drop(q, "rx_no_descriptor")
+                self._rx_drop(q, "rx_no_descriptor", frame)
                 return True
             return False
         owner = self.owner[q]
@@ -627,7 +629,7 @@ class Ixgbe:
         except DmaFault:
             self.rx_cache[q] = None
             owner.dma_fault("rx_fault")
-            self._rx_drop(q, "rx_dma_fault")
+            self._rx_drop(q, "rx_dma_fault", frame)
             return True
         if q < 16:
             r[QPRC[q]] += 1
@@ -651,8 +653,8 @@ class Ixgbe:
         self.rx_cache[q] = (base << 32 | count, (head + need) % count, bufs[need:])
         return bufs[:need]
 
-    def _rx_drop(self, q: int, why: str) -> None:
-        self.errors[why] += 1
+    def _rx_drop(self, q: int, why: str, frame: bytes) -> None:
+        discard(self, why, frame)
         if q < 16:
             self.r[QPRDC[q]] += 1
 
@@ -660,6 +662,7 @@ class Ixgbe:
         """No descriptor yet: wait in the RX packet buffer; missed when full."""
         if self.rx_fifo_bytes + len(frame) > self.r[RXPBSIZE0] & 0xFFC00:
             self.r[MPC0] += 1
+            discard(self, "rx_missed", frame)
             self._other_cause(engine, s.EICR_RX_MISS)
             return
         self.rx_fifo.append((q, frame, rss, info))

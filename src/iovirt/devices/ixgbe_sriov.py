@@ -44,6 +44,7 @@ from ..spec import ixgbe as s
 from ..spec import ixgbevf as vs
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .ixgbe import DCTL, RX, SRRCTL, TX, Ixgbe
+from .discard import discard
 from .regs import add64, narrow, widen
 from .vmstate import ASSIGNED_DEVICE
 
@@ -277,7 +278,7 @@ class SriovEngine:
         if bit & (self.mac_as | self.vlan_as) and (
                 bit & self.mac_as and not self.uc.get(frame[6:12], 0) & bit
                 or bit & self.vlan_as and not self.vlans.get(vid, 0) & bit):
-            return self._spoofed(pool)
+            return self._spoofed(pool, frame)
         if self.rate[q]:
             self._pace(q, len(frame))
         vf = self.functions[pool]
@@ -296,11 +297,11 @@ class SriovEngine:
         self._replicate(engine, pools, frame, tagged)
         return None
 
-    def _spoofed(self, pool: int) -> None:
+    def _spoofed(self, pool: int, frame: bytes) -> None:
         self.pf.r[SSVPC] += 1
         self.spoofed[pool] += 1
         vf = self.functions[pool]
-        (self.pf if vf is None else vf).errors["tx_spoofed"] += 1
+        discard(self.pf if vf is None else vf, "tx_spoofed", frame)
 
     def receive(self, engine: Resource, frame: bytes) -> None:
         """A frame from the wire: to the pools owning its MAC and VLAN."""
@@ -315,7 +316,7 @@ class SriovEngine:
         if pools:
             self._replicate(engine, pools, frame, tagged)
         else:
-            self.pf.errors["rx_no_pool"] += 1
+            discard(self.pf, "rx_no_pool", frame)
 
     def _multicast(self, dst: bytes) -> int:
         if dst == _BCAST:
@@ -435,6 +436,7 @@ class VirtualFunction:
         self.dma = dma
         self.msi: Msi | None = None
         self.errors: Counter[str] = Counter()
+        self.place = self.NAME                  # where its drops are counted (the wiring names it)
         self.queues = range(index * vs.QUEUES, (index + 1) * vs.QUEUES)
         self.pci = PciFunction(vs.VENDOR_ID, vs.DEVICE_ID, vs.CLASS_ETHERNET, revision=vs.REVISION,
                                subsystem_vendor_id=s.VENDOR_ID, subsystem_id=s.SUBSYSTEM_ID, interrupt_pin=0,

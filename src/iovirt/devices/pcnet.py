@@ -26,6 +26,7 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import pcnet as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
+from .discard import discard
 from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Ints, Nested, UInt, VmState, masked
 
 Irq = Callable[[Resource, int], None]
@@ -58,6 +59,7 @@ class PCNet:
         self.port = None                    # backend port, attached by the hypervisor
         self.aprom = s.aprom_image(mac)
         self.errors: Counter[str] = Counter()
+        self.place = self.NAME                  # where its drops are counted (the wiring names it)
         self.pci = PciFunction(s.VENDOR_ID, s.DEVICE_ID, s.CLASS_ETHERNET, revision=s.REVISION, interrupt_pin=1,
                                bars=(Bar(0, s.BAR0_SIZE, "io"), Bar(1, s.BAR1_SIZE, "mem32")))
         self.irq_asserted = False
@@ -276,10 +278,10 @@ class PCNet:
         last = chain[-1]
         misc = 0
         if not chain[0][3] & s.STP:         # not the start of a frame: handed back unsent
-            self.errors["tx_no_stp"] += 1
+            discard(self, "tx_no_stp")
         elif not last[3] & s.ENP:           # the next buffer never came: underflow
             misc = s.TMD2_BUFF | s.TMD2_UFLO
-            self.errors["tx_underflow"] += 1
+            discard(self, "tx_underflow")
             if not self.csr[3] & s.CSR3_DXSUFLO:
                 self.csr[0] &= ~s.CSR0_TXON
         else:
@@ -292,7 +294,7 @@ class PCNet:
     def _tx_send(self, cpu: Resource, chain: list[tuple]) -> None:
         lengths = [s.buffer_length(bcnt) for _, _, bcnt, _, _, _ in chain]
         if sum(lengths) > s.MAX_TX_FRAME:
-            self.errors["tx_oversize"] += 1
+            discard(self, "tx_oversize")
             return
         try:
             frame = b"".join(self.dma.read(cpu, d[1], n) for d, n in zip(chain, lengths))
@@ -364,6 +366,7 @@ class PCNet:
             self._dma_fault("rx_fault")
             return
         if not used:
+            discard(self, "rx_missed", data[:-4])
             self.csr[0] |= s.CSR0_MISS
             self.csr[s.CSR_MISSC] = self.csr[s.CSR_MISSC] + 1 & 0xFFFF
             return
@@ -372,7 +375,7 @@ class PCNet:
             self.dma.store(cpu, s.RX_STATUS, addr + s.STATUS_OFFSET, status)
         addr, status = used[-1]
         if pos < total:
-            self.errors["rx_buffer_error"] += 1
+            discard(self, "rx_buffer_error", data[:-4])
             self.dma.store(cpu, s.RX_STATUS_MCNT, addr + s.STATUS_OFFSET, status | s.ERR | s.RMD1_BUFF, 0)
         else:
             self.dma.store(cpu, s.RX_STATUS_MCNT, addr + s.STATUS_OFFSET, status | s.ENP | match,

@@ -30,6 +30,7 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import rtl8139 as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
+from .discard import discard
 from .vmstate import PCI_FUNCTION, Bytes, Choice, Counts, Flag, Instant, Ints, Nested, UInt, VmState, below
 
 _OFF = {r.name: r.offset for r in s.REGS}
@@ -169,6 +170,7 @@ class RTL8139:
         self.port = None                    # backend port, attached by the hypervisor
         self.eeprom = Eeprom93C46(eeprom_image(mac))
         self.errors: Counter[str] = Counter()
+        self.place = self.NAME                  # where its drops are counted (the wiring names it)
         self.pci = PciFunction(s.VENDOR_ID, s.DEVICE_ID, s.CLASS_ETHERNET, revision=s.REVISION,
                                subsystem_vendor_id=s.VENDOR_ID, subsystem_id=s.DEVICE_ID, interrupt_pin=1,
                                bars=(Bar(0, s.BAR0_SIZE, "io"), Bar(1, s.BAR1_SIZE, "mem32")))
@@ -351,7 +353,7 @@ class RTL8139:
     def _tx_one(self, cpu: Resource, size: int, addr: int) -> tuple[int, int]:
         """Send one slot's buffer; returns (TSD status bits, ISR causes)."""
         if size > s.TX_MAX_SIZE:
-            self.errors["tx_oversize"] += 1
+            discard(self, "tx_oversize")
             return s.TSD_TABT, s.INT_TER
         try:
             frame = self.dma.read(cpu, addr, size)
@@ -383,19 +385,19 @@ class RTL8139:
 
     def receive(self, cpu: Resource, frame: bytes) -> None:
         if not self.regs[CR] & s.CR_RE:
-            self.errors["rx_disabled"] += 1
+            discard(self, "rx_disabled", frame)
             return
         if len(frame) < s.ETH_MIN_FRAME:
             frame += bytes(s.ETH_MIN_FRAME - len(frame))
         if len(frame) + s.CRC_LEN > s.RX_MAX_LENGTH:
-            self.errors["rx_long"] += 1
+            discard(self, "rx_long", frame)
             return
         rcr = self._get(RCR, 4)
         status = self._accept(frame, rcr)
         if not status:
             return
         if not self._fits(stored_length(len(frame))):
-            self.errors["rx_overflow"] += 1      # the ring would overrun CAPR: RX stops
+            discard(self, "rx_overflow", frame)      # the ring would overrun CAPR: RX stops
             self._missed(cpu, s.INT_RXOVW)
             return
         record = s.RX_HEADER.pack(status, len(frame) + s.CRC_LEN) + frame + zlib.crc32(frame).to_bytes(4, "little")

@@ -32,6 +32,7 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import tulip as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
+from .discard import discard
 from .vmstate import (PCI_FUNCTION, ByteSet, Bytes, Choice, Counts, Flag, Ints, Nested, UInt, VmState, below,
                       length_at_most, masked)
 
@@ -159,6 +160,7 @@ class Tulip:
         self.port = None
         self.srom = Srom93c46(srom_image(mac))
         self.errors: Counter[str] = Counter()
+        self.place = self.NAME                  # where its drops are counted (the wiring names it)
         self.pci = PciFunction(s.VENDOR_ID, s.DEVICE_ID, s.CLASS_ETHERNET, interrupt_pin=1,
                                subsystem_vendor_id=s.SUBSYSTEM_VENDOR_ID, subsystem_id=s.SUBSYSTEM_ID,
                                bars=(Bar(0, s.BAR0_SIZE, "io"), Bar(1, s.BAR1_SIZE, "mem32")))
@@ -338,7 +340,7 @@ class Tulip:
                 cause |= s.CSR5_TJT if status & s.TDES0_TO else 0
                 self.tx_cur = self._next(addr, tdes1, s.TDES1_TER, s.TDES1_TCH, buf2, CSR4)
             else:
-                self.errors["tx_walk_limit"] += 1
+                discard(self, "tx_walk_limit")
         except DmaFault:
             self.csr[CSR5] |= cause
             self._bus_error(cpu, "tx_dma_fault")
@@ -357,7 +359,7 @@ class Tulip:
             if not size or self.tx_discard:
                 continue
             if len(frame) + size > s.JABBER_BYTES:
-                self.errors["tx_jabber"] += 1
+                discard(self, "tx_jabber")
                 self.tx_discard = True
                 frame.clear()
             else:
@@ -430,6 +432,7 @@ class Tulip:
         try:
             desc = self.dma.load(cpu, s.RX_DESC, self.rx_cur)
             if not desc[0] & s.DES0_OWN:
+                discard(self, "rx_missed", frame)
                 self._missed(cpu)
             else:
                 self._set_rs(s.RS_WAITING)
@@ -450,7 +453,7 @@ class Tulip:
                 self._rx_close(cpu, addr, nxt, first | s.RDES0_LS | bits, total)
                 return
             if step + 1 == WALK_LIMIT:
-                self.errors["rx_walk_limit"] += 1
+                discard(self, "rx_walk_limit", frame)
                 self._rx_close(cpu, addr, nxt, first | bits | _TRUNCATED, pos)
                 return
             desc = self.dma.load(cpu, s.RX_DESC, nxt)

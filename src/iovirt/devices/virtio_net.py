@@ -13,6 +13,7 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import virtio as v
 from ..spec.e1000 import CLASS_ETHERNET
+from .discard import discard
 from .virtio_pci import TRANSPORT_STATE, VirtioPciDevice
 from .virtqueue import VirtqueueError
 from .vmstate import Bytes, VmState
@@ -88,7 +89,7 @@ class VirtioNet(VirtioPciDevice):
         one = len(segments) == 1
         total = segments[0][1] if one else sum(length for _, length in segments)
         if total <= _HDR_SIZE or total > MAX_FRAME + _HDR_SIZE:
-            self.errors["tx_bad_length"] += 1
+            discard(self, "tx_bad_length")
             return None
         try:
             if one:
@@ -96,7 +97,7 @@ class VirtioNet(VirtioPciDevice):
             else:
                 data = b"".join(self.dma.read(cpu, addr, length) for addr, length in segments)
         except DmaFault:
-            self.errors["tx_dma_fault"] += 1
+            discard(self, "tx_dma_fault")
             return None
         flags, _, _, _, csum_start, csum_offset, _ = _HDR.unpack_from(data)
         frame = data[_HDR_SIZE:]
@@ -153,7 +154,7 @@ class VirtioNet(VirtioPciDevice):
             if not merge:
                 break
         if pos < size:
-            self.errors["rx_dropped"] += 1
+            discard(self, "rx_dropped", data[_HDR_SIZE:])
         elif merge and len(used) > 1:             # through the first chain's buffers, as QEMU's iov_copy
             at = _HDR.offset("num_buffers")
             self._scatter(cpu, first, data[:at] + len(used).to_bytes(2, "little"), 0)

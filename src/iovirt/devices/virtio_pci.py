@@ -39,6 +39,7 @@ class VirtioPciDevice:
         self.sim = sim
         self.dma = dma
         self.errors: Counter[str] = Counter()
+        self.place = self.NAME                  # where its drops are counted (the wiring names it)
         self.kick_hook: Callable[[Resource, int], None] | None = None
         self.msi_hook: Callable[[Resource, int], None] | None = None
         self.irq: Callable[[Resource, int], None] | None = None

@@ -46,6 +46,7 @@ class XenNetback:
         self.acct = acct
         self.port = None                    # the switch port, attached by the hypervisor
         self.stats: Counter[str] = Counter()
+        self.place = f"dom0/vif{frontend_domid}"   # where its drops are counted
         self.connected = self.disabled = False
         self.tx_scheduled = False
         self.evtchn = 0
@@ -116,6 +117,10 @@ class XenNetback:
         if self.connected:
             self._disconnect(vcpu)
         self.port.close()
+
+    def _drop(self, why: str, frame: bytes | None = None) -> None:
+        self.stats[why] += 1
+        self.sim.drops.count(f"{self.place}/{why}", frame)
 
     def _fatal(self, reason: str) -> None:
         """xenvif_fatal_tx_err: the frontend broke the protocol; carrier off for good."""
@@ -200,7 +205,7 @@ class XenNetback:
                 self._fatal("tx_cross_page")
                 return taken
             if size < ETH_HLEN:
-                self.stats["tx_bad_size"] += 1
+                self._drop("tx_bad_size")
                 answers.append((rid, x.NETIF_RSP_ERROR))
                 continue
             self._stage_copy(len(batch), (gref, self.frontend_domid, offset),
@@ -218,7 +223,7 @@ class XenNetback:
                 self.port.send(cpu, frame)
                 self.stats["tx_frames"] += 1
             else:
-                self.stats["tx_grant_errors"] += 1
+                self._drop("tx_grant_errors")
             self._tx_respond(cpu, rid, x.NETIF_RSP_OKAY if status == x.GNTST_okay else x.NETIF_RSP_ERROR)
         if answers:
             self._push(cpu, self.tx, self.tx_rsp)
@@ -241,7 +246,7 @@ class XenNetback:
                 return None
             _, _, flags, rid, _ = self._tx_request(cpu, self.tx_cons)
             ids.append(rid)
-        self.stats["tx_unsupported_chain"] += 1
+        self._drop("tx_unsupported_chain")
         return ids
 
     def _tx_respond(self, cpu: Resource, rid: int, status: int) -> None:
@@ -281,7 +286,7 @@ class XenNetback:
         """Take the next RX request for ``frame``; the copy joins the batch
         flushed once this wake-up has taken what it can."""
         if len(frame) > x.PAGE_SIZE:
-            self.stats["rx_oversize"] += 1             # one slot per frame: no rx scatter-gather
+            self._drop("rx_oversize", frame)             # one slot per frame: no rx scatter-gather
             return
         cpu.charge("ring_op", acct=self.acct)
         rid, gref = _RXREQ(self.rx.buf, self.rx.base + x.RING_OFFSET + (self.rx_cons & RX_MASK) * x.RX_ENTRY)
@@ -304,7 +309,10 @@ class XenNetback:
         cpu.sync(self.sim.now)
         for (rid, length), status in zip(pending, self._copy(cpu, NAPI_WEIGHT, len(pending))):
             ok = status == x.GNTST_okay
-            self.stats["rx_frames" if ok else "rx_grant_errors"] += 1
+            if ok:
+                self.stats["rx_frames"] += 1
+            else:
+                self._drop("rx_grant_errors")
             cpu.charge("ring_op", acct=self.acct)
             at = self.rx.base + x.RING_OFFSET + (self.rx_rsp & RX_MASK) * x.RX_ENTRY
             self.rx.mem.store(x.RX_RESPONSE, at, rid, 0, 0, length if ok else x.NETIF_RSP_ERROR)

@@ -30,7 +30,10 @@ class FlowResult:
     row: dict
 
     @classmethod
-    def of(cls, f: FlowStats, model: tuple[str, str, str | None], events: Counter, packets: int, start: int) -> "FlowResult":
+    def of(cls, f: FlowStats, model: tuple[str, str, str | None], events: Counter, packets: int, start: int,
+           dropped: int) -> "FlowResult":
+        """``dropped``: the flow's frames the run's drop ledger counted; what is
+        neither delivered, corrupted nor dropped was still on its way at the end."""
         lat = sorted(f.latencies_ns)
         window = ((f.last_delivered or start) - (f.first_sent if f.first_sent is not None else start)) / 1e9
         pps = f.delivered / window if window > 0 else 0.0
@@ -38,7 +41,8 @@ class FlowResult:
         return cls({
             "workload": f.index, "type": f.type, "src": f.src, "dst": f.dst,
             "model": model[0], "device": model[1], "backend": model[2], "packet_size": f.packet_size,
-            "sent": f.sent, "delivered": f.delivered, "dropped": f.sent - f.delivered - f.corrupted,
+            "sent": f.sent, "delivered": f.delivered, "dropped": dropped,
+            "in_flight": f.sent - f.delivered - f.corrupted - dropped,
             "corrupted": f.corrupted, "out_of_order": f.out_of_order,
             "throughput_gbps": round(pps * f.packet_size * 8 / 1e9, 6), "pps": round(pps, 1),
             "latency_us": {"p50": _percentile(lat, 0.5), "p99": _percentile(lat, 0.99), "max": _percentile(lat, 1.0)},
@@ -72,7 +76,7 @@ class Result:
                 events += accounts.get(vm, Counter())
                 events["interrupt"] += sum(m.stats["interrupts"] for m in world.incarnations(vm))
             packets = sum(g.delivered for g in flows if pair & {g.src, g.dst})
-            rows.append(FlowResult.of(f, world.models[f.src], +events, packets, start).row)
+            rows.append(FlowResult.of(f, world.models[f.src], +events, packets, start, world.sim.drops.flows[f.index]).row)
         # a resource born after the window (a migration's target, say) was not busy in it
         resources = [{"name": r.name, "kind": r.kind, "busy_s": round(busy.get(r.name, 0.0) / 1e9, 9),
                       "utilization": round(busy.get(r.name, 0.0) / window, 4)} for r in world.resources]
@@ -80,7 +84,7 @@ class Result:
         events["interrupt"] = sum(vm.stats["interrupts"] for vm in world.machines)
         return cls({"scenario": scenario.name, "profile": scenario.profile.name,
                     "sim_time_s": round(window / 1e9, 9), "wall_time_s": round(wall_s, 3),
-                    "flows": rows, "resources": resources, "events": events, "drops": world.drops(),
+                    "flows": rows, "resources": resources, "events": events, "drops": world.drops(), "device_errors": world.device_errors(),
                     "guest_faults": {name: g.fault for name, g in world.guests.items() if g.fault}},
                    {r.name: (r.kind, dict(r.spent)) for r in world.resources})
 

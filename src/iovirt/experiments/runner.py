@@ -7,7 +7,7 @@ import time
 
 from .results import Result
 from .scenario import WIRE, Scenario
-from .workloads import KINDS, FlowStats, MemoryDirty
+from .workloads import KINDS, FlowStats, MemoryDirty, flow_of
 from .world import World
 
 DRAIN_NS = 50_000_000       # in-flight frames get at most this long after the last send
@@ -58,6 +58,7 @@ def begin(world: World) -> tuple[float, float, list[FlowStats]]:
     """Warm up, then start every workload; returns (start, stop, flows)."""
     start = _warm_up(world)
     world.start_measuring(start)
+    world.sim.drops.classify = flow_of(len(world.scenario.workloads))
     flows = []
     stop = start
     for index, w in enumerate(world.scenario.workloads):

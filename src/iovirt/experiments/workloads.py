@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..guest.kernel import GuestKernel
 from ..guest.net.stack import IPv4Stack
@@ -17,12 +18,28 @@ PROBE_SIZE = PROBE.size
 IP_UDP_HEADERS = 28
 _PATTERN = bytes(range(256)) * 7       # longer than any payload + 255
 BASE_PORT = 5001
+_TPID, _ETH_P_IP = b"\x81\x00", b"\x08\x00"
+_PROBED = (1, 17)                       # IPPROTO_ICMP, IPPROTO_UDP
 
 
 def payload_for(flow: int, seq: int, sent_at: int, size: int) -> bytes:
     """The datagram of ``size`` IPv4 bytes for (flow, seq)."""
     start = seq & 0xFF
     return PROBE.pack(flow, seq, int(sent_at)) + _PATTERN[start : start + size - IP_UDP_HEADERS - PROBE_SIZE]
+
+
+def flow_of(flows: int) -> Callable[[bytes], int | None]:
+    """What tells a frame's flow for the drop ledger: the probe its datagram
+    carries (UDP, or ICMP echo data; VLAN-tagged or not), if it names one of
+    the ``flows`` workloads."""
+    def classify(frame: bytes) -> int | None:
+        at = 16 if frame[12:14] == _TPID else 12
+        if frame[at : at + 2] != _ETH_P_IP or len(frame) < at + 22 or frame[at + 11] not in _PROBED:
+            return None
+        probe = at + 2 + (frame[at + 2] & 0xF) * 4 + 8          # past the IP header and the UDP / ICMP header
+        flow = int.from_bytes(frame[probe : probe + 4], "big") if len(frame) >= probe + 4 else flows
+        return flow if flow < flows else None
+    return classify
 
 
 @dataclass
@@ -159,8 +176,8 @@ class Ping(Workload):
         now = self.src.vcpu.cursor
         seq = self.stats.sent
         data = payload_for(self.stats.index, seq, now, self.stats.packet_size)
-        self.src_if.ping(self.dst_if.ip.ip, self.port, seq & 0xFFFF, data, self.replied)
-        self.mark_sent(now)
+        if self.src_if.ping(self.dst_if.ip.ip, self.port, seq & 0xFFFF, data, self.replied):
+            self.mark_sent(now)                # iputils counts what it could send
         self.next_step()
 
     def replied(self, ident: int, seq: int, data: bytes) -> None:

@@ -340,26 +340,16 @@ class World:
         return self.peers[net]
 
     def drops(self) -> dict[str, int]:
-        """Frames lost on the way, by where: a full tap or qdisc, a NIC that
-        could not take a frame off the wire, a device's own error counters."""
-        out: dict[str, int] = {}
-        for vm in self.machines:
-            for nic in vm.nics:
-                port = getattr(nic, "port", None)
-                if getattr(port, "dropped", 0):
-                    out[f"{vm.host.name}/{vm.name}/tap"] = port.dropped
-                if vm in self.retired and getattr(port, "queue", None):
-                    out[f"{vm.host.name}/{vm.name}/tap-at-switch-over"] = len(port.queue)
-                for name, count in getattr(nic.device, "errors", {}).items():
-                    out[f"{vm.host.name}/{vm.name}/{nic.device.NAME}/{name}"] = count
-        for name, uplink in self.uplinks.items():
-            if uplink.dropped:
-                out[f"{name}/uplink-qdisc"] = uplink.dropped
-        for host in self.hosts.values():
-            for pnic in host.nics.values():
-                for name, count in pnic.link.stats.items():
-                    out[f"{pnic.link.name}/{name}"] = count
-        return {k: v for k, v in sorted(out.items()) if v}
+        """Frames lost on the way, by where they were discarded (a full tap or
+        qdisc, a NIC's packet buffer, a device's ring, a guest's stack), as
+        each place counted them."""
+        return dict(sorted(self.sim.drops.places.items()))
+
+    def device_errors(self) -> dict[str, int]:
+        """Each device model's own error counters (what ``ethtool -S`` shows)."""
+        out = {f"{nic.device.place}/{name}": count for vm in self.machines for nic in vm.nics
+               for name, count in getattr(nic.device, "errors", {}).items() if count}
+        return dict(sorted(out.items()))
 
     @property
     def resources(self) -> list[Resource]:
@@ -381,6 +371,7 @@ class World:
 
     def start_measuring(self, at: float) -> None:
         self.ledger.reset()
+        self.sim.drops.reset()
         for r in self.resources:
             r.reset(at)
         for vm in self.vms.values():

@@ -145,6 +145,13 @@ class GuestKernel:
         self.stats["guest_fault"] += 1
         self._parked.clear()
 
+    def dropped(self, why: str, frame: bytes | None = None, n: int = 1) -> None:
+        """A driver discards ``n`` frames (``frame``, if one is whole): its
+        counter, and the run's ledger under this machine's name."""
+        self.stats[why] += n
+        for _ in range(n):
+            self.sim.drops.count(f"{self.name}/{why}", frame)
+
     def _spurious(self, vector: int) -> None:
         self.stats["spurious_interrupts"] += 1
         self.vcpu.eoi(vector)
@@ -156,7 +163,8 @@ class GuestKernel:
         """Configure the interface whose hardware address is ``mac``."""
         for netdev in self.netdevs:
             if netdev.mac == mac:
-                stack = IPv4Stack(self.vcpu, mac, ipaddress.IPv4Interface(address), netdev)
+                stack = IPv4Stack(self.vcpu, mac, ipaddress.IPv4Interface(address), netdev,
+                                  drops=self.sim.drops, place=f"{self.name}/stack")
                 netdev.stack = stack
                 self.interfaces[mac] = stack
                 return stack

@@ -28,7 +28,8 @@ class WirePeer:
         self.mac = bytes(mac)
         self.cpu = self.vcpu = Resource(name or f"{link.name}/peer", "peer", link.ledger)
         self.cpus: dict = {}                # a core per port it is reached through (RSS), by link
-        self.stack = IPv4Stack(self.cpu, self.mac, IPv4Interface(address), self)
+        self.stack = IPv4Stack(self.cpu, self.mac, IPv4Interface(address), self, drops=self.sim.drops,
+                               place=f"{self.cpu.name}/stack")
         self.record = record
         self.received: list[tuple[float, bytes]] = []
         link.station(self)

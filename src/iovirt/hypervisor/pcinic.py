@@ -18,6 +18,7 @@ class PciNic:
         source's), or the first free one."""
         self.vm = vm
         self.device = device
+        device.place = f"{vm.host.name}/{vm.name}/{device.NAME}"
         self.fn = device.pci
         self.bdf = vm.pci.attach(self.fn, vm.pci.free_slot(FIRST_SLOT) if slot is None else slot)
         self.gsi = PCI_PIRQ_IRQS[pci_swizzle(self.bdf.device, self.fn.config_read(PCI_INTERRUPT_PIN, 1))]

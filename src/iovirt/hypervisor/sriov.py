@@ -45,6 +45,7 @@ class SriovPort:
         self.pnic = pnic
         self.pf = Ixgbe(host.sim, bytes([0x02, 0xFE, 0, 0, pnic.bdf.bus, 0]),
                         Dma(GuestMemory(PF_HOST_MEMORY), "dma"), pnic.engine)
+        self.pf.place = f"{host.name}/{pnic.name}"
         pnic.link.attach(self.pf)
         pf_driver = host.kernel_thread(f"{pnic.name}/pf-driver")
         self.engine = SriovEngine(self.pf, num_vfs, pf_driver, PfPolicy(configs))

@@ -28,7 +28,7 @@ class TapPort(Port):
         self.reader = reader                 # the VMM thread that reads the tap
         self.acct = vm.acct
         self.queue: deque[bytes] = deque()
-        self.dropped = 0
+        self.place = f"{vm.host.name}/{vm.name}/tap"
         self.read_pending = False
         self.vswitch = vm.host.vswitch
         self.vswitch.attach(self)
@@ -44,7 +44,7 @@ class TapPort(Port):
     # switch -> tap queue -> VMM main loop -> device
     def deliver(self, frame: bytes, at: int) -> None:
         if len(self.queue) >= TXQUEUELEN:
-            self.dropped += 1
+            self.sim.drops.count(self.place, frame)
             return
         self.queue.append(frame)
         if not self.read_pending:                # NOTE: _schedule_read inlined, once per frame
@@ -66,8 +66,11 @@ class TapPort(Port):
             self.sim.at(at, self._read)
 
     def close(self) -> None:
-        """The tap is deleted (its VM left this host): the bridge forgets it."""
+        """The tap is deleted (its VM left this host): the bridge forgets it,
+        frames still queued for the VM are freed with it."""
         self.vswitch.detach(self)
+        while self.queue:
+            self.sim.drops.count(f"{self.place}-closed", self.queue.popleft())
 
     def _read(self) -> None:
         self.read_pending = False

@@ -22,7 +22,7 @@ class UplinkPort(Port):
         self.acct = host.ledger.account(host.name)
         self.driver = driver
         self.queue: deque[bytes] = deque()
-        self.dropped = 0
+        self.place = f"{host.name}/uplink-qdisc"
         driver.stack = self
         driver.set_promiscuous()
         host.vswitch.attach(self)
@@ -43,6 +43,6 @@ class UplinkPort(Port):
         self.cpu.sync(self.sim.now)
         if self.queue or not self.driver.transmit(frame):
             if len(self.queue) >= TXQUEUELEN:
-                self.dropped += 1
+                self.sim.drops.count(self.place, frame)
             else:
                 self.queue.append(frame)

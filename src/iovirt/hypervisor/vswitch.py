@@ -39,7 +39,7 @@ class VSwitch:
         """Forward a frame ``port`` received, on ``cpu`` at its cursor."""
         cpu.charge("vswitch", acct=port.acct)
         if len(frame) < 14:
-            self.stats["runt"] += 1
+            self.host.sim.drops.count(f"{self.host.name}/bridge/runt", frame)
             return
         src, dst = frame[6:12], frame[:6]
         if not src[0] & 1:

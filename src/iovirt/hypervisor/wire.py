@@ -14,7 +14,6 @@ is a host on the other side of the cable (``iovirt.guest.peer.WirePeer``).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 
 from ..sim.engine import Sim
@@ -41,7 +40,6 @@ class Link:
         self.delay_ns = delay_ns
         self.to_peer = Resource(f"{name}/tx", "wire", ledger)   # NIC -> far end
         self.to_nic = Resource(f"{name}/rx", "wire", ledger)    # far end -> NIC
-        self.stats: Counter[str] = Counter()
         self.nic: NicPort | None = None
         self.peer = None                    # the far end: anything with arrive(frame)
 
@@ -80,13 +78,13 @@ class Link:
 
     def deliver_to_peer(self, frame: bytes) -> None:
         if self.peer is None:
-            self.stats["lost_no_peer"] += 1
+            self.sim.drops.count(f"{self.name}/lost_no_peer", frame)
         else:
             self.peer.arrive(frame)
 
     def deliver_to_nic(self, frame: bytes) -> None:
         if self.nic is None:
-            self.stats["lost_no_nic"] += 1
+            self.sim.drops.count(f"{self.name}/lost_no_nic", frame)
         else:
             self.nic.arrive(frame)
 
@@ -114,7 +112,7 @@ class NicPort:
         if device.can_receive(len(frame)):
             device.receive(engine, frame)
         else:
-            link.stats["rx_dropped"] += 1
+            link.sim.drops.count(f"{link.name}/rx_dropped", frame)    # the MAC's receiver is off
 
 
 class Fabric:

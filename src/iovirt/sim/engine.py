@@ -12,17 +12,20 @@ from heapq import heappop, heappush
 from itertools import count
 from typing import Any, Callable
 
+from .drops import Drops
+
 URGENT = 0  # interrupt delivery, doorbell side effects
 NORMAL = 1
 
 
 class Sim:
-    __slots__ = ("now", "_heap", "_seq")
+    __slots__ = ("now", "_heap", "_seq", "drops")
 
     def __init__(self) -> None:
         self.now = 0.0
         self._heap: list[tuple] = []
         self._seq = count()
+        self.drops = Drops()              # frames discarded anywhere in this run
 
     def at(self, when: float, callback: Callable[..., Any], *args: Any) -> None:
         """Run ``callback(*args)`` at absolute time ``when`` (never in the past)."""

@@ -47,6 +47,7 @@ class _Slave:
 
 class FailoverMaster:
     def __init__(self, standby) -> None:
+        self.kernel = standby.kernel
         self.mac = standby.mac
         self.stack = None
         self.primary = self.standby = None
@@ -95,7 +96,7 @@ class FailoverMaster:
     def transmit(self, frame: bytes) -> bool:
         dev = self.tx_dev
         if dev is None:
-            self.stats["tx_dropped"] += 1
+            self.kernel.dropped("tx_dropped", frame)
             return True
         if dev.transmit(frame):
             self.stats[self._tx_key] += 1
@@ -130,11 +131,11 @@ class NoDevice:
     dropped and counted (``tx_no_device``), as dev_queue_xmit does for a
     device that is down."""
 
-    def __init__(self, stats: Counter[str]) -> None:
-        self.stats = stats
+    def __init__(self, kernel) -> None:
+        self.kernel = kernel
 
     def transmit(self, frame: bytes) -> bool:
-        self.stats["tx_no_device"] += 1
+        self.kernel.dropped("tx_no_device", frame)
         return True
 
 
@@ -171,4 +172,4 @@ def unregister_netdev(kernel, netdev) -> None:
     if netdev in kernel.netdevs:
         kernel.netdevs.remove(netdev)
     if netdev.stack is not None:
-        netdev.stack.netdev = NoDevice(kernel.stats)
+        netdev.stack.netdev = NoDevice(kernel)

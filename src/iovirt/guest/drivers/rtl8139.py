@@ -147,7 +147,7 @@ class RTL8139Driver(NetDriver):
             return False
         length = len(frame)
         if length >= TX_BUF_SIZE:
-            self.stats["tx_dropped"] += 1
+            self.kernel.dropped("tx_dropped", frame)
             return True
         entry = self.cur_tx % s.NUM_TX_DESC
         if length < ETH_ZLEN:                            # the chip does not pad

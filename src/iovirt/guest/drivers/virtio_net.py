@@ -212,7 +212,7 @@ class VirtioNetDriver(NetDriver):
         if len(data) > HDR_SIZE:
             self.stack.receive(data[HDR_SIZE:])
         else:
-            self.stats["rx_length_errors"] += 1
+            self.kernel.dropped("rx_length_errors")
         for s, _ in frames:
             self.rx.add([(self.rx_bufs[s], RX_BUFFER, True)], s)
 

@@ -140,7 +140,7 @@ class XenNetfront:
         channel.  No backend for this vif: it stays detached."""
         self.connected = False
         self.state = x.XenbusStateInitialising
-        self.stats["xennet_tx_released"] += len(self.tx_inflight)
+        self.kernel.dropped("xennet_tx_released", n=len(self.tx_inflight))
         self.tx_inflight.clear()
         self._watch_otherend()
 
@@ -220,7 +220,7 @@ class XenNetfront:
         """xennet_start_xmit: grant the buffer read-only, push one request,
         send the event only if the backend asked; reclaim what is done."""
         if len(frame) > TX_BUFFER or self.broken:
-            self.stats["tx_dropped"] += 1                  # one slot per frame: no scatter-gather
+            self.kernel.dropped("tx_dropped", frame)       # one slot per frame: no scatter-gather
             return True
         if not self.connected or not self.tx_free:
             self.tx_queue_stopped = True

@@ -17,6 +17,7 @@ from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any, Callable, Protocol
 
+from iovirt.sim.drops import Drops
 from iovirt.sim.resource import Resource
 
 from .headers import (
@@ -42,6 +43,8 @@ _ipv4_address = lru_cache(maxsize=1024)(IPv4Address)
 def inet_aton(address: str | IPv4Address) -> int:
     return int(IPv4Address(address))
 
+
+_NOT_OURS = frozenset({"eth_not_for_us", "ip_not_for_us"})     # a copy flooded here, not the flow's frame
 
 class NetDevice(Protocol):
     """What the stack needs of a guest NIC driver."""
@@ -72,8 +75,9 @@ class IPv4Stack:
 
     def __init__(
         self, cpu: Resource, mac: bytes, ip: IPv4Interface, netdev: NetDevice,
-        *, mtu: int = 1500, txqueuelen: int = TXQUEUELEN,
+        *, mtu: int = 1500, txqueuelen: int = TXQUEUELEN, drops: Drops | None = None, place: str = "stack",
     ) -> None:
+        """``drops``: the run's ledger, where what this stack discards is counted under ``place``."""
         if len(mac) != ETH_ALEN:
             raise ValueError(f"MAC address must be {ETH_ALEN} bytes, got {len(mac)}")
         self.cpu = cpu
@@ -85,6 +89,8 @@ class IPv4Stack:
         self.addr = int(ip.ip)
         self.netmask = int(ip.netmask)
         self.stats: Counter[str] = Counter()
+        self.drops, self.place = drops, place
+        self._rx_frame = b""                    # the frame being received, for the drop ledger
         self.arp_table: dict[int, bytes] = {}
         self.arp_queue: dict[int, list[tuple[bytes, bytes, bytes]]] = {}
         self.qdisc: deque[bytes] = deque()
@@ -130,6 +136,7 @@ class IPv4Stack:
         """One received frame (netif_receive_skb).  A bad frame is counted in
         ``stats`` under the reason and dropped."""
         self.cpu.charge("guest_stack")
+        self._rx_frame = frame
         if len(frame) < ETH_HLEN:
             return self._drop("eth_bad_length")
         dest = frame[H_DEST]
@@ -222,7 +229,7 @@ class IPv4Stack:
                 return False
             queue = self.arp_queue[daddr] = []
         if len(queue) >= UNRES_QLEN:
-            self.stats["arp_unresolved_dropped"] += 1
+            self._refused("arp_unresolved_dropped")
             return False
         queue.append(datagram)
         return True
@@ -247,7 +254,7 @@ class IPv4Stack:
     def _enqueue(self, frame: bytes) -> bool:
         """The device refused or others wait: queue behind them."""
         if len(self.qdisc) >= self.txqueuelen:
-            self.stats["tx_dropped"] += 1
+            self._refused("tx_dropped")
             return False
         self.qdisc.append(frame)
         return True
@@ -266,7 +273,17 @@ class IPv4Stack:
     # --- input ----------------------------------------------------------------
 
     def _drop(self, reason: str) -> None:
+        """A received frame discarded; one meant for another host (a flooded
+        copy) is no loss to the flow it belongs to."""
         self.stats[reason] += 1
+        if self.drops is not None:
+            self.drops.count(f"{self.place}/{reason}", None if reason in _NOT_OURS else self._rx_frame)
+
+    def _refused(self, reason: str) -> None:
+        """A send refused (ENOBUFS): the sender was told, nothing of its flow was lost."""
+        self.stats[reason] += 1
+        if self.drops is not None:
+            self.drops.count(f"{self.place}/{reason}")
 
     def _arp_rcv(self, arp: bytes) -> None:
         """RFC 826, "Packet Reception"."""
