@@ -144,9 +144,9 @@ BAD = [
     ("empty file", raw(""), "(top level): expected a scenario mapping, got an empty file"),
     ("top-level list", raw("- name: x\n- hosts: []\n"), "(top level): expected a mapping, got a list of 2"),
     ("lists nested 1000 deep", raw("name: x\nhosts: " + "[" * 1000 + "]" * 1000 + "\n"),
-     "line 2, column 39: expected at most 32 levels of nested lists and mappings (a scenario needs 5)"),
+     "line 2, column 39: expected at most 32 levels of nested lists and mappings, got deeper"),
     ("mappings nested 1000 deep", raw("name: x\nvms:\n  - " + "{a: " * 1000 + "1" + "}" * 1000 + "\n"),
-     "line 3, column 125: expected at most 32 levels of nested lists and mappings (a scenario needs 5)"),
+     "line 3, column 125: expected at most 32 levels of nested lists and mappings, got deeper"),
     ("more VM memory than a KVM memory slot", put("vms", 0, "memory_mb", value=1_000_000_000),
      "vms[0].memory_mb: expected at most 8388607 MiB (one KVM memory slot, KVM_MEM_MAX_NR_PAGES: 2^31 - 1 "
      "pages of 4 KiB), got 1000000000"),

@@ -19,6 +19,7 @@ from pydantic_core import PydanticCustomError
 
 from iovirt.experiments.catalog import (DEVICES, PHYSICAL_NICS, UPLINK_MODELS, Model, NicKind,
                                         devices_for, implemented_devices)
+from iovirt.sim import yamldoc
 from iovirt.sim.profile import CostProfile, load_profile
 
 MTU = 1500
@@ -58,10 +59,8 @@ MAX_VMS = 4096
 MAX_HOSTS = 256
 MAX_WORKLOADS = MAX_VMS    # each a flow on UDP port 5001 + its index, below 65536
 # The file: a scenario at the count limits (4096 VMs with 29 NICs each, 4096 workloads), one key a line, is
-# about 14 MB; it nests 5 levels (vms, a VM, its nics, a NIC), so 32 is room enough, and far from the
-# Python stack PyYAML's recursive composer would exhaust (a thousand levels).
+# about 14 MB; how deep it may nest is yamldoc.MAX_NESTING's.
 MAX_FILE_BYTES = 16 << 20
-MAX_NESTING = 32
 
 
 class ScenarioError(ValueError):
@@ -347,47 +346,18 @@ def migration_note(scenario: Scenario, vm: str, to: str) -> str:
     return ""
 
 
-class _TooDeep(yaml.MarkedYAMLError):
-    pass
-
-
-class _Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing documents nested deeper than MAX_NESTING
-    before its recursive composer exhausts the Python stack."""
-
-    def __init__(self, stream: str) -> None:
-        super().__init__(stream)
-        self._depth = 0
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self._depth >= MAX_NESTING and not self.check_event(yaml.AliasEvent, yaml.ScalarEvent):
-            raise _TooDeep(problem=f"expected at most {MAX_NESTING} levels of nested lists and mappings "
-                                   f"(a scenario needs 5), got deeper", problem_mark=self.peek_event().start_mark)
-        self._depth += 1
-        try:
-            return super().compose_node(parent, index)
-        finally:
-            self._depth -= 1
-
-
-def _read(path: Path) -> str:
-    with path.open("rb") as f:
-        raw = f.read(MAX_FILE_BYTES + 1)
-    if len(raw) > MAX_FILE_BYTES:
-        raise ScenarioError(f"{path}: (file): expected a scenario of at most {MAX_FILE_BYTES >> 20} MiB "
-                            f"({MAX_VMS} VMs with {PCI_NIC_SLOTS} NICs each fit in less), got more")
-    return raw.decode("utf-8")
-
-
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
     try:
-        data = yaml.load(_read(path), Loader=_Loader)
+        data = yamldoc.load(yamldoc.read(path, MAX_FILE_BYTES))
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ScenarioError(f"{path}: expected UTF-8 text, got undecodable bytes") from None
-    except _TooDeep as exc:
+    except yamldoc.TooLarge:
+        raise ScenarioError(f"{path}: (file): expected a scenario of at most {MAX_FILE_BYTES >> 20} MiB "
+                            f"({MAX_VMS} VMs with {PCI_NIC_SLOTS} NICs each fit in less), got more") from None
+    except yamldoc.TooDeep as exc:
         mark = exc.problem_mark
         raise ScenarioError(f"{path}: line {mark.line + 1}, column {mark.column + 1}: {exc.problem}") from None
     except yaml.YAMLError as exc:

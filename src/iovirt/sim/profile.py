@@ -20,6 +20,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from . import yamldoc
+
+MAX_PROFILE_BYTES = 1 << 20    # the bundled profiles are about 7 KB
+
 # The named events iovirt charges (DESIGN.md "Cost paths"); a profile prices each.
 EVENTS = (
     "vm_exit", "kvm_handle", "user_exit", "mmio_emulate", "pio_emulate", "interrupt_inject", "eoi_exit",
@@ -110,7 +114,10 @@ def load_profile(name_or_path: str | Path, base: Path | None = None) -> CostProf
     ``base`` when given)."""
     text, origin = _read(str(name_or_path), base)
     try:
-        raw = yaml.safe_load(text)
+        raw = yamldoc.load(text)
+    except yamldoc.TooDeep as exc:
+        mark = exc.problem_mark
+        raise ProfileError(f"{origin}: line {mark.line + 1}, column {mark.column + 1}: {exc.problem}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -137,4 +144,11 @@ def _read(name: str, base: Path | None) -> tuple[str, str]:
         raise ProfileError(
             f"profile {name!r}: neither a bundled profile ({', '.join(bundled_profiles())}) nor a file"
         )
-    return path.read_text(), str(path)
+    try:
+        return yamldoc.read(path, MAX_PROFILE_BYTES), str(path)
+    except yamldoc.TooLarge:
+        raise ProfileError(f"{path}: expected a profile of at most {MAX_PROFILE_BYTES >> 20} MiB, got more") from None
+    except UnicodeDecodeError:
+        raise ProfileError(f"{path}: expected UTF-8 text, got undecodable bytes") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read: {exc.strerror}") from None
