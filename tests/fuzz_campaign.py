@@ -488,10 +488,11 @@ def run_batch(surface: str, seed: int, examples: int, tally: Tally) -> None:
     """One system built for ``seed``, attacked ``examples`` times; the first broken promise ends it."""
     rng = random.Random(f"{surface}:{seed}")
     random.seed(f"{surface}:{seed}")              # surfaces that draw their shape (the IOMMU's levels)
-    arena = SURFACES[surface]()
+    arena = None
     actions: list[str] = []
     i = 0
     try:
+        arena = SURFACES[surface]()
         for i in range(examples):
             actions = []
             arena.step(rng, actions)
@@ -504,7 +505,7 @@ def run_batch(surface: str, seed: int, examples: int, tally: Tally) -> None:
         tally.failures.append(Failure(surface, seed, i, "escape", traceback.format_exc(limit=-4), actions))
         tally.kinds["escape"] += 1
     tally.batches += 1
-    tally.guest_faults += arena.faults()
+    tally.guest_faults += arena.faults() if arena is not None else 0
 
 
 def campaign(surfaces: list[str], examples: int, batch: int, seed: int, budget_s: float | None = None,

@@ -203,18 +203,24 @@ class Iommu:
 
     def unmap(self, domain: int, iova: int, size: int, flush: bool = True) -> None:
         """Clear the leaf entries in [iova, iova+size); with ``flush`` (strict
-        mode) invalidate their IOTLB entries too.  Splitting a superpage, or a
-        range past the address width (whose index would wrap), is an error."""
+        mode) invalidate their IOTLB entries too.  A range not 4 KiB aligned,
+        past the address width (whose index would wrap) or splitting a
+        superpage is refused whole, before any entry changes (Linux's
+        iommu_unmap checks alignment first)."""
         if iova < 0 or size < 0 or iova + size > self._limit:
             raise ValueError("unmap beyond the address width")
-        root, buf, addr, end = self._pgd.get(domain), self.mem.buf, iova, iova + size
+        if (iova | size) & (vtd.PAGE_4K - 1):
+            raise ValueError(f"unmap of [{iova:#x}, +{size:#x}) is not 4 KiB aligned")
+        root, addr, end, leaves = self._pgd.get(domain), iova, iova + size, []
         while root is not None and addr < end:
             at, entry, page, _ = self._leaf(root, addr)
             if entry & vtd.SL_RW:
                 if addr & (page - 1) or end - addr < page:
                     raise ValueError(f"unmap of [{iova:#x}, {end:#x}) splits a {page >> 10} KiB page")
-                vtd.SL_ENTRY.pack_into(buf, at, 0)
+                leaves.append(at)
             addr = (addr | (page - 1)) + 1
+        for at in leaves:
+            vtd.SL_ENTRY.pack_into(self.mem.buf, at, 0)
         if flush:
             self.invalidate(domain, iova, size)
 
