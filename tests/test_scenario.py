@@ -154,6 +154,15 @@ def test_wiring_and_value_errors(base, edits, expected):
     assert "\n" not in str(err.value)
 
 
+def test_a_port_whose_vfs_its_pf_driver_holds_is_not_passed_through(base, monkeypatch):
+    monkeypatch.setitem(DEVICES, "ixgbe", replace(DEVICES["ixgbe"], implemented=True))
+    with pytest.raises(ScenarioError) as err:
+        load(base, put("hosts", 0, "nics", value=[{"name": "pnic0", "num_vfs": 2}]),
+             put("vms", 0, "nics", 0, value={**PASSTHROUGH, "uplink": "pnic0"}))
+    assert str(err.value) == ("x.yaml: vms[0].nics[0].uplink: expected a physical NIC free for pass-through, got "
+                              "'pnic0' (0000:03:00.0), whose 2 VFs its host's PF driver holds it for")
+
+
 @pytest.mark.parametrize("nic, expected", [
     ({**PASSTHROUGH, "uplink": "pnic0"},
      "vms[1].nics[0].uplink: expected a physical NIC free for pass-through, got 'pnic0' (0000:03:00.0), "
@@ -165,7 +174,7 @@ def test_uplink_sharing(base, monkeypatch, nic, expected):
     for name in ("ixgbe", "ixgbevf"):
         monkeypatch.setitem(DEVICES, name, replace(DEVICES[name], implemented=True))
     with pytest.raises(ScenarioError) as err:
-        load(base, put("hosts", 0, "nics", value=[{"name": "pnic0", "num_vfs": 1}]),
+        load(base, put("hosts", 0, "nics", value=[{"name": "pnic0", "num_vfs": 1 if nic is VF else 0}]),
              put("vms", 0, "nics", 0, value=nic),
              put("vms", 1, "nics", 0, value={**nic, "mac": "52:54:00:00:00:02", "ip": "10.0.0.2/24"}))
     assert str(err.value).startswith(f"x.yaml: {expected}")

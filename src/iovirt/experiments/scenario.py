@@ -581,6 +581,10 @@ def _uplink_problems(nics: list[tuple[str, Vm, VmNic]], hosts: dict[str, Host]) 
                                       f"({address}), already assigned to {taken[0][2]} ({taken[0][0]}); "
                                       f"cannot also assign it to {vm.name}")
         num_vfs = next(p.num_vfs for p in hosts[vm.host].nics if p.name == nic.uplink)
+        if nic.model == "passthrough" and num_vfs:
+            yield (f"{where}.uplink", f"expected a physical NIC free for pass-through, got {nic.uplink!r} "
+                                      f"({pci_address(hosts[vm.host], nic.uplink)}), whose {num_vfs} VFs its host's "
+                                      f"PF driver holds it for")
         if nic.model == "sriov" and len(taken) >= num_vfs:
             yield (f"{where}.uplink", f"expected a physical NIC with a free VF, got {nic.uplink!r} "
                                       f"(num_vfs {num_vfs}, all taken)")
