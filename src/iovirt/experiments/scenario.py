@@ -32,7 +32,7 @@ ASSIGNED = ("sriov", "passthrough")  # models whose NIC is a function assigned t
 # A VM's RAM is one flat buffer, as one KVM memory slot: KVM_MEM_MAX_NR_PAGES (include/linux/kvm_host.h)
 # is 2^31 - 1 pages of 4 KiB per slot, 8 TiB less a page, and KVM_SET_USER_MEMORY_REGION refuses more.
 MAX_MEMORY_MB = ((1 << 31) - 1) * 4096 >> 20
-KVM_MAX_VCPUS = 1024       # arch/x86/include/asm/kvm_host.h (Linux 5.16 and later): vCPUs of one x86 VM
+KVM_MAX_VCPUS = 1024       # arch/x86/include/asm/kvm_host.h (Linux 6.x): vCPUs of one x86 VM
 XEN_HVM_MAX_VCPUS = 128    # xen/include/public/hvm/hvm_info_table.h HVM_MAX_VCPUS: vCPUs of one HVM domain
 NR_CPUS_MAX = 8192         # arch/x86/Kconfig NR_CPUS_RANGE_END with CONFIG_MAXSMP: CPUs one Linux kernel runs
 XEN_MAX_CPUS = 4096        # Xen's SUPPORT.md, "Physical CPUs": x86 supported up to 4096
