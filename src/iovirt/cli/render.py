@@ -36,20 +36,25 @@ def devices_table(devices: Iterable[Device]) -> Table:
 def flows_table(result: dict[str, Any]) -> Table:
     table = _table(f"{result['scenario']}: {result['sim_time_s']} s simulated in {result['wall_time_s']:.2f} s",
                    ["workload", "type", "src→dst", "model/device"],
-                   ["size", "sent", "delivered", "dropped", "corrupted", "out of order", "Gbit/s", "pps",
-                    "p50 µs", "p99 µs"])
+                   ["size", "sent", "delivered", "dropped", "in flight", "corrupted", "out of order", "Gbit/s",
+                    "pps", "p50 µs", "p99 µs", "bottleneck"])
     for f in result["flows"]:
         device = f"{f['model']}/{f['device']}" + (f" ({f['backend']})" if f.get("backend") else "")
+        limit = f.get("bottleneck") or {}
         table.add_row(str(f["workload"]), f["type"], f"{f['src']}→{f['dst']}", device, str(f["packet_size"]),
-                      *(str(f[key]) for key in ("sent", "delivered", "dropped", "corrupted", "out_of_order")),
+                      *(str(f.get(key, "-")) for key in ("sent", "delivered", "dropped", "in_flight", "corrupted",
+                                                         "out_of_order")),
                       f"{f['throughput_gbps']:.3f}", f"{f['pps']:,.0f}",
-                      _latency(f["latency_us"]["p50"]), _latency(f["latency_us"]["p99"]))
+                      _latency(f["latency_us"]["p50"]), _latency(f["latency_us"]["p99"]),
+                      f"{limit['resource']} {limit['utilization']:.0%}" if limit else "-")
     return table
 
 
 def resources_table(result: dict[str, Any]) -> Table:
-    table = _table("resources", ["resource", "kind"], ["busy ms", "utilization"])
+    table = _table("resources (the far end's idle cores left out)", ["resource", "kind"], ["busy ms", "utilization"])
     for r in result["resources"]:
+        if r["kind"] == "peer" and not r["busy_s"]:
+            continue
         table.add_row(r["name"], r["kind"], f"{r['busy_s'] * 1e3:.3f}", f"{r['utilization']:.1%}")
     return table
 
@@ -69,6 +74,14 @@ def drops_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def links_table(result: dict[str, Any]) -> Table:
+    table = _table("physical links in the window", ["link", "direction"], ["Gbit/s", "utilization", "frames lost"])
+    for link in result.get("links", []):
+        table.add_row(link["name"], link["direction"], f"{link['gbps']:g}", f"{link['utilization']:.1%}",
+                      str(link["drops"]))
+    return table
+
+
 def faults_table(result: dict[str, Any]) -> Table:
     table = _table("guests stopped by a fault of their own", ["machine", "fault"])
     for machine, fault in result.get("guest_faults", {}).items():
@@ -78,6 +91,7 @@ def faults_table(result: dict[str, Any]) -> Table:
 
 def result_tables(result: dict[str, Any]) -> list[Table]:
     tables = [flows_table(result), resources_table(result), events_table(result)]
+    tables += [links_table(result)] if result.get("links") else []
     tables += [drops_table(result)] if result.get("drops") else []
     return tables + [faults_table(result)] if result.get("guest_faults") else tables
 
@@ -102,12 +116,13 @@ def matrix_table(name: str, rows: list[dict[str, Any]]) -> Table:
 
 def compare_table(rows: list[dict[str, Any]]) -> Table:
     table = _table("compare: UDP streams from every VM to the wire peer", ["model", "device", "backend"],
-                   ["VMs", "size", "Gbit/s", "per VM", "of bare metal", "host cores", "cores/Gbit",
+                   ["VMs", "size", "Gbit/s", "per VM min", "median", "max", "of bare metal", "host cores", "cores/Gbit",
                     "p50 µs", "p99 µs", "exits/pkt"])
     for r in rows:
         fraction = r.get("bare_metal_fraction")
         table.add_row(r["model"], r["device"], r["backend"] or "-", str(r["vms"]), str(r["packet_size"]),
-                      f"{r['throughput_gbps']:.3f}", f"{r['per_vm_gbps']:.3f}",
+                      f"{r['throughput_gbps']:.3f}", f"{r['per_vm_min_gbps']:.3f}", f"{r['per_vm_gbps']:.3f}",
+                      f"{r['per_vm_max_gbps']:.3f}",
                       "-" if fraction is None else f"{fraction:.0%}", f"{r['host_cpu_cores']:.2f}",
                       "-" if r["cpu_per_gbps"] is None else f"{r['cpu_per_gbps']:.3f}",
                       _latency(r["latency_us"]["p50"]), _latency(r["latency_us"]["p99"]),

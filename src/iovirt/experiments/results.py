@@ -35,8 +35,7 @@ class FlowResult:
         """``dropped``: the flow's frames the run's drop ledger counted; what is
         neither delivered, corrupted nor dropped was still on its way at the end."""
         lat = sorted(f.latencies_ns)
-        window = ((f.last_delivered or start) - (f.first_sent if f.first_sent is not None else start)) / 1e9
-        pps = f.delivered / window if window > 0 else 0.0
+        window = (f.window[1] - f.window[0]) / 1e9
         per_packet = {k: round(v / packets, 3) for k, v in sorted(events.items())} if packets else {}
         return cls({
             "workload": f.index, "type": f.type, "src": f.src, "dst": f.dst,
@@ -44,10 +43,41 @@ class FlowResult:
             "sent": f.sent, "delivered": f.delivered, "dropped": dropped,
             "in_flight": f.sent - f.delivered - f.corrupted - dropped,
             "corrupted": f.corrupted, "out_of_order": f.out_of_order,
-            "throughput_gbps": round(pps * f.packet_size * 8 / 1e9, 6), "pps": round(pps, 1),
+            "throughput_gbps": round(f.window_bytes * 8 / window / 1e9, 6), "pps": round(f.window_frames / window, 1),
             "latency_us": {"p50": _percentile(lat, 0.5), "p99": _percentile(lat, 0.99), "max": _percentile(lat, 1.0)},
             "events_per_packet": per_packet,
         })
+
+
+def _links(world, busy: dict[str, float], window: float) -> list[dict]:
+    """Each physical link, each direction: its rate, the bits it carried in
+    the window (framing, preamble and gap included) and the frames lost there."""
+    out = []
+    for host in world.hosts.values():
+        for pnic in host.nics.values():
+            link = pnic.link
+            lost = sum(n for place, n in world.sim.drops.places.items() if place.startswith(f"{link.name}/"))
+            for res, way in ((link.to_peer, "out"), (link.to_nic, "in")):
+                share = busy.get(res.name, 0.0) / window
+                out.append({"name": res.name, "direction": way, "gbps": link.gbps, "utilization": round(share, 4),
+                            "gbits": round(share * link.gbps * window / 1e9, 6), "drops": lost if way == "in" else 0})
+    return out
+
+
+def _bottleneck(world, f: FlowStats, resources: list[dict]) -> dict:
+    """The busiest resource on the flow's path: its machines' vCPUs and
+    threads, their hosts' cores, NICs and wires, and the far end if it is
+    the wire; the model or the measuring side, whichever limits it."""
+    machines = [vm for name in (f.src, f.dst) for vm in world.incarnations(name)] if f.dst in world.vms else \
+        list(world.incarnations(f.src))
+    prefixes = tuple({f"{vm.host.name}/" for vm in machines} | {f"{vm.host.name}/{vm.name}/" for vm in machines})
+    hosts = {vm.host.name for vm in machines}
+    on_path = [r for r in resources if r["name"].startswith(prefixes) and (
+        r["kind"] in ("host_core", "nic", "wire") or any(r["name"].startswith(f"{h}/{vm.name}/")
+                                                          for h in hosts for vm in machines))
+        or r["kind"] == "peer" and f.dst == "wire"]
+    top = max(on_path, key=lambda r: r["utilization"], default=None)
+    return {"resource": top["name"], "utilization": top["utilization"]} if top else {}
 
 
 class Result:
@@ -80,11 +110,13 @@ class Result:
         # a resource born after the window (a migration's target, say) was not busy in it
         resources = [{"name": r.name, "kind": r.kind, "busy_s": round(busy.get(r.name, 0.0) / 1e9, 9),
                       "utilization": round(busy.get(r.name, 0.0) / window, 4)} for r in world.resources]
+        for row, f in zip(rows, flows):
+            row["bottleneck"] = _bottleneck(world, f, resources)
         events = dict(sorted((k, v) for k, v in world.ledger.events.items() if v))
         events["interrupt"] = sum(vm.stats["interrupts"] for vm in world.machines)
         return cls({"scenario": scenario.name, "profile": scenario.profile.name,
                     "sim_time_s": round(window / 1e9, 9), "wall_time_s": round(wall_s, 3),
-                    "flows": rows, "resources": resources, "events": events, "drops": world.drops(), "device_errors": world.device_errors(),
+                    "flows": rows, "resources": resources, "events": events, "links": _links(world, busy, window), "drops": world.drops(), "device_errors": world.device_errors(),
                     "guest_faults": {name: g.fault for name, g in world.guests.items() if g.fault}},
                    {r.name: (r.kind, dict(r.spent)) for r in world.resources})
 

@@ -54,10 +54,20 @@ def _drain(world: World, flows: list[FlowStats], stop: float) -> None:
         world.sim.run(until=t)
 
 
+def busy_until(world: World, at: float) -> dict[str, float]:
+    """Each resource's busy time up to ``at`` (work charged before it but running past it belongs after)."""
+    return {r.name: max(0.0, r.busy_ns - max(0.0, r.cursor - at)) for r in world.resources}
+
+
 def begin(world: World) -> tuple[float, float, list[FlowStats]]:
-    """Warm up, then start every workload; returns (start, stop, flows)."""
+    """Warm up, then start every workload; returns (start of the measured
+    window: after the workloads' warm-up, stop, flows)."""
     start = _warm_up(world)
     world.start_measuring(start)
+    warm = min((w.warmup_ms for w in world.scenario.workloads if w.type != "memory_dirty"), default=0.0) * 1e6
+    world.busy_before = {}
+    if warm:
+        world.sim.at(start + warm, lambda: world.busy_before.update(busy_until(world, start + warm)))
     world.sim.drops.classify = flow_of(len(world.scenario.workloads))
     flows = []
     stop = start
@@ -68,20 +78,19 @@ def begin(world: World) -> tuple[float, float, list[FlowStats]]:
             MemoryDirty(world.guests[w.src], start, end, w.dirty_mib_s, w.working_set_mb or DIRTY_SET_MB).begin()
             continue
         src_if, dst_if = _interface(world, w.src, w.dst)
-        stats = FlowStats(index, w.type, w.src, w.dst, w.packet_size)
+        stats = FlowStats(index, w.type, w.src, w.dst, w.packet_size, window=(start + w.warmup_ms * 1e6, end))
         extra = {"count": w.count or 5} if w.type == "ping" else {}
         workload = KINDS[w.type](stats, world.guests[w.src], _machine(world, w.dst, w.src), src_if, dst_if,
                                  start, end, w.rate_pps, **extra)
         workload.begin()
         flows.append(stats)
-    return start, stop, flows
+    return start + warm, stop, flows
 
 
 def finish(world: World, start: float, stop: float, flows: list[FlowStats], wall: float) -> Result:
     """Run to ``stop``, let frames in flight land, collect."""
     world.sim.run(until=stop)
-    # work charged before stop but running past it belongs after the window
-    busy = {r.name: max(0.0, r.busy_ns - max(0.0, r.cursor - stop)) for r in world.resources}
+    busy = {name: ns - world.busy_before.get(name, 0.0) for name, ns in busy_until(world, stop).items()}
     _drain(world, flows, stop)
     return Result.collect(world.scenario, world, flows, start, stop, busy, time.perf_counter() - wall)
 

@@ -228,6 +228,7 @@ class Workload(_Strict):
     rate_pps: Annotated[float, Field(gt=0), _at_least(MIN_RATE_PPS, "packets per second", "one in the longest run"),
                         _at_most(MAX_RATE_PPS, "packets per second", "one per ns, the clock's resolution")
                         ] | None = None  # None: as fast as the path allows
+    warmup_ms: Annotated[float, Field(ge=0)] = 0.0  # deliveries before start + warmup_ms count for all but throughput
     count: Count | None = None  # ping only
     # memory_dirty only: the guest rewrites its working set at this rate (MiB/s)
     dirty_mib_s: Annotated[float, Field(gt=0), _at_most(MAX_DIRTY_MIB_S, "MiB/s", "above any server's memory "
@@ -257,6 +258,20 @@ class Migration(_Strict):
                                                                 # start, as at_ms: not before at_ms)
 
 
+class Peer(_Strict):
+    """The hosts at the far end of the wire (one per subnet a workload reaches it on)."""
+
+    cores: Annotated[int, Field(ge=1), _at_most(NR_CPUS_MAX, "cores", "Linux's NR_CPUS limit, CONFIG_MAXSMP")] = 16
+    rx_ring: Annotated[int, Field(ge=64), _at_most(8192, "descriptors", "the 82599's ring limit, IXGBE_MAX_RXD")] = 512
+
+
+class Fabric(_Strict):
+    """The top-of-rack switch the hosts' ports are cabled to."""
+
+    # Arista 7050S-64 datasheet: a 9 MB packet buffer shared by its 64 10GbE ports; its even share per port
+    buffer_kb: Annotated[int, Field(ge=2)] = 9 * 1024 // 64
+
+
 class Scenario(_Strict):
     name: Name
     profile_ref: str = Field("default", alias="profile", min_length=1)
@@ -264,6 +279,8 @@ class Scenario(_Strict):
     vms: Annotated[list[Vm], Field(min_length=1), _at_most_items(MAX_VMS, "VMs", "one run holds them all")]
     workloads: Annotated[list[Workload], _at_most_items(MAX_WORKLOADS, "workloads", "one per VM")] = []
     migration: Migration | None = None
+    peer: Peer = Peer()
+    fabric: Fabric = Fabric()
 
     _profile: CostProfile | None = PrivateAttr(None)
     _source_path: Path | None = PrivateAttr(None)
@@ -505,6 +522,10 @@ def _vm_problems(where: str, vm: Vm, hosts: dict[str, Host]) -> Iterator[tuple[s
         yield (f"{where}.nics", f"expected at most {PCI_NIC_SLOTS} PCI NICs (bus 0 has 32 slots; 0-2 hold the host "
                                 f"bridge, ISA bridge and VGA), got {pci_nics}")
     for j, nic in enumerate(vm.nics):
+        if vm.bare_metal and nic.model != "passthrough":
+            yield (f"{where}.nics[{j}].model", f"expected 'passthrough' on a bare-metal machine (it drives a "
+                                               f"physical NIC of its own; nothing emulates one), got {nic.model!r}")
+            continue
         yield from _nic_problems(f"{where}.nics[{j}]", nic, hosts[vm.host])
         if nic.standby:
             yield from _standby_problems(f"{where}.nics[{j}]", nic, vm)
@@ -622,6 +643,9 @@ def _workload_problems(
     if w.dst != WIRE and not {n.ip.network for n in src.nics} & {n.ip.network for n in vms[w.dst].nics}:
         yield (f"{where}.dst", f"expected a VM with a NIC in a subnet of {w.src} ({_subnets(src)}), "
                                f"got {w.dst!r} ({_subnets(vms[w.dst]) or 'no NIC'})")
+    if w.warmup_ms >= w.duration_ms:
+        yield (f"{where}.warmup_ms", f"expected less than duration_ms ({_number(w.duration_ms)}): throughput is "
+                                     f"measured after the warm-up, got {_number(w.warmup_ms)}")
     if w.count is not None and w.type != "ping":
         yield f"{where}.count", f"expected no count for a {w.type} workload (only ping takes one), got {w.count}"
     elif w.count is not None and w.count > w.duration_ms * PINGS_PER_MS:

@@ -56,6 +56,9 @@ class FlowStats:
     latencies_ns: list[int] = field(default_factory=list)
     first_sent: int | None = None
     last_delivered: int | None = None
+    window: tuple[float, float] = (0.0, float("inf"))     # when deliveries count for throughput (ns)
+    window_frames: int = 0
+    window_bytes: int = 0                                  # payload (UDP or ICMP data) delivered in the window
     expect_seq: int = 0
     gaps: list[tuple[int, int, float]] = field(default_factory=list)   # (first missing seq, how many, when the next came)
 
@@ -77,6 +80,9 @@ class FlowStats:
                 self.gaps.append((self.expect_seq, seq - self.expect_seq, now))
             self.expect_seq = seq + 1
         self.delivered += 1
+        if self.window[0] <= now < self.window[1]:
+            self.window_frames += 1
+            self.window_bytes += len(payload)
         self.latencies_ns.append(now - sent_at)
         self.last_delivered = now
         return seq

@@ -73,7 +73,7 @@ class World:
         self.ledger = Ledger(scenario.profile)
         self.host_specs = {h.name: h for h in scenario.hosts}
         self.xen: dict[str, Xen] = {}                                 # host -> its Xen, on Xen hosts
-        self.fabric = Fabric(self.sim, self.ledger)                    # the LAN every host port is cabled to
+        self.fabric = Fabric(self.sim, self.ledger, buffer_bytes=scenario.fabric.buffer_kb << 10)   # the hosts' LAN
         self.hosts = {h.name: self._host(h) for h in scenario.hosts}
         self.vms: dict[str, VM] = {xen.dom0.vm.name: xen.dom0.vm for xen in self.xen.values()}
         self.guests: dict[str, GuestKernel] = {}
@@ -81,6 +81,7 @@ class World:
         self.peers: dict = {}                                          # subnet -> its wire peer
         self.retired: list[VM] = []                                    # VMs that migrated away
         self.migration_links: list[Resource] = []
+        self.busy_before: dict[str, float] = {}                       # resources' busy time before the window
         self.nic_specs: dict[int, object] = {}                         # id of a wired NIC -> its spec
         self.uplinks = {name: self._uplink(host) for name, host in self.hosts.items() if self._free_nic(name)}
         self.sriov = self._sriov_ports()
@@ -335,8 +336,8 @@ class World:
         if net not in self.peers:
             address = IPv4Interface(f"{net.broadcast_address - 1}/{net.prefixlen}")
             mac = bytes([0x02, 0, 0, 0, len(self.peers) >> 8 & 0xFF, len(self.peers) & 0xFF])
-            self.peers[net] = WirePeer(self.fabric, mac, str(address), name=f"{pnic.link.name}/peer")
-        self.peers[net].serve(pnic.link)
+            self.peers[net] = WirePeer(self.fabric, mac, str(address), name=f"peer-{net.network_address}",
+                                       cores=self.scenario.peer.cores, rx_ring=self.scenario.peer.rx_ring)
         return self.peers[net]
 
     def drops(self) -> dict[str, int]:
@@ -360,6 +361,8 @@ class World:
                 out += [pnic.engine, *pnic.link.resources]
         for vm in self.machines:
             out += vm.resources
+        for peer in self.peers.values():
+            out += peer.cores
         return out + self.migration_links
 
     def settle(self, within_ns: float = SETTLE_NS) -> float:

@@ -122,10 +122,11 @@ class Fabric:
     the link its destination was learnt on, or floods; a host that moves
     (live migration) is relearnt from its next frame (a gratuitous ARP)."""
 
-    def __init__(self, sim: Sim, ledger: Ledger, name: str = "fabric") -> None:
+    def __init__(self, sim: Sim, ledger: Ledger, name: str = "fabric", buffer_bytes: int = 1 << 62) -> None:
         self.sim = sim
         self.ledger = ledger
         self.name = name
+        self.buffer_bytes = buffer_bytes       # per egress port: tail drop past it
         self.links: list[Link] = []
         self.stations: list = []
         self.fdb: dict[bytes, object] = {}      # MAC -> Link or station
@@ -143,10 +144,18 @@ class Fabric:
         end = at
         for out in self._egress(frame, source):
             if isinstance(out, Link):
-                end = max(end, out.transmit(frame, at))
+                end = max(end, self.forward(out, frame, at))
             else:
                 out.arrive(frame)
         return end
+
+    def forward(self, link: Link, frame: bytes, at: float) -> float:
+        """Out of the port cabled to ``link``, behind what its buffer holds;
+        a frame finding the buffer full is dropped (tail drop)."""
+        if (link.to_nic.cursor - at) / link.ns_per_byte > self.buffer_bytes:
+            self.sim.drops.count(f"{self.name}/{link.name}/egress-buffer", frame)
+            return at
+        return link.transmit(frame, at)
 
     def _learn(self, frame: bytes, port) -> None:
         src = frame[6:12]
@@ -173,6 +182,6 @@ class _Uplink:
         fabric._learn(frame, link)
         for out in fabric._egress(frame, link):
             if isinstance(out, Link):
-                out.transmit(frame, fabric.sim.now)
+                fabric.forward(out, frame, fabric.sim.now)
             else:
                 out.arrive(frame, link)
