@@ -17,6 +17,8 @@ descriptor wait in the 512 KiB RX buffer (or are dropped with SRRCTL.DROP_EN)
 and are missed (MPC) when it overflows.  Descriptors are read in bursts into
 per-queue caches (TX up to TDT, RX prefetched up to RDT), one DMA
 transaction per burst; buffers and write-backs are one transaction each.
+Queues waiting for room in the TX buffer are served round robin, one
+packet per turn.
 Only MSI-X mode signals interrupts (INTx and MSI are not modelled).
 
 SR-IOV (``devices.ixgbe_sriov``) attaches through ``vt`` (pool switching of
@@ -29,6 +31,7 @@ causes raise and whose ``dma_fault`` its faults report; the PF by default).
 from __future__ import annotations
 
 import zlib
+from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Callable
 
@@ -154,6 +157,7 @@ class Ixgbe:
         self.tx_fifo_bytes = 0
         self.tx_stalled = False
         self.tx_waiting: set[int] = set()
+        self.tx_rr = 0                      # the queue whose turn is next
         self.rx_fifo: deque[tuple[int, bytes, int, int]] = deque()
         self.rx_fifo_bytes = 0
         if self.vt is not None:
@@ -365,50 +369,61 @@ class Ixgbe:
         # NOTE: engine.sync(cpu.cursor) inlined, once per doorbell
         if cpu.cursor > engine.cursor:  # noqa: PLR1730
             engine.cursor = cpu.cursor
+        self.tx_rr = q + 1                  # the round robin goes on after it
         self._xmit(engine, q)
 
-    def _xmit(self, engine: Resource, q: int) -> None:
+    def _xmit(self, engine: Resource, q: int, one: bool = False) -> bool:
         """Fetch descriptors from TDH up to TDT (at most one ring's worth) in
         bursts of up to a descriptor cache's worth; descriptors fetched but not
-        yet processed (the packet buffer filled) stay cached for the resume."""
+        yet processed (the packet buffer filled, the queue's turn ended) stay
+        cached for the next time.  ``one``: the turn is one packet; returns
+        whether it ended with more descriptors to process."""
         r = self.r
         b = TX[q]
         base = r[b + BAH] << 32 | r[b]
         count = r[b + LEN] >> 4
         budget = count
-        reported = False
+        reported = more = False
         while budget > 0:
             head, tail = r[b + HEAD], r[b + TAIL]
             if head == tail or head >= count:
                 break
             cached, self.tx_cache[q] = self.tx_cache[q], None
             if cached is not None and cached[0] == (base, count, head):
-                burst, n = cached[1], cached[2]
+                _, burst, at, n = cached
             else:
-                n = min((min(tail, count) if tail > head else count) - head, s.TX_DESC_CACHE, budget)
+                at, n = 0, min((min(tail, count) if tail > head else count) - head, s.TX_DESC_CACHE, budget)
                 try:
                     burst = self.owner[q].dma.read(engine, base + (head << 4), n << 4)
                 except DmaFault:
                     self.owner[q].dma_fault("tx_desc_fault")
                     break
-            done, reported_now = self._tx_burst(engine, q, base, count, burst, n)
+            done, reported_now = self._tx_burst(engine, q, base, count, burst, at, n, one)
             reported |= reported_now
+            if done < 0:                    # the turn's packet is out
+                more = r[b + HEAD] != r[b + TAIL]
+                break
             budget = budget - done if done == n else 0
         if reported:
             self.owner[q].queue_irq(engine, q, 1)
+        return more
 
-    def _tx_burst(self, engine: Resource, q: int, base: int, count: int, burst: bytes, n: int) -> tuple[int, bool]:
-        """Process fetched descriptors; returns (how many, whether any reported status)."""
+    def _tx_burst(self, engine: Resource, q: int, base: int, count: int, burst: bytes, at: int, n: int,
+                  one: bool) -> tuple[int, bool]:
+        """Process the ``n`` fetched descriptors from ``at`` in ``burst``;
+        returns (how many, whether any reported status), how many being -1
+        when ``one`` packet has ended the queue's turn."""
         r, owner = self.r, self.owner[q]
         dma = owner.dma
         b = TX[q]
         reported = False
-        for i in range(n):
+        end = at + n
+        for i in range(at, end):
             head = r[b + HEAD]
             if head == r[b + TAIL] or (not self.tx_parts[q] and not self.tx_discard[q]
                                        and not self._tx_room(engine, q)):
-                self.tx_cache[q] = ((base, count, head), burst[i << 4:], n - i)
-                return i, reported
+                self.tx_cache[q] = ((base, count, head), burst, i, end - i)
+                return i - at, reported
             buf, cmd, _ = _TX_UNPACK(burst, i << 4)
             self._tx_desc(engine, q, buf, cmd)
             if cmd & s.TXD_CMD_RS:
@@ -417,7 +432,11 @@ class Ixgbe:
                     reported = True
                 except DmaFault:
                     owner.dma_fault("tx_writeback_fault")
-            r[b + HEAD] = head + 1 if head + 1 < count else 0
+            head = r[b + HEAD] = head + 1 if head + 1 < count else 0
+            if one and cmd & s.TXD_CMD_EOP:
+                if i + 1 < end:
+                    self.tx_cache[q] = ((base, count, head), burst, i + 1, end - i - 1)
+                return -1, reported
         return n, reported
 
     def _tx_desc(self, engine: Resource, q: int, buf: int, cmd: int) -> None:
@@ -483,26 +502,33 @@ class Ixgbe:
             self.tx_fifo_bytes += size
 
     def _tx_room(self, engine: Resource, q: int) -> bool:
-        """The TX packet buffer must hold a largest packet before the next is
-        fetched; otherwise fetching stops until the wire has drained it."""
+        """May queue ``q`` fetch its next packet?  Not while its rate or
+        PFVFTE hold it, nor while the packet buffer is full."""
         if self.vt is not None and not self.vt.tx_ready(engine, q):
             return False                    # 7.7.2 rate limiter or PFVFTE: the engine resumes the queue
+        if self._tx_full(engine):
+            self.tx_waiting.add(q)
+            return False
+        return True
+
+    def _tx_full(self, engine: Resource) -> bool:
+        """The TX packet buffer must hold a largest packet before the next is
+        fetched; otherwise fetching stops until the wire has drained it."""
         fifo = self.tx_fifo
         now = engine.cursor
         while fifo and fifo[0][0] <= now:
             self.tx_fifo_bytes -= fifo.popleft()[1]
         capacity = self.r[TXPBSIZE0] & 0xFFC00
         if not fifo or self.tx_fifo_bytes + s.MAX_TX_FRAME <= capacity:
-            return True
+            return False
         excess = self.tx_fifo_bytes + s.MAX_TX_FRAME - capacity
         for sent, size in fifo:
             excess -= size
             if excess <= 0:
                 break
         self.tx_stalled = True
-        self.tx_waiting.add(q)
         self.sim.at(sent, self._tx_resume, self.epoch)
-        return False
+        return True
 
     def _tx_resume(self, epoch: int) -> None:
         if epoch != self.epoch:
@@ -510,13 +536,41 @@ class Ixgbe:
         self.tx_stalled = False
         engine = self.engine
         engine.sync(self.sim.now)
-        waiting = sorted(self.tx_waiting)
-        self.tx_waiting.clear()
-        for i, q in enumerate(waiting):
-            self.tx_kick(engine, q)
-            if self.tx_stalled:
-                self.tx_waiting.update(waiting[i + 1:])
+        self._tx_arbitrate(engine)
+
+    def _tx_arbitrate(self, engine: Resource) -> None:
+        """Serve the queues waiting for the packet buffer until it is full
+        again: round robin, one packet per queue and turn, from the queue
+        after the last one served (82599 datasheet 7.2.1.2 and 7.7: without
+        DCB, RTTDCS.TDPAC and VMPAC clear, the descriptor plane and VM
+        arbiters go round robin over the queues and pools with work).  A
+        queue waiting alone is served until the buffer is full."""
+        waiting = self.tx_waiting
+        while waiting:
+            if len(waiting) == 1:
+                self.tx_kick(engine, waiting.pop())
                 return
+            order = sorted(waiting)
+            k = len(order)
+            first = bisect_left(order, self.tx_rr)
+            for j in range(first, first + k):
+                q = order[j % k]
+                waiting.discard(q)
+                if self._tx_turn(engine, q):
+                    waiting.add(q)
+                if self.tx_stalled:         # no room for its packet: its turn comes first
+                    self.tx_rr = q
+                    return
+                self.tx_rr = q + 1
+                if waiting and self._tx_full(engine):
+                    return
+
+    def _tx_turn(self, engine: Resource, q: int) -> bool:
+        """One packet from queue ``q``, if it is enabled; whether it has more."""
+        r = self.r
+        if not (r[DMATXCTL] & s.DMATXCTL_TE and r[TX[q] + DCTL] & s.TXDCTL_ENABLE):
+            return False
+        return self._xmit(engine, q, True)
 
     # ---- receive (7.1) ----------------------------------------------------------
     def can_receive(self, size: int) -> bool:
