@@ -24,3 +24,18 @@ def test_claims_cli_json():
     assert result.exit_code == 0
     rows = json.loads(result.stdout)
     assert rows and all(set(r) == {"model", "claim", "evidence", "verdict"} for r in rows)
+
+
+def test_sriov_is_not_near_pass_through_when_the_port_is_shared_unfairly():
+    """The verdict follows the figures: VFs starving each other on the shared port fail the claim."""
+    from iovirt.experiments.claims import sriov_near_passthrough
+
+    def row(gbps, lo, hi, cpu):
+        return {"per_vm_gbps": gbps, "throughput_gbps": gbps, "per_vm_min_gbps": lo, "per_vm_max_gbps": hi,
+                "cpu_per_gbps": cpu}
+    rows = {("sriov", None, 1): row(7.2, 7.2, 7.2, 0.14), ("passthrough", None, 1): row(7.2, 7.2, 7.2, 0.14),
+            ("passthrough", None, 8): row(27, 3.4, 3.4, 0.14), ("paravirt", "vhost-net", 8): row(8, 1, 1, 0.38)}
+    fair = {**rows, ("sriov", None, 8): row(9.5, 1.18, 1.2, 0.2)}
+    starved = {**rows, ("sriov", None, 8): row(9.5, 0.1, 8.9, 0.2)}
+    assert sriov_near_passthrough(fair, 8).verdict == "holds"
+    assert sriov_near_passthrough(starved, 8).verdict == "fails"

@@ -42,7 +42,8 @@ def test_flows_sharing_a_port_never_sum_above_its_rate(nic, vms, size, warmup):
     rate in UDP payload (Ethernet framing, preamble and gap taken off), and no link reports more than 100%."""
     result = run(scenario(NICS[nic], vms, size, warmup))
     total = sum(f["throughput_gbps"] for f in result["flows"])
-    assert total <= 10 * PAYLOAD_SHARE[size] * 1.0001
+    edge = (size - 28) * 8 / 1e6                  # a frame straddling the window's start, in Gbit/s over 1 ms
+    assert total <= 10 * PAYLOAD_SHARE[size] + edge
     assert all(link["utilization"] <= 1.0001 for link in result["links"])
 
 

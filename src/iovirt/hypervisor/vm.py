@@ -169,12 +169,11 @@ class IrqChip:
         if halted:
             vcpu.sync(now)
             vcpu.charge("wakeup")           # the halted (v)CPU's thread is woken
-        if self.vm.native:
-            vcpu.charge("irq_entry")
-        elif posted and not halted:
-            vcpu.charge("posted_interrupt")  # recognised in guest mode, no exit
-        else:
-            vcpu.charge("vm_exit")          # exit (kick or HLT) and entry with the interrupt
+        if posted and not halted and not self.vm.native:
+            vcpu.charge("posted_interrupt")  # the notification, recognised in guest mode: no exit
+        elif not self.vm.native:
+            vcpu.charge("vm_exit")          # exit (kick or HLT) and entry with the interrupt injected
+        vcpu.charge("irq_entry")            # the guest's own entry through its IDT, as on bare metal
         vcpu.in_service.add(key)
         self.stats["interrupts"] += 1
         handler()

@@ -17,6 +17,8 @@ RX_BUFFER = 2048
 RX_BUFFER_WRITE = 16                # e1000.h E1000_RX_BUFFER_WRITE
 NAPI_WEIGHT = 64
 INTERRUPTS_PER_S = 20000            # InterruptThrottleRate default (dynamic conservative, start)
+LOWEST, LOW, BULK = 0, 1, 2         # e1000's latency ranges: lowest_latency, low_latency, bulk_latency
+RATE_OF = {LOWEST: 70000, LOW: 20000, BULK: 4000}    # e1000_set_itr: interrupts/s per range
 IMS_ENABLE_MASK = s.ICR_RXT0 | s.ICR_TXDW | s.ICR_RXDMT0 | s.ICR_RXSEQ | s.ICR_LSC
 TXD_CMD = s.TXD_CMD_EOP | s.TXD_CMD_IFCS | s.TXD_CMD_RS
 _TX = s.TX_DESC.struct
@@ -37,6 +39,9 @@ class E1000Driver(DescriptorRings):
     def __init__(self, kernel, info) -> None:
         super().__init__(kernel, info)
         self.bar = info.bars[0][1]
+        self.itr = INTERRUPTS_PER_S                 # adapter->itr, interrupts/s
+        self.itr_range = {"tx": LOW, "rx": LOW}     # adapter->tx_itr / rx_itr
+        self.work = {"tx": [0, 0], "rx": [0, 0]}    # total_{tx,rx}_packets and _bytes since the interrupt
         self._probe()
 
     # ---- register access: every one is an MMIO instruction ---------------
@@ -110,6 +115,9 @@ class E1000Driver(DescriptorRings):
         self.vcpu.charge("ring_op")
         self.mem.store(_TX, self.tx_ring + use * s.DESC_SIZE, buf, len(frame), 0, TXD_CMD, 0, 0, 0)
         self.tx_use = nxt
+        work = self.work["tx"]
+        work[0] += 1
+        work[1] += len(frame)
         self.wr("TDT", nxt)
         return True
 
@@ -121,16 +129,30 @@ class E1000Driver(DescriptorRings):
             self.flush()
         self.vcpu.eoi(self.irq)
         if icr:
+            self.work = {"tx": [0, 0], "rx": [0, 0]}     # e1000_intr: the totals restart
             self.napi_schedule()
 
     def _poll(self) -> None:
         self.poll_scheduled = False
         self._clean_tx()
         if self._clean_rx() < NAPI_WEIGHT:
+            self._set_itr()
             self.wr("IMS", IMS_ENABLE_MASK)                  # napi_complete + e1000_irq_enable
             self.flush()
         else:
             self.napi_schedule()
+
+    def _set_itr(self) -> None:
+        """e1000_set_itr in dynamic conservative mode (InterruptThrottleRate=3,
+        the default): each direction's packets and bytes since the interrupt
+        move it between ranges, lowest_latency counting as low; rising rates
+        step up a quarter at a time (biased towards bulk)."""
+        for way, (packets, nbytes) in self.work.items():
+            self.itr_range[way] = max(LOW, _next_range(self.itr_range[way], packets, nbytes))
+        new = RATE_OF[max(self.itr_range.values())]
+        if new != self.itr:
+            self.itr = min(self.itr + (new >> 2), new) if new > self.itr else new
+            self.wr("ITR", 1_000_000_000 // (self.itr * s.ITR_UNIT_NS))
 
     def _clean_rx(self) -> int:
         buf, ring, charge = self.buf, self.rx_ring, self.vcpu.charge
@@ -144,6 +166,9 @@ class E1000Driver(DescriptorRings):
             charge("ring_op")
             bufaddr = self.rx_bufs[i]                         # buffer_info->dma: the driver's own, not the descriptor's
             if status & s.RXD_STAT_EOP and not errors and length <= RX_BUFFER:
+                work = self.work["rx"]
+                work[0] += 1
+                work[1] += length
                 self.stack.receive(self.mem.read(bufaddr, length))
             else:
                 self.stats["rx_errors"] += 1                  # multi-descriptor frames: not used at MTU 1500
@@ -157,3 +182,19 @@ class E1000Driver(DescriptorRings):
         if cleaned:
             self._refill(cleaned)
         return done
+
+
+def _next_range(current: int, packets: int, nbytes: int) -> int:
+    """e1000_update_itr: the range for a direction's work since the last interrupt."""
+    if not packets:
+        return current
+    size = nbytes // packets
+    if current == LOWEST:
+        return BULK if size > 8000 else LOW if packets < 5 and nbytes > 512 else LOWEST
+    if current == LOW:
+        if nbytes > 10000:
+            return BULK if size > 8000 or packets < 10 or size > 1200 else LOWEST if packets > 35 else LOW
+        return BULK if size > 2000 else LOWEST if packets <= 2 and nbytes < 512 else LOW
+    if nbytes > 25000:
+        return LOW if packets > 35 else BULK
+    return LOW if nbytes < 6000 else BULK

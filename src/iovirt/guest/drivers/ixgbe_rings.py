@@ -24,6 +24,8 @@ RX_BUFFER_WRITE = 16                # IXGBE_RX_BUFFER_WRITE
 NAPI_WEIGHT = 64
 TX_WORK_LIMIT = 256                 # IXGBE_DEFAULT_TX_WORK
 ITR_20K = 200                       # IXGBE_20K_ITR: EITR for 20,000 interrupts/s (50 us)
+LOWEST, LOW, BULK = 0, 1, 2         # ixgbe's interrupt-rate ranges: lowest_latency, low_latency, bulk_latency
+ITR_OF = {LOWEST: 40, LOW: ITR_20K, BULK: 336}   # IXGBE_100K_ITR, IXGBE_20K_ITR, IXGBE_12K_ITR (commit 8ac34f10)
 POLLS = 10                          # reset / queue enable polls before giving up
 QUEUE_VECTOR = 0                    # MSI-X entry of the TX/RX queue pair
 TXD_CMD = s.ADVTXD_DTYP_DATA | s.TXD_CMD_DEXT | s.TXD_CMD_IFCS | s.TXD_CMD_EOP | s.TXD_CMD_RS
@@ -45,9 +47,14 @@ class IxgbeRings(DescriptorRings):
     PREFIX = ""
     STATUS = "STATUS"
 
+    EITR = "EITR0"
+
     def __init__(self, kernel, info) -> None:
         super().__init__(kernel, info)
         self.bar = info.bars[0][1]
+        self.itr = ITR_20K                  # q_vector->itr, what EITR holds (dynamic mode starts at 20K)
+        self.itr_range = {"tx": LOWEST, "rx": LOWEST}     # each ring container's range
+        self.work = {"tx": 0, "rx": 0}                    # bytes since the last update
 
     # ---- register access --------------------------------------------------
     def rd(self, reg: str) -> int:
@@ -122,6 +129,7 @@ class IxgbeRings(DescriptorRings):
         _TX.pack_into(self.buf, at, buf, TXD_CMD | size, size << s.ADVTXD_PAYLEN_SHIFT)
         self.mem.dirty[at >> PAGE_SHIFT] = 1
         self.tx_use = nxt
+        self.work["tx"] += size
         self.vcpu.mmio_write(self._tdt, 4, nxt)
         return True
 
@@ -141,6 +149,7 @@ class IxgbeRings(DescriptorRings):
             return
         self._clean_tx()
         if self._clean_rx() < NAPI_WEIGHT:
+            self._set_itr()
             self._irq_enable_queues()                        # napi_complete_done
         else:
             self.napi_schedule()
@@ -175,4 +184,30 @@ class IxgbeRings(DescriptorRings):
         if status & s.RXDADV_ERR_FRAME_ERR_MASK:
             self.stats["rx_errors"] += 1
         else:
-            self.stack.receive(parts[0] if len(parts) == 1 else b"".join(parts))
+            frame = parts[0] if len(parts) == 1 else b"".join(parts)
+            self.work["rx"] += len(frame)
+            self.stack.receive(frame)
+
+    # ---- adaptive interrupt moderation (ixgbe_set_itr / ixgbevf_set_itr, dynamic mode) -------
+    def _set_itr(self) -> None:
+        """At the end of a poll: each ring's bytes per microsecond of the
+        current interval move it between the three ranges; the vector takes
+        the busiest one's rate, smoothed, and EITR is rewritten if it moved."""
+        for ring, done in self.work.items():
+            if done:
+                self.itr_range[ring] = _next_range(self.itr_range[ring], done // max(1, self.itr >> 2))
+                self.work[ring] = 0
+        new = ITR_OF[max(self.itr_range.values())]
+        if new != self.itr:
+            self.itr = 10 * new * self.itr // (9 * new + self.itr)     # exponential smoothing
+            self.wr(self.EITR, self.itr & s.EITR_ITR_INT_MASK | s.EITR_CNT_WDIS)
+
+
+
+def _next_range(current: int, bytes_per_us: int) -> int:
+    """ixgbe_update_itr: 0-10 MB/s lowest, 10-20 MB/s low, above bulk, with hysteresis."""
+    if current == LOWEST:
+        return LOW if bytes_per_us > 10 else LOWEST
+    if current == LOW:
+        return BULK if bytes_per_us > 20 else LOWEST if bytes_per_us <= 10 else LOW
+    return LOW if bytes_per_us <= 20 else BULK

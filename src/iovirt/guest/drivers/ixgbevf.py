@@ -34,6 +34,7 @@ class IxgbevfDriver(IxgbeRings):
     REGS: ClassVar[dict[str, int]] = {r.name: r.offset for r in vs.REGS}
     PREFIX = "VF"
     STATUS = "VFSTATUS"
+    EITR = f"VTEITR{QUEUE_VECTOR}"
 
     def __init__(self, kernel, info) -> None:
         super().__init__(kernel, info)
@@ -95,7 +96,7 @@ class IxgbevfDriver(IxgbeRings):
         valid = s.IVAR_ALLOC_VAL
         self.wr("VTIVAR0", (valid | QUEUE_VECTOR) | (valid | QUEUE_VECTOR) << 8)    # RX 0 and TX 0
         self.wr("VTIVAR_MISC", valid | MAILBOX_VECTOR)
-        self.wr(f"VTEITR{QUEUE_VECTOR}", ITR_20K | s.EITR_CNT_WDIS)
+        self.wr(self.EITR, ITR_20K | s.EITR_CNT_WDIS)
         enable = 1 << QUEUE_VECTOR | 1 << MAILBOX_VECTOR
         self.wr("VTEIAM", enable)
         self.wr("VTEIAC", enable)
