@@ -29,6 +29,8 @@ bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/sim_speed.py
 	$(BIN)/python benchmarks/scaling.py
 	$(BIN)/python benchmarks/migration.py
+	$(BIN)/python benchmarks/port_sharing.py
+	$(BIN)/python benchmarks/load64.py
 
 fuzz: $(VENV)/.installed
 	$(BIN)/python tests/fuzz_campaign.py --examples $(FUZZ_EXAMPLES) --seed $(FUZZ_SEED) --budget-s $(FUZZ_BUDGET_S)
