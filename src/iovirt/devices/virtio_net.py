@@ -1,10 +1,12 @@
 """virtio network device (virtio 1.1 section 5.1) on the PCI transport.
 
 Queue 0 receives, queue 1 transmits.  Transmit runs as QEMU's tx bottom half
-and vhost-net's handle_tx do: with kicks suppressed, drain up to a burst of
-chains, then ask for kicks again and re-check (2.6.7.1) so no buffer is
-missed.  Receive fills one or more writable chains per frame
-(VIRTIO_NET_F_MRG_RXBUF, num_buffers) behind a 12-byte virtio_net_hdr."""
+and vhost-net's handle_tx do: with kicks suppressed, drain the ring a burst
+at a time, taking what the driver adds while the backend is still busy
+without a kick; only a look that finds the ring empty asks for kicks again
+and re-checks (2.6.7.1) so no buffer is missed.  Receive fills one or more
+writable chains per frame (VIRTIO_NET_F_MRG_RXBUF, num_buffers) behind a
+12-byte virtio_net_hdr."""
 
 from __future__ import annotations
 
@@ -51,8 +53,9 @@ class VirtioNet(VirtioPciDevice):
 
     # ---- doorbells -------------------------------------------------------------
     def kick(self, cpu: Resource, queue: int) -> bool:
-        """Handle a notification on ``queue``; True when work remains (the
-        backend runs again rather than waiting for another kick)."""
+        """Handle a notification on ``queue``; True when the backend must look
+        at the queue again once the work it just took is done (its kicks stay
+        off meanwhile), False when it may sleep until the next kick."""
         if not self.live:
             return False
         if queue == v.TX_QUEUE:
@@ -63,6 +66,12 @@ class VirtioNet(VirtioPciDevice):
 
     # ---- transmit --------------------------------------------------------------
     def handle_tx(self, cpu: Resource) -> bool:
+        """Send what the driver has published, up to a burst.  The chains
+        taken are done at ``cpu``'s cursor, not now: until then the backend is
+        still running and kicks stay off (vhost_disable_notify; QEMU's tx
+        bottom half), so it is called again then (True).  Only a call that
+        finds the ring empty asks for kicks again and re-checks (2.6.7.1):
+        False, the backend sleeps."""
         q, port = self.queues[v.TX_QUEUE], self.port
         try:
             q.want_kicks(False)
@@ -76,8 +85,10 @@ class VirtioNet(VirtioPciDevice):
                 sent += 1
             if q.should_interrupt():
                 self.notify_queue(cpu, q)
-            if sent == TX_BURST or self.polling:
+            if self.polling:
                 return sent == TX_BURST
+            if sent:
+                return True
             q.want_kicks(True)
             return q.has_avail()                  # raced with the driver: go round again
         except VirtqueueError as err:

@@ -3,10 +3,12 @@
 It maps the frontend's granted TX and RX rings, binds the frontend's event
 channel and bridges frames through a port on the host switch, all on a
 dom0 vCPU (charged to the frontend's account).  TX: a NAPI-style poll
-consumes requests, grant-copies each frame out of the frontend's page into
-dom0 in one GNTTABOP_copy batch, sends it on and answers.  RX: frames from
-the switch are grant-copied into the buffers the frontend posted, in one
-batch per wake-up.  Responses are pushed with
+consumes requests, grant-copies the round's frames out of the frontend's
+pages into dom0 in one GNTTABOP_copy batch, sends them on and answers; it
+polls again once that work is done, and only a poll that finds the ring
+empty re-arms req_event, so a frontend does not notify a running backend.
+RX: frames from the switch are grant-copied into the buffers the frontend
+posted, in one batch per wake-up.  Responses are pushed with
 RING_PUSH_RESPONSES_AND_CHECK_NOTIFY; requests are re-armed with
 RING_FINAL_CHECK_FOR_REQUESTS.
 
@@ -175,8 +177,13 @@ class XenNetback:
         cpu.sync(self.sim.now)
         if not self.running:
             return
+        # The round's requests are done at the cursor, not now: NAPI polls
+        # again then, and only a poll that finds the ring empty completes and
+        # re-arms req_event (xenvif_poll: napi_complete_done, then
+        # xenvif_napi_schedule_or_enable_events).  Until then the frontend
+        # sends no event for what it adds: the next round takes it.
         done = self._tx_action(cpu, NAPI_WEIGHT)
-        if self.running and (done >= NAPI_WEIGHT or self._final_check(self.tx, self.tx_cons)):
+        if self.running and (done or self._final_check(self.tx, self.tx_cons)):
             self.tx_scheduled = True
             self.sim.at(cpu.cursor, self._tx_poll)
 

@@ -12,8 +12,9 @@ configuration, MSI-X table) traps to QEMU as emulation does.
 - ``vhost-net``: an in-kernel vhost worker thread runs the rings and talks to
   the tap socket without syscalls; interrupts through irqfd.
 - ``vhost-user``: a poll-mode backend process (a DPDK switch) owns a core and
-  polls the rings; it never asks for kicks, switches frames itself and
-  interrupts through irqfd; its core is busy even when no frame moves.
+  polls the rings; it never asks for kicks, switches frames itself at its
+  own per-packet price (``dpdk_switch``, not the Linux bridge's ``vswitch``)
+  and interrupts through irqfd; its core is busy even when no frame moves.
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ class VirtioNic(PciNic):
         return [(0, v.NOTIFY_OFFSET, KVM_USER_MMIO), (v.NOTIFY_OFFSET, size - v.NOTIFY_OFFSET, IOEVENTFD)]
 
     def _kick(self, cpu: Resource, queue: int) -> None:
-        """The doorbell's eventfd is signalled; the backend thread wakes."""
+        """The doorbell's eventfd is signalled: the backend thread gets the
+        work (and a wake-up only if it sleeps, see _run)."""
         if queue not in self.scheduled:          # NOTE: _schedule inlined, once per kick
             self.scheduled.add(queue)
             self.vm.sim.at(cpu.cursor, self._run, queue)
@@ -79,6 +81,12 @@ class VirtioNic(PciNic):
         self.vm.sim.at(pmd.cursor, self._pmd_round)
 
     def _run(self, queue: int) -> None:
+        """The backend thread services ``queue``: woken (``wakeup``) only if it
+        was asleep when the work arrived; a running one just takes the work
+        (vhost_work_queue on a busy worker, a main loop that has not slept).
+        While the device says to look again (kicks still off) the thread
+        comes back at its cursor, when what it took is done, without
+        sleeping."""
         self.scheduled.discard(queue)
         worker, now = self.worker, self.vm.sim.now
         if self.vm.paused:                       # vhost stopped: the ring waits

@@ -5,7 +5,9 @@ tap fd: a ``tap`` syscall and a ``copy`` between user and kernel buffers on
 the calling thread.  From the kernel (vhost-net's socket calls) there is no
 syscall and no extra copy: ``syscall=False``.  A poll-mode reader (a
 vhost-user PMD) is never asleep, so frames cost it no wake-up:
-``polled=True``.  The sending thread also runs the switch for its frame."""
+``polled=True``; it is the user-space switch, and forwards the frames it
+takes at that switch's price (``dpdk_switch``), not the kernel bridge's.
+The sending thread also runs the switch for its frame."""
 
 from __future__ import annotations
 
@@ -23,6 +25,8 @@ class TapPort(Port):
         self.vm = vm
         self.syscall = syscall
         self.polled = polled
+        if polled:
+            self.switch_event = "dpdk_switch"
         self.sim = vm.sim
         self.device = device
         self.reader = reader                 # the VMM thread that reads the tap

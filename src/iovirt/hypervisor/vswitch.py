@@ -1,8 +1,11 @@
 """The host's software switch: a learning L2 bridge (Linux bridge semantics,
-net/bridge/br_fdb.c) charging one ``vswitch`` event per forwarded frame to
-the thread that hands it the frame: the bridge runs in the softirq of the
-tap write or vhost send (netif_rx on the sending CPU), or inside a
-userspace switch's poll-mode thread."""
+net/bridge/br_fdb.c) charging one event per forwarded frame to the thread
+that hands it the frame.  A frame from a tap or vhost socket is bridged by
+the kernel in the softirq of the tap write or vhost send (netif_rx on the
+sending CPU): ``vswitch``.  A frame from a vhost-user port is forwarded by
+the user-space switch's poll-mode thread itself (OVS-DPDK's EMC lookup and
+output batching, testpmd-style forwarding): ``dpdk_switch``, its own
+per-packet price; the port says which (``switch_event``)."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ class Port:
     """Something plugged into the switch: a tap, a vhost port, an uplink."""
 
     acct: Counter[str] | None = None
+    switch_event = "vswitch"            # what forwarding a frame this port hands the switch costs
 
     def deliver(self, frame: bytes, at: float) -> None:
         raise NotImplementedError
@@ -37,7 +41,7 @@ class VSwitch:
 
     def ingress(self, port: Port, frame: bytes, cpu) -> None:
         """Forward a frame ``port`` received, on ``cpu`` at its cursor."""
-        cpu.charge("vswitch", acct=port.acct)
+        cpu.charge(port.switch_event, acct=port.acct)
         if len(frame) < 14:
             self.host.sim.drops.count(f"{self.host.name}/bridge/runt", frame)
             return

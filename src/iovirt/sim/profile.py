@@ -27,7 +27,7 @@ MAX_PROFILE_BYTES = 1 << 20    # the bundled profiles are about 7 KB
 # The named events iovirt charges (DESIGN.md "Cost paths"); a profile prices each.
 EVENTS = (
     "vm_exit", "kvm_handle", "user_exit", "mmio_emulate", "pio_emulate", "interrupt_inject", "eoi_exit",
-    "wakeup", "tap", "copy", "vswitch", "ring_op", "guest_stack", "ioeventfd", "poll",
+    "wakeup", "tap", "copy", "vswitch", "dpdk_switch", "ring_op", "guest_stack", "ioeventfd", "poll",
     "dma", "iotlb_hit", "iotlb_miss", "posted_interrupt", "irq_entry",
     "hypercall", "evtchn_send", "grant_copy", "ioreq", "migration_page",
 )
