@@ -26,7 +26,7 @@ ROOT = Path(__file__).parents[1]
 EXAMPLE = ROOT / "examples" / "emulated-e1000.yaml"
 PROFILE = (Path(__file__).parent.parent / "src/iovirt/profiles/default.yaml").read_text().replace(
     "name: default", "name: tiny", 1)
-RESULT = {  # the "run --json" example of DESIGN.md
+RESULT = {  # a run --json object as the README documents it, before links and drops existed
     "scenario": "two-vms-e1000", "sim_time_s": 0.01, "wall_time_s": 0.8,
     "flows": [{"workload": 0, "type": "udp_stream", "src": "vm1", "dst": "vm2", "model": "emulated",
                "device": "e1000", "packet_size": 1500, "sent": 812, "delivered": 812, "dropped": 0,
@@ -294,7 +294,7 @@ def test_version_prints_package_version():
 
 
 def test_run_json_is_one_strict_json_object(small_json):
-    """run --json prints one object with the DESIGN.md keys, in JSON types only."""
+    """run --json prints one object with the documented keys, in JSON types only."""
     assert_json_types(small_json)
     assert set(RESULT) <= set(small_json) and small_json["scenario"] == "emulated-e1000"
     assert small_json["sim_time_s"] > 0 and small_json["wall_time_s"] >= 0
@@ -371,7 +371,7 @@ def test_result_holds_json_types_only():
 
 
 def test_render_tables_from_example_dict():
-    """The render functions turn the DESIGN.md result dict into tables with its numbers."""
+    """The render functions turn a minimal result dict into tables with its numbers."""
     console = Console(record=True, width=250)
     console.print(*render.result_tables(RESULT))
     text = console.export_text()
@@ -418,7 +418,7 @@ MIGRATION = ROOT / "examples" / "migrate-e1000-kvm-to-xen.yaml"
 
 
 def test_migrate_json_has_the_documented_keys():
-    """migrate --json: DESIGN.md's keys, a move that succeeded, frames lost counted from the flows."""
+    """migrate --json: the documented keys, a move that succeeded, frames lost counted from the flows."""
     result = invoke("migrate", MIGRATION, "--json")
     assert result.exit_code == 0, result.stderr
     m = strict_json(result.stdout)

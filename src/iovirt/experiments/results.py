@@ -1,5 +1,5 @@
 """Results of a run: per-flow figures, per-resource busy time and event
-counts, as the JSON object of DESIGN.md and as pandas DataFrames."""
+counts, as the ``run --json`` object (README, "CLI") and as pandas DataFrames."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Emulation: a device model in the VMM, reached by trapping every guest
 register access, backed by a tap on the host switch.
 
-Wiring per DESIGN.md: BAR accesses exit to userspace (``KVM_USER_MMIO`` /
+Wiring (docs/architecture.md, "The models as wirings"): BAR accesses exit to userspace (``KVM_USER_MMIO`` /
 ``KVM_USER_PIO``) and run the model on the vCPU thread; DMA is a CPU copy
 charged to whichever VMM thread runs the model; the frame leaves through a
 tap read by the VMM's main-loop thread; INTx is injected by the thread that

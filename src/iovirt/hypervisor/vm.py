@@ -19,7 +19,7 @@ from ..sim.engine import Sim
 from ..sim.resource import Resource
 from .addrmap import DWORD, AddressMap, Region, pieces
 
-# Trap paths (DESIGN.md "cost paths"): what one guest access costs before the
+# Trap paths (docs/architecture.md, "Cost paths"): what one guest access costs before the
 # device model runs.
 KVM_USER_MMIO = ("vm_exit", "kvm_handle", "user_exit", "mmio_emulate")
 KVM_USER_PIO = ("vm_exit", "kvm_handle", "user_exit", "pio_emulate")

@@ -24,7 +24,7 @@ from . import yamldoc
 
 MAX_PROFILE_BYTES = 1 << 20    # the bundled profiles are about 7 KB
 
-# The named events iovirt charges (DESIGN.md "Cost paths"); a profile prices each.
+# The named events iovirt charges (docs/architecture.md, "Cost paths"); a profile prices each.
 EVENTS = (
     "vm_exit", "kvm_handle", "user_exit", "mmio_emulate", "pio_emulate", "interrupt_inject", "eoi_exit",
     "wakeup", "tap", "copy", "vswitch", "dpdk_switch", "ring_op", "guest_stack", "ioeventfd", "poll",
