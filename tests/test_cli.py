@@ -351,7 +351,7 @@ def test_python_api_matches_cli_json(small, small_json):
 
 def test_flow_without_samples_has_null_latency():
     """A flow that delivered nothing has null latencies: strict JSON, and "-" in the table."""
-    flow = FlowResult.of(FlowStats(0, "udp_stream", "vm1", "vm2", 1500), ("emulated", "e1000", None), Counter(), 0, 0, 0)
+    flow = FlowResult.of(FlowStats(0, "udp_stream", "vm1", "vm2", 1500), ("emulated", "e1000", None), Counter(), 0, 0)
     data = Result({**RESULT, "flows": [flow.row]}).to_dict()
     assert data["flows"][0]["latency_us"] == {"p50": None, "p99": None, "max": None}
     assert strict_json(json.dumps(data)) == data

@@ -30,7 +30,7 @@ class FlowResult:
     row: dict
 
     @classmethod
-    def of(cls, f: FlowStats, model: tuple[str, str, str | None], events: Counter, packets: int, start: int,
+    def of(cls, f: FlowStats, model: tuple[str, str, str | None], events: Counter, packets: int,
            dropped: int) -> "FlowResult":
         """``dropped``: the flow's frames the run's drop ledger counted; what is
         neither delivered, corrupted nor dropped was still on its way at the end."""
@@ -68,14 +68,12 @@ def _bottleneck(world, f: FlowStats, resources: list[dict]) -> dict:
     """The busiest resource on the flow's path: its machines' vCPUs and
     threads, their hosts' cores, NICs and wires, and the far end if it is
     the wire; the model or the measuring side, whichever limits it."""
-    machines = [vm for name in (f.src, f.dst) for vm in world.incarnations(name)] if f.dst in world.vms else \
-        list(world.incarnations(f.src))
-    prefixes = tuple({f"{vm.host.name}/" for vm in machines} | {f"{vm.host.name}/{vm.name}/" for vm in machines})
-    hosts = {vm.host.name for vm in machines}
-    on_path = [r for r in resources if r["name"].startswith(prefixes) and (
-        r["kind"] in ("host_core", "nic", "wire") or any(r["name"].startswith(f"{h}/{vm.name}/")
-                                                          for h in hosts for vm in machines))
-        or r["kind"] == "peer" and f.dst == "wire"]
+    machines = [vm for name in (f.src, f.dst) if name in world.vms for vm in world.incarnations(name)]
+    own = tuple(f"{vm.host.name}/{vm.name}/" for vm in machines)
+    hosts = tuple(f"{vm.host.name}/" for vm in machines)
+    on_path = [r for r in resources if r["name"].startswith(own)
+               or r["kind"] in ("host_core", "nic", "wire") and r["name"].startswith(hosts)
+               or r["kind"] == "peer" and f.dst == "wire"]
     top = max(on_path, key=lambda r: r["utilization"], default=None)
     return {"resource": top["name"], "utilization": top["utilization"]} if top else {}
 
@@ -106,7 +104,7 @@ class Result:
                 events += accounts.get(vm, Counter())
                 events["interrupt"] += sum(m.stats["interrupts"] for m in world.incarnations(vm))
             packets = sum(g.delivered for g in flows if pair & {g.src, g.dst})
-            rows.append(FlowResult.of(f, world.models[f.src], +events, packets, start, world.sim.drops.flows[f.index]).row)
+            rows.append(FlowResult.of(f, world.models[f.src], +events, packets, world.sim.drops.flows[f.index]).row)
         # a resource born after the window (a migration's target, say) was not busy in it
         resources = [{"name": r.name, "kind": r.kind, "busy_s": round(busy.get(r.name, 0.0) / 1e9, 9),
                       "utilization": round(busy.get(r.name, 0.0) / window, 4)} for r in world.resources]

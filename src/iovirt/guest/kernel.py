@@ -184,11 +184,7 @@ class GuestKernel:
             return
         if now > vcpu.cursor:                   # NOTE: vcpu.sync(now) inlined, once per deferred call
             vcpu.cursor = now
-        if self.fault is None:
-            try:
-                fn()
-            except Exception as exc:
-                self._oops(exc)
+        self._guarded(fn)
 
     def resume(self) -> None:
         """The vCPU runs again: work that waited for it runs, in order."""

@@ -169,10 +169,8 @@ class IrqChip:
         if halted:
             vcpu.sync(now)
             vcpu.charge("wakeup")           # the halted (v)CPU's thread is woken
-        if posted and not halted and not self.vm.native:
-            vcpu.charge("posted_interrupt")  # the notification, recognised in guest mode: no exit
-        elif not self.vm.native:
-            vcpu.charge("vm_exit")          # exit (kick or HLT) and entry with the interrupt injected
+        if not self.vm.native:              # posted: recognised in guest mode; else exit, entry with injection
+            vcpu.charge("posted_interrupt" if posted and not halted else "vm_exit")
         vcpu.charge("irq_entry")            # the guest's own entry through its IDT, as on bare metal
         vcpu.in_service.add(key)
         self.stats["interrupts"] += 1

@@ -46,7 +46,6 @@ class IxgbeRings(DescriptorRings):
     DESC_SIZE, TX_STATUS_OFF, TXD_STAT_DD = s.DESC_SIZE, s.TX_WB.offset("status"), s.TXD_STAT_DD
     PREFIX = ""
     STATUS = "STATUS"
-
     EITR = "EITR0"
 
     def __init__(self, kernel, info) -> None:
@@ -201,7 +200,6 @@ class IxgbeRings(DescriptorRings):
         if new != self.itr:
             self.itr = 10 * new * self.itr // (9 * new + self.itr)     # exponential smoothing
             self.wr(self.EITR, self.itr & s.EITR_ITR_INT_MASK | s.EITR_CNT_WDIS)
-
 
 
 def _next_range(current: int, bytes_per_us: int) -> int:
