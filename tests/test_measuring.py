@@ -84,6 +84,8 @@ def test_a_congested_switch_port_tail_drops_and_bounds_the_queue():
     assert list(tail) == ["fabric/h2/pnic0/wire/egress-buffer"]
     assert sum(f["dropped"] for f in result["flows"]) == tail["fabric/h2/pnic0/wire/egress-buffer"] > 0
     assert all(f["bottleneck"]["resource"] == "h2/pnic0/wire/rx" for f in result["flows"])
+    into_h2 = next(link for link in result["links"] if link["name"] == "h2/pnic0/wire/rx")
+    assert into_h2["drops"] == tail["fabric/h2/pnic0/wire/egress-buffer"]
 
 
 def test_a_switch_port_holds_its_buffer_and_no_more():

@@ -51,16 +51,21 @@ class FlowResult:
 
 def _links(world, busy: dict[str, float], window: float) -> list[dict]:
     """Each physical link, each direction: its rate, the bits it carried in
-    the window (framing, preamble and gap included) and the frames lost there."""
+    the window (framing, preamble and gap included) and the frames lost on
+    the way: out, with no far end to take them; in, at the switch port's
+    buffer or the NIC that could not take them."""
     out = []
+    places = world.sim.drops.places
     for host in world.hosts.values():
         for pnic in host.nics.values():
             link = pnic.link
-            lost = sum(n for place, n in world.sim.drops.places.items() if place.startswith(f"{link.name}/"))
-            for res, way in ((link.to_peer, "out"), (link.to_nic, "in")):
+            lost_out = places.get(f"{link.name}/lost_no_peer", 0)
+            lost_in = sum(n for place, n in places.items()
+                          if place.startswith((f"{link.name}/", f"{world.fabric.name}/{link.name}/"))) - lost_out
+            for res, way, lost in ((link.to_peer, "out", lost_out), (link.to_nic, "in", lost_in)):
                 share = busy.get(res.name, 0.0) / window
                 out.append({"name": res.name, "direction": way, "gbps": link.gbps, "utilization": round(share, 4),
-                            "gbits": round(share * link.gbps * window / 1e9, 6), "drops": lost if way == "in" else 0})
+                            "gbits": round(share * link.gbps * window / 1e9, 6), "drops": lost})
     return out
 
 
