@@ -477,6 +477,7 @@ def test_frames_wait_in_the_packet_buffer_until_descriptors_come():
     r.run()
     assert r.rd("RNBC0") == 1 and r.rd("RDH0") == 0
     r.wr("RDT0", 2)
+    r.run()                                             # written back once the DMA completes
     assert [r.rx_wb(i)[4] for i in range(2)] == [80, 90] and r.rd("MPC0") == 0
 
 

@@ -16,6 +16,7 @@ from iovirt.guest.alloc import DmaAllocator
 from iovirt.guest.drivers.virtio_ring import DriverQueue
 from iovirt.mem.dma import Dma
 from iovirt.mem.guest_memory import GuestMemory
+from iovirt.sim.engine import Sim
 from iovirt.sim.profile import load_profile
 from iovirt.sim.resource import Ledger, Resource
 from iovirt.spec import virtio as v
@@ -26,12 +27,16 @@ NEXT, WRITE, INDIRECT = v.VIRTQ_DESC_F_NEXT, v.VIRTQ_DESC_F_WRITE, v.VIRTQ_DESC_
 
 
 class Kernel:
-    """What a DriverQueue uses of a guest kernel: memory, a DMA allocator, a vCPU."""
+    """What a DriverQueue uses of a guest kernel: memory, a DMA allocator, a vCPU, deferred work."""
 
     def __init__(self, ledger: Ledger, size: int = MEM) -> None:
+        self.sim = Sim()
         self.mem = GuestMemory(size)
         self.alloc = DmaAllocator(size, lambda gpa, n: self.mem.write(gpa, bytes(n)), base=0x1000)
         self.vcpu = Resource("vcpu", "vcpu", ledger)
+
+    def run_at(self, when: float, fn) -> None:
+        self.sim.at(when, fn)
 
 
 @dataclass

@@ -345,7 +345,8 @@ def test_virtio_buffers_made_available_before_the_save_are_sent_after_resume(bac
     rng = random.Random(5)
     frames = [frame(PEER_MAC, GUEST_MAC, 300, rng) for _ in range(3)]
     for f in frames:
-        src.stack.send(f)                                  # guest code, on its vCPU, at this instant
+        src.stack.send(f)                                  # guest code, on its vCPU, from this instant
+    sim.run(until=src.vm.vcpus[0].cursor)                 # its ring stores land; the doorbell is in flight
     q = src.dev.queues[v.TX_QUEUE]
     assert (int.from_bytes(src.vm.mem.read(q.avail + 2, 2), 'little') - q.last_avail) & 0xFFFF == 3
     src.peer.frames.clear()

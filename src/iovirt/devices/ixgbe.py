@@ -321,7 +321,7 @@ class Ixgbe:
                 self.sim.at(self.next_irq_ok[vector], self._eitr_expired, vector, self.epoch)
             return
         r = self.r
-        self.next_irq_ok[vector] = now + ((r[EITR[vector]] & s.EITR_ITR_INT_MASK) >> 3) * s.EITR_UNIT_NS
+        self.next_irq_ok[vector] = now + s.eitr_interval_ns(r[EITR[vector]])
         bit = 1 << vector
         if vector >= 16 or r[EIAC] & bit:
             self.vcause &= ~bit             # auto-clear on MSI-X
@@ -669,15 +669,14 @@ class Ixgbe:
         owner = self.owner[q]
         dma, base = owner.dma, r[b + BAH] << 32 | r[b]
         total, pos = len(frame), 0
+        written = []
         try:
             bufs = self._rx_descriptors(engine, q, base, count, head, (r[b + TAIL] - head) % count, need)
             for buf in bufs:
-                addr = base + (head << 4)
                 chunk = frame if need == 1 else frame[pos:pos + bsize]
                 pos += len(chunk)
                 dma.write(engine, buf, chunk)
-                dma.store(engine, _RX_WB, addr, info, 0, rss,
-                          s.RXD_STAT_DD | (s.RXD_STAT_EOP if pos >= total else 0), len(chunk), 0)
+                written.append((base + (head << 4), len(chunk), pos >= total))
                 head = head + 1 if head + 1 < count else 0
                 r[b + HEAD] = head
         except DmaFault:
@@ -688,8 +687,26 @@ class Ixgbe:
         if q < 16:
             r[QPRC[q]] += 1
             add64(r, b + QBRC, total)
-        owner.queue_irq(engine, q, 0)
+        self.sim.urgent(engine.cursor, self._rx_write_back, q, written, rss, info, frame, self.epoch)
         return True
+
+    def _rx_write_back(self, q: int, written: list, rss: int, info: int, frame: bytes, epoch: int) -> None:
+        """7.1.6.2: the descriptors are written back once the frame's data is
+        in host memory (when the engine's DMA of it completes, not before a
+        driver polling the ring may see DD), then the queue's cause."""
+        if epoch != self.epoch:
+            return
+        engine, owner = self.engine, self.owner[q]
+        engine.sync(self.sim.now)
+        try:
+            for addr, length, eop in written:
+                owner.dma.store(engine, _RX_WB, addr, info, 0, rss,
+                                s.RXD_STAT_DD | (s.RXD_STAT_EOP if eop else 0), length, 0)
+        except DmaFault:
+            owner.dma_fault("rx_fault")
+            self._rx_drop(q, "rx_dma_fault", frame)
+            return
+        owner.queue_irq(engine, q, 0)
 
     def _rx_descriptors(self, engine: Resource, q: int, base: int, count: int, head: int, free: int,
                         need: int) -> list[int]:

@@ -138,7 +138,7 @@ class UdpStream(Workload):
             self.tx.on_writable = self.step
 
     def received(self, payload: bytes, src_ip, src_port: int) -> None:
-        self.stats.check(payload, self.dst.vcpu.cursor)
+        self.stats.check(payload, self.dst.receive_time())
 
 
 class RequestResponse(Workload):

@@ -170,6 +170,10 @@ class GuestKernel:
                 return stack
         raise LookupError(f"{self.name}: no NIC with MAC {mac.hex(':')} (found {[n.mac.hex(':') for n in self.netdevs]})")
 
+    def receive_time(self) -> float:
+        """When the datagram being delivered reached its socket."""
+        return self.vcpu.cursor
+
     def run_soon(self, fn: Callable[[], None]) -> None:
         """Run ``fn`` on the vCPU once it is free (softirq, workqueue)."""
         self.sim.at(self.vcpu.cursor, self._run, fn)

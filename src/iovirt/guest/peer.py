@@ -1,6 +1,7 @@
 """The host at the far end of a physical link: a machine outside the
-simulated hosts, with its own cores, NIC queues and IPv4 stack, that sinks
-and sources the traffic of workloads whose destination is ``wire``."""
+simulated hosts, with its own cores, NIC queues, interrupt moderation and
+IPv4 stack, that sinks and sources the traffic of workloads whose
+destination is ``wire``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from ipaddress import IPv4Interface
 from ..hypervisor.wire import ETH_MIN_FRAME, Fabric, Link
 from ..sim.resource import Resource
 from ..spec.ixgbe import RETA_ENTRIES, RSS_DEFAULT_KEY, toeplitz, toeplitz_tables
+from ..spec.ixgbe import eitr_interval_ns
+from .drivers.ixgbe_rings import ITR_20K, LOWEST, NAPI_WEIGHT, next_itr
 from .net.headers import ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP
 from .net.stack import IPv4Stack
 
@@ -19,17 +22,36 @@ _RSS_TABLES = toeplitz_tables(RSS_DEFAULT_KEY, 12)
 RX_RING = 512                       # IXGBE_DEFAULT_RXD
 
 
+class _RxQueue:
+    """One RSS queue and the core whose vector it interrupts: the frames in
+    its ring, when each frame taken from it is done with, and the vector's
+    moderation (EITR, adaptive as ixgbe's dynamic mode) and NAPI state."""
+
+    def __init__(self, core: Resource) -> None:
+        self.core = core
+        self.ring: deque[tuple[bytes, float]] = deque()      # with its RX timestamp
+        self.taken: deque[float] = deque()
+        self.polling = False            # interrupt masked, NAPI scheduled (ixgbe_msix_clean_rings)
+        self.armed = False              # an interrupt waits for the EITR interval to end
+        self.next_irq_ok = 0.0
+        self.itr = ITR_20K
+        self.ranges = {"rx": LOWEST}
+        self.work = {"rx": 0}
+
+
 class WirePeer:
     """The host at the far end: a machine with ``cores`` cores behind a
     multi-queue NIC.  Its NIC spreads received flows over one queue per core
     by the RSS hash of their addresses and ports (82599 datasheet 7.1.2.8,
     Microsoft's key, the redirection table filled round robin as Linux's
     ixgbe does); each queue's ring holds ``rx_ring`` frames, and a frame that
-    arrives while its ring is full of frames its core has not taken yet is
-    missed and counted (``rx_missed``, the NIC's MPC).  Each core runs the
-    IPv4 stack for its queue's frames, which answers ARP and ICMP echo and
-    delivers UDP to sockets bound on ``stack``.  With ``record`` it keeps
-    every frame it receives with its arrival time."""
+    arrives while its ring is full is missed and counted (``rx_missed``, the
+    NIC's MPC).  A queue's frames reach its core as Linux's ixgbe takes them:
+    an interrupt no sooner than EITR allows (adaptive, as on the hosts'
+    NICs), then NAPI polls of up to 64 frames until the ring is empty.  Each
+    core runs the IPv4 stack for its queue's frames, which answers ARP and
+    ICMP echo and delivers UDP to sockets bound on ``stack``.  With
+    ``record`` it keeps every frame it receives with its arrival time."""
 
     def __init__(self, link: Link | Fabric, mac: bytes, address: str, record: bool = False,
                  name: str | None = None, cores: int = 1, rx_ring: int = RX_RING) -> None:
@@ -40,7 +62,8 @@ class WirePeer:
         self.cores = [Resource(f"{self.name}/core{i}", "peer", link.ledger) for i in range(cores)]
         self.cpu = self.vcpu = self.cores[0]
         self.rx_ring = rx_ring
-        self._backlog = [deque() for _ in self.cores]     # per queue: when each frame it holds is taken
+        self.rx_stamp = 0.0
+        self._rx = [_RxQueue(core) for core in self.cores]
         self._queues: dict[bytes, int] = {}                # RSS result per (addresses, ports)
         self.stack = IPv4Stack(self.cpu, self.mac, IPv4Interface(address), self, drops=self.sim.drops,
                                place=f"{self.name}/stack")
@@ -67,19 +90,74 @@ class WirePeer:
             self.received.append((now, frame))
         if not self._for_stack(frame):
             return
-        queue = self._queue(frame)
-        backlog = self._backlog[queue]
-        while backlog and backlog[0] <= now:
-            backlog.popleft()
-        if len(backlog) >= self.rx_ring:
+        rx = self._rx[self._queue(frame)]
+        taken = rx.taken
+        while taken and taken[0] <= now:
+            taken.popleft()
+        if len(rx.ring) + len(taken) >= self.rx_ring:
             self.sim.drops.count(f"{self.name}/rx_missed", frame)
             return
-        cpu = self.cores[queue]
-        self.cpu = self.vcpu = self.stack.cpu = cpu
-        if now > cpu.cursor:  # noqa: PLR1730 - NOTE: cpu.sync(now) inlined, once per frame
-            cpu.cursor = now
-        self.stack.receive(frame)
-        backlog.append(cpu.cursor)
+        rx.ring.append((frame, now))
+        if not rx.polling:
+            self._cause(rx, now)
+
+    def _cause(self, rx: _RxQueue, now: float) -> None:
+        """The queue's RX cause: an interrupt now, or when EITR's interval ends."""
+        if now >= rx.next_irq_ok:
+            self._interrupt(rx)
+        elif not rx.armed:
+            rx.armed = True
+            self.sim.at(rx.next_irq_ok, self._eitr_expired, rx)
+
+    def _eitr_expired(self, rx: _RxQueue) -> None:
+        rx.armed = False
+        if rx.ring and not rx.polling:
+            self._interrupt(rx)
+
+    def _interrupt(self, rx: _RxQueue) -> None:
+        """The vector fires (auto-masked): an idle core is woken, enters the
+        handler, and polls."""
+        now = self.sim.now
+        rx.next_irq_ok = now + eitr_interval_ns(rx.itr)
+        rx.polling = True
+        core = rx.core
+        if core.cursor < now:
+            core.cursor = now               # NOTE: core.sync(now) inlined
+            core.charge("wakeup")
+        core.charge("irq_entry")
+        self._poll(rx)
+
+    def _poll(self, rx: _RxQueue) -> None:
+        """ixgbe_poll: up to NAPI_WEIGHT frames of the ring through the stack;
+        the poll ends when its core is done with them."""
+        core, ring, taken, stack = rx.core, rx.ring, rx.taken, self.stack
+        self.cpu = self.vcpu = stack.cpu = core
+        done = 0
+        while ring and done < NAPI_WEIGHT:
+            frame, self.rx_stamp = ring.popleft()
+            rx.work["rx"] += len(frame)
+            stack.receive(frame)
+            taken.append(core.cursor)
+            done += 1
+        self.sim.at(core.cursor, self._poll_done, rx, done)
+
+    def _poll_done(self, rx: _RxQueue, done: int) -> None:
+        """A full budget polls again; otherwise napi_complete_done: the
+        adaptive rate is updated and the vector unmasked."""
+        if done == NAPI_WEIGHT and rx.ring:
+            self._poll(rx)
+            return
+        rx.itr = next_itr(rx.itr, rx.ranges, rx.work)
+        rx.polling = False
+        if rx.ring:
+            self._cause(rx, self.sim.now)
+
+    def receive_time(self) -> float:
+        """A one-way flow's latency ends at this host's NIC: the RX timestamp
+        of the frame being delivered (82599 datasheet 7.9, as a hardware
+        tester takes it, RFC 2544 26.2), not after its own moderation and
+        stack, which are not the system measured."""
+        return self.rx_stamp
 
     def _queue(self, frame: bytes) -> int:
         """The RSS queue of an IPv4 frame: addresses, and ports for UDP (queue 0 for the rest)."""

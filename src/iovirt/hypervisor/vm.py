@@ -139,13 +139,17 @@ class IrqChip:
 
     def msi(self, cpu: Resource, address: int, data: int, posted: bool = False) -> None:
         """An MSI write to the LAPIC window 0xFEExxxxx: vector in data[7:0].
-        A posted interrupt (VT-d posting) costs the sender no injection."""
+        A posted interrupt (VT-d posting) costs the sender no injection.  One
+        the hypervisor injects (irqfd, KVM_SIGNAL_MSI) is posted to a running
+        vCPU too when the APIC is virtualised (vmx_deliver_posted_interrupt):
+        the sender pays the injection, the vCPU takes no exit."""
         if address >> 20 != 0xFEE:
             self.stats["msi_bad_address"] += 1
             return
-        if not posted and not self.vm.native:
+        vm = self.vm
+        if not posted and not vm.native:
             cpu.charge("interrupt_inject")
-        self.vm.sim.urgent(cpu.cursor, self._deliver, data & 0xFF, posted)
+        vm.sim.urgent(cpu.cursor, self._deliver, data & 0xFF, posted or vm.apicv)
 
     def eoi(self, key: int, at: float) -> None:
         if self.level.get(key) or key in self.irr:

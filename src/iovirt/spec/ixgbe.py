@@ -277,3 +277,8 @@ def toeplitz(tables: list[tuple[int, ...]], data: bytes) -> int:
     for table, byte in zip(tables, data):
         h ^= table[byte]
     return h
+
+
+def eitr_interval_ns(eitr: int) -> int:
+    """The minimum time between two interrupts of a vector that EITR holds."""
+    return ((eitr & EITR_ITR_INT_MASK) >> 3) * EITR_UNIT_NS

@@ -189,17 +189,23 @@ class IxgbeRings(DescriptorRings):
 
     # ---- adaptive interrupt moderation (ixgbe_set_itr / ixgbevf_set_itr, dynamic mode) -------
     def _set_itr(self) -> None:
-        """At the end of a poll: each ring's bytes per microsecond of the
-        current interval move it between the three ranges; the vector takes
-        the busiest one's rate, smoothed, and EITR is rewritten if it moved."""
-        for ring, done in self.work.items():
-            if done:
-                self.itr_range[ring] = _next_range(self.itr_range[ring], done // max(1, self.itr >> 2))
-                self.work[ring] = 0
-        new = ITR_OF[max(self.itr_range.values())]
+        """At the end of a poll: move EITR if the vector's rate moved."""
+        new = next_itr(self.itr, self.itr_range, self.work)
         if new != self.itr:
-            self.itr = 10 * new * self.itr // (9 * new + self.itr)     # exponential smoothing
-            self.wr(self.EITR, self.itr & s.EITR_ITR_INT_MASK | s.EITR_CNT_WDIS)
+            self.itr = new
+            self.wr(self.EITR, new & s.EITR_ITR_INT_MASK | s.EITR_CNT_WDIS)
+
+
+def next_itr(itr: int, ranges: dict[str, int], work: dict[str, int]) -> int:
+    """ixgbe_set_itr: each ring's bytes per microsecond of the current
+    interval move it between the three ranges (``work`` is reset); the
+    vector takes the busiest one's rate, smoothed exponentially."""
+    for ring, done in work.items():
+        if done:
+            ranges[ring] = _next_range(ranges[ring], done // max(1, itr >> 2))
+            work[ring] = 0
+    new = ITR_OF[max(ranges.values())]
+    return itr if new == itr else 10 * new * itr // (9 * new + itr)
 
 
 def _next_range(current: int, bytes_per_us: int) -> int:

@@ -9,7 +9,9 @@ writes CSR0 = IENA|TDMD.  The interrupt handler reads CSR0, acknowledges with
 a write that also clears IENA, masks in CSR3 and schedules a NAPI poll that
 receives, cleans TX, unmasks CSR3 and writes CSR0 = IENA.
 
-Every CSR or BCR access is a RAP write then a data port access: two traps."""
+Every CSR or BCR access is a RAP write then a data port access: two traps.
+Interrupt moderation: none (the chip has no timer for it and pcnet32 none in
+software); the NAPI poll, up to half the RX ring a pass, is the only batching."""
 
 from __future__ import annotations
 

@@ -9,7 +9,10 @@ and writes CSR1; the interrupt handler reads CSR5, acknowledges it by writing
 it back, receives, refills and cleans TX until CSR5 shows nothing more.
 
 CSRs are reached through BAR0 in I/O space, as Linux does unless built with
-CONFIG_TULIP_MMIO."""
+CONFIG_TULIP_MMIO.  Interrupt moderation: none; only the NAPI build
+(CONFIG_TULIP_NAPI_HW_MITIGATION) programs CSR11's mitigation timers, so
+every interrupt the chip raises is taken, batching only what its handler
+finds in the rings (up to 64 frames a pass, tulip_rx's budget)."""
 
 from __future__ import annotations
 

@@ -4,9 +4,12 @@ capabilities, reset, ACKNOWLEDGE, DRIVER, negotiate features, FEATURES_OK,
 MSI-X vectors (config, rx, tx), queues, fill RX, DRIVER_OK.
 
 TX adds one descriptor per frame (header inline, VIRTIO_F_VERSION_1) and
-kicks only when the device asked (EVENT_IDX); completed TX buffers are
-reclaimed on the next transmit.  RX runs in NAPI polls scheduled from the
-queue's MSI-X interrupt with the queue's interrupts off."""
+kicks only when the device asked (EVENT_IDX).  Completed TX buffers are
+reclaimed by transmit and by TX NAPI (Linux's default ``napi_tx=1``): each
+transmit re-arms the TX interrupt for when 3/4 of the outstanding buffers are
+used (virtqueue_enable_cb_delayed), and the interrupt schedules
+virtnet_poll_tx.  RX runs in NAPI polls scheduled from the queue's MSI-X
+interrupt with the queue's interrupts off."""
 
 from __future__ import annotations
 
@@ -107,7 +110,7 @@ class VirtioNetDriver(NetDriver):
         self.mac = bytes(self.vcpu.mmio_read(dev + v.NET_CONFIG_MAC + i, 1) for i in range(6))
         self.tx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(self.tx.size)]
         self.tx_free = list(range(self.tx.size))
-        self.tx.disable_cb()
+        self.tx_poll_scheduled = False
         self.rx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(self.rx.size)]
         for i in range(self.rx.size):
             self.rx.add([(self.rx_bufs[i], RX_BUFFER, True)], i)
@@ -135,30 +138,31 @@ class VirtioNetDriver(NetDriver):
         return q
 
     def _kick_if_needed(self, q: DriverQueue) -> None:
-        if q.kick_prepare():
-            self.vcpu.mmio_write(q.notify, 2, q.index)       # the doorbell (4.1.5.2)
+        q.kick(lambda: self.vcpu.mmio_write(q.notify, 2, q.index))     # the doorbell (4.1.5.2)
 
     # ---- transmit ------------------------------------------------------------------
     def transmit(self, frame: bytes) -> bool:
-        """start_xmit: reclaim finished buffers, add one, kick if asked."""
+        """start_xmit with TX NAPI: reclaim with the TX interrupt off, re-arm
+        it delayed, add one buffer, kick if asked; stop the queue when full
+        (TX NAPI wakes it)."""
+        tx = self.tx
+        tx.disable_cb()
         self._free_old_xmit()
+        while not tx.enable_cb(delayed=True):      # buffers came back meanwhile
+            tx.disable_cb()
+            self._free_old_xmit()
         if not self.tx_free:
             self.tx_queue_stopped = True
-            if self.tx.enable_cb(delayed=True):
-                return False
-            self._free_old_xmit()                 # raced: buffers came back meanwhile
-            self.tx.disable_cb()
-            self.tx_queue_stopped = not self.tx_free
-            if not self.tx_free:
-                return False
+            return False
         slot = self.tx_free.pop()
         buf = self.tx_bufs[slot]
         self.mem.write(buf, _BLANK_HDR + frame)
-        tx = self.tx
         tx.add([(buf, HDR_SIZE + len(frame), False)], slot)
-        if tx.kick_prepare():                          # NOTE: _kick_if_needed inlined
-            self.vcpu.mmio_write(tx.notify, 2, tx.index)
+        tx.kick(self._notify_tx)
         return True
+
+    def _notify_tx(self) -> None:
+        self.vcpu.mmio_write(self.tx.notify, 2, self.tx.index)
 
     def _free_old_xmit(self) -> None:
         tx, free = self.tx, self.tx_free
@@ -166,11 +170,26 @@ class VirtioNetDriver(NetDriver):
             free.append(done[0])
 
     def _tx_intr(self) -> None:
+        """skb_xmit_done: interrupts off, schedule TX NAPI."""
         self.tx.disable_cb()
         self.vcpu.eoi(self.vectors[TX_VECTOR])
+        if not self.tx_poll_scheduled:
+            self.tx_poll_scheduled = True
+            self.kernel.run_soon(self._poll_tx)
+
+    def _poll_tx(self) -> None:
+        """virtnet_poll_tx: reclaim, wake the queue, napi_complete with the
+        interrupt back on; poll again if buffers raced in."""
+        self.tx_poll_scheduled = False
+        if self.napi_disabled:
+            return
         self._free_old_xmit()
         if self.tx_free:
             self.wake_queue()
+        if not self.tx.enable_cb():
+            self.tx.disable_cb()
+            self.tx_poll_scheduled = True
+            self.kernel.run_soon(self._poll_tx)
 
     # ---- receive ---------------------------------------------------------------------
     def _rx_intr(self) -> None:

@@ -4,6 +4,8 @@ interrupts suppressed with VIRTIO_RING_F_EVENT_IDX (or the flag bits)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from ...mem.guest_memory import PAGE_SHIFT
 from ...spec import virtio as v
 
@@ -24,6 +26,7 @@ class DriverQueue:
         self.index = index
         self.size = size
         self.event_idx = event_idx
+        self.kernel = kernel
         self.rebind(kernel.vcpu, kernel.mem)
         alloc = kernel.alloc.alloc                  # ``owner``: the driver whose detach frees them
         self.desc = alloc(16 * size, 16, owner)
@@ -39,6 +42,7 @@ class DriverQueue:
 
     def rebind(self, vcpu, mem) -> None:
         self.mem, self.buf, self.dirty, self.charge = mem, mem.buf, mem.dirty, vcpu.charge
+        self.vcpu = vcpu
 
     @property
     def num_free(self) -> int:
@@ -81,9 +85,28 @@ class DriverQueue:
             dirty[at >> PAGE_SHIFT] = dirty[(at + 15) >> PAGE_SHIFT] = 1
         return heads
 
-    def kick_prepare(self) -> bool:
-        """Publish the new avail idx; True if the device asked to be notified."""
-        old, new = self.published, self.avail_idx
+    def kick(self, notify: Callable[[], None]) -> None:
+        """virtqueue_kick at the vCPU's time: publish what was added so far
+        and call ``notify`` if the device asked.  A vCPU running ahead of the
+        clock does both when it gets there: a backend polling the ring, or
+        re-checking it before it sleeps, sees the store no sooner than the
+        vCPU makes it, and the driver reads avail_event as it is then."""
+        cursor, idx = self.vcpu.cursor, self.avail_idx
+        if cursor > self.kernel.sim.now:
+            self.kernel.run_at(cursor, lambda: self._kick(notify, idx))    # a stopped vCPU gets there on resume
+        else:
+            self._kick(notify, idx)
+
+    def _kick(self, notify: Callable[[], None], idx: int) -> None:
+        if self.kick_prepare(idx):
+            notify()
+
+    def kick_prepare(self, new: int | None = None) -> bool:
+        """Publish the avail idx (``new``, else all added); True if the device
+        asked to be notified."""
+        old = self.published
+        if new is None:
+            new = self.avail_idx
         at, dirty = self.avail + _AVAIL_IDX, self.dirty
         _U16.pack_into(self.buf, at, new)             # NOTE: _store16 inlined, once per frame
         dirty[at >> PAGE_SHIFT] = dirty[(at + 1) >> PAGE_SHIFT] = 1
