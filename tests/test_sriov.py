@@ -14,11 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iovirt.devices.ixgbe import RX, TX, Ixgbe
-from iovirt.devices.ixgbe_sriov import PfPolicy, SriovEngine, VfConfig, VirtualFunction
+from iovirt.devices.ixgbe_switch import SriovEngine
+from iovirt.devices.ixgbe_vf import VirtualFunction
 from iovirt.guest.drivers.ixgbevf import IxgbevfDriver
 from iovirt.guest.kernel import GuestKernel
 from iovirt.guest.peer import WirePeer
 from iovirt.hypervisor.host import Host
+from iovirt.hypervisor.ixgbe_pf import PfDriver, VfConfig
 from iovirt.hypervisor.pcinic import PciNic
 from iovirt.hypervisor.vm import VM
 from iovirt.hypervisor.wire import Link
@@ -50,7 +52,7 @@ class Port:
     host: Resource
     pf: Ixgbe
     sriov: SriovEngine
-    policy: PfPolicy
+    policy: PfDriver
     link: Link
     peer: WirePeer
     vfs: list[VirtualFunction] = field(default_factory=list)
@@ -127,14 +129,16 @@ def port(configs: list[VfConfig] | None = None, num_vfs: int = 2) -> Port:
     sim = Sim()
     ledger = Ledger(PROFILE)
     engine = Resource("host0/pnic0/engine", "nic", ledger)
-    pf = Ixgbe(sim, PF_MAC, Dma(GuestMemory(MEM), "dma"), engine)
+    pf = Ixgbe(sim, PF_MAC, Dma(GuestMemory(MEM), "dma"), engine, num_vfs=num_vfs)
     link = Link(sim, ledger, "wire0", 10)
     link.attach(pf)
     peer = WirePeer(link, PEER_MAC, "10.0.0.254/24", record=True)
     host = Resource("host0/core1", "host_core", ledger)
     configs = [VfConfig(mac=MACS[i]) for i in range(num_vfs)] if configs is None else configs
-    policy = PfPolicy(configs)
-    sriov = SriovEngine(pf, num_vfs, host, policy)
+    policy = PfDriver(pf, host, num_vfs, configs)
+    policy.own_interrupt()
+    policy.restore()
+    sriov = pf.vt
     r = Port(sim, ledger, engine, host, pf, sriov, policy, link, peer)
     for i in range(num_vfs):
         r.vfs.append(VirtualFunction(sriov, i, Dma(GuestMemory(MEM), "dma")))
@@ -172,7 +176,7 @@ def test_vf_queue_registers_are_the_pf_queues_of_its_pool():
     r.wr(1, "VFTDBAL0", 0x1234_5680)
     r.wr(1, "VFRDBAL1", 0x0ABC_0000)
     assert r.pf.r[TX[2]] == 0x1234_5680 and r.pf.r[RX[3]] == 0x0ABC_0000
-    assert r.sriov.pf_pool == 2 and r.config(2)["macs"] == [PF_MAC]
+    assert r.policy.pool == 2 and r.config(2)["macs"] == [PF_MAC]
 
 
 # ---- mailbox ----------------------------------------------------------------------------
@@ -398,7 +402,7 @@ def test_the_pf_pool_is_switched_like_any_other():
     frame for the PF's MAC lands in the PF pool's RX queue, not on the wire."""
     r = port()
     r.up(0)
-    mem, q = r.pf.dma.mem, 2 * r.sriov.pf_pool
+    mem, q = r.pf.dma.mem, 2 * r.policy.pool
     s.RX_DESC.pack_into(mem.buf, RX_RING, RX_BUFS, 0)
     for reg, value in ((f"TDBAL{q}", TX_RING), (f"TDLEN{q}", 128), (f"TXDCTL{q}", s.TXDCTL_ENABLE),
                        (f"RDBAL{q}", RX_RING), (f"RDLEN{q}", 128), (f"SRRCTL{q}", 2 | s.SRRCTL_DESCTYPE_ADV_ONEBUF),
@@ -441,7 +445,7 @@ def test_a_pf_reset_brings_the_vfs_back_through_reset():
     nor talk, until it repeats VF_RESET."""
     r = port()
     r.up(0)
-    r.pf.mmio_write(r.host, s.REGS["CTRL"].offset, 4, s.CTRL_RST)
+    r.policy.reset_hw()
     r.cpus[0].sync(r.host.cursor)
     assert r.rd(0, "VFMAILBOX") & vs.VFMAILBOX_RSTD and not r.config(0)["tx_en"]
     assert r.mailbox(0, mac_msg(MACS[0]), 1)[0] == vs.VF_SET_MAC_ADDR | vs.VT_MSGTYPE_NACK
