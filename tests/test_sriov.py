@@ -205,6 +205,31 @@ def test_the_pf_reply_is_not_visible_before_the_pf_has_written_it():
     assert r.rd(0, "VFMAILBOX") & vs.VFMAILBOX_PFSTS
 
 
+@pytest.mark.parametrize("masked", ["EIMC", "MSI-X"])
+def test_the_pf_driver_answers_only_from_its_mailbox_interrupt(masked):
+    """The NIC never calls the host: a VF's REQ sets its PFMBICR bit and raises EICR.MAILBOX; with
+    that cause masked (EIMC) or the PF's MSI-X entry masked, nothing answers and the host core does
+    no work; the PF driver's next pass over PFMBICR (its next interrupt) answers it."""
+    r = port()
+    r.wr(0, "VFCTRL", s.CTRL_RST)
+    r.rd(0, "VFMAILBOX")
+    if masked == "EIMC":
+        r.pf.mmio_write(r.host, s.REGS["EIMC"].offset, 4, s.EICR_MAILBOX)
+    else:
+        r.pf.msix_write(r.host, s.MSIX_TABLE_OFFSET + 16 + 12, 4, 1)       # entry 1 (other causes): Mask Bit
+    busy = r.host.busy_ns
+    r.wr(0, "VFMAILBOX", vs.VFMAILBOX_VFU)
+    r.wr(0, "VFMBMEM0", vs.VF_RESET)
+    r.wr(0, "VFMAILBOX", vs.VFMAILBOX_REQ)
+    r.cpus[0].sync(r.host.cursor)
+    assert not r.rd(0, "VFMAILBOX") & vs.VFMAILBOX_PFSTS and r.host.busy_ns == busy
+    assert r.pf.mmio_read(r.host, vs.PF_REGS["PFMBICR0"].offset, 4) == 1 << vs.PFMBICR_VFREQ_SHIFT
+    r.policy.msg_task()
+    r.cpus[0].sync(r.host.cursor)
+    assert r.rd(0, "VFMAILBOX") & vs.VFMAILBOX_PFSTS and r.rd(0, "VFMBMEM0") == vs.VF_RESET | vs.VT_MSGTYPE_ACK
+    assert r.pf.mmio_read(r.host, vs.PF_REGS["PFMBICR0"].offset, 4) == 0
+
+
 def test_no_administrator_mac_is_a_nack_and_the_vf_may_pick_one():
     """Without an assigned MAC the reset reply is a NACK; the VF's own SET_MAC_ADDR is then accepted."""
     r = port([VfConfig(), VfConfig(mac=MACS[1])])

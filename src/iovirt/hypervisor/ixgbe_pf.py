@@ -14,12 +14,10 @@ its message is read from PFMBMEM under PFMAILBOX.PFU and answered there.
 Reading a message and writing the reply cost a ``ring_op`` each on the
 driver's CPU.
 
-The interrupt is the driver's own (:meth:`PfDriver.own_interrupt`: MSI-X
-entry, IVAR_MISC, GPIE, EIMS, paid as ``irq_entry`` on the driver's host
-thread) when the PF carries no traffic of its own; when the PF is also the
-host's network interface, that interface's driver takes the other-causes
-interrupt and hands MAILBOX to :meth:`PfDriver.msg_task`, as one Linux
-driver does both.
+The handler runs on the driver's host thread and pays ``irq_entry`` there
+(:meth:`PfDriver.own_interrupt`); when the PF is also the host's network
+interface (its queues in the PF's default pool), the causes other than
+MAILBOX go on to that interface's driver, as one Linux driver does both.
 """
 
 from __future__ import annotations
@@ -37,7 +35,7 @@ from ..spec.pci import PCI_MSIX_ENTRY_SIZE, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX
 _OFF = {r.name: r.offset for r in (*s.REGS, *vs.PF_REGS)}
 _VFRE, _VFTE = ("PFVFRE0", "PFVFRE1"), ("PFVFTE0", "PFVFTE1")
 OTHER_VECTOR = 1                    # MSI-X entries as ixgbe lays them out: the queue vectors, then "other"
-OTHER_EITR = 0                      # the mailbox vector unmoderated: each VF message is answered as it arrives
+OTHER_EITR = 0                      # not moderated: each VF message is answered as it arrives
 
 
 @dataclass
@@ -78,7 +76,7 @@ class PfDriver:
         self.stats = [Counter() for _ in self.config]
         self._handlers = {vs.VF_SET_MAC_ADDR: self._set_mac_msg, vs.VF_SET_MULTICAST: self._set_multicast_msg,
                           vs.VF_SET_VLAN: self._set_vlan_msg, vs.VF_SET_LPE: self._set_lpe_msg}
-        self.irq_owned = False
+        self._next = None                   # the PF's interrupt handler before ours
 
     # ---- registers, through the PF's BAR0 on the host ------------------------------------------
     def rd(self, reg: str) -> int:
@@ -99,8 +97,7 @@ class PfDriver:
         settings, EIMS.MAILBOX (ixgbe_irq_enable with VFs), then
         CTRL_EXT.PFRSTD: the VFs may talk to us."""
         pool = self.pool
-        if self.irq_owned:
-            self._irq_setup()
+        self._irq_setup()
         self.cts = [False] * len(self.config)
         self.wr("PFVTCTL", vs.PFVTCTL_VT_ENA | vs.PFVTCTL_RPL_EN | pool << vs.PFVTCTL_DEF_PL_SHIFT)
         self.wr("PFDTXGSWC", vs.PFDTXGSWC_LBEN)
@@ -213,35 +210,42 @@ class PfDriver:
             if not self.rd(f"PFVLVFB{2 * entry}") | self.rd(f"PFVLVFB{2 * entry + 1}"):
                 self.wr(f"PFVLVF{entry}", 0)
 
-    # ---- the driver's own interrupt (ixgbe_configure_msix, ixgbe_msix_other) ------------------------
+    # ---- the other-causes interrupt (ixgbe_configure_msix, ixgbe_msix_other) --------------------------
     def own_interrupt(self) -> None:
-        """The PF carries no traffic: its other-causes vector is this
-        driver's, signalled to the host (``pf.msi``) and handled on ``cpu``;
-        programmed by :meth:`restore`."""
-        self.irq_owned = True
+        """The PF's other-causes vector reaches the host's handler here, on
+        ``cpu``: MAILBOX is ours; any other cause goes on to the handler the
+        PF had (``pf.msi``: its netdev's, when it carries traffic).  Set up
+        by :meth:`restore`."""
         pci = self.pf.pci
         flags = pci.msix.cap + PCI_MSIX_FLAGS
         pci.config_write(flags, 2, pci.config_read(flags, 2) | PCI_MSIX_FLAGS_ENABLE)
         self.pf.msix_write(self.host, s.MSIX_TABLE_OFFSET + OTHER_VECTOR * PCI_MSIX_ENTRY_SIZE
                            + PCI_MSIX_ENTRY_VECTOR_CTRL, 4, 0)
-        self.pf.msi = self._msi
+        self._next, self.pf.msi = self.pf.msi, self._msi
 
     def _irq_setup(self) -> None:
         self.wr("IVAR_MISC", (s.IVAR_ALLOC_VAL | OTHER_VECTOR) << s.IVAR_MISC_OTHER_SHIFT)
         self.wr(f"EITR{OTHER_VECTOR}", OTHER_EITR)
-        self.wr("GPIE", s.GPIE_MSIX_MODE | s.GPIE_PBA_SUPPORT | s.GPIE_OCD)
+        self.wr("GPIE", self.rd("GPIE") | s.GPIE_MSIX_MODE | s.GPIE_PBA_SUPPORT | s.GPIE_OCD)
 
     def _msi(self, cpu: Resource, vector: int) -> None:
-        """The PF's MSI-X message reaches the host: the driver's handler on its CPU."""
-        if self.pf.pci.notify(vector) is None:
+        """The PF's MSI-X message reaches the host."""
+        if vector != OTHER_VECTOR or self.pf.pci.notify(vector) is None:
+            if self._next is not None:
+                self._next(cpu, vector)
             return
         host = self.host
         host.sync(cpu.cursor)
         host.charge("irq_entry")
         eicr = self.rd("EICS") & 0xFFFF0000
-        self.wr("EICR", eicr)
         if eicr & s.EICR_MAILBOX:
+            self.wr("EICR", s.EICR_MAILBOX)
             self.msg_task()
+        rest = eicr & ~s.EICR_MAILBOX
+        if rest and self._next is not None:
+            self._next(cpu, vector)
+        elif rest:
+            self.wr("EICR", rest)
 
     # ---- the mailbox task (ixgbe_msg_task) ---------------------------------------------------------
     def msg_task(self) -> None:

@@ -55,22 +55,21 @@ class SriovPort:
                  bridged: tuple[bytes, ...] = ()) -> None:
         num_vfs = len(configs)
         self.pnic = pnic
-        if uplink is None or uplink.pnic is not pnic:
+        shared = uplink is not None and uplink.pnic is pnic
+        if shared:
+            self.pf = uplink.pf
+            uplink.driver.enable_vmdq(num_vfs)  # the PF's default pool: the first after the VFs' (VMDq offset)
+        else:
             pnic.claim(f"{host.name}'s PF driver ({num_vfs} VFs)")
             self.pf = Ixgbe(host.sim, bytes([0x02, 0xFE, 0, 0, pnic.bdf.bus, 0]),
                             Dma(GuestMemory(PF_HOST_MEMORY), "dma"), pnic.engine, num_vfs=num_vfs)
             self.pf.place = f"{host.name}/{pnic.name}"
             pnic.link.attach(self.pf)
-            self.driver = PfDriver(self.pf, host.kernel_thread(f"{pnic.name}/pf-driver"), num_vfs, configs)
-            self.driver.own_interrupt()
-            self.driver.restore()
-        else:
-            self.pf = uplink.pf
-            self.driver = PfDriver(self.pf, uplink.cpu, num_vfs, configs)
-            self.driver.restore()
-            uplink.driver.enable_vmdq(self.driver.pool, self.driver.msg_task)
-            for mac in bridged:
-                uplink.driver.fdb_add(mac)
+        self.driver = PfDriver(self.pf, host.kernel_thread(f"{pnic.name}/pf-driver"), num_vfs, configs)
+        self.driver.own_interrupt()
+        self.driver.restore()
+        for mac in bridged if shared else ():
+            uplink.driver.fdb_add(mac)
         bus = PciBus(pnic.bdf.bus)
         bus.attach(self.pf.pci, pnic.bdf.device, pnic.bdf.function)
         self.vfs: dict[int, VirtualFunction] = {}

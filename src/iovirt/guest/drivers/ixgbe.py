@@ -15,14 +15,12 @@ makes no assumption about whether its register accesses trap.
 
 With VFs enabled on its port (:meth:`enable_vmdq`, what ixgbe_sriov_reinit
 does when sriov_numvfs is written) its queue pair moves to the first of its
-default pool (the VMDq offset), its other-causes interrupt also carries the
-VFs' mailboxes (EICR.MAILBOX, handed to the SR-IOV part), and addresses the
-bridge above it serves are added to the NIC's filters for its pool
-(:meth:`fdb_add`, ixgbe_ndo_fdb_add)."""
+default pool (the VMDq offset), and addresses the bridge above it serves are
+added to the NIC's filters for its pool (:meth:`fdb_add`, ixgbe_ndo_fdb_add).
+The VFs' mailboxes are the SR-IOV part's, on the host."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import ClassVar
 
 from ...spec import ixgbe as s
@@ -50,8 +48,7 @@ class IxgbeDriver(IxgbeRings):
 
     def __init__(self, kernel, info) -> None:
         super().__init__(kernel, info)
-        self.mailbox: Callable[[], None] | None = None      # ixgbe_msg_task, with VFs enabled
-        self.pool = None                                       # its VMDq pool, with VFs enabled
+        self.pool = 0                       # its VMDq pool, with VFs enabled
         self._probe()
 
     # ---- probe / open ------------------------------------------------------------
@@ -148,12 +145,12 @@ class IxgbeDriver(IxgbeRings):
         self.wr("EIAM_EX0", 0xFFFFFFFF)
         self.wr("EIAM_EX1", 0xFFFFFFFF)
 
-    def enable_vmdq(self, pool: int, mailbox: Callable[[], None]) -> None:
+    def enable_vmdq(self, pool: int) -> None:
         """ixgbe_sriov_reinit, the netdev's side: its queues stop, and come
         up again as the first pair of ``pool`` (the PF's default pool, which
-        the SR-IOV part has configured); ``mailbox`` answers the VFs."""
+        the SR-IOV part configures)."""
         self._stop_adapter()
-        self.pool, self.queue, self.mailbox = pool, pool * 2, mailbox
+        self.pool, self.queue = pool, pool * 2
         self._tx_ring_up()
         self._rx_ring_up(SRRCTL_ONEBUF, 0)
         self._configure_msix()
@@ -189,7 +186,5 @@ class IxgbeDriver(IxgbeRings):
         self.wr("EICR", eicr)
         if eicr & s.EICR_RX_MISS:
             self.stats["ixgbe_rx_missed"] += 1
-        if eicr & s.EICR_MAILBOX and self.mailbox is not None:
-            self.mailbox()
         self.wr("EIMS", s.EICR_OTHER)
         self.vcpu.eoi(self.vectors[OTHER_VECTOR])
