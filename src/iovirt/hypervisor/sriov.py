@@ -15,11 +15,11 @@ settings cleared, as VFIO and libvirt do on release; the next VM to take it
 (hot plug) brings its own (``VfConfig``: the MAC above all).
 
 The PF driver (``ixgbe_pf``) answers the VFs' mailboxes from its interrupt.
-A port that is also the host bridge's uplink (``netdev``: the host kernel's
-driver of the PF) keeps the host's own traffic in the PF's default pool: its
-queues move there, and the bridged VMs' MACs are put in the NIC's filters
-for that pool (``bridge fdb add MAC dev PF self``), so the NIC's switch
-delivers frames from a VF to them, and theirs to a VF, without the wire.
+A port that is also the host bridge's uplink keeps the host's own traffic in
+the PF's default pool: the host kernel's driver of the PF moves its queues
+there, and the bridged VMs' MACs are put in the NIC's filters for that pool
+(``bridge fdb add MAC dev PF self``), so the NIC's switch delivers frames
+from a VF to them, and theirs to a VF, without the wire.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class SriovPort:
 
     def __init__(self, host, pnic: PhysicalNic, configs: list[VfConfig], uplink=None,
                  bridged: tuple[bytes, ...] = ()) -> None:
-        num_vfs = len(configs)
+        self.num_vfs = num_vfs = len(configs)
         self.pnic = pnic
         shared = uplink is not None and uplink.pnic is pnic
         if shared:
@@ -83,7 +83,7 @@ class SriovPort:
         host sees); the function the guest sees is the VF model's.  A VF past
         those the PF driver set pools up for (NumVFs rewritten under it) is
         a header and nothing behind it."""
-        if n < self.driver.pool:
+        if n < self.num_vfs:
             self._fresh_vf(n)
         return PciFunction(vs.VENDOR_ID, vs.DEVICE_ID, PCI_CLASS_NETWORK_ETHERNET << 8, interrupt_pin=0, bars=VF_BARS)
 
