@@ -179,6 +179,21 @@ def test_vf_queue_registers_are_the_pf_queues_of_its_pool():
     assert r.policy.pool == 2 and r.config(2)["macs"] == [PF_MAC]
 
 
+def test_the_switch_is_in_the_path_only_while_vt_mode_is_on():
+    """Until the PF driver sets PFVTCTL.VT_ENA the port filters as a plain NIC (a frame for its own MAC
+    goes to queue 0, here disabled); with VT on, the same frame goes by pool, and a MAC no pool owns
+    is dropped by the switch."""
+    sim, ledger = Sim(), Ledger(PROFILE)
+    pf = Ixgbe(sim, PF_MAC, Dma(GuestMemory(MEM), "dma"), Resource("e", "nic", ledger), num_vfs=2)
+    pf.mmio_write(pf.engine, s.REGS["RXCTRL"].offset, 4, s.RXCTRL_RXEN)
+    pf.receive(pf.engine, frame(PF_MAC, PEER_MAC))
+    assert pf.pools is None and dict(pf.errors) == {"rx_queue_disabled": 1}
+    driver = PfDriver(pf, Resource("host", "host_core", ledger), 2, [VfConfig(mac=MACS[0]), VfConfig(mac=MACS[1])])
+    driver.restore()
+    pf.receive(pf.engine, frame(bytes.fromhex("525400abcdef"), PEER_MAC))
+    assert pf.pools is pf.vt and pf.errors["rx_no_pool"] == 1
+
+
 # ---- mailbox ----------------------------------------------------------------------------
 def test_reset_waits_for_rstd_and_vf_reset_returns_the_mac():
     """After VFCTRL.RST the VF reads RSTD once (PF up), then VF_RESET is ACKed with its permanent MAC

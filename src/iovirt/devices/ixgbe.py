@@ -22,9 +22,9 @@ packet per turn.
 Only MSI-X mode signals interrupts (INTx and MSI are not modelled).
 
 A port built with ``num_vfs`` has its virtualisation block ``vt``
-(``devices.ixgbe_switch``: pool switching of what is sent and received, the
-transmit rate gate, the mailboxes, the virtualisation registers it
-``decode``s); ``owner`` names per queue the function whose ``dma``
+(``devices.ixgbe_switch``: the virtualisation registers it ``decode``s, the
+mailboxes, and while VT mode is on, ``pools``: pool switching of what is
+sent and received and the transmit rate gate); ``owner`` names per queue the function whose ``dma``
 requester the queue's DMA goes through, whose ``queue_irq`` its causes raise
 and whose ``dma_fault`` its faults report (the PF, or a VF of its pool).
 """
@@ -107,6 +107,7 @@ class Ixgbe:
         self.errors: Counter[str] = Counter()
         self.place = self.NAME                  # where its drops are counted (the wiring names it)
         self.vt: SriovEngine | None = None  # the virtualisation block, with VFs
+        self.pools: SriovEngine | None = None   # the same, while VT mode is on (PFVTCTL.VT_ENA)
         self.owner = [self] * num_queues    # the function each queue works for
         self.pci = PciFunction(s.VENDOR_ID, s.DEVICE_ID, s.CLASS_ETHERNET, revision=s.REVISION,
                                subsystem_vendor_id=s.VENDOR_ID, subsystem_id=s.SUBSYSTEM_ID, interrupt_pin=1,
@@ -488,8 +489,8 @@ class Ixgbe:
         r = self.r
         if len(frame) < s.ETH_MIN_FRAME and r[HLREG0] & s.HLREG0_TXPADEN:
             frame += bytes(s.ETH_MIN_FRAME - len(frame))
-        if self.vt is not None:
-            frame = self.vt.transmit(engine, q, frame)      # 7.10.3: anti-spoofing, VLAN insert, the VEB
+        if self.pools is not None:
+            frame = self.pools.transmit(engine, q, frame)   # 7.10.3: anti-spoofing, VLAN insert, the VEB
             if frame is None:
                 return
         size = len(frame)
@@ -510,7 +511,7 @@ class Ixgbe:
     def _tx_room(self, engine: Resource, q: int) -> bool:
         """May queue ``q`` fetch its next packet?  Not while its rate or
         PFVFTE hold it, nor while the packet buffer is full."""
-        if self.vt is not None and not self.vt.tx_ready(engine, q):
+        if self.pools is not None and not self.pools.tx_ready(engine, q):
             return False                    # 7.7.2 rate limiter or PFVFTE: the engine resumes the queue
         if self._tx_full(engine):
             self.tx_waiting.add(q)
@@ -594,8 +595,8 @@ class Ixgbe:
         if size + _FCS > (r[MAXFRS] >> 16 if r[HLREG0] & s.HLREG0_JUMBOEN else 1518):
             r[ROC] += 1
             return
-        if self.vt is not None:
-            self.vt.receive(engine, frame)                  # 7.10.3.3: pool selection and replication
+        if self.pools is not None:
+            self.pools.receive(engine, frame)               # 7.10.3.3: pool selection and replication
         elif self._accept(frame):
             self.deliver(engine, frame, *self._steer(frame))
 

@@ -159,6 +159,7 @@ class SriovEngine:
         vtctl = r[PFVTCTL]
         self.def_pool = (0 if vtctl & vs.PFVTCTL_DIS_DEF_PL or not vtctl & vs.PFVTCTL_VT_ENA
                          else 1 << ((vtctl & vs.PFVTCTL_DEF_PL_MASK) >> vs.PFVTCTL_DEF_PL_SHIFT))
+        self.pf.pools = self if vtctl & vs.PFVTCTL_VT_ENA else None    # VT off: the port's plain filters and RSS
         if cpu is not None:
             for pool in bits(self.tx_en & ~tx_en):      # PFVFTE newly set: fetch what waits
                 for q in range(pool * vs.QUEUES, (pool + 1) * vs.QUEUES):
