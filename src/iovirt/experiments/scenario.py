@@ -334,7 +334,7 @@ def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
         return "a bare-metal machine has no hypervisor to migrate it"
     vms, hosts = {v.name: v for v in scenario.vms}, {h.name: h for h in scenario.hosts}
     if any(n.uplink is None for n in spec.nics) and bridge_port(to, vms, hosts) is None:
-        return f"{to} has no port to bridge {vm}'s software NICs onto (each is passed through)"
+        return f"{to} has no port to bridge {vm}'s software NICs onto (it has none, or each is passed through)"
     limit, _, why = vcpu_limit(spec, host)
     if spec.vcpus > limit:
         return f"{vm} has {spec.vcpus} vCPUs; a VM on {to} ({host.hypervisor}) has at most {limit} ({why})"
