@@ -98,10 +98,11 @@ PV = {"model": "paravirt", "device": "xen-netfront"}
 E1000_NIC = {"model": "emulated", "device": "e1000"}
 
 
-def scenario(nic: dict, hypervisor: str) -> iovirt.Scenario:
+def scenario(nic: dict, hypervisor: str, ports: int = 2) -> iovirt.Scenario:
+    """``ports``: 1 puts the bridge on the port of an SR-IOV attacker (the PF's default pool)."""
     bystander = PV if hypervisor == "xen" else E1000_NIC
     ports = [{"name": "pnic0", "kind": "x82599", "link_gbps": 10, **({"num_vfs": 2} if nic["model"] == "sriov" else {})},
-             {"name": "pnic1", "kind": "x82599", "link_gbps": 10}]
+             {"name": "pnic1", "kind": "x82599", "link_gbps": 10}][:ports]
     flows = (("vm2", "vm3"), ("vm1", "vm2"), ("vm3", "vm1"))
     return iovirt.Scenario.from_dict({
         "name": "fuzz", "hosts": [{"name": "host0", "cores": 8, "hypervisor": hypervisor, "nics": ports}],
@@ -115,8 +116,8 @@ def scenario(nic: dict, hypervisor: str) -> iovirt.Scenario:
 class Arena:
     """One system, the attacker's view of it, and the checks of the host's promises."""
 
-    def __init__(self, nic: dict, hypervisor: str = "kvm") -> None:
-        self.world = World(scenario(nic, hypervisor))
+    def __init__(self, nic: dict, hypervisor: str = "kvm", ports: int = 2) -> None:
+        self.world = World(scenario(nic, hypervisor, ports))
         _, _, flows = runner.begin(self.world)
         self.victim = flows[0]
         self.sim = self.world.sim
@@ -197,8 +198,8 @@ class Arena:
 class PciArena(Arena):
     """The attacker's NIC is a PCI function: its BARs, its configuration space, its rings."""
 
-    def __init__(self, nic: dict, registers: list[int], hypervisor: str = "kvm") -> None:
-        super().__init__(nic, hypervisor)
+    def __init__(self, nic: dict, registers: list[int], hypervisor: str = "kvm", ports: int = 2) -> None:
+        super().__init__(nic, hypervisor, ports)
         self.info = next(i for i in self.guest.pci.devices if i.driver is not None)
         self.bars = sorted(self.info.bars.items())
         self.registers = registers
@@ -449,6 +450,8 @@ SURFACES: dict[str, Callable[[], object]] = {
     "virtio-vhost-user": lambda: PciArena(_nic("paravirt", "virtio-net", backend="vhost-user"), VIRTIO_REGS),
     "ixgbe": lambda: PciArena(_nic("passthrough", "ixgbe", uplink="pnic0"), _offsets(ixgbe.REGS) + MSIX),
     "ixgbevf": lambda: PciArena(_nic("sriov", "ixgbevf", uplink="pnic0"), _offsets(ixgbevf.REGS) + MSIX),
+    "ixgbevf-one-port": lambda: PciArena(_nic("sriov", "ixgbevf", uplink="pnic0"), _offsets(ixgbevf.REGS) + MSIX,
+                                         ports=1),
     "sriov-capability": SriovArena,
     "xen-hvm-e1000": lambda: PciArena(_nic("emulated", "e1000"), _offsets(e1000.REGS), "xen"),
     "xen-pv": XenArena,

@@ -12,13 +12,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import iovirt
-from iovirt.devices.ixgbe_sriov import VfConfig
 from iovirt.experiments.runner import begin, finish
 from iovirt.experiments.world import World, mac_bytes
 from iovirt.guest.drivers.failover import FailoverMaster
 from iovirt.guest.drivers.virtio_net import VirtioNetDriver
 from iovirt.guest.alloc import OutOfGuestMemory
 from iovirt.mem.guest_memory import PAGE_SIZE
+from iovirt.hypervisor.ixgbe_pf import VfConfig
 from iovirt.hypervisor.passthrough import AssignedFunction, AssignmentError, PassthroughNic
 from iovirt.hypervisor.sriov import SriovNic
 from iovirt.spec import acpi as a

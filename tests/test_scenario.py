@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iovirt.experiments.catalog import DEVICES
-from iovirt.experiments.scenario import Scenario, ScenarioError, load_scenario
+from iovirt.experiments.scenario import Scenario, ScenarioError, bridge_port, load_scenario
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "emulated-e1000.yaml"
 PROFILE = (Path(__file__).parent.parent / "src/iovirt/profiles/default.yaml").read_text().replace(
@@ -209,10 +209,25 @@ def test_junk_only_raises_scenario_error(base, data):
 
 
 def test_wire_needs_a_port_the_vm_owns_or_the_host_can_bridge(base):
-    """dst: wire from a software VM is refused when every port of its host is assigned."""
+    """dst: wire from a software VM is refused when every port of its host is passed through."""
+    data = copy.deepcopy(base)
+    data["hosts"][0]["nics"] = [{"name": "pnic0", "kind": "x82599"}]
+    data["vms"][1]["nics"][0].update(model="passthrough", device="ixgbe", uplink="pnic0")
+    data["workloads"] = [{"type": "udp_stream", "src": "vm1", "dst": "wire"}]
+    with pytest.raises(ScenarioError, match=r"workloads\[0\]\.dst: .*every NIC of host0 is assigned"):
+        Scenario.from_dict(data, source="x.yaml")
+
+
+def test_a_port_with_vfs_also_bridges_the_software_vms(base):
+    """A port whose VFs another VM uses is the bridge's too (the PF in its default pool); a free
+    port without VFs is still preferred."""
     data = copy.deepcopy(base)
     data["hosts"][0]["nics"] = [{"name": "pnic0", "kind": "x82599", "num_vfs": 2}]
     data["vms"][1]["nics"][0].update(model="sriov", device="ixgbevf", uplink="pnic0")
     data["workloads"] = [{"type": "udp_stream", "src": "vm1", "dst": "wire"}]
-    with pytest.raises(ScenarioError, match=r"workloads\[0\]\.dst: .*every NIC of host0 is assigned"):
-        Scenario.from_dict(data, source="x.yaml")
+    scenario = Scenario.from_dict(data, source="x.yaml")
+    hosts, vms = {h.name: h for h in scenario.hosts}, {v.name: v for v in scenario.vms}
+    assert bridge_port("host0", vms, hosts) == "pnic0"
+    data["hosts"][0]["nics"].append({"name": "pnic1", "kind": "x82599"})
+    scenario = Scenario.from_dict(data, source="x.yaml")
+    assert bridge_port("host0", vms, {h.name: h for h in scenario.hosts}) == "pnic1"

@@ -14,11 +14,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iovirt.devices.ixgbe import RX, TX, Ixgbe
-from iovirt.devices.ixgbe_sriov import PfPolicy, SriovEngine, VfConfig, VirtualFunction
+from iovirt.devices.ixgbe_switch import SriovEngine
+from iovirt.devices.ixgbe_vf import VirtualFunction
 from iovirt.guest.drivers.ixgbevf import IxgbevfDriver
 from iovirt.guest.kernel import GuestKernel
 from iovirt.guest.peer import WirePeer
 from iovirt.hypervisor.host import Host
+from iovirt.hypervisor.ixgbe_pf import PfDriver, VfConfig
 from iovirt.hypervisor.pcinic import PciNic
 from iovirt.hypervisor.vm import VM
 from iovirt.hypervisor.wire import Link
@@ -50,7 +52,7 @@ class Port:
     host: Resource
     pf: Ixgbe
     sriov: SriovEngine
-    policy: PfPolicy
+    policy: PfDriver
     link: Link
     peer: WirePeer
     vfs: list[VirtualFunction] = field(default_factory=list)
@@ -127,14 +129,16 @@ def port(configs: list[VfConfig] | None = None, num_vfs: int = 2) -> Port:
     sim = Sim()
     ledger = Ledger(PROFILE)
     engine = Resource("host0/pnic0/engine", "nic", ledger)
-    pf = Ixgbe(sim, PF_MAC, Dma(GuestMemory(MEM), "dma"), engine)
+    pf = Ixgbe(sim, PF_MAC, Dma(GuestMemory(MEM), "dma"), engine, num_vfs=num_vfs)
     link = Link(sim, ledger, "wire0", 10)
     link.attach(pf)
     peer = WirePeer(link, PEER_MAC, "10.0.0.254/24", record=True)
     host = Resource("host0/core1", "host_core", ledger)
     configs = [VfConfig(mac=MACS[i]) for i in range(num_vfs)] if configs is None else configs
-    policy = PfPolicy(configs)
-    sriov = SriovEngine(pf, num_vfs, host, policy)
+    policy = PfDriver(pf, host, num_vfs, configs)
+    policy.own_interrupt()
+    policy.restore()
+    sriov = pf.vt
     r = Port(sim, ledger, engine, host, pf, sriov, policy, link, peer)
     for i in range(num_vfs):
         r.vfs.append(VirtualFunction(sriov, i, Dma(GuestMemory(MEM), "dma")))
@@ -172,7 +176,22 @@ def test_vf_queue_registers_are_the_pf_queues_of_its_pool():
     r.wr(1, "VFTDBAL0", 0x1234_5680)
     r.wr(1, "VFRDBAL1", 0x0ABC_0000)
     assert r.pf.r[TX[2]] == 0x1234_5680 and r.pf.r[RX[3]] == 0x0ABC_0000
-    assert r.sriov.pf_pool == 2 and r.config(2)["macs"] == [PF_MAC]
+    assert r.policy.pool == 2 and r.config(2)["macs"] == [PF_MAC]
+
+
+def test_the_switch_is_in_the_path_only_while_vt_mode_is_on():
+    """Until the PF driver sets PFVTCTL.VT_ENA the port filters as a plain NIC (a frame for its own MAC
+    goes to queue 0, here disabled); with VT on, the same frame goes by pool, and a MAC no pool owns
+    is dropped by the switch."""
+    sim, ledger = Sim(), Ledger(PROFILE)
+    pf = Ixgbe(sim, PF_MAC, Dma(GuestMemory(MEM), "dma"), Resource("e", "nic", ledger), num_vfs=2)
+    pf.mmio_write(pf.engine, s.REGS["RXCTRL"].offset, 4, s.RXCTRL_RXEN)
+    pf.receive(pf.engine, frame(PF_MAC, PEER_MAC))
+    assert pf.pools is None and dict(pf.errors) == {"rx_queue_disabled": 1}
+    driver = PfDriver(pf, Resource("host", "host_core", ledger), 2, [VfConfig(mac=MACS[0]), VfConfig(mac=MACS[1])])
+    driver.restore()
+    pf.receive(pf.engine, frame(bytes.fromhex("525400abcdef"), PEER_MAC))
+    assert pf.pools is pf.vt and pf.errors["rx_no_pool"] == 1
 
 
 # ---- mailbox ----------------------------------------------------------------------------
@@ -199,6 +218,31 @@ def test_the_pf_reply_is_not_visible_before_the_pf_has_written_it():
     assert not r.rd(0, "VFMAILBOX") & (vs.VFMAILBOX_PFSTS | vs.VFMAILBOX_PFACK)
     r.cpus[0].sync(r.host.cursor)
     assert r.rd(0, "VFMAILBOX") & vs.VFMAILBOX_PFSTS
+
+
+@pytest.mark.parametrize("masked", ["EIMC", "MSI-X"])
+def test_the_pf_driver_answers_only_from_its_mailbox_interrupt(masked):
+    """The NIC never calls the host: a VF's REQ sets its PFMBICR bit and raises EICR.MAILBOX; with
+    that cause masked (EIMC) or the PF's MSI-X entry masked, nothing answers and the host core does
+    no work; the PF driver's next pass over PFMBICR (its next interrupt) answers it."""
+    r = port()
+    r.wr(0, "VFCTRL", s.CTRL_RST)
+    r.rd(0, "VFMAILBOX")
+    if masked == "EIMC":
+        r.pf.mmio_write(r.host, s.REGS["EIMC"].offset, 4, s.EICR_MAILBOX)
+    else:
+        r.pf.msix_write(r.host, s.MSIX_TABLE_OFFSET + 16 + 12, 4, 1)       # entry 1 (other causes): Mask Bit
+    busy = r.host.busy_ns
+    r.wr(0, "VFMAILBOX", vs.VFMAILBOX_VFU)
+    r.wr(0, "VFMBMEM0", vs.VF_RESET)
+    r.wr(0, "VFMAILBOX", vs.VFMAILBOX_REQ)
+    r.cpus[0].sync(r.host.cursor)
+    assert not r.rd(0, "VFMAILBOX") & vs.VFMAILBOX_PFSTS and r.host.busy_ns == busy
+    assert r.pf.mmio_read(r.host, vs.PF_REGS["PFMBICR0"].offset, 4) == 1 << vs.PFMBICR_VFREQ_SHIFT
+    r.policy.msg_task()
+    r.cpus[0].sync(r.host.cursor)
+    assert r.rd(0, "VFMAILBOX") & vs.VFMAILBOX_PFSTS and r.rd(0, "VFMBMEM0") == vs.VF_RESET | vs.VT_MSGTYPE_ACK
+    assert r.pf.mmio_read(r.host, vs.PF_REGS["PFMBICR0"].offset, 4) == 0
 
 
 def test_no_administrator_mac_is_a_nack_and_the_vf_may_pick_one():
@@ -398,7 +442,7 @@ def test_the_pf_pool_is_switched_like_any_other():
     frame for the PF's MAC lands in the PF pool's RX queue, not on the wire."""
     r = port()
     r.up(0)
-    mem, q = r.pf.dma.mem, 2 * r.sriov.pf_pool
+    mem, q = r.pf.dma.mem, 2 * r.policy.pool
     s.RX_DESC.pack_into(mem.buf, RX_RING, RX_BUFS, 0)
     for reg, value in ((f"TDBAL{q}", TX_RING), (f"TDLEN{q}", 128), (f"TXDCTL{q}", s.TXDCTL_ENABLE),
                        (f"RDBAL{q}", RX_RING), (f"RDLEN{q}", 128), (f"SRRCTL{q}", 2 | s.SRRCTL_DESCTYPE_ADV_ONEBUF),
@@ -441,7 +485,7 @@ def test_a_pf_reset_brings_the_vfs_back_through_reset():
     nor talk, until it repeats VF_RESET."""
     r = port()
     r.up(0)
-    r.pf.mmio_write(r.host, s.REGS["CTRL"].offset, 4, s.CTRL_RST)
+    r.policy.reset_hw()
     r.cpus[0].sync(r.host.cursor)
     assert r.rd(0, "VFMAILBOX") & vs.VFMAILBOX_RSTD and not r.config(0)["tx_en"]
     assert r.mailbox(0, mac_msg(MACS[0]), 1)[0] == vs.VF_SET_MAC_ADDR | vs.VT_MSGTYPE_NACK

@@ -83,7 +83,7 @@ def test_spoofed_source_mac_is_dropped_and_counted():
     world.guests["vm1"].run_soon(lambda: driver.transmit(forged))
     world.sim.run(until=world.settle() + 200_000)
     port = world.sriov["host0", "pnic0"]
-    assert port.engine.spoofed[0] == 1
+    assert port.pf.vt.spoofed[0] == 1
     assert all(frame[6:12] != bytes.fromhex("525400ffffff") for _, frame in peer.received)
 
 

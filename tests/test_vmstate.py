@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from iovirt.devices.e1000 import E1000
 from iovirt.devices.ixgbe import Ixgbe
-from iovirt.devices.ixgbe_sriov import SriovEngine, VirtualFunction
+from iovirt.devices.ixgbe_vf import VirtualFunction
 from iovirt.devices.pcnet import PCNet
 from iovirt.devices.rtl8139 import RTL8139
 from iovirt.devices.tulip import Tulip
@@ -696,8 +696,8 @@ def test_assigned_devices_block_migration_and_software_models_do_not():
     StateError with it; every software NIC model is migratable."""
     sim, ledger = Sim(), Ledger(PROFILE)
     engine = Resource("nic0/engine", "nic", ledger)
-    pf = Ixgbe(sim, GUEST_MAC, Dma(GuestMemory(1 << 16), "dma"), engine)
-    vf = VirtualFunction(SriovEngine(pf, 2, engine), 0, Dma(GuestMemory(1 << 16), "dma"))
+    pf = Ixgbe(sim, GUEST_MAC, Dma(GuestMemory(1 << 16), "dma"), engine, num_vfs=2)
+    vf = VirtualFunction(pf.vt, 0, Dma(GuestMemory(1 << 16), "dma"))
     for dev, name in ((pf, "ixgbe"), (vf, "ixgbevf")):
         reason = migration_blocker(dev)
         assert reason.startswith(f"{name}: ") and "dirty" in reason and "\n" not in reason

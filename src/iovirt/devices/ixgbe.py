@@ -21,11 +21,12 @@ Queues waiting for room in the TX buffer are served round robin, one
 packet per turn.
 Only MSI-X mode signals interrupts (INTx and MSI are not modelled).
 
-SR-IOV (``devices.ixgbe_sriov``) attaches through ``vt`` (pool switching of
-what is sent and received, the transmit rate gate, the virtualisation
-registers it ``decode``s) and ``owner`` (per queue: the function whose
-``dma`` requester the queue's DMA goes through, whose ``queue_irq`` its
-causes raise and whose ``dma_fault`` its faults report; the PF by default).
+A port built with ``num_vfs`` has its virtualisation block ``vt``
+(``devices.ixgbe_switch``: the virtualisation registers it ``decode``s, the
+mailboxes, and while VT mode is on, ``pools``: pool switching of what is
+sent and received and the transmit rate gate); ``owner`` names per queue the function whose ``dma``
+requester the queue's DMA goes through, whose ``queue_irq`` its causes raise
+and whose ``dma_fault`` its faults report (the PF, or a VF of its pool).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ..sim.resource import Resource
 from ..spec import ixgbe as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .discard import discard
+from .ixgbe_switch import SriovEngine
 from .regs import add64, narrow, widen
 from .vmstate import ASSIGNED_DEVICE
 
@@ -59,12 +61,12 @@ GPRC, GPTC, TPR, TPT, BPRC, MPRC, BPTC, MPTC, ROC, RUC = (_IDX[n] for n in (
     "GPRC", "GPTC", "TPR", "TPT", "BPRC", "MPRC", "BPTC", "MPTC", "ROC", "RUC"))
 GORCL, GOTCL, MPC0, RNBC0 = _IDX["GORCL"], _IDX["GOTCL"], _IDX["MPC0"], _IDX["RNBC0"]
 EITR = [_IDX[f"EITR{n}"] for n in range(s.MSIX_VECTORS)]
-RX = [_IDX[f"RDBAL{n}"] for n in range(s.NUM_QUEUES)]      # per-queue register blocks (dword index)
-TX = [_IDX[f"TDBAL{n}"] for n in range(s.NUM_QUEUES)]
+RX, TX = s.RX_BLOCK, s.TX_BLOCK                             # per-queue register blocks (dword index)
 QPRC = [_IDX[f"QPRC{n}"] for n in range(16)]
 QPTC = [_IDX[f"QPTC{n}"] for n in range(16)]
 QPRDC = [_IDX[f"QPRDC{n}"] for n in range(16)]
-BAH, LEN, HEAD, SRRCTL, TAIL, DCTL, QBRC = 1, 2, 4, 5, 6, 10, 13   # dword offsets inside a queue block
+BAH, LEN, HEAD, SRRCTL, TAIL, DCTL, QBRC = (s.BLOCK_BAH, s.BLOCK_LEN, s.BLOCK_HEAD, s.BLOCK_SRRCTL, s.BLOCK_TAIL,
+                                           s.BLOCK_DCTL, s.BLOCK_QBRC)
 _READ_CLEAR = frozenset(r.offset >> 2 for r in s.REGS if r.access == "rc")
 _READ_ONLY = frozenset(r.offset >> 2 for r in s.REGS if r.access == "ro")
 _WRITE_ONLY = frozenset(r.offset >> 2 for r in s.REGS if r.access == "wo")
@@ -91,7 +93,8 @@ class Ixgbe:
     NAME = "ixgbe"
     MIGRATION_BLOCKER = ASSIGNED_DEVICE
 
-    def __init__(self, sim: Sim, mac: bytes, dma: Dma, engine: Resource, num_queues: int = s.NUM_QUEUES) -> None:
+    def __init__(self, sim: Sim, mac: bytes, dma: Dma, engine: Resource, num_queues: int = s.NUM_QUEUES,
+                 num_vfs: int = 0) -> None:
         if not 1 <= num_queues <= s.NUM_QUEUES:
             raise ValueError(f"ixgbe: {num_queues} queues, not in [1, {s.NUM_QUEUES}]")
         self.sim = sim
@@ -103,7 +106,8 @@ class Ixgbe:
         self.msi: Msi | None = None         # MSI-X signalling, set by the platform
         self.errors: Counter[str] = Counter()
         self.place = self.NAME                  # where its drops are counted (the wiring names it)
-        self.vt = None                      # the SR-IOV engine, attached by it
+        self.vt: SriovEngine | None = None  # the virtualisation block, with VFs
+        self.pools: SriovEngine | None = None   # the same, while VT mode is on (PFVTCTL.VT_ENA)
         self.owner = [self] * num_queues    # the function each queue works for
         self.pci = PciFunction(s.VENDOR_ID, s.DEVICE_ID, s.CLASS_ETHERNET, revision=s.REVISION,
                                subsystem_vendor_id=s.VENDOR_ID, subsystem_id=s.SUBSYSTEM_ID, interrupt_pin=1,
@@ -132,6 +136,8 @@ class Ixgbe:
         self._writable = _KNOWN - _READ_ONLY - _READ_CLEAR - inactive
         self.epoch = 0
         self.reset()
+        if num_vfs:
+            self.vt = SriovEngine(self, num_vfs)
 
     # ---- reset -----------------------------------------------------------
     def reset(self) -> None:
@@ -302,7 +308,7 @@ class Ixgbe:
             if self.vmask >> vector & 1:
                 self._try_fire(engine, vector)
 
-    def _other_cause(self, engine: Resource, cause: int) -> None:
+    def other_cause(self, engine: Resource, cause: int) -> None:
         """EICR bits 31:16, signalled on the vector IVAR_MISC names."""
         self.other |= cause
         misc = self.r[IVAR_MISC] >> s.IVAR_MISC_OTHER_SHIFT
@@ -321,7 +327,8 @@ class Ixgbe:
                 self.sim.at(self.next_irq_ok[vector], self._eitr_expired, vector, self.epoch)
             return
         r = self.r
-        self.next_irq_ok[vector] = now + s.eitr_interval_ns(r[EITR[vector]])
+        interval = s.eitr_interval_ns(r[EITR[vector]])
+        self.next_irq_ok[vector] = now + interval if interval else 0.0      # 0: not moderated
         bit = 1 << vector
         if vector >= 16 or r[EIAC] & bit:
             self.vcause &= ~bit             # auto-clear on MSI-X
@@ -482,8 +489,8 @@ class Ixgbe:
         r = self.r
         if len(frame) < s.ETH_MIN_FRAME and r[HLREG0] & s.HLREG0_TXPADEN:
             frame += bytes(s.ETH_MIN_FRAME - len(frame))
-        if self.vt is not None:
-            frame = self.vt.transmit(engine, q, frame)      # 7.10.3: anti-spoofing, VLAN insert, the VEB
+        if self.pools is not None:
+            frame = self.pools.transmit(engine, q, frame)   # 7.10.3: anti-spoofing, VLAN insert, the VEB
             if frame is None:
                 return
         size = len(frame)
@@ -504,7 +511,7 @@ class Ixgbe:
     def _tx_room(self, engine: Resource, q: int) -> bool:
         """May queue ``q`` fetch its next packet?  Not while its rate or
         PFVFTE hold it, nor while the packet buffer is full."""
-        if self.vt is not None and not self.vt.tx_ready(engine, q):
+        if self.pools is not None and not self.pools.tx_ready(engine, q):
             return False                    # 7.7.2 rate limiter or PFVFTE: the engine resumes the queue
         if self._tx_full(engine):
             self.tx_waiting.add(q)
@@ -588,8 +595,8 @@ class Ixgbe:
         if size + _FCS > (r[MAXFRS] >> 16 if r[HLREG0] & s.HLREG0_JUMBOEN else 1518):
             r[ROC] += 1
             return
-        if self.vt is not None:
-            self.vt.receive(engine, frame)                  # 7.10.3.3: pool selection and replication
+        if self.pools is not None:
+            self.pools.receive(engine, frame)               # 7.10.3.3: pool selection and replication
         elif self._accept(frame):
             self.deliver(engine, frame, *self._steer(frame))
 
@@ -734,7 +741,7 @@ class Ixgbe:
         if self.rx_fifo_bytes + len(frame) > self.r[RXPBSIZE0] & 0xFFC00:
             self.r[MPC0] += 1
             discard(self, "rx_missed", frame)
-            self._other_cause(engine, s.EICR_RX_MISS)
+            self.other_cause(engine, s.EICR_RX_MISS)
             return
         self.rx_fifo.append((q, frame, rss, info))
         self.rx_fifo_bytes += len(frame)

@@ -334,7 +334,7 @@ def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
         return "a bare-metal machine has no hypervisor to migrate it"
     vms, hosts = {v.name: v for v in scenario.vms}, {h.name: h for h in scenario.hosts}
     if any(n.uplink is None for n in spec.nics) and bridge_port(to, vms, hosts) is None:
-        return f"{to} has no port to bridge {vm}'s software NICs onto (each is assigned or has VFs)"
+        return f"{to} has no port to bridge {vm}'s software NICs onto (it has none, or each is passed through)"
     limit, _, why = vcpu_limit(spec, host)
     if spec.vcpus > limit:
         return f"{vm} has {spec.vcpus} vCPUs; a VM on {to} ({host.hypervisor}) has at most {limit} ({why})"
@@ -655,10 +655,12 @@ def _workload_problems(
 
 def bridge_port(host: str, vms: dict[str, Vm], hosts: dict[str, Host]) -> str | None:
     """The physical NIC ``host`` bridges its software-model VMs onto: the
-    first that no VM NIC is assigned and that has no VFs (the PF driver is
-    not VT-aware: an SR-IOV port is not also the bridge's)."""
+    first that no VM NIC is assigned and that has no VFs, else the first
+    with VFs (its PF, in the default pool, shares it with the VFs)."""
     taken = {n.uplink for vm in vms.values() if vm.host == host for n in vm.nics}
-    return next((nic.name for nic in hosts[host].nics if nic.name not in taken and not nic.num_vfs), None)
+    ports = hosts[host].nics
+    return next((nic.name for nic in ports if nic.name not in taken and not nic.num_vfs),
+                next((nic.name for nic in ports if nic.num_vfs), None))
 
 
 def _subnets(vm: Vm) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from ipaddress import IPv4Interface
 
-from ..devices.ixgbe_sriov import VfConfig
 from ..devices.vmstate import load_state
 from ..guest.drivers.failover import FailoverMaster
 from ..guest.drivers.xen_netfront import xenbus_probe
@@ -15,6 +14,7 @@ from ..guest.kernel import GuestKernel
 from ..guest.peer import WirePeer
 from ..hypervisor.emulation import EmulatedNic, XenHvmNic
 from ..hypervisor.host import Host
+from ..hypervisor.ixgbe_pf import VfConfig
 from ..hypervisor.migration import Migration, MigrationLink, MigrationReport
 from ..hypervisor.paravirt import VirtioNic
 from ..hypervisor.passthrough import AssignmentError, PassthroughNic, PhysicalNic
@@ -175,7 +175,10 @@ class World:
                 configs = [_vf_config(n) for n in nics]
                 configs += [VfConfig() for _ in range(pnic.num_vfs - len(configs))]
                 host = self.hosts[spec.name]
-                ports[spec.name, pnic.name] = SriovPort(host, host.nics[pnic.name], configs)
+                bridged = tuple(mac_bytes(n.mac) for vm in self.scenario.vms if vm.host == spec.name
+                                for n in vm.nics if n.uplink is None)
+                ports[spec.name, pnic.name] = SriovPort(host, host.nics[pnic.name], configs,
+                                                        self.uplinks.get(spec.name), bridged)
         return ports
 
     def _free_nic(self, host: str):
@@ -190,16 +193,18 @@ class World:
 
     def _uplink(self, host: Host) -> UplinkPort:
         """The host kernel drives the free port on a core of its own (the NIC's
-        softirq core) and bridges it to the taps."""
+        softirq core) and bridges it to the taps; a port with VFs is its PF
+        driver's too (``SriovPort`` moves its traffic to the default pool)."""
         pnic = self._free_nic(host.name)
         machine = VM(f"{host.name}-kernel", host, HOST_KERNEL_MB, native=True, dedicated=True)
-        PassthroughNic(machine, pnic, bytes([0x02, 0xFF, 0, 0, 0, len(self.hosts) & 0xFF]))
+        num_vfs = next(p.num_vfs for p in self.host_specs[host.name].nics if p.name == pnic.name)
+        nic = PassthroughNic(machine, pnic, bytes([0x02, 0xFF, 0, 0, 0, len(self.hosts) & 0xFF]), num_vfs=num_vfs)
         kernel = GuestKernel(machine.name, machine.vcpus[0], machine.mem, self.sim)
         kernel.boot()
         self.vms[machine.name] = machine
         self.models[machine.name] = ("host", "ixgbe", None)
         port = UplinkPort(host, machine.vcpus[0], kernel.netdevs[0])
-        port.pnic = pnic
+        port.pnic, port.pf = pnic, nic.device
         return port
 
     # ---- live migration -----------------------------------------------------------------

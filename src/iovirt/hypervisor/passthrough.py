@@ -282,10 +282,11 @@ class AssignedFunction(PciNic):
 
 
 class PassthroughNic(AssignedFunction):
-    """A whole physical port, PF and all."""
+    """A whole physical port, PF and all (``num_vfs``: with its VFs, for the
+    host kernel that is also their PF driver)."""
 
     def __init__(self, vm: VM, pnic: PhysicalNic, mac: bytes, posted: bool = False, hotplug: bool = False,
-                 slot: int | None = None) -> None:
+                 slot: int | None = None, num_vfs: int = 0) -> None:
         slot = self.slot_for(vm, slot)
         pnic.claim(vm.name)
         self.pnic = pnic
@@ -294,7 +295,7 @@ class PassthroughNic(AssignedFunction):
         except (AssignmentError, MemoryError):  # no interrupt entries or page tables for it: the port stays the host's
             pnic.release()
             raise
-        self.plug(vm, Ixgbe(vm.sim, mac, self.dma, pnic.engine), hotplug, slot)
+        self.plug(vm, Ixgbe(vm.sim, mac, self.dma, pnic.engine, num_vfs=num_vfs), hotplug, slot)
         pnic.link.attach(self.device)
 
     def give_back(self) -> None:

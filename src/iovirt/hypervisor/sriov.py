@@ -13,12 +13,19 @@ the port's one engine and link.
 A VF taken out of a VM (hot unplug) is reset and its administrative
 settings cleared, as VFIO and libvirt do on release; the next VM to take it
 (hot plug) brings its own (``VfConfig``: the MAC above all).
+
+The PF driver (``ixgbe_pf``) answers the VFs' mailboxes from its interrupt.
+A port that is also the host bridge's uplink keeps the host's own traffic in
+the PF's default pool: the host kernel's driver of the PF moves its queues
+there, and the bridged VMs' MACs are put in the NIC's filters for that pool
+(``bridge fdb add MAC dev PF self``), so the NIC's switch delivers frames
+from a VF to them, and theirs to a VF, without the wire.
 """
 
 from __future__ import annotations
 
 from ..devices.ixgbe import Ixgbe
-from ..devices.ixgbe_sriov import PfPolicy, SriovEngine, VfConfig, VirtualFunction
+from ..devices.ixgbe_vf import VirtualFunction
 from ..mem.dma import Dma
 from ..mem.guest_memory import GuestMemory
 from ..pci.bus import PciBus
@@ -27,28 +34,42 @@ from ..pci.sriov import HostSriov, SriovParams, add_sriov
 from ..spec import ixgbe as s
 from ..spec import ixgbevf as vs
 from ..spec.pci import PCI_CLASS_NETWORK_ETHERNET
+from .ixgbe_pf import PfDriver, VfConfig
 from .passthrough import AssignedFunction, AssignmentError, PhysicalNic
 from .vm import VM
 
-PF_HOST_MEMORY = 16 << 20           # the PF driver's own rings (its pool carries no traffic here)
+PF_HOST_MEMORY = 16 << 20           # the PF driver's own rings (when its pool carries no traffic)
 VF_BAR_WINDOW = (0xE000_0000, 0xF000_0000)
 FIRST_VF_OFFSET, VF_STRIDE = 0x80, 2  # 82599 with ARI: VFs at PF + 128 + 2n
 VF_BARS = (Bar(0, vs.BAR0_SIZE, "mem64", True), Bar(vs.MSIX_BAR, vs.MSIX_BAR_SIZE, "mem64", True))
 
 
 class SriovPort:
-    """A host port with SR-IOV enabled and its VFs."""
+    """A host port with SR-IOV enabled and its VFs.  When it is also the
+    host bridge's uplink (``uplink``: its ``pnic`` this one, ``pf`` the
+    port's function, ``driver`` the host kernel's netdev on it, ``cpu``
+    where that runs), the PF's traffic moves to its default pool and the
+    MACs behind the bridge (``bridged``) are filtered into that pool."""
 
-    def __init__(self, host, pnic: PhysicalNic, configs: list[VfConfig]) -> None:
-        num_vfs = len(configs)
-        pnic.claim(f"{host.name}'s PF driver ({num_vfs} VFs)")
+    def __init__(self, host, pnic: PhysicalNic, configs: list[VfConfig], uplink=None,
+                 bridged: tuple[bytes, ...] = ()) -> None:
+        self.num_vfs = num_vfs = len(configs)
         self.pnic = pnic
-        self.pf = Ixgbe(host.sim, bytes([0x02, 0xFE, 0, 0, pnic.bdf.bus, 0]),
-                        Dma(GuestMemory(PF_HOST_MEMORY), "dma"), pnic.engine)
-        self.pf.place = f"{host.name}/{pnic.name}"
-        pnic.link.attach(self.pf)
-        pf_driver = host.kernel_thread(f"{pnic.name}/pf-driver")
-        self.engine = SriovEngine(self.pf, num_vfs, pf_driver, PfPolicy(configs))
+        shared = uplink is not None and uplink.pnic is pnic
+        if shared:
+            self.pf = uplink.pf
+            uplink.driver.enable_vmdq(num_vfs)  # the PF's default pool: the first after the VFs' (VMDq offset)
+        else:
+            pnic.claim(f"{host.name}'s PF driver ({num_vfs} VFs)")
+            self.pf = Ixgbe(host.sim, bytes([0x02, 0xFE, 0, 0, pnic.bdf.bus, 0]),
+                            Dma(GuestMemory(PF_HOST_MEMORY), "dma"), pnic.engine, num_vfs=num_vfs)
+            self.pf.place = f"{host.name}/{pnic.name}"
+            pnic.link.attach(self.pf)
+        self.driver = PfDriver(self.pf, host.kernel_thread(f"{pnic.name}/pf-driver"), num_vfs, configs)
+        self.driver.own_interrupt()
+        self.driver.restore()
+        for mac in bridged if shared else ():
+            uplink.driver.fdb_add(mac)
         bus = PciBus(pnic.bdf.bus)
         bus.attach(self.pf.pci, pnic.bdf.device, pnic.bdf.function)
         self.vfs: dict[int, VirtualFunction] = {}
@@ -62,12 +83,12 @@ class SriovPort:
         host sees); the function the guest sees is the VF model's.  A VF past
         those the PF driver set pools up for (NumVFs rewritten under it) is
         a header and nothing behind it."""
-        if n < self.engine.num_vfs:
+        if n < self.num_vfs:
             self._fresh_vf(n)
         return PciFunction(vs.VENDOR_ID, vs.DEVICE_ID, PCI_CLASS_NETWORK_ETHERNET << 8, interrupt_pin=0, bars=VF_BARS)
 
     def _fresh_vf(self, n: int) -> None:
-        self.vfs[n] = VirtualFunction(self.engine, n, Dma(GuestMemory(1 << 12), "dma"))
+        self.vfs[n] = VirtualFunction(self.pf.vt, n, Dma(GuestMemory(1 << 12), "dma"))
 
     def take(self, vm: str, config: VfConfig | None = None) -> int:
         """The lowest free VF for ``vm``; ``config``: the administrator's
@@ -90,11 +111,10 @@ class SriovPort:
         policy.set_vf(n, VfConfig())
         self.free = sorted((*self.free, n))
 
-    def _admin(self) -> PfPolicy:
+    def _admin(self) -> PfDriver:
         """The PF driver, taking an administrator's request now."""
-        policy = self.engine.policy
-        policy.host.sync(self.pf.sim.now)
-        return policy
+        self.driver.host.sync(self.pf.sim.now)
+        return self.driver
 
 
 class SriovNic(AssignedFunction):

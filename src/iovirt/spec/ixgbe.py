@@ -82,6 +82,7 @@ MCSTCTRL_MO_MASK = 0x3
 MCSTCTRL_MFE = 1 << 2
 VLNCTRL_VET = 0x8100
 RAH_AV = 1 << 31
+RAR_ENTRIES = 128          # receive address registers RAL/RAH[0..127] (8.2.3.7.9)
 # MRQC (7.1.2.8): MRQE in 3:0, RSS field enables in 31:16
 MRQC_MRQE_MASK = 0xF
 MRQC_RSSEN = 0x1
@@ -196,7 +197,7 @@ REGS = RegisterMap("ixgbe", [
     Register("MCSTCTRL", 0x05090, doc="Multicast Control"),
     *[Register(f"MTA{i}", 0x05200 + 4 * i, doc="Multicast Table Array") for i in range(128)],
     *[Register(f"{n}{i}", 0x0A200 + 8 * i + 4 * (n == "RAH"), doc="Receive Address")
-      for i in range(128) for n in ("RAL", "RAH")],
+      for i in range(RAR_ENTRIES) for n in ("RAL", "RAH")],
     *[Register(f"TXPBSIZE{i}", 0x0CC00 + 4 * i, reset=TXPB_SIZE if i == 0 else 0) for i in range(8)],
     *[Register(f"RETA{i}", 0x0EB00 + 4 * i, doc="Redirection Table") for i in range(RETA_ENTRIES // 4)],
     *[Register(f"RSSRK{i}", 0x0EB80 + 4 * i, doc="RSS Random Key") for i in range(RSS_KEY_SIZE // 4)],
@@ -204,6 +205,12 @@ REGS = RegisterMap("ixgbe", [
 ])
 
 # 82598-compatible addresses the 82599 decodes too: alias offset -> register name
+# Each queue's registers as a block of dwords: the block's first index per
+# queue (RDBAL[n], TDBAL[n]; 8.2.3.8, 8.2.3.9) and the registers' places in it
+RX_BLOCK = tuple(_queue(0x01000, 0x0D000, n) >> 2 for n in range(NUM_QUEUES))
+TX_BLOCK = tuple(_queue(0x06000, 0x06000 + 0x40 * 64, n) >> 2 for n in range(NUM_QUEUES))
+BLOCK_BAH, BLOCK_LEN, BLOCK_HEAD, BLOCK_SRRCTL, BLOCK_TAIL, BLOCK_DCTL, BLOCK_QBRC = 1, 2, 4, 5, 6, 10, 13
+
 ALIASES = {
     **{0x02100 + 4 * n: f"SRRCTL{n}" for n in range(16)},
     **{0x05400 + 8 * i + 4 * (n == "RAH"): f"{n}{i}" for i in range(16) for n in ("RAL", "RAH")},

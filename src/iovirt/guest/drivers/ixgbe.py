@@ -11,13 +11,20 @@ vector's interrupt is auto-masked by the device (GPIE.EIAME); the handler
 only schedules NAPI; the poll cleans TX, receives up to 64 frames, refills
 RX (RDT every 16 buffers) and re-enables the vector through EIMS_EX.  The
 ring handling is shared with the VF driver (``ixgbe_rings``).  The driver
-makes no assumption about whether its register accesses trap."""
+makes no assumption about whether its register accesses trap.
+
+With VFs enabled on its port (:meth:`enable_vmdq`, what ixgbe_sriov_reinit
+does when sriov_numvfs is written) its queue pair moves to the first of its
+default pool (the VMDq offset), and addresses the bridge above it serves are
+added to the NIC's filters for its pool (:meth:`fdb_add`, ixgbe_ndo_fdb_add).
+The VFs' mailboxes are the SR-IOV part's, on the host."""
 
 from __future__ import annotations
 
 from typing import ClassVar
 
 from ...spec import ixgbe as s
+from ...spec import ixgbevf as vs
 from .ixgbe_rings import (
     ITR_20K,
     QUEUE_VECTOR,
@@ -37,10 +44,11 @@ IxgbeProbeError = ProbeError
 
 class IxgbeDriver(IxgbeRings):
     VENDOR, DEVICE = s.VENDOR_ID, s.DEVICE_ID
-    REGS: ClassVar[dict[str, int]] = {r.name: r.offset for r in s.REGS}
+    REGS: ClassVar[dict[str, int]] = {r.name: r.offset for r in (*s.REGS, *vs.PF_REGS)}
 
     def __init__(self, kernel, info) -> None:
         super().__init__(kernel, info)
+        self.pool = 0                       # its VMDq pool, with VFs enabled
         self._probe()
 
     # ---- probe / open ------------------------------------------------------------
@@ -70,8 +78,9 @@ class IxgbeDriver(IxgbeRings):
         self.wr("EIMC_EX0", 0xFFFFFFFF)
         self.wr("EIMC_EX1", 0xFFFFFFFF)
         self.rd("EICR")
-        self.wr("TXDCTL0", s.TXDCTL_SWFLSH)
-        self.wr("RXDCTL0", self.rd("RXDCTL0") & ~s.RXDCTL_ENABLE)
+        q = self.queue
+        self.wr(f"TXDCTL{q}", s.TXDCTL_SWFLSH)
+        self.wr(f"RXDCTL{q}", self.rd(f"RXDCTL{q}") & ~s.RXDCTL_ENABLE)
 
     def remove(self) -> None:
         """ixgbe_remove: down, then ixgbe_release_hw_control (CTRL_EXT.DRV_LOAD off)."""
@@ -126,7 +135,8 @@ class IxgbeDriver(IxgbeRings):
     def _configure_msix(self) -> None:
         """ixgbe_configure_msix + ixgbe_setup_gpie: IVAR, EITR, auto-clear, auto-mask."""
         valid = s.IVAR_ALLOC_VAL
-        self.wr("IVAR0", (valid | QUEUE_VECTOR) | (valid | QUEUE_VECTOR) << 8)     # RX 0 and TX 0
+        q = self.queue                      # RX q and TX q: the IVAR of the pair, the half of the queue
+        self.wr(f"IVAR{q >> 1}", ((valid | QUEUE_VECTOR) | (valid | QUEUE_VECTOR) << 8) << 16 * (q & 1))
         self.wr("EITR0", ITR_20K | s.EITR_CNT_WDIS)
         self.wr("IVAR_MISC", (valid | OTHER_VECTOR) << s.IVAR_MISC_OTHER_SHIFT)
         self.wr("EITR1", OTHER_EITR)
@@ -134,6 +144,29 @@ class IxgbeDriver(IxgbeRings):
         self.wr("GPIE", s.GPIE_MSIX_MODE | s.GPIE_PBA_SUPPORT | s.GPIE_OCD | s.GPIE_EIAME)
         self.wr("EIAM_EX0", 0xFFFFFFFF)
         self.wr("EIAM_EX1", 0xFFFFFFFF)
+
+    def enable_vmdq(self, pool: int) -> None:
+        """ixgbe_sriov_reinit, the netdev's side: its queues stop, and come
+        up again as the first pair of ``pool`` (the PF's default pool, which
+        the SR-IOV part configures)."""
+        self._stop_adapter()
+        self.pool, self.queue = pool, pool * 2
+        self._tx_ring_up()
+        self._rx_ring_up(SRRCTL_ONEBUF, 0)
+        self._configure_msix()
+        self.wr("RXCTRL", self.rd("RXCTRL") | s.RXCTRL_RXEN)
+        self._up()
+
+    def fdb_add(self, mac: bytes) -> None:
+        """ixgbe_ndo_fdb_add (``bridge fdb add MAC dev PF self``): ``mac`` in a
+        free receive address register, from the top (the VFs' are at the
+        bottom), for our pool only: the NIC's switch then delivers it to us."""
+        rar = next(i for i in range(s.RAR_ENTRIES - 1, 0, -1) if not self.rd(f"RAH{i}") & s.RAH_AV)
+        self.wr(f"RAL{rar}", int.from_bytes(mac[:4], "little"))
+        self.wr(f"RAH{rar}", int.from_bytes(mac[4:], "little") | s.RAH_AV)
+        pool = self.pool
+        self.wr(f"MPSAR_LO{rar}", 1 << pool if pool < 32 else 0)
+        self.wr(f"MPSAR_HI{rar}", 1 << pool - 32 if pool >= 32 else 0)
 
     def _up(self) -> None:
         """ixgbe_up_complete: clear causes, ixgbe_irq_enable."""

@@ -5,7 +5,8 @@ twins) do, transmit with one data descriptor per frame and a tail write,
 and the NAPI poll that cleans both rings, refilling RX every 16 buffers.
 
 A driver names its registers through ``REGS`` (name -> BAR0 offset) and
-``PREFIX`` ("" for the PF's ``TDT0``, "VF" for the VF's ``VFTDT0``) and
+``PREFIX`` ("" for the PF's ``TDT0``, "VF" for the VF's ``VFTDT0``), its
+queue pair through ``queue`` (0, or the PF's in its VMDq pool), and
 re-enables its queue vector in :meth:`_irq_enable_queues`."""
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class IxgbeRings(DescriptorRings):
     def __init__(self, kernel, info) -> None:
         super().__init__(kernel, info)
         self.bar = info.bars[0][1]
+        self.queue = 0                      # the index of its queue pair in the register names
         self.itr = ITR_20K                  # q_vector->itr, what EITR holds (dynamic mode starts at 20K)
         self.itr_range = {"tx": LOWEST, "rx": LOWEST}     # each ring container's range
         self.work = {"tx": 0, "rx": 0}                    # bytes since the last update
@@ -73,42 +75,42 @@ class IxgbeRings(DescriptorRings):
 
     # ---- ring bring-up --------------------------------------------------------
     def _tx_ring_up(self) -> None:
-        """Queue 0 off, the ring's base, length, head and tail, then on."""
-        p = self.PREFIX
+        """The queue off, the ring's base, length, head and tail, then on."""
+        p, q = self.PREFIX, self.queue
         self.tx_ring = self.dma_alloc(TX_RING * s.DESC_SIZE, 128)
         self.tx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(TX_RING)]
         self.tx_use = self.tx_clean = 0
-        self.wr(f"{p}TXDCTL0", 0)
+        self.wr(f"{p}TXDCTL{q}", 0)
         self.flush()
         self._ring_base(f"{p}TD", self.tx_ring, TX_RING)
-        self._tdt = self.bar + self.REGS[f"{p}TDT0"]
-        self.wr(f"{p}TXDCTL0", 1 << s.TXDCTL_WTHRESH_SHIFT | s.TXDCTL_ENABLE)
-        self._poll_reg(f"{p}TXDCTL0", s.TXDCTL_ENABLE, True, "TX queue 0 enable")
+        self._tdt = self.bar + self.REGS[f"{p}TDT{q}"]
+        self.wr(f"{p}TXDCTL{q}", 1 << s.TXDCTL_WTHRESH_SHIFT | s.TXDCTL_ENABLE)
+        self._poll_reg(f"{p}TXDCTL{q}", s.TXDCTL_ENABLE, True, f"TX queue {q} enable")
 
     def _rx_ring_up(self, srrctl: int, rxdctl: int) -> None:
-        """Queue 0 off, ring, SRRCTL, on with ``rxdctl`` bits, buffers, tail."""
-        p = self.PREFIX
+        """The queue off, ring, SRRCTL, on with ``rxdctl`` bits, buffers, tail."""
+        p, q = self.PREFIX, self.queue
         self.rx_ring = self.dma_alloc(RX_RING * s.DESC_SIZE, 128)
         self.rx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(RX_RING)]
         self.rx_clean = 0
         self.rx_partial: list[bytes] = []
-        self.wr(f"{p}RXDCTL0", self.rd(f"{p}RXDCTL0") & ~s.RXDCTL_ENABLE)
-        self._poll_reg(f"{p}RXDCTL0", s.RXDCTL_ENABLE, False, "RX queue 0 disable")
+        self.wr(f"{p}RXDCTL{q}", self.rd(f"{p}RXDCTL{q}") & ~s.RXDCTL_ENABLE)
+        self._poll_reg(f"{p}RXDCTL{q}", s.RXDCTL_ENABLE, False, f"RX queue {q} disable")
         self._ring_base(f"{p}RD", self.rx_ring, RX_RING)
-        self.wr(f"{p}SRRCTL0", srrctl)
-        self.wr(f"{p}RXDCTL0", self.rd(f"{p}RXDCTL0") | s.RXDCTL_ENABLE | rxdctl)
-        self._poll_reg(f"{p}RXDCTL0", s.RXDCTL_ENABLE, True, "RX queue 0 enable")
+        self.wr(f"{p}SRRCTL{q}", srrctl)
+        self.wr(f"{p}RXDCTL{q}", self.rd(f"{p}RXDCTL{q}") | s.RXDCTL_ENABLE | rxdctl)
+        self._poll_reg(f"{p}RXDCTL{q}", s.RXDCTL_ENABLE, True, f"RX queue {q} enable")
         for i, buf in enumerate(self.rx_bufs):
             self.mem.store(_RX, self.rx_ring + i * s.DESC_SIZE, buf, 0)
-        self._rdt = self.bar + self.REGS[f"{p}RDT0"]
+        self._rdt = self.bar + self.REGS[f"{p}RDT{q}"]
         self.rx_tail = RX_RING - 1          # ixgbe_desc_unused: one slot stays empty
         self.vcpu.mmio_write(self._rdt, 4, self.rx_tail)
 
     def _ring_base(self, kind: str, ring: int, count: int) -> None:
-        """xDBAL/xDBAH/xDLEN of queue 0, head and tail at 0."""
+        """xDBAL/xDBAH/xDLEN of the queue, head and tail at 0."""
         for reg, value in (("BAL", ring & 0xFFFFFFFF), ("BAH", ring >> 32), ("LEN", count * s.DESC_SIZE),
                            ("H", 0), ("T", 0)):
-            self.wr(f"{kind}{reg}0", value)
+            self.wr(f"{kind}{reg}{self.queue}", value)
 
     # ---- transmit ------------------------------------------------------------------
     def transmit(self, frame: bytes) -> bool:
