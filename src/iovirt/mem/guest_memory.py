@@ -75,6 +75,23 @@ class GuestMemory:
             self.write_fault(self.dirty[first : last + 1].count(0))
         self.dirty[first] = self.dirty[last] = 1
 
+    def stamp_pages(self, gpa: int, heads: bytes, size: int) -> None:
+        """Write ``size`` bytes at the start of each page from ``gpa`` on (page
+        aligned), the i-th page's from ``heads[i * size:(i + 1) * size]``: a
+        loader filling many pages, one strided write per byte column."""
+        if not 0 < size <= PAGE_SIZE or len(heads) % size:
+            raise ValueError(f"{len(heads)} bytes are not whole heads of {size} (at most a page)")
+        if not heads:
+            return
+        end = gpa + (len(heads) // size - 1) * PAGE_SIZE + size
+        if gpa < 0 or gpa % PAGE_SIZE or end > self.size:
+            raise GuestMemoryError(gpa, end - gpa, self.size)
+        for column in range(size):
+            self.buf[gpa + column:end:PAGE_SIZE] = heads[column::size]
+        if self.write_fault is not None:
+            self.write_fault(self.dirty[gpa >> PAGE_SHIFT:(end - 1 >> PAGE_SHIFT) + 1].count(0))
+        self.mark_dirty(gpa, end - gpa)
+
     def mark_dirty(self, gpa: int, length: int) -> None:
         first, last = gpa >> PAGE_SHIFT, (gpa + length - 1) >> PAGE_SHIFT
         if first == last:
