@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iovirt.guest.alloc import DmaAllocator, OutOfGuestMemory
@@ -105,3 +105,32 @@ def test_guest_dma_memory_is_never_handed_out_twice_and_comes_back_zeroed(ops):
     for owner in "abc":
         alloc.release(owner)
     assert all(any(s <= gpa and end <= e for s, e in alloc.free_extents) for gpa, end in ever)
+
+
+@settings(deadline=None)
+@given(first=st.integers(0, 63), pages=st.integers(1, 8), size=st.sampled_from([1, 8, 24]))
+def test_stamped_pages_hold_their_heads_and_are_dirty(first, pages, size):
+    """Each page gets its own head and nothing else changes; exactly those pages are logged, or, past
+    the end, nothing is written at all."""
+    mem = GuestMemory(SIZE)
+    heads = bytes((i * 7 + 1) & 0xFF or 1 for i in range(pages * size))
+    if first + pages > SIZE // PAGE_SIZE:
+        with pytest.raises(GuestMemoryError):
+            mem.stamp_pages(first * PAGE_SIZE, heads, size)
+        assert mem.take_dirty() == [] and not any(mem.buf[:])
+        return
+    mem.stamp_pages(first * PAGE_SIZE, heads, size)
+    for i in range(pages):
+        page = mem.read((first + i) * PAGE_SIZE, PAGE_SIZE)
+        assert page[:size] == heads[i * size:(i + 1) * size] and not any(page[size:])
+    assert mem.take_dirty() == list(range(first, first + pages))
+    assert sum(map(any, (mem.buf[at:at + PAGE_SIZE] for at in range(0, SIZE, PAGE_SIZE)))) == pages
+
+
+@pytest.mark.parametrize("gpa,heads,size", [(1, b"x" * 8, 8), (0, b"x" * 7, 8), (0, b"x" * 8, 0),
+                                            (0, b"x" * 2 * PAGE_SIZE, 2 * PAGE_SIZE)])
+def test_stamping_refuses_what_is_not_whole_heads_on_page_starts(gpa, heads, size):
+    mem = GuestMemory(SIZE)
+    with pytest.raises((GuestMemoryError, ValueError)):
+        mem.stamp_pages(gpa, heads, size)
+    assert not any(mem.buf[:])
