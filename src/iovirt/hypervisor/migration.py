@@ -16,11 +16,12 @@
 Zero pages cost their header only (``RAM_SAVE_FLAG_ZERO``).  The migration
 thread on the source pays ``migration_page`` per page and a ``copy`` of each
 normal page into the socket, the incoming thread on the target a ``copy`` out
-of it.  The state is fetched record by record (an ioctl each on KVM, a
-domctl on Xen: ``copy`` of each record, and a ``hypercall`` per domctl on
-Xen) and loaded the same way on the target; the link serialises the bytes at its rate (``wire_tx``) while the
-sender prepares the next burst, so rounds, downtime and total time follow
-from the dirty rate, the link and the threads' cores.
+of it.  The vCPU state is fetched record by record (a ``copy`` for each
+ioctl on KVM; on Xen a ``hypercall`` and a ``copy`` for each domctl) and
+loaded the same way on the target.  The link serialises the bytes at its
+rate (``wire_tx``) while the sender prepares the next burst, so rounds,
+downtime and total time follow from the dirty rate, the link and the
+threads' cores.
 """
 
 from __future__ import annotations
