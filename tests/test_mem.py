@@ -134,3 +134,22 @@ def test_stamping_refuses_what_is_not_whole_heads_on_page_starts(gpa, heads, siz
     with pytest.raises((GuestMemoryError, ValueError)):
         mem.stamp_pages(gpa, heads, size)
     assert not any(mem.buf[:])
+
+
+def test_a_large_load_reads_the_same_in_every_vm_and_each_vm_writes_its_own_copy():
+    """From MERGE_PAGES up the host keeps one copy of pages loaded alike; each VM still reads exactly what
+    a page-by-page load would give it, and a store lands in that VM alone."""
+    from iovirt.mem.guest_memory import MERGE_PAGES
+    pages, size = MERGE_PAGES + 3, 8
+    heads = b"".join((i | 1 << 63).to_bytes(8, "little") for i in range(pages))
+    big = 2 * pages * PAGE_SIZE
+    one, two, small = GuestMemory(big), GuestMemory(big), GuestMemory(big)
+    for mem in (one, two):
+        mem.stamp_pages(PAGE_SIZE, heads, size)
+    for first in range(0, pages, 256):                                  # page-by-page, below the threshold
+        small.stamp_pages(PAGE_SIZE * (1 + first), heads[first * size:(first + 256) * size], size)
+    assert one.buf[:] == two.buf[:] == small.buf[:]
+    assert one.take_dirty() == list(range(1, pages + 1))
+    one.write(3 * PAGE_SIZE + 5, b"mine")
+    assert two.read(3 * PAGE_SIZE, 16) == small.read(3 * PAGE_SIZE, 16) != one.read(3 * PAGE_SIZE, 16)
+    assert one.read(3 * PAGE_SIZE + 5, 4) == b"mine" and one.read(3 * PAGE_SIZE, 5) == heads[16:21]
