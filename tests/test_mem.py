@@ -153,3 +153,17 @@ def test_a_large_load_reads_the_same_in_every_vm_and_each_vm_writes_its_own_copy
     one.write(3 * PAGE_SIZE + 5, b"mine")
     assert two.read(3 * PAGE_SIZE, 16) == small.read(3 * PAGE_SIZE, 16) != one.read(3 * PAGE_SIZE, 16)
     assert one.read(3 * PAGE_SIZE + 5, 4) == b"mine" and one.read(3 * PAGE_SIZE, 5) == heads[16:21]
+
+
+def test_without_memfd_a_large_load_is_written_page_by_page(monkeypatch):
+    import os
+
+    from iovirt.mem.guest_memory import MERGE_PAGES
+
+    def refuse(name, flags=0):
+        raise OSError(38, "Function not implemented")
+    monkeypatch.setattr(os, "memfd_create", refuse)
+    heads = bytes(range(1, 9)) * MERGE_PAGES
+    mem = GuestMemory((MERGE_PAGES + 1) * PAGE_SIZE)
+    mem.stamp_pages(PAGE_SIZE, heads, 8)
+    assert all(mem.read(PAGE_SIZE * (1 + i), 9) == bytes(range(1, 9)) + b"\0" for i in range(MERGE_PAGES))
