@@ -553,3 +553,16 @@ def test_a_damaged_vcpu_stream_fails_the_migration_cleanly(monkeypatch, damage):
     assert m["result"] == "failed" and "vCPU state rejected: kvm state" in m["reason"]
     assert "continues on host0" in m["reason"] and flow["delivered"] == flow["sent"]
     assert not any(r["name"].startswith("host1/vm1/") for r in outcome.result.to_dict()["resources"])
+
+
+def test_a_default_working_set_that_does_not_fit_is_refused():
+    """memory_dirty without working_set_mb takes 16 MiB: on a 32 MiB VM that is refused up front, not
+    found out of guest memory mid-run."""
+    data = scenario(dirty=100).model_dump(by_alias=True, mode="json")
+    data["vms"][0]["memory_mb"], data["vms"][0]["resident_mb"] = 32, None
+    del data["workloads"][1]["working_set_mb"]
+    with pytest.raises(ScenarioError, match=r"workloads\[1\]\.working_set_mb: expected at most 0 MiB .* got 16 "
+                                            r"\(the default\)"):
+        Scenario.from_dict(data)
+    data["vms"][0]["memory_mb"] = 48
+    assert Scenario.from_dict(data).vms[0].resident_mb == 0       # the working set takes the room an image would
