@@ -423,7 +423,7 @@ def test_migrate_json_has_the_documented_keys():
     assert result.exit_code == 0, result.stderr
     m = strict_json(result.stdout)
     assert {"vm", "from", "to", "model", "result", "reason", "downtime_ms", "total_time_ms", "rounds",
-            "pages_sent", "frames_lost"} <= m.keys()
+            "pages_sent", "state_bytes", "vcpu_state_bytes", "frames_lost"} <= m.keys()
     assert (m["vm"], m["from"], m["to"], m["result"]) == ("vm1", "kvm0", "xen0", "ok")
     assert m["frames_lost"] == sum(f["sent"] - f["delivered"] for f in m["flows"])
     assert 0 < m["downtime_ms"] < m["total_time_ms"]

@@ -98,12 +98,12 @@ def result_tables(result: dict[str, Any]) -> list[Table]:
 
 def migration_table(m: dict[str, Any]) -> Table:
     table = _table(f"migrate {m['vm']}: {m['from']} → {m['to']} ({m['model']})", ["result", "reason"],
-                   ["downtime ms", "total ms", "rounds", "pages sent", "zero pages", "MB sent", "frames lost",
-                    "on standby ms"])
+                   ["downtime ms", "total ms", "rounds", "pages sent", "zero pages", "MB sent", "state KB",
+                    "frames lost", "on standby ms"])
     standby = "-" if m["standby_ms"] is None else f"{m['standby_ms']:.3f}"
     table.add_row(m["result"], m["reason"] or "-", f"{m['downtime_ms']:.3f}", f"{m['total_time_ms']:.3f}",
                   str(m["rounds"]), str(m["pages_sent"]), str(m["zero_pages"]), f"{m['bytes_sent'] / 1e6:.2f}",
-                  str(m["frames_lost"]), standby)
+                  f"{m['state_bytes'] / 1e3:.1f}", str(m["frames_lost"]), standby)
     return table
 
 

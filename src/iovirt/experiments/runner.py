@@ -6,13 +6,12 @@ from __future__ import annotations
 import time
 
 from .results import Result
-from .scenario import WIRE, Scenario
+from .scenario import DIRTY_SET_MB, WIRE, Scenario
 from .workloads import KINDS, FlowStats, MemoryDirty, flow_of
 from .world import World
 
 DRAIN_NS = 50_000_000       # in-flight frames get at most this long after the last send
 DRAIN_STEP_NS = 1_000_000
-DIRTY_SET_MB = 16          # memory_dirty's working set unless given
 
 
 def _machine(world: World, name: str, src: str):

@@ -33,6 +33,7 @@ from .scenario import (
     backed_up,
     bridge_port,
     migration_problem,
+    save_records,
 )
 
 SETTLE_NS = 2_000_000
@@ -96,7 +97,7 @@ class World:
     def _boot(self, spec, drivers: dict | None) -> GuestKernel:
         """The guest finds its NICs (PCI, or xenbus on Xen) and brings them up."""
         vm = self.vms[spec.name]
-        guest = GuestKernel(spec.name, vm.vcpus[0], vm.cpu_mem, self.sim, drivers)
+        guest = GuestKernel(spec.name, vm.vcpus[0], vm.cpu_mem, self.sim, drivers, resident_mb=spec.resident_mb or 0)
         guest.boot()
         if any(nic.device == "xen-netfront" for nic in spec.nics):
             xenbus_probe(guest, self.xen[spec.host])
@@ -241,7 +242,7 @@ class World:
                 report.reason = self._replug(spec, report) or report.reason
 
         migration = Migration(source, self.hosts[to], link, switch_over, model=self.models[name][0], on_done=done,
-                              **limits)
+                              platform=save_records(spec, source.host.name in self.xen), **limits)
         self.migration_links.append(link.wire)
         if refused:
             migration.refuse(refused)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import struct
 from collections import Counter
 from functools import partial
 from heapq import heappop, heappush
@@ -15,6 +16,7 @@ from types import TracebackType
 from typing import Callable
 
 from ..mem import guest_memory
+from ..mem.guest_memory import PAGE_SHIFT
 from ..spec.pci import Bdf
 from .acpiphp import Acpiphp
 from .alloc import DmaAllocator
@@ -38,8 +40,9 @@ IA32_SYSCALL_VECTOR = 0x80          # int $0x80, never a device's
 
 
 class GuestKernel:
-    def __init__(self, name: str, vcpu, mem, sim, drivers: dict | None = None) -> None:
+    def __init__(self, name: str, vcpu, mem, sim, drivers: dict | None = None, resident_mb: int = 0) -> None:
         self.name = name
+        self.resident_mb = resident_mb
         self.drivers = DRIVERS if drivers is None else drivers
         self.vcpu = vcpu
         self.mem = mem
@@ -57,6 +60,7 @@ class GuestKernel:
         self.fault: str | None = None       # the oops that stopped this kernel
 
     def boot(self) -> None:
+        self.image = self._load_image()
         for info in self.pci.scan():
             self._bind(info)
         Acpiphp(self)
@@ -155,6 +159,17 @@ class GuestKernel:
     def _spurious(self, vector: int) -> None:
         self.stats["spurious_interrupts"] += 1
         self.vcpu.eoi(vector)
+
+    def _load_image(self) -> int:
+        """The booted system's resident memory (kernel text and data, page
+        cache, processes): ``resident_mb`` of pages taken first, each holding
+        its own frame number with the top bit set in its first 8 bytes (so
+        no page of it is a zero page); returns where it starts."""
+        pages = self.resident_mb << 8
+        base = self.alloc.alloc(pages << PAGE_SHIFT)
+        first = base >> PAGE_SHIFT
+        self.mem.stamp_pages(base, struct.pack(f"<{pages}Q", *range(first | 1 << 63, (first + pages) | 1 << 63)), 8)
+        return base
 
     def _zero(self, gpa: int, size: int) -> None:
         self.mem.write(gpa, bytes(size))
