@@ -33,7 +33,7 @@ from iovirt.hypervisor.emulation import EmulatedNic
 from iovirt.hypervisor.host import Host
 from iovirt.hypervisor.paravirt import VirtioNic
 from iovirt.hypervisor.vm import VM
-from iovirt.hypervisor.vswitch import Port
+from iovirt.net.vswitch import Port
 from iovirt.mem.dma import Dma
 from iovirt.mem.guest_memory import PAGE_SIZE, GuestMemory
 from iovirt.sim.engine import Sim

@@ -40,6 +40,7 @@ from ..pci.function import Bar, PciFunction
 from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import ixgbe as s
+from ..spec.ethernet import ETH_FCS_LEN as _FCS
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .discard import discard
 from .regs import add64, narrow, widen
@@ -76,7 +77,6 @@ _RX_WB = s.RX_WB.struct
 _TX_STATUS = s.TX_STATUS
 _TX_STATUS_OFF = s.TX_WB.offset("status")
 _VECTOR_BITS = (1 << s.MSIX_VECTORS) - 1
-_FCS = 4
 _BCAST = b"\xff" * 6
 _MO_SHIFT = (4, 3, 2, 0)
 _TX_WHOLE_MASK = s.TXD_CMD_DEXT | s.ADVTXD_DTYP_MASK | s.TXD_CMD_EOP

@@ -25,8 +25,8 @@ from collections import Counter
 
 from ..sim.resource import Resource
 from ..spec import xen as x
+from ..spec.ethernet import ETH_HLEN
 
-ETH_HLEN = 14
 NAPI_WEIGHT = 64                    # XENVIF_NAPI_WEIGHT
 RX_BATCH = 64                       # copy ops per RX flush (COPY_BATCH_SIZE)
 FATAL_SKB_SLOTS = 20                # FATAL_SKB_SLOTS_DEFAULT: a longer chain is fatal

@@ -12,16 +12,16 @@ from ..devices.vmstate import load_state
 from ..guest.drivers.failover import FailoverMaster
 from ..guest.drivers.xen_netfront import xenbus_probe
 from ..guest.kernel import GuestKernel
-from ..guest.peer import WirePeer
+from ..net.peer import WirePeer
 from ..hypervisor.emulation import EmulatedNic, XenHvmNic
 from ..hypervisor.host import Host
 from ..hypervisor.migration import Migration, MigrationLink, MigrationReport
 from ..hypervisor.paravirt import VirtioNic
 from ..hypervisor.passthrough import AssignmentError, PassthroughNic, PhysicalNic
 from ..hypervisor.sriov import SriovNic, SriovPort
-from ..hypervisor.uplink import UplinkPort
+from ..net.uplink import UplinkPort
 from ..hypervisor.vm import VM
-from ..hypervisor.wire import Fabric
+from ..net.fabric import Fabric
 from ..hypervisor.xen import Xen
 from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource

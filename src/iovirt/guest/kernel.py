@@ -26,7 +26,7 @@ from .drivers.pcnet import PCNetDriver
 from .drivers.rtl8139 import RTL8139Driver
 from .drivers.tulip import TulipDriver
 from .drivers.virtio_net import VirtioNetDriver
-from .net.stack import IPv4Stack
+from ..net.stack import IPv4Stack
 from .pci import PciEnumerator
 
 DRIVERS = {(drv.VENDOR, drv.DEVICE): drv

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource
 from .passthrough import HostIommu
-from .vswitch import VSwitch
+from ..net.vswitch import VSwitch
 
 
 class Host:

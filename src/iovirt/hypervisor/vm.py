@@ -17,6 +17,7 @@ from ..mem.guest_memory import GuestMemory
 from ..pci.bus import HostBridge, PciBus
 from ..sim.engine import Sim
 from ..sim.resource import Resource
+from ..spec.apic import MSI_ADDR_BASE
 from .addrmap import DWORD, AddressMap, Region, pieces
 
 # Trap paths (docs/architecture.md, "Cost paths"): what one guest access costs before the
@@ -140,7 +141,7 @@ class IrqChip:
     def msi(self, cpu: Resource, address: int, data: int, posted: bool = False) -> None:
         """An MSI write to the LAPIC window 0xFEExxxxx: vector in data[7:0].
         A posted interrupt (VT-d posting) costs the sender no injection."""
-        if address >> 20 != 0xFEE:
+        if address >> 20 != MSI_ADDR_BASE >> 20:
             self.stats["msi_bad_address"] += 1
             return
         if not posted and not self.vm.native:

@@ -7,11 +7,13 @@ from __future__ import annotations
 from collections import deque
 from ipaddress import IPv4Interface
 
-from ..hypervisor.wire import ETH_MIN_FRAME, Fabric, Link
 from ..sim.resource import Resource
+from ..spec.ethernet import ETH_MIN_FRAME
 from ..spec.ixgbe import RETA_ENTRIES, RSS_DEFAULT_KEY, toeplitz, toeplitz_tables
-from .net.headers import ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP
-from .net.stack import IPv4Stack
+from .fabric import Fabric
+from .headers import ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP
+from .stack import IPv4Stack
+from .wire import Link
 
 _ETH_P_ARP = ETH_P_ARP.to_bytes(2, "big")
 _ETH_P_IP = ETH_P_IP.to_bytes(2, "big")
