@@ -366,9 +366,7 @@ class Ixgbe:
             self.tx_waiting.add(q)
             return
         engine = self.engine
-        # NOTE: engine.sync(cpu.cursor) inlined, once per doorbell
-        if cpu.cursor > engine.cursor:  # noqa: PLR1730
-            engine.cursor = cpu.cursor
+        engine.sync(cpu.cursor)
         self.tx_rr = q + 1                  # the round robin goes on after it
         self._xmit(engine, q)
 

@@ -182,8 +182,7 @@ class GuestKernel:
         if vcpu.vm.paused:                      # the vCPU is stopped: the work waits for it
             self._parked.append(fn)
             return
-        if now > vcpu.cursor:                   # NOTE: vcpu.sync(now) inlined, once per deferred call
-            vcpu.cursor = now
+        vcpu.sync(now)
         self._guarded(fn)
 
     def resume(self) -> None:

@@ -93,7 +93,7 @@ class VirtioNic(PciNic):
             self.vm.when_resumed(lambda: self._schedule(queue, self.vm.sim.now))
             return
         if worker.cursor < now:
-            worker.cursor = now                 # NOTE: worker.sync(now) inlined, once per kick
+            worker.sync(now)
             worker.charge("wakeup")
         if self.device.kick(worker, queue):
             self._schedule(queue, worker.cursor)

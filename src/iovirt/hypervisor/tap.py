@@ -84,7 +84,7 @@ class TapPort(Port):
             self.vm.when_resumed(self.flush_now)
             return
         if cpu.cursor < now:
-            cpu.cursor = now                     # NOTE: cpu.sync(now) inlined
+            cpu.sync(now)
             if not self.polled:
                 cpu.charge("wakeup")         # poll() returns / the vhost worker is woken
         can_receive, receive, syscall = device.can_receive, device.receive, self.syscall

@@ -78,8 +78,7 @@ class WirePeer:
             return
         cpu = self.cores[queue]
         self.cpu = self.vcpu = self.stack.cpu = cpu
-        if now > cpu.cursor:  # noqa: PLR1730 - NOTE: cpu.sync(now) inlined, once per frame
-            cpu.cursor = now
+        cpu.sync(now)
         self.stack.receive(frame)
         backlog.append(cpu.cursor)
 

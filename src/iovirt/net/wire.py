@@ -57,11 +57,8 @@ class Link:
     def carry(self, direction: Resource, ready: float, frame: bytes, deliver: Callable[[bytes], None]) -> float:
         """Serialise ``frame`` once the direction is free after ``ready``;
         returns when it has left (gap included)."""
-        # NOTE: direction.sync(ready) and frame_ns inlined, once per frame
-        if ready > direction.cursor:  # noqa: PLR1730
-            direction.cursor = ready
-        size = len(frame)
-        end = direction.occupy("wire_tx", (max(size, ETH_MIN_FRAME) + FCS + PREAMBLE_SFD + IPG) * self.ns_per_byte)
+        direction.sync(ready)
+        end = direction.occupy("wire_tx", self.frame_ns(len(frame)))
         self.sim.at(end - IPG * self.ns_per_byte + self.delay_ns, deliver, frame)
         return end
 
