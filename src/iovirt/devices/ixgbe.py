@@ -44,6 +44,7 @@ from ..spec.ethernet import ETH_FCS_LEN as _FCS
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .discard import discard
 from .regs import add64, narrow, widen
+from .registry import ASSIGNERS, DeviceEntry
 from .vmstate import ASSIGNED_DEVICE
 
 _IDX = {r.name: r.offset >> 2 for r in s.REGS}
@@ -89,6 +90,7 @@ class Ixgbe:
     """Device state and behaviour of one 82599 port (the PF)."""
 
     NAME = "ixgbe"
+    VMSTATE = None
     MIGRATION_BLOCKER = ASSIGNED_DEVICE
 
     def __init__(self, sim: Sim, mac: bytes, dma: Dma, engine: Resource, num_queues: int = s.NUM_QUEUES) -> None:
@@ -767,3 +769,7 @@ def _rss_input(frame: bytes, mrqc: int) -> tuple[int, bytes] | None:
     if mrqc & s.MRQC_RSS_FIELD_IPV4:
         return s.RXDADV_RSSTYPE_IPV4 | s.RXDADV_PKTTYPE_IPV4, frame[26:34]
     return None
+
+
+DEVICE = DeviceEntry(Ixgbe, "passthrough", "Intel 82599 10 GbE physical function, assigned whole via the IOMMU",
+                     ASSIGNERS, "ixgbe", (s.VENDOR_ID, s.DEVICE_ID))

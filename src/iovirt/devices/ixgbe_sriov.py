@@ -46,6 +46,7 @@ from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .ixgbe import DCTL, RX, SRRCTL, TX, Ixgbe
 from .discard import discard
 from .regs import add64, narrow, widen
+from .registry import ASSIGNERS, DeviceEntry
 from .vmstate import ASSIGNED_DEVICE
 
 NQ = vs.MAX_POOLS * vs.QUEUES
@@ -423,6 +424,7 @@ class VirtualFunction:
     """VF ``index`` of ``sriov``'s port, its DMA through ``dma``."""
 
     NAME = "ixgbevf"
+    VMSTATE = None
     MIGRATION_BLOCKER = ASSIGNED_DEVICE
 
     def __init__(self, sriov: SriovEngine, index: int, dma: Dma) -> None:
@@ -922,3 +924,7 @@ class PfPolicy:
         if self.rd("MAXFRS") >> 16 < max_frame:
             self.wr("MAXFRS", max_frame << 16)
         return True
+
+
+DEVICE = DeviceEntry(VirtualFunction, "sriov", "Intel 82599 SR-IOV virtual function", ASSIGNERS, "ixgbevf",
+                     (vs.VENDOR_ID, vs.DEVICE_ID))

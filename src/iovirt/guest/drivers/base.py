@@ -17,7 +17,8 @@ from ...spec.pci import (
 
 
 class NetDriver:
-    VENDOR = DEVICE = 0
+    VENDOR: int                     # the (vendor, device) ID a driver binds (its id_table)
+    DEVICE: int
     REGS: dict[str, int] = {}       # register name -> offset in ``self.bar``, for rd/wr
     standby = False                 # a failover standby (virtio-net with VIRTIO_NET_F_STANDBY)
 
