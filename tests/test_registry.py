@@ -3,11 +3,15 @@ device modules' own declarations, and each declared device has what a
 scenario needs of it: a model keeping the device contract, a guest driver
 that binds it, and a state stream (or the reason it has none)."""
 
+import subprocess
+import sys
 from dataclasses import replace
 from importlib import import_module
+from pathlib import Path
 
 import pytest
 
+import iovirt
 from iovirt.devices.registry import DeviceEntry, DeviceModel, registry
 from iovirt.devices.vmstate import VmState
 from iovirt.experiments.catalog import DEVICES
@@ -79,3 +83,58 @@ def test_the_wirings_and_the_guest_take_their_lists_from_the_registry():
     emulated = {e.name for e in ENTRIES if e.kind == "emulated"}
     assert set(EMULATED) == emulated and {EMULATED[n] for n in emulated} == {registry()[n].model for n in emulated}
     assert {e.pci_id for e in ENTRIES if e.pci_id} == set(DRIVERS)
+
+
+NEW_DEVICE = '''
+from iovirt.devices.e1000 import E1000
+from iovirt.devices.registry import DeviceEntry
+from iovirt.spec.pci import PCI_TYPE0_HEADER
+
+
+class E1000X(E1000):
+    NAME = "e1000x"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.pci.config.set_reg(PCI_TYPE0_HEADER["DEVICE_ID"], 0x100F)
+
+
+DEVICE = DeviceEntry(E1000X, "emulated", "the 82540EM model under the 82545EM's ID", ("QEMU/KVM",), "e1000x",
+                     (0x8086, 0x100F))
+'''
+NEW_DRIVER = '''
+from iovirt.guest.drivers.e1000 import E1000Driver
+
+
+class E1000XDriver(E1000Driver):
+    VENDOR, DEVICE = 0x8086, 0x100F
+'''
+RUN_IT = '''
+import sys
+import iovirt.devices, iovirt.guest.drivers
+iovirt.devices.__path__.append(sys.argv[1] + "/devices")
+iovirt.guest.drivers.__path__.append(sys.argv[1] + "/drivers")
+import iovirt
+from iovirt.experiments.catalog import DEVICES
+nic = {"model": "emulated", "device": "e1000x"}
+flow = iovirt.run(iovirt.Scenario.from_dict({"name": "new", "hosts": [{"name": "h", "cores": 4}],
+    "vms": [{"name": f"vm{i}", "host": "h", "nics": [nic | {"mac": f"52:54:00:00:00:0{i}", "ip": f"10.0.0.{i}/24"}]}
+            for i in (1, 2)],
+    "workloads": [{"type": "udp_stream", "src": "vm1", "dst": "vm2", "duration_ms": 0.3}]})).to_dict()["flows"][0]
+print(DEVICES["e1000x"].status, flow["device"], flow["delivered"] == flow["sent"] > 0)
+'''
+
+
+def test_a_new_emulated_nic_needs_only_its_own_modules(tmp_path):
+    """A device module and a driver module dropped into their folders (no other file edited) give a
+    NIC the catalogue lists and a scenario runs traffic through; without them the device is unknown."""
+    (tmp_path / "devices").mkdir()
+    (tmp_path / "drivers").mkdir()
+    (tmp_path / "devices" / "e1000x.py").write_text(NEW_DEVICE)
+    (tmp_path / "drivers" / "e1000x.py").write_text(NEW_DRIVER)
+    env = {"PYTHONPATH": str(Path(iovirt.__file__).parent.parent)}
+    out = subprocess.run([sys.executable, "-c", RUN_IT, str(tmp_path)], capture_output=True, text=True, env=env)
+    assert out.stdout.split() == ["implemented", "e1000x", "True"], out.stderr[-2000:]
+    (tmp_path / "devices" / "e1000x.py").unlink()
+    out = subprocess.run([sys.executable, "-c", RUN_IT, str(tmp_path)], capture_output=True, text=True, env=env)
+    assert out.returncode != 0 and "e1000x" in out.stderr

@@ -14,6 +14,8 @@ FIRST_SLOT = 3          # after host bridge, ISA bridge, VGA as on QEMU's pc mac
 
 
 class PciNic:
+    spec = None             # what asked for this NIC (a scenario's entry), set by whoever plugs it in
+
     def __init__(self, vm: VM, device: DeviceModel, slot: int | None = None) -> None:
         """Into ``slot`` of the VM's bus 0 (QEMU's addr=; a migration's target keeps the
         source's), or the first free one."""
