@@ -60,7 +60,8 @@ class Fabric:
         out = None if dst[0] & 1 else self.fdb.get(dst)
         if out is not None:
             return [] if out is source else [out]
-        return [p for p in (*self.links, *self.stations) if p is not source and getattr(p, "nic", True) is not None]
+        return [*(link for link in self.links if link is not source and link.nic is not None),
+                *(station for station in self.stations if station is not source)]
 
 
 class _Uplink:
