@@ -6,13 +6,13 @@ migration with net_failover is orchestrated in ``failover.py``."""
 
 from __future__ import annotations
 
+from functools import partial
 from ipaddress import IPv4Interface
 
 from ..devices.ixgbe_sriov import VfConfig
 from ..devices.vmstate import load_state
 from ..guest.drivers.xen_netfront import xenbus_probe
 from ..guest.kernel import GuestKernel
-from ..net.peer import WirePeer
 from ..hypervisor.emulation import EmulatedNic, XenHvmNic
 from ..hypervisor.host import Host
 from ..hypervisor.migration import Migration, MigrationLink, MigrationReport
@@ -20,10 +20,11 @@ from ..hypervisor.paravirt import VirtioNic
 from ..hypervisor.passthrough import AssignmentError, PassthroughNic, PhysicalNic
 from ..hypervisor.pcinic import PciNic
 from ..hypervisor.sriov import SriovNic, SriovPort
-from ..net.uplink import UplinkPort
 from ..hypervisor.vm import VM
-from ..net.fabric import Fabric
 from ..hypervisor.xen import Xen
+from ..net.fabric import Fabric
+from ..net.peer import WirePeer
+from ..net.uplink import UplinkPort
 from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource
 from . import failover
@@ -255,8 +256,8 @@ class World:
             if report.result == "failed":
                 guest.resume()
             if vfs and report.result in ("ok", "failed"):
-                replugged = failover.replug(spec, self.vms[name], guest, self._hotplug, report)
-                report.reason = replugged or report.reason
+                hotplug = partial(self.plug, hotplug=True)
+                report.reason = failover.replug(spec, self.vms[name], guest, hotplug, report) or report.reason
 
         migration = Migration(source, self.hosts[to], link, switch_over, model=self.models[name][0], on_done=done,
                               **limits)
@@ -268,9 +269,6 @@ class World:
         else:
             migration.start(at)
         return migration
-
-    def _hotplug(self, vm: VM, nic) -> None:
-        self.plug(vm, nic, hotplug=True)
 
     def incarnations(self, name: str) -> list[VM]:
         """VM ``name`` on each host it ran on, the current one last."""

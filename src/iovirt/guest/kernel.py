@@ -17,12 +17,12 @@ from types import TracebackType
 from typing import Callable
 
 from ..mem import guest_memory
+from ..net.stack import IPv4Stack
 from ..spec.pci import Bdf
+from . import drivers
 from .acpiphp import Acpiphp
 from .alloc import DmaAllocator
-from . import drivers
 from .drivers.failover import register_netdev, unregister_netdev
-from ..net.stack import IPv4Stack
 from .pci import PciEnumerator
 
 

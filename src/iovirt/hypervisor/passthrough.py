@@ -32,6 +32,7 @@ from itertools import count
 from ..devices.ixgbe import Ixgbe
 from ..mem.dma import Dma, DmaFault
 from ..mem.guest_memory import GuestMemory
+from ..net.wire import Link
 from ..sim.resource import Resource
 from ..spec import ixgbe as ixs
 from ..spec import vtd
@@ -41,7 +42,6 @@ from .hotplug import PciHotplug
 from .iommu import Iommu
 from .pcinic import FIRST_SLOT, PciNic
 from .vm import KVM_USER_MMIO, VM
-from ..net.wire import Link
 
 HOST_NIC_BUS = 3                # each physical NIC behind its own root port, from bus 03
 IOMMU_HOST_MEMORY = 64 << 20    # where the remapping tables live (untouched pages cost nothing)

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from ..sim.resource import Resource
 from ..net.vswitch import Port
+from ..sim.resource import Resource
 
 TXQUEUELEN = 1000       # Linux tun default tx_queue_len: frames held for a slow reader
 READ_BUDGET = 50        # net/tap.c tap_send(): frames read per main-loop wakeup
