@@ -19,7 +19,8 @@ from ..pci.function import PciFunction
 from ..sim.resource import Resource
 from .vmstate import VmState
 
-ASSIGNERS = ("QEMU/KVM (VFIO)", "Xen (pciback)", "VMware ESXi (DirectPath I/O)", "Hyper-V (DDA)")   # who assigns a PCI function
+# The hypervisors that assign a PCI function to a VM, and how
+ASSIGNERS = ("QEMU/KVM (VFIO)", "Xen (pciback)", "VMware ESXi (DirectPath I/O)", "Hyper-V (DDA)")
 
 Read = Callable[[Resource, int, int], int]                 # (cpu, offset, size) -> value
 Write = Callable[[Resource, int, int, int], None]          # (cpu, offset, size, value)
