@@ -30,7 +30,7 @@ class DeviceModel(Protocol):
     """What a wiring uses of a PCI device model."""
 
     NAME: ClassVar[str]                         # the catalogue name
-    VMSTATE: ClassVar[VmState | None]        # its state as a table; None: MIGRATION_BLOCKER says why not
+    VMSTATE: ClassVar[VmState | None]           # its state as a table; None: MIGRATION_BLOCKER says why not
     pci: PciFunction                            # configuration space, BARs, MSI / MSI-X
     port: Any                                   # the backend, set by the wiring: send(cpu, frame), flush(cpu)
     place: str                                  # where its drops are counted (host/vm/device), set by the wiring
@@ -54,9 +54,9 @@ class DeviceEntry:
     emulates: str
     used_by: tuple[str, ...]                    # the hypervisors that offer it
     driver: str                                 # the guest driver's module: guest/drivers/<driver>.py
-    pci_id: tuple[int, int] | None = None    # (vendor, device) the guest's driver binds; None: not PCI (xenbus)
+    pci_id: tuple[int, int] | None = None       # (vendor, device) the guest's driver binds; None: not PCI (xenbus)
     backends: tuple[str, ...] = ()              # the first is the default
-    hypervisor: str | None = None            # the only hypervisor that offers it, if one
+    hypervisor: str | None = None               # the only hypervisor that offers it, if one
     offloads: tuple[str, ...] = ()              # what the device does for the guest's stack (ethtool -k names)
     status: str = "implemented"
 

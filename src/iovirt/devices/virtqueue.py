@@ -11,7 +11,6 @@ length."""
 from __future__ import annotations
 
 from ..mem.dma import Dma, DmaFault
-from ..mem.guest_memory import PAGE_SHIFT
 from ..sim.resource import Resource
 from ..spec import virtio as v
 from .vmstate import Flag, UInt, VmState
