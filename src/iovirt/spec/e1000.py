@@ -3,7 +3,7 @@ descriptors, EEPROM layout.  Intel PCI/PCI-X Family of Gigabit Ethernet
 Controllers Software Developer's Manual (8254x SDM, rev. 4.0), chapters 3, 5,
 13.  Reset values the SDM leaves to the EEPROM follow QEMU's hw/net/e1000.c."""
 
-from .ethernet import ETH_MIN_FRAME  # shorter frames are padded (TCTL.PSP)
+from .ethernet import ETH_MIN_FRAME  # noqa: F401 - shorter frames are padded (TCTL.PSP)
 from .fields import Layout, Register, RegisterMap
 
 VENDOR_ID = 0x8086

@@ -8,7 +8,7 @@ Registers the 82599 also decodes at their 82598 addresses (Linux's
 ``IXGBE_SRRCTL(n<16)``, ``IXGBE_RAL(n<16)``, ``IXGBE_MRQC``, ``IXGBE_RETA``,
 ``IXGBE_RSSRK``) are listed in ``ALIASES``."""
 
-from .ethernet import ETH_MIN_FRAME  # shorter frames are padded (HLREG0.TXPADEN)
+from .ethernet import ETH_MIN_FRAME  # noqa: F401 - shorter frames are padded (HLREG0.TXPADEN)
 from .fields import Layout, Register, RegisterMap
 
 VENDOR_ID = 0x8086

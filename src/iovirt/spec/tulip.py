@@ -10,7 +10,7 @@ Hyper-V's legacy NIC reports, so that the model can be compared with QEMU's
 ``tulip`` device, which is a 21143; Linux's tulip driver binds both."""
 
 from .ethernet import ETH_FCS_LEN as CRC_SIZE
-from .ethernet import ETH_MIN_FRAME  # the chip pads shorter frames unless TDES1.DPD
+from .ethernet import ETH_MIN_FRAME  # noqa: F401 - the chip pads shorter frames unless TDES1.DPD
 from .fields import Layout, Register, RegisterMap
 
 VENDOR_ID = 0x1011           # Digital Equipment Corporation
