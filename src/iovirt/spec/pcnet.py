@@ -9,7 +9,7 @@ hw/net/pcnet.c and pcnet-pci.c."""
 
 import zlib
 
-from .ethernet import ETH_FCS_LEN as FCS_LEN
+from .ethernet import ETH_FCS_LEN as FCS_LEN  # noqa: F401
 from .ethernet import ETH_MIN_FRAME  # noqa: F401 - APAD_XMT pads to it
 from .fields import Layout, Register, RegisterMap
 

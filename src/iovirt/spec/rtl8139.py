@@ -6,7 +6,7 @@ cited below by register), 6 (EEPROM contents), 7 (PCI configuration), 9
 Reset values the datasheet leaves to the EEPROM or the PHY, and which bits of
 a register accept writes, follow QEMU's hw/net/rtl8139.c."""
 
-from .ethernet import ETH_FCS_LEN as CRC_LEN
+from .ethernet import ETH_FCS_LEN as CRC_LEN  # noqa: F401
 from .ethernet import ETH_MIN_FRAME  # noqa: F401
 from .fields import Layout, Register, RegisterMap
 

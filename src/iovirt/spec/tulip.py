@@ -9,7 +9,7 @@ The device ID is the 21143's (0x0019), not the 21140's (0x0009) that
 Hyper-V's legacy NIC reports, so that the model can be compared with QEMU's
 ``tulip`` device, which is a 21143; Linux's tulip driver binds both."""
 
-from .ethernet import ETH_FCS_LEN as CRC_SIZE
+from .ethernet import ETH_FCS_LEN as CRC_SIZE  # noqa: F401
 from .ethernet import ETH_MIN_FRAME  # noqa: F401 - the chip pads shorter frames unless TDES1.DPD
 from .fields import Layout, Register, RegisterMap
 
