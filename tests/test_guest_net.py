@@ -12,14 +12,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from iovirt.guest.net import IPv4Stack
-from iovirt.guest.net.headers import (
+from iovirt.net.stack import IPv4Stack
+from iovirt.net.headers import (
     ETH_BROADCAST,
     csum_fold,
     csum_partial,
     csum_reduced,
 )
-from iovirt.guest.net.stack import UNRES_QLEN
+from iovirt.net.stack import UNRES_QLEN
 from iovirt.sim.engine import Sim
 from iovirt.sim.profile import CostProfile, ProfileFile
 from iovirt.sim.resource import Ledger, Resource

@@ -91,7 +91,8 @@ def test_a_congested_switch_port_tail_drops_and_bounds_the_queue():
 def test_a_switch_port_holds_its_buffer_and_no_more():
     """Frames offered to a port at one instant: as many as its buffer holds (plus the one on the wire)
     are sent; the rest are dropped at the port, each counted."""
-    from iovirt.hypervisor.wire import Fabric, Link
+    from iovirt.net.fabric import Fabric
+    from iovirt.net.wire import Link
     from iovirt.sim.engine import Sim
     from iovirt.sim.profile import load_profile
     from iovirt.sim.resource import Ledger

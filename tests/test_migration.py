@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from iovirt.devices.registry import registry
 from iovirt.devices.vmstate import StateError
 from iovirt.experiments.migrate import matrix, migrate
 from iovirt.experiments.runner import begin, finish
@@ -49,9 +50,8 @@ def _flow(outcome) -> dict:
 
 
 @pytest.mark.parametrize("device,model,backend", [
-    ("e1000", "emulated", None), ("rtl8139", "emulated", None), ("pcnet", "emulated", None),
-    ("tulip", "emulated", None), ("virtio-net", "paravirt", "qemu"), ("virtio-net", "paravirt", "vhost-net"),
-    ("virtio-net", "paravirt", "vhost-user")])
+    *((name, "emulated", None) for name, entry in registry().items() if entry.kind == "emulated"),
+    *(("virtio-net", "paravirt", backend) for backend in registry()["virtio-net"].backends)])
 @pytest.mark.parametrize("direction", ["from", "to"])
 def test_streaming_vm_moves_and_frames_are_lost_only_while_it_is_stopped(device, model, backend, direction):
     """Every model moves mid-stream: frames intact and in order; the only ones missing were in flight to it while stopped."""

@@ -27,9 +27,10 @@ def _latency(us: float | None) -> str:
 
 
 def devices_table(devices: Iterable[Device]) -> Table:
-    table = _table("devices", ["device", "model", "emulates", "used by", "status", "backends"])
+    table = _table("devices", ["device", "model", "emulates", "used by", "status", "backends", "offloads"])
     for d in devices:
-        table.add_row(d.name, d.model, d.emulates, ", ".join(d.used_by), d.status, ", ".join(d.backends) or "-")
+        table.add_row(d.name, d.model, d.emulates, ", ".join(d.used_by), d.status, ", ".join(d.backends) or "-",
+                      ", ".join(d.offloads) or "-")
     return table
 
 

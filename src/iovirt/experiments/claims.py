@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..devices.registry import registry
 from ..guest.kernel import DRIVERS
 from ..hypervisor.passthrough import AssignmentError
-from ..spec.virtio import DEVICE_ID_NET
-from ..spec.virtio import VENDOR_ID as VIRTIO_VENDOR
+from .catalog import DEVICES
 from .compare import configs, points, sweep
 from .migrate import migrate
 from .runner import run
@@ -39,9 +39,10 @@ def _verdict(ok: bool) -> str:
 
 
 def emulated_devices_carry_traffic(profile: str) -> Claim:
-    c = Claim("emulation", "unmodified guests drive the emulated NICs (E1000, RTL8139, PCnet 'Vlance', DEC 21140)")
+    emulated = [d.name for d in DEVICES.values() if d.model == "emulated" and d.implemented]
+    c = Claim("emulation", f"unmodified guests drive the emulated NICs ({', '.join(emulated)})")
     delivered = {}
-    for device in ("e1000", "rtl8139", "pcnet", "tulip"):
+    for device in emulated:
         vms = [{"name": f"vm{i}", "host": "h", "nics": [{"model": "emulated", "device": device,
                                                         "mac": f"52:54:00:00:00:0{i}", "ip": f"10.0.0.{i}/24"}]}
                for i in (1, 2)]
@@ -91,7 +92,7 @@ def paravirt_needs_its_driver(profile: str) -> Claim:
     spec = {"name": "pv", "profile": profile, "hosts": [{"name": "h", "cores": 2}],
             "vms": [{"name": "vm1", "host": "h", "nics": [{"model": "paravirt", "device": "virtio-net",
                                                             "mac": "52:54:00:00:00:01", "ip": "10.0.0.1/24"}]}]}
-    legacy_only = {ids: drv for ids, drv in DRIVERS.items() if ids != (VIRTIO_VENDOR, DEVICE_ID_NET)}
+    legacy_only = {ids: drv for ids, drv in DRIVERS.items() if ids != registry()["virtio-net"].pci_id}
     try:
         World(Scenario.from_dict(spec), guest_drivers=legacy_only)
         c.evidence, c.verdict = "a guest without the virtio driver still found a NIC", "fails"

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from ..net.vswitch import Port
 from ..sim.resource import Resource
-from .vswitch import Port
 
 TXQUEUELEN = 1000       # Linux tun default tx_queue_len: frames held for a slow reader
 READ_BUDGET = 50        # net/tap.c tap_send(): frames read per main-loop wakeup
@@ -84,7 +84,7 @@ class TapPort(Port):
             self.vm.when_resumed(self.flush_now)
             return
         if cpu.cursor < now:
-            cpu.cursor = now                     # NOTE: cpu.sync(now) inlined
+            cpu.sync(now)
             if not self.polled:
                 cpu.charge("wakeup")         # poll() returns / the vhost worker is woken
         can_receive, receive, syscall = device.can_receive, device.receive, self.syscall
