@@ -275,10 +275,15 @@ class AssignedFunction(PciNic):
             unit.pi_take(self.iommu.pi(self.vm))         # the running vCPU syncs its PIR
             self.vm.irqchip.msi(cpu, MSI_ADDR_BASE, remapped.vector, posted=True)
             return
-        core = self.vm.vcpus[0].core or cpu              # VFIO's handler on the host, then irqfd
-        core.sync(cpu.cursor)
+        self.vm.sim.urgent(cpu.cursor, self._host_irq, remapped.vector)
+
+    def _host_irq(self, vector: int) -> None:
+        """The remapped interrupt reaches the host when the function sends it:
+        VFIO's handler on the core the vCPU runs on, then irqfd."""
+        core = self.vm.vcpus[0].core or self._irq_cpu
+        core.sync(self.vm.sim.now)
         core.charge("irq_entry")
-        self.vm.irqchip.msi(core, MSI_ADDR_BASE, remapped.vector)
+        self.vm.irqchip.msi(core, MSI_ADDR_BASE, vector)
 
 
 class PassthroughNic(AssignedFunction):
