@@ -66,6 +66,18 @@ def test_rows_come_biggest_change_first():
     assert [r["impact_pct"] for r in rows] == sorted((r["impact_pct"] for r in rows), reverse=True)
 
 
+def test_dask_and_serial_runs_are_identical():
+    """The same costs on a Dask LocalCluster give the same table as a serial run."""
+    from distributed import Client, LocalCluster
+
+    scenario = Scenario.from_dict(XEN)
+    serial = sens.sensitivity(scenario, ["grant_copy", "ioeventfd"], 0.5, DURATION_MS)
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        parallel = sens.sensitivity(scenario, ["grant_copy", "ioeventfd"], 0.5, DURATION_MS, client)
+    assert parallel == serial and parallel["rows"]
+
+
 def test_every_non_zero_price_is_a_cost_per_byte_parts_apart():
     profile = load_profile("default")
     costs = sens.costs(profile)

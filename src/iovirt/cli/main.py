@@ -250,7 +250,7 @@ def sensitivity(
     scheduler: Annotated[str | None, typer.Option(help="Address of an existing Dask scheduler.")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Which costs matter: each at ±F, how each flow's throughput, p50 latency and host CPU per Gbit/s move."""
+    """Each cost at ±F: how much each flow's figures move."""
     from iovirt.experiments import sensitivity as sens
 
     with _bad_input():
