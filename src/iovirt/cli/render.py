@@ -131,6 +131,26 @@ def compare_table(rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _pct(change: float | None) -> str:
+    return "-" if change is None else f"{change:+.1f}"
+
+
+def sensitivity_table(result: dict[str, Any]) -> list[Any]:
+    """One row per cost and flow that moved, biggest change first; then the costs that moved nothing."""
+    f = result["factor"]
+    table = _table(f"{result['scenario']}: each cost of profile {result['profile']} at x{1 - f:g} / x{1 + f:g} "
+                   "(% change of the flow's figure)", ["cost", "flow"],
+                   ["base Gbit/s", "Gbit/s %", "base p50 µs", "p50 %", "base cores per Gbit/s", "cores/Gbit/s %"])
+    for row in result["rows"]:
+        cells = []
+        for figure, digits in (("throughput_gbps", 3), ("p50_us", 1), ("cpu_per_gbps", 3)):
+            v = row["figures"][figure]
+            cells += ["-" if v["base"] is None else f"{v['base']:.{digits}f}",
+                      f"{_pct(v['low_pct'])} / {_pct(v['high_pct'])}"]
+        table.add_row(row["cost"], row["flow"], *cells)
+    return [table, f"moved nothing: {', '.join(result['unaffected']) or '-'}"]
+
+
 def breakdown_table(name: str, breakdown: dict[str, Any]) -> Table:
     rows = breakdown["ns_per_packet"]
     kinds = sorted({kind for row in rows.values() for kind in row})

@@ -4,6 +4,7 @@ collect flows, resources and event counts."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from .results import Result
 from .scenario import DIRTY_SET_MB, WIRE, Scenario
@@ -99,3 +100,22 @@ def run(scenario: Scenario) -> Result:
     world = World(scenario)
     start, stop, flows = begin(world)
     return finish(world, start, stop, flows, wall)
+
+
+def run_all(fn: Callable[[dict], dict], todo: list[dict], client=None,
+            progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """``fn`` over every point, serially or as tasks on a Dask ``client``; results in point order."""
+    if client is None:
+        rows = []
+        for point in todo:
+            rows.append(fn(point))
+            if progress:
+                progress(rows[-1])
+        return rows
+    from distributed import as_completed
+
+    futures = client.map(fn, todo, pure=False)
+    for future in as_completed(futures):
+        if progress:
+            progress(future.result())
+    return client.gather(futures)

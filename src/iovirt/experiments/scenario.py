@@ -303,6 +303,12 @@ class Scenario(_Strict):
     def source_path(self) -> Path | None:
         return self._source_path
 
+    def with_profile(self, profile: CostProfile) -> Scenario:
+        """A copy of this scenario priced by ``profile``."""
+        copy = self.model_copy(deep=True)
+        copy._profile = profile
+        return copy
+
     @property
     def source(self) -> str:
         """What errors found later (building the world) name the scenario by: its file."""

@@ -28,7 +28,7 @@ class EmulatedNic(PciNic):
     def __init__(self, vm: VM, device: str, mac: bytes, backend: str | None = None,
                  vmm: Resource | None = None, slot: int | None = None) -> None:
         vmm = vmm or vm.vmm_thread()
-        model = EMULATED[device](vm.sim, mac, Dma(vm.mem, "copy"), self.irq, timer_cpu=vmm)
+        model = EMULATED[device](vm.sim, mac, Dma(vm.mem, "copy", hot=frozenset(vm.vcpus)), self.irq, timer_cpu=vmm)
         super().__init__(vm, model, slot)
         self.port = TapPort(vm, model, reader=vmm)
 

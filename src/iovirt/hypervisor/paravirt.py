@@ -35,7 +35,7 @@ class VirtioNic(PciNic):
                  slot: int | None = None) -> None:
         """``standby``: the device offers VIRTIO_NET_F_STANDBY (QEMU's failover=on)."""
         backend = backend or "qemu"
-        model = VirtioNet(vm.sim, mac, Dma(vm.mem, "copy"), standby)
+        model = VirtioNet(vm.sim, mac, Dma(vm.mem, "copy", hot=frozenset(vm.vcpus)), standby)
         super().__init__(vm, model, slot)
         self.backend = backend
         self.worker: Resource = {"qemu": vm.vmm_thread, "vhost-net": lambda: vm.thread("vhost"),
