@@ -30,6 +30,20 @@ class Device:
     def status(self) -> str:
         return "implemented" if self.implemented else "planned"
 
+    def offered_on(self, hypervisor: str) -> bool:
+        """Whether a ``hypervisor`` host offers this device: its own hypervisor's
+        only, if it has one; on a host with a closed catalogue (ESXi), the ones that
+        list it in ``used_by``."""
+        if self.hypervisor is not None:
+            return hypervisor == self.hypervisor
+        return hypervisor not in CLOSED_CATALOGUES or CLOSED_CATALOGUES[hypervisor] in self.used_by
+
+    def needs(self) -> str:
+        """Why a host may not offer it, in a scenario error's words."""
+        if self.hypervisor is not None:
+            return f"needs hypervisor: {self.hypervisor}"
+        return f"is offered by {', '.join(self.used_by)} only"
+
 
 @dataclass(frozen=True)
 class PhysicalNic:
@@ -39,8 +53,10 @@ class PhysicalNic:
     max_vfs: int
 
 
+# Hypervisors that offer their own list of virtual devices only, by the name their devices' ``used_by`` gives them
+CLOSED_CATALOGUES = {"esxi": "VMware ESXi"}
+
 PLANNED = (
-    Device("vmxnet3", "paravirt", "VMware VMXNET3 paravirtual NIC", ("VMware ESXi", "QEMU/KVM")),
     Device("netvsc", "paravirt", "Hyper-V synthetic NIC (NetVSC over VMBus)", ("Hyper-V",)),
 )
 

@@ -40,6 +40,7 @@ MAX_MEMORY_MB = ((1 << 31) - 1) * 4096 >> 20
 KVM_MAX_VCPUS = 1024       # arch/x86/include/asm/kvm_host.h (Linux 6.x): vCPUs of one x86 VM
 XEN_HVM_MAX_VCPUS = 128    # xen/include/public/hvm/hvm_info_table.h HVM_MAX_VCPUS: vCPUs of one HVM domain
 NR_CPUS_MAX = 8192         # arch/x86/Kconfig NR_CPUS_RANGE_END with CONFIG_MAXSMP: CPUs one Linux kernel runs
+ESXI_MAX_VCPUS = 768       # VMware, vSphere 8.0 Configuration Maximums: virtual CPUs per virtual machine
 XEN_MAX_CPUS = 4096        # Xen's SUPPORT.md, "Physical CPUs": x86 supported up to 4096
 PCI_NIC_SLOTS = 32 - 3     # bus 0's 32 device numbers, less 00-02: host bridge, ISA bridge, VGA (QEMU's pc)
 MAX_HOST_NICS = 0xFF - 3 + 1  # each port behind a root port of its own, on buses 03..ff (8-bit bus numbers)
@@ -190,7 +191,7 @@ class Host(_Strict):
     posted_interrupts: bool = False  # VT-d posted interrupts with APIC virtualisation
     iommu_page_kb: Literal[4, 2048] = 2048  # page size of assigned VMs' IOMMU mappings
     iotlb_entries: Count = 64
-    hypervisor: Literal["kvm", "xen"] = "kvm"
+    hypervisor: Literal["kvm", "xen", "esxi"] = "kvm"
     pml: bool = True  # dirty logging by Intel PML; false: by write-protecting pages (AMD, Intel before Broadwell)
 
 
@@ -366,14 +367,17 @@ def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
     if spec.vcpus > limit:
         return f"{vm} has {spec.vcpus} vCPUs; a VM on {to} ({host.hypervisor}) has at most {limit} ({why})"
     for nic in spec.nics:
-        need = DEVICES[nic.device].hypervisor
-        if need is not None and host.hypervisor != need:
-            return f"{nic.device} needs a {need} host; {to} runs {host.hypervisor}"
+        if not DEVICES[nic.device].offered_on(host.hypervisor):
+            return f"{nic.device} {DEVICES[nic.device].needs()}; {to} runs {host.hypervisor}"
         if nic.model in ASSIGNED and not backed_up(spec, nic):
             what = f"{nic.uplink}, passed through" if nic.model == "passthrough" else f"a VF of {nic.uplink}"
             return (f"{nic.device} ({what}) has no failover standby to carry the VM while it is "
                     f"unplugged: its state lives in the NIC and its DMA writes are not dirty-logged; give the VM "
                     f"a virtio-net NIC with standby: true and the same MAC")
+    source = hosts[spec.host].hypervisor
+    if "esxi" in (source, host.hypervisor) and source != host.hypervisor:
+        return (f"vMotion moves a VM between ESXi hosts only: {spec.host} runs {source}, {to} runs "
+                f"{host.hypervisor} (no live migration between hypervisors of different vendors)")
     return None
 
 
@@ -568,6 +572,8 @@ def vcpu_limit(vm: Vm, host: Host) -> tuple[int, str, str]:
     """How many vCPUs ``vm`` may have on ``host``: the limit, what it counts, why."""
     if vm.bare_metal:
         return NR_CPUS_MAX, "CPUs for a bare-metal machine", "Linux's NR_CPUS limit, CONFIG_MAXSMP"
+    if host.hypervisor == "esxi":
+        return ESXI_MAX_VCPUS, "vCPUs on an esxi host", "vSphere 8.0's virtual CPUs per virtual machine"
     if host.hypervisor == "xen":
         return XEN_HVM_MAX_VCPUS, "vCPUs on a xen host", "HVM_MAX_VCPUS: an HVM domain's limit"
     return KVM_MAX_VCPUS, "vCPUs on a kvm host", "KVM_MAX_VCPUS"
@@ -610,9 +616,9 @@ def _nic_problems(where: str, nic: VmNic, host: Host) -> Iterator[tuple[str, str
     if not device.implemented:
         yield (f"{where}.device", f"expected a device implemented in this build "
                                   f"({', '.join(implemented_devices())}), got {nic.device!r} (planned)")
-    if device.hypervisor and device.hypervisor != host.hypervisor:
+    if not device.offered_on(host.hypervisor):
         yield (f"{where}.device", f"expected a device {host.name} (hypervisor: {host.hypervisor}) can host, "
-                                  f"got {nic.device!r}, which needs hypervisor: {device.hypervisor}")
+                                  f"got {nic.device!r}, which {device.needs()}")
 
 
 def pci_address(host: Host, nic: str) -> str:

@@ -13,6 +13,7 @@ from ..devices.vmstate import load_state
 from ..guest.drivers.xen_netfront import xenbus_probe
 from ..guest.kernel import GuestKernel
 from ..hypervisor.emulation import EmulatedNic, XenHvmNic
+from ..hypervisor.esxi import VMK_VSWITCH, EsxiNic
 from ..hypervisor.host import Host
 from ..hypervisor.ixgbe_pf import VfConfig
 from ..hypervisor.migration import Migration, MigrationLink, MigrationReport
@@ -151,14 +152,20 @@ class World:
         return made
 
     def _emulated(self, vm: VM, nic, slot: int | None, hotplug: bool):
-        """QEMU's device model; on a Xen host, dom0's QEMU serving an HVM guest."""
+        """QEMU's device model; on a Xen host, dom0's QEMU serving an HVM guest;
+        on an ESXi host, the VMM's and the vmkernel's."""
+        if self._esxi(vm):
+            return EsxiNic(vm, nic.device, mac_bytes(nic.mac), slot=slot)
         xen = self.xen.get(vm.host.name)
         if xen is not None:
             return XenHvmNic(vm, nic.device, mac_bytes(nic.mac), xen.ioreq_server(vm))
         return EmulatedNic(vm, nic.device, mac_bytes(nic.mac), slot=slot)
 
     def _paravirt(self, vm: VM, nic, slot: int | None, hotplug: bool):
-        """virtio-net with its backend; on a Xen host, a PV vif (netfront, netback in dom0)."""
+        """virtio-net with its backend; on a Xen host, a PV vif (netfront, netback
+        in dom0); on an ESXi host, VMXNET3 in the vmkernel."""
+        if self._esxi(vm):
+            return EsxiNic(vm, nic.device, mac_bytes(nic.mac), slot=slot)
         xen = self.xen.get(vm.host.name)
         if xen is not None:
             return xen.add_vif(vm, mac_bytes(nic.mac))
@@ -184,6 +191,9 @@ class World:
         if not ports:
             raise AssignmentError(f"{host} has no x82599 port with a free VF")
         return SriovNic(vm, ports[0], posted=posted, config=_vf_config(nic), hotplug=True)
+
+    def _esxi(self, vm: VM) -> bool:
+        return self.host_specs[vm.host.name].hypervisor == "esxi"
 
     FACTORIES = {"emulated": _emulated, "paravirt": _paravirt, "passthrough": _passthrough, "sriov": _sriov}
 
@@ -228,6 +238,8 @@ class World:
         self.models[machine.name] = ("host", "ixgbe", None)
         port = UplinkPort(host, machine.vcpus[0], kernel.netdevs[0])
         port.pnic, port.pf = pnic, nic.device
+        if self.host_specs[host.name].hypervisor == "esxi":
+            port.switch_event = VMK_VSWITCH         # the physical NIC is the vmkernel vSwitch's uplink
         return port
 
     # ---- live migration -----------------------------------------------------------------

@@ -26,11 +26,13 @@ class EmulatedNic(PciNic):
     model runs on ``vmm`` (default: the VM's own QEMU main-loop thread)."""
 
     def __init__(self, vm: VM, device: str, mac: bytes, backend: str | None = None,
-                 vmm: Resource | None = None, slot: int | None = None) -> None:
+                 vmm: Resource | None = None, slot: int | None = None, syscall: bool = True) -> None:
+        """``syscall``: the backend reaches the switch through the tap's fd (a user-space VMM)."""
         vmm = vmm or vm.vmm_thread()
-        model = EMULATED[device](vm.sim, mac, Dma(vm.mem, "copy", hot=frozenset(vm.vcpus)), self.irq, timer_cpu=vmm)
+        model = registry()[device].model(vm.sim, mac, Dma(vm.mem, "copy", hot=frozenset(vm.vcpus)), self.irq,
+                                         timer_cpu=vmm)
         super().__init__(vm, model, slot)
-        self.port = TapPort(vm, model, reader=vmm)
+        self.port = TapPort(vm, model, reader=vmm, syscall=syscall)
 
     def close(self) -> None:
         self.port.close()

@@ -1,0 +1,266 @@
+"""Guest driver for VMXNET3, in the order Linux's vmxnet3 driver does things
+(drivers/net/vmxnet3/vmxnet3_drv.c).  vmxnet3_probe: the revision and UPT
+version handshakes (VRRS, UVRS), the shared area and queue descriptors
+allocated, the MAC from MACL/MACH, the interrupt configuration
+(GET_CONF_INTR: INTx here, the device has no MSI-X), the link (GET_LINK).
+vmxnet3_open: the rings created and the RX rings filled, the shared area
+written, DSAL/DSAH, ACTIVATE_DEV (its status read back), the RX producers,
+the RX mode and multicast filters, the link, the interrupts unmasked.
+
+TX writes a descriptor with the ring's gen and rings TXPROD once
+txNumDeferred reaches the device's txThreshold.  The interrupt handler reads
+ICR and schedules NAPI; the poll handles events (ECR: a queue error is read
+back with GET_QUEUE_STATUS), reaps TX completions, takes RX completions whose
+gen is the ring's, gives each buffer back with the ring's gen, and writes
+RXPROD only when the device asks (updateRxProd); then unmasks through IMR."""
+
+from __future__ import annotations
+
+import struct
+
+from ...spec import vmxnet3 as s
+from .base import NetDriver
+
+TX_RING = 512                       # VMXNET3_DEF_TX_RING_SIZE
+RX_RING = 256                       # rx ring 1 (ethtool -G rx); Linux's default is 1024 (VMXNET3_DEF_RX_RING_SIZE)
+RX_RING2 = 128                      # rx ring 2, body buffers (VMXNET3_DEF_RX_RING2_SIZE is 256)
+RX_BUFFER = 2048                    # an skb for an MTU-1500 frame (head buffers)
+BODY_BUFFER = 4096                  # a page (body buffers)
+TX_BUFFER = 2048
+MTU = 1500
+NAPI_WEIGHT = 64
+_TXD = s.TX_DESC.struct
+_RXD = s.RX_DESC.struct
+_RCD = s.RX_COMP.unpack_from
+_TCD = s.TX_COMP.unpack_from
+_U32, _U8 = struct.Struct("<I"), struct.Struct("<B")
+_TXQ, _RXQ = s.TX_QUEUE_DESC.offsets, s.RX_QUEUE_DESC.offsets
+
+
+class Vmxnet3Error(RuntimeError):
+    """The probe or open failed as vmxnet3's does (dev_err and -EBUSY / -EINVAL)."""
+
+
+class Vmxnet3Driver(NetDriver):
+    VENDOR, DEVICE = s.VENDOR_ID, s.DEVICE_ID
+
+    def __init__(self, kernel, info) -> None:
+        super().__init__(kernel, info)
+        self.bar0 = info.bars[0][1]
+        self.bar1 = info.bars[1][1]
+        self.queue_errors = 0
+        self._probe()
+        self._open()
+
+    # ---- register access: every one is an MMIO instruction --------------------
+    def rd1(self, reg: str) -> int:
+        return self.vcpu.mmio_read(self.bar1 + s.R1[reg], 4)
+
+    def wr1(self, reg: str, value: int) -> None:
+        self.vcpu.mmio_write(self.bar1 + s.R1[reg], 4, value)
+
+    def wr0(self, reg: str, value: int, index: int = 0) -> None:
+        self.vcpu.mmio_write(self.bar0 + s.R0[reg] + index * s.REG_ALIGN, 4, value)
+
+    def command(self, cmd: int) -> int:
+        """A GET command: written to CMD, its answer read back (the cmd_lock section)."""
+        self.wr1("CMD", cmd)
+        return self.rd1("CMD")
+
+    def _ds(self, field: str, value: int) -> None:
+        self.mem.store(s.DRIVER_SHARED.field_struct(field), self.shared + s.DS[field], value)
+
+    # ---- vmxnet3_probe ----------------------------------------------------------
+    def _probe(self) -> None:
+        if not self.rd1("VRRS") & 1:
+            raise Vmxnet3Error(f"vmxnet3 at {self.bar1:#x}: Incompatible h/w version")
+        self.wr1("VRRS", 1)
+        if not self.rd1("UVRS") & 1:
+            raise Vmxnet3Error(f"vmxnet3 at {self.bar1:#x}: Incompatible upt version")
+        self.wr1("UVRS", 1)
+        self.shared = self.dma_alloc(s.DRIVER_SHARED.size, 8)
+        self.queue_desc = self.dma_alloc(s.TX_QUEUE_DESC.size + s.RX_QUEUE_DESC.size, s.QUEUE_DESC_ALIGN)
+        self.mac = _mac(self.rd1("MACL"), self.rd1("MACH"))          # vmxnet3_read_mac_addr
+        config = self.command(s.CMD_GET_CONF_INTR)                    # vmxnet3_alloc_intr_resources
+        self.mask_mode = config >> 2 & 3                               # no MSI-X capability: INTx
+        self.link_up = bool(self.command(s.CMD_GET_LINK) & s.LINK_UP)  # vmxnet3_check_link
+
+    # ---- vmxnet3_open -------------------------------------------------------------
+    def _open(self) -> None:
+        self._create_queues()
+        self._setup_driver_shared()
+        self.kernel.request_irq(self.irq, self._intr)
+        self.wr1("DSAL", self.shared & 0xFFFFFFFF)
+        self.wr1("DSAH", self.shared >> 32)
+        status = self.command(s.CMD_ACTIVATE_DEV)
+        if status:
+            raise Vmxnet3Error(f"vmxnet3 at {self.bar1:#x}: Failed to activate dev: error {status}")
+        self.wr0("RXPROD", self.rx_fill[0])
+        self.wr0("RXPROD2", self.rx_fill[1])
+        self._ds("rxMode", s.RXM_UCAST | s.RXM_BCAST)                 # vmxnet3_set_mc
+        self.wr1("CMD", s.CMD_UPDATE_RX_MODE)
+        self.wr1("CMD", s.CMD_UPDATE_MAC_FILTERS)
+        self.link_up = bool(self.command(s.CMD_GET_LINK) & s.LINK_UP)
+        self._enable_intrs()
+
+    def _create_queues(self) -> None:
+        """vmxnet3_create_queues: TX ring, TX completion ring, two RX rings, RX
+        completion ring, each 512-byte aligned; the RX rings filled but one
+        descriptor (vmxnet3_rq_init: rx_ring.size - 1 buffers)."""
+        self.tx_ring = self.dma_alloc(TX_RING * s.DESC_SIZE, s.RING_BA_ALIGN)
+        self.tx_comp = self.dma_alloc(TX_RING * s.DESC_SIZE, s.RING_BA_ALIGN)
+        self.tx_bufs = [self.dma_alloc(TX_BUFFER, 64) for _ in range(TX_RING)]
+        self.tx_fill = self.tx_done = self.tc_next = 0
+        self.tx_gen = self.tc_gen = s.INIT_GEN
+        sizes = (RX_RING, RX_RING2)
+        self.rx_rings = [self.dma_alloc(n * s.DESC_SIZE, s.RING_BA_ALIGN) for n in sizes]
+        self.rx_comp = self.dma_alloc(sum(sizes) * s.DESC_SIZE, s.RING_BA_ALIGN)
+        self.rx_bufs = [[self.dma_alloc(size, 64) for _ in range(n)] for n, size in zip(sizes, (RX_BUFFER, BODY_BUFFER))]
+        self.rx_fill, self.rx_gen = [0, 0], [s.INIT_GEN, s.INIT_GEN]
+        self.rc_next, self.rc_gen = 0, s.INIT_GEN
+        for ring, n in enumerate(sizes):
+            for _ in range(n - 1):
+                self._give(ring, self.rx_fill[ring])
+
+    def _setup_driver_shared(self) -> None:
+        q = self.queue_desc
+        for field, value in (("magic", s.REV1_MAGIC), ("size", s.DRIVER_SHARED.size), ("driverVersion", 0x01041A00),
+                             ("gos", s.GOS_BITS_64 | s.GOS_TYPE_LINUX << 2), ("vmxnet3RevSpt", 1), ("uptVerSpt", 1),
+                             ("uptFeatures", 0), ("queueDescPA", q), ("queueDescLen", 2 * s.TX_QUEUE_DESC.size),
+                             ("mtu", MTU), ("maxNumRxSG", 18), ("numTxQueues", 1), ("numRxQueues", 1),
+                             ("autoMask", int(self.mask_mode == s.IMM_AUTO)), ("numIntrs", 1), ("eventIntrIdx", 0),
+                             ("intrCtrl", s.IC_DISABLE_ALL), ("rxMode", 0), ("ecr", 0)):
+            self._ds(field, value)
+        tq, rq = q, q + s.TX_QUEUE_DESC.size
+        for field, value in (("txRingBasePA", self.tx_ring), ("compRingBasePA", self.tx_comp),
+                             ("txRingSize", TX_RING), ("compRingSize", TX_RING), ("intrIdx", 0)):
+            self.mem.store(s.TX_QUEUE_DESC.field_struct(field), tq + _TXQ[field], value)
+        for field, value in (("rxRingBasePA0", self.rx_rings[0]), ("rxRingBasePA1", self.rx_rings[1]),
+                             ("compRingBasePA", self.rx_comp), ("rxRingSize0", RX_RING), ("rxRingSize1", RX_RING2),
+                             ("compRingSize", RX_RING + RX_RING2), ("intrIdx", 0)):
+            self.mem.store(s.RX_QUEUE_DESC.field_struct(field), rq + _RXQ[field], value)
+
+    def _enable_intrs(self) -> None:
+        """vmxnet3_enable_all_intrs: IMR 0, and intrCtrl's DISABLE_ALL cleared."""
+        self.wr0("IMR", 0)
+        self._ds("intrCtrl", 0)
+
+    # ---- RX buffers ------------------------------------------------------------------
+    def _give(self, ring: int, index: int) -> None:
+        """The buffer of slot ``index`` to the device: written with the ring's gen (vmxnet3_rq_alloc_rx_buf)."""
+        btype, size = (s.RXD_BTYPE_HEAD, RX_BUFFER) if ring == 0 else (s.RXD_BTYPE_BODY, BODY_BUFFER)
+        self.mem.store(_RXD, self.rx_rings[ring] + index * s.DESC_SIZE, self.rx_bufs[ring][index],
+                       size | btype << s.RXD_BTYPE_SHIFT | self.rx_gen[ring] << s.RXD_GEN_SHIFT, 0)
+        nxt = index + 1
+        if nxt == len(self.rx_bufs[ring]):
+            nxt = 0
+            self.rx_gen[ring] ^= 1
+        self.rx_fill[ring] = nxt
+
+    # ---- transmit (vmxnet3_tq_xmit) ---------------------------------------------------------
+    def transmit(self, frame: bytes) -> bool:
+        fill = self.tx_fill
+        if (self.tx_done - fill - 1) % TX_RING == 0:          # vmxnet3_cmd_ring_desc_avail() == 0
+            self.tx_queue_stopped = True
+            return False
+        buf = self.tx_bufs[fill]
+        self.mem.write(buf, frame)
+        self.vcpu.charge("ring_op")
+        self.mem.store(_TXD, self.tx_ring + fill * s.DESC_SIZE, buf,
+                       len(frame) | self.tx_gen << s.TXD_GEN_SHIFT, s.TXD_EOP | s.TXD_CQ)
+        self.tx_fill = fill + 1
+        if self.tx_fill == TX_RING:
+            self.tx_fill = 0
+            self.tx_gen ^= 1
+        tq = self.queue_desc
+        deferred = _U32.unpack_from(self.buf, tq + _TXQ["txNumDeferred"])[0] + 1
+        if deferred >= _U32.unpack_from(self.buf, tq + _TXQ["txThreshold"])[0]:
+            deferred = 0
+            self.wr0("TXPROD", self.tx_fill)
+        self.mem.store(_U32, tq + _TXQ["txNumDeferred"], deferred)
+        return True
+
+    # ---- interrupt and NAPI poll --------------------------------------------------------------
+    def _intr(self) -> None:
+        icr = self.rd1("ICR")
+        if icr and self.mask_mode == s.IMM_ACTIVE:
+            self.wr0("IMR", 1)                                # vmxnet3_disable_all_intrs
+        self.vcpu.eoi(self.irq)
+        if icr:
+            self.napi_schedule()
+
+    def _poll(self) -> None:
+        self.poll_scheduled = False
+        self._process_events()
+        self._tx_complete()
+        if self._rx_complete() < NAPI_WEIGHT:
+            self._enable_intrs()
+        else:
+            self.napi_schedule()
+
+    def _process_events(self) -> None:
+        """vmxnet3_process_events: acknowledge ECR; a queue error is read back with GET_QUEUE_STATUS."""
+        ecr = _U32.unpack_from(self.buf, self.shared + s.DS["ecr"])[0]
+        if not ecr:
+            return
+        self.wr1("ECR", ecr)
+        if ecr & (s.ECR_TQERR | s.ECR_RQERR):
+            self.wr1("CMD", s.CMD_GET_QUEUE_STATUS)
+            for base in (self.queue_desc, self.queue_desc + s.TX_QUEUE_DESC.size):
+                if _U8.unpack_from(self.buf, base + s.QUEUE_STATUS)[0]:
+                    self.queue_errors += 1
+                    self.stats["rx_errors" if base != self.queue_desc else "tx_errors"] += 1
+
+    def _tx_complete(self) -> None:
+        """vmxnet3_tq_tx_complete: each completion frees the descriptors up to its txdIdx."""
+        freed = False
+        while True:
+            dword0, _, _, dword3 = _TCD(self.buf, self.tx_comp + self.tc_next * s.DESC_SIZE)
+            if dword3 >> s.TCD_GEN_SHIFT != self.tc_gen:
+                break
+            self.vcpu.charge("ring_op")
+            self.tx_done = ((dword0 & s.TCD_TXIDX_MASK) + 1) % TX_RING
+            freed = True
+            self.tc_next += 1
+            if self.tc_next == TX_RING:
+                self.tc_next = 0
+                self.tc_gen ^= 1
+        if freed:
+            self.wake_queue()
+
+    def _rx_complete(self) -> int:
+        """vmxnet3_rq_rx_complete: completions whose gen is the ring's; a
+        frame is its SOP buffer and the bodies up to EOP; each buffer goes
+        back (copied out, the same page given again)."""
+        done, frame, size = 0, bytearray(), RX_RING + RX_RING2
+        while done < NAPI_WEIGHT:
+            dword0, _, dword2, dword3 = _RCD(self.buf, self.rx_comp + self.rc_next * s.DESC_SIZE)
+            if dword3 >> s.RCD_GEN_SHIFT != self.rc_gen:
+                break
+            self.vcpu.charge("ring_op")
+            self.rc_next += 1
+            if self.rc_next == size:
+                self.rc_next = 0
+                self.rc_gen ^= 1
+            ring, index, length = dword0 >> s.RCD_RQID_SHIFT & 1, dword0 & s.RCD_RXIDX_MASK, dword2 & s.RCD_LEN_MASK
+            if index >= len(self.rx_bufs[ring]) or length > (RX_BUFFER, BODY_BUFFER)[ring]:
+                self.stats["rx_errors"] += 1
+                continue
+            frame += self.mem.read(self.rx_bufs[ring][index], length)
+            self._give(ring, self.rx_fill[ring])
+            if dword0 & s.RCD_EOP:
+                done += 1
+                if dword2 & s.RCD_ERR:
+                    self.stats["rx_errors"] += 1
+                else:
+                    self.stack.receive(bytes(frame))
+                frame = bytearray()
+        rq = self.queue_desc + s.TX_QUEUE_DESC.size
+        if _U8.unpack_from(self.buf, rq + _RXQ["updateRxProd"])[0]:
+            self.wr0("RXPROD", self.rx_fill[0])
+            self.wr0("RXPROD2", self.rx_fill[1])
+        return done
+
+
+def _mac(low: int, high: int) -> bytes:
+    return low.to_bytes(4, "little") + (high & 0xFFFF).to_bytes(2, "little")
