@@ -88,8 +88,14 @@ def test_virtio_backend_defaults_to_qemu(base):
     ([put("vms", 0, "nics", 0, "backend", value="vhost-net")],
      "vms[0].nics[0].backend: expected no backend for e1000, got 'vhost-net'"),
     ([put("vms", 0, "nics", 0, "uplink", value="pnic0")], "vms[0].nics[0].uplink: expected no uplink for model"),
-    ([put("vms", 0, "nics", 0, "model", value="paravirt"), put("vms", 0, "nics", 0, "device", value="vmxnet3")],
+    ([put("vms", 0, "nics", 0, "model", value="paravirt"), put("vms", 0, "nics", 0, "device", value="netvsc")],
      "vms[0].nics[0].device: expected a device implemented in this build"),
+    ([put("vms", 0, "nics", 0, "model", value="paravirt"), put("vms", 0, "nics", 0, "device", value="vmxnet3")],
+     "vms[0].nics[0].device: expected a device host0 (hypervisor: kvm) can host, got 'vmxnet3', which needs "
+     "hypervisor: esxi"),
+    ([put("hosts", 0, "hypervisor", value="esxi"), put("vms", 0, "nics", 0, "device", value="rtl8139")],
+     "vms[0].nics[0].device: expected a device host0 (hypervisor: esxi) can host, got 'rtl8139', which is "
+     "offered by QEMU/KVM, Xen HVM only"),
     ([put("vms", 1, "name", value="wire")], "vms[1].name: expected a name other than 'wire'"),
     ([put("hosts", 0, "nics", value=[{"name": "pnic0"}, {"name": "pnic0"}])],
      "hosts[0].nics[1].name: expected a unique NIC name, got 'pnic0' again (first at hosts[0].nics[0].name)"),
