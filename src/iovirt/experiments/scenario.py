@@ -367,8 +367,10 @@ def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
     if spec.vcpus > limit:
         return f"{vm} has {spec.vcpus} vCPUs; a VM on {to} ({host.hypervisor}) has at most {limit} ({why})"
     for nic in spec.nics:
-        if not DEVICES[nic.device].offered_on(host.hypervisor):
-            return f"{nic.device} {DEVICES[nic.device].needs()}; {to} runs {host.hypervisor}"
+        device = DEVICES[nic.device]
+        if not device.offered_on(host.hypervisor):
+            need = f"needs a {device.hypervisor} host" if device.hypervisor else device.needs()
+            return f"{nic.device} {need}; {to} runs {host.hypervisor}"
         if nic.model in ASSIGNED and not backed_up(spec, nic):
             what = f"{nic.uplink}, passed through" if nic.model == "passthrough" else f"a VF of {nic.uplink}"
             return (f"{nic.device} ({what}) has no failover standby to carry the VM while it is "
