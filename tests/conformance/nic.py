@@ -57,12 +57,21 @@ class NicModel:
 
 
 class Nic:
-    """What a test script may do with a NIC."""
+    """What a test script may do with a NIC: ``read``/``write`` reach the
+    register BAR, ``read_bar``/``write_bar`` any BAR (a device with two)."""
+
+    bar = 0
 
     def read(self, offset: int, size: int = 4) -> int:
-        raise NotImplementedError
+        return self.read_bar(self.bar, offset, size)
 
     def write(self, offset: int, value: int, size: int = 4) -> None:
+        self.write_bar(self.bar, offset, value, size)
+
+    def read_bar(self, index: int, offset: int, size: int = 4) -> int:
+        raise NotImplementedError
+
+    def write_bar(self, index: int, offset: int, value: int, size: int = 4) -> None:
         raise NotImplementedError
 
     def read32(self, offset: int) -> int:
@@ -143,19 +152,20 @@ class QemuNic(Nic):
         route_pirqs(qt)
         qt.irq_intercept_in("ioapic")
         self.pci = PciConfig(qt, Bdf(0, self.slot, 0))
-        bars = self.pci.map_bars(MMIO_BASE, IO_BASE)
+        self.bars = self.pci.map_bars(MMIO_BASE, IO_BASE)
         self.pci.enable()
         self.clock = VirtualClock(qt)
-        self.base, self.is_io = bars[model.bar]
+        self.bar = model.bar
         self.gsi = PCI_PIRQ_IRQS[piix_pirq(self.slot, self.pci.read(PCI_INTERRUPT_PIN, 1))]
 
-    def read(self, offset: int, size: int = 4) -> int:
-        addr = self.base + offset
-        return self.qt.in_(addr, size) if self.is_io else self.qt.readx(addr, size)
+    def read_bar(self, index: int, offset: int, size: int = 4) -> int:
+        base, is_io = self.bars[index]
+        return self.qt.in_(base + offset, size) if is_io else self.qt.readx(base + offset, size)
 
-    def write(self, offset: int, value: int, size: int = 4) -> None:
-        addr = self.base + offset
-        if self.is_io:
+    def write_bar(self, index: int, offset: int, value: int, size: int = 4) -> None:
+        base, is_io = self.bars[index]
+        addr = base + offset
+        if is_io:
             self.qt.out(addr, size, value)
         else:
             self.qt.writex(addr, size, value)
@@ -250,7 +260,7 @@ class IovirtNic(Nic):
         self.fn.config_write(PCI_COMMAND, 2, PCI_COMMAND_IO | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER)
         self.port = WirePort(self.device, self.cpu)
         self.device.port = self.port
-        self._read, self._write = self.device.bar_handlers(model.bar)
+        self.bar = model.bar
 
     def _irq(self, cpu: Resource, level: int) -> None:
         self.fn.set_intx(bool(level))
@@ -258,13 +268,13 @@ class IovirtNic(Nic):
     def _intx(self, asserted: bool) -> None:
         self.line = asserted
 
-    def read(self, offset: int, size: int = 4) -> int:
-        value = self._read(self.cpu, offset, size)
+    def read_bar(self, index: int, offset: int, size: int = 4) -> int:
+        value = self.device.bar_handlers(index)[0](self.cpu, offset, size)
         self._catch_up()
         return value
 
-    def write(self, offset: int, value: int, size: int = 4) -> None:
-        self._write(self.cpu, offset, size, value)
+    def write_bar(self, index: int, offset: int, value: int, size: int = 4) -> None:
+        self.device.bar_handlers(index)[1](self.cpu, offset, size, value)
         self._catch_up()
 
     def config_read(self, reg: int, size: int = 4) -> int:

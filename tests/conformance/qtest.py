@@ -95,6 +95,8 @@ class Qtest:
     def _read_stdout(self) -> None:
         for raw in self.proc.stdout:
             line = raw.decode(errors="replace").rstrip("\n")
+            if line.startswith("[vmxnet3]"):       # hw/net/vmxnet_debug.h: VMW_ERPRN prints to stdout
+                continue
             if line.startswith("IRQ "):
                 _, what, num = line.split()
                 self.irq_levels[int(num)] = what == "raise"
