@@ -81,9 +81,28 @@ def test_an_incompatible_revision_fails_the_probe(monkeypatch):
         World(scenario(VMXNET3, hypervisor="esxi"))
 
 
-def test_icr_reads_one_for_an_asserted_line_and_acknowledges_it():
+def test_an_msix_interrupt_masks_itself_and_waits_for_the_unmask():
+    """autoMask: a vector fires once and is masked; what comes meanwhile is held until IMR is written 0."""
     w = esxi()
-    dev, _, vcpu = parts(w)
+    dev, drv, vcpu = parts(w)
+    assert drv.msix and dev.auto_mask and dev.intr_idx == [0, 0, 1]
+    fired = []
+    dev.msi_hook = lambda cpu, index: fired.append(index)
+    dev._trigger(vcpu, 0)
+    dev._trigger(vcpu, 0)
+    assert fired == [0] and dev.masked & 1 and dev.pending & 1
+    drv.wr0("IMR", 0)
+    assert fired == [0, 0] and not dev.pending & 1
+
+
+def test_intx_when_the_device_offers_only_intx(monkeypatch):
+    """GET_CONF_INTR saying INTx: the driver takes the line and reads ICR; frames still flow."""
+    original = Vmxnet3._command_status
+    monkeypatch.setattr(Vmxnet3, "_command_status", lambda self: s.IT_INTX if self.last_cmd == s.CMD_GET_CONF_INTR
+                        else original(self))
+    w = esxi()
+    dev, drv, vcpu = parts(w)
+    assert not drv.msix and len(ping(w, "vm1", "vm2")) == 3
     dev._trigger(vcpu, 0)
     assert dev.asserted
     assert vcpu.mmio_read(w.guests["vm1"].netdevs[0].bar1 + s.R1["ICR"], 4) == 1

@@ -7,8 +7,9 @@ which points at the queue descriptors, which point at the rings.  A ring
 entry belongs to whoever's generation bit it carries: the device consumes a
 TX or RX descriptor whose gen equals the ring's current gen and writes
 completions with its own gen, flipping it at each wrap.  One TX queue and one
-RX queue (two RX rings: head buffers, body buffers) and INTx with ICR;
-commands through CMD, events through the shared area's ecr.
+RX queue (two RX rings: head buffers, body buffers); MSI-X with automask
+(an interrupt masks its IMR as it fires) or INTx with ICR; commands through
+CMD, events through the shared area's ecr.
 
 A guest that lies gets the device's error behaviour, never an exception: a
 shared area, queue descriptor or ring outside its memory fails ACTIVATE_DEV
@@ -64,11 +65,14 @@ class Vmxnet3:
         self.timer_cpu = timer_cpu
         self.port = None
         self.kick_hook: Callable[[Resource], None] | None = None   # who runs TX after TXPROD (the wiring's)
+        self.msi_hook: Callable[[Resource, int], None] | None = None   # signals an MSI-X vector (the wiring's)
         self.errors: Counter[str] = Counter()
         self.place = self.NAME
         self.pci = PciFunction(s.VENDOR_ID, s.DEVICE_ID, s.CLASS_ETHERNET, revision=s.REVISION,
                                subsystem_vendor_id=s.VENDOR_ID, subsystem_id=s.DEVICE_ID, interrupt_pin=1,
-                               bars=(Bar(0, s.PT_REG_SIZE, "mem32"), Bar(1, s.VD_REG_SIZE, "mem32")))
+                               bars=(Bar(0, s.PT_REG_SIZE, "mem32"), Bar(1, s.VD_REG_SIZE, "mem32"),
+                                     Bar(s.MSIX_BAR, s.MSIX_BAR_SIZE, "mem32")))
+        self.pci.add_msix(s.MSIX_BAR, 0, s.MSIX_BAR, s.MSIX_PBA_OFFSET, s.MAX_INTRS)
         self.mac = mac
         self.temp_mac = 0
         self.reset()
@@ -89,6 +93,7 @@ class Vmxnet3:
         self.queue_pa = [0, 0]                        # the TX and RX queue descriptors
         self.stopped = [0, 0]                         # each queue's error, 0 while it runs
         self.intr_idx = [0, 0, 0]                     # TX queue, RX queue, events
+        self.auto_mask = False
         self.rx_mode = 0
         self.max_rx_frags = 1
         self.mcast = b""
@@ -98,7 +103,15 @@ class Vmxnet3:
 
     # ---- register access --------------------------------------------------------
     def bar_handlers(self, index: int):
+        if index == s.MSIX_BAR:
+            return self.msix_read, self.msix_write
         return (self.bar0_read, self.bar0_write) if index == 0 else (self.bar1_read, self.bar1_write)
+
+    def msix_read(self, cpu: Resource, offset: int, size: int) -> int:
+        return self.pci.msix.read(s.MSIX_BAR, offset, size)
+
+    def msix_write(self, cpu: Resource, offset: int, size: int, value: int) -> None:
+        self.pci.msix.write(s.MSIX_BAR, offset, size, value)
 
     def bar0_read(self, cpu: Resource, offset: int, size: int) -> int:
         """IMR reads back its mask; the producers read 0 (QEMU vmxnet3_io_bar0_read)."""
@@ -162,8 +175,12 @@ class Vmxnet3:
         self._update(cpu, index)
 
     def _trigger(self, cpu: Resource, index: int) -> None:
+        """QEMU vmxnet3_trigger_interrupt: pending, then delivered unless
+        masked; a message masks its interrupt as it goes if autoMask is on."""
         self.pending |= 1 << index
         self._update(cpu, index)
+        if self.auto_mask and self.pci.interrupt_mode == "msix":
+            self.masked |= 1 << index
 
     def _update(self, cpu: Resource, index: int) -> None:
         bit = 1 << index
@@ -172,8 +189,11 @@ class Vmxnet3:
             self.irq(cpu, 0)
         elif self.pending & bit and not self.masked & bit and not self.asserted:
             self.pending &= ~bit
-            self.asserted = True
-            self.irq(cpu, 1)
+            if self.pci.interrupt_mode != "msix":
+                self.asserted = True
+                self.irq(cpu, 1)
+            elif self.msi_hook is not None:
+                self.msi_hook(cpu, index)
 
     # ---- the shared area and commands -----------------------------------------------
     def _ds(self, cpu: Resource, field: str) -> int:
@@ -253,7 +273,8 @@ class Vmxnet3:
             rq = dict(zip(_RXQ, load(cpu, s.RX_QUEUE_DESC, f["queueDescPA"] + s.TX_QUEUE_DESC.size)))
         except DmaFault:
             return "bad_queue_desc"
-        if tq["intrIdx"] or rq["intrIdx"] or f["eventIntrIdx"]:
+        intrs = (tq["intrIdx"], rq["intrIdx"], f["eventIntrIdx"])
+        if max(intrs) >= (s.MAX_INTRS if self.pci.interrupt_mode == "msix" else 1):
             return "intr_idx"                          # INTx: interrupt 0 only
         rings = ((tq["txRingBasePA"], tq["txRingSize"]), (tq["compRingBasePA"], tq["compRingSize"]),
                  (rq["rxRingBasePA0"], rq["rxRingSize0"]), (rq["rxRingBasePA1"], rq["rxRingSize1"]),
@@ -272,6 +293,7 @@ class Vmxnet3:
         self.queue_pa = [f["queueDescPA"], f["queueDescPA"] + s.TX_QUEUE_DESC.size]
         self.stopped = [0, 0]
         self.max_rx_frags = max(1, f["maxNumRxSG"])
+        self.intr_idx, self.auto_mask = list(intrs), bool(f["autoMask"])
         self.rx_mode = f["rxMode"]
         self.dma.store(cpu, _U32, self.queue_pa[0] + _TXQ["txThreshold"], 1)   # QEMU VMXNET3_DEF_TX_THRESHOLD
         return None
@@ -455,7 +477,9 @@ class Vmxnet3:
             (f"ring {r} index {n} past its size {z}" for r, (n, z) in enumerate(zip(v, staged["ring_size"]))
              if n and n >= z), None)),
         Ints("ring_gen", 8, check=lambda v, dev, staged: None if all(g in (0, 1) for g in v) else "a gen is 0 or 1"),
-        Ints("queue_pa", 64), Ints("stopped", 32), Ints("intr_idx", 8), UInt("rx_mode", 32),
+        Ints("queue_pa", 64), Ints("stopped", 32),
+        Ints("intr_idx", 8, check=lambda v, dev, staged: None if max(v) < s.MAX_INTRS else "an interrupt index "
+             f"below {s.MAX_INTRS}"), Flag("auto_mask"), UInt("rx_mode", 32),
         UInt("max_rx_frags", 16), Bytes("mcast", variable=True), Bytes("mac"), UInt("temp_mac", 32),
         Bytes("tx_frame", variable=True, check=length_at_most(MAX_FRAME, "the largest VMXNET3 frame")),
         Ints("tx_stats", 64), Ints("rx_stats", 64), Counts("errors"), Nested("pci", PCI_FUNCTION)))

@@ -35,8 +35,9 @@ class EsxiNic(EmulatedNic):
         super().__init__(vm, device, mac, vmm=self.world, slot=slot, syscall=False)
         self.port.switch_event = VMK_VSWITCH
         self.tx_pending = False
-        if hasattr(self.device, "kick_hook"):
+        if hasattr(self.device, "kick_hook"):          # a para-virtual device: TX on the world, MSI-X
             self.device.kick_hook = self._kick
+            self.device.msi_hook = self.msi
 
     def regions(self, index: int, kind: str, size: int) -> list[tuple[int, int, tuple[str, ...]]]:
         return [(0, size, ESXI_PIO if kind == "io" else ESXI_MMIO)]

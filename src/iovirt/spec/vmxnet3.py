@@ -13,6 +13,9 @@ REVISION = 0x01                      # QEMU PCI_DEVICE_ID_VMWARE_VMXNET3_REVISIO
 CLASS_ETHERNET = 0x020000
 PT_REG_SIZE = 4096                   # BAR0: VMXNET3_PT_REG_SIZE
 VD_REG_SIZE = 4096                   # BAR1: VMXNET3_VD_REG_SIZE
+MSIX_BAR = 2                         # QEMU: VMXNET3_MSIX_BAR_IDX, the table at 0 and the PBA at 0x1000
+MSIX_BAR_SIZE = 0x2000
+MSIX_PBA_OFFSET = 0x1000
 REG_ALIGN = 8                        # VMXNET3_REG_ALIGN: per-queue registers are 8 bytes apart
 
 # BAR0, the pass-through registers: one IMR per interrupt, producers per queue

@@ -2,14 +2,16 @@
 (drivers/net/vmxnet3/vmxnet3_drv.c).  vmxnet3_probe: the revision and UPT
 version handshakes (VRRS, UVRS), the shared area and queue descriptors
 allocated, the MAC from MACL/MACH, the interrupt configuration
-(GET_CONF_INTR: INTx here, the device has no MSI-X), the link (GET_LINK).
+(GET_CONF_INTR; MSI-X if the function has it, one vector for the TX/RX
+pair and one for events as VMXNET3_INTR_BUDDYSHARE does, else INTx), the
+link (GET_LINK).
 vmxnet3_open: the rings created and the RX rings filled, the shared area
 written, DSAL/DSAH, ACTIVATE_DEV (its status read back), the RX producers,
 the RX mode and multicast filters, the link, the interrupts unmasked.
 
 TX writes a descriptor with the ring's gen and rings TXPROD once
-txNumDeferred reaches the device's txThreshold.  The interrupt handler reads
-ICR and schedules NAPI; the poll handles events (ECR: a queue error is read
+txNumDeferred reaches the device's txThreshold.  The INTx handler reads ICR
+(the MSI-X one needs not) and schedules NAPI; the poll handles events (ECR: a queue error is read
 back with GET_QUEUE_STATUS), reaps TX completions, takes RX completions whose
 gen is the ring's, gives each buffer back with the ring's gen, and writes
 RXPROD only when the device asks (updateRxProd); then unmasks through IMR."""
@@ -19,6 +21,7 @@ from __future__ import annotations
 import struct
 
 from ...spec import vmxnet3 as s
+from ...spec.pci import PCI_CAP_ID_MSIX
 from .base import NetDriver
 
 TX_RING = 512                       # VMXNET3_DEF_TX_RING_SIZE
@@ -29,6 +32,7 @@ BODY_BUFFER = 4096                  # a page (body buffers)
 TX_BUFFER = 2048
 MTU = 1500
 NAPI_WEIGHT = 64
+QUEUE_VECTOR, EVENT_VECTOR = 0, 1   # MSI-X: the TX/RX pair's vector, then the events' (vmxnet3_request_irqs)
 _TXD = s.TX_DESC.struct
 _RXD = s.RX_DESC.struct
 _RCD = s.RX_COMP.unpack_from
@@ -82,14 +86,19 @@ class Vmxnet3Driver(NetDriver):
         self.queue_desc = self.dma_alloc(s.TX_QUEUE_DESC.size + s.RX_QUEUE_DESC.size, s.QUEUE_DESC_ALIGN)
         self.mac = _mac(self.rd1("MACL"), self.rd1("MACH"))          # vmxnet3_read_mac_addr
         config = self.command(s.CMD_GET_CONF_INTR)                    # vmxnet3_alloc_intr_resources
-        self.mask_mode = config >> 2 & 3                               # no MSI-X capability: INTx
+        self.mask_mode = config >> 2 & 3
+        self.msix = config & 3 in (s.IT_AUTO, s.IT_MSIX) and PCI_CAP_ID_MSIX in self.info.caps
         self.link_up = bool(self.command(s.CMD_GET_LINK) & s.LINK_UP)  # vmxnet3_check_link
 
     # ---- vmxnet3_open -------------------------------------------------------------
     def _open(self) -> None:
         self._create_queues()
         self._setup_driver_shared()
-        self.kernel.request_irq(self.irq, self._intr)
+        if self.msix:                                                  # vmxnet3_request_irqs
+            self.vectors = self.setup_msix(self.info.bars[s.MSIX_BAR][1], [
+                (QUEUE_VECTOR, self._msix_queue), (EVENT_VECTOR, self._msix_event)])
+        else:
+            self.kernel.request_irq(self.irq, self._intr)
         self.wr1("DSAL", self.shared & 0xFFFFFFFF)
         self.wr1("DSAH", self.shared >> 32)
         status = self.command(s.CMD_ACTIVATE_DEV)
@@ -123,26 +132,29 @@ class Vmxnet3Driver(NetDriver):
                 self._give(ring, self.rx_fill[ring])
 
     def _setup_driver_shared(self) -> None:
+        """vmxnet3_setup_driver_shared: maxNumRxSG is 1 + MAX_SKB_FRAGS; interrupts off until open ends."""
         q = self.queue_desc
-        for field, value in (("magic", s.REV1_MAGIC), ("size", s.DRIVER_SHARED.size), ("driverVersion", 0x01041A00),
+        for field, value in (("magic", s.REV1_MAGIC), ("size", s.DRIVER_SHARED.size),
                              ("gos", s.GOS_BITS_64 | s.GOS_TYPE_LINUX << 2), ("vmxnet3RevSpt", 1), ("uptVerSpt", 1),
                              ("uptFeatures", 0), ("queueDescPA", q), ("queueDescLen", 2 * s.TX_QUEUE_DESC.size),
                              ("mtu", MTU), ("maxNumRxSG", 18), ("numTxQueues", 1), ("numRxQueues", 1),
-                             ("autoMask", int(self.mask_mode == s.IMM_AUTO)), ("numIntrs", 1), ("eventIntrIdx", 0),
+                             ("autoMask", int(self.mask_mode == s.IMM_AUTO)), ("numIntrs", 2 if self.msix else 1),
+                             ("eventIntrIdx", EVENT_VECTOR if self.msix else 0),
                              ("intrCtrl", s.IC_DISABLE_ALL), ("rxMode", 0), ("ecr", 0)):
             self._ds(field, value)
         tq, rq = q, q + s.TX_QUEUE_DESC.size
         for field, value in (("txRingBasePA", self.tx_ring), ("compRingBasePA", self.tx_comp),
-                             ("txRingSize", TX_RING), ("compRingSize", TX_RING), ("intrIdx", 0)):
+                             ("txRingSize", TX_RING), ("compRingSize", TX_RING), ("intrIdx", QUEUE_VECTOR)):
             self.mem.store(s.TX_QUEUE_DESC.field_struct(field), tq + _TXQ[field], value)
         for field, value in (("rxRingBasePA0", self.rx_rings[0]), ("rxRingBasePA1", self.rx_rings[1]),
                              ("compRingBasePA", self.rx_comp), ("rxRingSize0", RX_RING), ("rxRingSize1", RX_RING2),
-                             ("compRingSize", RX_RING + RX_RING2), ("intrIdx", 0)):
+                             ("compRingSize", RX_RING + RX_RING2), ("intrIdx", QUEUE_VECTOR)):
             self.mem.store(s.RX_QUEUE_DESC.field_struct(field), rq + _RXQ[field], value)
 
     def _enable_intrs(self) -> None:
-        """vmxnet3_enable_all_intrs: IMR 0, and intrCtrl's DISABLE_ALL cleared."""
-        self.wr0("IMR", 0)
+        """vmxnet3_enable_all_intrs: every IMR 0, and intrCtrl's DISABLE_ALL cleared."""
+        for index in range(2 if self.msix else 1):
+            self.wr0("IMR", 0, index)
         self._ds("intrCtrl", 0)
 
     # ---- RX buffers ------------------------------------------------------------------
@@ -189,12 +201,32 @@ class Vmxnet3Driver(NetDriver):
         if icr:
             self.napi_schedule()
 
-    def _poll(self) -> None:
-        self.poll_scheduled = False
+    def _msix_queue(self) -> None:
+        """vmxnet3_msix_rx (buddy-shared with TX): NAPI; the device masked the vector itself (autoMask)."""
+        if self.mask_mode == s.IMM_ACTIVE:
+            self.wr0("IMR", 1, QUEUE_VECTOR)
+        self.vcpu.eoi(self.vectors[QUEUE_VECTOR])
+        self.napi_schedule()
+
+    def _msix_event(self) -> None:
+        """vmxnet3_msix_event: the events handled at once, the vector unmasked."""
+        if self.mask_mode == s.IMM_ACTIVE:
+            self.wr0("IMR", 1, EVENT_VECTOR)
+        self.vcpu.eoi(self.vectors[EVENT_VECTOR])
         self._process_events()
+        self.wr0("IMR", 0, EVENT_VECTOR)
+
+    def _poll(self) -> None:
+        """vmxnet3_poll: events (INTx shares its line with them), TX completions, RX; then unmask."""
+        self.poll_scheduled = False
+        if not self.msix:
+            self._process_events()
         self._tx_complete()
         if self._rx_complete() < NAPI_WEIGHT:
-            self._enable_intrs()
+            if self.msix:
+                self.wr0("IMR", 0, QUEUE_VECTOR)                   # vmxnet3_enable_intr
+            else:
+                self._enable_intrs()
         else:
             self.napi_schedule()
 
