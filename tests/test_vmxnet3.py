@@ -232,3 +232,14 @@ def test_an_e1000_vm_on_esxi_is_refused_to_kvm_but_goes_to_another_esxi_host():
     assert refused["result"] == "blocked" and "vMotion moves a VM between ESXi hosts only" in refused["reason"]
     ok = {(r["vm"], r["to"]): r for r in matrix(migration_scenario(source="esxi", target="esxi"))}["vm1", "host1"]
     assert ok["result"] == "ok"
+
+
+@pytest.mark.parametrize("device", ["e1000", "pcnet"])
+def test_the_emulated_devices_esxi_offers_run_in_the_vmkernel(device):
+    """e1000 and Vlance on ESXi: the VMM's trap path and the vSwitch, no tap syscall, no return to a user process."""
+    w = world({"model": "emulated", "device": device}, hypervisor="esxi")
+    w.ledger.reset()                          # boot's PCI configuration cycles take the platform's path
+    assert len(ping(w, "vm1", "vm2")) == 3
+    events = w.ledger.events
+    assert events["vmm_handle"] > 0 and events["vmk_vswitch"] > 0
+    assert events["tap"] == events["user_exit"] == events["kvm_handle"] == events["vswitch"] == 0

@@ -144,7 +144,8 @@ def test_a_frame_out_with_its_completion_and_interrupt(nics):
     assert (line, icr, after, again) == (True, 1, False, 0)
 
 
-@pytest.mark.parametrize("dst", [MAC, b"\xff" * 6, bytes.fromhex("020000000099")], ids=["unicast", "broadcast", "other"])
+@pytest.mark.parametrize("dst", [MAC, b"\xff" * 6, bytes.fromhex("020000000099")],
+                         ids=["unicast", "broadcast", "other"])
 def test_a_frame_in_through_ring_1_with_its_completion(nics, dst):
     """A frame for the MAC or broadcast lands in the first buffer with SOP|EOP in
     the completion; one for another MAC is filtered out; the line follows."""

@@ -14,7 +14,7 @@ CMD, events through the shared area's ecr.
 A guest that lies gets the device's error behaviour, never an exception: a
 shared area, queue descriptor or ring outside its memory fails ACTIVATE_DEV
 (CMD reads back 1); a producer index past the ring size, a descriptor whose
-buffer is outside memory, a chain with no EOP stop the queue with the error
+buffer is outside memory, a chain longer than any frame stop the queue with the error
 in its Vmxnet3_QueueStatus and ECR.TQERR/RQERR raised on the event interrupt."""
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ MAX_FRAME = s.MAX_MTU + 18                       # a jumbo frame with its Ethern
 LINK = s.LINK_UP | 10000 << s.LINK_SPEED_SHIFT   # ESXi reports 10 Gbit/s for a VMXNET3 vNIC
 _U32, _U8 = struct.Struct("<I"), struct.Struct("<B")
 _DS_FIELD = {name: s.DRIVER_SHARED.field_struct(name) for name in s.DS}
-_BAR0_QUEUE_REGS = (s.R0["TXPROD"], s.R0["RXPROD"], s.R0["RXPROD2"])
 
 
 def _mac_lo(mac: bytes) -> int:
@@ -61,8 +60,7 @@ class Vmxnet3:
         self.sim = sim
         self.perm_mac = mac
         self.dma = dma
-        self.irq = irq
-        self.timer_cpu = timer_cpu
+        self.irq = irq                      # no timers: ``timer_cpu`` is not needed
         self.port = None
         self.kick_hook: Callable[[Resource], None] | None = None   # who runs TX after TXPROD (the wiring's)
         self.msi_hook: Callable[[Resource, int], None] | None = None   # signals an MSI-X vector (the wiring's)
@@ -130,7 +128,7 @@ class Vmxnet3:
             return
         elif offset == s.R0["TXPROD"]:
             self._producer(cpu, 0, TX, value)
-        elif offset in _BAR0_QUEUE_REGS[1:]:
+        elif offset in (s.R0["RXPROD"], s.R0["RXPROD2"]):
             self._producer(cpu, 1, RX0 if offset == s.R0["RXPROD"] else RX1, value)
 
     def bar1_read(self, cpu: Resource, offset: int, size: int) -> int:

@@ -124,7 +124,8 @@ class Vmxnet3Driver(NetDriver):
         sizes = (RX_RING, RX_RING2)
         self.rx_rings = [self.dma_alloc(n * s.DESC_SIZE, s.RING_BA_ALIGN) for n in sizes]
         self.rx_comp = self.dma_alloc(sum(sizes) * s.DESC_SIZE, s.RING_BA_ALIGN)
-        self.rx_bufs = [[self.dma_alloc(size, 64) for _ in range(n)] for n, size in zip(sizes, (RX_BUFFER, BODY_BUFFER))]
+        self.rx_bufs = [[self.dma_alloc(size, 64) for _ in range(n)]
+                        for n, size in zip(sizes, (RX_BUFFER, BODY_BUFFER))]
         self.rx_fill, self.rx_gen = [0, 0], [s.INIT_GEN, s.INIT_GEN]
         self.rc_next, self.rc_gen = 0, s.INIT_GEN
         for ring, n in enumerate(sizes):
