@@ -328,7 +328,7 @@ class World:
         for host in self.hosts.values():
             out += host.cores + host.threads
             for pnic in host.nics.values():
-                out += [pnic.engine, *pnic.link.resources]
+                out += [pnic.engine, pnic.rx_engine, *pnic.link.resources]
         for vm in self.machines:
             out += vm.resources
         for peer in self.peers.values():
