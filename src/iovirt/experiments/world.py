@@ -89,6 +89,8 @@ class World:
         for nic in spec.nics:
             if not nic.standby:             # a standby is one interface with its primary (net_failover)
                 guest.ifup(mac_bytes(nic.mac), str(nic.ip))
+            if nic.interrupt_moderation != "adaptive":
+                guest.coalesce(mac_bytes(nic.mac), nic.interrupt_moderation)
         return guest
 
     def _host(self, spec) -> Host:
