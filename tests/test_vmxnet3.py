@@ -16,6 +16,8 @@ from hypothesis import strategies as st
 from iovirt.devices.vmstate import load_state, save_state
 from iovirt.devices.vmxnet3 import LINK, Vmxnet3
 from iovirt.experiments.migrate import matrix
+from iovirt.experiments.runner import begin, finish
+from iovirt.experiments.scenario import Scenario, ScenarioError
 from iovirt.experiments.world import World
 from iovirt.guest.drivers.vmxnet3 import TX_RING, Vmxnet3Driver, Vmxnet3Error
 from iovirt.hypervisor.esxi import ESXI_MMIO, NETWORLD
@@ -23,7 +25,6 @@ from iovirt.hypervisor.migration import MigrationLink
 from iovirt.spec import vmxnet3 as s
 from test_hostile import ping, scenario, world
 from test_migration import scenario as migration_scenario
-from iovirt.experiments.runner import begin, finish
 
 VMXNET3 = {"model": "paravirt", "device": "vmxnet3"}
 _U32, _U8 = struct.Struct("<I"), struct.Struct("<B")
@@ -243,3 +244,14 @@ def test_the_emulated_devices_esxi_offers_run_in_the_vmkernel(device):
     events = w.ledger.events
     assert events["vmm_handle"] > 0 and events["vmk_vswitch"] > 0
     assert events["tap"] == events["user_exit"] == events["kvm_handle"] == events["vswitch"] == 0
+
+
+def test_vmxnet3_refuses_an_interrupt_rate_its_revision_1_driver_cannot_set():
+    """Linux's vmxnet3 sets coalescing only on device revision 3 and later (VMXNET3_CMD_SET_COALESCE)."""
+    nic = {**VMXNET3, "mac": "52:54:00:00:00:01", "ip": "10.0.0.1/24", "interrupt_moderation": 4000}
+    with pytest.raises(ScenarioError, match=r"nics\[0\]\.interrupt_moderation: expected 'adaptive' for vmxnet3"):
+        Scenario.from_dict({"name": "x", "hosts": [{"name": "h", "cores": 2, "hypervisor": "esxi"}],
+                            "vms": [{"name": "vm1", "host": "h", "nics": [nic]}]})
+    nic["interrupt_moderation"] = "adaptive"
+    assert Scenario.from_dict({"name": "x", "hosts": [{"name": "h", "cores": 2, "hypervisor": "esxi"}],
+                               "vms": [{"name": "vm1", "host": "h", "nics": [nic]}]}).vms[0].nics[0].device == "vmxnet3"
