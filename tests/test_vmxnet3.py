@@ -87,6 +87,7 @@ def test_an_msix_interrupt_masks_itself_and_waits_for_the_unmask():
     w = esxi()
     dev, drv, vcpu = parts(w)
     assert drv.msix and dev.auto_mask and dev.intr_idx == [0, 0, 1]
+    dev.coalesce_ns = dev.next_intr_ok = 0                     # the host's coalescing off (QEMU has none)
     fired = []
     dev.msi_hook = lambda cpu, index: fired.append(index)
     dev._trigger(vcpu, 0)
@@ -94,6 +95,26 @@ def test_an_msix_interrupt_masks_itself_and_waits_for_the_unmask():
     assert fired == [0] and dev.masked & 1 and dev.pending & 1
     drv.wr0("IMR", 0)
     assert fired == [0, 0] and not dev.pending & 1
+
+
+def test_the_hosts_coalescing_spaces_a_vnics_interrupts_at_its_rate():
+    """ESXi's default rbc, 4,000 interrupts/s: a second interrupt 10 µs after the first waits until 250 µs have passed."""
+    w = esxi()
+    dev, drv, vcpu = parts(w)
+    assert dev.coalesce_ns == 250_000
+    fired = []
+    dev.msi_hook = lambda cpu, index: fired.append(cpu.cursor)
+    w.sim.run(until=w.sim.now + 1_000_000)
+    vcpu.sync(w.sim.now)
+    drv.wr0("IMR", 0)
+    dev._trigger(vcpu, 0)
+    first = fired[-1]
+    vcpu.sync(first + 10_000)
+    drv.wr0("IMR", 0)                                           # the guest unmasks at once: nothing yet
+    dev._trigger(vcpu, 0)
+    assert len(fired) == 1 and dev.held & 1
+    w.sim.run(until=first + 300_000)
+    assert len(fired) == 2 and fired[1] >= first + 250_000 and not dev.held
 
 
 def test_intx_when_the_device_offers_only_intx(monkeypatch):
@@ -104,6 +125,7 @@ def test_intx_when_the_device_offers_only_intx(monkeypatch):
     w = esxi()
     dev, drv, vcpu = parts(w)
     assert not drv.msix and len(ping(w, "vm1", "vm2")) == 3
+    dev.coalesce_ns = dev.next_intr_ok = 0
     dev._trigger(vcpu, 0)
     assert dev.asserted
     assert vcpu.mmio_read(w.guests["vm1"].netdevs[0].bar1 + s.R1["ICR"], 4) == 1

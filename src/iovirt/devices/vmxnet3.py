@@ -9,7 +9,9 @@ TX or RX descriptor whose gen equals the ring's current gen and writes
 completions with its own gen, flipping it at each wrap.  One TX queue and one
 RX queue (two RX rings: head buffers, body buffers); MSI-X with automask
 (an interrupt masks its IMR as it fires) or INTx with ICR; commands through
-CMD, events through the shared area's ecr.
+CMD, events through the shared area's ecr.  The host may space a vNIC's
+interrupts (``coalesce_ns``, ESXi's rate-based virtual interrupt
+coalescing; 0 in QEMU, which has none).
 
 A guest that lies gets the device's error behaviour, never an exception: a
 shared area, queue descriptor or ring outside its memory fails ACTIVATE_DEV
@@ -31,7 +33,7 @@ from ..spec import vmxnet3 as s
 from ..spec.ethernet import ETH_MIN_FRAME
 from .discard import discard
 from .registry import DeviceEntry
-from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Ints, Nested, UInt, VmState, below, length_at_most
+from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Instant, Ints, Nested, UInt, VmState, below, length_at_most
 
 Irq = Callable[[Resource, int], None]
 TX, TXC, RX0, RX1, RXC = range(5)                 # the rings: TX, TX completion, RX 1 and 2, RX completion
@@ -60,7 +62,9 @@ class Vmxnet3:
         self.sim = sim
         self.perm_mac = mac
         self.dma = dma
-        self.irq = irq                      # no timers: ``timer_cpu`` is not needed
+        self.irq = irq
+        self.timer_cpu = timer_cpu          # runs the coalescing timer
+        self.coalesce_ns = 0.0              # the host's rate-based coalescing: a vNIC's interrupts this far apart
         self.port = None
         self.kick_hook: Callable[[Resource], None] | None = None   # who runs TX after TXPROD (the wiring's)
         self.msi_hook: Callable[[Resource, int], None] | None = None   # signals an MSI-X vector (the wiring's)
@@ -92,6 +96,9 @@ class Vmxnet3:
         self.stopped = [0, 0]                         # each queue's error, 0 while it runs
         self.intr_idx = [0, 0, 0]                     # TX queue, RX queue, events
         self.auto_mask = False
+        self.next_intr_ok = 0.0
+        self.coalesce_armed = False
+        self.held = 0                                 # interrupts the coalescing holds back
         self.rx_mode = 0
         self.max_rx_frags = 1
         self.mcast = b""
@@ -173,12 +180,9 @@ class Vmxnet3:
         self._update(cpu, index)
 
     def _trigger(self, cpu: Resource, index: int) -> None:
-        """QEMU vmxnet3_trigger_interrupt: pending, then delivered unless
-        masked; a message masks its interrupt as it goes if autoMask is on."""
+        """QEMU vmxnet3_trigger_interrupt: pending, then delivered unless masked."""
         self.pending |= 1 << index
         self._update(cpu, index)
-        if self.auto_mask and self.pci.interrupt_mode == "msix":
-            self.masked |= 1 << index
 
     def _update(self, cpu: Resource, index: int) -> None:
         bit = 1 << index
@@ -186,12 +190,38 @@ class Vmxnet3:
             self.asserted = False
             self.irq(cpu, 0)
         elif self.pending & bit and not self.masked & bit and not self.asserted:
-            self.pending &= ~bit
-            if self.pci.interrupt_mode != "msix":
-                self.asserted = True
-                self.irq(cpu, 1)
-            elif self.msi_hook is not None:
-                self.msi_hook(cpu, index)
+            if cpu.cursor < self.next_intr_ok:          # the host's rate-based coalescing holds it
+                self.held |= bit
+                if not self.coalesce_armed:
+                    self.coalesce_armed = True
+                    self.sim.at(self.next_intr_ok, self._coalesce_timer)
+                return
+            self._deliver(cpu, index)
+            self.next_intr_ok = cpu.cursor + self.coalesce_ns
+
+    def _deliver(self, cpu: Resource, index: int) -> None:
+        """INTx asserts the line; a message goes out and, with autoMask, masks its interrupt."""
+        self.pending &= ~(1 << index)
+        if self.pci.interrupt_mode != "msix":
+            self.asserted = True
+            self.irq(cpu, 1)
+            return
+        if self.msi_hook is not None:
+            self.msi_hook(cpu, index)
+        if self.auto_mask:
+            self.masked |= 1 << index
+
+    def _coalesce_timer(self) -> None:
+        """The interval is over: what was held and is still wanted goes out together."""
+        self.coalesce_armed = False
+        held, self.held = self.held, 0
+        cpu = self.timer_cpu
+        cpu.sync(self.sim.now)
+        for index in range(s.MAX_INTRS):
+            bit = 1 << index
+            if held & bit and self.pending & bit and not self.masked & bit and not self.asserted:
+                self._deliver(cpu, index)
+                self.next_intr_ok = cpu.cursor + self.coalesce_ns
 
     # ---- the shared area and commands -----------------------------------------------
     def _ds(self, cpu: Resource, field: str) -> int:
@@ -457,6 +487,11 @@ class Vmxnet3:
             self._trigger(cpu, self.intr_idx[1])
 
     # ---- live migration ---------------------------------------------------------------------
+    def post_load(self) -> None:
+        """Re-arm the coalescing timer pending at save."""
+        if self.coalesce_armed:
+            self.sim.at(self.next_intr_ok, self._coalesce_timer)
+
     def resume(self, cpu: Resource) -> None:
         """After a load: frames the backend held come in, descriptors the
         driver gave before the save go out."""
@@ -469,6 +504,8 @@ class Vmxnet3:
         Flag("active"), UInt("shared", 64), UInt("temp_dsal", 32), UInt("last_cmd", 32),
         UInt("masked", 32, check=below(1 << s.MAX_INTRS, "one mask bit per interrupt")),
         UInt("pending", 32, check=below(1 << s.MAX_INTRS, "one pending bit per interrupt")), Flag("asserted"),
+        Instant("next_intr_ok"), Flag("coalesce_armed"),
+        UInt("held", 32, check=below(1 << s.MAX_INTRS, "one held bit per interrupt")),
         Ints("ring_pa", 64), Ints("ring_size", 32, check=lambda v, dev, staged: next(
             (f"ring {r} size {n} above {m}" for r, (n, m) in enumerate(zip(v, _MAX_SIZE)) if n > m), None)),
         Ints("ring_next", 32, check=lambda v, dev, staged: next(
@@ -480,7 +517,8 @@ class Vmxnet3:
              f"below {s.MAX_INTRS}"), Flag("auto_mask"), UInt("rx_mode", 32),
         UInt("max_rx_frags", 16), Bytes("mcast", variable=True), Bytes("mac"), UInt("temp_mac", 32),
         Bytes("tx_frame", variable=True, check=length_at_most(MAX_FRAME, "the largest VMXNET3 frame")),
-        Ints("tx_stats", 64), Ints("rx_stats", 64), Counts("errors"), Nested("pci", PCI_FUNCTION)))
+        Ints("tx_stats", 64), Ints("rx_stats", 64), Counts("errors"), Nested("pci", PCI_FUNCTION)),
+        post_load=post_load)
 
 
 DEVICE = DeviceEntry(Vmxnet3, "paravirt", "VMware VMXNET3 paravirtual NIC (vmxnet3_defs.h)", ("VMware ESXi",),
