@@ -131,10 +131,12 @@ def compare_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def breakdown_table(name: str, breakdown: dict[str, Any]) -> Table:
-    rows = breakdown["ns_per_packet"]
+    packets = breakdown["packets"]
+    rows = breakdown["ns_per_packet"] if packets else breakdown["ns"]
     kinds = sorted({kind for row in rows.values() for kind in row})
-    table = _table(f"{name}: ns of busy time per delivered packet ({breakdown['packets']} packets)",
-                   ["event"], [*kinds, "total"])
+    what = (f"ns of busy time per delivered packet ({packets} packet{'s' * (packets != 1)})" if packets else
+            "no packet delivered: ns of busy time in total")
+    table = _table(f"{name}: {what}", ["event"], [*kinds, "total"])
     totals = dict.fromkeys(kinds, 0.0)
     for event, row in rows.items():
         for kind, ns in row.items():
@@ -158,7 +160,7 @@ def profile_table(profile) -> Table:
 
 
 def claims_table(claims) -> Table:
-    table = _table("the seed's claims, tested", ["model", "claim", "verdict"])
+    table = _table("claims about the four models, tested", ["model", "claim", "verdict"])
     table.add_column("evidence", overflow="fold")
     styles = {"holds": "green", "fails": "red"}
     for c in claims:

@@ -4,6 +4,7 @@ collect flows, resources and event counts."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from .results import Result
 from .scenario import WIRE, Scenario
@@ -13,6 +14,7 @@ from .world import World
 DRAIN_NS = 50_000_000       # in-flight frames get at most this long after the last send
 DRAIN_STEP_NS = 1_000_000
 DIRTY_SET_MB = 16          # memory_dirty's working set unless given
+PROGRESS_STEPS = 100       # run_to reports progress this many times
 
 
 def _machine(world: World, name: str, src: str):
@@ -87,16 +89,29 @@ def begin(world: World) -> tuple[float, float, list[FlowStats]]:
     return start + warm, stop, flows
 
 
-def finish(world: World, start: float, stop: float, flows: list[FlowStats], wall: float) -> Result:
+def run_to(world: World, stop: float, progress: Callable[[float], None] | None = None) -> None:
+    """Run the simulation to ``stop``, telling ``progress`` the fraction done
+    as it goes (the events run are the same either way)."""
+    if progress is None:
+        world.sim.run(until=stop)
+        return
+    begun = world.sim.now
+    for step in range(1, PROGRESS_STEPS + 1):
+        world.sim.run(until=begun + (stop - begun) * step / PROGRESS_STEPS)
+        progress(step / PROGRESS_STEPS)
+
+
+def finish(world: World, start: float, stop: float, flows: list[FlowStats], wall: float,
+           progress: Callable[[float], None] | None = None) -> Result:
     """Run to ``stop``, let frames in flight land, collect."""
-    world.sim.run(until=stop)
+    run_to(world, stop, progress)
     busy = {name: ns - world.busy_before.get(name, 0.0) for name, ns in busy_until(world, stop).items()}
     _drain(world, flows, stop)
     return Result.collect(world.scenario, world, flows, start, stop, busy, time.perf_counter() - wall)
 
 
-def run(scenario: Scenario) -> Result:
+def run(scenario: Scenario, progress: Callable[[float], None] | None = None) -> Result:
     wall = time.perf_counter()
     world = World(scenario)
     start, stop, flows = begin(world)
-    return finish(world, start, stop, flows, wall)
+    return finish(world, start, stop, flows, wall, progress)

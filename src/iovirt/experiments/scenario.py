@@ -374,7 +374,7 @@ def load_scenario(path: str | Path) -> Scenario:
     except yamldoc.TooLarge:
         raise ScenarioError(f"{path}: (file): expected a scenario of at most {MAX_FILE_BYTES >> 20} MiB "
                             f"({MAX_VMS} VMs with {PCI_NIC_SLOTS} NICs each fit in less), got more") from None
-    except yamldoc.TooDeep as exc:
+    except (yamldoc.TooDeep, yamldoc.Duplicate) as exc:
         mark = exc.problem_mark
         raise ScenarioError(f"{path}: line {mark.line + 1}, column {mark.column + 1}: {exc.problem}") from None
     except yaml.YAMLError as exc:
