@@ -81,6 +81,31 @@ def _progress(what: str) -> Iterator[Any]:
         yield lambda fraction: bar.update(task, completed=fraction)
 
 
+def _captures(s, asked: list[str] | None):
+    """The scenario with its ``capture:`` and ``--capture PORT=FILE`` ports, every file checked writable."""
+    from iovirt.experiments.scenario import Capture, capture_problem
+
+    added = []
+    for item in asked or []:
+        port, eq, file = item.rpartition("=")
+        if not eq or not port or not file:
+            _fail(f"--capture: expected PORT=FILE.pcapng, got {item!r}")
+        problem = capture_problem(s, port)
+        if problem:
+            _fail(f"--capture: {problem}")
+        added.append(Capture(port=port, file=file))
+    for i, c in enumerate(s.capture):
+        _writable(Path(c.file), f"{s.source}: capture[{i}].file", (".pcapng",))
+    for c in added:
+        _writable(Path(c.file), "--capture", (".pcapng",))
+    return s.model_copy(update={"capture": [*s.capture, *added]}) if added else s
+
+
+CaptureOption = Annotated[list[str] | None, typer.Option(
+    "--capture", metavar="PORT=FILE", help="Capture frames at PORT (a VM, HOST/VM/tap, HOST/bridge, HOST/NIC) "
+                                            "into FILE.pcapng, stamped with simulated time; repeatable.")]
+
+
 @contextmanager
 def _bad_input() -> Iterator[None]:
     try:
@@ -123,13 +148,14 @@ def run(
     scenario: Path,
     as_json: JsonFlag = False,
     out: Annotated[Path | None, typer.Option(help="Write the flows table to F.parquet or F.csv.")] = None,
+    capture: CaptureOption = None,
 ) -> None:
     """Run a scenario and report flows, resources and events."""
     _writable(out, "--out", tuple(_WRITERS))
     from iovirt.experiments.runner import run as run_scenario  # lazy: heavy, and optional for validate
 
     with _bad_input():
-        s = load_scenario(scenario)
+        s = _captures(load_scenario(scenario), capture)
         with _progress(f"run {s.name}") as advance:
             result = run_scenario(s, advance)
     _warn(result.to_dict())
@@ -148,12 +174,13 @@ def migrate(
     to: Annotated[str | None, typer.Option(help="The target host (default: the scenario's migration.to).")] = None,
     check: Annotated[bool, typer.Option("--check", help="Only print which VM can go to which host, and why not.")] = False,
     as_json: JsonFlag = False,
+    capture: CaptureOption = None,
 ) -> None:
     """Live-migrate a VM while workloads run (exit 1: not moved)."""
     from iovirt.experiments import migrate as m
 
     with _bad_input():
-        s = load_scenario(scenario)
+        s = _captures(load_scenario(scenario), capture)
         if check:
             rows = m.matrix(s, vm, to)
         else:

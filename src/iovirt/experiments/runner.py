@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+from . import capture
 from .results import Result
 from .scenario import WIRE, Scenario
 from .workloads import KINDS, FlowStats, MemoryDirty, flow_of
@@ -64,6 +66,7 @@ def busy_until(world: World, at: float) -> dict[str, float]:
 def begin(world: World) -> tuple[float, float, list[FlowStats]]:
     """Warm up, then start every workload; returns (start of the measured
     window: after the workloads' warm-up, stop, flows)."""
+    world.captures = [capture.attach(world, c.port, Path(c.file)) for c in world.scenario.capture]
     start = _warm_up(world)
     world.start_measuring(start)
     warm = min((w.warmup_ms for w in world.scenario.workloads if w.type != "memory_dirty"), default=0.0) * 1e6
@@ -107,6 +110,8 @@ def finish(world: World, start: float, stop: float, flows: list[FlowStats], wall
     run_to(world, stop, progress)
     busy = {name: ns - world.busy_before.get(name, 0.0) for name, ns in busy_until(world, stop).items()}
     _drain(world, flows, stop)
+    for pcap in world.captures:
+        pcap.write()
     return Result.collect(world.scenario, world, flows, start, stop, busy, time.perf_counter() - wall)
 
 
