@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from iovirt.cli import render
+from iovirt.cli.trace import TimelineOption, trace
 from iovirt.experiments.catalog import DEVICES
 from iovirt.experiments.scenario import MAX_DURATION_MS, MAX_VMS, MIN_PACKET, MTU, NR_CPUS_MAX, ScenarioError, load_scenario
 from iovirt.sim.profile import ProfileError
@@ -149,15 +150,23 @@ def run(
     as_json: JsonFlag = False,
     out: Annotated[Path | None, typer.Option(help="Write the flows table to F.parquet or F.csv.")] = None,
     capture: CaptureOption = None,
+    timeline: TimelineOption = None,
 ) -> None:
     """Run a scenario and report flows, resources and events."""
     _writable(out, "--out", tuple(_WRITERS))
+    _writable(timeline, "--timeline", (".json",))
     from iovirt.experiments.runner import run as run_scenario  # lazy: heavy, and optional for validate
 
     with _bad_input():
         s = _captures(load_scenario(scenario), capture)
-        with _progress(f"run {s.name}") as advance:
-            result = run_scenario(s, advance)
+        if timeline is None:
+            with _progress(f"run {s.name}") as advance:
+                result = run_scenario(s, advance)
+        else:
+            from iovirt.experiments.trace import run_traced
+
+            result, recorded, _ = run_traced(s)
+            timeline.write_text(json.dumps(recorded.timeline()))
     _warn(result.to_dict())
     if out is not None:
         getattr(result.flows, _WRITERS[out.suffix])(out, index=False)
@@ -362,3 +371,6 @@ def _sweep(cmp, todo: list[dict], workers: int, scheduler: str | None) -> list[d
             Progress(console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("sweep", total=len(todo))
         return cmp.sweep(todo, client, lambda row: bar.advance(task))
+
+
+app.command()(trace)

@@ -29,6 +29,7 @@ from dpkt.pcapng import (PCAPNG_OPT_IF_NAME, PCAPNG_OPT_IF_TSRESOL, EnhancedPack
                          InterfaceDescriptionBlockLE, PcapngOptionLE, SectionHeaderBlockLE)
 
 from ..hypervisor.tap import TapPort
+from .results import WIRE_PEERS
 from .scenario import ScenarioError, capture_problem
 
 TSRESOL_NS = 9          # if_tsresol: 10^-9 s per tick
@@ -43,7 +44,7 @@ class Pcapng:
         self.path = path
         self.frames: list[tuple[int, int, bytes]] = []      # (ns, order seen, frame)
 
-    def record(self, ns: float, frame: bytes) -> None:
+    def record(self, ns: float, frame: bytes, cpu=None) -> None:
         self.frames.append((round(ns), len(self.frames), bytes(frame)))
 
     def write(self) -> None:
@@ -59,18 +60,51 @@ class Pcapng:
                                                     pkt_len=len(frame), pkt_data=frame)))
 
 
-def _hook(obj, method: str, capture: Pcapng, seen: Callable[..., tuple[float, bytes]]) -> None:
-    """Record what ``obj.method`` (this instance's only) is handed: ``seen(*args)`` gives
-    (time, frame); a call answered False (a driver refusing a frame) saw nothing."""
+def _hook(obj, method: str, sink, seen: Callable[..., tuple], refusable: bool = False) -> None:
+    """Tell ``sink.record(time, frame, resource)`` what ``obj.method`` (this instance's only) is
+    handed, as it is called: ``seen(*args)`` gives the three; ``sink`` hears of it before the
+    places it passes the frame on to.  A ``refusable`` method (a driver's transmit) is told only
+    once it did not answer False, so after those places, with the time it was called."""
     inner = getattr(obj, method)
 
     def hooked(*args):
-        at, frame = seen(*args)
-        taken = inner(*args)
-        if taken is not False:
-            capture.record(at, frame)
-        return taken
+        mark = seen(*args)
+        if refusable:
+            taken = inner(*args)
+            if taken is not False:
+                sink.record(*mark)
+            return taken
+        sink.record(*mark)
+        return inner(*args)
     setattr(obj, method, hooked)
+
+
+def watch(world, port: str, sink) -> None:
+    """Tell ``sink`` every frame passing ``port`` of ``world`` (capture_ports), or the
+    far end's stack for ``WIRE_PEERS``."""
+    parts = port.split("/")
+    if port == WIRE_PEERS:
+        for peer in world.peers.values():
+            _stack(peer.stack, sink)
+    elif len(parts) == 1:                               # a VM's interfaces
+        for stack in world.guests[port].interfaces.values():
+            _stack(stack, sink)
+    elif len(parts) == 3:                               # HOST/VM/tap
+        host = world.hosts[parts[0]]
+        for tap in [p for p in host.vswitch.ports if isinstance(p, TapPort) and p.vm.name == parts[1]]:
+            _hook(tap, "send", sink, lambda cpu, frame: (cpu.cursor, frame, cpu))
+            _hook(tap, "deliver", sink, lambda frame, at, t=tap: (at, frame, t.reader))
+    elif parts[1] == "bridge":
+        _hook(world.hosts[parts[0]].vswitch, "ingress", sink, lambda port, frame, cpu: (cpu.cursor, frame, cpu))
+    else:                                               # HOST/NIC: the wire
+        link = world.hosts[parts[0]].nics[parts[1]].link
+        _hook(link, "deliver_to_peer", sink, lambda frame: (link.sim.now, frame, link.to_peer))
+        _hook(link, "deliver_to_nic", sink, lambda frame: (link.sim.now, frame, link.to_nic))
+
+
+def _stack(stack, sink) -> None:
+    _hook(stack, "receive", sink, lambda frame: (stack.cpu.cursor, frame, stack.cpu))
+    _hook(stack.netdev, "transmit", sink, lambda frame: (stack.cpu.cursor, frame, stack.cpu), refusable=True)
 
 
 def attach(world, port: str, path: Path) -> Pcapng:
@@ -79,20 +113,5 @@ def attach(world, port: str, path: Path) -> Pcapng:
     if problem:
         raise ScenarioError(f"--capture: {problem}")
     capture = Pcapng(port, path)
-    parts = port.split("/")
-    if len(parts) == 1:                                 # a VM's interfaces
-        for stack in world.guests[port].interfaces.values():
-            _hook(stack, "receive", capture, lambda frame, s=stack: (s.cpu.cursor, frame))
-            _hook(stack.netdev, "transmit", capture, lambda frame, s=stack: (s.cpu.cursor, frame))
-    elif len(parts) == 3:                               # HOST/VM/tap
-        host = world.hosts[parts[0]]
-        for tap in [p for p in host.vswitch.ports if isinstance(p, TapPort) and p.vm.name == parts[1]]:
-            _hook(tap, "send", capture, lambda cpu, frame: (cpu.cursor, frame))
-            _hook(tap, "deliver", capture, lambda frame, at: (at, frame))
-    elif parts[1] == "bridge":
-        _hook(world.hosts[parts[0]].vswitch, "ingress", capture, lambda port, frame, cpu: (cpu.cursor, frame))
-    else:                                               # HOST/NIC: the wire
-        link = world.hosts[parts[0]].nics[parts[1]].link
-        for end in ("deliver_to_peer", "deliver_to_nic"):
-            _hook(link, end, capture, lambda frame: (link.sim.now, frame))
+    watch(world, port, capture)
     return capture

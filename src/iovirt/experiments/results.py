@@ -103,7 +103,7 @@ def _bottleneck(world, f: FlowStats, resources: list[dict]) -> dict:
     return {"resource": top["name"], "utilization": top["utilization"]} if top else {}
 
 
-def _owners(world, flows: list[FlowStats]) -> tuple[dict[str, str], dict[str, list[int]]]:
+def owners(world, flows: list[FlowStats]) -> tuple[dict[str, str], dict[str, list[int]]]:
     """Whose each resource is: a scenario's VM (its vCPUs and threads), a
     host (its cores, NICs, wires, dom0) or the wire peers; and the flows each
     of them serves."""
@@ -163,7 +163,7 @@ class Result:
                     "sim_time_s": round(window / 1e9, 9), "wall_time_s": round(wall_s, 3),
                     "flows": rows, "resources": resources, "events": events, "links": _links(world, busy, window), "drops": world.drops(), "device_errors": world.device_errors(),
                     "guest_faults": {name: g.fault for name, g in world.guests.items() if g.fault}},
-                   {r.name: (r.kind, dict(r.spent)) for r in world.resources}, *_owners(world, flows))
+                   {r.name: (r.kind, dict(r.spent)) for r in world.resources}, *owners(world, flows))
 
     def to_dict(self) -> dict:
         """The ``run --json`` object: JSON types only, missing latencies as None."""
