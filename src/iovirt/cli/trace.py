@@ -22,7 +22,7 @@ def trace(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a tree.")] = False,
     timeline: TimelineOption = None,
 ) -> None:
-    """The life of one frame: where it went, what each step cost, and who paid."""
+    """One frame's life: where it went, what it cost, who paid."""
     from iovirt.cli.main import _bad_input, _fail, _print, _writable
     from iovirt.experiments.scenario import load_scenario
     from iovirt.experiments.trace import TraceError, run_traced
