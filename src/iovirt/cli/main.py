@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from iovirt.cli import render
+from iovirt.cli.report import report
 from iovirt.cli.trace import TimelineOption, trace
 from iovirt.experiments.catalog import DEVICES
 from iovirt.experiments.scenario import MAX_DURATION_MS, MAX_VMS, MIN_PACKET, MTU, NR_CPUS_MAX, ScenarioError, load_scenario
@@ -34,9 +35,13 @@ def _fail(message: str) -> NoReturn:
     raise typer.Exit(2)
 
 
+PIPE_WIDTH = 200            # piped output keeps rows whole rather than wrapping them at 80 columns
+
+
 def _print(*tables: Any) -> None:
-    # Piped output keeps rows whole rather than wrapping them at 80 columns.
-    Console(width=None if sys.stdout.isatty() else 200).print(*tables)
+    """Tables folded to the terminal's width (PIPE_WIDTH when not a terminal): no number is cut."""
+    console = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+    console.print(*render.fit(tables, console.width))
 
 
 def _writable(path: Path | None, option: str, suffixes: tuple[str, ...]) -> None:
@@ -374,3 +379,4 @@ def _sweep(cmp, todo: list[dict], workers: int, scheduler: str | None) -> list[d
 
 
 app.command()(trace)
+app.command()(report)

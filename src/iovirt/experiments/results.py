@@ -128,6 +128,8 @@ class Result:
         self.spent = spent or {}              # resource -> (kind, {event: ns busy})
         self.owners = owners or {}            # resource -> the VM, host or wire peers it belongs to
         self.served = served or {}            # VM, host or wire peers -> the flows (indices) it serves
+        if self.spent:
+            self.data["explain"] = self.breakdowns()
         self.flows = pd.json_normalize(data["flows"], sep=".") if data["flows"] else pd.DataFrame()
         self.resources = pd.DataFrame(data["resources"])
         self.events = data["events"]
@@ -160,6 +162,7 @@ class Result:
         profile_sha256, scenario_sha256 = fingerprint(scenario)
         return cls({"scenario": scenario.name, "profile": scenario.profile.name, "iovirt": version("iovirt"),
                     "profile_sha256": profile_sha256, "scenario_sha256": scenario_sha256,
+                    "scenario_spec": scenario.model_dump(mode="json", by_alias=True, exclude_defaults=True),
                     "sim_time_s": round(window / 1e9, 9), "wall_time_s": round(wall_s, 3),
                     "flows": rows, "resources": resources, "events": events, "links": _links(world, busy, window), "drops": world.drops(), "device_errors": world.device_errors(),
                     "guest_faults": {name: g.fault for name, g in world.guests.items() if g.fault}},
