@@ -278,6 +278,8 @@ def test_results_are_reproducible_and_say_what_made_them(tmp_path):
 
     reordered = scenario_file(tmp_path, lambda d: "# a comment\n" + yaml.safe_dump(dict(reversed(list(d.items())))))
     assert fingerprint(load_scenario(reordered)) == (first["profile_sha256"], first["scenario_sha256"])
+    captured = Scenario.from_dict({**data, "capture": [{"port": "vm1", "file": "vm1.pcapng"}]})
+    assert fingerprint(captured)[1] == first["scenario_sha256"]
     longer = Scenario.from_dict({**data, "workloads": [SHORT[0], {**SHORT[1], "duration_ms": 0.6}]})
     assert fingerprint(longer)[1] != first["scenario_sha256"]
     profile = (ROOT / "src/iovirt/profiles/default.yaml").read_text()

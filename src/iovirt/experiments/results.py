@@ -32,8 +32,10 @@ def digest(data) -> str:
 
 
 def fingerprint(scenario) -> tuple[str, str]:
-    """The digests a result records: of the cost profile and of the scenario."""
-    return digest(scenario.profile.spec.model_dump(mode="json")), digest(scenario.model_dump(mode="json"))
+    """The digests a result records: of the cost profile and of the scenario (where frames are
+    captured changes no figure, and is left out)."""
+    return (digest(scenario.profile.spec.model_dump(mode="json")),
+            digest(scenario.model_dump(mode="json", exclude={"capture"})))
 
 
 def _plain(value):

@@ -54,7 +54,8 @@ class Trace:
                              f"), got {flow}")
         seen = sorted((m for m in self.marks if m[1][:2] == (flow, frame)), key=lambda m: m[0])
         if not seen:
-            raise TraceError(f"--frame: workload {flow} sent frames 0..{f.sent - 1}; frame {frame} was not seen")
+            raise TraceError(f"--frame: workload {flow} sent {f.sent} frames, numbered from 0; frame {frame} was not "
+                             f"seen")
         born, last = seen[0][1][2], seen[-1][0]
         path = self._path(f)
         steps = [{"t_ns": round(at, 1), "place": port, "resource": res.name, "bytes": size}
