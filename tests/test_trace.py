@@ -7,12 +7,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-import yaml
 from typer.testing import CliRunner
 
 from iovirt.cli.main import app
 from iovirt.experiments.runner import run
-from iovirt.experiments.scenario import Scenario, load_scenario
+from iovirt.experiments.scenario import load_scenario
 from iovirt.experiments.trace import run_traced
 from iovirt.sim.record import Recorder
 from iovirt.sim.resource import Ledger, Resource

@@ -197,7 +197,7 @@ def fit(renderables: Iterable[Any], width: int) -> list[Any]:
                 parts.append([])
             parts[-1].append(c)
         for i, part in enumerate(parts):
-            title = r.title if i == 0 else f"{r.title} (continued)"
+            title = r.title if i == 0 else f"{r.title or ''} (continued)"
             table = Table(title=title, box=r.box)
             for c in [*keys, *part]:
                 table.add_column(c.header, justify=c.justify, overflow="fold", no_wrap=c.justify == "right")
