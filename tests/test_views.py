@@ -120,6 +120,7 @@ def test_a_run_report_renders_in_chromium(tmp_path):
     assert dom.count("<table>") >= 5 and "delivered" in dom and "vm1: ns of busy time" in dom
     assert "profile SHA-256" in dom and json.loads(results.read_text())["scenario_sha256"] in dom
     assert '<img alt="figure" src="data:image/png;base64,' in dom
+    assert "profile default: " in dom and "SplitX" in dom                          # the costs, with sources
     assert pixels.shape[:2] == (1600, 1400) and 0.02 < ink(pixels) < 0.9
 
 
@@ -131,6 +132,10 @@ def test_a_compare_report_renders_in_chromium(tmp_path):
     assert invoke("report", results, "-o", page).exit_code == 0
     dom, pixels = rendered(page, tmp_path)
     assert dom.count("<table>") == 1 and "cores/Gbit" in dom and "passthrough" in dom
+    assert "These results name no profile." in dom and "SplitX" not in dom
+    results.write_text(json.dumps([{**r, "profile": "default", "profile_sha256": "0" * 64} for r in ROWS]))
+    assert invoke("report", results, "-o", page).exit_code == 0
+    assert "this iovirt's copy differs from the one the run used" in page.read_text()
     assert ink(pixels) > 0.02
 
 

@@ -89,6 +89,26 @@ def _made_by(meta: dict[str, Any]) -> str:
     return "<dl>" + "".join(f"<dt>{k}</dt><dd>{html.escape(str(v))}</dd>" for k, v in rows if v is not None) + "</dl>"
 
 
+def _profile(meta: dict[str, Any]) -> list[str]:
+    """The profile's costs, when it is a bundled one whose costs are still those the run used (same SHA-256)."""
+    from iovirt.cli import render
+    from iovirt.experiments.results import digest
+    from iovirt.sim.profile import ProfileError, bundled_profiles, load_profile
+
+    name = meta.get("profile")
+    if name is None:
+        return ["<p>These results name no profile.</p>"]
+    if name not in bundled_profiles():
+        return [f"<p>Profile {html.escape(str(name))}: not a bundled one; its SHA-256 above names its costs.</p>"]
+    try:
+        profile = load_profile(name)
+    except ProfileError:
+        return []
+    if digest(profile.spec.model_dump(mode="json")) != meta.get("profile_sha256"):
+        return [f"<p>Profile {html.escape(name)}: this iovirt's copy differs from the one the run used.</p>"]
+    return [html_table(render.profile_table(profile))]
+
+
 def _page(title: str, body: list[str]) -> str:
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>{''.join(body)}</body></html>")
@@ -107,6 +127,7 @@ def run_page(data: dict[str, Any]) -> str:
         body += [html_table(render.breakdown_table(owner, b)) for owner, b in data["explain"].items()]
     if data.get("scenario_spec"):
         body += ["<h2>Scenario</h2>", f"<pre>{html.escape(yaml.safe_dump(data['scenario_spec'], sort_keys=False))}</pre>"]
+    body += ["<h2>Cost profile</h2>", *_profile(data)]
     return _page(f"iovirt run: {data.get('scenario', '')}", body)
 
 
@@ -116,5 +137,6 @@ def compare_page(rows: list[dict[str, Any]]) -> str:
 
     body = ["<h2>What made it</h2>", _made_by({**rows[0], "scenario": "compare sweep", "scenario_sha256": None}),
             "<h2>Figures</h2>", _png(comparison_figure(rows)),
-            "<h2>Every point</h2>", html_table(render.compare_table(rows))]
+            "<h2>Every point</h2>", html_table(render.compare_table(rows)),
+            "<h2>Cost profile</h2>", *_profile(rows[0])]
     return _page("iovirt compare", body)
