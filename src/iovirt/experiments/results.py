@@ -180,22 +180,28 @@ class Result:
         resource (pooled), or of ``owner``'s (a VM, a host, the wire peers)
         per packet of the flows it serves.  With no packet delivered, ``ns``
         holds the busy time in total instead."""
-        flows = self.data["flows"]
-        if owner is not None:
-            flows = [flows[i] for i in self.served.get(owner, [])]
-        packets = sum(f["delivered"] for f in flows)
-        table: dict[str, dict[str, float]] = {}
-        for name, (kind, spent) in self.spent.items():
-            if owner is not None and self.owners.get(name) != owner:
-                continue
-            for event, ns in spent.items():
-                row = table.setdefault(event, {})
-                row[kind] = row.get(kind, 0.0) + ns / (packets or 1)
-        order = sorted(table, key=lambda e: -sum(table[e].values()))
-        rows = {e: {k: round(v, 1) for k, v in sorted(table[e].items())} for e in order if sum(table[e].values())}
-        return {"packets": packets, "ns_per_packet" if packets else "ns": rows}
+        if owner is None:
+            return _breakdown(self.spent.values(), self.data["flows"])
+        return self.breakdowns().get(owner) or _breakdown([], [])
 
     def breakdowns(self) -> dict[str, dict]:
-        """:meth:`breakdown` of each VM, host and the wire peers that spent any time."""
-        spent = {self.owners[name] for name, (_, events) in self.spent.items() if any(events.values())}
-        return {owner: self.breakdown(owner) for owner in sorted(spent, key=list(self.owners.values()).index)}
+        """:meth:`breakdown` of each VM, host and the wire peers that spent any time, in one pass."""
+        owned: dict[str, list] = {}
+        for name, entry in self.spent.items():
+            owned.setdefault(self.owners[name], []).append(entry)
+        flows = self.data["flows"]
+        return {owner: _breakdown(entries, [flows[i] for i in self.served.get(owner, [])])
+                for owner, entries in owned.items() if any(any(spent.values()) for _, spent in entries)}
+
+
+def _breakdown(spent, flows: list[dict]) -> dict:
+    """``spent``: (kind, {event: ns}) of some resources, per packet ``flows`` delivered."""
+    packets = sum(f["delivered"] for f in flows)
+    table: dict[str, dict[str, float]] = {}
+    for kind, events in spent:
+        for event, ns in events.items():
+            row = table.setdefault(event, {})
+            row[kind] = row.get(kind, 0.0) + ns / (packets or 1)
+    order = sorted(table, key=lambda e: -sum(table[e].values()))
+    rows = {e: {k: round(v, 1) for k, v in sorted(table[e].items())} for e in order if sum(table[e].values())}
+    return {"packets": packets, "ns_per_packet" if packets else "ns": rows}
