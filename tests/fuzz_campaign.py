@@ -47,6 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 import iovirt  # noqa: E402
+from iovirt.devices.registry import registry  # noqa: E402
 from iovirt.devices.vmstate import StateError, check_state, load_state, save_state  # noqa: E402
 from iovirt.experiments import runner  # noqa: E402
 from iovirt.experiments.world import World  # noqa: E402
@@ -456,8 +457,8 @@ SURFACES: dict[str, Callable[[], object]] = {
     "xen-hvm-e1000": lambda: PciArena(_nic("emulated", "e1000"), _offsets(e1000.REGS), "xen"),
     "xen-pv": XenArena,
     "iommu": lambda: IommuArena(random.choice((3, 4))),
-    "vmstate": lambda: StateArena([_nic("emulated", d) for d in ("e1000", "rtl8139", "pcnet", "tulip")]
-                                  + [_nic("paravirt", "virtio-net")]),
+    "vmstate": lambda: StateArena([_nic("emulated", name) for name, entry in registry().items()
+                                   if entry.kind == "emulated"] + [_nic("paravirt", "virtio-net")]),
 }
 
 

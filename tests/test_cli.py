@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 import iovirt
 from iovirt.cli import render
 from iovirt.cli.main import app
+from iovirt.experiments.catalog import devices_for
 from iovirt.experiments.results import FlowResult, Result
 from iovirt.experiments.workloads import FlowStats
 
@@ -98,14 +99,15 @@ def small_json(small):
     return strict_json(result.stdout)
 
 
+EMULATED = ", ".join(devices_for("emulated"))          # as the catalogue lists them
 BAD = [
     ("wrong key", put("hosts", 0, "corez", value=4),
      "hosts[0].corez: unknown key (expected one of name, cores, nics, posted_interrupts, iommu_page_kb, iotlb_entries, hypervisor, pml)"),
     ("wrong type", put("hosts", 0, "cores", value="many"), "hosts[0].cores: expected an integer, got 'many'"),
     ("unknown device", put("vms", 0, "nics", 0, "device", value="e1001"),
-     "vms[0].nics[0].device: expected one of e1000, rtl8139, pcnet, tulip for model 'emulated', got 'e1001'"),
+     f"vms[0].nics[0].device: expected one of {EMULATED} for model 'emulated', got 'e1001'"),
     ("device of another model", put("vms", 1, "nics", 0, "device", value="virtio-net"),
-     "vms[1].nics[0].device: expected one of e1000, rtl8139, pcnet, tulip for model 'emulated', "
+     f"vms[1].nics[0].device: expected one of {EMULATED} for model 'emulated', "
      "got 'virtio-net' (a paravirt device)"),
     ("VM on missing host", put("vms", 1, "host", value="host9"),
      "vms[1].host: expected one of the hosts (host0), got 'host9'"),
@@ -423,7 +425,7 @@ def test_migrate_json_has_the_documented_keys():
     assert result.exit_code == 0, result.stderr
     m = strict_json(result.stdout)
     assert {"vm", "from", "to", "model", "result", "reason", "downtime_ms", "total_time_ms", "rounds",
-            "pages_sent", "frames_lost"} <= m.keys()
+            "pages_sent", "state_bytes", "vcpu_state_bytes", "frames_lost"} <= m.keys()
     assert (m["vm"], m["from"], m["to"], m["result"]) == ("vm1", "kvm0", "xen0", "ok")
     assert m["frames_lost"] == sum(f["sent"] - f["delivered"] for f in m["flows"])
     assert 0 < m["downtime_ms"] < m["total_time_ms"]

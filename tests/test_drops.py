@@ -61,12 +61,29 @@ def test_every_frame_sent_is_delivered_corrupted_or_counted_dropped(nics, data, 
     """Random VMs, models and workloads (to each other and to the wire), on a host with few or many
     cores: after the drain, each flow's sent frames are exactly its delivered, corrupted and counted drops."""
     names = [f"vm{i}" for i in range(1, len(nics) + 1)]
+    # an rtl8139 may keep frames in its RX buffer until another arrives (see the test below): not a sink here
+    sinks = [name for name, nic in zip(names, nics) if nic["device"] != "rtl8139"]
     workloads = []
     for w in data.draw(st.lists(WORKLOAD, min_size=1, max_size=4)):
         src = data.draw(st.sampled_from(names))
-        dst = data.draw(st.sampled_from([n for n in names if n != src] + ["wire"]))
+        dst = data.draw(st.sampled_from([n for n in sinks if n != src] + ["wire"]))
         workloads.append({k: v for k, v in {**w, "src": src, "dst": dst}.items() if v is not None})
     balanced(*settle_and_account(scenario(nics, workloads, cores)))
+
+
+def test_an_rtl8139_holds_what_a_full_poll_left_until_the_next_frame():
+    """8139too acks RxOK per frame; a poll that used its whole budget is followed by one that
+    finds RxOK clear and unmasks with frames still in the buffer (rtl8139_poll). They are not
+    lost: the next frame's interrupt brings them in."""
+    nics = [NICS[2], NICS[1]]
+    burst = {"type": "udp_stream", "src": "vm1", "dst": "vm2", "packet_size": 64, "duration_ms": 0.2}
+    flows, world = settle_and_account(scenario(nics, [burst]))
+    (f,) = flows
+    held = f.sent - f.delivered - world.sim.drops.flows[f.index]
+    assert held > 0 and f.corrupted == 0
+    late = {"type": "ping", "src": "vm1", "dst": "vm2", "count": 2}       # the second, 20 ms after the burst
+    flows, world = settle_and_account(scenario(nics, [burst, late | {"duration_ms": 40}]))
+    assert flows[0].sent == flows[0].delivered + world.sim.drops.flows[flows[0].index]
 
 
 def test_an_overloaded_bridge_uplink_counts_its_drops_per_flow():

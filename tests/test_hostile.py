@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import iovirt
+from iovirt.devices.registry import registry
 from iovirt.experiments.world import World
 from iovirt.hypervisor.addrmap import AddressMap, Region, pieces
 from iovirt.hypervisor.iommu import Iommu
@@ -22,11 +23,9 @@ from iovirt.spec import vtd
 from iovirt.spec import xen as x
 from iovirt.spec.pci import PCI_BASE_ADDRESS_0
 
+EMULATED = [name for name, entry in registry().items() if entry.kind == "emulated"]
 NICS = {
-    "e1000": {"model": "emulated", "device": "e1000"},
-    "rtl8139": {"model": "emulated", "device": "rtl8139"},
-    "pcnet": {"model": "emulated", "device": "pcnet"},
-    "tulip": {"model": "emulated", "device": "tulip"},
+    **{name: {"model": "emulated", "device": name} for name in EMULATED},
     "virtio": {"model": "paravirt", "device": "virtio-net", "backend": "qemu"},
     "vhost-net": {"model": "paravirt", "device": "virtio-net", "backend": "vhost-net"},
     "vhost-user": {"model": "paravirt", "device": "virtio-net", "backend": "vhost-user"},
@@ -103,8 +102,7 @@ def test_an_access_splits_into_aligned_pieces_of_at_most_a_dword(offset, size):
     assert all(shift == 8 * (at - offset) for at, _, shift in got)
 
 
-@pytest.mark.parametrize("name", ["e1000", "rtl8139", "pcnet", "tulip", "virtio", "vhost-net", "vhost-user", "ixgbe",
-                                  "ixgbevf"])
+@pytest.mark.parametrize("name", [*EMULATED, "virtio", "vhost-net", "vhost-user", "ixgbe", "ixgbevf"])
 def test_bars_stacked_on_each_other_and_on_the_config_ports_never_raise(name):
     """The guest moves every BAR of its NIC onto one address (I/O BARs onto 0xCF8 too), then pings: the
     host raises nothing and its other VM still answers its neighbour."""

@@ -17,12 +17,12 @@ from hypothesis import strategies as st
 from iovirt.devices.ixgbe import Ixgbe
 from iovirt.guest.drivers.ixgbe import IxgbeDriver
 from iovirt.guest.kernel import GuestKernel
-from iovirt.guest.net.headers import csum_fold, csum_partial, pseudo_header_sum
+from iovirt.net.headers import csum_fold, csum_partial, pseudo_header_sum
 from iovirt.hypervisor.addrmap import Region
 from iovirt.hypervisor.host import Host
 from iovirt.hypervisor.vm import VM
-from iovirt.guest.peer import WirePeer
-from iovirt.hypervisor.wire import Link
+from iovirt.net.peer import WirePeer
+from iovirt.net.wire import Link
 from iovirt.mem.dma import Dma
 from iovirt.mem.guest_memory import GuestMemory
 from iovirt.sim.engine import Sim

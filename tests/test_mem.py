@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from iovirt.guest.alloc import DmaAllocator, OutOfGuestMemory
@@ -105,3 +105,65 @@ def test_guest_dma_memory_is_never_handed_out_twice_and_comes_back_zeroed(ops):
     for owner in "abc":
         alloc.release(owner)
     assert all(any(s <= gpa and end <= e for s, e in alloc.free_extents) for gpa, end in ever)
+
+
+@settings(deadline=None)
+@given(first=st.integers(0, 63), pages=st.integers(1, 8), size=st.sampled_from([1, 8, 24]))
+def test_stamped_pages_hold_their_heads_and_are_dirty(first, pages, size):
+    """Each page gets its own head and nothing else changes; exactly those pages are logged, or, past
+    the end, nothing is written at all."""
+    mem = GuestMemory(SIZE)
+    heads = bytes((i * 7 + 1) & 0xFF or 1 for i in range(pages * size))
+    if first + pages > SIZE // PAGE_SIZE:
+        with pytest.raises(GuestMemoryError):
+            mem.stamp_pages(first * PAGE_SIZE, heads, size)
+        assert mem.take_dirty() == [] and not any(mem.buf[:])
+        return
+    mem.stamp_pages(first * PAGE_SIZE, heads, size)
+    for i in range(pages):
+        page = mem.read((first + i) * PAGE_SIZE, PAGE_SIZE)
+        assert page[:size] == heads[i * size:(i + 1) * size] and not any(page[size:])
+    assert mem.take_dirty() == list(range(first, first + pages))
+    assert sum(map(any, (mem.buf[at:at + PAGE_SIZE] for at in range(0, SIZE, PAGE_SIZE)))) == pages
+
+
+@pytest.mark.parametrize("gpa,heads,size", [(1, b"x" * 8, 8), (0, b"x" * 7, 8), (0, b"x" * 8, 0),
+                                            (0, b"x" * 2 * PAGE_SIZE, 2 * PAGE_SIZE)])
+def test_stamping_refuses_what_is_not_whole_heads_on_page_starts(gpa, heads, size):
+    mem = GuestMemory(SIZE)
+    with pytest.raises((GuestMemoryError, ValueError)):
+        mem.stamp_pages(gpa, heads, size)
+    assert not any(mem.buf[:])
+
+
+def test_a_large_load_reads_the_same_in_every_vm_and_each_vm_writes_its_own_copy():
+    """From MERGE_PAGES up the host keeps one copy of pages loaded alike; each VM still reads exactly what
+    a page-by-page load would give it, and a store lands in that VM alone."""
+    from iovirt.mem.guest_memory import MERGE_PAGES
+    pages, size = MERGE_PAGES + 3, 8
+    heads = b"".join((i | 1 << 63).to_bytes(8, "little") for i in range(pages))
+    big = 2 * pages * PAGE_SIZE
+    one, two, small = GuestMemory(big), GuestMemory(big), GuestMemory(big)
+    for mem in (one, two):
+        mem.stamp_pages(PAGE_SIZE, heads, size)
+    for first in range(0, pages, 256):                                  # page-by-page, below the threshold
+        small.stamp_pages(PAGE_SIZE * (1 + first), heads[first * size:(first + 256) * size], size)
+    assert one.buf[:] == two.buf[:] == small.buf[:]
+    assert one.take_dirty() == list(range(1, pages + 1))
+    one.write(3 * PAGE_SIZE + 5, b"mine")
+    assert two.read(3 * PAGE_SIZE, 16) == small.read(3 * PAGE_SIZE, 16) != one.read(3 * PAGE_SIZE, 16)
+    assert one.read(3 * PAGE_SIZE + 5, 4) == b"mine" and one.read(3 * PAGE_SIZE, 5) == heads[16:21]
+
+
+def test_without_memfd_a_large_load_is_written_page_by_page(monkeypatch):
+    import os
+
+    from iovirt.mem.guest_memory import MERGE_PAGES
+
+    def refuse(name, flags=0):
+        raise OSError(38, "Function not implemented")
+    monkeypatch.setattr(os, "memfd_create", refuse)
+    heads = bytes(range(1, 9)) * MERGE_PAGES
+    mem = GuestMemory((MERGE_PAGES + 1) * PAGE_SIZE)
+    mem.stamp_pages(PAGE_SIZE, heads, 8)
+    assert all(mem.read(PAGE_SIZE * (1 + i), 9) == bytes(range(1, 9)) + b"\0" for i in range(MERGE_PAGES))

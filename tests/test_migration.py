@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from iovirt.devices.registry import registry
 from iovirt.devices.vmstate import StateError
 from iovirt.experiments.migrate import matrix, migrate
 from iovirt.experiments.runner import begin, finish
@@ -18,8 +19,10 @@ from iovirt.hypervisor.migration import MigrationLink
 def scenario(device: str = "e1000", model: str = "emulated", backend: str | None = None, *, src: str = "vm1",
              dst: str = "vm2", rate_pps: float | None = 20_000, dirty: float | None = None, link_gbps: float = 10,
              duration_ms: float = 10, max_rounds: int = 30, fail_at_ms: float | None = None,
-             target: str = "kvm", source: str = "kvm", vm2_host: str = "host0") -> Scenario:
-    """vm1 and vm2 on host0 (64 MiB each); vm1 moves to host1 2 ms into the workloads."""
+             target: str = "kvm", source: str = "kvm", vm2_host: str = "host0", resident_mb: int = 4,
+             vcpus: int = 1) -> Scenario:
+    """vm1 and vm2 on host0 (64 MiB each, ``resident_mb`` of it the booted
+    system's); vm1 (``vcpus``) moves to host1 2 ms into the workloads."""
     nic = {"model": model, "device": device} | ({"backend": backend} if backend else {})
     if model == "passthrough":
         nic["uplink"] = "pnic1"
@@ -35,9 +38,9 @@ def scenario(device: str = "e1000", model: str = "emulated", backend: str | None
         "name": "migrate",
         "hosts": [{"name": "host0", "cores": 4, "hypervisor": source, "nics": [{"name": "pnic0"}, {"name": "pnic1"}]},
                   {"name": "host1", "cores": 4, "hypervisor": target, "nics": [{"name": "pnic0"}]}],
-        "vms": [{"name": "vm1", "host": "host0", "memory_mb": 64,
+        "vms": [{"name": "vm1", "host": "host0", "memory_mb": 64, "resident_mb": resident_mb, "vcpus": vcpus,
                  "nics": [nic | {"mac": "52:54:00:00:00:01", "ip": "10.0.0.1/24"}]},
-                {"name": "vm2", "host": vm2_host, "memory_mb": 64,
+                {"name": "vm2", "host": vm2_host, "memory_mb": 64, "resident_mb": resident_mb,
                  "nics": [vm2_nic | {"mac": "52:54:00:00:00:02", "ip": "10.0.0.2/24"}]}],
         "workloads": workloads, "migration": migration})
 
@@ -47,9 +50,8 @@ def _flow(outcome) -> dict:
 
 
 @pytest.mark.parametrize("device,model,backend", [
-    ("e1000", "emulated", None), ("rtl8139", "emulated", None), ("pcnet", "emulated", None),
-    ("tulip", "emulated", None), ("virtio-net", "paravirt", "qemu"), ("virtio-net", "paravirt", "vhost-net"),
-    ("virtio-net", "paravirt", "vhost-user")])
+    *((name, "emulated", None) for name, entry in registry().items() if entry.kind == "emulated"),
+    *(("virtio-net", "paravirt", backend) for backend in registry()["virtio-net"].backends)])
 @pytest.mark.parametrize("direction", ["from", "to"])
 def test_streaming_vm_moves_and_frames_are_lost_only_while_it_is_stopped(device, model, backend, direction):
     """Every model moves mid-stream: frames intact and in order; the only ones missing were in flight to it while stopped."""
@@ -116,8 +118,8 @@ def test_a_memory_writer_finds_its_pages_on_the_target():
     assert all(vm.mem.read(writer.base + (i << 12), 4096) == writer.expected(i) for i in range(writer.pages))
 
 
-def _run(**kwargs) -> dict:
-    return migrate(scenario(rate_pps=2_000, duration_ms=60, max_rounds=8, **kwargs)).to_dict()
+def _run(max_rounds: int = 5, **kwargs) -> dict:
+    return migrate(scenario(rate_pps=2_000, duration_ms=60, max_rounds=max_rounds, **kwargs)).to_dict()
 
 
 def test_a_higher_dirty_rate_takes_more_rounds_and_longer_downtime():
@@ -130,8 +132,9 @@ def test_a_higher_dirty_rate_takes_more_rounds_and_longer_downtime():
 
 
 def test_a_faster_link_gives_shorter_downtime_and_total_time():
-    """The same guest over 1 and 10 Gbit/s: the faster link finishes sooner and stops the VM for less time."""
-    slow, fast = _run(dirty=300, link_gbps=1), _run(dirty=300, link_gbps=10)
+    """The same guest over 4 and 10 Gbit/s, one pre-copy round each (both stop while the guest still
+    writes): the faster link finishes sooner, leaves less dirty and stops the VM for less time."""
+    slow, fast = _run(dirty=300, link_gbps=4, max_rounds=1), _run(dirty=300, link_gbps=10, max_rounds=1)
     assert fast["total_time_ms"] < slow["total_time_ms"]
     assert fast["downtime_ms"] < slow["downtime_ms"]
 
@@ -246,7 +249,7 @@ def sriov_scenario(standby: bool = True, target_vfs: int = 4) -> Scenario:
         "name": "failover",
         "hosts": [{"name": "host0", "cores": 4, "nics": [{"name": "pnic0", "num_vfs": 4}, {"name": "pnic1"}]},
                   {"name": "host1", "cores": 4, "nics": [{"name": "pnic0", "num_vfs": target_vfs}, {"name": "pnic1"}]}],
-        "vms": [{"name": "vm1", "host": "host0", "memory_mb": 64, "nics": nics}],
+        "vms": [{"name": "vm1", "host": "host0", "memory_mb": 64, "resident_mb": 4, "nics": nics}],
         "workloads": [{"type": "udp_stream", "src": "vm1", "dst": "wire", "rate_pps": 50_000, "duration_ms": 40}],
         "migration": {"vm": "vm1", "to": "host1", "at_ms": 2, "downtime_ms": 1}})
 
@@ -338,11 +341,13 @@ def test_a_failover_vm_migrates_there_and_back():
     start, stop, flows = begin(world)
     link = MigrationLink(world.ledger, "mig", 10)
     there = world.migrate("vm1", "host1", link, start + 2e6, downtime_ns=1e6)
-    world.sim.run(until=start + 20e6)
+    while world.sim.now < min(stop, there.report.failback_ns or stop):    # back once the target's VF is primary
+        world.sim.run(until=world.sim.now + 1e6)
     back = world.migrate("vm1", "host0", link, world.sim.now, downtime_ns=1e6)
     finish(world, start, stop, flows, 0.0)
     assert there.report.result == back.report.result == "ok" and back.report.failback_ns is not None
-    assert world.vms["vm1"].host.name == "host0" and flows[0].delivered == flows[0].sent
+    assert world.vms["vm1"].host.name == "host0"
+    assert world.sim.drops.flows[flows[0].index] == 0          # none lost: a frame not delivered is still in flight
     assert world.sriov["host1", "pnic0"].free == [0, 1, 2, 3]
 
 
@@ -423,3 +428,142 @@ def test_without_pml_a_dirtying_guest_takes_more_exits_during_migration():
         exits[pml] = outcome.result.to_dict()["events"]["vm_exit"]
     assert exits[False] > exits[True]
 
+
+
+# ---- the state that crosses while the VM is stopped; the resident image ------------------------
+MIGRATING = [("e1000", "emulated", None, "kvm"), ("rtl8139", "emulated", None, "kvm"), ("pcnet", "emulated", None, "kvm"),
+             ("tulip", "emulated", None, "kvm"), ("virtio-net", "paravirt", "qemu", "kvm"),
+             ("virtio-net", "paravirt", "vhost-net", "kvm"), ("virtio-net", "paravirt", "vhost-user", "kvm"),
+             ("e1000", "emulated", None, "xen"), ("xen-netfront", "paravirt", None, "xen")]
+
+
+def _quiet(device="e1000", model="emulated", backend=None, hypervisor="kvm", **kwargs) -> dict:
+    """vm1 receives a trickle (1 kpps) and dirties nothing of its own: what stops it is its state."""
+    return migrate(scenario(device, model, backend, src="vm2", dst="vm1", rate_pps=1_000, duration_ms=20,
+                            source=hypervisor, target=hypervisor, **kwargs)).to_dict()
+
+
+@pytest.mark.parametrize("device,model,backend,hypervisor", MIGRATING)
+def test_every_model_stops_for_its_vcpu_state(device, model, backend, hypervisor):
+    """Downtime is never zero: the vCPU and platform records cross while the VM is stopped, on KVM,
+    on a Xen HVM domain and on a Xen PV one (which has no PCI device state at all)."""
+    m = _quiet(device, model, backend, hypervisor)
+    assert m["result"] == "ok", m["reason"]
+    assert 0 < m["vcpu_state_bytes"] <= m["state_bytes"] and m["downtime_ms"] > 0
+    assert m["bytes_sent"] > m["state_bytes"]
+
+
+def test_a_failover_vm_stops_for_its_vcpu_state_too():
+    world, report, flow = _failover(sriov_scenario())
+    assert report.result == "ok" and report.vcpu_state_bytes > 0 and report.downtime_ns > 0
+
+
+@pytest.mark.parametrize("device,model,backend,hypervisor", [
+    ("e1000", "emulated", None, "kvm"), ("e1000", "emulated", None, "xen"), ("xen-netfront", "paravirt", None, "xen")])
+def test_downtime_grows_with_the_vcpus(device, model, backend, hypervisor):
+    """Each vCPU adds its records (and, on KVM and PV, the calls that fetch and load them) to the stop."""
+    one, four = (_quiet(device, model, backend, hypervisor, vcpus=n) for n in (1, 4))
+    assert one["result"] == four["result"] == "ok"
+    assert four["vcpu_state_bytes"] > 3 * one["vcpu_state_bytes"] // 2
+    assert four["downtime_ms"] > one["downtime_ms"]
+
+
+@pytest.mark.parametrize("device,model,backend,hypervisor", [
+    ("e1000", "emulated", None, "kvm"), ("virtio-net", "paravirt", "vhost-net", "kvm"),
+    ("xen-netfront", "paravirt", None, "xen")])
+def test_total_time_grows_with_the_resident_image(device, model, backend, hypervisor):
+    """The booted system's pages are not zero pages: pre-copy moves each of them, so a VM with more
+    resident memory sends more normal pages and takes longer; zero pages stay cheap."""
+    small, large = (_quiet(device, model, backend, hypervisor, resident_mb=mb) for mb in (2, 24))
+    assert small["result"] == large["result"] == "ok"
+    normal = [m["pages_sent"] - m["zero_pages"] for m in (small, large)]
+    assert normal[1] - normal[0] >= (24 - 2) << 8
+    assert large["total_time_ms"] > small["total_time_ms"]
+    assert large["bytes_sent"] - small["bytes_sent"] >= ((24 - 2) << 20)
+
+
+def test_a_vm_without_resident_mb_boots_a_linux_sized_image():
+    """Left out, resident_mb is a booted Linux's, as much as fits beside the kernel's DMA room: more
+    pages to move than a VM that declares none."""
+    data = scenario(rate_pps=1_000, duration_ms=20, resident_mb=0).model_dump(by_alias=True, mode="json")
+    empty = migrate(Scenario.from_dict(data)).to_dict()
+    for vm in data["vms"]:
+        del vm["resident_mb"]
+    booted = Scenario.from_dict(data)
+    assert 0 < booted.vms[0].resident_mb <= 64 - 32
+    default = migrate(booted).to_dict()
+    assert default["pages_sent"] - default["zero_pages"] > empty["pages_sent"] - empty["zero_pages"]
+
+
+def test_the_resident_image_arrives_intact():
+    """Every page of the image holds non-zero bytes on the source, and the same bytes on the target."""
+    world = World(scenario(rate_pps=1_000, duration_ms=20, resident_mb=8))
+    start, stop, flows = begin(world)
+    guest, source = world.guests["vm1"], world.vms["vm1"]
+    image = bytes(source.mem.read(guest.image, 8 << 20))
+    assert all(any(image[at:at + 4096]) for at in range(0, len(image), 4096))
+    world.migrate("vm1", "host1", MigrationLink(world.ledger, "mig", 10), start + 2e6, downtime_ns=1e6)
+    finish(world, start, stop, flows, 0.0)
+    target = world.vms["vm1"]
+    assert target is not source and target.host.name == "host1"
+    assert bytes(target.mem.read(guest.image, 8 << 20)) == image
+
+
+@pytest.mark.parametrize("resident,ok", [(64, False), (64 - 32 + 1, False), (64 - 32, True)])
+def test_resident_mb_is_bounded_by_the_memory(resident, ok):
+    data = scenario().model_dump(by_alias=True, mode="json")
+    data["vms"][0]["resident_mb"] = resident
+    if ok:
+        assert Scenario.from_dict(data).vms[0].resident_mb == resident
+        return
+    with pytest.raises(ScenarioError, match=r"vms\[0\]\.resident_mb: expected at most 32 MiB: memory_mb \(64\)"):
+        Scenario.from_dict(data)
+
+
+def test_resident_mb_above_memory_mb_exits_2_from_the_cli(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from iovirt.cli.main import app
+    data = scenario().model_dump(by_alias=True, mode="json")
+    data["vms"][0]["resident_mb"] = 100
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = CliRunner().invoke(app, ["migrate", str(path), "--json"])
+    assert result.exit_code == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: {path}: vms[0].resident_mb: expected at most 32 MiB")
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_working_set_must_fit_beside_the_resident_image():
+    data = scenario(dirty=100).model_dump(by_alias=True, mode="json")
+    data["vms"][0]["resident_mb"] = 28                      # 64 - 32 - 28 = 4 MiB left, the working set is 8
+    with pytest.raises(ScenarioError, match=r"workloads\[1\]\.working_set_mb: expected at most 4 MiB"):
+        Scenario.from_dict(data)
+
+
+@pytest.mark.parametrize("damage", [lambda blob: blob[:-3], lambda blob: blob[:4] + b"\xff" + blob[5:]],
+                         ids=["truncated", "wrong record"])
+def test_a_damaged_vcpu_stream_fails_the_migration_cleanly(monkeypatch, damage):
+    """The target decodes the vCPU records before it builds anything; the source VM runs on."""
+    from iovirt.hypervisor import cpustate
+    save = cpustate.save
+    monkeypatch.setattr(cpustate, "save", lambda vm, platform: damage(save(vm, platform)))
+    outcome = migrate(scenario(src="vm2", dst="vm1", rate_pps=20_000, duration_ms=20))
+    m, flow = outcome.to_dict(), _flow(outcome)
+    assert m["result"] == "failed" and "vCPU state rejected: kvm state" in m["reason"]
+    assert "continues on host0" in m["reason"] and flow["delivered"] == flow["sent"]
+    assert not any(r["name"].startswith("host1/vm1/") for r in outcome.result.to_dict()["resources"])
+
+
+def test_a_default_working_set_that_does_not_fit_is_refused():
+    """memory_dirty without working_set_mb takes 16 MiB: on a 32 MiB VM that is refused up front, not
+    found out of guest memory mid-run."""
+    data = scenario(dirty=100).model_dump(by_alias=True, mode="json")
+    data["vms"][0]["memory_mb"], data["vms"][0]["resident_mb"] = 32, None
+    del data["workloads"][1]["working_set_mb"]
+    with pytest.raises(ScenarioError, match=r"workloads\[1\]\.working_set_mb: expected at most 0 MiB .* got 16 "
+                                            r"\(the default\)"):
+        Scenario.from_dict(data)
+    data["vms"][0]["memory_mb"] = 48
+    assert Scenario.from_dict(data).vms[0].resident_mb == 0       # the working set takes the room an image would

@@ -13,7 +13,7 @@ from iovirt.experiments import runner
 from iovirt.experiments.world import World
 from iovirt.guest.drivers.e1000 import BULK, LOW, LOWEST
 from iovirt.guest.drivers.e1000 import _next_range as e1000_range
-from iovirt.guest.drivers.ixgbe_rings import _next_range as ixgbe_range
+from iovirt.net.moderation import _next_range as ixgbe_range
 from iovirt.spec import e1000 as e
 
 NICS = {"ixgbe": {"model": "passthrough", "device": "ixgbe", "uplink": "pnic0"},

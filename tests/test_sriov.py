@@ -18,12 +18,12 @@ from iovirt.devices.ixgbe_switch import SriovEngine
 from iovirt.devices.ixgbe_vf import VirtualFunction
 from iovirt.guest.drivers.ixgbevf import IxgbevfDriver
 from iovirt.guest.kernel import GuestKernel
-from iovirt.guest.peer import WirePeer
+from iovirt.net.peer import WirePeer
 from iovirt.hypervisor.host import Host
 from iovirt.hypervisor.ixgbe_pf import PfDriver, VfConfig
 from iovirt.hypervisor.pcinic import PciNic
 from iovirt.hypervisor.vm import VM
-from iovirt.hypervisor.wire import Link
+from iovirt.net.wire import Link
 from iovirt.mem.dma import Dma
 from iovirt.mem.guest_memory import GuestMemory
 from iovirt.sim.engine import Sim

@@ -7,9 +7,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import iovirt
+from iovirt.devices.registry import registry
 from iovirt.experiments.scenario import ScenarioError
 
-NICS = [("emulated", d, None) for d in ("e1000", "rtl8139", "pcnet", "tulip")] + \
+NICS = [("emulated", name, None) for name, entry in registry().items() if entry.kind == "emulated"] + \
        [("paravirt", "virtio-net", b) for b in ("qemu", "vhost-net", "vhost-user")] + \
        [("paravirt", "xen-netfront", None), ("passthrough", "ixgbe", None), ("sriov", "ixgbevf", None)]
 

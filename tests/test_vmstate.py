@@ -18,12 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iovirt.devices.e1000 import E1000
 from iovirt.devices.ixgbe import Ixgbe
 from iovirt.devices.ixgbe_vf import VirtualFunction
-from iovirt.devices.pcnet import PCNet
-from iovirt.devices.rtl8139 import RTL8139
-from iovirt.devices.tulip import Tulip
+from iovirt.devices.registry import registry
 from iovirt.devices.virtio_net import VirtioNet
 from iovirt.devices.vmstate import (_U8, Nested, NestedList, StateError, _Reader, check_state, load_state,
                                    migration_blocker, save_state)
@@ -33,7 +30,7 @@ from iovirt.hypervisor.emulation import EmulatedNic
 from iovirt.hypervisor.host import Host
 from iovirt.hypervisor.paravirt import VirtioNic
 from iovirt.hypervisor.vm import VM
-from iovirt.hypervisor.vswitch import Port
+from iovirt.net.vswitch import Port
 from iovirt.mem.dma import Dma
 from iovirt.mem.guest_memory import PAGE_SIZE, GuestMemory
 from iovirt.sim.engine import Sim
@@ -50,9 +47,9 @@ GUEST_MAC = bytes.fromhex("525400000001")
 PEER_MAC = bytes.fromhex("5254000000fe")
 ETHERTYPE = b"\x88\xb5"                # IEEE local experimental: no stack in the way
 MEMORY_MB = 24
-EMULATED = ("e1000", "rtl8139", "pcnet", "tulip")
+EMULATED = tuple(name for name, entry in registry().items() if entry.kind == "emulated")
 MODELS = [("emulated", d, None) for d in EMULATED] + [("paravirt", "virtio-net", b) for b in ("qemu", "vhost-net")]
-CLASSES = {"e1000": E1000, "rtl8139": RTL8139, "pcnet": PCNet, "tulip": Tulip}
+CLASSES = {name: registry()[name].model for name in EMULATED}
 
 
 # ---- scaffolding: a peer on the host switch, and the stack above the driver ------------------
@@ -398,7 +395,7 @@ def reframe(blob: bytes, version: int | None = None) -> bytes:
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-@pytest.mark.parametrize("model", MODELS[:5], ids=lambda m: m[1])
+@pytest.mark.parametrize("model", MODELS[:len(EMULATED) + 1], ids=lambda m: m[1])
 def test_broken_streams_are_refused_and_leave_the_device_untouched(model):
     """A flipped byte, a cut, trailing bytes, a bumped version, another device's stream, no
     magic: each is a one-line StateError naming the fault, and the target is unchanged."""
@@ -674,7 +671,7 @@ def test_whatever_the_guest_writes_the_state_saves_and_loads_exactly(name, data)
     sim = Sim()
     dev, cpu = bare(name, sim), Resource("vcpu", "vcpu", Ledger(PROFILE))
     bars = sorted(dev.pci.bars.values(), key=lambda b: b.index)
-    offsets = st.one_of(st.sampled_from(REGISTERS[name]), st.integers(0, 1 << 17))
+    offsets = st.one_of(st.sampled_from(REGISTERS.get(name, [0])), st.integers(0, 1 << 17))
     for _ in range(data.draw(st.integers(0, 40))):
         which, offset = data.draw(st.integers(0, len(bars))), data.draw(offsets)
         size = data.draw(st.sampled_from([1, 2, 4, 8]))

@@ -195,7 +195,7 @@ def test_example_pv_and_hvm_guests_deliver_every_frame_intact():
     for flow in flows:
         assert flow["sent"] == flow["delivered"] > 0
         assert flow["corrupted"] == flow["out_of_order"] == flow["dropped"] == 0
-    assert all(f["delivered"] > 100 for f in flows[2:])
+    assert all(f["delivered"] > 50 for f in flows[2:])      # pv2 also receives pv1's stream on its one vCPU
 
 
 @functools.cache

@@ -243,3 +243,62 @@ def test_destroying_a_domain_whatever_it_left_behind_never_raises_or_leaks(actio
     assert g3.netdevs[0].transmit(ETH_TEST[:6] + bytes.fromhex("00163e000003") + ETH_TEST[12:] + bytes(50))
     w.settle()
     assert vif3.running and vif3.stats["tx_frames"] == sent + 1
+
+
+# ---- what the migration engine sends for a PV domain while it is stopped -------------------------
+def _engine(vcpus: int) -> dict:
+    from iovirt.experiments.migrate import migrate as engine
+    data = {"name": "xen-pv-migration", "profile": "default",
+            "hosts": [{"name": h, "cores": 8, "hypervisor": "xen", "nics": [{"name": "pnic0"}]}
+                      for h in ("host0", "host1")],
+            "vms": [{"name": vm, "host": "host0", "memory_mb": MEMORY_MB, "vcpus": vcpus if vm == "vm1" else 1,
+                     "nics": [{**PV, "mac": f"00:16:3e:00:00:{int(vm[2:]):02x}", "ip": f"10.0.0.{vm[2:]}/24"}]}
+                    for vm in ("vm1", "vm2")],
+            "workloads": [{"type": "udp_stream", "src": "vm2", "dst": "vm1", "rate_pps": 1000, "duration_ms": 10}],
+            "migration": {"vm": "vm1", "to": "host1", "at_ms": 1, "downtime_ms": 1}}
+    return engine(iovirt.Scenario.from_dict(data)).to_dict()
+
+
+def test_a_pv_domain_is_stopped_while_its_vcpu_contexts_cross():
+    """netfront has no PCI state to send, yet the domain stops: each vCPU's vcpu_guest_context and
+    XSAVE area and the domain's shared info page cross meanwhile, more of them with more vCPUs."""
+    one, two = _engine(1), _engine(2)
+    assert one["result"] == two["result"] == "ok"
+    assert 0 < one["vcpu_state_bytes"] == one["state_bytes"] < two["vcpu_state_bytes"]
+    assert 0 < one["downtime_ms"] < two["downtime_ms"]
+
+
+def test_pv_records_decode_only_against_a_domain_of_the_same_shape():
+    from iovirt.devices.vmstate import StateError
+    from iovirt.hypervisor import cpustate
+    w = world({"vm1": "host0"})
+    vm = w.vms["vm1"]
+    blob = cpustate.save(vm, "xen-pv")
+    cpustate.check(vm, "xen-pv", blob)
+    bigger = VM("vm9", w.hosts["host1"], vm.mem.size >> 20, vcpus=2)
+    for target, platform in ((bigger, "xen-pv"), (vm, "xen-hvm"), (vm, "kvm")):
+        try:
+            cpustate.check(target, platform, blob)
+        except StateError:
+            continue
+        raise AssertionError(f"{platform} with {len(target.vcpus)} vCPUs took a 1-vCPU PV stream")
+
+
+def test_the_lapic_page_carries_the_vectors_in_service_and_requested():
+    """An HVM domain's LAPIC_REGS record holds ISR and IRR bits where the SDM puts them (0x100, 0x200)."""
+    from iovirt.hypervisor import cpustate
+    w = world({"vm1": "host0"})
+    vm = w.vms["vm1"]
+    vm.vcpus[0].in_service, vm.irqchip.irr = {0x31}, {0x45}
+    blob = cpustate.save(vm, "xen-hvm")
+    at = 0
+    while True:
+        code, instance, length = cpustate.DESCRIPTOR.unpack_from(blob, at)
+        at += cpustate.DESCRIPTOR.size
+        if code == 6:                                       # LAPIC_REGS
+            page = blob[at:at + length]
+            break
+        at += length
+    assert int.from_bytes(page[0x100 + 16:0x104 + 16], "little") == 1 << (0x31 - 32)
+    assert int.from_bytes(page[0x200 + 32:0x204 + 32], "little") == 1 << (0x45 - 64)
+    assert not any(page[0x100:0x100 + 16]) and not any(page[0x200:0x200 + 32])

@@ -1,8 +1,21 @@
 """iovirt: the four network I/O virtualization models (emulation,
 para-virtualization, pass-through, SR-IOV) as working code, with the cost of
-every mechanism accounted on a simulated clock."""
+every mechanism accounted on a simulated clock.
 
-from .experiments.runner import run
-from .experiments.scenario import Scenario, ScenarioError, load_scenario
+The names below load on first use (PEP 562), so importing one layer (``import
+iovirt.spec.e1000``) loads that layer and what it imports, nothing above it."""
 
-__all__ = ["Scenario", "ScenarioError", "load_scenario", "run"]
+from importlib import import_module
+
+_EXPORTS = {"run": "experiments.runner", "Scenario": "experiments.scenario",
+            "ScenarioError": "experiments.scenario", "load_scenario": "experiments.scenario"}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'iovirt' has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -348,6 +348,31 @@ def compare(
         _print(render.compare_table(rows))
 
 
+@app.command()
+def sensitivity(
+    scenario: Path,
+    costs: Annotated[str | None, typer.Option(
+        help="Only these costs, comma-separated: an event's fixed part, or EVENT/B for its per-byte part.")] = None,
+    factor: Annotated[float, typer.Option(help="Run each cost at 1 - F and 1 + F times its price.")] = 0.5,
+    duration_ms: Annotated[float | None, typer.Option(
+        help="Measure each workload this long after its warm-up, simulated ms (default: as the scenario says).")] = None,
+    workers: Annotated[int, typer.Option(help="Dask LocalCluster workers; 0 runs serially.")] = 0,
+    scheduler: Annotated[str | None, typer.Option(help="Address of an existing Dask scheduler.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Each cost at ±F: how much each flow's figures move."""
+    from iovirt.experiments import sensitivity as sens
+
+    with _bad_input():
+        s = load_scenario(scenario)
+        todo = sens.points(s, costs.split(",") if costs else None, factor, duration_ms)
+        result = sens.table(s, _sweep(sens, todo, workers, scheduler), factor)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        _print(*render.sensitivity_table(result))
+
+
 @contextmanager
 def _client(workers: int, scheduler: str | None) -> Iterator[Any]:
     """None to run serially, else a Dask client: of a LocalCluster of ``workers``, or of ``scheduler``."""

@@ -30,9 +30,10 @@ def _latency(us: float | None) -> str:
 
 
 def devices_table(devices: Iterable[Device]) -> Table:
-    table = _table("devices", ["device", "model", "emulates", "used by", "status", "backends"])
+    table = _table("devices", ["device", "model", "emulates", "used by", "status", "backends", "offloads"])
     for d in devices:
-        table.add_row(d.name, d.model, d.emulates, ", ".join(d.used_by), d.status, ", ".join(d.backends) or "-")
+        table.add_row(d.name, d.model, d.emulates, ", ".join(d.used_by), d.status, ", ".join(d.backends) or "-",
+                      ", ".join(d.offloads) or "-")
     return table
 
 
@@ -101,12 +102,12 @@ def result_tables(result: dict[str, Any]) -> list[Table]:
 
 def migration_table(m: dict[str, Any]) -> Table:
     table = _table(f"migrate {m['vm']}: {m['from']} → {m['to']} ({m['model']})", ["result", "reason"],
-                   ["downtime ms", "total ms", "rounds", "pages sent", "zero pages", "MB sent", "frames lost",
-                    "on standby ms"])
+                   ["downtime ms", "total ms", "rounds", "pages sent", "zero pages", "MB sent", "state KB",
+                    "frames lost", "on standby ms"])
     standby = "-" if m["standby_ms"] is None else f"{m['standby_ms']:.3f}"
     table.add_row(m["result"], m["reason"] or "-", f"{m['downtime_ms']:.3f}", f"{m['total_time_ms']:.3f}",
                   str(m["rounds"]), str(m["pages_sent"]), str(m["zero_pages"]), f"{m['bytes_sent'] / 1e6:.2f}",
-                  str(m["frames_lost"]), standby)
+                  f"{m['state_bytes'] / 1e3:.1f}", str(m["frames_lost"]), standby)
     return table
 
 
@@ -131,6 +132,26 @@ def compare_table(rows: list[dict[str, Any]]) -> Table:
                       _latency(r["latency_us"]["p50"]), _latency(r["latency_us"]["p99"]),
                       f"{r['events_per_packet'].get('vm_exit', 0):.2f}")
     return table
+
+
+def _pct(change: float | None) -> str:
+    return "-" if change is None else f"{change:+.1f}"
+
+
+def sensitivity_table(result: dict[str, Any]) -> list[Any]:
+    """One row per cost and flow that moved, biggest change first; then the costs that moved nothing."""
+    f = result["factor"]
+    table = _table(f"{result['scenario']}: each cost of profile {result['profile']} at x{1 - f:g} / x{1 + f:g} "
+                   "(% change of the flow's figure)", ["cost", "flow"],
+                   ["base Gbit/s", "Gbit/s %", "base p50 µs", "p50 %", "base cores per Gbit/s", "cores/Gbit/s %"])
+    for row in result["rows"]:
+        cells = []
+        for figure, digits in (("throughput_gbps", 3), ("p50_us", 1), ("cpu_per_gbps", 3)):
+            v = row["figures"][figure]
+            cells += ["-" if v["base"] is None else f"{v['base']:.{digits}f}",
+                      f"{_pct(v['low_pct'])} / {_pct(v['high_pct'])}"]
+        table.add_row(row["cost"], row["flow"], *cells)
+    return [table, f"moved nothing: {', '.join(result['unaffected']) or '-'}"]
 
 
 def breakdown_table(name: str, breakdown: dict[str, Any]) -> Table:

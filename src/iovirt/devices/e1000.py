@@ -23,6 +23,7 @@ from ..spec import e1000 as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .discard import discard
 from .regs import add64, narrow, widen
+from .registry import DeviceEntry
 from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Instant, Ints, Nested, UInt, VmState, length_at_most, masked
 
 _IDX = {r.name: r.offset >> 2 for r in s.REGS}
@@ -423,3 +424,7 @@ class E1000:
         UInt("pending_rx_cause", 32, check=masked(s.ICR_RXT0 | s.ICR_RXDMT0, "the causes the delay timers hold")),
         Instant("rx_deadline"), Instant("rx_abs_deadline", never=True),     # RADV 0: no absolute deadline
         Counts("errors"), Nested("pci", PCI_FUNCTION)), post_load=post_load)
+
+
+DEVICE = DeviceEntry(E1000, "emulated", "Intel 82540EM gigabit (8254x SDM)",
+                     ("QEMU/KVM", "Xen HVM", "VMware ESXi", "VirtualBox"), "e1000", (s.VENDOR_ID, s.DEVICE_ID))

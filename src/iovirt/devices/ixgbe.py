@@ -41,10 +41,12 @@ from ..pci.function import Bar, PciFunction
 from ..sim.engine import Sim
 from ..sim.resource import Resource
 from ..spec import ixgbe as s
+from ..spec.ethernet import ETH_FCS_LEN as _FCS
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .discard import discard
 from .ixgbe_switch import SriovEngine
 from .regs import add64, narrow, widen
+from .registry import ASSIGNERS, DeviceEntry
 from .vmstate import ASSIGNED_DEVICE
 
 _IDX = {r.name: r.offset >> 2 for r in s.REGS}
@@ -78,7 +80,6 @@ _RX_WB = s.RX_WB.struct
 _TX_STATUS = s.TX_STATUS
 _TX_STATUS_OFF = s.TX_WB.offset("status")
 _VECTOR_BITS = (1 << s.MSIX_VECTORS) - 1
-_FCS = 4
 _BCAST = b"\xff" * 6
 _MO_SHIFT = (4, 3, 2, 0)
 _TX_WHOLE_MASK = s.TXD_CMD_DEXT | s.ADVTXD_DTYP_MASK | s.TXD_CMD_EOP
@@ -91,6 +92,7 @@ class Ixgbe:
     """Device state and behaviour of one 82599 port (the PF)."""
 
     NAME = "ixgbe"
+    VMSTATE = None
     MIGRATION_BLOCKER = ASSIGNED_DEVICE
 
     def __init__(self, sim: Sim, mac: bytes, dma: Dma, engine: Resource, num_queues: int = s.NUM_QUEUES,
@@ -373,9 +375,7 @@ class Ixgbe:
             self.tx_waiting.add(q)
             return
         engine = self.engine
-        # NOTE: engine.sync(cpu.cursor) inlined, once per doorbell
-        if cpu.cursor > engine.cursor:  # noqa: PLR1730
-            engine.cursor = cpu.cursor
+        engine.sync(cpu.cursor)
         self.tx_rr = q + 1                  # the round robin goes on after it
         self._xmit(engine, q)
 
@@ -793,3 +793,7 @@ def _rss_input(frame: bytes, mrqc: int) -> tuple[int, bytes] | None:
     if mrqc & s.MRQC_RSS_FIELD_IPV4:
         return s.RXDADV_RSSTYPE_IPV4 | s.RXDADV_PKTTYPE_IPV4, frame[26:34]
     return None
+
+
+DEVICE = DeviceEntry(Ixgbe, "passthrough", "Intel 82599 10 GbE physical function, assigned whole via the IOMMU",
+                     ASSIGNERS, "ixgbe", (s.VENDOR_ID, s.DEVICE_ID))

@@ -18,10 +18,12 @@ from ..pci.function import Bar, PciFunction
 from ..sim.resource import Resource
 from ..spec import ixgbe as s
 from ..spec import ixgbevf as vs
+from ..spec.ethernet import ETH_FCS_LEN as _FCS
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .ixgbe import DCTL, RX, SRRCTL, TX, Msi
 from .ixgbe_switch import OFF, SriovEngine, bits
 from .regs import add64, narrow, widen
+from .registry import ASSIGNERS, DeviceEntry
 from .vmstate import ASSIGNED_DEVICE
 
 _V = {r.name: r.offset >> 2 for r in vs.REGS}
@@ -35,13 +37,13 @@ _PLAIN = frozenset([VTEIAC, VTEIAM, VTIVAR0, VTIVAR_MISC, *range(VTEITR0, VTEITR
 _RO = frozenset(r.offset >> 2 for r in vs.REGS if r.access == "ro") - {VFSTATUS, VFLINKS}
 _MBMEM = range(VFMBMEM0, VFMBMEM0 + vs.MAILBOX_SIZE)
 _STATUS, _LINKS = s.REGS["STATUS"].offset, s.REGS["LINKS"].offset
-_FCS = 4
 
 
 class VirtualFunction:
     """VF ``index`` of ``sriov``'s port, its DMA through ``dma``."""
 
     NAME = "ixgbevf"
+    VMSTATE = None
     MIGRATION_BLOCKER = ASSIGNED_DEVICE
 
     def __init__(self, sriov: SriovEngine, index: int, dma: Dma) -> None:
@@ -236,3 +238,7 @@ class VirtualFunction:
         add64(r, VFGORC, len(frame) + _FCS)
         if frame[0] & 1:
             r[VFMPRC] = (r[VFMPRC] + 1) & 0xFFFFFFFF
+
+
+DEVICE = DeviceEntry(VirtualFunction, "sriov", "Intel 82599 SR-IOV virtual function", ASSIGNERS, "ixgbevf",
+                     (vs.VENDOR_ID, vs.DEVICE_ID))

@@ -27,6 +27,7 @@ from ..sim.resource import Resource
 from ..spec import pcnet as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .discard import discard
+from .registry import DeviceEntry
 from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Ints, Nested, UInt, VmState, masked
 
 Irq = Callable[[Resource, int], None]
@@ -429,3 +430,7 @@ def _ring_length_problem(n: int) -> str | None:
 
 def _ring_index_problem(index: int, length: int) -> str | None:
     return None if index < max(length, 1) else f"{index} is not below {length} (the ring's descriptors)"
+
+
+DEVICE = DeviceEntry(PCNet, "emulated", "AMD Am79C970A PCnet-PCI II (VMware 'Vlance')",
+                     ("QEMU/KVM", "VMware ESXi", "VirtualBox"), "pcnet", (s.VENDOR_ID, s.DEVICE_ID))

@@ -31,6 +31,7 @@ from ..sim.resource import Resource
 from ..spec import rtl8139 as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .discard import discard
+from .registry import DeviceEntry
 from .vmstate import PCI_FUNCTION, Bytes, Choice, Counts, Flag, Instant, Ints, Nested, UInt, VmState, below
 
 _OFF = {r.name: r.offset for r in s.REGS}
@@ -462,3 +463,7 @@ class RTL8139:
         UInt("rx_write", 32, check=lambda offset, dev, staged: _rx_offset_problem(offset, staged, dword=True)),
         Instant("tctr_base"), Counts("errors"),
         Nested("pci", PCI_FUNCTION)))
+
+
+DEVICE = DeviceEntry(RTL8139, "emulated", "Realtek RTL8139C+ 100 Mbit", ("QEMU/KVM", "Xen HVM"), "rtl8139",
+                     (s.VENDOR_ID, s.DEVICE_ID))

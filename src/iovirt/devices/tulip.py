@@ -33,6 +33,7 @@ from ..sim.resource import Resource
 from ..spec import tulip as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .discard import discard
+from .registry import DeviceEntry
 from .vmstate import (PCI_FUNCTION, ByteSet, Bytes, Choice, Counts, Flag, Ints, Nested, UInt, VmState, below,
                       length_at_most, masked)
 
@@ -510,3 +511,7 @@ class Tulip:
 
 def _ignore(cpu: Resource, value: int) -> None:
     """A read-only CSR: writes have no effect."""
+
+
+DEVICE = DeviceEntry(Tulip, "emulated", "DEC 21140/21143 Tulip (Hyper-V's legacy NIC; 21143 PCI ID as in QEMU)",
+                     ("Hyper-V",), "tulip", (s.VENDOR_ID, s.DEVICE_ID))

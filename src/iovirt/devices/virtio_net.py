@@ -18,6 +18,7 @@ from ..spec.e1000 import CLASS_ETHERNET
 from .discard import discard
 from .virtio_pci import TRANSPORT_STATE, VirtioPciDevice
 from .virtqueue import VirtqueueError
+from .registry import DeviceEntry
 from .vmstate import Bytes, VmState
 
 TX_BURST = 256                  # QEMU tx_burst / vhost-net VHOST_NET_PKT_WEIGHT
@@ -198,3 +199,8 @@ def _complete_checksum(frame: bytes, start: int, offset: int) -> bytes:
     total = int.from_bytes(frame[start:] + b"\0" * (len(frame[start:]) & 1), "big") % 0xFFFF
     csum = (~total & 0xFFFF) or 0xFFFF
     return frame[:at] + csum.to_bytes(2, "big") + frame[at + 2 :]
+
+
+DEVICE = DeviceEntry(VirtioNet, "paravirt", "virtio 1.x network device", ("QEMU/KVM", "Firecracker"),
+                     "virtio_net", (v.VENDOR_ID, v.DEVICE_ID_NET), backends=("qemu", "vhost-net", "vhost-user"),
+                     hypervisor="kvm", offloads=("tx-checksum-ip-generic",))

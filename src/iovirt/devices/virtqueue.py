@@ -11,7 +11,6 @@ length."""
 from __future__ import annotations
 
 from ..mem.dma import Dma, DmaFault
-from ..mem.guest_memory import PAGE_SHIFT
 from ..sim.resource import Resource
 from ..spec import virtio as v
 from .vmstate import Flag, UInt, VmState
@@ -33,7 +32,7 @@ class VirtqueueError(Exception):
 class Virtqueue:
     __slots__ = ("index", "dma", "_size", "max_size", "desc", "_avail", "_used", "enabled", "msix_vector",
                  "notify_off", "event_idx", "indirect", "last_avail", "used_idx", "signalled_used", "buf",
-                 "_avail_direct", "_used_direct", "_desc_end")
+                 "_avail_u16", "_used_put16", "_used_put_elem", "_desc_end")
 
     def __init__(self, index: int, dma: Dma, max_size: int) -> None:
         self.index = index
@@ -47,9 +46,9 @@ class Virtqueue:
         self.reset()
 
     # ---- ring geometry: where the driver put the rings ------------------------
-    # NOTE: the hot paths read and write a ring in place when it lies,
-    # untranslated, wholly inside guest memory (decided whenever the driver
-    # moves or resizes it); otherwise through the checked accessors below.
+    # A ring that lies untranslated and wholly inside guest memory is read and
+    # written in place; any other through the checked accessors.  Which one is
+    # decided whenever the driver moves or resizes a ring (``_place``).
     @property
     def size(self) -> int:
         return self._size
@@ -78,12 +77,16 @@ class Virtqueue:
         self._place()
 
     def _place(self) -> None:
-        """Whether the avail ring (with used_event) and the used ring (with
-        avail_event) lie untranslated inside guest memory."""
+        """The accessors of the avail ring (with used_event) and the used ring
+        (with avail_event): in place when the ring lies untranslated inside
+        guest memory, checked otherwise."""
         dma, size = self.dma, self._size
         plain = dma.translate is None
-        self._avail_direct = plain and 0 <= self._avail and self._avail + _AVAIL_RING + 2 * size + 2 <= dma.size
-        self._used_direct = plain and 0 <= self._used and self._used + _USED_RING + 8 * size + 2 <= dma.size
+        avail_inside = plain and 0 <= self._avail and self._avail + _AVAIL_RING + 2 * size + 2 <= dma.size
+        used_inside = plain and 0 <= self._used and self._used + _USED_RING + 8 * size + 2 <= dma.size
+        self._avail_u16 = self._u16_inside if avail_inside else self._u16
+        self._used_put16 = self._put16_inside if used_inside else self._put16
+        self._used_put_elem = self._put_elem_inside if used_inside else self._put_elem
 
     def reset(self) -> None:
         self.size = self.max_size
@@ -105,27 +108,43 @@ class Virtqueue:
         _U16.pack_into(self.buf, gpa, value)
         self.dma.mem.mark_dirty(gpa, 2)
 
+    def _put_elem(self, addr: int, head: int, written: int) -> None:
+        gpa = self.dma.gpa(addr, 8, True)
+        _ELEM.pack_into(self.buf, gpa, head, written)
+        self.dma.mem.mark_dirty(gpa, 8)
+
+    # ---- the same, in place (``_place`` found the ring inside guest memory) -----
+    def _u16_inside(self, addr: int) -> int:
+        return _U16_READ(self.buf, addr)[0]
+
+    def _put16_inside(self, addr: int, value: int) -> None:
+        _U16.pack_into(self.buf, addr, value)
+        self.dma.mem.mark_dirty(addr, 2)
+
+    def _put_elem_inside(self, addr: int, head: int, written: int) -> None:
+        _ELEM.pack_into(self.buf, addr, head, written)
+        self.dma.mem.mark_dirty(addr, 8)
+
     # ---- available ring -----------------------------------------------------
     def has_avail(self) -> bool:
         if not self.enabled:
             return False
-        at = self._avail + _AVAIL_IDX
-        return (_U16_READ(self.buf, at)[0] if self._avail_direct else self._u16(at)) != self.last_avail
+        return self._avail_u16(self._avail + _AVAIL_IDX) != self.last_avail
 
     def pop(self, cpu: Resource) -> tuple[int, Segments, Segments] | None:
         """Next available chain: (head, device-readable, device-writable)
         segments as (address, length), or None when the ring is empty."""
         avail, last, size, buf = self._avail, self.last_avail, self._size, self.buf
         try:
-            direct = self._avail_direct
-            idx = _U16_READ(buf, avail + _AVAIL_IDX)[0] if direct else self._u16(avail + _AVAIL_IDX)
+            read = self._avail_u16
+            idx = read(avail + _AVAIL_IDX)
             pending = (idx - last) & 0xFFFF
             if not pending:
                 return None
             if pending > size:
                 raise VirtqueueError(f"queue {self.index}: avail idx moved {pending} past {size} entries")
             at = avail + _AVAIL_RING + 2 * (last % size)
-            head = _U16_READ(buf, at)[0] if direct else self._u16(at)
+            head = read(at)
             at, flags = self.desc + 16 * head, _F_NEXT
             if head < size and 0 <= at <= self._desc_end:
                 addr, length, flags, _ = _DESC(buf, at)
@@ -176,22 +195,10 @@ class Virtqueue:
     def push(self, head: int, written: int) -> None:
         """Return a chain to the driver (2.6.8): element first, then idx."""
         used = self._used
-        elem = used + _USED_RING + 8 * (self.used_idx % self._size)
-        if self._used_direct:
-            buf, dirty = self.buf, self.dma.mem.dirty
-            _ELEM.pack_into(buf, elem, head, written)
-            self.used_idx = idx = (self.used_idx + 1) & 0xFFFF
-            _U16.pack_into(buf, used + _USED_IDX, idx)
-            # NOTE: GuestMemory.mark_dirty inlined: both records lie within two pages
-            dirty[elem >> PAGE_SHIFT] = dirty[(elem + 7) >> PAGE_SHIFT] = 1
-            dirty[(used + _USED_IDX) >> PAGE_SHIFT] = dirty[(used + _USED_IDX + 1) >> PAGE_SHIFT] = 1
-            return
         try:
-            gpa = self.dma.gpa(elem, 8, True)
-            _ELEM.pack_into(self.buf, gpa, head, written)
-            self.dma.mem.mark_dirty(gpa, 8)
-            self.used_idx = (self.used_idx + 1) & 0xFFFF
-            self._put16(self.used + v.VIRTQ_USED_IDX, self.used_idx)
+            self._used_put_elem(used + _USED_RING + 8 * (self.used_idx % self._size), head, written)
+            self.used_idx = idx = (self.used_idx + 1) & 0xFFFF
+            self._used_put16(used + _USED_IDX, idx)
         except DmaFault as fault:
             raise VirtqueueError(f"queue {self.index}: used ring {fault}") from None
 
@@ -204,8 +211,7 @@ class Virtqueue:
         try:
             if self.event_idx:
                 at = self._avail + _AVAIL_RING + 2 * self._size        # used_event (2.6.10)
-                event = _U16_READ(self.buf, at)[0] if self._avail_direct else self._u16(at)
-                return (new - event - 1) & 0xFFFF < (new - old) & 0xFFFF    # NOTE: vring_need_event inlined
+                return v.vring_need_event(self._avail_u16(at), new, old)
             return not self._u16(self.avail + v.VIRTQ_AVAIL_FLAGS) & v.VIRTQ_AVAIL_F_NO_INTERRUPT
         except DmaFault as fault:
             raise VirtqueueError(f"queue {self.index}: avail ring {fault}") from None
@@ -216,12 +222,7 @@ class Virtqueue:
         try:
             if self.event_idx:
                 if on:
-                    at = self._used + _USED_RING + 8 * self._size        # avail_event (2.6.10)
-                    if self._used_direct:
-                        _U16.pack_into(self.buf, at, self.last_avail)
-                        self.dma.mem.dirty[at >> PAGE_SHIFT] = self.dma.mem.dirty[(at + 1) >> PAGE_SHIFT] = 1
-                    else:
-                        self._put16(at, self.last_avail)
+                    self._used_put16(self._used + _USED_RING + 8 * self._size, self.last_avail)   # avail_event (2.6.10)
             else:
                 self._put16(self.used + v.VIRTQ_USED_FLAGS, 0 if on else v.VIRTQ_USED_F_NO_NOTIFY)
         except DmaFault as fault:

@@ -25,8 +25,9 @@ from collections import Counter
 
 from ..sim.resource import Resource
 from ..spec import xen as x
+from ..spec.ethernet import ETH_HLEN
+from .registry import DeviceEntry
 
-ETH_HLEN = 14
 NAPI_WEIGHT = 64                    # XENVIF_NAPI_WEIGHT
 RX_BATCH = 64                       # copy ops per RX flush (COPY_BATCH_SIZE)
 FATAL_SKB_SLOTS = 20                # FATAL_SKB_SLOTS_DEFAULT: a longer chain is fatal
@@ -38,6 +39,10 @@ _I16 = x.I16.unpack_from
 
 
 class XenNetback:
+    NAME = "xen-netfront"               # the catalogue's name: the device the guest sees
+    VMSTATE = None
+    MIGRATION_BLOCKER = "netback keeps no state to move: the frontend reconnects to a new backend on the target"
+
     def __init__(self, xen, kernel, cpu: Resource, path: str, frontend_domid: int, acct: Counter) -> None:
         self.xen = xen
         self.kernel = kernel                # dom0's: memory, upcall dispatch
@@ -333,3 +338,7 @@ def _int(text: str | None) -> int | None:
         return int(text) if text is not None else None
     except ValueError:
         return None
+
+
+DEVICE = DeviceEntry(XenNetback, "paravirt", "Xen PV netif (shared rings, grant tables, event channels)",
+                     ("Xen",), "xen_netfront", hypervisor="xen")

@@ -1,17 +1,18 @@
 """The device catalogue: every NIC a scenario can give a VM, and the physical
-NICs a host can have. Flip ``implemented`` when a device model lands."""
+NICs a host can have.  The implemented ones are the device registry's; the
+planned ones are listed here until their model lands."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from ..devices.registry import DeviceEntry, registry
+
 Model = Literal["emulated", "paravirt", "passthrough", "sriov"]
 MODELS: tuple[str, ...] = get_args(Model)
 UPLINK_MODELS = ("passthrough", "sriov")  # the models that take a physical NIC
 NicKind = Literal["x82599"]
-
-_ASSIGNERS = ("QEMU/KVM (VFIO)", "Xen (pciback)", "VMware ESXi (DirectPath I/O)", "Hyper-V (DDA)")
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Device:
     implemented: bool = False
     backends: tuple[str, ...] = ()  # the first is the default
     hypervisor: str | None = None  # the only hypervisor that offers it, if one
+    offloads: tuple[str, ...] = ()  # what the device does for the guest's stack (ethtool -k names)
 
     @property
     def status(self) -> str:
@@ -37,26 +39,21 @@ class PhysicalNic:
     max_vfs: int
 
 
+PLANNED = (
+    Device("vmxnet3", "paravirt", "VMware VMXNET3 paravirtual NIC", ("VMware ESXi", "QEMU/KVM")),
+    Device("netvsc", "paravirt", "Hyper-V synthetic NIC (NetVSC over VMBus)", ("Hyper-V",)),
+)
+
+
+def _device(entry: DeviceEntry) -> Device:
+    return Device(entry.name, entry.kind, entry.emulates, entry.used_by, entry.status == "implemented",
+                  entry.backends, entry.hypervisor, entry.offloads)
+
+
+# Every device model as its module declares it (devices/registry.py), then the planned ones, by I/O model.
 DEVICES: dict[str, Device] = {
-    d.name: d
-    for d in (
-        Device("e1000", "emulated", "Intel 82540EM gigabit (8254x SDM)",
-               ("QEMU/KVM", "Xen HVM", "VMware ESXi", "VirtualBox"), implemented=True),
-        Device("rtl8139", "emulated", "Realtek RTL8139C+ 100 Mbit", ("QEMU/KVM", "Xen HVM"), implemented=True),
-        Device("pcnet", "emulated", "AMD Am79C970A PCnet-PCI II (VMware 'Vlance')",
-               ("QEMU/KVM", "VMware ESXi", "VirtualBox"), implemented=True),
-        Device("tulip", "emulated", "DEC 21140/21143 Tulip (Hyper-V's legacy NIC; 21143 PCI ID as in QEMU)",
-               ("Hyper-V",), implemented=True),
-        Device("virtio-net", "paravirt", "virtio 1.x network device", ("QEMU/KVM", "Firecracker"),
-               implemented=True, backends=("qemu", "vhost-net", "vhost-user"), hypervisor="kvm"),
-        Device("xen-netfront", "paravirt", "Xen PV netif (shared rings, grant tables, event channels)",
-               ("Xen",), implemented=True, hypervisor="xen"),
-        Device("vmxnet3", "paravirt", "VMware VMXNET3 paravirtual NIC", ("VMware ESXi", "QEMU/KVM")),
-        Device("netvsc", "paravirt", "Hyper-V synthetic NIC (NetVSC over VMBus)", ("Hyper-V",)),
-        Device("ixgbe", "passthrough", "Intel 82599 10 GbE physical function, assigned whole via the IOMMU",
-               _ASSIGNERS, implemented=True),
-        Device("ixgbevf", "sriov", "Intel 82599 SR-IOV virtual function", _ASSIGNERS, implemented=True),
-    )
+    d.name: d for model in MODELS
+    for d in (*map(_device, registry().values()), *PLANNED) if d.model == model
 }
 
 PHYSICAL_NICS: dict[str, PhysicalNic] = {

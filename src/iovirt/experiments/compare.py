@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from statistics import median
 
 from .catalog import DEVICES
-from .runner import run
+from .runner import run, run_all
 from .scenario import Scenario
 
 LINK_GBPS = 10
@@ -136,20 +136,7 @@ def sweep(todo: list[dict], client=None, progress: Callable[[dict], None] | None
     Every point's scenario is checked first: a bad one stops the sweep before any runs."""
     for point in todo:
         Scenario.from_dict(point["scenario"], source=point["scenario"]["name"])
-    if client is None:
-        rows = []
-        for point in todo:
-            rows.append(run_point(point))
-            if progress:
-                progress(rows[-1])
-    else:
-        from distributed import as_completed
-
-        futures = client.map(run_point, todo, pure=False)
-        for future in as_completed(futures):
-            if progress:
-                progress(future.result())
-        rows = client.gather(futures)
+    rows = run_all(run_point, todo, client, progress)
     baseline = {r["packet_size"]: r["per_vm_gbps"] for r in rows if r["model"] == "bare-metal"}
     for r in rows:
         base = baseline.get(r["packet_size"])

@@ -34,7 +34,8 @@ class MigrationOutcome:
         return {"vm": r.vm, "from": r.source, "to": r.target, "model": r.model, "result": r.result,
                 "reason": r.reason, "downtime_ms": round(r.downtime_ns / 1e6, 4),
                 "total_time_ms": round(r.total_ns / 1e6, 4), "rounds": r.rounds, "pages_sent": r.pages_sent,
-                "zero_pages": r.zero_pages, "bytes_sent": r.bytes_sent, "frames_lost": self.frames_lost,
+                "zero_pages": r.zero_pages, "bytes_sent": r.bytes_sent, "state_bytes": r.state_bytes,
+                "vcpu_state_bytes": r.vcpu_state_bytes, "frames_lost": self.frames_lost,
                 "standby_ms": None if r.failback_ns is None else round((r.failback_ns - r.unplugged_ns) / 1e6, 4),
                 "flows": self.result.to_dict()["flows"]}
 

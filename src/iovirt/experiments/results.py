@@ -91,16 +91,17 @@ def _bottleneck(world, f: FlowStats, resources: list[dict]) -> dict:
     """The busiest resource on the flow's path: its machines' vCPUs and
     threads, their hosts' cores, NICs and wires, and the far end if it is
     the wire; the model or the measuring side, whichever limits it.  A flow
-    that lost frames at the far end's full rings names the far end's core."""
+    that lost frames at a full queue in front of a resource on its path (a
+    switch port's buffer, the far end's rings) names that resource."""
     machines = [vm for name in (f.src, f.dst) if name in world.vms for vm in world.incarnations(name)]
     own = tuple(f"{vm.host.name}/{vm.name}/" for vm in machines)
     hosts = tuple(f"{vm.host.name}/" for vm in machines)
     on_path = [r for r in resources if r["name"].startswith(own)
                or r["kind"] in ("host_core", "nic", "wire") and r["name"].startswith(hosts)
                or r["kind"] == "peer" and f.dst == "wire"]
-    if f.dst == "wire" and world.sim.drops.flows[f.index]:    # frames the far end missed at its full rings
-        missed = tuple(p[:-len("rx_missed")] for p in world.sim.drops.places if p.endswith("/rx_missed"))
-        on_path = [r for r in on_path if r["kind"] == "peer" and r["name"].startswith(missed)] or on_path
+    if world.sim.drops.flows[f.index]:
+        full = tuple(_fed_by(place) for place in world.sim.drops.places if _fed_by(place))
+        on_path = [r for r in on_path if r["name"].startswith(full)] or on_path
     top = max(on_path, key=lambda r: r["utilization"], default=None)
     return {"resource": top["name"], "utilization": top["utilization"]} if top else {}
 
@@ -120,6 +121,16 @@ def owners(world, flows: list[FlowStats]) -> tuple[dict[str, str], dict[str, lis
         for owner in machines | {vms[m] for m in machines} | ({WIRE_PEERS} if WIRE in (f.src, f.dst) else set()):
             served.setdefault(owner, []).append(f.index)
     return owners, served
+
+
+def _fed_by(place: str) -> str:
+    """The resource (name prefix) a queue that drops at ``place`` feeds: a
+    switch port's buffer its link into the NIC, the far end's rings its cores."""
+    if place.startswith("fabric/") and place.endswith("/egress-buffer"):
+        return place[len("fabric/"):-len("egress-buffer")] + "rx"
+    if place.endswith("/rx_missed") and place.startswith("peer-"):
+        return place[:-len("rx_missed")]
+    return ""
 
 
 class Result:

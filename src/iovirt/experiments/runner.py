@@ -9,13 +9,12 @@ from pathlib import Path
 
 from . import capture
 from .results import Result
-from .scenario import WIRE, Scenario
+from .scenario import DIRTY_SET_MB, WIRE, Scenario
 from .workloads import KINDS, FlowStats, MemoryDirty, flow_of
 from .world import World
 
 DRAIN_NS = 50_000_000       # in-flight frames get at most this long after the last send
 DRAIN_STEP_NS = 1_000_000
-DIRTY_SET_MB = 16          # memory_dirty's working set unless given
 PROGRESS_STEPS = 100       # run_to reports progress this many times
 
 
@@ -120,3 +119,22 @@ def run(scenario: Scenario, progress: Callable[[float], None] | None = None) -> 
     world = World(scenario)
     start, stop, flows = begin(world)
     return finish(world, start, stop, flows, wall, progress)
+
+
+def run_all(fn: Callable[[dict], dict], todo: list[dict], client=None,
+            progress: Callable[[dict], None] | None = None) -> list[dict]:
+    """``fn`` over every point, serially or as tasks on a Dask ``client``; results in point order."""
+    if client is None:
+        rows = []
+        for point in todo:
+            rows.append(fn(point))
+            if progress:
+                progress(rows[-1])
+        return rows
+    from distributed import as_completed
+
+    futures = client.map(fn, todo, pure=False)
+    for future in as_completed(futures):
+        if progress:
+            progress(future.result())
+    return client.gather(futures)

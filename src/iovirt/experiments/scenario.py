@@ -24,6 +24,11 @@ from iovirt.sim.profile import CostProfile, load_profile
 
 MTU = 1500
 MIN_MEMORY_MB = 32  # the guest kernel keeps its DMA buffers above 16 MiB
+# What a booted Linux guest holds in memory: Alpine 3.23 (virt kernel) freshly deployed on a KVM VPS, `free -m`:
+# 38 MiB used + 28 MiB buff/cache (TierHive, "Minimising Alpine 3.23 on a KVM VPS",
+# tierhive.com/blog/tierhive-howto/how-to-run-alpine-with-just-23mb-ram, "Before")
+BOOTED_LINUX_RESIDENT_MB = 38 + 28
+DIRTY_SET_MB = 16          # memory_dirty's working set unless given
 MIN_PACKET = 44  # IPv4 header (20) + UDP or ICMP header (8) + probe (flow, sequence, send time: 16)
 WIRE = "wire"  # workload dst: a peer on the physical link
 ASSIGNED = ("sriov", "passthrough")  # models whose NIC is a function assigned to the VM
@@ -214,6 +219,9 @@ class Vm(_Strict):
     memory_mb: Annotated[int, Field(ge=MIN_MEMORY_MB),
                          _at_most(MAX_MEMORY_MB, "MiB", "one KVM memory slot, KVM_MEM_MAX_NR_PAGES: "
                                                        "2^31 - 1 pages of 4 KiB")] = 256
+    # the booted guest's kernel, page cache and processes (non-zero pages a migration moves); None: a booted
+    # Linux's BOOTED_LINUX_RESIDENT_MB, as much of it as fits beside the DMA room and working sets (the loader)
+    resident_mb: Annotated[int, Field(ge=0)] | None = None
     nics: list[VmNic] = []
     bare_metal: bool = False  # the host itself runs this OS and owns its NICs: no hypervisor
 
@@ -301,6 +309,12 @@ class Scenario(_Strict):
     def source_path(self) -> Path | None:
         return self._source_path
 
+    def with_profile(self, profile: CostProfile) -> Scenario:
+        """A copy of this scenario priced by ``profile``."""
+        copy = self.model_copy(deep=True)
+        copy._profile = profile
+        return copy
+
     @property
     def source(self) -> str:
         """What errors found later (building the world) name the scenario by: its file."""
@@ -323,6 +337,10 @@ class Scenario(_Strict):
         for vm in scenario.vms:
             for nic in vm.nics:
                 nic.backend = nic.backend or next(iter(DEVICES[nic.device].backends), None)
+            if vm.resident_mb is None:
+                sets = sum(w.working_set_mb or DIRTY_SET_MB for w in scenario.workloads
+                           if w.type == "memory_dirty" and w.src == vm.name)
+                vm.resident_mb = max(0, min(BOOTED_LINUX_RESIDENT_MB, vm.memory_mb - MIN_MEMORY_MB - sets))
         scenario._source = source
         return scenario
 
@@ -330,6 +348,15 @@ class Scenario(_Strict):
 def backed_up(vm: Vm, nic: VmNic) -> bool:
     """A virtio-net standby of ``vm`` shares ``nic``'s MAC (net_failover)."""
     return any(n.standby and n.mac == nic.mac for n in vm.nics)
+
+
+def save_records(vm: Vm, xen: bool) -> str:
+    """The save records ``vm``'s vCPUs migrate in (hypervisor/cpustate.py): a
+    Xen guest whose NICs are all netfronts is a PV domain, one with an emulated
+    or assigned PCI function an HVM domain."""
+    if not xen:
+        return "kvm"
+    return "xen-pv" if all(nic.device == "xen-netfront" for nic in vm.nics) else "xen-hvm"
 
 
 def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
@@ -515,9 +542,11 @@ def _dirty_problems(where: str, w: Workload, vm: Vm) -> Iterator[tuple[str, str]
         yield f"{where}.dst", f"expected no dst for memory_dirty (the guest writes its own memory), got {w.dst!r}"
     if w.dirty_mib_s is None:
         yield f"{where}.dirty_mib_s", "expected the rate the guest dirties memory at, in MiB/s (missing)"
-    if (w.working_set_mb or 0) > vm.memory_mb - MIN_MEMORY_MB:
-        yield (f"{where}.working_set_mb", f"expected at most {vm.memory_mb - MIN_MEMORY_MB} MiB "
-                                          f"({w.src} has {vm.memory_mb}), got {w.working_set_mb}")
+    room, size = vm.memory_mb - MIN_MEMORY_MB - (vm.resident_mb or 0), w.working_set_mb or DIRTY_SET_MB
+    if size > room:
+        resident = "" if vm.resident_mb is None else f", resident_mb {vm.resident_mb}"
+        yield (f"{where}.working_set_mb", f"expected at most {room} MiB ({w.src} has {vm.memory_mb}{resident}), "
+                                          f"got {size}" + ("" if w.working_set_mb else " (the default)"))
 
 
 def _duplicates(what: str, items: list[tuple[str, str]]) -> Iterator[tuple[str, str]]:
@@ -549,6 +578,10 @@ def _vm_problems(where: str, vm: Vm, hosts: dict[str, Host]) -> Iterator[tuple[s
     limit, what, why = vcpu_limit(vm, hosts[vm.host])
     if vm.vcpus > limit:
         yield f"{where}.vcpus", f"expected at most {limit} {what} ({why}), got {vm.vcpus}"
+    if vm.resident_mb is not None and vm.resident_mb > vm.memory_mb - MIN_MEMORY_MB:
+        yield (f"{where}.resident_mb", f"expected at most {vm.memory_mb - MIN_MEMORY_MB} MiB: memory_mb "
+                                       f"({vm.memory_mb}) less {MIN_MEMORY_MB} the kernel keeps (the first 16 MiB, "
+                                       f"and 16 MiB for DMA rings and buffers), got {vm.resident_mb}")
     pci_nics = sum(nic.device != "xen-netfront" for nic in vm.nics)
     if pci_nics > PCI_NIC_SLOTS:
         yield (f"{where}.nics", f"expected at most {PCI_NIC_SLOTS} PCI NICs (bus 0 has 32 slots; 0-2 hold the host "

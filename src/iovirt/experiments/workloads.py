@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from ..guest.kernel import GuestKernel
-from ..guest.net.stack import IPv4Stack
+from ..net.stack import IPv4Stack
 
 PROBE = struct.Struct("!IIQ")          # flow, sequence, send time (ns)
 PROBE_SIZE = PROBE.size

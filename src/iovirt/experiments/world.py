@@ -1,54 +1,41 @@
 """Build a running system from a scenario: hosts and their physical NICs,
-VMs (or bare-metal machines) with their NICs wired by model, guests booted
-(PCI enumeration, driver probe) and interfaces up, and the peer at the far
-end of each physical link that a workload sends to."""
+VMs (or bare-metal machines) with their NICs wired by model (one factory per
+model), guests booted (PCI enumeration, driver probe) and interfaces up, and
+the peer at the far end of each physical link that a workload sends to.  A
+migration with net_failover is orchestrated in ``failover.py``."""
 
 from __future__ import annotations
 
+from functools import partial
 from ipaddress import IPv4Interface
 
 from ..devices.vmstate import load_state
-from ..guest.drivers.failover import FailoverMaster
 from ..guest.drivers.xen_netfront import xenbus_probe
 from ..guest.kernel import GuestKernel
-from ..guest.peer import WirePeer
 from ..hypervisor.emulation import EmulatedNic, XenHvmNic
 from ..hypervisor.host import Host
 from ..hypervisor.ixgbe_pf import VfConfig
 from ..hypervisor.migration import Migration, MigrationLink, MigrationReport
 from ..hypervisor.paravirt import VirtioNic
 from ..hypervisor.passthrough import AssignmentError, PassthroughNic, PhysicalNic
+from ..hypervisor.pcinic import PciNic
 from ..hypervisor.sriov import SriovNic, SriovPort
-from ..hypervisor.uplink import UplinkPort
 from ..hypervisor.vm import VM
-from ..hypervisor.wire import Fabric
 from ..hypervisor.xen import Xen
+from ..net.fabric import Fabric
+from ..net.peer import WirePeer
+from ..net.uplink import UplinkPort
 from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource
-from .scenario import (
-    ASSIGNED,
-    WIRE,
-    Scenario,
-    ScenarioError,
-    backed_up,
-    bridge_port,
-    migration_problem,
-)
+from . import failover
+from .scenario import ASSIGNED, WIRE, Scenario, ScenarioError, bridge_port, migration_problem, save_records
 
 SETTLE_NS = 2_000_000
 HOST_KERNEL_MB = 64
-SOFTWARE_WIRINGS = {"emulated": EmulatedNic, "paravirt": VirtioNic}
 
 
 def mac_bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", ""))
-
-
-def _xen_nic(xen: Xen, vm: VM, nic):
-    """On a Xen host: a PV vif (netfront, netback in dom0), or an HVM device model in dom0's QEMU."""
-    if nic.device == "xen-netfront":
-        return xen.add_vif(vm, mac_bytes(nic.mac))
-    return XenHvmNic(vm, nic.device, mac_bytes(nic.mac), xen.ioreq_server(vm))
 
 
 def _vf_config(nic) -> VfConfig:
@@ -82,7 +69,6 @@ class World:
         self.retired: list[VM] = []                                    # VMs that migrated away
         self.migration_links: list[Resource] = []
         self.busy_before: dict[str, float] = {}                       # resources' busy time before the window
-        self.nic_specs: dict[int, object] = {}                         # id of a wired NIC -> its spec
         self.uplinks = {name: self._uplink(host) for name, host in self.hosts.items() if self._free_nic(name)}
         self.sriov = self._sriov_ports()
         for index, spec in enumerate(scenario.vms):
@@ -96,7 +82,7 @@ class World:
     def _boot(self, spec, drivers: dict | None) -> GuestKernel:
         """The guest finds its NICs (PCI, or xenbus on Xen) and brings them up."""
         vm = self.vms[spec.name]
-        guest = GuestKernel(spec.name, vm.vcpus[0], vm.cpu_mem, self.sim, drivers)
+        guest = GuestKernel(spec.name, vm.vcpus[0], vm.cpu_mem, self.sim, drivers, resident_mb=spec.resident_mb or 0)
         guest.boot()
         if any(nic.device == "xen-netfront" for nic in spec.nics):
             xenbus_probe(guest, self.xen[spec.host])
@@ -135,34 +121,71 @@ class World:
     def _machine(self, spec, on: str | None = None, mem=None, slots: dict | None = None) -> VM:
         """``spec``'s machine on its host; or a migration's target on host
         ``on`` over ``mem``, with only the PCI NICs the VM still has, each in
-        its slot (``slots``: id of the NIC's spec -> slot)."""
+        its slot (``slots``: index in ``spec.nics`` -> slot)."""
         on = on or spec.host
-        posted = self.host_specs[on].posted_interrupts
         host = self.hosts[on]
-        vm = VM(spec.name, host, spec.memory_mb, spec.vcpus, native=spec.bare_metal, apicv=posted, mem=mem)
+        vm = VM(spec.name, host, spec.memory_mb, spec.vcpus, native=spec.bare_metal,
+                apicv=self.host_specs[on].posted_interrupts, mem=mem)
         xen = self.xen.get(on)
         if xen is not None:
             xen.create_domain(vm)
         for j, nic in enumerate(spec.nics):
-            slot = None if slots is None else slots.get(id(nic), -1)
+            slot = None if slots is None else slots.get(j, -1)
             if slot == -1 and nic.device != "xen-netfront":
                 continue                        # a VF the guest gave up before it moved
-            if nic.model in ASSIGNED:
-                try:
-                    if nic.model == "passthrough":
-                        made = PassthroughNic(vm, host.nics[nic.uplink], mac_bytes(nic.mac), posted=posted)
-                    else:
-                        made = SriovNic(vm, self.sriov[on, nic.uplink], posted=posted)
-                except (AssignmentError, MemoryError) as exc:   # the IOMMU's tables or interrupt entries ran out
-                    raise _Refused(j, str(exc)) from None
-            elif xen is not None:
-                made = _xen_nic(xen, vm, nic)
-            elif nic.standby:
-                made = VirtioNic(vm, nic.device, mac_bytes(nic.mac), nic.backend, standby=True, slot=slot)
-            else:
-                made = SOFTWARE_WIRINGS[nic.model](vm, nic.device, mac_bytes(nic.mac), nic.backend, slot=slot)
-            self.nic_specs[id(made)] = nic
+            try:
+                self.plug(vm, nic, slot)
+            except (AssignmentError, MemoryError) as exc:
+                if nic.model not in ASSIGNED:
+                    raise
+                raise _Refused(j, str(exc)) from None      # the IOMMU's tables or interrupt entries ran out
         return vm
+
+    # ---- one factory per NIC model ----------------------------------------------------
+    def plug(self, vm: VM, nic, slot: int | None = None, hotplug: bool = False):
+        """Scenario NIC ``nic`` into ``vm``, wired as its model is on ``vm``'s
+        host; ``hotplug``: into the running VM (an assigned function, after a migration)."""
+        made = self.FACTORIES[nic.model](self, vm, nic, slot, hotplug)
+        if isinstance(made, PciNic):
+            made.spec = nic
+        return made
+
+    def _emulated(self, vm: VM, nic, slot: int | None, hotplug: bool):
+        """QEMU's device model; on a Xen host, dom0's QEMU serving an HVM guest."""
+        xen = self.xen.get(vm.host.name)
+        if xen is not None:
+            return XenHvmNic(vm, nic.device, mac_bytes(nic.mac), xen.ioreq_server(vm))
+        return EmulatedNic(vm, nic.device, mac_bytes(nic.mac), slot=slot)
+
+    def _paravirt(self, vm: VM, nic, slot: int | None, hotplug: bool):
+        """virtio-net with its backend; on a Xen host, a PV vif (netfront, netback in dom0)."""
+        xen = self.xen.get(vm.host.name)
+        if xen is not None:
+            return xen.add_vif(vm, mac_bytes(nic.mac))
+        return VirtioNic(vm, nic.device, mac_bytes(nic.mac), nic.backend, standby=nic.standby, slot=slot)
+
+    def _passthrough(self, vm: VM, nic, slot: int | None, hotplug: bool):
+        """The host's port of that name, assigned whole."""
+        host = vm.host.name
+        pnic = self.hosts[host].nics.get(nic.uplink)
+        if hotplug and (pnic is None or pnic.owner is not None):
+            raise AssignmentError(f"{host} has no free port {nic.uplink}")
+        return PassthroughNic(vm, pnic, mac_bytes(nic.mac), posted=self.host_specs[host].posted_interrupts,
+                              hotplug=hotplug)
+
+    def _sriov(self, vm: VM, nic, slot: int | None, hotplug: bool):
+        """A VF of the port of that name; hot-plugged: a free VF of any x82599
+        port of the host, the port of the same name first."""
+        host, posted = vm.host.name, self.host_specs[vm.host.name].posted_interrupts
+        if not hotplug:
+            return SriovNic(vm, self.sriov[host, nic.uplink], posted=posted)
+        ports = sorted((p for (h, _), p in self.sriov.items() if h == host and p.free),
+                       key=lambda p: p.pnic.name != nic.uplink)       # the port of the same name first
+        if not ports:
+            raise AssignmentError(f"{host} has no x82599 port with a free VF")
+        return SriovNic(vm, ports[0], posted=posted, config=_vf_config(nic), hotplug=True)
+
+    FACTORIES = {"emulated": _emulated, "paravirt": _paravirt, "passthrough": _passthrough, "sriov": _sriov}
 
     def _sriov_ports(self) -> dict[tuple[str, str], SriovPort]:
         """Ports with num_vfs: VFs enabled, each assigned VF's policy from its VM NIC
@@ -217,10 +240,10 @@ class World:
         spec = next(v for v in self.scenario.vms if v.name == name)
         source, guest = self.vms[name], self.guests[name]
         refused = migration_problem(self.scenario, name, to)
-        vfs = [] if refused else [nic for nic in source.nics if self._has_standby(spec, nic)]
+        vfs = [] if refused else failover.with_standby(spec, source)
 
         def switch_over(mem, states: list[bytes]) -> None:
-            slots = {id(self.nic_specs[id(nic)]): nic.bdf.device for nic in source.nics}
+            slots = {j: nic.bdf.device for nic in source.nics for j, n in enumerate(spec.nics) if n is nic.spec}
             target = self._machine(spec, on=to, mem=mem, slots=slots)
             for nic, blob in zip(target.nics, states):
                 load_state(nic.device, blob)
@@ -238,73 +261,19 @@ class World:
             if report.result == "failed":
                 guest.resume()
             if vfs and report.result in ("ok", "failed"):
-                report.reason = self._replug(spec, report) or report.reason
+                hotplug = partial(self.plug, hotplug=True)
+                report.reason = failover.replug(spec, self.vms[name], guest, hotplug, report) or report.reason
 
         migration = Migration(source, self.hosts[to], link, switch_over, model=self.models[name][0], on_done=done,
-                              **limits)
+                              platform=save_records(spec, source.host.name in self.xen), **limits)
         self.migration_links.append(link.wire)
         if refused:
             migration.refuse(refused)
         if vfs:
-            self.sim.at(at, self._unplug, vfs, migration)
+            self.sim.at(at, failover.unplug, vfs, migration)
         else:
             migration.start(at)
         return migration
-
-    def _has_standby(self, spec, nic) -> bool:
-        """``nic`` is an assigned function whose MAC a virtio-net standby of the same VM shares (net_failover)."""
-        own = self.nic_specs.get(id(nic))
-        return own is not None and own.model in ASSIGNED and backed_up(spec, own)
-
-    def _unplug(self, vfs: list, migration: Migration) -> None:
-        """device_del of every failover VF; pre-copy starts once the guest has ejected the last."""
-        left = [len(vfs)]
-        migration.report.unplugged_ns = self.sim.now
-
-        def ejected() -> None:
-            left[0] -= 1
-            if not left[0]:
-                migration.start(self.sim.now)
-                migration.report.started_ns = migration.report.unplugged_ns
-        for vf in vfs:
-            vf.unplug(on_done=ejected)
-
-    def _replug(self, spec, report: MigrationReport) -> str | None:
-        """A function of the same NIC model where the VM now runs (a free VF,
-        or the port of the same name) is hot-plugged and becomes primary
-        again once the guest has probed it; None, or why the VM stays on its standby."""
-        vm = self.vms[spec.name]
-        host, posted = vm.host.name, self.host_specs[vm.host.name].posted_interrupts
-        for nic in (n for n in spec.nics if n.model in ASSIGNED):
-            if nic.model == "passthrough":
-                pnic = self.hosts[host].nics.get(nic.uplink)
-                if pnic is None or pnic.owner is not None:
-                    return f"{spec.name} stays on its virtio-net standby: {host} has no free port {nic.uplink}"
-                try:
-                    made = PassthroughNic(vm, pnic, mac_bytes(nic.mac), posted=posted, hotplug=True)
-                except (AssignmentError, MemoryError) as exc:
-                    return f"{spec.name} stays on its virtio-net standby: {exc}"
-            else:
-                ports = sorted((p for (h, _), p in self.sriov.items() if h == host and p.free),
-                               key=lambda p: p.pnic.name != nic.uplink)       # the port of the same name first
-                if not ports:
-                    return f"{spec.name} stays on its virtio-net standby: {host} has no x82599 port with a free VF"
-                try:
-                    made = SriovNic(vm, ports[0], posted=posted, config=_vf_config(nic), hotplug=True)
-                except AssignmentError as exc:
-                    return f"{spec.name} stays on its virtio-net standby: {exc}"
-            self.nic_specs[id(made)] = nic
-        self._await_failback(spec.name, report)
-        return None
-
-    def _await_failback(self, name: str, report: MigrationReport) -> None:
-        """``report.failback_ns``: when the guest's bond next takes a primary (once its probe is done)."""
-        guest = self.guests[name]
-        for master in (n for n in guest.netdevs if isinstance(n, FailoverMaster)):
-            def failback(master=master) -> None:
-                report.failback_ns = guest.vcpu.cursor
-                master.on_failback = None
-            master.on_failback = failback
 
     def incarnations(self, name: str) -> list[VM]:
         """VM ``name`` on each host it ran on, the current one last."""
@@ -314,9 +283,7 @@ class World:
         """The source VM after the switch-over: its taps go, its threads leave
         their cores, it never runs again."""
         for nic in vm.nics:
-            close = getattr(getattr(nic, "port", None), "close", None)
-            if close is not None:
-                close()
+            nic.close()
         vm.leave()
         self.retired.append(vm)
 
@@ -331,11 +298,9 @@ class World:
         address of that VM NIC's subnet."""
         spec = next(v for v in self.scenario.vms if v.name == vm)
         nic = next((n for n in spec.nics if n.uplink), None)
-        if nic is not None:
-            pnic = self.hosts[spec.host].nics[nic.uplink]
-        elif spec.host in self.uplinks and spec.nics:
-            nic, pnic = spec.nics[0], self.uplinks[spec.host].pnic
-        else:
+        if nic is None and spec.host in self.uplinks and spec.nics:
+            nic = spec.nics[0]
+        elif nic is None:
             raise LookupError(f"{vm} has no path to a physical link to reach '{WIRE}'")
         net = nic.ip.network
         if net not in self.peers:
@@ -354,7 +319,7 @@ class World:
     def device_errors(self) -> dict[str, int]:
         """Each device model's own error counters (what ``ethtool -S`` shows)."""
         out = {f"{nic.device.place}/{name}": count for vm in self.machines for nic in vm.nics
-               for name, count in getattr(nic.device, "errors", {}).items() if count}
+               for name, count in nic.device.errors.items() if count}
         return dict(sorted(out.items()))
 
     @property

@@ -8,38 +8,49 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import pkgutil
+import struct
 from collections import Counter
 from functools import partial
 from heapq import heappop, heappush
+from importlib import import_module
 from types import TracebackType
 from typing import Callable
 
 from ..mem import guest_memory
+from ..mem.guest_memory import PAGE_SHIFT
+from ..net.stack import IPv4Stack
 from ..spec.pci import Bdf
+from . import drivers
 from .acpiphp import Acpiphp
 from .alloc import DmaAllocator
-from .drivers.e1000 import E1000Driver
 from .drivers.failover import register_netdev, unregister_netdev
-from .drivers.ixgbe import IxgbeDriver
-from .drivers.ixgbevf import IxgbevfDriver
-from .drivers.pcnet import PCNetDriver
-from .drivers.rtl8139 import RTL8139Driver
-from .drivers.tulip import TulipDriver
-from .drivers.virtio_net import VirtioNetDriver
-from .net.stack import IPv4Stack
 from .pci import PciEnumerator
 
-DRIVERS = {(drv.VENDOR, drv.DEVICE): drv
-           for drv in (E1000Driver, RTL8139Driver, VirtioNetDriver, PCNetDriver, TulipDriver, IxgbeDriver,
-                       IxgbevfDriver)}
+
+
+def pci_drivers() -> dict[tuple[int, int], type]:
+    """Every PCI NIC driver in guest/drivers by the (vendor, device) ID it
+    binds: a driver class names its own ID, as a Linux driver's id_table does."""
+    found = {}
+    for info in pkgutil.iter_modules(drivers.__path__):
+        module = import_module(f"{drivers.__name__}.{info.name}")
+        for driver in vars(module).values():
+            if isinstance(driver, type) and driver.__module__ == module.__name__ and "VENDOR" in vars(driver):
+                found[driver.VENDOR, driver.DEVICE] = driver
+    return found
+
+
+DRIVERS = pci_drivers()
 FIRST_VECTOR = 0x30                 # below: exceptions and legacy IRQs
 FIRST_SYSTEM_VECTOR = 0xEC          # from here up: the local APIC's own vectors (arch/x86 irq_vectors.h)
 IA32_SYSCALL_VECTOR = 0x80          # int $0x80, never a device's
 
 
 class GuestKernel:
-    def __init__(self, name: str, vcpu, mem, sim, drivers: dict | None = None) -> None:
+    def __init__(self, name: str, vcpu, mem, sim, drivers: dict | None = None, resident_mb: int = 0) -> None:
         self.name = name
+        self.resident_mb = resident_mb
         self.drivers = DRIVERS if drivers is None else drivers
         self.vcpu = vcpu
         self.mem = mem
@@ -57,6 +68,7 @@ class GuestKernel:
         self.fault: str | None = None       # the oops that stopped this kernel
 
     def boot(self) -> None:
+        self.image = self._load_image()
         for info in self.pci.scan():
             self._bind(info)
         Acpiphp(self)
@@ -156,6 +168,17 @@ class GuestKernel:
         self.stats["spurious_interrupts"] += 1
         self.vcpu.eoi(vector)
 
+    def _load_image(self) -> int:
+        """The booted system's resident memory (kernel text and data, page
+        cache, processes): ``resident_mb`` of pages taken first, each holding
+        its own frame number with the top bit set in its first 8 bytes (so
+        no page of it is a zero page); returns where it starts."""
+        pages = self.resident_mb << 8
+        base = self.alloc.alloc(pages << PAGE_SHIFT)
+        first = base >> PAGE_SHIFT
+        self.mem.stamp_pages(base, struct.pack(f"<{pages}Q", *range(first | 1 << 63, (first + pages) | 1 << 63)), 8)
+        return base
+
     def _zero(self, gpa: int, size: int) -> None:
         self.mem.write(gpa, bytes(size))
 
@@ -186,8 +209,7 @@ class GuestKernel:
         if vcpu.vm.paused:                      # the vCPU is stopped: the work waits for it
             self._parked.append(fn)
             return
-        if now > vcpu.cursor:                   # NOTE: vcpu.sync(now) inlined, once per deferred call
-            vcpu.cursor = now
+        vcpu.sync(now)
         self._guarded(fn)
 
     def resume(self) -> None:

@@ -10,10 +10,7 @@ raised it.  On a Xen host the same models serve HVM guests from dom0
 
 from __future__ import annotations
 
-from ..devices.e1000 import E1000
-from ..devices.pcnet import PCNet
-from ..devices.rtl8139 import RTL8139
-from ..devices.tulip import Tulip
+from ..devices.registry import registry
 from ..mem.dma import Dma
 from ..sim.resource import Resource
 from .pcinic import PciNic
@@ -21,7 +18,7 @@ from .tap import TapPort
 from .vm import VM
 from .xen import XEN_IOREQ, IoreqServer
 
-EMULATED = {"e1000": E1000, "rtl8139": RTL8139, "pcnet": PCNet, "tulip": Tulip}
+EMULATED = {name: entry.model for name, entry in registry().items() if entry.kind == "emulated"}
 
 
 class EmulatedNic(PciNic):
@@ -31,9 +28,12 @@ class EmulatedNic(PciNic):
     def __init__(self, vm: VM, device: str, mac: bytes, backend: str | None = None,
                  vmm: Resource | None = None, slot: int | None = None) -> None:
         vmm = vmm or vm.vmm_thread()
-        model = EMULATED[device](vm.sim, mac, Dma(vm.mem, "copy"), self.irq, timer_cpu=vmm)
+        model = EMULATED[device](vm.sim, mac, Dma(vm.mem, "copy", hot=frozenset(vm.vcpus)), self.irq, timer_cpu=vmm)
         super().__init__(vm, model, slot)
         self.port = TapPort(vm, model, reader=vmm)
+
+    def close(self) -> None:
+        self.port.close()
 
 
 class XenHvmNic(EmulatedNic):

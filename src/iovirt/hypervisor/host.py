@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from ..net.vswitch import VSwitch
 from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource
 from .passthrough import HostIommu
-from .vswitch import VSwitch
 
 
 class Host:

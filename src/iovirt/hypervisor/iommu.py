@@ -26,6 +26,7 @@ from ..mem.dma import DmaFault, Translate
 from ..mem.guest_memory import GuestMemory
 from ..sim.resource import Resource
 from ..spec import vtd
+from ..spec.apic import MSI_ADDR_BASE
 from ..spec.pci import Bdf
 
 # IOTLB tag: DID 55:40, page-size level 38:37 (0 = 4K, 1 = 2M, 2 = 1G), IOVA >> page shift
@@ -398,7 +399,7 @@ class Iommu:
         """An interrupt request (a DMA write to FEEx_xxxxh) through the IRT;
         None when blocked, with the fault recorded."""
         sid = vtd.source_id(bdf)
-        if address >> 20 != vtd.MSI_ADDR_BASE >> 20:
+        if address >> 20 != MSI_ADDR_BASE >> 20:
             return self._ir_fault(sid, 0, vtd.FR_IR_REQ_RSVD, False)
         if not address & vtd.MSI_IF_REMAPPABLE:
             return self._ir_fault(sid, 0, vtd.FR_IR_REQ_COMPAT, False)

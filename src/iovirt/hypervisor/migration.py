@@ -6,19 +6,22 @@
    DMA and backend threads' writes through the VMM's log).
 2. When a round ends and what is left would cross within the downtime
    limit at the bandwidth the round achieved (or the rounds run out), the
-   VM stops; the last dirty pages and every device's state
-   (``devices.vmstate``) cross while nothing runs; ``switch_over`` then
-   builds the target VM on that memory, loads the state and resumes the
-   guest there.
+   VM stops; the last dirty pages, the vCPUs' and the platform's save
+   records (``cpustate``) and every device's state (``devices.vmstate``)
+   cross while nothing runs; ``switch_over`` then builds the target VM on
+   that memory, loads the state and resumes the guest there.
 3. A migration link that fails aborts it: the source VM runs on (resumed if
    it was stopped) and the target keeps nothing.
 
 Zero pages cost their header only (``RAM_SAVE_FLAG_ZERO``).  The migration
 thread on the source pays ``migration_page`` per page and a ``copy`` of each
 normal page into the socket, the incoming thread on the target a ``copy`` out
-of it; the link serialises the bytes at its rate (``wire_tx``) while the
-sender prepares the next burst, so rounds, downtime and total time follow
-from the dirty rate, the link and the threads' cores.
+of it.  The vCPU state is fetched record by record (a ``copy`` for each
+ioctl on KVM; on Xen a ``hypercall`` and a ``copy`` for each domctl) and
+loaded the same way on the target.  The link serialises the bytes at its
+rate (``wire_tx``) while the sender prepares the next burst, so rounds,
+downtime and total time follow from the dirty rate, the link and the
+threads' cores.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 from ..devices.vmstate import StateError, check_state, migration_blocker, save_state
 from ..mem.guest_memory import PAGE_SHIFT, PAGE_SIZE, GuestMemory
 from ..sim.resource import Ledger, Resource
+from . import cpustate
 from .vm import VM
 
 PAGE_HEADER = 8             # be64 offset | RAM_SAVE_FLAG_* before each page
@@ -54,7 +58,8 @@ class MigrationReport:
     pages_sent: int = 0
     zero_pages: int = 0
     bytes_sent: int = 0
-    state_bytes: int = 0
+    state_bytes: int = 0                # sent while stopped besides pages: vCPU and platform records, devices
+    vcpu_state_bytes: int = 0           # ... of which the vCPU and platform records
 
     @property
     def downtime_ns(self) -> float:
@@ -96,12 +101,14 @@ SwitchOver = Callable[[GuestMemory, list[bytes]], None]
 
 
 class Migration:
-    """Pre-copy of ``vm`` to host ``target`` over ``link``."""
+    """Pre-copy of ``vm`` to host ``target`` over ``link``; ``platform``
+    names the save records its vCPUs go in (``cpustate.LAYOUTS``)."""
 
     def __init__(self, vm: VM, target, link: MigrationLink, switch_over: SwitchOver, *, model: str = "",
-                 downtime_ns: float = 300e6, max_rounds: int = 30,
+                 platform: str = "kvm", downtime_ns: float = 300e6, max_rounds: int = 30,
                  on_done: Callable[[MigrationReport], None] | None = None) -> None:
         self.vm = vm
+        self.platform = platform
         self.sim = vm.sim
         self.target = target
         self.link = link
@@ -235,19 +242,38 @@ class Migration:
             states = [save_state(nic.device) for nic in self.vm.nics]
         except StateError as exc:
             return self._abort(f"device state not saved: {exc}")
-        self.report.state_bytes = sum(map(len, states))
+        cpu = cpustate.save(self.vm, self.platform)
+        self._fetch(self.sender, len(cpu))
+        self.report.vcpu_state_bytes = len(cpu)
+        self.report.state_bytes = len(cpu) + sum(map(len, states))
         end = now
         for first in range(0, len(dirty), BURST_PAGES):
             end = self._ship(dirty[first:first + BURST_PAGES])
         end = self._ship([], self.report.state_bytes)
-        end = max(end, self.receiver.cursor)
+        self.receiver.sync(end)
+        self._fetch(self.receiver, len(cpu))
+        end = self.receiver.cursor
         if not self.link.up(end):
             self.sim.at(max(now, self.link.fail_at), self._abort)
         else:
-            self.sim.at(end, self._switch, states)
+            self.sim.at(end, self._switch, cpu, states)
 
-    def _switch(self, states: list[bytes]) -> None:
-        """The target decodes every device stream before it builds anything."""
+    def _fetch(self, thread: Resource, nbytes: int) -> None:
+        """KVM_GET_* / XEN_DOMCTL_get* on the source, their SET twins on the
+        target: each call copies its record between the hypervisor and the
+        migration thread."""
+        calls = cpustate.calls(self.platform, len(self.vm.vcpus))
+        if self.platform != "kvm":
+            thread.charge("hypercall", calls)
+        thread.charge("copy", calls, nbytes=nbytes)
+
+    def _switch(self, cpu: bytes, states: list[bytes]) -> None:
+        """The target decodes the vCPU records and every device stream
+        (against a VM of the same shape) before it builds anything."""
+        try:
+            cpustate.check(self.vm, self.platform, cpu)
+        except StateError as exc:
+            return self._abort(f"vCPU state rejected: {exc}")
         try:
             for nic, blob in zip(self.vm.nics, states):
                 check_state(nic.device, blob)

@@ -35,7 +35,7 @@ class VirtioNic(PciNic):
                  slot: int | None = None) -> None:
         """``standby``: the device offers VIRTIO_NET_F_STANDBY (QEMU's failover=on)."""
         backend = backend or "qemu"
-        model = VirtioNet(vm.sim, mac, Dma(vm.mem, "copy"), standby)
+        model = VirtioNet(vm.sim, mac, Dma(vm.mem, "copy", hot=frozenset(vm.vcpus)), standby)
         super().__init__(vm, model, slot)
         self.backend = backend
         self.worker: Resource = {"qemu": vm.vmm_thread, "vhost-net": lambda: vm.thread("vhost"),
@@ -50,6 +50,9 @@ class VirtioNic(PciNic):
             model.polling = True
             vm.sim.at(0, self._pmd_round)
 
+    def close(self) -> None:
+        self.port.close()
+
     def regions(self, index: int, kind: str, size: int) -> list[tuple[int, int, tuple[str, ...]]]:
         if index != v.MODERN_BAR:
             return super().regions(index, kind, size)
@@ -58,9 +61,7 @@ class VirtioNic(PciNic):
     def _kick(self, cpu: Resource, queue: int) -> None:
         """The doorbell's eventfd is signalled: the backend thread gets the
         work (and a wake-up only if it sleeps, see _run)."""
-        if queue not in self.scheduled:          # NOTE: _schedule inlined, once per kick
-            self.scheduled.add(queue)
-            self.vm.sim.at(cpu.cursor, self._run, queue)
+        self._schedule(queue, cpu.cursor)
 
     def _schedule(self, queue: int, at: float) -> None:
         if queue not in self.scheduled:
@@ -93,7 +94,7 @@ class VirtioNic(PciNic):
             self.vm.when_resumed(lambda: self._schedule(queue, self.vm.sim.now))
             return
         if worker.cursor < now:
-            worker.cursor = now                 # NOTE: worker.sync(now) inlined, once per kick
+            worker.sync(now)
             worker.charge("wakeup")
         if self.device.kick(worker, queue):
             self._schedule(queue, worker.cursor)

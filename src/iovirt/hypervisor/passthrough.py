@@ -32,15 +32,16 @@ from itertools import count
 from ..devices.ixgbe import Ixgbe
 from ..mem.dma import Dma, DmaFault
 from ..mem.guest_memory import GuestMemory
+from ..net.wire import Link
 from ..sim.resource import Resource
 from ..spec import ixgbe as ixs
 from ..spec import vtd
+from ..spec.apic import MSI_ADDR_BASE
 from ..spec.pci import PCI_MAX_DEVICES, PCI_MSIX_ENTRY, PCI_MSIX_ENTRY_SIZE, Bdf
 from .hotplug import PciHotplug
 from .iommu import Iommu
 from .pcinic import FIRST_SLOT, PciNic
 from .vm import KVM_USER_MMIO, VM
-from .wire import Link
 
 HOST_NIC_BUS = 3                # each physical NIC behind its own root port, from bus 03
 IOMMU_HOST_MEMORY = 64 << 20    # where the remapping tables live (untouched pages cost nothing)
@@ -48,7 +49,6 @@ IOMMU_HOST_MEMORY = 64 << 20    # where the remapping tables live (untouched pag
 # spec 11.4.7.2), as Linux sets it up (INTR_REMAP_TABLE_ENTRIES, drivers/iommu/intel/iommu.h): 1 MiB.
 IRT_ENTRIES = 1 << 16
 POSTED_INTR_VECTOR = 0xF2       # Linux POSTED_INTR_VECTOR: the notification vector (NV)
-LAPIC_MSI = 0xFEE00000
 
 
 class AssignmentError(ValueError):
@@ -273,12 +273,17 @@ class AssignedFunction(PciNic):
             return                                       # blocked: recorded in the fault log
         if remapped.posted:
             unit.pi_take(self.iommu.pi(self.vm))         # the running vCPU syncs its PIR
-            self.vm.irqchip.msi(cpu, LAPIC_MSI, remapped.vector, posted=True)
+            self.vm.irqchip.msi(cpu, MSI_ADDR_BASE, remapped.vector, posted=True)
             return
-        core = self.vm.vcpus[0].core or cpu              # VFIO's handler on the host, then irqfd
-        core.sync(cpu.cursor)
+        self.vm.sim.urgent(cpu.cursor, self._host_irq, remapped.vector)
+
+    def _host_irq(self, vector: int) -> None:
+        """The remapped interrupt reaches the host when the function sends it:
+        VFIO's handler on the core the vCPU runs on, then irqfd."""
+        core = self.vm.vcpus[0].core or self._irq_cpu
+        core.sync(self.vm.sim.now)
         core.charge("irq_entry")
-        self.vm.irqchip.msi(core, LAPIC_MSI, remapped.vector)
+        self.vm.irqchip.msi(core, MSI_ADDR_BASE, vector)
 
 
 class PassthroughNic(AssignedFunction):

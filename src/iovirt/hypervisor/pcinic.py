@@ -4,6 +4,7 @@ platform's PIRQ swizzle, MSI/MSI-X messages to the VM's interrupt chip."""
 
 from __future__ import annotations
 
+from ..devices.registry import DeviceModel
 from ..sim.resource import Resource
 from ..spec.pci import PCI_INTERRUPT_PIN, PCI_PIRQ_IRQS, pci_swizzle
 from .addrmap import Region
@@ -13,7 +14,9 @@ FIRST_SLOT = 3          # after host bridge, ISA bridge, VGA as on QEMU's pc mac
 
 
 class PciNic:
-    def __init__(self, vm: VM, device, slot: int | None = None) -> None:
+    spec = None             # what asked for this NIC (a scenario's entry), set by whoever plugs it in
+
+    def __init__(self, vm: VM, device: DeviceModel, slot: int | None = None) -> None:
         """Into ``slot`` of the VM's bus 0 (QEMU's addr=; a migration's target keeps the
         source's), or the first free one."""
         self.vm = vm
@@ -77,6 +80,10 @@ class PciNic:
         reader = self.port.reader
         reader.sync(self.vm.sim.now)
         self.device.resume(reader)
+
+    def close(self) -> None:
+        """The VM has gone (it migrated away): what this wiring holds on the host goes
+        too.  An assigned function holds nothing; a software model's tap leaves the bridge."""
 
     def detach(self) -> None:
         """The card leaves the VM: its BARs unmapped, its slot empty."""

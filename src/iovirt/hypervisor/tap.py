@@ -1,8 +1,9 @@
 """A tap device: the host end of a VM's NIC on the host switch.
 
 From userspace (QEMU's net/tap.c) every frame is a read() or write() on the
-tap fd: a ``tap`` syscall and a ``copy`` between user and kernel buffers on
-the calling thread.  From the kernel (vhost-net's socket calls) there is no
+tap fd: a ``tap`` syscall and a copy between user and kernel buffers on
+the calling thread (``copy_hot`` for a write: the thread has just assembled
+the frame).  From the kernel (vhost-net's socket calls) there is no
 syscall and no extra copy: ``syscall=False``.  A poll-mode reader (a
 vhost-user PMD) is never asleep, so frames cost it no wake-up:
 ``polled=True``; it is the user-space switch, and forwards the frames it
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 from collections import deque
 
+from ..net.vswitch import Port
 from ..sim.resource import Resource
-from .vswitch import Port
 
 TXQUEUELEN = 1000       # Linux tun default tx_queue_len: frames held for a slow reader
 READ_BUDGET = 50        # net/tap.c tap_send(): frames read per main-loop wakeup
@@ -42,7 +43,7 @@ class TapPort(Port):
     def send(self, cpu: Resource, frame: bytes) -> None:
         if self.syscall:
             cpu.charge("tap")
-            cpu.charge("copy", nbytes=len(frame))
+            cpu.charge("copy_hot", nbytes=len(frame))     # the frame the VMM thread has just assembled
         self.vswitch.ingress(self, frame, cpu)
 
     # switch -> tap queue -> VMM main loop -> device
@@ -84,7 +85,7 @@ class TapPort(Port):
             self.vm.when_resumed(self.flush_now)
             return
         if cpu.cursor < now:
-            cpu.cursor = now                     # NOTE: cpu.sync(now) inlined
+            cpu.sync(now)
             if not self.polled:
                 cpu.charge("wakeup")         # poll() returns / the vhost worker is woken
         can_receive, receive, syscall = device.can_receive, device.receive, self.syscall

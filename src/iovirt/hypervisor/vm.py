@@ -17,6 +17,7 @@ from ..mem.guest_memory import GuestMemory
 from ..pci.bus import HostBridge, PciBus
 from ..sim.engine import Sim
 from ..sim.resource import Resource
+from ..spec.apic import MSI_ADDR_BASE
 from .addrmap import DWORD, AddressMap, Region, pieces
 
 # Trap paths (docs/architecture.md, "Cost paths"): what one guest access costs before the
@@ -143,7 +144,7 @@ class IrqChip:
         the hypervisor injects (irqfd, KVM_SIGNAL_MSI) is posted to a running
         vCPU too when the APIC is virtualised (vmx_deliver_posted_interrupt):
         the sender pays the injection, the vCPU takes no exit."""
-        if address >> 20 != 0xFEE:
+        if address >> 20 != MSI_ADDR_BASE >> 20:
             self.stats["msi_bad_address"] += 1
             return
         vm = self.vm

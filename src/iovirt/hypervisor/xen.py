@@ -21,6 +21,7 @@ from ..devices.xen_netback import XenNetback
 from ..mem.guest_memory import GuestMemory
 from ..sim.resource import Resource
 from ..spec import xen as x
+from ..spec.apic import MSI_ADDR_BASE
 from .tap import TapPort
 from .vm import VM
 
@@ -30,7 +31,6 @@ DOM0_VCPU_CORES = 4                 # dom0_max_vcpus: one dom0 vCPU per this man
 MAX_GRANT_FRAMES = 32               # Xen's default max_grant_frames
 MAX_EVTCHNS = 1024                  # per domain (default max_event_channels)
 MAX_COPY_OPS = 512                  # ops one GNTTABOP_copy may carry here
-LAPIC_MSI = 0xFEE00000
 DOM0_UPCALL_VECTOR = 0xF3           # Linux's HYPERVISOR_CALLBACK_VECTOR
 ENOENT, ESRCH, EACCES, EFAULT, EINVAL, ENOSPC = 2, 3, 13, 14, 22, 28
 # An HVM guest's access to an emulated device: the exit, Xen's decode and
@@ -448,7 +448,7 @@ class Xen:
             dom.stats["evtchn_no_upcall"] += 1
             return
         dom.stats["upcalls"] += 1
-        dom.vm.irqchip.msi(cpu, LAPIC_MSI, dom.upcall_vector)
+        dom.vm.irqchip.msi(cpu, MSI_ADDR_BASE, dom.upcall_vector)
 
     # ---- grant tables ----------------------------------------------------------------------
     def _grant(self, granter: Domain, ref: int, grantee: int, readonly: bool) -> tuple[int, int]:

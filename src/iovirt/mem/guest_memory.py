@@ -1,17 +1,76 @@
 """Guest-physical memory: one flat anonymous ``mmap`` per VM, so untouched
 pages cost no host memory (MAP_NORESERVE: nor any of the overcommit
 reserve, so a VM larger than this machine's RAM runs as long as it touches
-less), with 4 KiB pages and a dirty bitmap for live
-migration's dirty logging."""
+less), with 4 KiB pages and a dirty bitmap for live migration's dirty
+logging.  Many pages loaded alike in many VMs (a booted system's image) are
+held once by the host and shared copy-on-write, as KSM merges identical
+pages (Linux Documentation/admin-guide/mm/ksm.rst)."""
 
 from __future__ import annotations
 
+import ctypes
 import mmap
+import os
+import sys
+from collections import OrderedDict
 from collections.abc import Callable
 
 MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)   # Linux <bits/mman-map-flags-generic.h>; Python 3.13 names it
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
+MERGE_PAGES = 512           # loads of at least 2 MiB are merged across VMs
+MERGED_IMAGES = 8           # distinct merged images kept for the next VM that loads one
+MAP_FIXED = 0x10            # Linux <asm-generic/mman-common.h>
+
+
+class _Merged:
+    """Each distinct image once, in a memfd; a VM that loads it maps the file
+    MAP_PRIVATE | MAP_FIXED over its own pages, so it reads the shared pages
+    and its first store to one copies it (the pages were fresh: nothing of
+    the VM's own is lost under them)."""
+
+    def __init__(self) -> None:
+        self.files: OrderedDict[tuple, int] = OrderedDict()
+        self.libc_mmap = None
+        if sys.platform.startswith("linux") and hasattr(os, "memfd_create"):
+            try:
+                self.libc_mmap = ctypes.CDLL(None, use_errno=True).mmap
+            except (OSError, AttributeError):
+                return
+            self.libc_mmap.restype = ctypes.c_void_p
+            self.libc_mmap.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int,
+                                       ctypes.c_long)
+
+    def load(self, buf: mmap.mmap, gpa: int, heads: bytes, size: int) -> bool:
+        """Map the pages ``heads`` make at ``gpa`` into ``buf``; False where the host cannot."""
+        if self.libc_mmap is None:
+            return False
+        length = len(heads) // size * PAGE_SIZE
+        key = (gpa, size, heads)
+        fd = self.files.get(key)
+        if fd is None:
+            try:
+                fd = os.memfd_create("iovirt-merged", 0)
+            except OSError:                     # no memfd here (a sandbox): each VM writes its own
+                return False
+            os.ftruncate(fd, length)
+            with mmap.mmap(fd, length) as image:
+                for column in range(size):
+                    image[column::PAGE_SIZE] = heads[column::size]
+            self.files[key] = fd
+            if len(self.files) > MERGED_IMAGES:
+                os.close(self.files.popitem(last=False)[1])     # its mappings keep the file
+        self.files.move_to_end(key)
+        anchor = ctypes.c_char.from_buffer(buf)
+        at = ctypes.addressof(anchor) + gpa
+        del anchor
+        done = self.libc_mmap(at, length, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | MAP_FIXED, fd, 0)
+        if done != at:
+            raise MemoryError(f"cannot map {length >> 20} MiB of merged pages: {os.strerror(ctypes.get_errno())}")
+        return True
+
+
+_MERGED = _Merged()
 
 
 class GuestMemoryError(Exception):
@@ -77,6 +136,25 @@ class GuestMemory:
         if self.write_fault is not None:
             self.write_fault(self.dirty[first : last + 1].count(0))
         self.dirty[first] = self.dirty[last] = 1
+
+    def stamp_pages(self, gpa: int, heads: bytes, size: int) -> None:
+        """Write ``size`` bytes at the start of each page from ``gpa`` on (page
+        aligned), the i-th page's from ``heads[i * size:(i + 1) * size]``,
+        over pages never written (a loader's): one strided write per byte
+        column, or, from MERGE_PAGES up, the merged copy of those pages."""
+        if not 0 < size <= PAGE_SIZE or len(heads) % size:
+            raise ValueError(f"{len(heads)} bytes are not whole heads of {size} (at most a page)")
+        if not heads:
+            return
+        end = gpa + (len(heads) // size - 1) * PAGE_SIZE + size
+        if gpa < 0 or gpa % PAGE_SIZE or end > self.size:
+            raise GuestMemoryError(gpa, end - gpa, self.size)
+        if len(heads) // size < MERGE_PAGES or not _MERGED.load(self.buf, gpa, heads, size):
+            for column in range(size):
+                self.buf[gpa + column:end:PAGE_SIZE] = heads[column::size]
+        if self.write_fault is not None:
+            self.write_fault(self.dirty[gpa >> PAGE_SHIFT:(end - 1 >> PAGE_SHIFT) + 1].count(0))
+        self.mark_dirty(gpa, end - gpa)
 
     def mark_dirty(self, gpa: int, length: int) -> None:
         first, last = gpa >> PAGE_SHIFT, (gpa + length - 1) >> PAGE_SHIFT

@@ -8,7 +8,9 @@ A profile is a YAML file (bundled ones live in ``iovirt/profiles/``)::
       copy:    {value: 40, unit: ns, per_byte: {value: 8, unit: GB/s}, source: "..."}
 
 Cycles are converted with the profile's CPU clock; ``per_byte`` is either a
-bandwidth (GB/s, Gbit/s) or a time per byte (ns/B).
+bandwidth (GB/s, Gbit/s) or a time per byte (ns/B).  A figure not measured on
+the profile's CPU carries a ``bracket``: published (or derived) bounds in the
+cost's own unit, with their sources (a what-if may move the value outside).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import yamldoc
 
@@ -27,7 +29,7 @@ MAX_PROFILE_BYTES = 1 << 20    # the bundled profiles are about 7 KB
 # The named events iovirt charges (docs/architecture.md, "Cost paths"); a profile prices each.
 EVENTS = (
     "vm_exit", "kvm_handle", "user_exit", "mmio_emulate", "pio_emulate", "interrupt_inject", "eoi_exit",
-    "wakeup", "tap", "copy", "vswitch", "dpdk_switch", "ring_op", "guest_stack", "ioeventfd", "poll",
+    "wakeup", "tap", "copy", "copy_hot", "vswitch", "dpdk_switch", "ring_op", "guest_stack", "ioeventfd", "poll",
     "dma", "iotlb_hit", "iotlb_miss", "posted_interrupt", "irq_entry",
     "hypercall", "evtchn_send", "grant_copy", "ioreq", "migration_page",
 )
@@ -40,12 +42,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PerByte(_Strict):
+class Bracket(_Strict):
+    low: float = Field(ge=0)
+    high: float = Field(ge=0)
+    source: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bracket:
+        if self.low > self.high:
+            raise ValueError(f"expected low <= high, got {self.low:g} > {self.high:g}")
+        return self
+
+
+class _Priced(_Strict):
+    value: float
+    bracket: Bracket | None = None
+
+
+class PerByte(_Priced):
     value: float = Field(gt=0)
     unit: ByteUnit
 
 
-class Cost(_Strict):
+class Cost(_Priced):
     value: float = Field(ge=0)
     unit: FixedUnit
     per_byte: PerByte | None = None
@@ -87,6 +106,13 @@ class CostProfile:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    def scaled(self, event: str, factor: float, per_byte: bool = False) -> CostProfile:
+        """This profile with one price times ``factor``: ``event``'s fixed
+        part, or with ``per_byte`` its time per byte."""
+        out = CostProfile(self.spec, self.origin)
+        (out.per_byte_ns if per_byte else out.fixed_ns)[event] *= factor
+        return out
 
 
 def _to_ns(value: float, unit: str, ghz: float) -> float:

@@ -3,6 +3,7 @@ descriptors, EEPROM layout.  Intel PCI/PCI-X Family of Gigabit Ethernet
 Controllers Software Developer's Manual (8254x SDM, rev. 4.0), chapters 3, 5,
 13.  Reset values the SDM leaves to the EEPROM follow QEMU's hw/net/e1000.c."""
 
+from .ethernet import ETH_MIN_FRAME  # noqa: F401 - shorter frames are padded (TCTL.PSP)
 from .fields import Layout, Register, RegisterMap
 
 VENDOR_ID = 0x8086
@@ -157,7 +158,6 @@ RX_WRITEBACK_OFFSET = 8
 
 DESC_SIZE = 16
 MAX_FRAME = 16384           # SDM 3.3.1: largest legacy TX packet (bytes, without FCS)
-ETH_MIN_FRAME = 60          # without FCS; shorter frames are padded (TCTL.PSP)
 
 # SDM 5.6 EEPROM map
 EEPROM_WORDS = 64

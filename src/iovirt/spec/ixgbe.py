@@ -8,6 +8,7 @@ Registers the 82599 also decodes at their 82598 addresses (Linux's
 ``IXGBE_SRRCTL(n<16)``, ``IXGBE_RAL(n<16)``, ``IXGBE_MRQC``, ``IXGBE_RETA``,
 ``IXGBE_RSSRK``) are listed in ``ALIASES``."""
 
+from .ethernet import ETH_MIN_FRAME  # noqa: F401 - shorter frames are padded (HLREG0.TXPADEN)
 from .fields import Layout, Register, RegisterMap
 
 VENDOR_ID = 0x8086
@@ -115,7 +116,6 @@ TXPBSIZE_SHIFT = 10
 RXPB_SIZE = 0x80000         # 512 KiB
 TXPB_SIZE = 0x28000         # 160 KiB
 
-ETH_MIN_FRAME = 60          # without FCS; shorter frames are padded (HLREG0.TXPADEN)
 MAX_TX_FRAME = 15872        # 15.5 KB: the largest packet without TSO
 DESC_SIZE = 16
 TX_DESC_CACHE = 40         # TX descriptors the 82599 holds on chip per queue: the largest fetch burst

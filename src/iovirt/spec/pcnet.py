@@ -9,6 +9,8 @@ hw/net/pcnet.c and pcnet-pci.c."""
 
 import zlib
 
+from .ethernet import ETH_FCS_LEN as FCS_LEN  # noqa: F401
+from .ethernet import ETH_MIN_FRAME  # noqa: F401 - APAD_XMT pads to it
 from .fields import Layout, Register, RegisterMap
 
 VENDOR_ID = 0x1022          # AMD
@@ -221,7 +223,5 @@ def ladrf_bit(dst: bytes) -> int:
     return (zlib.crc32(dst) ^ 0xFFFFFFFF) >> 26
 
 
-ETH_MIN_FRAME = 60          # without FCS; APAD_XMT pads to it
-FCS_LEN = 4
 BABBLE = 1519               # bytes on the wire (FCS included) that set CSR0.BABL
 MAX_TX_FRAME = 4092         # QEMU's transmit buffer less the FCS: longer chains are dropped

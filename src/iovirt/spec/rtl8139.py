@@ -6,6 +6,8 @@ cited below by register), 6 (EEPROM contents), 7 (PCI configuration), 9
 Reset values the datasheet leaves to the EEPROM or the PHY, and which bits of
 a register accept writes, follow QEMU's hw/net/rtl8139.c."""
 
+from .ethernet import ETH_FCS_LEN as CRC_LEN  # noqa: F401
+from .ethernet import ETH_MIN_FRAME  # noqa: F401
 from .fields import Layout, Register, RegisterMap
 
 VENDOR_ID = 0x10EC
@@ -122,8 +124,6 @@ RSR_BAR = 1 << 13           # broadcast
 RSR_PAM = 1 << 14           # physical address matched
 RSR_MAR = 1 << 15           # multicast
 RX_MAX_LENGTH = 4096        # RSR_LONG above this (the length counts the CRC)
-ETH_MIN_FRAME = 60          # without CRC
-CRC_LEN = 4
 
 # 6 93C46 EEPROM: 64 words, 6-bit addresses; MAC at words 7-9 (bytes 0Eh-13h)
 EEPROM_WORDS = 64

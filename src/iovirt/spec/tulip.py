@@ -9,6 +9,8 @@ The device ID is the 21143's (0x0019), not the 21140's (0x0009) that
 Hyper-V's legacy NIC reports, so that the model can be compared with QEMU's
 ``tulip`` device, which is a 21143; Linux's tulip driver binds both."""
 
+from .ethernet import ETH_FCS_LEN as CRC_SIZE  # noqa: F401
+from .ethernet import ETH_MIN_FRAME  # noqa: F401 - the chip pads shorter frames unless TDES1.DPD
 from .fields import Layout, Register, RegisterMap
 
 VENDOR_ID = 0x1011           # Digital Equipment Corporation
@@ -157,10 +159,8 @@ TDES1_FS = 1 << 29
 TDES1_LS = 1 << 30
 TDES1_IC = 1 << 31
 
-ETH_MIN_FRAME = 60           # without CRC; the chip pads shorter frames unless DPD
 ETH_MAX_FRAME = 1518         # with CRC: longer received frames get TL
 JABBER_BYTES = 2048          # HRM 4.2.2 TDES0<14>: transmit jabber cuts longer frames
-CRC_SIZE = 4
 
 # HRM 4.2.3 setup frame: 16 perfect-filter entries of three longwords, each
 # longword carrying two address bytes in its low shortword

@@ -7,6 +7,7 @@ Linux's include/linux/dmar.h / QEMU's hw/i386/intel_iommu_internal.h."""
 
 from __future__ import annotations
 
+from .apic import MSI_ADDR_BASE
 from .fields import Layout
 from .pci import Bdf
 
@@ -84,7 +85,6 @@ PI_SN = 1 << 1                      # Suppress Notification
 
 # 5.1.2.2 Remappable-format MSI: address 31:20 = FEEh, handle[14:0] 19:5,
 # IF (interrupt format) 4, SHV 3, handle[15] 2; data 15:0 = subhandle if SHV.
-MSI_ADDR_BASE = 0xFEE0_0000
 MSI_IF_REMAPPABLE = 1 << 4
 MSI_SHV = 1 << 3
 MSI_HANDLE_SHIFT = 5

@@ -9,16 +9,16 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from ...mem.guest_memory import PAGE_SIZE
+from ...spec.apic import MSI_ADDR_BASE         # destination 0
 from ...spec.pci import (
     PCI_CAP_ID_MSIX, PCI_MSIX_ENTRY_DATA, PCI_MSIX_ENTRY_LOWER_ADDR, PCI_MSIX_ENTRY_SIZE,
     PCI_MSIX_ENTRY_UPPER_ADDR, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE,
 )
 
-LAPIC_MSI = 0xFEE00000          # MSI address window of the local APIC, destination 0
-
 
 class NetDriver:
-    VENDOR = DEVICE = 0
+    VENDOR: int                     # the (vendor, device) ID a driver binds (its id_table)
+    DEVICE: int
     REGS: dict[str, int] = {}       # register name -> offset in ``self.bar``, for rd/wr
     standby = False                 # a failover standby (virtio-net with VIRTIO_NET_F_STANDBY)
 
@@ -73,7 +73,7 @@ class NetDriver:
         for entry, handler in handlers:
             vector = self.kernel.alloc_vector(self.info.bdf)
             at = table + entry * PCI_MSIX_ENTRY_SIZE
-            for off, value in ((PCI_MSIX_ENTRY_LOWER_ADDR, LAPIC_MSI), (PCI_MSIX_ENTRY_UPPER_ADDR, 0),
+            for off, value in ((PCI_MSIX_ENTRY_LOWER_ADDR, MSI_ADDR_BASE), (PCI_MSIX_ENTRY_UPPER_ADDR, 0),
                                (PCI_MSIX_ENTRY_DATA, vector), (PCI_MSIX_ENTRY_VECTOR_CTRL, 0)):
                 self.vcpu.mmio_write(at + off, 4, value)
             self.kernel.request_irq(vector, handler)

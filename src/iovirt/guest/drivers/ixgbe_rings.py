@@ -15,6 +15,7 @@ from typing import ClassVar
 
 from ...mem.guest_memory import PAGE_SHIFT
 from ...spec import ixgbe as s
+from ...net.moderation import ITR_20K, LOWEST, NAPI_WEIGHT, next_itr
 from .base import DescriptorRings
 
 TX_RING = 512                       # IXGBE_DEFAULT_TXD
@@ -22,11 +23,7 @@ RX_RING = 512                       # IXGBE_DEFAULT_RXD
 RX_BUFFER = 2048                    # IXGBE_RXBUFFER_2K
 RX_HDR_SIZE = 256                   # IXGBE_RX_HDR_SIZE (BSIZEHDR, unused with one buffer)
 RX_BUFFER_WRITE = 16                # IXGBE_RX_BUFFER_WRITE
-NAPI_WEIGHT = 64
 TX_WORK_LIMIT = 256                 # IXGBE_DEFAULT_TX_WORK
-ITR_20K = 200                       # IXGBE_20K_ITR: EITR for 20,000 interrupts/s (50 us)
-LOWEST, LOW, BULK = 0, 1, 2         # ixgbe's interrupt-rate ranges: lowest_latency, low_latency, bulk_latency
-ITR_OF = {LOWEST: 40, LOW: ITR_20K, BULK: 336}   # IXGBE_100K_ITR, IXGBE_20K_ITR, IXGBE_12K_ITR (commit 8ac34f10)
 POLLS = 10                          # reset / queue enable polls before giving up
 QUEUE_VECTOR = 0                    # MSI-X entry of the TX/RX queue pair
 TXD_CMD = s.ADVTXD_DTYP_DATA | s.TXD_CMD_DEXT | s.TXD_CMD_IFCS | s.TXD_CMD_EOP | s.TXD_CMD_RS
@@ -197,23 +194,3 @@ class IxgbeRings(DescriptorRings):
             self.itr = new
             self.wr(self.EITR, new & s.EITR_ITR_INT_MASK | s.EITR_CNT_WDIS)
 
-
-def next_itr(itr: int, ranges: dict[str, int], work: dict[str, int]) -> int:
-    """ixgbe_set_itr: each ring's bytes per microsecond of the current
-    interval move it between the three ranges (``work`` is reset); the
-    vector takes the busiest one's rate, smoothed exponentially."""
-    for ring, done in work.items():
-        if done:
-            ranges[ring] = _next_range(ranges[ring], done // max(1, itr >> 2))
-            work[ring] = 0
-    new = ITR_OF[max(ranges.values())]
-    return itr if new == itr else 10 * new * itr // (9 * new + itr)
-
-
-def _next_range(current: int, bytes_per_us: int) -> int:
-    """ixgbe_update_itr: 0-10 MB/s lowest, 10-20 MB/s low, above bulk, with hysteresis."""
-    if current == LOWEST:
-        return LOW if bytes_per_us > 10 else LOWEST
-    if current == LOW:
-        return BULK if bytes_per_us > 20 else LOWEST if bytes_per_us <= 10 else LOW
-    return LOW if bytes_per_us <= 20 else BULK

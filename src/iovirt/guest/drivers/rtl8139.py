@@ -155,7 +155,7 @@ class RTL8139Driver(NetDriver):
         if length < ETH_ZLEN:                            # the chip does not pad
             frame += bytes(ETH_ZLEN - length)
         self.mem.write(self.tx_bufs[entry], frame)
-        self.vcpu.charge("copy", nbytes=len(frame))      # skb_copy_and_csum_dev into the bounce buffer
+        self.vcpu.charge("copy_hot", nbytes=len(frame))  # skb_copy_and_csum_dev of the skb it just built
         self.wr(f"TSAD{entry}", self.tx_bufs[entry])
         self.wr(f"TSD{entry}", TX_FLAG | len(frame))
         self.cur_tx += 1

@@ -115,7 +115,7 @@ class DriverQueue:
             return False
         if self.event_idx:
             event = _U16.unpack_from(self.buf, self.used + _USED_RING + 8 * self.size)[0]   # avail_event
-            return (new - event - 1) & 0xFFFF < (new - old) & 0xFFFF    # NOTE: vring_need_event inlined
+            return v.vring_need_event(event, new, old)
         return not _U16.unpack_from(self.buf, self.used + v.VIRTQ_USED_FLAGS)[0] & v.VIRTQ_USED_F_NO_NOTIFY
 
     def _store16(self, at: int, value: int) -> None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 from collections import deque
 from ipaddress import IPv4Interface
 
-from ..hypervisor.wire import ETH_MIN_FRAME, Fabric, Link
 from ..sim.resource import Resource
-from ..spec.ixgbe import RETA_ENTRIES, RSS_DEFAULT_KEY, toeplitz, toeplitz_tables
-from ..spec.ixgbe import eitr_interval_ns
-from .drivers.ixgbe_rings import ITR_20K, LOWEST, NAPI_WEIGHT, next_itr
-from .net.headers import ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP
-from .net.stack import IPv4Stack
+from ..spec.ethernet import ETH_MIN_FRAME
+from ..spec.ixgbe import RETA_ENTRIES, RSS_DEFAULT_KEY, eitr_interval_ns, toeplitz, toeplitz_tables
+from .fabric import Fabric
+from .headers import ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP
+from .moderation import ITR_20K, LOWEST, NAPI_WEIGHT, next_itr
+from .stack import IPv4Stack
+from .wire import Link
 
 _ETH_P_ARP = ETH_P_ARP.to_bytes(2, "big")
 _ETH_P_IP = ETH_P_IP.to_bytes(2, "big")
@@ -122,7 +123,7 @@ class WirePeer:
         rx.polling = True
         core = rx.core
         if core.cursor < now:
-            core.cursor = now               # NOTE: core.sync(now) inlined
+            core.sync(now)
             core.charge("wakeup")
         core.charge("irq_entry")
         self._poll(rx)

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import struct
 
+from iovirt.spec.ethernet import ETH_ALEN, ETH_HLEN
 from iovirt.spec.fields import Layout
 
 # --- Ethernet II (RFC 894) ---------------------------------------------------
 
-ETH_ALEN = 6
-ETH_HLEN = 14
 ETH_P_IP = 0x0800
 ETH_P_ARP = 0x0806
 ETH_BROADCAST = b"\xff" * ETH_ALEN

@@ -165,7 +165,7 @@ class IPv4Stack:
         daddr = int(address) if type(address) is IPv4Address else inet_aton(address)
         if (daddr ^ self.addr) & self.netmask:
             raise ValueError(f"no route to {address} from {self.ip} (no gateway)")
-        self.cpu.charge("copy", nbytes=len(data))
+        self.cpu.charge("copy_hot", nbytes=len(data))     # copy_from_user of the buffer the sender just wrote
         return daddr
 
     def _udp_sendmsg(self, sock: UdpSocket, payload: bytes, address: tuple[str | IPv4Address, int]) -> bool:
