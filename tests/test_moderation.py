@@ -74,3 +74,38 @@ def test_no_assigned_device_outruns_bare_metal(nic, size):
     for posted in (False, True):
         _, (vm,) = world(nic, load, posted=posted)
         assert vm.window_frames <= bare.window_frames
+
+
+def moderated(nic: str, setting, workload: dict) -> dict:
+    nics = {**NICS[nic], "mac": "52:54:00:00:00:01", "ip": "10.0.0.1/24", "interrupt_moderation": setting}
+    pnic = {"name": "pnic0", **({"num_vfs": 1} if nic == "ixgbevf" else {})}
+    doc = {"name": "itr", "hosts": [{"name": "h", "cores": 8, "nics": [pnic]}],
+           "vms": [{"name": "vm1", "host": "h", "nics": [nics]}], "workloads": [{"src": "vm1", "dst": "wire", **workload}]}
+    return iovirt.run(iovirt.Scenario.from_dict(doc)).to_dict()["flows"][0]
+
+
+RR = {"type": "request_response", "packet_size": 64, "duration_ms": 10}
+
+
+@pytest.mark.parametrize("nic", ["ixgbe", "ixgbevf", "e1000"])
+def test_a_fixed_rate_bounds_interrupts_and_off_interrupts_at_every_cause(nic):
+    """ethtool -C / InterruptThrottleRate: at a fixed 4,000 interrupts/s a request/response
+    exchange waits out the interval (no more transactions than interrupts allow); with moderation
+    off every cause interrupts at once, two interrupts a transaction, sooner than adaptive on a ping."""
+    slow = moderated(nic, 4000, RR)
+    assert slow["pps"] <= 4000 * 1.05 and slow["latency_us"]["p50"] >= 1e6 / 4000 * 0.95
+    off, adaptive = moderated(nic, "off", RR), moderated(nic, "adaptive", RR)
+    assert off["events_per_packet"]["interrupt"] >= 1.9 > adaptive["events_per_packet"]["interrupt"]
+    ping = {"type": "ping", "count": 10}
+    assert moderated(nic, "off", ping)["latency_us"]["p50"] < moderated(nic, "adaptive", ping)["latency_us"]["p50"]
+
+
+def test_a_driver_without_moderation_refuses_a_setting_and_rates_are_bounded():
+    base = {"name": "itr", "hosts": [{"name": "h", "cores": 2}], "workloads": []}
+    nic = {"model": "emulated", "device": "rtl8139", "mac": "52:54:00:00:00:01", "ip": "10.0.0.1/24"}
+    with pytest.raises(iovirt.ScenarioError, match=r"vms\[0\]\.nics\[0\]\.interrupt_moderation: expected 'adaptive' for rtl8139"):
+        iovirt.Scenario.from_dict(base | {"vms": [{"name": "vm1", "host": "h", "nics": [nic | {"interrupt_moderation": 20000}]}]})
+    e1000 = nic | {"device": "e1000"}
+    with pytest.raises(iovirt.ScenarioError, match="interrupt_moderation: expected 'adaptive', 'off' or 100-100000 interrupts/s"):
+        iovirt.Scenario.from_dict(base | {"vms": [{"name": "vm1", "host": "h", "nics": [e1000 | {"interrupt_moderation": 50}]}]})
+    assert iovirt.Scenario.from_dict(base | {"vms": [{"name": "vm1", "host": "h", "nics": [e1000 | {"interrupt_moderation": "off"}]}]})

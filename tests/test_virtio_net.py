@@ -581,9 +581,16 @@ def test_virtio_takes_far_fewer_exits_per_frame_than_e1000():
         assert 1.5 * per_packet(run(backend, "stream"), "vm_exit") < e1000
 
 
+def backend_cpu_per_frame(result: dict) -> float:
+    """Busy time of the host's own threads (the backends, not the vCPUs) in the window per frame delivered."""
+    busy = sum(r["busy_s"] for r in result["resources"] if r["kind"] == "host_thread")
+    return busy / (result["flows"][0]["pps"] * result["sim_time_s"])
+
+
 def test_vhost_net_costs_the_host_less_per_frame_than_qemu():
-    """In-kernel vhost-net spends less host CPU per delivered frame than QEMU's userspace backend (no tap syscalls)."""
-    assert host_cpu_per_frame(run("vhost-net", "stream")) < host_cpu_per_frame(run("qemu", "stream"))
+    """In-kernel vhost-net's backend spends less host CPU per delivered frame than QEMU's userspace
+    backend (no tap syscalls), though it wakes and interrupts more often: it keeps up frame by frame."""
+    assert backend_cpu_per_frame(run("vhost-net", "stream")) < backend_cpu_per_frame(run("qemu", "stream"))
 
 
 def test_vhost_user_polls_a_full_core_instead_of_taking_kicks():

@@ -96,13 +96,16 @@ class Ixgbe:
     MIGRATION_BLOCKER = ASSIGNED_DEVICE
 
     def __init__(self, sim: Sim, mac: bytes, dma: Dma, engine: Resource, num_queues: int = s.NUM_QUEUES,
-                 num_vfs: int = 0) -> None:
+                 num_vfs: int = 0, rx_engine: Resource | None = None) -> None:
+        """``engine`` moves transmit DMA and runs the device, ``rx_engine``
+        (by default the same) moves receive DMA."""
         if not 1 <= num_queues <= s.NUM_QUEUES:
             raise ValueError(f"ixgbe: {num_queues} queues, not in [1, {s.NUM_QUEUES}]")
         self.sim = sim
         self.mac = bytes(mac)
         self.dma = dma
         self.engine = engine
+        self.rx_engine = rx_engine or engine
         self.num_queues = num_queues
         self.port = None                    # the wire, attached by the platform
         self.msi: Msi | None = None         # MSI-X signalling, set by the platform
@@ -703,7 +706,7 @@ class Ixgbe:
         driver polling the ring may see DD), then the queue's cause."""
         if epoch != self.epoch:
             return
-        engine, owner = self.engine, self.owner[q]
+        engine, owner = self.rx_engine, self.owner[q]
         engine.sync(self.sim.now)
         try:
             for addr, length, eop in written:
@@ -751,7 +754,7 @@ class Ixgbe:
         fifo = self.rx_fifo
         if not fifo or not self.r[RXCTRL] & s.RXCTRL_RXEN:
             return
-        engine = self.engine
+        engine = self.rx_engine
         engine.sync(cpu.cursor)
         while fifo:
             q, frame, rss, info = fifo[0]

@@ -314,9 +314,14 @@ class SriovEngine:
         return pools
 
     def _replicate(self, engine: Resource, pools: int, frame: bytes, tagged: bool) -> None:
-        """DMA a copy into each pool's first RX queue; RXDCTL.VME strips the tag."""
+        """DMA a copy into each pool's first RX queue; RXDCTL.VME strips the tag.
+        A frame looped back by the VEB is written once the transmit side has it."""
         pf = self.pf
         r = pf.r
+        rx = pf.rx_engine
+        if rx is not engine:
+            rx.sync(engine.cursor)
+            engine = rx
         for pool in bits(pools):
             q = pool * vs.QUEUES
             copy = frame[:12] + frame[16:] if tagged and r[RX[q] + DCTL] & s.RXDCTL_VME else frame

@@ -19,6 +19,8 @@ from pydantic_core import PydanticCustomError
 
 from iovirt.experiments.catalog import (DEVICES, PHYSICAL_NICS, UPLINK_MODELS, Model, NicKind,
                                         devices_for, implemented_devices)
+from iovirt.devices.registry import registry
+from iovirt.guest.kernel import pci_drivers
 from iovirt.sim import yamldoc
 from iovirt.sim.profile import CostProfile, load_profile
 
@@ -52,6 +54,8 @@ MIN_LINK_GBPS = 0.01       # 10 Mbit/s: 10BASE-T, the slowest IEEE 802.3 rate
 MAX_LINK_GBPS = 800        # 800GBASE (IEEE 802.3df-2024), the fastest
 # ip link set PF vf N max_tx_rate: ixgbe_ndo_set_vf_bw refuses 10 Mbit/s or less, and more than the link
 MIN_VF_RATE_MBPS, MAX_VF_RATE_MBPS = 11, 10_000
+# e1000's InterruptThrottleRate accepts 100-100000 interrupts/s (drivers/net/ethernet/intel/e1000/e1000_param.c)
+MIN_INTERRUPT_RATE, MAX_INTERRUPT_RATE = 100, 100_000
 MIN_RATE_PPS = 1000 / MAX_DURATION_MS  # one packet in the longest run
 PINGS_PER_MS = 1000        # ping -c sends on past duration_ms; at most one echo request per microsecond of it
 MAX_DOWNTIME_MS = 2000 * 1000   # QEMU migration/options.c MAX_MIGRATE_DOWNTIME_SECONDS: downtime-limit <= 2000 s
@@ -194,6 +198,13 @@ class Host(_Strict):
     pml: bool = True  # dirty logging by Intel PML; false: by write-protecting pages (AMD, Intel before Broadwell)
 
 
+def _moderation(value: Any) -> Any:
+    if value in ("adaptive", "off") or (type(value) is int and MIN_INTERRUPT_RATE <= value <= MAX_INTERRUPT_RATE):
+        return value
+    raise _expected(f"expected 'adaptive', 'off' or {MIN_INTERRUPT_RATE}-{MAX_INTERRUPT_RATE} interrupts/s "
+                    f"(e1000's InterruptThrottleRate bounds), got {value!r}")
+
+
 class VmNic(_Strict):
     model: Model
     device: str
@@ -210,6 +221,8 @@ class VmNic(_Strict):
     trust: bool = False
     # paravirt virtio-net only: the failover standby of the VM's sriov or passthrough NIC with the same MAC and ip
     standby: bool = False
+    # ethtool -C / InterruptThrottleRate: the driver's adaptive moderation, none, or a fixed rate (interrupts/s)
+    interrupt_moderation: Annotated[Any, BeforeValidator(_moderation)] = "adaptive"
 
 
 class Vm(_Strict):
@@ -639,12 +652,22 @@ def _nic_problems(where: str, nic: VmNic, host: Host) -> Iterator[tuple[str, str
     if nic.model not in UPLINK_MODELS and nic.uplink is not None:
         yield (f"{where}.uplink", f"expected no uplink for model {nic.model!r} (only "
                                   f"{' and '.join(UPLINK_MODELS)} take one), got {nic.uplink!r}")
+    if nic.interrupt_moderation != "adaptive" and device and device.implemented and not _coalesces(nic.device):
+        yield (f"{where}.interrupt_moderation", f"expected 'adaptive' for {nic.device} (its driver has no "
+                                                f"interrupt moderation to set, ethtool -C says EOPNOTSUPP), "
+                                                f"got {nic.interrupt_moderation!r}")
     if not device.implemented:
         yield (f"{where}.device", f"expected a device implemented in this build "
                                   f"({', '.join(implemented_devices())}), got {nic.device!r} (planned)")
     if device.hypervisor and device.hypervisor != host.hypervisor:
         yield (f"{where}.device", f"expected a device {host.name} (hypervisor: {host.hypervisor}) can host, "
                                   f"got {nic.device!r}, which needs hypervisor: {device.hypervisor}")
+
+
+def _coalesces(device: str) -> bool:
+    """Whether the device's guest driver implements set_coalesce."""
+    pci_id = registry()[device].pci_id
+    return pci_id is not None and hasattr(pci_drivers().get(pci_id), "set_coalesce")
 
 
 def pci_address(host: Host, nic: str) -> str:

@@ -89,6 +89,8 @@ class World:
         for nic in spec.nics:
             if not nic.standby:             # a standby is one interface with its primary (net_failover)
                 guest.ifup(mac_bytes(nic.mac), str(nic.ip))
+            if nic.interrupt_moderation != "adaptive":
+                guest.coalesce(mac_bytes(nic.mac), nic.interrupt_moderation)
         return guest
 
     def _host(self, spec) -> Host:
@@ -328,7 +330,7 @@ class World:
         for host in self.hosts.values():
             out += host.cores + host.threads
             for pnic in host.nics.values():
-                out += [pnic.engine, *pnic.link.resources]
+                out += [pnic.engine, pnic.rx_engine, *pnic.link.resources]
         for vm in self.machines:
             out += vm.resources
         for peer in self.peers.values():

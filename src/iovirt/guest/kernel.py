@@ -182,6 +182,11 @@ class GuestKernel:
     def _zero(self, gpa: int, size: int) -> None:
         self.mem.write(gpa, bytes(size))
 
+    def coalesce(self, mac: bytes, rate: int | str) -> None:
+        """ethtool -C on the NIC with ``mac``: its interrupt moderation fixed
+        at ``rate`` interrupts/s, or ``off``."""
+        next(n for n in self.netdevs if n.mac == mac).set_coalesce(rate)
+
     def ifup(self, mac: bytes, address: str) -> IPv4Stack:
         """Configure the interface whose hardware address is ``mac``."""
         for netdev in self.netdevs:

@@ -60,7 +60,10 @@ def _no_bus_master(addr: int, length: int, is_write: bool) -> int:
 
 
 class PhysicalNic:
-    """One port of a host's physical NIC: PCI address, DMA engine, link."""
+    """One port of a host's physical NIC: PCI address, DMA engines, link.
+    PCIe is full duplex: the transmit side's reads (descriptors, frames) and
+    the receive side's writes travel opposite directions, each at the link's
+    rate, so receive DMA has an engine of its own (``rx_engine``)."""
 
     def __init__(self, host, name: str, index: int, gbps: float) -> None:
         self.host = host
@@ -68,6 +71,7 @@ class PhysicalNic:
         self.bdf = Bdf(HOST_NIC_BUS + index, 0, 0)
         self.address = f"0000:{self.bdf}"
         self.engine = Resource(f"{host.name}/{name}/engine", "nic", host.ledger, host.ledger.account(host.name))
+        self.rx_engine = Resource(f"{host.name}/{name}/rx-engine", "nic", host.ledger, self.engine.acct)
         self.link = Link(host.sim, host.ledger, f"{host.name}/{name}/wire", gbps)
         self.owner: str | None = None
 
@@ -300,7 +304,9 @@ class PassthroughNic(AssignedFunction):
         except (AssignmentError, MemoryError):  # no interrupt entries or page tables for it: the port stays the host's
             pnic.release()
             raise
-        self.plug(vm, Ixgbe(vm.sim, mac, self.dma, pnic.engine, num_vfs=num_vfs), hotplug, slot)
+        pnic.rx_engine.acct = vm.acct
+        self.plug(vm, Ixgbe(vm.sim, mac, self.dma, pnic.engine, num_vfs=num_vfs, rx_engine=pnic.rx_engine),
+                  hotplug, slot)
         pnic.link.attach(self.device)
 
     def give_back(self) -> None:

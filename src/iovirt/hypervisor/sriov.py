@@ -62,7 +62,8 @@ class SriovPort:
         else:
             pnic.claim(f"{host.name}'s PF driver ({num_vfs} VFs)")
             self.pf = Ixgbe(host.sim, bytes([0x02, 0xFE, 0, 0, pnic.bdf.bus, 0]),
-                            Dma(GuestMemory(PF_HOST_MEMORY), "dma"), pnic.engine, num_vfs=num_vfs)
+                            Dma(GuestMemory(PF_HOST_MEMORY), "dma"), pnic.engine, num_vfs=num_vfs,
+                            rx_engine=pnic.rx_engine)
             self.pf.place = f"{host.name}/{pnic.name}"
             pnic.link.attach(self.pf)
         self.driver = PfDriver(self.pf, host.kernel_thread(f"{pnic.name}/pf-driver"), num_vfs, configs)

@@ -6,7 +6,7 @@ destination is ``wire``."""
 from __future__ import annotations
 
 from collections import deque
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface
 
 from ..sim.resource import Resource
 from ..spec.ethernet import ETH_MIN_FRAME
@@ -64,6 +64,7 @@ class WirePeer:
         self.cpu = self.vcpu = self.cores[0]
         self.rx_ring = rx_ring
         self.rx_stamp = 0.0
+        self.sinks: set[int] = set()        # UDP ports taken as a tester takes them
         self._rx = [_RxQueue(core) for core in self.cores]
         self._queues: dict[bytes, int] = {}                # RSS result per (addresses, ports)
         self.stack = IPv4Stack(self.cpu, self.mac, IPv4Interface(address), self, drops=self.sim.drops,
@@ -134,10 +135,16 @@ class WirePeer:
         core, ring, taken, stack = rx.core, rx.ring, rx.taken, self.stack
         self.cpu = self.vcpu = stack.cpu = core
         done = 0
+        sinks = self.sinks
         while ring and done < NAPI_WEIGHT:
             frame, self.rx_stamp = ring.popleft()
             rx.work["rx"] += len(frame)
-            stack.receive(frame)
+            l4 = 14 + (frame[14] & 0xF) * 4
+            port = int.from_bytes(frame[l4 + 2:l4 + 4], "big") if frame[23] == IPPROTO_UDP else -1
+            if port in sinks:
+                self._sink(core, frame, l4, port)
+            else:
+                stack.receive(frame)
             taken.append(core.cursor)
             done += 1
         self.sim.at(core.cursor, self._poll_done, rx, done)
@@ -152,6 +159,19 @@ class WirePeer:
         rx.polling = False
         if rx.ring:
             self._cause(rx, self.sim.now)
+
+    def sink(self, port: int) -> None:
+        """Take the datagrams of a one-way stream to ``port`` as a traffic
+        tester does (a poll-mode receiver counting and timestamping what its
+        NIC hands it, RFC 2544 26.1): a descriptor read each, no kernel stack,
+        so one flow on one queue is not held back by the far end's stack."""
+        self.sinks.add(port)
+
+    def _sink(self, core: Resource, frame: bytes, l4: int, port: int) -> None:
+        core.charge("ring_op")
+        end = 14 + int.from_bytes(frame[16:18], "big")
+        sock = self.stack.udp_sockets[port]
+        sock.on_datagram(frame[l4 + 8:end], IPv4Address(frame[26:30]), int.from_bytes(frame[l4:l4 + 2], "big"))
 
     def receive_time(self) -> float:
         """A one-way flow's latency ends at this host's NIC: the RX timestamp

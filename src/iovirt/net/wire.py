@@ -101,7 +101,7 @@ class NicPort:
 
     def arrive(self, frame: bytes) -> None:
         device, link = self.device, self.link
-        engine = device.engine
+        engine = device.rx_engine
         engine.sync(link.sim.now)
         if device.can_receive(len(frame)):
             device.receive(engine, frame)

@@ -40,6 +40,7 @@ class E1000Driver(DescriptorRings):
         super().__init__(kernel, info)
         self.bar = info.bars[0][1]
         self.itr = INTERRUPTS_PER_S                 # adapter->itr, interrupts/s
+        self.adaptive = True                        # InterruptThrottleRate 3 (dynamic conservative)
         self.itr_range = {"tx": LOW, "rx": LOW}     # adapter->tx_itr / rx_itr
         self.work = {"tx": [0, 0], "rx": [0, 0]}    # total_{tx,rx}_packets and _bytes since the interrupt
         self._probe()
@@ -136,11 +137,19 @@ class E1000Driver(DescriptorRings):
         self.poll_scheduled = False
         self._clean_tx()
         if self._clean_rx() < NAPI_WEIGHT:
-            self._set_itr()
+            if self.adaptive:
+                self._set_itr()
             self.wr("IMS", IMS_ENABLE_MASK)                  # napi_complete + e1000_irq_enable
             self.flush()
         else:
             self.napi_schedule()
+
+    def set_coalesce(self, rate: int | str) -> None:
+        """e1000_set_coalesce / InterruptThrottleRate: ``off`` (0) lets every
+        cause interrupt at once; a number fixes the rate (interrupts/s)."""
+        self.adaptive = False
+        self.itr = 0 if rate == "off" else int(rate)
+        self.wr("ITR", 1_000_000_000 // (self.itr * s.ITR_UNIT_NS) if self.itr else 0)
 
     def _set_itr(self) -> None:
         """e1000_set_itr in dynamic conservative mode (InterruptThrottleRate=3,

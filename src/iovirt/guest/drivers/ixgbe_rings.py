@@ -51,6 +51,7 @@ class IxgbeRings(DescriptorRings):
         self.bar = info.bars[0][1]
         self.queue = 0                      # the index of its queue pair in the register names
         self.itr = ITR_20K                  # q_vector->itr, what EITR holds (dynamic mode starts at 20K)
+        self.adaptive = True                # rx-usecs 1: dynamic
         self.itr_range = {"tx": LOWEST, "rx": LOWEST}     # each ring container's range
         self.work = {"tx": 0, "rx": 0}                    # bytes since the last update
 
@@ -147,7 +148,8 @@ class IxgbeRings(DescriptorRings):
             return
         self._clean_tx()
         if self._clean_rx() < NAPI_WEIGHT:
-            self._set_itr()
+            if self.adaptive:
+                self._set_itr()
             self._irq_enable_queues()                        # napi_complete_done
         else:
             self.napi_schedule()
@@ -187,6 +189,14 @@ class IxgbeRings(DescriptorRings):
             self.stack.receive(frame)
 
     # ---- adaptive interrupt moderation (ixgbe_set_itr / ixgbevf_set_itr, dynamic mode) -------
+    def set_coalesce(self, rate: int | str) -> None:
+        """ixgbe_set_coalesce (ethtool -C rx-usecs): ``off`` (0) interrupts at
+        every cause; a rate (interrupts/s) fixes the interval, in EITR's
+        2.048 us units as q_vector->itr holds it."""
+        self.adaptive = False
+        self.itr = 0 if rate == "off" else (1_000_000 // int(rate)) << 2
+        self.wr(self.EITR, self.itr & s.EITR_ITR_INT_MASK | s.EITR_CNT_WDIS)
+
     def _set_itr(self) -> None:
         """At the end of a poll: move EITR if the vector's rate moved."""
         new = next_itr(self.itr, self.itr_range, self.work)
