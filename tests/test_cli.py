@@ -384,8 +384,8 @@ def test_render_tables_from_example_dict():
 def test_explain_attributes_time_to_mechanisms_and_resources():
     """explain --json: ns per packet by event and resource kind; emulation's exits land on the vCPU,
     a pass-through VM's time is mostly guest stack, NIC DMA and wire."""
-    emu = json.loads(invoke("explain", EXAMPLE, "--json").stdout)["ns_per_packet"]
-    pt = json.loads(invoke("explain", EXAMPLE.parent / "passthrough-ixgbe.yaml", "--json").stdout)["ns_per_packet"]
+    emu = json.loads(invoke("explain", EXAMPLE, "--pooled", "--json").stdout)["ns_per_packet"]
+    pt = json.loads(invoke("explain", EXAMPLE.parent / "passthrough-ixgbe.yaml", "--pooled", "--json").stdout)["ns_per_packet"]
     assert emu["vm_exit"]["vcpu"] > 0 and emu["mmio_emulate"]["vcpu"] > 0
     assert pt["wire_tx"]["wire"] > 0 and pt["dma"]["nic"] > 0
     assert pt.get("vm_exit", {}).get("vcpu", 0) < 0.05 * emu["vm_exit"]["vcpu"]

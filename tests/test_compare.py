@@ -101,14 +101,20 @@ def test_cli_compare_json_out_and_plot(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--models", "emulation"], "--models: expected emulated, paravirt, passthrough or sriov, got emulation"),
     (["--vms", "1,x"], "--vms: expected comma-separated integers, got '1,x'"),
-    (["--sizes", "0"], "--sizes: expected positive integers, got '0'"),
+    (["--sizes", "0"], "--sizes: expected 44..1500 (IPv4 packets that fit one 1500-byte-MTU frame), got 0"),
+    (["--sizes", "64,100000"], "--sizes: expected 44..1500 (IPv4 packets that fit one 1500-byte-MTU frame), "
+                               "got 100000"),
     (["--profile", "nope"], "profile 'nope': neither a bundled profile"),
-    (["--cores", "2147483648"], "hosts[0].cores: expected at most 8192 cores (Linux's NR_CPUS limit"),
-    (["--vms", "1,5000"], "emulated-e1000-5000vm-64B: vms: expected at most 4096 VMs (one run holds them all), "
-                          "got a list of 5000"),
+    (["--cores", "2147483648"], "--cores: expected 1..8192 (a host's cores), got 2147483648"),
+    (["--cores", "0"], "--cores: expected 1..8192 (a host's cores), got 0"),
+    (["--vms", "1,5000"], "--vms: expected 1..4096 (VMs one run holds), got 5000"),
     (["--models", "passthrough", "--vms", "1,300"], "passthrough-ixgbe-300vm-64B: hosts[0].nics: expected at most "
                                                     "253 physical NICs"),
-    (["--duration-ms", "1e6"], "workloads[0].duration_ms: expected at most 10000 ms"),
+    (["--duration-ms", "1e6"], "--duration-ms: expected more than 0 and at most 10000 ms of simulated time, "
+                               "got 1e+06"),
+    (["--out", "missing-dir/rows.csv"], "--out: expected a file in an existing directory, got 'missing-dir/rows.csv'"),
+    (["--plot", "."], "--plot: expected a file ending in .png, got '.'"),
+    (["--scheduler", "nonsense"], "--scheduler: cannot reach a Dask scheduler at 'nonsense'"),
 ])
 def test_cli_compare_bad_input_is_one_line(args, message):
     """Bad compare options: one error line naming the option, exit 2."""

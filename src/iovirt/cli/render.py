@@ -6,11 +6,14 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich import box
+from rich.cells import cell_len
 from rich.table import Table
 
 from iovirt.experiments.catalog import Device
 
 TOP_EVENTS = 5
+COLUMN_PADDING = 3          # box.SIMPLE_HEAD: a space each side of a cell, and the column edge
+TABLE_EDGE = 1
 
 
 def _table(title: str, text: Sequence[str], numbers: Sequence[str] = ()) -> Table:
@@ -152,10 +155,12 @@ def sensitivity_table(result: dict[str, Any]) -> list[Any]:
 
 
 def breakdown_table(name: str, breakdown: dict[str, Any]) -> Table:
-    rows = breakdown["ns_per_packet"]
+    packets = breakdown["packets"]
+    rows = breakdown["ns_per_packet"] if packets else breakdown["ns"]
     kinds = sorted({kind for row in rows.values() for kind in row})
-    table = _table(f"{name}: ns of busy time per delivered packet ({breakdown['packets']} packets)",
-                   ["event"], [*kinds, "total"])
+    what = (f"ns of busy time per delivered packet ({packets} packet{'s' * (packets != 1)})" if packets else
+            "no packet delivered: ns of busy time in total")
+    table = _table(f"{name}: {what}", ["event"], [*kinds, "total"])
     totals = dict.fromkeys(kinds, 0.0)
     for event, row in rows.items():
         for kind, ns in row.items():
@@ -179,9 +184,45 @@ def profile_table(profile) -> Table:
 
 
 def claims_table(claims) -> Table:
-    table = _table("the seed's claims, tested", ["model", "claim", "verdict"])
+    table = _table("claims about the four models, tested", ["model", "claim", "verdict"])
     table.add_column("evidence", overflow="fold")
     styles = {"holds": "green", "fails": "red"}
     for c in claims:
         table.add_row(c.model, c.claim, f"[{styles[c.verdict]}]{c.verdict}[/]", c.evidence)
     return table
+
+
+def _width(column) -> int:
+    """What a column needs not to cut any cell: its widest cell, or its header (a number column's
+    whole, a text column's longest word)."""
+    header = str(column.header)
+    words = [header] if column.justify == "right" else header.split()
+    return max(cell_len(str(c)) for c in [*column._cells, *words]) + COLUMN_PADDING
+
+
+def fit(renderables: Iterable[Any], width: int) -> list[Any]:
+    """Tables folded to ``width`` columns: a table too wide is split into several, each repeating its
+    text columns (the row's name) with as many of the number columns as fit, so no number is cut;
+    anything else as it is."""
+    out: list[Any] = []
+    for r in renderables:
+        if not isinstance(r, Table) or sum(_width(c) for c in r.columns) + TABLE_EDGE <= width:
+            out.append(r)
+            continue
+        keys = [c for c in r.columns if c.justify != "right"]
+        numbers = [c for c in r.columns if c.justify == "right"]
+        room = max(1, width - TABLE_EDGE - sum(_width(c) for c in keys))
+        parts: list[list] = [[]]
+        for c in numbers:
+            if parts[-1] and sum(_width(n) for n in parts[-1]) + _width(c) > room:
+                parts.append([])
+            parts[-1].append(c)
+        for i, part in enumerate(parts):
+            title = r.title if i == 0 else f"{r.title or ''} (continued)"
+            table = Table(title=title, box=r.box)
+            for c in [*keys, *part]:
+                table.add_column(c.header, justify=c.justify, overflow="fold", no_wrap=c.justify == "right")
+            for row in zip(*(c._cells for c in [*keys, *part])):
+                table.add_row(*row)
+            out.append(table)
+    return out

@@ -1,4 +1,4 @@
-"""The seed's claims, each as an experiment whose verdict comes from a run.
+"""The common claims about the four models, each as an experiment whose verdict comes from a run.
 
 Each claim names the experiment that tests it, the evidence it measured and
 whether it holds.
@@ -248,7 +248,7 @@ def sriov_migrates_with_failover(profile: str) -> Claim:
 
 def check(profile: str = "default", many: int = 16, cores: int = 4,
           progress: Callable[[Claim], None] | None = None) -> list[Claim]:
-    """Run every experiment; claims in the order of the seed."""
+    """Run every experiment; claims model by model."""
     rows = _rows(profile, [1, many], cores)
     results = [
         emulated_devices_carry_traffic(profile),

@@ -111,6 +111,7 @@ def run_point(point: dict) -> dict:
         "host_cpu_cores": round(cores, 4),
         "cpu_per_gbps": round(busy / gbit, 4) if gbit else None,     # core-seconds per Gbit delivered
         "events_per_packet": {k: round(v / delivered, 3) for k, v in sorted(events.items())} if delivered else {},
+        **{key: data[key] for key in ("profile", "iovirt", "profile_sha256", "scenario_sha256")},
     }
 
 

@@ -4,11 +4,12 @@ compatibility matrix: which VM can go to which host, and why not."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..hypervisor.migration import MigrationLink, MigrationReport
 from .results import Result
-from .runner import begin, finish
+from .runner import begin, finish, run_to
 from .scenario import Migration, Scenario, ScenarioError, migration_note, migration_problem
 from .workloads import FlowStats
 from .world import World
@@ -55,7 +56,8 @@ def _target(scenario: Scenario, vm: str | None, to: str | None) -> tuple[str, st
     return vm, to
 
 
-def migrate(scenario: Scenario, vm: str | None = None, to: str | None = None) -> MigrationOutcome:
+def migrate(scenario: Scenario, vm: str | None = None, to: str | None = None,
+            progress: Callable[[float], None] | None = None) -> MigrationOutcome:
     """Run the scenario's workloads and migrate ``vm`` to host ``to`` during them."""
     vm, to = _target(scenario, vm, to)
     m = scenario.migration or Migration()
@@ -67,7 +69,7 @@ def migrate(scenario: Scenario, vm: str | None = None, to: str | None = None) ->
     link = MigrationLink(world.ledger, f"{source}->{to}/migration", m.link_gbps, fail_at)
     migration = world.migrate(vm, to, link, start + m.at_ms * 1e6, downtime_ns=m.downtime_ms * 1e6,
                               max_rounds=m.max_rounds)
-    world.sim.run(until=stop)
+    run_to(world, stop, progress)
     while migration.report.result == "running" and world.sim.now < stop + SETTLE_LIMIT_NS:
         world.sim.run(until=world.sim.now + SETTLE_STEP_NS)
     result = finish(world, start, stop, flows, wall)

@@ -3,13 +3,18 @@ counts, as the ``run --json`` object (README, "CLI") and as pandas DataFrames.""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import pandas as pd
 
+from .scenario import WIRE
 from .workloads import FlowStats
+
+WIRE_PEERS = "wire peers"     # the far ends of the physical links, one owner for all
 
 
 def _percentile(sorted_ns: list[float], q: float) -> float | None:
@@ -18,6 +23,19 @@ def _percentile(sorted_ns: list[float], q: float) -> float | None:
         return None
     k = min(len(sorted_ns) - 1, max(0, int(round(q * (len(sorted_ns) - 1)))))
     return round(sorted_ns[k] / 1000.0, 3)
+
+
+def digest(data) -> str:
+    """SHA-256 of ``data`` as canonical JSON: the same content has the same
+    digest however its file was laid out (order of keys, comments, quoting)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def fingerprint(scenario) -> tuple[str, str]:
+    """The digests a result records: of the cost profile and of the scenario (where frames are
+    captured changes no figure, and is left out)."""
+    return (digest(scenario.profile.spec.model_dump(mode="json")),
+            digest(scenario.model_dump(mode="json", exclude={"capture"})))
 
 
 def _plain(value):
@@ -88,6 +106,23 @@ def _bottleneck(world, f: FlowStats, resources: list[dict]) -> dict:
     return {"resource": top["name"], "utilization": top["utilization"]} if top else {}
 
 
+def owners(world, flows: list[FlowStats]) -> tuple[dict[str, str], dict[str, list[int]]]:
+    """Whose each resource is: a scenario's VM (its vCPUs and threads), a
+    host (its cores, NICs, wires, dom0) or the wire peers; and the flows each
+    of them serves."""
+    vms = {v.name: v.host for v in world.scenario.vms}
+    owners, served = {}, {}
+    for r in world.resources:
+        parts = r.name.split("/")
+        owners[r.name] = (parts[1] if len(parts) > 2 and parts[1] in vms else
+                          WIRE_PEERS if r.kind == "peer" else parts[0])
+    for f in flows:
+        machines = {f.src, f.dst} & vms.keys()
+        for owner in machines | {vms[m] for m in machines} | ({WIRE_PEERS} if WIRE in (f.src, f.dst) else set()):
+            served.setdefault(owner, []).append(f.index)
+    return owners, served
+
+
 def _fed_by(place: str) -> str:
     """The resource (name prefix) a queue that drops at ``place`` feeds: a
     switch port's buffer its link into the NIC, the far end's rings its cores."""
@@ -99,10 +134,15 @@ def _fed_by(place: str) -> str:
 
 
 class Result:
-    def __init__(self, data: dict, spent: dict[str, tuple[str, dict[str, float]]] | None = None) -> None:
+    def __init__(self, data: dict, spent: dict[str, tuple[str, dict[str, float]]] | None = None,
+                 owners: dict[str, str] | None = None, served: dict[str, list[int]] | None = None) -> None:
         # Strict JSON from here on: only JSON types, and NaN or infinity is an error.
         self.data = json.loads(json.dumps(data, default=_plain, allow_nan=False))
         self.spent = spent or {}              # resource -> (kind, {event: ns busy})
+        self.owners = owners or {}            # resource -> the VM, host or wire peers it belongs to
+        self.served = served or {}            # VM, host or wire peers -> the flows (indices) it serves
+        if self.spent:
+            self.data["explain"] = self.breakdowns()
         self.flows = pd.json_normalize(data["flows"], sep=".") if data["flows"] else pd.DataFrame()
         self.resources = pd.DataFrame(data["resources"])
         self.events = data["events"]
@@ -132,25 +172,47 @@ class Result:
             row["bottleneck"] = _bottleneck(world, f, resources)
         events = dict(sorted((k, v) for k, v in world.ledger.events.items() if v))
         events["interrupt"] = sum(vm.stats["interrupts"] for vm in world.machines)
-        return cls({"scenario": scenario.name, "profile": scenario.profile.name,
+        profile_sha256, scenario_sha256 = fingerprint(scenario)
+        return cls({"scenario": scenario.name, "profile": scenario.profile.name, "iovirt": version("iovirt"),
+                    "profile_sha256": profile_sha256, "scenario_sha256": scenario_sha256,
+                    "scenario_spec": scenario.model_dump(mode="json", by_alias=True, exclude_defaults=True),
                     "sim_time_s": round(window / 1e9, 9), "wall_time_s": round(wall_s, 3),
                     "flows": rows, "resources": resources, "events": events, "links": _links(world, busy, window), "drops": world.drops(), "device_errors": world.device_errors(),
                     "guest_faults": {name: g.fault for name, g in world.guests.items() if g.fault}},
-                   {r.name: (r.kind, dict(r.spent)) for r in world.resources})
+                   {r.name: (r.kind, dict(r.spent)) for r in world.resources}, *owners(world, flows))
 
     def to_dict(self) -> dict:
         """The ``run --json`` object: JSON types only, missing latencies as None."""
         return self.data
 
-    def breakdown(self) -> dict:
+    def breakdown(self, owner: str | None = None) -> dict:
         """Where the time goes: ns of busy time per delivered packet, by event
-        (the mechanism) and by the kind of resource that spent it."""
-        packets = sum(f["delivered"] for f in self.data["flows"]) or 1
-        table: dict[str, dict[str, float]] = {}
-        for kind, spent in self.spent.values():
-            for event, ns in spent.items():
-                row = table.setdefault(event, {})
-                row[kind] = row.get(kind, 0.0) + ns / packets
-        order = sorted(table, key=lambda e: -sum(table[e].values()))
-        return {"packets": packets,
-                "ns_per_packet": {e: {k: round(v, 1) for k, v in sorted(table[e].items())} for e in order}}
+        (the mechanism) and by the kind of resource that spent it; of every
+        resource (pooled), or of ``owner``'s (a VM, a host, the wire peers)
+        per packet of the flows it serves.  With no packet delivered, ``ns``
+        holds the busy time in total instead."""
+        if owner is None:
+            return _breakdown(self.spent.values(), self.data["flows"])
+        return self.breakdowns().get(owner) or _breakdown([], [])
+
+    def breakdowns(self) -> dict[str, dict]:
+        """:meth:`breakdown` of each VM, host and the wire peers that spent any time, in one pass."""
+        owned: dict[str, list] = {}
+        for name, entry in self.spent.items():
+            owned.setdefault(self.owners[name], []).append(entry)
+        flows = self.data["flows"]
+        return {owner: _breakdown(entries, [flows[i] for i in self.served.get(owner, [])])
+                for owner, entries in owned.items() if any(any(spent.values()) for _, spent in entries)}
+
+
+def _breakdown(spent, flows: list[dict]) -> dict:
+    """``spent``: (kind, {event: ns}) of some resources, per packet ``flows`` delivered."""
+    packets = sum(f["delivered"] for f in flows)
+    table: dict[str, dict[str, float]] = {}
+    for kind, events in spent:
+        for event, ns in events.items():
+            row = table.setdefault(event, {})
+            row[kind] = row.get(kind, 0.0) + ns / (packets or 1)
+    order = sorted(table, key=lambda e: -sum(table[e].values()))
+    rows = {e: {k: round(v, 1) for k, v in sorted(table[e].items())} for e in order if sum(table[e].values())}
+    return {"packets": packets, "ns_per_packet" if packets else "ns": rows}

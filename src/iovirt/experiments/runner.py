@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
+from . import capture
 from .results import Result
 from .scenario import DIRTY_SET_MB, WIRE, Scenario
 from .workloads import KINDS, FlowStats, MemoryDirty, flow_of
@@ -13,6 +15,7 @@ from .world import World
 
 DRAIN_NS = 50_000_000       # in-flight frames get at most this long after the last send
 DRAIN_STEP_NS = 1_000_000
+PROGRESS_STEPS = 100       # run_to reports progress this many times
 
 
 def _machine(world: World, name: str, src: str):
@@ -62,6 +65,7 @@ def busy_until(world: World, at: float) -> dict[str, float]:
 def begin(world: World) -> tuple[float, float, list[FlowStats]]:
     """Warm up, then start every workload; returns (start of the measured
     window: after the workloads' warm-up, stop, flows)."""
+    world.captures = [capture.attach(world, c.port, Path(c.file)) for c in world.scenario.capture]
     start = _warm_up(world)
     world.start_measuring(start)
     warm = min((w.warmup_ms for w in world.scenario.workloads if w.type != "memory_dirty"), default=0.0) * 1e6
@@ -89,19 +93,34 @@ def begin(world: World) -> tuple[float, float, list[FlowStats]]:
     return start + warm, stop, flows
 
 
-def finish(world: World, start: float, stop: float, flows: list[FlowStats], wall: float) -> Result:
+def run_to(world: World, stop: float, progress: Callable[[float], None] | None = None) -> None:
+    """Run the simulation to ``stop``, telling ``progress`` the fraction done
+    as it goes (the events run are the same either way)."""
+    if progress is None:
+        world.sim.run(until=stop)
+        return
+    begun = world.sim.now
+    for step in range(1, PROGRESS_STEPS + 1):
+        world.sim.run(until=begun + (stop - begun) * step / PROGRESS_STEPS)
+        progress(step / PROGRESS_STEPS)
+
+
+def finish(world: World, start: float, stop: float, flows: list[FlowStats], wall: float,
+           progress: Callable[[float], None] | None = None) -> Result:
     """Run to ``stop``, let frames in flight land, collect."""
-    world.sim.run(until=stop)
+    run_to(world, stop, progress)
     busy = {name: ns - world.busy_before.get(name, 0.0) for name, ns in busy_until(world, stop).items()}
     _drain(world, flows, stop)
+    for pcap in world.captures:
+        pcap.write()
     return Result.collect(world.scenario, world, flows, start, stop, busy, time.perf_counter() - wall)
 
 
-def run(scenario: Scenario) -> Result:
+def run(scenario: Scenario, progress: Callable[[float], None] | None = None) -> Result:
     wall = time.perf_counter()
     world = World(scenario)
     start, stop, flows = begin(world)
-    return finish(world, start, stop, flows, wall)
+    return finish(world, start, stop, flows, wall, progress)
 
 
 def run_all(fn: Callable[[dict], dict], todo: list[dict], client=None,

@@ -294,6 +294,11 @@ class Fabric(_Strict):
     buffer_kb: Annotated[int, Field(ge=2)] = 9 * 1024 // 64
 
 
+class Capture(_Strict):
+    port: str            # one of capture_ports(scenario)
+    file: Annotated[str, Field(min_length=1)]   # pcapng, relative to the working directory
+
+
 class Scenario(_Strict):
     name: Name
     profile_ref: str = Field("default", alias="profile", min_length=1)
@@ -303,6 +308,7 @@ class Scenario(_Strict):
     migration: Migration | None = None
     peer: Peer = Peer()
     fabric: Fabric = Fabric()
+    capture: list[Capture] = []
 
     _profile: CostProfile | None = PrivateAttr(None)
     _source_path: Path | None = PrivateAttr(None)
@@ -420,7 +426,7 @@ def load_scenario(path: str | Path) -> Scenario:
     except yamldoc.TooLarge:
         raise ScenarioError(f"{path}: (file): expected a scenario of at most {MAX_FILE_BYTES >> 20} MiB "
                             f"({MAX_VMS} VMs with {PCI_NIC_SLOTS} NICs each fit in less), got more") from None
-    except yamldoc.TooDeep as exc:
+    except (yamldoc.TooDeep, yamldoc.Duplicate) as exc:
         mark = exc.problem_mark
         raise ScenarioError(f"{path}: line {mark.line + 1}, column {mark.column + 1}: {exc.problem}") from None
     except yaml.YAMLError as exc:
@@ -487,6 +493,27 @@ def _show(value: Any) -> str:
 # ---- wiring checks -----------------------------------------------------------
 # Consumed lazily with next(): each check may assume the ones before it passed.
 
+def capture_ports(s: Scenario) -> dict[str, str]:
+    """Where frames can be captured: name -> what is seen there."""
+    ports = {}
+    for host in s.hosts:
+        ports[f"{host.name}/bridge"] = "the host's bridge: every frame handed to it"
+        ports.update({f"{host.name}/{nic.name}": "a physical port's wire side" for nic in host.nics})
+    for vm in s.vms:
+        ports[vm.name] = "the guest's interfaces, as tcpdump in the guest sees them"
+        if not vm.bare_metal and any(nic.uplink is None for nic in vm.nics):
+            ports[f"{vm.host}/{vm.name}/tap"] = "the VM's taps on the host bridge"
+    return ports
+
+
+def capture_problem(s: Scenario, port: str) -> str | None:
+    ports = list(capture_ports(s))
+    if port in ports:
+        return None
+    some = ", ".join(ports[:6]) + (", …" if len(ports) > 6 else "")
+    return f"expected a VM, HOST/VM/tap, HOST/bridge or HOST/NIC of this scenario ({some}), got {port!r}"
+
+
 def _wiring_problems(s: Scenario) -> Iterator[tuple[str, str]]:
     hosts = {host.name: host for host in s.hosts}
     vms = {vm.name: vm for vm in s.vms}
@@ -505,6 +532,11 @@ def _wiring_problems(s: Scenario) -> Iterator[tuple[str, str]]:
     yield from _uplink_problems(nics, hosts)
     for i, workload in enumerate(s.workloads):
         yield from _workload_problems(f"workloads[{i}]", workload, vms, hosts)
+    for i, capture in enumerate(s.capture):
+        problem = capture_problem(s, capture.port)
+        if problem:
+            yield f"capture[{i}].port", problem
+    yield from _duplicates("capture file", [(f"capture[{i}].file", c.file) for i, c in enumerate(s.capture)])
     if s.migration is not None:
         yield from _migration_problems(s.migration, vms, hosts)
 

@@ -28,18 +28,31 @@ def payload_for(flow: int, seq: int, sent_at: int, size: int) -> bytes:
     return PROBE.pack(flow, seq, int(sent_at)) + _PATTERN[start : start + size - IP_UDP_HEADERS - PROBE_SIZE]
 
 
+def _probe_at(frame: bytes) -> int | None:
+    """Where the probe of ``frame``'s datagram starts (UDP, or ICMP echo data;
+    VLAN-tagged or not), None if it carries no IPv4 UDP or ICMP."""
+    at = 16 if frame[12:14] == _TPID else 12
+    if frame[at : at + 2] != _ETH_P_IP or len(frame) < at + 22 or frame[at + 11] not in _PROBED:
+        return None
+    return at + 2 + (frame[at + 2] & 0xF) * 4 + 8          # past the IP header and the UDP / ICMP header
+
+
 def flow_of(flows: int) -> Callable[[bytes], int | None]:
     """What tells a frame's flow for the drop ledger: the probe its datagram
-    carries (UDP, or ICMP echo data; VLAN-tagged or not), if it names one of
-    the ``flows`` workloads."""
+    carries, if it names one of the ``flows`` workloads."""
     def classify(frame: bytes) -> int | None:
-        at = 16 if frame[12:14] == _TPID else 12
-        if frame[at : at + 2] != _ETH_P_IP or len(frame) < at + 22 or frame[at + 11] not in _PROBED:
+        probe = _probe_at(frame)
+        if probe is None:
             return None
-        probe = at + 2 + (frame[at + 2] & 0xF) * 4 + 8          # past the IP header and the UDP / ICMP header
         flow = int.from_bytes(frame[probe : probe + 4], "big") if len(frame) >= probe + 4 else flows
         return flow if flow < flows else None
     return classify
+
+
+def probe_of(frame: bytes) -> tuple[int, int, int] | None:
+    """The (flow, sequence, send time) ``frame`` carries, if any."""
+    probe = _probe_at(frame)
+    return None if probe is None or len(frame) < probe + PROBE_SIZE else PROBE.unpack_from(frame, probe)
 
 
 @dataclass

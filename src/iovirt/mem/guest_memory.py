@@ -1,8 +1,10 @@
 """Guest-physical memory: one flat anonymous ``mmap`` per VM, so untouched
-pages cost no host memory, with 4 KiB pages and a dirty bitmap for live
-migration's dirty logging.  Many pages loaded alike in many VMs (a booted
-system's image) are held once by the host and shared copy-on-write, as
-KSM merges identical pages (Linux Documentation/admin-guide/mm/ksm.rst)."""
+pages cost no host memory (MAP_NORESERVE: nor any of the overcommit
+reserve, so a VM larger than this machine's RAM runs as long as it touches
+less), with 4 KiB pages and a dirty bitmap for live migration's dirty
+logging.  Many pages loaded alike in many VMs (a booted system's image) are
+held once by the host and shared copy-on-write, as KSM merges identical
+pages (Linux Documentation/admin-guide/mm/ksm.rst)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import sys
 from collections import OrderedDict
 from collections.abc import Callable
 
+MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)   # Linux <bits/mman-map-flags-generic.h>; Python 3.13 names it
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 MERGE_PAGES = 512           # loads of at least 2 MiB are merged across VMs
@@ -90,7 +93,7 @@ class GuestMemory:
             raise ValueError(f"guest memory size {size} is not a positive multiple of {PAGE_SIZE}")
         self.size = size
         try:
-            self.buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            self.buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | MAP_NORESERVE)
         except OSError as exc:          # ENOMEM: more than the host's overcommit policy lets one process reserve
             error = MemoryError(f"cannot reserve {size >> 20} MiB of guest memory: {exc.strerror}")
             error.reason = exc.strerror

@@ -141,7 +141,7 @@ def load_profile(name_or_path: str | Path, base: Path | None = None) -> CostProf
     text, origin = _read(str(name_or_path), base)
     try:
         raw = yamldoc.load(text)
-    except yamldoc.TooDeep as exc:
+    except (yamldoc.TooDeep, yamldoc.Duplicate) as exc:
         mark = exc.problem_mark
         raise ProfileError(f"{origin}: line {mark.line + 1}, column {mark.column + 1}: {exc.problem}") from None
     except yaml.YAMLError as exc:

@@ -2,12 +2,16 @@
 only up to a size, and a document nested deeper than ``MAX_NESTING`` levels
 of lists and mappings is refused before PyYAML's recursive composer would
 exhaust the Python stack (a thousand levels or so); aliases and scalars do
-not nest."""
+not nest.  A key given twice in one mapping is refused (YAML 1.2, 3.2.1.1:
+keys are unique), and ``2e3`` is a number, as in YAML 1.2's core schema
+(YAML 1.1's float needs a dot and reads it as a string)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import re
 
 import yaml
 
@@ -20,6 +24,15 @@ class TooDeep(yaml.MarkedYAMLError):
 
 class TooLarge(ValueError):
     """The file holds more than the limit it was read with."""
+
+
+class Duplicate(yaml.MarkedYAMLError):
+    """A key given twice in one mapping; ``problem_mark`` is the second."""
+
+
+# YAML 1.2 core schema, 10.3.2: [-+]? ( \. [0-9]+ | [0-9]+ ( \. [0-9]* )? ) ( [eE] [-+]? [0-9]+ )?,
+# here only the exponent forms without a dot that YAML 1.1 leaves as strings.
+_EXPONENT = re.compile(r"[-+]?[0-9]+[eE][-+]?[0-9]+")
 
 
 class _Loader(yaml.SafeLoader):
@@ -36,6 +49,20 @@ class _Loader(yaml.SafeLoader):
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise Duplicate(problem=f"expected each key once in a mapping, got {key!r} again",
+                                    problem_mark=key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+0123456789"))
 
 
 def load(text: str) -> Any:
