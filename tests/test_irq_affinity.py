@@ -4,8 +4,13 @@ took the interrupt."""
 
 from __future__ import annotations
 
+import ipaddress
+
 import pytest
 
+import iovirt
+from iovirt.experiments.runner import begin, run_to
+from iovirt.experiments.world import World
 from iovirt.guest.kernel import GuestKernel
 from iovirt.hypervisor.cpustate import APIC_ISR, _lapic_page
 from iovirt.hypervisor.host import Host
@@ -13,6 +18,7 @@ from iovirt.hypervisor.vm import VM
 from iovirt.sim.engine import Sim
 from iovirt.sim.profile import load_profile
 from iovirt.sim.resource import Ledger, Resource
+from iovirt.spec import ixgbe as s
 from iovirt.spec.apic import MSI_ADDR_BASE, msi_address, msi_destination
 
 PROFILE = load_profile("default")
@@ -107,3 +113,36 @@ def test_work_parked_while_paused_runs_on_its_own_vcpu():
     guest.resume()
     sim.run()
     assert seen == [1]
+
+
+def spread_scenario(bm_vcpus: int) -> dict:
+    """Four VMs, each on a VF of host0's port, stream to a bare-metal machine on host1."""
+    vms = [{"name": f"vm{i}", "host": "host0",
+            "nics": [{"model": "sriov", "device": "ixgbevf", "uplink": "pnic0", "mac": f"52:54:00:00:00:0{i}",
+                      "ip": f"10.0.0.{i}/24"}]} for i in range(1, 5)]
+    vms.append({"name": "bm", "host": "host1", "bare_metal": True, "vcpus": bm_vcpus,
+                "nics": [{"model": "passthrough", "device": "ixgbe", "uplink": "pnic0", "mac": "52:54:00:00:01:01",
+                          "ip": "10.0.0.10/24"}]})
+    return {"name": "spread", "profile": "default",
+            "hosts": [{"name": "host0", "cores": 8, "nics": [{"name": "pnic0", "kind": "x82599", "link_gbps": 10,
+                                                              "num_vfs": 4}]},
+                      {"name": "host1", "cores": 4, "nics": [{"name": "pnic0", "kind": "x82599", "link_gbps": 10}]}],
+            "vms": vms,
+            "workloads": [{"type": "udp_stream", "src": f"vm{i}", "dst": "bm", "packet_size": 1500,
+                           "duration_ms": 0.5, "rate_pps": 50_000} for i in range(1, 5)]}
+
+
+@pytest.mark.parametrize("vcpus", [1, 4])
+def test_a_bare_metal_receiver_takes_each_sender_on_the_cpu_its_hash_names(vcpus):
+    """Through the whole world: each sender's stream is taken (interrupts,
+    NAPI, socket) on the vCPU of the queue RSS gives its addresses."""
+    world = World(iovirt.Scenario.from_dict(spread_scenario(vcpus)))
+    _, stop, flows = begin(world)
+    run_to(world, stop + 2_000_000)
+    assert all(f.delivered > 0 for f in flows)
+    tables = s.toeplitz_tables(s.RSS_DEFAULT_KEY, 12)
+    dst = ipaddress.IPv4Address("10.0.0.10").packed
+    want = {(s.toeplitz(tables, ipaddress.IPv4Address(f"10.0.0.{i}").packed + dst) & 127) % vcpus for i in range(1, 5)}
+    took = {v.index for v in world.vms["bm"].vcpus if v.spent["guest_stack"]}
+    assert took == want
+    assert len(want) > 1 or vcpus == 1
