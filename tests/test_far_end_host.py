@@ -50,3 +50,27 @@ def test_an_unknown_far_end_kind_is_refused():
     with pytest.raises(ScenarioError) as err:
         iovirt.Scenario.from_dict(scenario({"kind": "tester"}))
     assert "peer.kind" in str(err.value)
+
+
+def four_senders(cores: int) -> dict:
+    """Four VMs, each on a VF of one port, stream 1500 B at full speed to a far-end host of ``cores`` cores."""
+    vms = [{"name": f"vm{i}", "host": "host0",
+            "nics": [{"model": "sriov", "device": "ixgbevf", "uplink": "pnic0", "mac": f"52:54:00:00:00:0{i}",
+                      "ip": f"10.0.0.{i}/24"}]} for i in range(1, 5)]
+    return {"name": "far-end-cores", "profile": "default",
+            "hosts": [{"name": "host0", "cores": 8, "nics": [{"name": "pnic0", "kind": "x82599", "link_gbps": 10,
+                                                              "num_vfs": 4}]}],
+            "vms": vms, "peer": {"kind": "host", "cores": cores},
+            "workloads": [{"type": "udp_stream", "src": f"vm{i}", "dst": "wire", "packet_size": 1500,
+                           "duration_ms": 2} for i in range(1, 5)]}
+
+
+@pytest.mark.parametrize("cores", [1, 4])
+def test_a_far_end_with_too_few_cores_drops_at_its_nic(cores):
+    """One core cannot take four line-rate senders: its NIC's ring fills and
+    the 82599 drops (rx_missed); with four cores RSS spreads the senders and
+    nothing is lost."""
+    result = iovirt.run(iovirt.Scenario.from_dict(four_senders(cores))).to_dict()
+    missed = result["drops"].get("peer-10.0.0.0/host/ixgbe/rx_missed", 0)
+    assert (missed > 0) == (cores == 1)
+    assert len(far_end_busy(result)) == (1 if cores == 1 else 2)      # the senders' addresses hash to two queues
