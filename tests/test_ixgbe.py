@@ -692,12 +692,12 @@ class Machine:
     peer: WirePeer
 
 
-def bare_metal() -> Machine:
+def bare_metal(vcpus: int = 1) -> Machine:
     """A VM whose NIC BARs are mapped with an empty trap path (what pass-through gives), MSI-X
     messages to its interrupt chip, the port on a 10GbE wire to a peer."""
     sim = Sim()
     ledger = Ledger(PROFILE)
-    vm = VM("vm1", Host("host0", 2, sim, ledger), 64, 1)
+    vm = VM("vm1", Host("host0", max(2, vcpus), sim, ledger), 64, vcpus)
     engine = Resource("host0/nic0/engine", "nic", ledger)
     dev = Ixgbe(sim, MAC, Dma(vm.mem, "dma"), engine)
     fn = dev.pci
@@ -792,3 +792,73 @@ def test_driver_streams_past_a_full_tx_ring_in_order():
     udp = [f[42:46] for _, f in m.peer.received if f[12:14] == b"\x08\x00" and f[23] == 17]
     assert m.driver.tx_queue_stopped is False and len(taken) > 512
     assert udp == [i.to_bytes(4, "big") for i in taken]
+
+
+# ---- RSS across CPUs --------------------------------------------------------------------
+@pytest.mark.parametrize("vcpus,queues", [(1, 1), (4, 4), (20, 16)])
+def test_driver_brings_up_a_queue_pair_per_cpu_up_to_16(vcpus, queues):
+    """ixgbe_set_rss_queues: min(CPUs, 16) RX and TX queues enabled on the port, no more."""
+    m = bare_metal(vcpus)
+    cpu = m.vm.vcpus[0]
+    rx = [bool(m.dev.mmio_read(cpu, s.REGS[f"RXDCTL{q}"].offset, 4) & s.RXDCTL_ENABLE) for q in range(18)]
+    tx = [bool(m.dev.mmio_read(cpu, s.REGS[f"TXDCTL{q}"].offset, 4) & s.TXDCTL_ENABLE) for q in range(18)]
+    assert rx == tx == [q < queues for q in range(18)]
+
+
+def rss_flows(m: Machine, flows: int) -> list[tuple[str, int]]:
+    """``flows`` UDP flows from as many addresses to port 7000, each echoed by
+    the machine; (source, CPU) of every datagram, in arrival order."""
+    stack = m.guest.interfaces[MAC]
+    sock = stack.udp_socket(7000)
+    seen = []
+    for i in range(flows):                   # ip neigh add: the sources sit behind the peer
+        stack.arp_table[int(ipaddress.IPv4Address(f"10.0.0.{10 + i}"))] = PEER_MAC
+
+    def echo(payload, src, sport):
+        seen.append((str(src), m.guest.cpu.index))
+        sock.sendto(payload, (src, sport))
+
+    sock.on_datagram = echo
+    for n in range(3):
+        for i in range(flows):
+            m.peer.send(udp_frame(f"10.0.0.{10 + i}", "10.0.0.1", 9000, 7000, bytes([n]) * 18))
+    m.sim.run(until=m.sim.now + 2_000_000)
+    return seen
+
+
+def expected_queue(src: str, queues: int) -> int:
+    """The device's RSS over the addresses (UDP ports are hashed only with ethtool -N), the
+    driver's table round robin over the queues."""
+    addrs = ipaddress.IPv4Address(src).packed + ipaddress.IPv4Address("10.0.0.1").packed
+    return (s.toeplitz(s.toeplitz_tables(s.RSS_DEFAULT_KEY, 12), addrs) & (s.RETA_ENTRIES - 1)) % queues
+
+
+def test_flows_spread_over_queues_and_each_runs_on_its_queues_cpu():
+    """With 4 vCPUs, 16 flows land on the queue the hash names and are received, by
+    interrupt, NAPI and socket, on that queue's vCPU; every vCPU takes interrupts."""
+    m = bare_metal(4)
+    seen = rss_flows(m, 16)
+    assert len(seen) == 48
+    assert all(cpu == expected_queue(src, 4) for src, cpu in seen)
+    assert {cpu for _, cpu in seen} == {0, 1, 2, 3}
+    assert all(vcpu.spent["irq_entry"] > 0 for vcpu in m.vm.vcpus)
+
+
+def test_one_cpu_takes_every_flow():
+    """The other way: one vCPU, one queue, every flow on vCPU 0."""
+    m = bare_metal(1)
+    seen = rss_flows(m, 16)
+    assert len(seen) == 48 and {cpu for _, cpu in seen} == {0}
+
+
+def test_replies_leave_on_the_queue_of_the_cpu_that_sends_them():
+    """XPS: the echo sent from vCPU n's receive path goes out on TX queue n; the
+    peer gets every reply."""
+    m = bare_metal(4)
+    seen = rss_flows(m, 16)
+    cpu = m.vm.vcpus[0]
+    sent = [m.dev.mmio_read(cpu, s.REGS[f"TDT{q}"].offset, 4) for q in range(4)]
+    per_cpu = [sum(1 for _, c in seen if c == q) for q in range(4)]
+    assert sent == per_cpu                   # one descriptor per reply
+    replies = [f for _, f in m.peer.received if f[12:14] == b"\x08\x00" and f[23] == 17]
+    assert len(replies) == 48

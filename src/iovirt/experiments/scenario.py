@@ -281,8 +281,14 @@ class Migration(_Strict):
 
 
 class Peer(_Strict):
-    """The hosts at the far end of the wire (one per subnet a workload reaches it on)."""
+    """The hosts at the far end of the wire (one per subnet a workload reaches it on).
+    ``wire``: a model of one (RSS queues, moderation, NAPI, a stack; a one-way
+    stream taken as a tester takes it); ``host``: a bare-metal machine with
+    ``cores`` CPUs on a 10GbE 82599 run by the ixgbe driver and the guest
+    kernel, a one-way stream taken by a socket on its stack (``rx_ring`` is
+    the wire model's)."""
 
+    kind: Literal["wire", "host"] = "wire"
     cores: Annotated[int, Field(ge=1), _at_most(NR_CPUS_MAX, "cores", "Linux's NR_CPUS limit, CONFIG_MAXSMP")] = 16
     rx_ring: Annotated[int, Field(ge=64), _at_most(8192, "descriptors", "the 82599's ring limit, IXGBE_MAX_RXD")] = 512
 

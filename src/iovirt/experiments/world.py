@@ -33,6 +33,8 @@ from .scenario import ASSIGNED, WIRE, Scenario, ScenarioError, bridge_port, migr
 
 SETTLE_NS = 2_000_000
 HOST_KERNEL_MB = 64
+FAR_END_MB = 128                    # room for 16 queue pairs of 512 2 KiB buffers each way
+FAR_END_GBPS = 10                   # the far end's 82599 port
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -42,6 +44,25 @@ def mac_bytes(mac: str) -> bytes:
 def _vf_config(nic) -> VfConfig:
     """The PF driver's policy for the VF of VM NIC ``nic`` (ip link set PF vf N ...)."""
     return VfConfig(mac_bytes(nic.mac), nic.vlan or 0, nic.rate_mbps or 0, nic.spoofchk, nic.trust)
+
+
+class FarEndHost:
+    """The far end of the wire as a bare-metal machine (``peer: {kind: host}``):
+    what a workload needs of it, its stack and when a datagram reached its
+    socket; its CPUs count as the far end's (kind ``peer``)."""
+
+    def __init__(self, vm: VM, kernel: GuestKernel, stack) -> None:
+        self.kernel, self.stack = kernel, stack
+        self.cores = vm.vcpus
+        for vcpu in self.cores:
+            vcpu.kind = "peer"
+
+    def sink(self, port: int) -> None:
+        """A one-way stream to ``port`` is taken by the socket bound on this
+        host's stack: through its NIC, driver and stack, nothing skipped."""
+
+    def receive_time(self) -> float:
+        return self.kernel.receive_time()
 
 
 class _Refused(Exception):
@@ -320,9 +341,24 @@ class World:
         if net not in self.peers:
             address = IPv4Interface(f"{net.broadcast_address - 1}/{net.prefixlen}")
             mac = bytes([0x02, 0, 0, 0, len(self.peers) >> 8 & 0xFF, len(self.peers) & 0xFF])
-            self.peers[net] = WirePeer(self.fabric, mac, str(address), name=f"peer-{net.network_address}",
-                                       cores=self.scenario.peer.cores, rx_ring=self.scenario.peer.rx_ring)
+            name, spec = f"peer-{net.network_address}", self.scenario.peer
+            if spec.kind == "host":
+                self.peers[net] = self._far_end_host(name, mac, str(address))
+            else:
+                self.peers[net] = WirePeer(self.fabric, mac, str(address), name=name, cores=spec.cores,
+                                           rx_ring=spec.rx_ring)
         return self.peers[net]
+
+    def _far_end_host(self, name: str, mac: bytes, address: str) -> FarEndHost:
+        """A host of ``cores`` cores whose bare-metal OS owns its 82599 port on the LAN."""
+        host = Host(name, self.scenario.peer.cores, self.sim, self.ledger)
+        pnic = PhysicalNic(host, "pnic0", 0, FAR_END_GBPS)
+        self.fabric.connect(pnic.link)
+        vm = VM("host", host, FAR_END_MB, len(host.cores), native=True, dedicated=True)
+        PassthroughNic(vm, pnic, mac)
+        kernel = GuestKernel(name, vm.vcpus[0], vm.mem, self.sim)
+        kernel.boot()
+        return FarEndHost(vm, kernel, kernel.ifup(mac, address))
 
     def drops(self) -> dict[str, int]:
         """Frames lost on the way, by where they were discarded (a full tap or

@@ -2,7 +2,10 @@
 enumerating PCI through 0xCF8/0xCFC, binds a driver to every NIC it knows by
 vendor and device ID, brings interfaces up with the addresses it is given
 (matched by MAC, as cloud-init does) and runs deferred work (NAPI polls,
-application steps) on its vCPU."""
+application steps) on its vCPUs: an interrupt's handler runs on the vCPU
+that took it, and work it defers (``run_soon``: softirq, NAPI) runs on that
+same vCPU afterwards, as Linux raises a softirq on the CPU it is on.
+``cpu`` is the vCPU running kernel code now; outside it, the boot vCPU."""
 
 from __future__ import annotations
 
@@ -52,7 +55,8 @@ class GuestKernel:
         self.name = name
         self.resident_mb = resident_mb
         self.drivers = DRIVERS if drivers is None else drivers
-        self.vcpu = vcpu
+        self.vcpu = self.cpu = vcpu         # the boot vCPU; the one running kernel code
+        self.vcpus = vcpu.vm.vcpus
         self.mem = mem
         self.sim = sim
         self.alloc = DmaAllocator(mem.size, self._zero)
@@ -63,7 +67,8 @@ class GuestKernel:
         self._next_vector = FIRST_VECTOR
         self._free_vectors: list[int] = []     # given back, lowest first (the vector matrix)
         self._vectors: dict[Bdf, list[int]] = {}   # each PCI function's vectors
-        self._parked: list[Callable[[], None]] = []
+        self._parked: list[tuple[Callable[[], None], int]] = []     # (work, index of its vCPU)
+        self._idt: dict[int, Callable[[], None]] = {}
         self.xen_platform = None            # a Xen guest's events and grants layer (xenbus_probe)
         self.fault: str | None = None       # the oops that stopped this kernel
 
@@ -132,9 +137,29 @@ class GuestKernel:
         self.alloc.release(info.bdf)
 
     def request_irq(self, key: int, handler: Callable[[], None]) -> None:
-        """The IDT entry for an IOAPIC pin or MSI vector ``key``; the handler
-        runs as the kernel's own code (a fault in it is an oops)."""
-        self.vcpu.set_irq_handler(key, partial(self._guarded, handler))
+        """The IDT entry for an IOAPIC pin or MSI vector ``key`` (one table
+        for every vCPU); the handler runs as the kernel's own code on the
+        vCPU that took the interrupt (a fault in it is an oops)."""
+        self._idt[key] = handler
+        for vcpu in self.vcpus:
+            vcpu.set_irq_handler(key, partial(self._on, vcpu, handler))
+
+    def _on(self, vcpu, fn: Callable[[], None]) -> None:
+        """Run ``fn`` as kernel code on ``vcpu``."""
+        if vcpu is self.cpu:
+            self._guarded(fn)
+            return
+        self._enter(vcpu)
+        try:
+            self._guarded(fn)
+        finally:
+            self._enter(self.vcpu)
+
+    def _enter(self, vcpu) -> None:
+        """``vcpu`` runs kernel code: what it does and what the stacks above it do is its."""
+        self.cpu = vcpu
+        for stack in self.interfaces.values():
+            stack.cpu = vcpu
 
     def _guarded(self, fn: Callable[[], None]) -> None:
         if self.fault is None:
@@ -166,7 +191,7 @@ class GuestKernel:
 
     def _spurious(self, vector: int) -> None:
         self.stats["spurious_interrupts"] += 1
-        self.vcpu.eoi(vector)
+        self.cpu.eoi(vector)
 
     def _load_image(self) -> int:
         """The booted system's resident memory (kernel text and data, page
@@ -200,28 +225,31 @@ class GuestKernel:
 
     def receive_time(self) -> float:
         """When the datagram being delivered reached its socket."""
-        return self.vcpu.cursor
+        return self.cpu.cursor
 
     def run_soon(self, fn: Callable[[], None]) -> None:
-        """Run ``fn`` on the vCPU once it is free (softirq, workqueue)."""
-        self.sim.at(self.vcpu.cursor, self._run, fn)
+        """Run ``fn`` on the vCPU running kernel code now, once it is free (softirq, workqueue)."""
+        cpu = self.cpu
+        self.sim.at(cpu.cursor, self._run, fn, cpu.index)
 
     def run_at(self, when: int, fn: Callable[[], None]) -> None:
-        self.sim.at(when, self._run, fn)
+        """Run ``fn`` on the boot vCPU at ``when``."""
+        self.sim.at(when, self._run, fn, 0)
 
-    def _run(self, fn: Callable[[], None]) -> None:
-        vcpu, now = self.vcpu, self.sim.now
+    def _run(self, fn: Callable[[], None], index: int) -> None:
+        """``fn`` on vCPU ``index`` of the machine the kernel is on when it is due."""
+        vcpu = self.vcpus[index]
         if vcpu.vm.paused:                      # the vCPU is stopped: the work waits for it
-            self._parked.append(fn)
+            self._parked.append((fn, index))
             return
-        vcpu.sync(now)
-        self._guarded(fn)
+        vcpu.sync(self.sim.now)
+        self._on(vcpu, fn)
 
     def resume(self) -> None:
-        """The vCPU runs again: work that waited for it runs, in order."""
+        """The vCPUs run again: work that waited for each runs there, in order."""
         parked, self._parked = self._parked, []
-        for fn in parked:
-            self.run_soon(fn)
+        for fn, index in parked:
+            self.sim.at(self.vcpus[index].cursor, self._run, fn, index)
 
     # ---- live migration: this OS image continues on another machine ----------------
     def move_to(self, vcpu, mem, xen=None) -> None:
@@ -231,9 +259,12 @@ class GuestKernel:
         First thing when it runs: drivers reconnect where they must, then each
         interface announces itself (gratuitous ARP, as netdev_notify_peers
         after a migration) so switches relearn its MAC."""
-        old, self.vcpu, self.mem = self.vcpu, vcpu, mem
-        vcpu.irq_handlers, old.irq_handlers = old.irq_handlers, {}
-        vcpu.in_service, old.in_service = old.in_service, set()
+        olds, self.vcpu, self.cpu, self.vcpus, self.mem = self.vcpus, vcpu, vcpu, vcpu.vm.vcpus, mem
+        for old, new in zip(olds, self.vcpus):
+            new.in_service, old.in_service = old.in_service, set()
+            old.irq_handlers = {}
+        for key, handler in self._idt.items():
+            self.request_irq(key, handler)
         self.pci.io = vcpu
         if xen is not None and self.xen_platform is not None:
             self.xen_platform.move_to(vcpu, mem, xen)
@@ -242,7 +273,7 @@ class GuestKernel:
         for stack in self.interfaces.values():
             stack.cpu = vcpu
         announce = [stack.announce for stack in self.interfaces.values()]
-        self._parked[:0] = [netdev.resume for netdev in self.netdevs] + announce
+        self._parked[:0] = [(fn, 0) for fn in [netdev.resume for netdev in self.netdevs] + announce]
 
 
 _GUEST = os.path.dirname(__file__) + os.sep

@@ -103,12 +103,13 @@ def _lapic_page(vm: VM, index: int) -> bytes:
     vectors as 8 registers of 32 bits each 16 bytes apart."""
     page = bytearray(1024)
     struct.pack_into("<I", page, APIC_ID, index << 24)
-    if index == 0:                                  # interrupts are delivered to vCPU 0
-        for base, vectors in ((APIC_ISR, vm.vcpus[0].in_service), (APIC_IRR, vm.irqchip.irr)):
-            for vector in vectors:
-                if 0 <= vector < 256:
-                    at = base + (vector >> 5) * 16
-                    struct.pack_into("<I", page, at, struct.unpack_from("<I", page, at)[0] | 1 << (vector & 31))
+    chip = vm.irqchip
+    requested = [v for v in chip.irr if chip.dest.get(v, 0) == index]
+    for base, vectors in ((APIC_ISR, vm.vcpus[index].in_service), (APIC_IRR, requested)):
+        for vector in vectors:
+            if 0 <= vector < 256:
+                at = base + (vector >> 5) * 16
+                struct.pack_into("<I", page, at, struct.unpack_from("<I", page, at)[0] | 1 << (vector & 31))
     return bytes(page)
 
 

@@ -36,7 +36,7 @@ from ..net.wire import Link
 from ..sim.resource import Resource
 from ..spec import ixgbe as ixs
 from ..spec import vtd
-from ..spec.apic import MSI_ADDR_BASE
+from ..spec.apic import msi_address, msi_destination
 from ..spec.pci import PCI_MAX_DEVICES, PCI_MSIX_ENTRY, PCI_MSIX_ENTRY_SIZE, Bdf
 from .hotplug import PciHotplug
 from .iommu import Iommu
@@ -263,7 +263,8 @@ class AssignedFunction(PciNic):
 
     def msi(self, cpu: Resource, vector: int) -> None:
         """The function signals MSI-X entry ``vector``: natively to the CPU, or
-        as a remappable interrupt through the IOMMU."""
+        as a remappable interrupt through the IOMMU; KVM then delivers the
+        guest's vector to the vCPU the guest's message names (its MSI routing)."""
         self._irq_cpu = cpu
         message = self.fn.notify(vector)
         if message is None:
@@ -275,19 +276,22 @@ class AssignedFunction(PciNic):
         remapped = unit.remap_msi(self.requester, *vtd.remappable_msi(self.irte_base + vector))
         if remapped is None:
             return                                       # blocked: recorded in the fault log
+        address = msi_address(msi_destination(message[0]))
         if remapped.posted:
             unit.pi_take(self.iommu.pi(self.vm))         # the running vCPU syncs its PIR
-            self.vm.irqchip.msi(cpu, MSI_ADDR_BASE, remapped.vector, posted=True)
+            self.vm.irqchip.msi(cpu, address, remapped.vector, posted=True)
             return
-        self.vm.sim.urgent(cpu.cursor, self._host_irq, remapped.vector)
+        self.vm.sim.urgent(cpu.cursor, self._host_irq, remapped.vector, address)
 
-    def _host_irq(self, vector: int) -> None:
+    def _host_irq(self, vector: int, address: int) -> None:
         """The remapped interrupt reaches the host when the function sends it:
-        VFIO's handler on the core the vCPU runs on, then irqfd."""
-        core = self.vm.vcpus[0].core or self._irq_cpu
+        VFIO's handler on the core the target vCPU runs on, then irqfd."""
+        vcpus = self.vm.vcpus
+        dest = msi_destination(address)
+        core = vcpus[dest if dest < len(vcpus) else 0].core or self._irq_cpu
         core.sync(self.vm.sim.now)
         core.charge("irq_entry")
-        self.vm.irqchip.msi(core, MSI_ADDR_BASE, vector)
+        self.vm.irqchip.msi(core, address, vector)
 
 
 class PassthroughNic(AssignedFunction):

@@ -17,7 +17,7 @@ from ..mem.guest_memory import GuestMemory
 from ..pci.bus import HostBridge, PciBus
 from ..sim.engine import Sim
 from ..sim.resource import Resource
-from ..spec.apic import MSI_ADDR_BASE
+from ..spec.apic import MSI_ADDR_BASE, msi_destination
 from .addrmap import DWORD, AddressMap, Region, pieces
 
 # Trap paths (docs/architecture.md, "Cost paths"): what one guest access costs before the
@@ -104,10 +104,12 @@ class VCpu(Resource):
 
 
 class IrqChip:
-    """Interrupt delivery to vCPU 0.  INTx lines (IOAPIC pins, keyed by GSI)
-    are level-triggered: a line still high at EOI is injected again.  MSI
-    messages (keyed by vector, >= 32) are edge-triggered: one arriving while
-    its vector is in service waits in the IRR until EOI.  The thread that
+    """Interrupt delivery.  INTx lines (IOAPIC pins, keyed by GSI) go to
+    vCPU 0 and are level-triggered: a line still high at EOI is injected
+    again.  MSI messages (keyed by vector, >= 32) go to the vCPU whose APIC
+    ID (its index) the address names (SDM 11.11.1) and are edge-triggered:
+    one arriving while its vector is in service waits in the IRR until EOI;
+    one naming no vCPU is accepted by none and lost.  The thread that
     raises an interrupt pays for injecting it (KVM_IRQ_LINE, KVM_SIGNAL_MSI
     or irqfd)."""
 
@@ -116,13 +118,14 @@ class IrqChip:
         self.level: dict[int, int] = {}
         self.irr: set[int] = set()
         self.held: set[int] = set()         # raised while the VM was stopped
+        self.dest: dict[int, int] = {}      # MSI vector -> the APIC ID its last message named
         self.stats = vm.stats
 
     def adopt(self, source: "IrqChip") -> None:
         """Live migration: the IOAPIC pins, the IRR and what waited for the
         stopped vCPUs come along (KVM_GET/SET_IRQCHIP, KVM_GET/SET_LAPIC)."""
         self.level, self.irr = dict(source.level), set(source.irr)
-        self.held = set(source.held)
+        self.held, self.dest = set(source.held), dict(source.dest)
         self.release()
 
     def release(self) -> None:
@@ -148,9 +151,14 @@ class IrqChip:
             self.stats["msi_bad_address"] += 1
             return
         vm = self.vm
+        vector, apic_id = data & 0xFF, msi_destination(address)
+        if apic_id >= len(vm.vcpus):
+            self.stats["msi_bad_destination"] += 1
+            return
+        self.dest[vector] = apic_id
         if not posted and not vm.native:
             cpu.charge("interrupt_inject")
-        vm.sim.urgent(cpu.cursor, self._deliver, data & 0xFF, posted or vm.apicv)
+        vm.sim.urgent(cpu.cursor, self._deliver, vector, posted or vm.apicv)
 
     def eoi(self, key: int, at: float) -> None:
         if self.level.get(key) or key in self.irr:
@@ -161,7 +169,7 @@ class IrqChip:
         if self.vm.paused:
             self.held.add(key)              # stays pending in the IRR/IOAPIC until the vCPU runs
             return
-        vcpu = self.vm.vcpus[0]
+        vcpu = self.vm.vcpus[self.dest.get(key, 0) if key >= 32 else 0]
         handler = vcpu.irq_handlers.get(key)
         if handler is None or key < 32 and not self.level.get(key):
             return

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from ...mem.guest_memory import PAGE_SIZE
-from ...spec.apic import MSI_ADDR_BASE         # destination 0
+from ...spec.apic import msi_address
 from ...spec.pci import (
     PCI_CAP_ID_MSIX, PCI_MSIX_ENTRY_DATA, PCI_MSIX_ENTRY_LOWER_ADDR, PCI_MSIX_ENTRY_SIZE,
     PCI_MSIX_ENTRY_UPPER_ADDR, PCI_MSIX_ENTRY_VECTOR_CTRL, PCI_MSIX_FLAGS, PCI_MSIX_FLAGS_ENABLE,
@@ -62,10 +62,12 @@ class NetDriver:
     def wr(self, reg: str, value: int) -> None:
         self.vcpu.mmio_write(self.bar + self.REGS[reg], 4, value)
 
-    def setup_msix(self, table: int, handlers: list[tuple[int, Callable[[], None]]]) -> dict[int, int]:
+    def setup_msix(self, table: int, handlers: list[tuple[int, Callable[[], None]]],
+                   affinity: dict[int, int] | None = None) -> dict[int, int]:
         """pci_alloc_irq_vectors: program MSI-X table entries (at guest-physical
-        ``table``) with fresh IDT vectors, then set MSI-X Enable; returns
-        {table entry: vector}."""
+        ``table``) with fresh IDT vectors, each message to the vCPU
+        ``affinity`` gives its entry (else vCPU 0), then set MSI-X Enable;
+        returns {table entry: vector}."""
         cap = self.info.caps.get(PCI_CAP_ID_MSIX)
         if cap is None:
             raise RuntimeError(f"{self.info.bdf}: no MSI-X capability")
@@ -73,7 +75,8 @@ class NetDriver:
         for entry, handler in handlers:
             vector = self.kernel.alloc_vector(self.info.bdf)
             at = table + entry * PCI_MSIX_ENTRY_SIZE
-            for off, value in ((PCI_MSIX_ENTRY_LOWER_ADDR, MSI_ADDR_BASE), (PCI_MSIX_ENTRY_UPPER_ADDR, 0),
+            address = msi_address(affinity.get(entry, 0) if affinity else 0)
+            for off, value in ((PCI_MSIX_ENTRY_LOWER_ADDR, address), (PCI_MSIX_ENTRY_UPPER_ADDR, 0),
                                (PCI_MSIX_ENTRY_DATA, vector), (PCI_MSIX_ENTRY_VECTOR_CTRL, 0)):
                 self.vcpu.mmio_write(at + off, 4, value)
             self.kernel.request_irq(vector, handler)

@@ -6,8 +6,10 @@ and the NAPI poll that cleans both rings, refilling RX every 16 buffers.
 
 A driver names its registers through ``REGS`` (name -> BAR0 offset) and
 ``PREFIX`` ("" for the PF's ``TDT0``, "VF" for the VF's ``VFTDT0``), its
-queue pair through ``queue`` (0, or the PF's in its VMDq pool), and
-re-enables its queue vector in :meth:`_irq_enable_queues`."""
+queue pair through ``queue`` (0, or the PF's in its VMDq pool) and its
+MSI-X entry through ``entry``, and re-enables its queue vector in
+:meth:`_irq_enable_queues`.  The handler and the poll run on the vCPU that
+took the queue's interrupt, and charge it."""
 
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class IxgbeRings(DescriptorRings):
         super().__init__(kernel, info)
         self.bar = info.bars[0][1]
         self.queue = 0                      # the index of its queue pair in the register names
+        self.entry = QUEUE_VECTOR           # its MSI-X table entry
         self.itr = ITR_20K                  # q_vector->itr, what EITR holds (dynamic mode starts at 20K)
         self.adaptive = True                # rx-usecs 1: dynamic
         self.itr_range = {"tx": LOWEST, "rx": LOWEST}     # each ring container's range
@@ -135,7 +138,8 @@ class IxgbeRings(DescriptorRings):
     # ---- interrupts and NAPI ----------------------------------------------------
     def _queue_intr(self) -> None:
         """The queue vector's handler: already masked by auto-mask; schedule NAPI."""
-        self.vcpu.eoi(self.vectors[QUEUE_VECTOR])
+        self.vcpu = self.kernel.cpu
+        self.vcpu.eoi(self.vectors[self.entry])
         self.napi_schedule()
 
     def _irq_enable_queues(self) -> None:
@@ -143,6 +147,7 @@ class IxgbeRings(DescriptorRings):
 
     def _poll(self) -> None:
         """ixgbe_poll / ixgbevf_poll."""
+        self.vcpu = self.kernel.cpu
         self.poll_scheduled = False
         if self.napi_disabled:
             return

@@ -1,0 +1,76 @@
+"""The far end of the wire as a bare-metal host (``peer: {kind: host}``): an
+82599 run by the ixgbe driver, a queue pair per core, the guest kernel's stack."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+import iovirt
+from iovirt.experiments.scenario import ScenarioError
+from iovirt.spec import ixgbe as s
+
+
+def scenario(peer: dict | None) -> dict:
+    doc = {"name": "far-end", "profile": "default",
+           "hosts": [{"name": "host0", "cores": 4, "nics": [{"name": "pnic0", "kind": "x82599", "link_gbps": 10}]}],
+           "vms": [{"name": "bm1", "host": "host0", "bare_metal": True,
+                    "nics": [{"model": "passthrough", "device": "ixgbe", "uplink": "pnic0",
+                              "mac": "52:54:00:00:01:01", "ip": "10.0.1.1/24"}]}],
+           "workloads": [{"type": "ping", "src": "bm1", "dst": "wire", "count": 3},
+                         {"type": "udp_stream", "src": "bm1", "dst": "wire", "packet_size": 1500,
+                          "duration_ms": 1, "rate_pps": 100_000}]}
+    return doc if peer is None else doc | {"peer": peer}
+
+
+def far_end_busy(result: dict) -> dict[str, float]:
+    return {r["name"]: r["busy_s"] for r in result["resources"] if r["kind"] == "peer" and r["busy_s"]}
+
+
+def test_a_host_far_end_answers_and_takes_the_stream_on_the_cpu_rss_names():
+    """Every ping is answered and every datagram delivered by the far end's own
+    stack, on the one CPU whose queue the hash of the addresses names."""
+    result = iovirt.run(iovirt.Scenario.from_dict(scenario({"kind": "host", "cores": 4}))).to_dict()
+    ping, stream = result["flows"]
+    assert ping["delivered"] == ping["sent"] == 3
+    assert stream["delivered"] == stream["sent"] > 0
+    addrs = ipaddress.IPv4Address("10.0.1.1").packed + ipaddress.IPv4Address("10.0.1.254").packed
+    cpu = (s.toeplitz(s.toeplitz_tables(s.RSS_DEFAULT_KEY, 12), addrs) & (s.RETA_ENTRIES - 1)) % 4
+    assert list(far_end_busy(result)) == [f"peer-10.0.1.0/host/vcpu{cpu}"]
+
+
+def test_the_wire_model_stays_the_default():
+    """Without a peer block the far end is the wire model (its cores, no vCPUs)."""
+    result = iovirt.run(iovirt.Scenario.from_dict(scenario(None))).to_dict()
+    assert far_end_busy(result) and all("/core" in name for name in far_end_busy(result))
+
+
+def test_an_unknown_far_end_kind_is_refused():
+    with pytest.raises(ScenarioError) as err:
+        iovirt.Scenario.from_dict(scenario({"kind": "tester"}))
+    assert "peer.kind" in str(err.value)
+
+
+def four_senders(cores: int) -> dict:
+    """Four VMs, each on a VF of one port, stream 1500 B at full speed to a far-end host of ``cores`` cores."""
+    vms = [{"name": f"vm{i}", "host": "host0",
+            "nics": [{"model": "sriov", "device": "ixgbevf", "uplink": "pnic0", "mac": f"52:54:00:00:00:0{i}",
+                      "ip": f"10.0.0.{i}/24"}]} for i in range(1, 5)]
+    return {"name": "far-end-cores", "profile": "default",
+            "hosts": [{"name": "host0", "cores": 8, "nics": [{"name": "pnic0", "kind": "x82599", "link_gbps": 10,
+                                                              "num_vfs": 4}]}],
+            "vms": vms, "peer": {"kind": "host", "cores": cores},
+            "workloads": [{"type": "udp_stream", "src": f"vm{i}", "dst": "wire", "packet_size": 1500,
+                           "duration_ms": 2} for i in range(1, 5)]}
+
+
+@pytest.mark.parametrize("cores", [1, 4])
+def test_a_far_end_with_too_few_cores_drops_at_its_nic(cores):
+    """One core cannot take four line-rate senders: its NIC's ring fills and
+    the 82599 drops (rx_missed); with four cores RSS spreads the senders and
+    nothing is lost."""
+    result = iovirt.run(iovirt.Scenario.from_dict(four_senders(cores))).to_dict()
+    missed = result["drops"].get("peer-10.0.0.0/host/ixgbe/rx_missed", 0)
+    assert (missed > 0) == (cores == 1)
+    assert len(far_end_busy(result)) == (1 if cores == 1 else 2)      # the senders' addresses hash to two queues
