@@ -19,6 +19,7 @@ from iovirt.cli import render
 from iovirt.cli.report import report
 from iovirt.cli.trace import TimelineOption, trace
 from iovirt.experiments.catalog import DEVICES
+from iovirt.experiments.engines import ENGINES, PYPY_MIN_SIM_MS, EngineError
 from iovirt.experiments.scenario import MAX_DURATION_MS, MAX_VMS, MIN_PACKET, MTU, NR_CPUS_MAX, ScenarioError, load_scenario
 from iovirt.sim.profile import ProfileError
 
@@ -28,6 +29,9 @@ _WRITERS = {".parquet": "to_parquet", ".csv": "to_csv"}  # --out extension -> Da
 
 CONNECT_TIMEOUT_S = 5       # compare --scheduler: how long to try an address before giving up
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+EngineOption = Annotated[str, typer.Option(
+    help=f"The interpreter the simulation runs on: {', '.join(ENGINES)} (pypy3 in a subprocess, the same results; "
+         f"auto: pypy3 when installed and the longest workload is at least {PYPY_MIN_SIM_MS:g} ms).")]
 
 
 def _fail(message: str) -> NoReturn:
@@ -116,7 +120,7 @@ CaptureOption = Annotated[list[str] | None, typer.Option(
 def _bad_input() -> Iterator[None]:
     try:
         yield
-    except (ScenarioError, ProfileError) as exc:
+    except (ScenarioError, ProfileError, EngineError) as exc:
         _fail(str(exc))
 
 
@@ -156,6 +160,7 @@ def run(
     out: Annotated[Path | None, typer.Option(help="Write the flows table to F.parquet or F.csv.")] = None,
     capture: CaptureOption = None,
     timeline: TimelineOption = None,
+    engine: EngineOption = "cpython",
 ) -> None:
     """Run a scenario and report flows, resources and events."""
     _writable(out, "--out", tuple(_WRITERS))
@@ -166,7 +171,11 @@ def run(
         s = _captures(load_scenario(scenario), capture)
         if timeline is None:
             with _progress(f"run {s.name}") as advance:
-                result = run_scenario(s, advance)
+                result = run_scenario(s, advance, engine)
+            if engine == "auto":
+                typer.echo(f"engine: {result.engine.name} ({result.engine.why})", err=True)
+        elif engine not in ("cpython", "auto"):
+            _fail(f"--timeline: the trace is recorded on the cpython engine only, got --engine {engine}")
         else:
             from iovirt.experiments.trace import run_traced
 

@@ -1,0 +1,113 @@
+"""Engines: the world run by another interpreter gives the same result, byte for byte."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from iovirt.cli.main import app
+from iovirt.experiments import engines
+from iovirt.experiments.runner import run
+from iovirt.experiments.scenario import load_scenario
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
+PYPY = shutil.which("pypy3")
+CORE = ("sim", "mem", "pci", "spec", "devices", "hypervisor", "guest", "net")
+ENGINE_SIDE = ("world", "runner", "workloads", "results", "capture", "failover", "engines", "pypy_worker")
+needs_pypy = pytest.mark.skipif(PYPY is None, reason="pypy3 is not installed")
+
+
+def figures(result) -> str:
+    data = dict(result.to_dict())
+    data.pop("wall_time_s")
+    return json.dumps(data)
+
+
+@pytest.fixture
+def worker_on_cpython(monkeypatch):
+    """The pypy engine's exchange, with this interpreter standing in for pypy3."""
+    monkeypatch.setattr(engines, "PYPY", sys.executable)
+
+
+@needs_pypy
+def test_core_compiles_and_imports_on_pypy():
+    src = ROOT / "src" / "iovirt"
+    subprocess.run([PYPY, "-m", "compileall", "-q", *(str(src / layer) for layer in CORE)], check=True,
+                   capture_output=True, env={"PYTHONDONTWRITEBYTECODE": "1"})
+    code = ("import importlib, pkgutil, iovirt\n"
+            "from iovirt.experiments import pypy_worker\n"
+            "pypy_worker._stand_ins()\n"
+            f"for layer in {CORE!r}:\n"
+            "    pkg = importlib.import_module('iovirt.' + layer)\n"
+            "    for m in pkgutil.walk_packages(pkg.__path__, pkg.__name__ + '.'):\n"
+            "        importlib.import_module(m.name)\n"
+            f"for name in {ENGINE_SIDE!r}:\n"
+            "    importlib.import_module('iovirt.experiments.' + name)\n"
+            "import sys; print(sorted(m for m in ('pandas', 'numpy') if m in sys.modules))\n")
+    out = subprocess.run([PYPY, "-c", code], capture_output=True, text=True, cwd=ROOT / "src")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
+@needs_pypy
+@pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_is_byte_identical_on_pypy(example):
+    scenario = load_scenario(example)
+    cpython, pypy = run(scenario, engine="cpython"), run(scenario, engine="pypy")
+    assert (cpython.engine.name, pypy.engine.name) == ("cpython", "pypy")
+    assert figures(pypy) == figures(cpython)
+
+
+def test_the_exchange_keeps_every_figure(worker_on_cpython):
+    scenario = load_scenario(ROOT / "examples" / "sriov-ixgbevf.yaml")
+    seen = []
+    assert figures(engines_run := run(scenario, seen.append, engine="pypy")) == figures(run(scenario))
+    assert engines_run.engine.name == "pypy"
+    assert seen and seen[-1] == 1.0
+
+
+def test_a_scaled_profile_crosses_over(worker_on_cpython):
+    """The cost profile goes across as it is, a what-if's scaled price too."""
+    scenario = load_scenario(ROOT / "examples" / "emulated-e1000.yaml")
+    scaled = scenario.with_profile(scenario.profile.scaled("vm_exit", 3.0))
+    assert figures(run(scaled, engine="pypy")) == figures(run(scaled))
+    assert figures(run(scaled)) != figures(run(scenario))
+
+
+def test_auto_takes_pypy_for_long_runs_only(worker_on_cpython):
+    scenario = load_scenario(ROOT / "examples" / "emulated-e1000.yaml")
+    long = scenario.model_copy(deep=True)
+    for w in long.workloads:
+        w.duration_ms = engines.PYPY_MIN_SIM_MS
+    assert max(w.duration_ms for w in scenario.workloads) < engines.PYPY_MIN_SIM_MS
+    assert engines.choose(scenario, "auto").name == "cpython"
+    assert engines.choose(long, "auto").name == "pypy"
+    assert engines.choose(long, "cpython").name == "cpython"
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_without_pypy3_auto_runs_on_cpython_and_pypy_is_one_error(monkeypatch):
+    monkeypatch.setattr(engines, "PYPY", "pypy3-not-installed-here")
+    example = ROOT / "examples" / "emulated-e1000.yaml"
+    asked = invoke("run", example, "--json", "--engine", "pypy")
+    assert asked.exit_code == 2
+    assert asked.stderr.splitlines() == ["error: --engine pypy: pypy3-not-installed-here is not installed "
+                                         "(Debian: apt-get install pypy3)"]
+    auto = invoke("run", example, "--json", "--engine", "auto")
+    assert auto.exit_code == 0, auto.stderr
+    assert auto.stderr.splitlines() == ["engine: cpython (pypy3-not-installed-here is not installed)"]
+    assert json.loads(auto.stdout)["flows"]
+
+
+def test_an_unknown_engine_is_one_error():
+    out = invoke("run", ROOT / "examples" / "emulated-e1000.yaml", "--engine", "jython")
+    assert out.exit_code == 2
+    assert out.stderr.splitlines() == ["error: --engine: expected one of cpython, pypy, auto, got 'jython'"]
