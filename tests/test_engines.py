@@ -66,8 +66,9 @@ def test_every_example_is_byte_identical_on_pypy(example):
 def test_the_exchange_keeps_every_figure(worker_on_cpython):
     scenario = load_scenario(ROOT / "examples" / "sriov-ixgbevf.yaml")
     seen = []
-    assert figures(engines_run := run(scenario, seen.append, engine="pypy")) == figures(run(scenario))
-    assert engines_run.engine.name == "pypy"
+    across = run(scenario, seen.append, engine="pypy")
+    assert figures(across) == figures(run(scenario))
+    assert across.engine.name == "pypy"
     assert seen and seen[-1] == 1.0
 
 
@@ -111,3 +112,24 @@ def test_an_unknown_engine_is_one_error():
     out = invoke("run", ROOT / "examples" / "emulated-e1000.yaml", "--engine", "jython")
     assert out.exit_code == 2
     assert out.stderr.splitlines() == ["error: --engine: expected one of cpython, pypy, auto, got 'jython'"]
+
+
+@needs_pypy
+def test_a_sample_of_compare_points_is_identical_on_pypy():
+    from iovirt.experiments import compare as cmp
+
+    chosen = cmp.configs(["emulated", "paravirt", "sriov"], ["e1000", "virtio-net", "ixgbevf"])[:3]
+    rows = {engine: cmp.sweep(cmp.points(chosen, [1, 4], [1500], 1.0, 8, False, "default", engine))
+            for engine in ("cpython", "pypy")}
+    assert len(rows["cpython"]) == 7
+    assert json.dumps(rows["pypy"]) == json.dumps(rows["cpython"])
+
+
+def test_compare_says_which_engine_auto_took(monkeypatch):
+    monkeypatch.setattr(engines, "PYPY", "pypy3-not-installed-here")
+    out = invoke("compare", "--models", "emulated", "--devices", "e1000", "--vms", "1", "--sizes", "1500",
+                 "--json", "--engine", "auto")
+    assert out.exit_code == 0, out.stderr
+    assert [line for line in out.stderr.splitlines() if line] == [   # the sweep's progress ends in a blank line
+        "engine: cpython (pypy3-not-installed-here is not installed)"]
+    assert [r["model"] for r in json.loads(out.stdout)] == ["bare-metal", "emulated"]

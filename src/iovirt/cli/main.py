@@ -19,7 +19,7 @@ from iovirt.cli import render
 from iovirt.cli.report import report
 from iovirt.cli.trace import TimelineOption, trace
 from iovirt.experiments.catalog import DEVICES
-from iovirt.experiments.engines import ENGINES, PYPY_MIN_SIM_MS, EngineError
+from iovirt.experiments.engines import ENGINES, PYPY_MIN_SIM_MS, EngineError, choose
 from iovirt.experiments.scenario import MAX_DURATION_MS, MAX_VMS, MIN_PACKET, MTU, NR_CPUS_MAX, ScenarioError, load_scenario
 from iovirt.sim.profile import ProfileError
 
@@ -116,6 +116,13 @@ CaptureOption = Annotated[list[str] | None, typer.Option(
                                             "into FILE.pcapng, stamped with simulated time; repeatable.")]
 
 
+def _say_engine(scenario, engine: str) -> None:
+    """For ``--engine auto``, which engine ran and why (stderr); an unknown engine is bad input."""
+    chosen = choose(scenario, engine)
+    if engine == "auto":
+        typer.echo(f"engine: {chosen.name} ({chosen.why})", err=True)
+
+
 @contextmanager
 def _bad_input() -> Iterator[None]:
     try:
@@ -172,8 +179,7 @@ def run(
         if timeline is None:
             with _progress(f"run {s.name}") as advance:
                 result = run_scenario(s, advance, engine)
-            if engine == "auto":
-                typer.echo(f"engine: {result.engine.name} ({result.engine.why})", err=True)
+            _say_engine(s, engine)
         elif engine not in ("cpython", "auto"):
             _fail(f"--timeline: the trace is recorded on the cpython engine only, got --engine {engine}")
         else:
@@ -321,6 +327,7 @@ def compare(
     as_json: JsonFlag = False,
     out: Annotated[Path | None, typer.Option(help="Write the rows to F.parquet or F.csv.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Draw the comparison to F.png.")] = None,
+    engine: EngineOption = "cpython",
 ) -> None:
     """Each model on the same workload, VMs and sizes swept."""
     from iovirt.experiments import compare as cmp
@@ -339,8 +346,9 @@ def compare(
     vm_counts = _ints(vms, "--vms", 1, MAX_VMS, "VMs one run holds")
     packet_sizes = _ints(sizes, "--sizes", MIN_PACKET, MTU, "IPv4 packets that fit one 1500-byte-MTU frame")
     with _bad_input():
-        todo = cmp.points(chosen, vm_counts, packet_sizes, duration_ms, cores, posted_interrupts, profile)
-        cmp.Scenario.from_dict(todo[0]["scenario"], source="--profile")      # bad profile: fail before running
+        todo = cmp.points(chosen, vm_counts, packet_sizes, duration_ms, cores, posted_interrupts, profile, engine)
+        first = cmp.Scenario.from_dict(todo[0]["scenario"], source="--profile")      # bad profile: fail before running
+        _say_engine(first, engine)      # every point runs as long: one choice for all
         rows = _sweep(cmp, todo, workers, scheduler)
     import pandas as pd
 
