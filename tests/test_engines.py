@@ -133,3 +133,17 @@ def test_compare_says_which_engine_auto_took(monkeypatch):
     assert [line for line in out.stderr.splitlines() if line] == [   # the sweep's progress ends in a blank line
         "engine: cpython (pypy3-not-installed-here is not installed)"]
     assert [r["model"] for r in json.loads(out.stdout)] == ["bare-metal", "emulated"]
+
+
+def test_a_problem_found_running_is_the_same_error_on_either_engine(worker_on_cpython, tmp_path):
+    from iovirt.experiments.scenario import Capture, ScenarioError
+
+    scenario = load_scenario(ROOT / "examples" / "emulated-e1000.yaml")
+    scenario.capture.append(Capture(port="no-such-port", file=str(tmp_path / "x.pcapng")))
+    errors = []
+    for engine in ("cpython", "pypy"):
+        with pytest.raises(ScenarioError) as caught:
+            run(scenario, engine=engine)
+        errors.append(str(caught.value))
+    assert errors[0].startswith("--capture: ")
+    assert errors[1] == errors[0]
