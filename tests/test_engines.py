@@ -147,3 +147,16 @@ def test_a_problem_found_running_is_the_same_error_on_either_engine(worker_on_cp
         errors.append(str(caught.value))
     assert errors[0].startswith("--capture: ")
     assert errors[1] == errors[0]
+
+
+@needs_pypy
+@pytest.mark.parametrize("example", [p for p in EXAMPLES if p.stem.startswith("migrate-")], ids=lambda p: p.stem)
+def test_a_migration_is_identical_on_pypy(example):
+    from iovirt.experiments.migrate import migrate
+
+    scenario = load_scenario(example)
+    cpython, pypy = migrate(scenario), migrate(scenario, engine="pypy")
+    assert cpython.report.result == "ok"
+    assert json.dumps(pypy.to_dict()) == json.dumps(cpython.to_dict())
+    assert pypy.flows == cpython.flows
+    assert figures(pypy.result) == figures(cpython.result)

@@ -204,6 +204,7 @@ def migrate(
     check: Annotated[bool, typer.Option("--check", help="Only print which VM can go to which host, and why not.")] = False,
     as_json: JsonFlag = False,
     capture: CaptureOption = None,
+    engine: EngineOption = "cpython",
 ) -> None:
     """Live-migrate a VM while workloads run (exit 1: not moved)."""
     from iovirt.experiments import migrate as m
@@ -214,7 +215,8 @@ def migrate(
             rows = m.matrix(s, vm, to)
         else:
             with _progress(f"migrate in {s.name}") as advance:
-                outcome = m.migrate(s, vm, to, advance)
+                outcome = m.migrate(s, vm, to, advance, engine)
+            _say_engine(s, engine)
     if as_json:
         typer.echo(json.dumps(rows if check else outcome.to_dict()))
     elif check:

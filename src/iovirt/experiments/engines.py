@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
+from importlib import import_module
 from ipaddress import IPv4Interface
 from pathlib import Path
 from typing import Callable
@@ -55,8 +56,8 @@ def choose(scenario, engine: str) -> Engine:
 
 
 def plain(value):
-    """``value`` (a validated scenario, its cost profile, what they hold) as JSON types, every
-    object tagged with its class so that :func:`pypy_worker.built` builds it again."""
+    """``value`` (a validated scenario and its cost profile, or what a run measured) as JSON
+    types, every object tagged with its class so that :func:`built` builds it again."""
     from pydantic import BaseModel
 
     if isinstance(value, BaseModel):
@@ -81,14 +82,44 @@ def _qualified(value) -> str:
     return f"{type(value).__module__}:{type(value).__qualname__}"
 
 
-def on_pypy(scenario, progress: Callable[[float], None] | None = None) -> tuple:
-    """:func:`runner.measured` of ``scenario``, run by ``pypy3``."""
+def built(value):
+    """The object :func:`plain` wrote as ``value``."""
+    if isinstance(value, list):
+        return [built(v) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "$class" in value:
+        cls = named(value["$class"])
+        obj = cls.__new__(cls)
+        obj.__dict__.update(built(value["attrs"]))
+        return obj
+    if "$dict" in value:
+        return {key: built(v) for key, v in value["$dict"].items()}
+    if "$tuple" in value:
+        return tuple(built(v) for v in value["$tuple"])
+    if "$ipv4" in value:
+        return IPv4Interface(value["$ipv4"])
+    return Path(value["$path"])
+
+
+def named(qualified: str):
+    module, name = qualified.split(":")
+    return getattr(import_module(module), name)
+
+
+def run_on(chosen: Engine, fn: Callable, scenario, *args, progress: Callable[[float], None] | None = None):
+    """``fn(scenario, *args, progress=progress)`` run by the engine ``chosen``: here, or by ``pypy3``
+    (``fn`` a module-level function, its arguments and what it returns as :func:`plain` writes them)."""
+    if chosen.name == "cpython":
+        return fn(scenario, *args, progress=progress)
     src = str(Path(__file__).resolve().parents[2])      # the folder holding the iovirt package
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (src, os.environ.get("PYTHONPATH")) if p)}
+    request = {"call": f"{fn.__module__}:{fn.__qualname__}", "args": plain([scenario, *args]),
+               "progress": progress is not None}
     with tempfile.TemporaryFile() as errors:
         worker = subprocess.Popen([shutil.which(PYPY) or PYPY, "-m", "iovirt.experiments.pypy_worker"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors, env=env, text=True)
-        worker.stdin.write(json.dumps({"scenario": plain(scenario), "progress": progress is not None}))
+        worker.stdin.write(json.dumps(request))
         worker.stdin.close()
         last = None
         for line in worker.stdout:
@@ -104,4 +135,4 @@ def on_pypy(scenario, progress: Callable[[float], None] | None = None) -> tuple:
         from .scenario import ScenarioError
 
         raise ScenarioError(last["error"])
-    return tuple(last["measured"])
+    return built(last["value"])

@@ -1,7 +1,8 @@
-"""The ``pypy`` engine's side (:mod:`.engines`): read a scenario validated by
-the caller from stdin, build its world, run it, and write what the run
-measured to stdout as JSON lines (``{"progress": f}`` as it goes, then
-``{"measured": ...}`` or ``{"error": ...}``).
+"""The ``pypy`` engine's side (:mod:`.engines`): read a call from stdin (a
+function that builds a world and runs it, and its arguments: the scenario as
+the caller validated it, ...), make it, and write what it returns to stdout as
+JSON lines (``{"progress": f}`` as it goes, then ``{"value": ...}`` or
+``{"error": ...}``).
 
 pydantic does not run here (no PyPy build of pydantic-core), and need not:
 the scenario arrives validated, so its classes are defined against stand-ins
@@ -12,9 +13,6 @@ from __future__ import annotations
 import json
 import sys
 import types
-from importlib import import_module
-from ipaddress import IPv4Interface
-from pathlib import Path
 
 
 def _stand_ins() -> None:
@@ -37,30 +35,9 @@ def _stand_ins() -> None:
     sys.modules.update(pydantic=pydantic, pydantic_core=core)
 
 
-def built(value):
-    """The object :func:`engines.plain` wrote as ``value``."""
-    if isinstance(value, list):
-        return [built(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if "$class" in value:
-        module, name = value["$class"].split(":")
-        cls = getattr(import_module(module), name)
-        obj = cls.__new__(cls)
-        obj.__dict__.update(built(value["attrs"]))
-        return obj
-    if "$dict" in value:
-        return {key: built(v) for key, v in value["$dict"].items()}
-    if "$tuple" in value:
-        return tuple(built(v) for v in value["$tuple"])
-    if "$ipv4" in value:
-        return IPv4Interface(value["$ipv4"])
-    return Path(value["$path"])
-
-
 def main() -> None:
     _stand_ins()
-    from .runner import measured
+    from .engines import built, named, plain
     from .scenario import ScenarioError
 
     request = json.load(sys.stdin)
@@ -69,7 +46,8 @@ def main() -> None:
         print(json.dumps({"progress": fraction}), flush=True)
 
     try:
-        out = {"measured": measured(built(request["scenario"]), progress if request["progress"] else None)}
+        value = named(request["call"])(*built(request["args"]), progress=progress if request["progress"] else None)
+        out = {"value": plain(value)}
     except ScenarioError as exc:
         out = {"error": str(exc)}
     print(json.dumps(out))

@@ -135,8 +135,7 @@ def run(scenario: Scenario, progress: Callable[[float], None] | None = None, eng
     """Run ``scenario`` on ``engine`` (:data:`engines.ENGINES`): the world and its run on
     that interpreter, the result here; ``Result.engine`` names the engine that ran it."""
     chosen = engines.choose(scenario, engine)
-    result = Result.of(scenario, *(engines.on_pypy(scenario, progress) if chosen.name == "pypy"
-                                   else measured(scenario, progress)))
+    result = Result.of(scenario, *engines.run_on(chosen, measured, scenario, progress=progress))
     result.engine = chosen
     return result
 
