@@ -172,6 +172,7 @@ class Result:
         self.spent = spent or {}              # resource -> (kind, {event: ns busy})
         self.owners = owners or {}            # resource -> the VM, host or wire peers it belongs to
         self.served = served or {}            # VM, host or wire peers -> the flows (indices) it serves
+        self.engine = None                    # the engine that ran it, when runner.run did (engines.Engine)
         if self.spent:
             self.data["explain"] = self.breakdowns()
         import pandas as pd     # here: the simulator (runner, any engine) imports this module, only results need it
@@ -179,11 +180,6 @@ class Result:
         self.flows = pd.json_normalize(data["flows"], sep=".") if data["flows"] else pd.DataFrame()
         self.resources = pd.DataFrame(data["resources"])
         self.events = data["events"]
-
-    @classmethod
-    def collect(cls, scenario, world, flows: list[FlowStats], start: float, stop: float,
-                busy: dict[str, float], wall_s: float) -> "Result":
-        return cls.of(scenario, *measure(world, flows, start, stop, busy, wall_s))
 
     @classmethod
     def of(cls, scenario, figures: dict, spent: dict, owners: dict[str, str],
