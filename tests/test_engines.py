@@ -160,3 +160,15 @@ def test_a_migration_is_identical_on_pypy(example):
     assert json.dumps(pypy.to_dict()) == json.dumps(cpython.to_dict())
     assert pypy.flows == cpython.flows
     assert figures(pypy.result) == figures(cpython.result)
+
+
+def test_a_timeline_is_recorded_on_cpython_only(tmp_path):
+    example = ROOT / "examples" / "emulated-e1000.yaml"
+    refused = invoke("run", example, "--engine", "pypy", "--timeline", tmp_path / "t.json")
+    assert refused.exit_code == 2
+    assert refused.stderr.splitlines() == ["error: --timeline: the trace is recorded on the cpython engine only, "
+                                           "got --engine pypy"]
+    assert not (tmp_path / "t.json").exists()
+    recorded = invoke("run", example, "--engine", "auto", "--timeline", tmp_path / "t.json")
+    assert recorded.exit_code == 0, recorded.stderr
+    assert json.loads((tmp_path / "t.json").read_text())
