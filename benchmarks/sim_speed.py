@@ -1,43 +1,86 @@
-"""Simulator speed per path: simulated frames per wall second and wall time
-per simulated millisecond for a UDP stream (one core)."""
+"""Simulator speed per path and engine: simulated frames per wall second and
+wall seconds per simulated second for a UDP stream at 10GbE MTU over one
+simulated second, warm-up (and for PyPy its JIT's and the subprocess's)
+included; with --threshold, the shortest run PyPy is faster for, per path
+(what ``--engine auto`` switches at)."""
 
 from __future__ import annotations
 
+import argparse
+import shutil
 import time
 
 from iovirt import Scenario, run
+from iovirt.experiments.engines import PYPY, PYPY_MIN_SIM_MS
 
-DURATION_MS = 50
+DURATION_MS = 1000
+PACKET_SIZE = 1500
 PATHS = [("emulated", "e1000", None), ("paravirt", "virtio-net", "qemu"),
          ("paravirt", "virtio-net", "vhost-net"), ("paravirt", "virtio-net", "vhost-user"),
-         ("passthrough", "ixgbe", None)]
+         ("passthrough", "ixgbe", None), ("sriov", "ixgbevf", None)]
+THRESHOLD_MS = (20, 50, 100, 200, 500, 1000)     # the runs --threshold tries, shortest first
+WIRED = ("passthrough", "sriov")          # models whose stream goes to the wire peer through the physical NIC
 
 
-def scenario(model: str, device: str, backend: str | None, packet_size: int) -> Scenario:
-    """Two VMs on one host streaming one to the other; pass-through streams to the wire peer."""
+def scenario(model: str, device: str, backend: str | None, packet_size: int, duration_ms: float) -> Scenario:
+    """Two VMs on one host streaming one to the other; pass-through and SR-IOV stream to the wire peer."""
     nic = {"model": model, "device": device} | ({"backend": backend} if backend else {})
-    if model == "passthrough":
+    if model in WIRED:
         nic["uplink"] = "pnic0"
-    pairs = (1,) if model == "passthrough" else (1, 2)
+    pairs = (1,) if model in WIRED else (1, 2)
     return Scenario.from_dict({
         "name": f"{device}-{backend or model}-{packet_size}",
         "hosts": [{"name": "host0", "cores": 4, "posted_interrupts": True,
-                   "nics": [{"name": "pnic0", "kind": "x82599", "link_gbps": 10}]}],
+                   "nics": [{"name": "pnic0", "kind": "x82599", "link_gbps": 10,
+                             "num_vfs": 1 if model == "sriov" else 0}]}],
         "vms": [{"name": f"vm{i}", "host": "host0",
                  "nics": [nic | {"mac": f"52:54:00:00:00:0{i}", "ip": f"10.0.0.{i}/24"}]} for i in pairs],
-        "workloads": [{"type": "udp_stream", "src": "vm1", "dst": "wire" if model == "passthrough" else "vm2",
-                       "packet_size": packet_size, "duration_ms": DURATION_MS}],
+        "workloads": [{"type": "udp_stream", "src": "vm1", "dst": "wire" if model in WIRED else "vm2",
+                       "packet_size": packet_size, "duration_ms": duration_ms}],
     })
 
 
-if __name__ == "__main__":
+def timed(sc: Scenario, engine: str) -> tuple[float, dict]:
+    wall = time.perf_counter()
+    result = run(sc, engine=engine).to_dict()
+    return time.perf_counter() - wall, result
+
+
+def label(device: str, backend: str | None) -> str:
+    return f"{device}/{backend}" if backend else device
+
+
+def speed(engines: list[str], duration_ms: float) -> None:
     for model, device, backend in PATHS:
-        for size in (64, 1500):
-            sc = scenario(model, device, backend, size)
-            wall = time.perf_counter()
-            result = run(sc).to_dict()
-            wall = time.perf_counter() - wall
+        sc = scenario(model, device, backend, PACKET_SIZE, duration_ms)
+        for engine in engines:
+            wall, result = timed(sc, engine)
             frames = result["flows"][0]["delivered"]
-            label = f"{device}/{backend}" if backend else device
-            print(f"{label:22s} {size:5d} B: {frames:7d} frames in {wall:5.2f} s wall = "
-                  f"{frames / wall:8.0f} simulated frames/s, {wall / result['sim_time_s']:6.1f} ms wall per simulated ms")
+            print(f"{label(device, backend):22s} {PACKET_SIZE:5d} B {engine:7s}: {frames:7d} frames in "
+                  f"{wall:6.2f} s wall = {frames / wall:8.0f} simulated frames/s, "
+                  f"{wall / result['sim_time_s']:6.1f} wall s per simulated s", flush=True)
+
+
+def threshold() -> None:
+    """Per path: the wall time of each run length on both engines, and the shortest PyPy wins."""
+    print(f"--engine auto takes pypy from {PYPY_MIN_SIM_MS:g} ms")
+    for model, device, backend in PATHS:
+        walls = {ms: [timed(scenario(model, device, backend, PACKET_SIZE, ms), e)[0] for e in ("cpython", "pypy")]
+                 for ms in THRESHOLD_MS}
+        wins = [ms for ms, (cpython, pypy) in walls.items() if pypy < cpython]
+        print(f"{label(device, backend):22s} " + "  ".join(f"{ms} ms: {c:.2f}/{p:.2f} s" for ms, (c, p) in walls.items())
+              + f"  -> pypy faster from {wins[0] if wins else '>' + str(THRESHOLD_MS[-1])} ms", flush=True)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration-ms", type=float, default=DURATION_MS)
+    parser.add_argument("--threshold", action="store_true", help="measure where --engine auto should switch")
+    args = parser.parse_args()
+    if args.threshold:
+        threshold()
+    else:
+        found = shutil.which(PYPY) is not None
+        if not found:
+            print(f"{PYPY} is not installed: the cpython engine only")
+        speed(["cpython", "pypy"] if found else ["cpython"], args.duration_ms)

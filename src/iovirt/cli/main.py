@@ -19,6 +19,7 @@ from iovirt.cli import render
 from iovirt.cli.report import report
 from iovirt.cli.trace import TimelineOption, trace
 from iovirt.experiments.catalog import DEVICES
+from iovirt.experiments.engines import ENGINES, PYPY_MIN_SIM_MS, EngineError, choose
 from iovirt.experiments.scenario import MAX_DURATION_MS, MAX_VMS, MIN_PACKET, MTU, NR_CPUS_MAX, ScenarioError, load_scenario
 from iovirt.sim.profile import ProfileError
 
@@ -28,6 +29,9 @@ _WRITERS = {".parquet": "to_parquet", ".csv": "to_csv"}  # --out extension -> Da
 
 CONNECT_TIMEOUT_S = 5       # compare --scheduler: how long to try an address before giving up
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")]
+EngineOption = Annotated[str, typer.Option(
+    help=f"The interpreter the simulation runs on: {', '.join(ENGINES)} (pypy3 in a subprocess, the same results; "
+         f"auto: pypy3 when installed and the longest workload is at least {PYPY_MIN_SIM_MS:g} ms).")]
 
 
 def _fail(message: str) -> NoReturn:
@@ -112,11 +116,18 @@ CaptureOption = Annotated[list[str] | None, typer.Option(
                                             "into FILE.pcapng, stamped with simulated time; repeatable.")]
 
 
+def _say_engine(scenario, engine: str) -> None:
+    """For ``--engine auto``, which engine ran and why (stderr); an unknown engine is bad input."""
+    chosen = choose(scenario, engine)
+    if engine == "auto":
+        typer.echo(f"engine: {chosen.name} ({chosen.why})", err=True)
+
+
 @contextmanager
 def _bad_input() -> Iterator[None]:
     try:
         yield
-    except (ScenarioError, ProfileError) as exc:
+    except (ScenarioError, ProfileError, EngineError) as exc:
         _fail(str(exc))
 
 
@@ -156,6 +167,7 @@ def run(
     out: Annotated[Path | None, typer.Option(help="Write the flows table to F.parquet or F.csv.")] = None,
     capture: CaptureOption = None,
     timeline: TimelineOption = None,
+    engine: EngineOption = "cpython",
 ) -> None:
     """Run a scenario and report flows, resources and events."""
     _writable(out, "--out", tuple(_WRITERS))
@@ -166,7 +178,10 @@ def run(
         s = _captures(load_scenario(scenario), capture)
         if timeline is None:
             with _progress(f"run {s.name}") as advance:
-                result = run_scenario(s, advance)
+                result = run_scenario(s, advance, engine)
+            _say_engine(s, engine)
+        elif engine not in ("cpython", "auto"):
+            _fail(f"--timeline: the trace is recorded on the cpython engine only, got --engine {engine}")
         else:
             from iovirt.experiments.trace import run_traced
 
@@ -189,6 +204,7 @@ def migrate(
     check: Annotated[bool, typer.Option("--check", help="Only print which VM can go to which host, and why not.")] = False,
     as_json: JsonFlag = False,
     capture: CaptureOption = None,
+    engine: EngineOption = "cpython",
 ) -> None:
     """Live-migrate a VM while workloads run (exit 1: not moved)."""
     from iovirt.experiments import migrate as m
@@ -199,7 +215,8 @@ def migrate(
             rows = m.matrix(s, vm, to)
         else:
             with _progress(f"migrate in {s.name}") as advance:
-                outcome = m.migrate(s, vm, to, advance)
+                outcome = m.migrate(s, vm, to, advance, engine)
+            _say_engine(s, engine)
     if as_json:
         typer.echo(json.dumps(rows if check else outcome.to_dict()))
     elif check:
@@ -312,6 +329,7 @@ def compare(
     as_json: JsonFlag = False,
     out: Annotated[Path | None, typer.Option(help="Write the rows to F.parquet or F.csv.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Draw the comparison to F.png.")] = None,
+    engine: EngineOption = "cpython",
 ) -> None:
     """Each model on the same workload, VMs and sizes swept."""
     from iovirt.experiments import compare as cmp
@@ -330,8 +348,9 @@ def compare(
     vm_counts = _ints(vms, "--vms", 1, MAX_VMS, "VMs one run holds")
     packet_sizes = _ints(sizes, "--sizes", MIN_PACKET, MTU, "IPv4 packets that fit one 1500-byte-MTU frame")
     with _bad_input():
-        todo = cmp.points(chosen, vm_counts, packet_sizes, duration_ms, cores, posted_interrupts, profile)
-        cmp.Scenario.from_dict(todo[0]["scenario"], source="--profile")      # bad profile: fail before running
+        todo = cmp.points(chosen, vm_counts, packet_sizes, duration_ms, cores, posted_interrupts, profile, engine)
+        first = cmp.Scenario.from_dict(todo[0]["scenario"], source="--profile")      # bad profile: fail before running
+        _say_engine(first, engine)      # every point runs as long: one choice for all
         rows = _sweep(cmp, todo, workers, scheduler)
     import pandas as pd
 

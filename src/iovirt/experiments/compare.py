@@ -83,8 +83,8 @@ def scenario(config: Config | None, vms: int, packet_size: int, duration_ms: flo
 
 
 def run_point(point: dict) -> dict:
-    """One sweep point (a scenario document plus its labels) to one result row."""
-    result = run(Scenario.from_dict(point["scenario"], source=point["scenario"]["name"]))
+    """One sweep point (a scenario document plus its labels, and the engine to run it on) to one result row."""
+    result = run(Scenario.from_dict(point["scenario"], source=point["scenario"]["name"]), engine=point.get("engine", "cpython"))
     data = result.to_dict()
     flows = data["flows"]
     delivered = sum(f["delivered"] for f in flows)
@@ -116,16 +116,17 @@ def run_point(point: dict) -> dict:
 
 
 def points(configs: list[Config], vms: list[int], sizes: list[int], duration_ms: float, cores: int,
-           posted_interrupts: bool, profile: str) -> list[dict]:
-    """Every (config, VM count, size) point, and one bare-metal baseline per size."""
+           posted_interrupts: bool, profile: str, engine: str = "cpython") -> list[dict]:
+    """Every (config, VM count, size) point, and one bare-metal baseline per size, each run on ``engine``."""
     out = []
     for size in sizes:
         out.append({"labels": {"model": "bare-metal", "device": "ixgbe", "backend": None, "vms": 1, "packet_size": size},
-                    "scenario": scenario(None, 1, size, duration_ms, cores, posted_interrupts, profile)})
+                    "scenario": scenario(None, 1, size, duration_ms, cores, posted_interrupts, profile),
+                    "engine": engine})
         for config in configs:
             for n in vms:
                 labels = asdict(config) | {"vms": n, "packet_size": size}
-                out.append({"labels": labels,
+                out.append({"labels": labels, "engine": engine,
                             "scenario": scenario(config, n, size, duration_ms, cores, posted_interrupts, profile)})
     return out
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 from ..hypervisor.migration import MigrationLink, MigrationReport
 from .results import Result
-from .runner import begin, finish, run_to
+from . import engines
+from .runner import begin, run_to, settle
 from .scenario import Migration, Scenario, ScenarioError, migration_note, migration_problem
 from .workloads import FlowStats
 from .world import World
@@ -57,9 +58,17 @@ def _target(scenario: Scenario, vm: str | None, to: str | None) -> tuple[str, st
 
 
 def migrate(scenario: Scenario, vm: str | None = None, to: str | None = None,
-            progress: Callable[[float], None] | None = None) -> MigrationOutcome:
-    """Run the scenario's workloads and migrate ``vm`` to host ``to`` during them."""
+            progress: Callable[[float], None] | None = None, engine: str = "cpython") -> MigrationOutcome:
+    """Run the scenario's workloads and migrate ``vm`` to host ``to`` during them, on ``engine``."""
     vm, to = _target(scenario, vm, to)
+    report, flows, measured = engines.run_on(engines.choose(scenario, engine), moved, scenario, vm, to,
+                                             progress=progress)
+    return MigrationOutcome(report, flows, Result.of(scenario, *measured))
+
+
+def moved(scenario: Scenario, vm: str, to: str, progress: Callable[[float], None] | None = None
+          ) -> tuple[MigrationReport, list[FlowStats], tuple]:
+    """:func:`migrate` on the interpreter running this: the report, the flows and what the run measured."""
     m = scenario.migration or Migration()
     wall = time.perf_counter()
     world = World(scenario)
@@ -72,8 +81,7 @@ def migrate(scenario: Scenario, vm: str | None = None, to: str | None = None,
     run_to(world, stop, progress)
     while migration.report.result == "running" and world.sim.now < stop + SETTLE_LIMIT_NS:
         world.sim.run(until=world.sim.now + SETTLE_STEP_NS)
-    result = finish(world, start, stop, flows, wall)
-    return MigrationOutcome(migration.report, flows, result)
+    return migration.report, flows, settle(world, start, stop, flows, wall)
 
 
 def matrix(scenario: Scenario, vm: str | None = None, to: str | None = None) -> list[dict]:

@@ -9,8 +9,6 @@ from collections import Counter
 from dataclasses import dataclass
 from importlib.metadata import version
 
-import pandas as pd
-
 from .scenario import WIRE
 from .workloads import FlowStats
 
@@ -133,6 +131,39 @@ def _fed_by(place: str) -> str:
     return ""
 
 
+def measure(world, flows: list[FlowStats], start: float, stop: float, busy: dict[str, float],
+            wall_s: float) -> tuple[dict, dict, dict[str, str], dict[str, list[int]]]:
+    """What a run measured, in JSON types (the engine that ran it may be another interpreter):
+    the figures, each resource's (kind, {event: ns busy}), its owner and the flows each owner
+    serves.  ``busy``: each resource's busy time when the workloads stopped; utilization is
+    over the workload window [start, stop]."""
+    window = max(1.0, stop - start)
+    accounts = world.ledger.accounts
+    rows = []
+    for f in flows:
+        # A VM's events serve every flow it takes part in: per packet means
+        # per packet delivered by all flows touching the pair.
+        pair = {f.src, f.dst} & world.vms.keys()
+        events = Counter()
+        for vm in pair:
+            events += accounts.get(vm, Counter())
+            events["interrupt"] += sum(m.stats["interrupts"] for m in world.incarnations(vm))
+        packets = sum(g.delivered for g in flows if pair & {g.src, g.dst})
+        rows.append(FlowResult.of(f, world.models[f.src], +events, packets, world.sim.drops.flows[f.index]).row)
+    # a resource born after the window (a migration's target, say) was not busy in it
+    resources = [{"name": r.name, "kind": r.kind, "busy_s": round(busy.get(r.name, 0.0) / 1e9, 9),
+                  "utilization": round(busy.get(r.name, 0.0) / window, 4)} for r in world.resources]
+    for row, f in zip(rows, flows):
+        row["bottleneck"] = _bottleneck(world, f, resources)
+    events = dict(sorted((k, v) for k, v in world.ledger.events.items() if v))
+    events["interrupt"] = sum(vm.stats["interrupts"] for vm in world.machines)
+    return ({"sim_time_s": round(window / 1e9, 9), "wall_time_s": round(wall_s, 3),
+             "flows": rows, "resources": resources, "events": events, "links": _links(world, busy, window),
+             "drops": world.drops(), "device_errors": world.device_errors(),
+             "guest_faults": {name: g.fault for name, g in world.guests.items() if g.fault}},
+            {r.name: (r.kind, dict(r.spent)) for r in world.resources}, *owners(world, flows))
+
+
 class Result:
     def __init__(self, data: dict, spent: dict[str, tuple[str, dict[str, float]]] | None = None,
                  owners: dict[str, str] | None = None, served: dict[str, list[int]] | None = None) -> None:
@@ -141,45 +172,24 @@ class Result:
         self.spent = spent or {}              # resource -> (kind, {event: ns busy})
         self.owners = owners or {}            # resource -> the VM, host or wire peers it belongs to
         self.served = served or {}            # VM, host or wire peers -> the flows (indices) it serves
+        self.engine = None                    # the engine that ran it, when runner.run did (engines.Engine)
         if self.spent:
             self.data["explain"] = self.breakdowns()
+        import pandas as pd     # here: the simulator (runner, any engine) imports this module, only results need it
+
         self.flows = pd.json_normalize(data["flows"], sep=".") if data["flows"] else pd.DataFrame()
         self.resources = pd.DataFrame(data["resources"])
         self.events = data["events"]
 
     @classmethod
-    def collect(cls, scenario, world, flows: list[FlowStats], start: float, stop: float,
-                busy: dict[str, float], wall_s: float) -> "Result":
-        """``busy``: each resource's busy time when the workloads stopped;
-        utilization is over the workload window [start, stop]."""
-        window = max(1.0, stop - start)
-        accounts = world.ledger.accounts
-        rows = []
-        for f in flows:
-            # A VM's events serve every flow it takes part in: per packet means
-            # per packet delivered by all flows touching the pair.
-            pair = {f.src, f.dst} & world.vms.keys()
-            events = Counter()
-            for vm in pair:
-                events += accounts.get(vm, Counter())
-                events["interrupt"] += sum(m.stats["interrupts"] for m in world.incarnations(vm))
-            packets = sum(g.delivered for g in flows if pair & {g.src, g.dst})
-            rows.append(FlowResult.of(f, world.models[f.src], +events, packets, world.sim.drops.flows[f.index]).row)
-        # a resource born after the window (a migration's target, say) was not busy in it
-        resources = [{"name": r.name, "kind": r.kind, "busy_s": round(busy.get(r.name, 0.0) / 1e9, 9),
-                      "utilization": round(busy.get(r.name, 0.0) / window, 4)} for r in world.resources]
-        for row, f in zip(rows, flows):
-            row["bottleneck"] = _bottleneck(world, f, resources)
-        events = dict(sorted((k, v) for k, v in world.ledger.events.items() if v))
-        events["interrupt"] = sum(vm.stats["interrupts"] for vm in world.machines)
+    def of(cls, scenario, figures: dict, spent: dict, owners: dict[str, str],
+           served: dict[str, list[int]]) -> "Result":
+        """The result of a run of ``scenario`` from what :func:`measure` took of its world."""
         profile_sha256, scenario_sha256 = fingerprint(scenario)
         return cls({"scenario": scenario.name, "profile": scenario.profile.name, "iovirt": version("iovirt"),
                     "profile_sha256": profile_sha256, "scenario_sha256": scenario_sha256,
                     "scenario_spec": scenario.model_dump(mode="json", by_alias=True, exclude_defaults=True),
-                    "sim_time_s": round(window / 1e9, 9), "wall_time_s": round(wall_s, 3),
-                    "flows": rows, "resources": resources, "events": events, "links": _links(world, busy, window), "drops": world.drops(), "device_errors": world.device_errors(),
-                    "guest_faults": {name: g.fault for name, g in world.guests.items() if g.fault}},
-                   {r.name: (r.kind, dict(r.spent)) for r in world.resources}, *owners(world, flows))
+                    **figures}, spent, owners, served)
 
     def to_dict(self) -> dict:
         """The ``run --json`` object: JSON types only, missing latencies as None."""

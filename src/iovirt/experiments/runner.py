@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from . import capture
-from .results import Result
+from . import engines
+from .results import Result, measure
 from .scenario import DIRTY_SET_MB, WIRE, Scenario
 from .workloads import KINDS, FlowStats, MemoryDirty, flow_of
 from .world import World
@@ -108,19 +109,35 @@ def run_to(world: World, stop: float, progress: Callable[[float], None] | None =
 def finish(world: World, start: float, stop: float, flows: list[FlowStats], wall: float,
            progress: Callable[[float], None] | None = None) -> Result:
     """Run to ``stop``, let frames in flight land, collect."""
+    return Result.of(world.scenario, *settle(world, start, stop, flows, wall, progress))
+
+
+def settle(world: World, start: float, stop: float, flows: list[FlowStats], wall: float,
+           progress: Callable[[float], None] | None = None) -> tuple:
+    """Run to ``stop``, let frames in flight land; what :func:`measure` takes of the world."""
     run_to(world, stop, progress)
     busy = {name: ns - world.busy_before.get(name, 0.0) for name, ns in busy_until(world, stop).items()}
     _drain(world, flows, stop)
     for pcap in world.captures:
         pcap.write()
-    return Result.collect(world.scenario, world, flows, start, stop, busy, time.perf_counter() - wall)
+    return measure(world, flows, start, stop, busy, time.perf_counter() - wall)
 
 
-def run(scenario: Scenario, progress: Callable[[float], None] | None = None) -> Result:
+def measured(scenario: Scenario, progress: Callable[[float], None] | None = None) -> tuple:
+    """Build the world of ``scenario``, run it, and measure it (on the interpreter running this)."""
     wall = time.perf_counter()
     world = World(scenario)
     start, stop, flows = begin(world)
-    return finish(world, start, stop, flows, wall, progress)
+    return settle(world, start, stop, flows, wall, progress)
+
+
+def run(scenario: Scenario, progress: Callable[[float], None] | None = None, engine: str = "cpython") -> Result:
+    """Run ``scenario`` on ``engine`` (:data:`engines.ENGINES`): the world and its run on
+    that interpreter, the result here; ``Result.engine`` names the engine that ran it."""
+    chosen = engines.choose(scenario, engine)
+    result = Result.of(scenario, *engines.run_on(chosen, measured, scenario, progress=progress))
+    result.engine = chosen
+    return result
 
 
 def run_all(fn: Callable[[dict], dict], todo: list[dict], client=None,

@@ -42,7 +42,7 @@ class PciResourceError(RuntimeError):
     """A BAR does not fit in its window."""
 
 
-@dataclass(slots=True)
+@dataclass
 class PciDeviceInfo:
     bdf: Bdf
     vendor: int

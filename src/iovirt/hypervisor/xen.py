@@ -38,7 +38,7 @@ ENOENT, ESRCH, EACCES, EFAULT, EINVAL, ENOSPC = 2, 3, 13, 14, 22, 28
 XEN_IOREQ = ("vm_exit", "ioreq", "evtchn_send")
 
 
-@dataclass(slots=True)
+@dataclass
 class Channel:
     remote_domid: int
     remote_port: int = 0            # 0 while unbound
@@ -67,7 +67,7 @@ class Domain:
         return f"/local/domain/{self.domid}"
 
 
-@dataclass(slots=True, eq=False)
+@dataclass(eq=False)
 class ForeignPage:
     """A granted page mapped into the caller (GNTTABOP_map_grant_ref): its
     bytes are the granting domain's, reachable from ``base`` for one page."""

@@ -35,7 +35,7 @@ BarListener = Callable[[int, str, "int | None", int], None]
 BAR_KINDS = ("mem32", "mem64", "io")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Bar:
     """A Base Address Register (PCI 3.0 §6.2.5.1): a naturally aligned,
     power-of-two window in memory or I/O space."""

@@ -44,7 +44,7 @@ _DECODE = PCI_SRIOV_CTRL_VFE | PCI_SRIOV_CTRL_MSE
 _U64 = (1 << 64) - 1
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class SriovParams:
     """The PF's SR-IOV capability as its datasheet gives it.  Without VF
     Migration, InitialVFs equals TotalVFs (§9.3.3.5)."""
@@ -289,7 +289,7 @@ class VfResourceError(RuntimeError):
     """The VF BAR apertures do not fit in the MMIO window."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class HostVf:
     """One enabled VF as the host kernel records it (``pci_iov_add_virtfn``)."""
 

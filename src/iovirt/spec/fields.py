@@ -54,7 +54,7 @@ class Layout:
         return struct.Struct(self.order + _FMT[self.widths[field]])
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Register:
     name: str
     offset: int
