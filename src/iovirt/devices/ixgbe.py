@@ -693,6 +693,8 @@ class Ixgbe:
             self.rx_cache[q] = None
             owner.dma_fault("rx_fault")
             self._rx_drop(q, "rx_dma_fault", frame)
+            if written:                     # the buffers filled before the fault are reported, no cause
+                self.sim.urgent(engine.cursor, self._rx_write_back, q, written, rss, info, None, self.epoch)
             return True
         if q < 16:
             r[QPRC[q]] += 1
@@ -700,10 +702,12 @@ class Ixgbe:
         self.sim.urgent(engine.cursor, self._rx_write_back, q, written, rss, info, frame, self.epoch)
         return True
 
-    def _rx_write_back(self, q: int, written: list, rss: int, info: int, frame: bytes, epoch: int) -> None:
+    def _rx_write_back(self, q: int, written: list, rss: int, info: int, frame: bytes | None,
+                       epoch: int) -> None:
         """7.1.6.2: the descriptors are written back once the frame's data is
         in host memory (when the engine's DMA of it completes, not before a
-        driver polling the ring may see DD), then the queue's cause."""
+        driver polling the ring may see DD), then the queue's cause; ``frame``
+        None: what a DMA fault cut short, already counted, raises no cause."""
         if epoch != self.epoch:
             return
         engine, owner = self.rx_engine, self.owner[q]
@@ -714,9 +718,11 @@ class Ixgbe:
                                 s.RXD_STAT_DD | (s.RXD_STAT_EOP if eop else 0), length, 0)
         except DmaFault:
             owner.dma_fault("rx_fault")
-            self._rx_drop(q, "rx_dma_fault", frame)
+            if frame is not None:
+                self._rx_drop(q, "rx_dma_fault", frame)
             return
-        owner.queue_irq(engine, q, 0)
+        if frame is not None:
+            owner.queue_irq(engine, q, 0)
 
     def _rx_descriptors(self, engine: Resource, q: int, base: int, count: int, head: int, free: int,
                         need: int) -> list[int]:
