@@ -114,7 +114,7 @@ class VirtioNetDriver(NetDriver):
         self.rx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(self.rx.size)]
         for i in range(self.rx.size):
             self.rx.add([(self.rx_bufs[i], RX_BUFFER, True)], i)
-        self._kick_if_needed(self.rx)
+        self.rx.kick()
         self._status(v.DRIVER_OK)
 
     def _setup_msix(self) -> None:
@@ -137,9 +137,6 @@ class VirtioNetDriver(NetDriver):
         self.cwrite("queue_enable", 1)
         return q
 
-    def _kick_if_needed(self, q: DriverQueue) -> None:
-        q.kick(lambda: self.vcpu.mmio_write(q.notify, 2, q.index))     # the doorbell (4.1.5.2)
-
     # ---- transmit ------------------------------------------------------------------
     def transmit(self, frame: bytes) -> bool:
         """start_xmit with TX NAPI: reclaim with the TX interrupt off, re-arm
@@ -158,11 +155,8 @@ class VirtioNetDriver(NetDriver):
         buf = self.tx_bufs[slot]
         self.mem.write(buf, _BLANK_HDR + frame)
         tx.add([(buf, HDR_SIZE + len(frame), False)], slot)
-        tx.kick(self._notify_tx)
+        tx.kick()
         return True
-
-    def _notify_tx(self) -> None:
-        self.vcpu.mmio_write(self.tx.notify, 2, self.tx.index)
 
     def _free_old_xmit(self) -> None:
         tx, free = self.tx, self.tx_free
@@ -218,7 +212,7 @@ class VirtioNetDriver(NetDriver):
             else:
                 self._receive_merged(slot, length, count)
             done += 1
-        self._kick_if_needed(rx)
+        rx.kick()
         return done
 
     def _receive_merged(self, slot: int, length: int, count: int) -> None:

@@ -4,8 +4,6 @@ interrupts suppressed with VIRTIO_RING_F_EVENT_IDX (or the flag bits)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from ...mem.guest_memory import PAGE_SHIFT
 from ...spec import virtio as v
 
@@ -27,6 +25,7 @@ class DriverQueue:
         self.size = size
         self.event_idx = event_idx
         self.kernel = kernel
+        self.notify = 0                             # the doorbell's guest-physical address, set by the transport
         self.rebind(kernel.vcpu, kernel.mem)
         alloc = kernel.alloc.alloc                  # ``owner``: the driver whose detach frees them
         self.desc = alloc(16 * size, 16, owner)
@@ -85,21 +84,22 @@ class DriverQueue:
             dirty[at >> PAGE_SHIFT] = dirty[(at + 15) >> PAGE_SHIFT] = 1
         return heads
 
-    def kick(self, notify: Callable[[], None]) -> None:
+    def kick(self) -> None:
         """virtqueue_kick at the vCPU's time: publish what was added so far
-        and call ``notify`` if the device asked.  A vCPU running ahead of the
-        clock does both when it gets there: a backend polling the ring, or
-        re-checking it before it sleeps, sees the store no sooner than the
-        vCPU makes it, and the driver reads avail_event as it is then."""
+        and ring the doorbell at ``notify`` (4.1.5.2) if the device asked.  A
+        vCPU running ahead of the clock does both when it gets there: a
+        backend polling the ring, or re-checking it before it sleeps, sees the
+        store no sooner than the vCPU makes it, and the driver reads
+        avail_event as it is then."""
         cursor, idx = self.vcpu.cursor, self.avail_idx
         if cursor > self.kernel.sim.now:
-            self.kernel.run_at(cursor, lambda: self._kick(notify, idx))    # a stopped vCPU gets there on resume
+            self.kernel.run_at(cursor, lambda: self._kick(idx))    # a stopped vCPU gets there on resume
         else:
-            self._kick(notify, idx)
+            self._kick(idx)
 
-    def _kick(self, notify: Callable[[], None], idx: int) -> None:
+    def _kick(self, idx: int) -> None:
         if self.kick_prepare(idx):
-            notify()
+            self.vcpu.mmio_write(self.notify, 2, self.index)
 
     def kick_prepare(self, new: int | None = None) -> bool:
         """Publish the avail idx (``new``, else all added); True if the device
