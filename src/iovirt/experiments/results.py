@@ -98,7 +98,7 @@ def _bottleneck(world, f: FlowStats, resources: list[dict]) -> dict:
                or r["kind"] in ("host_core", "nic", "wire") and r["name"].startswith(hosts)
                or r["kind"] == "peer" and f.dst == "wire"]
     if world.sim.drops.flows[f.index]:
-        full = tuple(_fed_by(place) for place in world.sim.drops.places if _fed_by(place))
+        full = tuple(filter(None, map(_fed_by, world.sim.drops.places)))
         on_path = [r for r in on_path if r["name"].startswith(full)] or on_path
     top = max(on_path, key=lambda r: r["utilization"], default=None)
     return {"resource": top["name"], "utilization": top["utilization"]} if top else {}

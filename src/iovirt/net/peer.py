@@ -139,10 +139,9 @@ class WirePeer:
         while ring and done < NAPI_WEIGHT:
             frame, self.rx_stamp = ring.popleft()
             rx.work["rx"] += len(frame)
-            l4 = 14 + (frame[14] & 0xF) * 4
-            port = int.from_bytes(frame[l4 + 2:l4 + 4], "big") if frame[23] == IPPROTO_UDP else -1
+            port = _udp_dport(frame)
             if port in sinks:
-                self._sink(core, frame, l4, port)
+                self._sink(core, frame, port)
             else:
                 stack.receive(frame)
             taken.append(core.cursor)
@@ -167,9 +166,9 @@ class WirePeer:
         so one flow on one queue is not held back by the far end's stack."""
         self.sinks.add(port)
 
-    def _sink(self, core: Resource, frame: bytes, l4: int, port: int) -> None:
+    def _sink(self, core: Resource, frame: bytes, port: int) -> None:
         core.charge("ring_op")
-        end = 14 + int.from_bytes(frame[16:18], "big")
+        l4, end = _l4(frame), 14 + int.from_bytes(frame[16:18], "big")
         sock = self.stack.udp_sockets[port]
         sock.on_datagram(frame[l4 + 8:end], IPv4Address(frame[26:30]), int.from_bytes(frame[l4:l4 + 2], "big"))
 
@@ -184,7 +183,7 @@ class WirePeer:
         """The RSS queue of an IPv4 frame: addresses, and ports for UDP (queue 0 for the rest)."""
         if len(self.cores) == 1 or frame[12:14] != _ETH_P_IP:
             return 0
-        l4 = 14 + (frame[14] & 0xF) * 4
+        l4 = _l4(frame)
         key = frame[26:34] + (frame[l4:l4 + 4] if frame[23] == IPPROTO_UDP else b"")
         queue = self._queues.get(key)
         if queue is None:
@@ -198,8 +197,17 @@ class WirePeer:
             return True
         if kind != _ETH_P_IP or len(frame) < 34:
             return False
-        proto = frame[23]
-        if proto == IPPROTO_UDP:
-            l4 = 14 + (frame[14] & 0xF) * 4
-            return int.from_bytes(frame[l4 + 2:l4 + 4], "big") in self.stack.udp_sockets
-        return proto == IPPROTO_ICMP
+        return frame[23] == IPPROTO_ICMP or _udp_dport(frame) in self.stack.udp_sockets
+
+
+def _l4(frame: bytes) -> int:
+    """Where an IPv4 frame's transport header starts (after its IHL)."""
+    return 14 + (frame[14] & 0xF) * 4
+
+
+def _udp_dport(frame: bytes) -> int:
+    """The destination port of a UDP/IPv4 frame, -1 for any other frame."""
+    if frame[12:14] != _ETH_P_IP or len(frame) < 34 or frame[23] != IPPROTO_UDP:
+        return -1
+    l4 = _l4(frame)
+    return int.from_bytes(frame[l4 + 2:l4 + 4], "big")
