@@ -213,7 +213,7 @@ def test_explain_is_per_machine_and_pooled_on_request():
     per = json.loads(invoke("explain", example, "--json").stdout)
     assert {"vm1", "bm1", "host0", "host1", "wire peers"} <= per.keys()
     kinds = {owner: {k for row in b["ns_per_packet"].values() for k in row} for owner, b in per.items()}
-    assert kinds["vm1"] == {"vcpu"} and kinds["wire peers"] == {"peer"} and "nic" in kinds["host0"]
+    assert kinds["vm1"] == {"vcpu"} and kinds["wire peers"] == {"peer", "nic", "wire"} and "nic" in kinds["host0"]
     pooled = json.loads(invoke("explain", example, "--pooled", "--json").stdout)
     assert pooled["packets"] == sum(b["packets"] for o, b in per.items() if o in ("vm1", "bm1"))
     vm1 = sum(sum(r.values()) for r in per["vm1"]["ns_per_packet"].values()) * per["vm1"]["packets"]

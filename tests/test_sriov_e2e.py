@@ -6,11 +6,20 @@ from __future__ import annotations
 import pytest
 
 import iovirt
+from iovirt.experiments.capture import watch
+from iovirt.experiments.results import WIRE_PEERS
 from iovirt.experiments.runner import run
 from iovirt.experiments.world import World
 from iovirt.spec import ixgbe as s
 
 PNIC = {"name": "pnic0", "kind": "x82599", "link_gbps": 10}
+
+
+class Frames(list):
+    """Every frame a capture hook is told of."""
+
+    def record(self, ns: float, frame: bytes, resource=None) -> None:
+        self.append(frame)
 
 
 def vf(i: int, **policy) -> dict:
@@ -77,14 +86,15 @@ def test_spoofed_source_mac_is_dropped_and_counted():
     world = World(scenario([vf(1)], [stream("vm1", "wire")]))
     world.settle()
     peer = world.peer("vm1")
-    peer.record = True
+    seen = Frames()
+    watch(world, WIRE_PEERS, seen)
     driver = world.guests["vm1"].netdevs[0]
     forged = peer.mac + bytes.fromhex("525400ffffff") + b"\x08\x00" + bytes(100)
     world.guests["vm1"].run_soon(lambda: driver.transmit(forged))
     world.sim.run(until=world.settle() + 200_000)
     port = world.sriov["host0", "pnic0"]
     assert port.pf.vt.spoofed[0] == 1
-    assert all(frame[6:12] != bytes.fromhex("525400ffffff") for _, frame in peer.received)
+    assert all(frame[6:12] != bytes.fromhex("525400ffffff") for frame in seen)
 
 
 @pytest.mark.parametrize("trust, acked", [(False, False), (True, True)])

@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from iovirt.cli.main import app
+from iovirt.experiments.capture import watch
+from iovirt.experiments.results import WIRE_PEERS
 from iovirt.experiments.runner import begin, finish, run
 from iovirt.experiments.scenario import load_scenario
 from iovirt.experiments.world import World, mac_bytes
@@ -20,6 +22,13 @@ from iovirt.spec import ixgbe as s
 EXAMPLE = Path(__file__).parents[1] / "examples" / "sriov-and-virtio-one-port.yaml"
 QPRC = [s.REGS[f"QPRC{n}"].offset >> 2 for n in range(16)]
 GPTC = s.REGS["GPTC"].offset >> 2          # frames the port put on the wire (VEB loopback not counted)
+
+
+class Frames(list):
+    """Every frame a capture hook is told of."""
+
+    def record(self, ns: float, frame: bytes, resource=None) -> None:
+        self.append(frame)
 
 
 def test_validate_accepts_the_example():
@@ -47,11 +56,12 @@ def between_the_vms(fdb: bool, monkeypatch) -> tuple[World, list, list[bytes]]:
     scenario = load_scenario(EXAMPLE)
     scenario.workloads = [w for w in scenario.workloads if w.dst != "wire" and w.type == "udp_stream"]
     world = World(scenario)
-    peer = world.peer("vm1")
-    peer.record = True
+    world.peer("vm1")
+    seen = Frames()
+    watch(world, WIRE_PEERS, seen)
     start, stop, flows = begin(world)
     finish(world, start, stop, flows, time.perf_counter())
-    return world, flows, [frame for _, frame in peer.received]
+    return world, flows, seen
 
 
 def test_frames_between_a_vf_and_a_virtio_vm_cross_the_nic_switch_not_the_wire(monkeypatch):

@@ -67,6 +67,7 @@ RX, TX = s.RX_BLOCK, s.TX_BLOCK                             # per-queue register
 QPRC = [_IDX[f"QPRC{n}"] for n in range(16)]
 QPTC = [_IDX[f"QPTC{n}"] for n in range(16)]
 QPRDC = [_IDX[f"QPRDC{n}"] for n in range(16)]
+RSS_HASHES = 4096                   # hash inputs remembered (the simulator's, not the NIC's)
 BAH, LEN, HEAD, SRRCTL, TAIL, DCTL, QBRC = (s.BLOCK_BAH, s.BLOCK_LEN, s.BLOCK_HEAD, s.BLOCK_SRRCTL, s.BLOCK_TAIL,
                                            s.BLOCK_DCTL, s.BLOCK_QBRC)
 _READ_CLEAR = frozenset(r.offset >> 2 for r in s.REGS if r.access == "rc")
@@ -159,6 +160,7 @@ class Ixgbe:
         self.next_irq_ok = [0.0] * s.MSIX_VECTORS
         self.eitr_armed: set[int] = set()
         self.rss_tables = None
+        self.rss_hashes: dict[bytes, int] = {}      # the Toeplitz hash of each hash input seen
         self.tx_parts: list[list[bytes]] = [[] for _ in range(self.num_queues)]
         self.tx_len = [0] * self.num_queues
         self.tx_discard = [False] * self.num_queues
@@ -652,8 +654,12 @@ class Ixgbe:
             info, data = parsed
             if self.rss_tables is None:
                 key = b"".join(r[RSSRK0 + i].to_bytes(4, "little") for i in range(s.RSS_KEY_SIZE // 4))
-                self.rss_tables = s.toeplitz_tables(key, 12)
-            rss = s.toeplitz(self.rss_tables, data)
+                self.rss_tables, self.rss_hashes = s.toeplitz_tables(key, 12), {}
+            rss = self.rss_hashes.get(data)
+            if rss is None:                             # a flow's hash, once per key
+                if len(self.rss_hashes) >= RSS_HASHES:
+                    self.rss_hashes.clear()
+                rss = self.rss_hashes[data] = s.toeplitz(self.rss_tables, data)
         entry = rss & (s.RETA_ENTRIES - 1)
         q = (r[RETA0 + (entry >> 2)] >> (8 * (entry & 3))) & s.RETA_QUEUE_MASK
         return q, rss, info

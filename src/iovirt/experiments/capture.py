@@ -81,11 +81,11 @@ def _hook(obj, method: str, sink, seen: Callable[..., tuple], refusable: bool = 
 
 def watch(world, port: str, sink) -> None:
     """Tell ``sink`` every frame passing ``port`` of ``world`` (capture_ports), or the
-    far end's stack for ``WIRE_PEERS``."""
+    far ends' cables for ``WIRE_PEERS``."""
     parts = port.split("/")
     if port == WIRE_PEERS:
         for peer in world.peers.values():
-            _stack(peer.stack, sink)
+            _wire(peer.link, sink)
     elif len(parts) == 1:                               # a VM's interfaces
         for stack in world.guests[port].interfaces.values():
             _stack(stack, sink)
@@ -97,9 +97,13 @@ def watch(world, port: str, sink) -> None:
     elif parts[1] == "bridge":
         _hook(world.hosts[parts[0]].vswitch, "ingress", sink, lambda port, frame, cpu: (cpu.cursor, frame, cpu))
     else:                                               # HOST/NIC: the wire
-        link = world.hosts[parts[0]].nics[parts[1]].link
-        _hook(link, "deliver_to_peer", sink, lambda frame: (link.sim.now, frame, link.to_peer))
-        _hook(link, "deliver_to_nic", sink, lambda frame: (link.sim.now, frame, link.to_nic))
+        _wire(world.hosts[parts[0]].nics[parts[1]].link, sink)
+
+
+def _wire(link, sink) -> None:
+    """Both directions of a cable, as its last bit of each frame arrives."""
+    _hook(link, "deliver_to_peer", sink, lambda frame: (link.sim.now, frame, link.to_peer))
+    _hook(link, "deliver_to_nic", sink, lambda frame: (link.sim.now, frame, link.to_nic))
 
 
 def _stack(stack, sink) -> None:

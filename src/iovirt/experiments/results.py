@@ -109,11 +109,11 @@ def owners(world, flows: list[FlowStats]) -> tuple[dict[str, str], dict[str, lis
     host (its cores, NICs, wires, dom0) or the wire peers; and the flows each
     of them serves."""
     vms = {v.name: v.host for v in world.scenario.vms}
-    owners, served = {}, {}
+    owners = {r.name: WIRE_PEERS for peer in world.peers.values() for r in peer.resources}
+    served = {}
     for r in world.resources:
         parts = r.name.split("/")
-        owners[r.name] = (parts[1] if len(parts) > 2 and parts[1] in vms else
-                          WIRE_PEERS if r.kind == "peer" else parts[0])
+        owners.setdefault(r.name, parts[1] if len(parts) > 2 and parts[1] in vms else parts[0])
     for f in flows:
         machines = {f.src, f.dst} & vms.keys()
         for owner in machines | {vms[m] for m in machines} | ({WIRE_PEERS} if WIRE in (f.src, f.dst) else set()):
@@ -127,7 +127,7 @@ def _fed_by(place: str) -> str:
     if place.startswith("fabric/") and place.endswith("/egress-buffer"):
         return place[len("fabric/"):-len("egress-buffer")] + "rx"
     if place.endswith("/rx_missed") and place.startswith("peer-"):
-        return place[:-len("rx_missed")]
+        return place[:place.index("/") + 1]
     return ""
 
 

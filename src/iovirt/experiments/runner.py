@@ -87,7 +87,7 @@ def begin(world: World) -> tuple[float, float, list[FlowStats]]:
         extra = {"count": w.count or 5} if w.type == "ping" else {}
         workload = KINDS[w.type](stats, world.guests[w.src], _machine(world, w.dst, w.src), src_if, dst_if,
                                  start, end, w.rate_pps, **extra)
-        if w.type == "udp_stream" and w.dst == WIRE:
+        if w.type == "udp_stream" and w.dst == WIRE and world.scenario.peer.receiver == "tester":
             world.peer(w.src).sink(workload.port)
         workload.begin()
         flows.append(stats)

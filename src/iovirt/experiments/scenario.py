@@ -281,14 +281,20 @@ class Migration(_Strict):
 
 
 class Peer(_Strict):
-    """The hosts at the far end of the wire (one per subnet a workload reaches it on).
-    ``wire``: a model of one (RSS queues, moderation, NAPI, a stack; a one-way
-    stream taken as a tester takes it); ``host``: a bare-metal machine with
-    ``cores`` CPUs on a 10GbE 82599 run by the ixgbe driver and the guest
-    kernel, a one-way stream taken by a socket on its stack (``rx_ring`` is
-    the wire model's)."""
+    """The hosts at the far end of the wire (one per subnet a workload reaches
+    it on): bare-metal machines of ``cores`` CPUs, each on a 10GbE 82599 run
+    by the ixgbe driver (a queue pair per CPU, RSS) with ``rx_ring`` RX
+    descriptors per queue (``ethtool -G rx``) and the kernel's stack above it.
+    A one-way stream is taken by a traffic tester through XDP (``receiver:
+    tester``), or by a socket on the stack as netperf's netserver takes it
+    (``socket``).  Its NIC interrupts
+    without moderation by default (``ethtool -C rx-usecs 0``, as a host
+    answering latency tests is set up), so that its own moderation does not
+    set the round trips measured against it; NAPI still batches under load."""
 
-    kind: Literal["wire", "host"] = "wire"
+    kind: Literal["host"] = "host"
+    receiver: Literal["tester", "socket"] = "tester"
+    interrupt_moderation: Annotated[Any, BeforeValidator(_moderation)] = "off"
     cores: Annotated[int, Field(ge=1), _at_most(NR_CPUS_MAX, "cores", "Linux's NR_CPUS limit, CONFIG_MAXSMP")] = 16
     rx_ring: Annotated[int, Field(ge=64), _at_most(8192, "descriptors", "the 82599's ring limit, IXGBE_MAX_RXD")] = 512
 

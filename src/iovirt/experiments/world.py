@@ -7,11 +7,13 @@ migration with net_failover is orchestrated in ``failover.py``."""
 from __future__ import annotations
 
 from functools import partial
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address
 
 from ..devices.vmstate import load_state
 from ..guest.drivers.xen_netfront import xenbus_probe
-from ..guest.kernel import GuestKernel
+from ..guest.drivers.ixgbe import MAX_RSS_INDICES, IxgbeDriver
+from ..guest.drivers.ixgbe_rings import RX_BUFFER, TX_RING
+from ..guest.kernel import DRIVERS, GuestKernel
 from ..hypervisor.emulation import EmulatedNic, XenHvmNic
 from ..hypervisor.esxi import VMK_VSWITCH, EsxiNic
 from ..hypervisor.host import Host
@@ -24,16 +26,16 @@ from ..hypervisor.sriov import SriovNic, SriovPort
 from ..hypervisor.vm import VM
 from ..hypervisor.xen import Xen
 from ..net.fabric import Fabric
-from ..net.peer import WirePeer
+from ..net.tester import TesterSink
 from ..net.uplink import UplinkPort
 from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource
+from ..spec.ixgbe import DEVICE_ID, VENDOR_ID
 from . import failover
 from .scenario import ASSIGNED, WIRE, Scenario, ScenarioError, bridge_port, migration_problem, save_records
 
 SETTLE_NS = 2_000_000
 HOST_KERNEL_MB = 64
-FAR_END_MB = 128                    # room for 16 queue pairs of 512 2 KiB buffers each way
 FAR_END_GBPS = 10                   # the far end's 82599 port
 
 
@@ -47,22 +49,45 @@ def _vf_config(nic) -> VfConfig:
 
 
 class FarEndHost:
-    """The far end of the wire as a bare-metal machine (``peer: {kind: host}``):
-    what a workload needs of it, its stack and when a datagram reached its
-    socket; its CPUs count as the far end's (kind ``peer``)."""
+    """The far end of the wire as a bare-metal machine: its 82599 run by the
+    ixgbe driver with a queue pair per CPU, the kernel's stack above it, and
+    a traffic tester taking one-way streams through XDP (``net/tester.py``);
+    its CPUs count as the far end's (kind ``peer``)."""
 
-    def __init__(self, vm: VM, kernel: GuestKernel, stack) -> None:
-        self.kernel, self.stack = kernel, stack
+    def __init__(self, vm: VM, kernel: GuestKernel, stack, pnic: PhysicalNic) -> None:
+        self.kernel, self.stack, self.mac = kernel, stack, stack.mac
         self.cores = vm.vcpus
         for vcpu in self.cores:
             vcpu.kind = "peer"
+        self.link = pnic.link                   # the cable to the LAN
+        self.resources = [*self.cores, pnic.engine, pnic.rx_engine, *pnic.link.resources]
+        self.tester = TesterSink(stack)
+        self._port = pnic.link.nic              # its NIC's end of the cable
 
     def sink(self, port: int) -> None:
-        """A one-way stream to ``port`` is taken by the socket bound on this
-        host's stack: through its NIC, driver and stack, nothing skipped."""
+        """A one-way stream to ``port`` is taken by the tester: the XDP
+        program goes on the NIC's queues, the NIC timestamps the stream."""
+        if not self.tester.ports:
+            self.kernel.netdevs[0].xdp_setup(self.tester)
+            self._timestamp()
+        self.tester.ports.add(port)
+
+    def _timestamp(self) -> None:
+        arrive, stamp, sim = self._port.arrive, self.tester.stamp, self.kernel.sim
+
+        def arrived(frame: bytes) -> None:
+            stamp(frame, sim.now)
+            arrive(frame)
+        self._port.arrive = arrived
+
+    def send(self, frame: bytes) -> None:
+        """A raw frame from a packet socket (AF_PACKET), through its driver, now."""
+        self.cores[0].sync(self.kernel.sim.now)
+        self.kernel.netdevs[0].transmit(frame)
 
     def receive_time(self) -> float:
-        return self.kernel.receive_time()
+        stamp = self.tester.rx_stamp
+        return self.kernel.receive_time() if stamp is None else stamp
 
 
 class _Refused(Exception):
@@ -87,7 +112,7 @@ class World:
         self.vms: dict[str, VM] = {xen.dom0.vm.name: xen.dom0.vm for xen in self.xen.values()}
         self.guests: dict[str, GuestKernel] = {}
         self.models: dict[str, tuple[str, str, str | None]] = {}    # machine -> (model, device, backend)
-        self.peers: dict = {}                                          # subnet -> its wire peer
+        self.peers: dict = {}                                          # (host, port) -> its far end
         self.retired: list[VM] = []                                    # VMs that migrated away
         self.migration_links: list[Resource] = []
         self.busy_before: dict[str, float] = {}                       # resources' busy time before the window
@@ -327,38 +352,53 @@ class World:
         """Every machine that ran, those that migrated away included."""
         return (*self.retired, *self.vms.values())
 
-    def peer(self, vm: str) -> WirePeer:
-        """The host at the far end of the link ``vm`` reaches the wire on (its
-        own NIC's, or its host's bridge uplink); it takes the last host
-        address of that VM NIC's subnet."""
+    def peer(self, vm: str) -> FarEndHost:
+        """The host at the far end of the physical link ``vm`` reaches the wire
+        on (its own NIC's, or its host's bridge uplink), one per port as a test
+        bed cables one to each port it measures: on that VM NIC's subnet, at
+        its highest address no VM and no other far end holds."""
         spec = next(v for v in self.scenario.vms if v.name == vm)
         nic = next((n for n in spec.nics if n.uplink), None)
-        if nic is None and spec.host in self.uplinks and spec.nics:
-            nic = spec.nics[0]
-        elif nic is None:
+        if nic is not None:
+            port = nic.uplink
+        elif spec.host in self.uplinks and spec.nics:
+            nic, port = spec.nics[0], self._free_nic(spec.host).name
+        else:
             raise LookupError(f"{vm} has no path to a physical link to reach '{WIRE}'")
-        net = nic.ip.network
-        if net not in self.peers:
-            address = IPv4Interface(f"{net.broadcast_address - 1}/{net.prefixlen}")
-            mac = bytes([0x02, 0, 0, 0, len(self.peers) >> 8 & 0xFF, len(self.peers) & 0xFF])
-            name, spec = f"peer-{net.network_address}", self.scenario.peer
-            if spec.kind == "host":
-                self.peers[net] = self._far_end_host(name, mac, str(address))
-            else:
-                self.peers[net] = WirePeer(self.fabric, mac, str(address), name=name, cores=spec.cores,
-                                           rx_ring=spec.rx_ring)
-        return self.peers[net]
+        key = (spec.host, port)
+        if key not in self.peers:
+            n = len(self.peers)
+            mac = bytes([0x02, 0, 0, 0, n >> 8 & 0xFF, n & 0xFF])
+            self.peers[key] = self._far_end_host(f"peer-{spec.host}-{port}", mac, self._far_end_address(nic.ip.network))
+        return self.peers[key]
+
+    def _far_end_address(self, net) -> str:
+        taken = {n.ip.ip for v in self.scenario.vms for n in v.nics} | {p.stack.ip.ip for p in self.peers.values()}
+        address = next((a for a in range(int(net.broadcast_address) - 1, int(net.network_address), -1)
+                        if IPv4Address(a) not in taken), None)
+        if address is None:
+            raise ScenarioError(f"vms: expected a free address on {net} for the host at the far end of the wire, "
+                                f"got none")
+        return f"{IPv4Address(address)}/{net.prefixlen}"
 
     def _far_end_host(self, name: str, mac: bytes, address: str) -> FarEndHost:
-        """A host of ``cores`` cores whose bare-metal OS owns its 82599 port on the LAN."""
-        host = Host(name, self.scenario.peer.cores, self.sim, self.ledger)
+        """A host of ``cores`` cores whose bare-metal OS owns its 82599 port on
+        the LAN, its RX rings ``rx_ring`` descriptors long."""
+        spec = self.scenario.peer
+        host = Host(name, spec.cores, self.sim, self.ledger)
         pnic = PhysicalNic(host, "pnic0", 0, FAR_END_GBPS)
         self.fabric.connect(pnic.link)
-        vm = VM("host", host, FAR_END_MB, len(host.cores), native=True, dedicated=True)
+        queues = min(spec.cores, MAX_RSS_INDICES)
+        buffers_mb = -(-queues * (spec.rx_ring + TX_RING) * RX_BUFFER >> 20)
+        vm = VM("host", host, HOST_KERNEL_MB + buffers_mb, len(host.cores), native=True, dedicated=True)
         PassthroughNic(vm, pnic, mac)
-        kernel = GuestKernel(name, vm.vcpus[0], vm.mem, self.sim)
+        driver = type(IxgbeDriver.__name__, (IxgbeDriver,), {"RX_RING": spec.rx_ring})
+        kernel = GuestKernel(name, vm.vcpus[0], vm.mem, self.sim, drivers={**DRIVERS, (VENDOR_ID, DEVICE_ID): driver})
         kernel.boot()
-        return FarEndHost(vm, kernel, kernel.ifup(mac, address))
+        stack = kernel.ifup(mac, address)
+        if spec.interrupt_moderation != "adaptive":
+            kernel.coalesce(mac, spec.interrupt_moderation)
+        return FarEndHost(vm, kernel, stack, pnic)
 
     def drops(self) -> dict[str, int]:
         """Frames lost on the way, by where they were discarded (a full tap or
@@ -382,7 +422,7 @@ class World:
         for vm in self.machines:
             out += vm.resources
         for peer in self.peers.values():
-            out += peer.cores
+            out += peer.resources
         return out + self.migration_links
 
     def settle(self, within_ns: float = SETTLE_NS) -> float:

@@ -136,3 +136,19 @@ def pseudo_header_sum(saddr: int, daddr: int, protocol: int, length: int) -> int
     """``csum_partial`` of the UDP pseudo-header (RFC 768): each 32-bit address
     is congruent to the sum of its two 16-bit words."""
     return saddr + daddr + protocol + length
+
+
+_ETH_P_IP_BYTES = ETH_P_IP.to_bytes(2, "big")
+
+
+def l4_offset(frame: bytes) -> int:
+    """Where an IPv4 frame's transport header starts (after its IHL)."""
+    return ETH_HLEN + (frame[ETH_HLEN] & 0xF) * 4
+
+
+def udp_dport(frame: bytes) -> int:
+    """The destination port of a UDP/IPv4 frame, -1 for any other frame."""
+    if frame[12:14] != _ETH_P_IP_BYTES or len(frame) < 34 or frame[23] != IPPROTO_UDP:
+        return -1
+    l4 = l4_offset(frame)
+    return int.from_bytes(frame[l4 + 2:l4 + 4], "big")

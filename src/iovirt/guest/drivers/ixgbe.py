@@ -55,6 +55,7 @@ class IxgbeQueue(IxgbeRings):
 
     def __init__(self, driver: "IxgbeDriver", q: int) -> None:
         super().__init__(driver.kernel, driver.info)
+        self.RX_RING = driver.RX_RING
         self.queue = self.entry = q
         self.EITR = f"EITR{q}"
 
@@ -85,6 +86,11 @@ class IxgbeDriver(IxgbeRings):
         self._stack = stack
         for ring in getattr(self, "rings", ())[1:]:
             ring.stack = stack
+
+    def xdp_setup(self, prog) -> None:
+        """ixgbe_xdp_setup: ``prog`` runs on every RX queue's frames."""
+        for ring in self.rings:
+            ring.xdp_prog = prog
 
     # ---- probe / open ------------------------------------------------------------
     def _probe(self) -> None:

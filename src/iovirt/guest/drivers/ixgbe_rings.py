@@ -47,6 +47,7 @@ class IxgbeRings(DescriptorRings):
     PREFIX = ""
     STATUS = "STATUS"
     EITR = "EITR0"
+    xdp_prog = None         # ring->xdp_prog: takes a received frame (True) before the stack does
 
     def __init__(self, kernel, info) -> None:
         super().__init__(kernel, info)
@@ -91,20 +92,20 @@ class IxgbeRings(DescriptorRings):
     def _rx_ring_up(self, srrctl: int, rxdctl: int) -> None:
         """The queue off, ring, SRRCTL, on with ``rxdctl`` bits, buffers, tail."""
         p, q = self.PREFIX, self.queue
-        self.rx_ring = self.dma_alloc(RX_RING * s.DESC_SIZE, 128)
-        self.rx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(RX_RING)]
+        self.rx_ring = self.dma_alloc(self.RX_RING * s.DESC_SIZE, 128)
+        self.rx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(self.RX_RING)]
         self.rx_clean = 0
         self.rx_partial: list[bytes] = []
         self.wr(f"{p}RXDCTL{q}", self.rd(f"{p}RXDCTL{q}") & ~s.RXDCTL_ENABLE)
         self._poll_reg(f"{p}RXDCTL{q}", s.RXDCTL_ENABLE, False, f"RX queue {q} disable")
-        self._ring_base(f"{p}RD", self.rx_ring, RX_RING)
+        self._ring_base(f"{p}RD", self.rx_ring, self.RX_RING)
         self.wr(f"{p}SRRCTL{q}", srrctl)
         self.wr(f"{p}RXDCTL{q}", self.rd(f"{p}RXDCTL{q}") | s.RXDCTL_ENABLE | rxdctl)
         self._poll_reg(f"{p}RXDCTL{q}", s.RXDCTL_ENABLE, True, f"RX queue {q} enable")
         for i, buf in enumerate(self.rx_bufs):
             self.mem.store(_RX, self.rx_ring + i * s.DESC_SIZE, buf, 0)
         self._rdt = self.bar + self.REGS[f"{p}RDT{q}"]
-        self.rx_tail = RX_RING - 1          # ixgbe_desc_unused: one slot stays empty
+        self.rx_tail = self.RX_RING - 1          # ixgbe_desc_unused: one slot stays empty
         self.vcpu.mmio_write(self._rdt, 4, self.rx_tail)
 
     def _ring_base(self, kind: str, ring: int, count: int) -> None:
@@ -172,7 +173,7 @@ class IxgbeRings(DescriptorRings):
             charge("ring_op")
             self.rx_partial.append(self.mem.read(self.rx_bufs[i], length))
             self.mem.store(_RX, addr, self.rx_bufs[i], 0)          # the buffer goes back as it was
-            self.rx_clean = i + 1 if i + 1 < RX_RING else 0
+            self.rx_clean = i + 1 if i + 1 < self.RX_RING else 0
             cleaned += 1
             if cleaned >= RX_BUFFER_WRITE:
                 self._refill(cleaned)
@@ -191,7 +192,9 @@ class IxgbeRings(DescriptorRings):
         else:
             frame = parts[0] if len(parts) == 1 else b"".join(parts)
             self.work["rx"] += len(frame)
-            self.stack.receive(frame)
+            xdp = self.xdp_prog
+            if xdp is None or not xdp(frame):                   # ixgbe_run_xdp: XDP_PASS
+                self.stack.receive(frame)
 
     # ---- adaptive interrupt moderation (ixgbe_set_itr / ixgbevf_set_itr, dynamic mode) -------
     def set_coalesce(self, rate: int | str) -> None:
