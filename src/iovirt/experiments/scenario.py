@@ -224,6 +224,11 @@ class VmNic(_Strict):
     standby: bool = False
     # ethtool -C / InterruptThrottleRate: the driver's adaptive moderation, none, or a fixed rate (interrupts/s)
     interrupt_moderation: Annotated[Any, BeforeValidator(_moderation)] = "adaptive"
+    # the chip a device model with variants is (e1000: 82540em, 82545em); None: its host's default, filled in by
+    # the loader (an esxi host's e1000 is the 82545EM)
+    variant: str | None = None
+    # the guest driver that binds it when several can (driver_override): flexible with "pcnet" stays a Vlance
+    guest_driver: str | None = None
 
 
 class Vm(_Strict):
@@ -354,9 +359,12 @@ class Scenario(_Strict):
             scenario._profile = load_profile(scenario.profile_ref, base)
         except (OSError, ValueError) as exc:  # ProfileError, or an unreadable file
             raise ScenarioError(f"{source}: profile: {exc}") from None
+        hypervisors = {host.name: host.hypervisor for host in scenario.hosts}
         for vm in scenario.vms:
             for nic in vm.nics:
                 nic.backend = nic.backend or next(iter(DEVICES[nic.device].backends), None)
+                entry = registry().get(nic.device)
+                nic.variant = nic.variant or (entry.variant_for(hypervisors[vm.host]) if entry else None)
             if vm.resident_mb is None:
                 sets = sum(w.working_set_mb or DIRTY_SET_MB for w in scenario.workloads
                            if w.type == "memory_dirty" and w.src == vm.name)
@@ -676,12 +684,21 @@ def _nic_problems(where: str, nic: VmNic, host: Host) -> Iterator[tuple[str, str
     if not device.offered_on(host.hypervisor):
         yield (f"{where}.device", f"expected a device {host.name} (hypervisor: {host.hypervisor}) can host, "
                                   f"got {nic.device!r}, which {device.needs()}")
+    entry = registry().get(nic.device)
+    variants = entry.variants if entry else ()
+    if nic.variant is not None and nic.variant not in variants:
+        choices = f"one of {', '.join(variants)}" if variants else "no variant"
+        yield f"{where}.variant", f"expected {choices} for {nic.device}, got {nic.variant!r}"
+    drivers = [d.__module__.rsplit(".", 1)[-1] for d in pci_drivers().get(entry.pci_id if entry else None, ())]
+    if nic.guest_driver is not None and nic.guest_driver not in drivers:
+        yield (f"{where}.guest_driver", f"expected one of the guest drivers that bind {nic.device} "
+                                        f"({', '.join(drivers) or 'none'}), got {nic.guest_driver!r}")
 
 
 def _coalesces(device: str) -> bool:
     """Whether the device's guest driver implements set_coalesce."""
     pci_id = registry()[device].pci_id
-    return pci_id is not None and hasattr(pci_drivers().get(pci_id), "set_coalesce")
+    return any(hasattr(driver, "set_coalesce") for driver in pci_drivers().get(pci_id, ()))
 
 
 def pci_address(host: Host, nic: str) -> str:

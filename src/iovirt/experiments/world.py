@@ -104,7 +104,9 @@ class World:
     def _boot(self, spec, drivers: dict | None) -> GuestKernel:
         """The guest finds its NICs (PCI, or xenbus on Xen) and brings them up."""
         vm = self.vms[spec.name]
-        guest = GuestKernel(spec.name, vm.vcpus[0], vm.cpu_mem, self.sim, drivers, resident_mb=spec.resident_mb or 0)
+        override = {nic.bdf: nic.spec.guest_driver for nic in vm.nics if getattr(nic.spec, "guest_driver", None)}
+        guest = GuestKernel(spec.name, vm.vcpus[0], vm.cpu_mem, self.sim, drivers, resident_mb=spec.resident_mb or 0,
+                            driver_override=override)
         guest.boot()
         if any(nic.device == "xen-netfront" for nic in spec.nics):
             xenbus_probe(guest, self.xen[spec.host])
@@ -178,11 +180,11 @@ class World:
         """QEMU's device model; on a Xen host, dom0's QEMU serving an HVM guest;
         on an ESXi host, the VMM's and the vmkernel's."""
         if self._esxi(vm):
-            return EsxiNic(vm, nic.device, mac_bytes(nic.mac), slot=slot)
+            return EsxiNic(vm, nic.device, mac_bytes(nic.mac), slot=slot, variant=nic.variant)
         xen = self.xen.get(vm.host.name)
         if xen is not None:
-            return XenHvmNic(vm, nic.device, mac_bytes(nic.mac), xen.ioreq_server(vm))
-        return EmulatedNic(vm, nic.device, mac_bytes(nic.mac), slot=slot)
+            return XenHvmNic(vm, nic.device, mac_bytes(nic.mac), xen.ioreq_server(vm), variant=nic.variant)
+        return EmulatedNic(vm, nic.device, mac_bytes(nic.mac), slot=slot, variant=nic.variant)
 
     def _paravirt(self, vm: VM, nic, slot: int | None, hotplug: bool):
         """virtio-net with its backend; on a Xen host, a PV vif (netfront, netback

@@ -35,9 +35,9 @@ NETWORLD = "vmk-networld"
 class EsxiNic(EmulatedNic):
     """An emulated or para-virtual vNIC of an ESXi VM, on the host's vSwitch."""
 
-    def __init__(self, vm: VM, device: str, mac: bytes, slot: int | None = None) -> None:
+    def __init__(self, vm: VM, device: str, mac: bytes, slot: int | None = None, variant: str | None = None) -> None:
         self.world = vm.thread(NETWORLD)
-        super().__init__(vm, device, mac, vmm=self.world, slot=slot, syscall=False)
+        super().__init__(vm, device, mac, vmm=self.world, slot=slot, syscall=False, variant=variant)
         self.port.switch_event = VMK_VSWITCH
         self.tx_pending = False
         if hasattr(self.device, "kick_hook"):          # a para-virtual device: TX on the world, MSI-X
