@@ -9,10 +9,10 @@ process.
 - The vNIC's port is on the vmkernel's vSwitch, which forwards each frame at
   its own price (``vmk_vswitch``).
 - A VMXNET3 vNIC's interrupts are coalesced at ESXi's default rate.
-- Receive work and VMXNET3's transmit run on a vmkernel world of the VM's
+- Receive work and VMXNET3's and VMXNET's transmit run on a vmkernel world of the VM's
   (its NetWorld, the "transmit thread" of ``ethernetX.ctxPerDev``): a host
   thread that takes a core as KVM's vhost worker or QEMU's thread does.  A
-  VMXNET3 TXPROD write exits, the VMM wakes the world and the vCPU goes back;
+  VMXNET3 TXPROD write (VMXNET's TX_ADDR read) exits, the VMM wakes the world and the vCPU goes back;
   the emulated devices (e1000, Vlance) transmit in the vCPU's context.
 """
 
@@ -40,8 +40,9 @@ class EsxiNic(EmulatedNic):
         super().__init__(vm, device, mac, vmm=self.world, slot=slot, syscall=False, variant=variant)
         self.port.switch_event = VMK_VSWITCH
         self.tx_pending = False
-        if hasattr(self.device, "kick_hook"):          # a para-virtual device: TX on the world, MSI-X
+        if hasattr(self.device, "kick_hook"):          # a para-virtual device: TX on the world
             self.device.kick_hook = self._kick
+        if hasattr(self.device, "msi_hook"):           # VMXNET3: MSI-X, coalesced at ESXi's default rate
             self.device.msi_hook = self.msi
             self.device.coalesce_ns = 1e9 / RBC_DEFAULT_RATE
 
