@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iovirt.experiments.migrate import matrix
+from iovirt.experiments.runner import begin, finish
 from iovirt.experiments.scenario import Scenario, ScenarioError
 from iovirt.experiments.world import World
 from iovirt.guest.drivers.pcnet import PCNetDriver
@@ -201,3 +202,45 @@ def test_a_vmxnet_vm_moves_between_esxi_hosts_and_is_refused_to_kvm(device):
     row = {(r["vm"], r["to"]): r for r in matrix(migration_scenario(device, "paravirt", source="esxi",
                                                                       target="kvm"))}["vm1", "host1"]
     assert row["result"] == "blocked" and row["reason"] == f"{device} needs a esxi host; host1 runs kvm"
+
+
+# ---- DirectPath I/O and SR-IOV on ESXi ------------------------------------------------------
+def _assigned(hypervisor: str, posted: bool = False) -> Scenario:
+    """vm1 with a port passed through, vm2 with a VF of another, both streaming to the wire."""
+    nic = {"mac": "52:54:00:00:00:0{}", "ip": "10.0.0.{}/24"}
+    return Scenario.from_dict({
+        "name": "assigned", "hosts": [{"name": "h", "cores": 4, "hypervisor": hypervisor,
+                                       "posted_interrupts": posted,
+                                       "nics": [{"name": "p0", "num_vfs": 2}, {"name": "p1"}, {"name": "p2"}]}],
+        "vms": [{"name": f"vm{i}", "host": "h", "nics": [{"model": model, "device": device, "uplink": uplink,
+                                                           **{k: v.format(i) for k, v in nic.items()}}]}
+                for i, model, device, uplink in ((1, "passthrough", "ixgbe", "p1"), (2, "sriov", "ixgbevf", "p0"))],
+        "workloads": [{"type": "udp_stream", "src": vm, "dst": "wire", "duration_ms": 3} for vm in ("vm1", "vm2")]})
+
+
+@pytest.mark.parametrize("hypervisor", ["esxi", "kvm"])
+def test_an_assigned_functions_interrupts_take_the_vmkernels_path_on_esxi_only(hypervisor):
+    """The same IOMMU, rings and DMA; each remapped interrupt costs the vmkernel's forward on ESXi, none on KVM."""
+    w = World(_assigned(hypervisor))
+    start, stop, flows = begin(w)
+    result = finish(w, start, stop, flows, 0.0).to_dict()
+    assert all(f["delivered"] > 1000 for f in result["flows"])
+    events = w.ledger.events
+    assert events["iotlb_hit"] > 0 and events["interrupt_inject"] > 0
+    assert events["vmk_intr_forward"] == (events["interrupt_inject"] if hypervisor == "esxi" else 0)
+
+
+def test_posted_interrupts_skip_the_vmkernels_path():
+    w = World(_assigned("esxi", posted=True))
+    start, stop, flows = begin(w)
+    finish(w, start, stop, flows, 0.0)
+    assert w.ledger.events["vmk_intr_forward"] == 0 and w.ledger.events["iotlb_hit"] > 0
+
+
+@pytest.mark.parametrize("vm, what", [("vm1", "DirectPath I/O"), ("vm2", "an SR-IOV passthrough adapter")])
+def test_vmotion_is_blocked_for_directpath_and_sriov_with_the_reason(vm, what):
+    s_ = _assigned("esxi").model_dump(mode="json", by_alias=True, exclude_none=True)
+    s_["hosts"].append({**s_["hosts"][0], "name": "h2"})
+    s_["migration"] = {"vm": vm, "to": "h2"}
+    row = {(r["vm"], r["to"]): r for r in matrix(Scenario.from_dict(s_))}[vm, "h2"]
+    assert row["result"] == "blocked" and "blocks vMotion" in row["reason"] and what in row["reason"]

@@ -399,8 +399,14 @@ def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
     limit, _, why = vcpu_limit(spec, host)
     if spec.vcpus > limit:
         return f"{vm} has {spec.vcpus} vCPUs; a VM on {to} ({host.hypervisor}) has at most {limit} ({why})"
+    source = hosts[spec.host].hypervisor
     for nic in spec.nics:
         device = DEVICES[nic.device]
+        if source == "esxi" and nic.model in ASSIGNED:
+            what = "DirectPath I/O" if nic.model == "passthrough" else "an SR-IOV passthrough adapter"
+            return (f"{nic.device} ({what}, {nic.uplink}) blocks vMotion: its state lives in the physical "
+                    f"function and its DMA writes are not traced (vSphere: vMotion is not available for a VM "
+                    f"with {what})")
         if not device.offered_on(host.hypervisor):
             need = f"needs a {device.hypervisor} host" if device.hypervisor else device.needs()
             return f"{nic.device} {need}; {to} runs {host.hypervisor}"
@@ -409,7 +415,6 @@ def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
             return (f"{nic.device} ({what}) has no failover standby to carry the VM while it is "
                     f"unplugged: its state lives in the NIC and its DMA writes are not dirty-logged; give the VM "
                     f"a virtio-net NIC with standby: true and the same MAC")
-    source = hosts[spec.host].hypervisor
     if "esxi" in (source, host.hypervisor) and source != host.hypervisor:
         return (f"vMotion moves a VM between ESXi hosts only: {spec.host} runs {source}, {to} runs "
                 f"{host.hypervisor} (no live migration between hypervisors of different vendors)")

@@ -9,6 +9,9 @@ process.
 - The vNIC's port is on the vmkernel's vSwitch, which forwards each frame at
   its own price (``vmk_vswitch``).
 - A VMXNET3 vNIC's interrupts are coalesced at ESXi's default rate.
+- An assigned function's (DirectPath I/O, an SR-IOV VF) remapped interrupt
+  is the vmkernel's: its handler, then a forward to the VM's monitor
+  (``VMK_ASSIGNED_IRQ``), where KVM has VFIO's handler and an irqfd.
 - Receive work and VMXNET3's and VMXNET's transmit run on a vmkernel world of the VM's
   (its NetWorld, the "transmit thread" of ``ethernetX.ctxPerDev``): a host
   thread that takes a core as KVM's vhost worker or QEMU's thread does.  A
@@ -30,6 +33,9 @@ VMK_VSWITCH = "vmk_vswitch"
 # ethernetX.coalescingScheme rbc, ethernetX.coalescingParams, "The default interrupt rate is 4000")
 RBC_DEFAULT_RATE = 4000
 NETWORLD = "vmk-networld"
+# DirectPath I/O and SR-IOV VFs: the IOMMU and the assignment are the same hardware as KVM's; a remapped interrupt
+# is taken by the vmkernel's handler, which forwards it to the VM's monitor (instead of VFIO's irqfd)
+VMK_ASSIGNED_IRQ = ("irq_entry", "vmk_intr_forward")
 
 
 class EsxiNic(EmulatedNic):
