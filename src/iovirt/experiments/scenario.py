@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator
 from ipaddress import IPv4Interface
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
@@ -180,6 +180,10 @@ LinkGbps = Annotated[float, Field(gt=0), _at_least(MIN_LINK_GBPS, "Gbit/s", "10B
                      _at_most(MAX_LINK_GBPS, "Gbit/s", "800GBASE, IEEE 802.3df")]
 
 
+Hypervisor = Literal["kvm", "xen", "esxi"]
+HYPERVISORS: tuple[str, ...] = get_args(Hypervisor)
+
+
 class HostNic(_Strict):
     name: Name
     kind: NicKind = "x82599"
@@ -195,7 +199,7 @@ class Host(_Strict):
     posted_interrupts: bool = False  # VT-d posted interrupts with APIC virtualisation
     iommu_page_kb: Literal[4, 2048] = 2048  # page size of assigned VMs' IOMMU mappings
     iotlb_entries: Count = 64
-    hypervisor: Literal["kvm", "xen", "esxi"] = "kvm"
+    hypervisor: Hypervisor = "kvm"
     pml: bool = True  # dirty logging by Intel PML; false: by write-protecting pages (AMD, Intel before Broadwell)
 
 
