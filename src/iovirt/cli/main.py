@@ -282,7 +282,8 @@ def explain(
 @app.command(epilog="The claims: emulation is the slowest and costs the most CPU; para-virtualization is much "
                     "faster but needs its own guest driver; pass-through comes near bare metal but gives the NIC to "
                     "one VM and blocks live migration; SR-IOV shares one NIC at near pass-through speed and migrates "
-                    "only with a failover standby.")
+                    "only with a failover standby; on ESXi, VMXNET3 takes fewer exits and delivers more than E1000 "
+                    "and Vlance.")
 def claims(
     profile: Annotated[str, typer.Option(help="Cost profile: a bundled name or a file.")] = "default",
     vms: Annotated[int, typer.Option(help="VM count for the scaling claims.")] = 16,
