@@ -244,3 +244,42 @@ def test_vmotion_is_blocked_for_directpath_and_sriov_with_the_reason(vm, what):
     s_["migration"] = {"vm": vm, "to": "h2"}
     row = {(r["vm"], r["to"]): r for r in matrix(Scenario.from_dict(s_))}[vm, "h2"]
     assert row["result"] == "blocked" and "blocks vMotion" in row["reason"] and what in row["reason"]
+
+
+class _Sink:
+    """A stack that keeps what its driver hands it."""
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    def receive(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+
+def _jumbo(w: World, size: int) -> tuple[bytes, list[bytes], object]:
+    dev, drv, _ = _vx(w)
+    stack, drv.stack = drv.stack, _Sink()
+    frame = drv.mac + bytes.fromhex("020000000099") + b"\x88\xb5" + bytes(i * 7 & 0xFF for i in range(size - 14))
+    dev.receive(w.vms["vm1"].nics[0].world, frame)
+    w.sim.run(until=w.sim.now + 200_000)
+    got, drv.stack = drv.stack.frames, stack
+    return frame, got, dev
+
+
+def test_a_jumbo_frame_reaches_an_enhanced_vmxnet_guest_over_the_second_ring():
+    """9000 bytes: 1536 in the RX buffer, the rest in three 4 KiB body buffers, RX_FRAG_EOP on the last;
+    the driver reassembles it byte for byte and gives the buffers back."""
+    w = world(VMXNET2, hypervisor="esxi")
+    frame, got, dev = _jumbo(w, 9000)
+    drv = w.guests["vm1"].netdevs[0]
+    assert got == [frame] and dev.vx_rx_next2 == drv.rx_next2 == 2
+    owners = [drv.buf[drv.rx_ring2 + i * x.RX_ENTRY.size + x.RX_ENTRY.offset("ownership")] for i in range(3)]
+    assert owners == [x.OWNERSHIP_NIC_FRAG] * 3
+
+
+def test_without_jumbo_frames_a_long_frame_is_dropped_and_counted():
+    """VMXNET v1 (Flexible) has no body buffers: a frame longer than an RX buffer is dropped, the ring untouched."""
+    w = world(FLEXIBLE, hypervisor="esxi")
+    _, got, dev = _jumbo(w, 4000)
+    assert got == [] and dev.errors["rx_oversize"] == 1
+    assert len(ping(w, "vm1", "vm2")) == 3

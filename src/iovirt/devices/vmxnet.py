@@ -1,9 +1,9 @@
 """VMware VMXNET, the device side of the vmxnet driver's protocol
 (open-vm-tools ``vmxnet_def.h``, ``vmxnet2_def.h``): I/O ports for the
 handshake and the doorbells, everything else in one shared area in guest
-memory, ``Vmxnet2_DriverData``, with an RX ring (and a second one for jumbo
-buffers) and a TX ring whose entries change hands by their ``ownership``
-field.
+memory, ``Vmxnet2_DriverData``, with an RX ring, a second RX ring of body
+buffers for frames longer than an RX buffer (jumbo frames), and a TX ring,
+whose entries change hands by their ``ownership`` field.
 
 - INIT_ADDR then INIT_LENGTH hand the area over; the device checks its magic,
   length and ring offsets, and reads STATUS_ENABLED back only if they hold.
@@ -13,7 +13,10 @@ field.
   nearly full) has the device interrupt when it is done.
 - A received frame takes the next RX entry the NIC owns: data at ``paddr``,
   ``actualLength`` and ownership back to the driver, INTx raised; the driver
-  acknowledges with CMD_INTR_ACK.
+  acknowledges with CMD_INTR_ACK.  What does not fit goes into the second
+  ring's body buffers (NIC_FRAG to DRIVER_FRAG, RX_FRAG_EOP on the last),
+  the head entry flagged RX_WITH_FRAG; a frame with too few of them is
+  dropped.
 
 :class:`VmxnetPorts` is that behaviour on ``self``, for two adapters:
 :class:`Vmxnet2` here, a VMXNET function from power-on (Enhanced VMXNET: the
@@ -23,9 +26,8 @@ its driver morphs it.  No device source is public: the device's answers are
 what the driver expects of them, and where the headers leave a value open
 (the ring sizes GET_NUM_*_BUFFERS reports, ``txClusterLength``) the model
 answers with the driver's defaults and leaves ``txClusterLength`` 0 (a
-doorbell per frame).  Not modelled: receive chains over the second ring (a
-frame longer than its buffer is dropped), TSO segmentation, checksum
-offload, wake-on-LAN patterns."""
+doorbell per frame).  Not modelled: TSO segmentation, checksum offload,
+wake-on-LAN patterns."""
 
 from __future__ import annotations
 
@@ -46,6 +48,7 @@ from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Nested, UInt, VmState
 Irq = Callable[[Resource, int], None]
 _DD = s.DRIVER_DATA
 _TX_LOAD, _RX_LOAD = s.TX_ENTRY, s.RX_ENTRY
+_RX_DONE = s.RX_ENTRY_DONE.struct
 _BROADCAST = b"\xff" * 6
 _SAVED = struct.Struct("<III")                      # savedRxNICNext, savedRxNICNext2, savedTxNICNext
 _LENGTH_PORTS = {s.INIT_ADDR, s.INIT_LENGTH, s.COMMAND_ADDR, s.INT_ENABLE_ADDR}
@@ -239,16 +242,25 @@ class VmxnetPorts:
         if self.port is not None:
             self.port.send(cpu, frame)
 
-    # ---- receive (Vmxnet2_GetNextRx, Vmxnet2_PutRx) ----------------------------------------
+    # ---- receive (Vmxnet2_GetNextRx, Vmxnet2_PutRx; body buffers in the second ring) ------------
     def _vx_rx_entry(self, cpu: Resource) -> tuple[int, int, int] | None:
-        """(entry address, buffer, its length) of the next RX entry the NIC owns, ring 1 then ring 2."""
-        for ring, length, index in ((self.vx_rx_ring, self.vx_rx_len, self.vx_rx_next),
-                                    (self.vx_rx_ring2, self.vx_rx_len2, self.vx_rx_next2)):
-            addr = ring + index * _RX_LOAD.size
+        """(entry address, buffer, its length) of ring 1's next entry, if the NIC owns it."""
+        addr = self.vx_rx_ring + self.vx_rx_next * _RX_LOAD.size
+        paddr, size, _, owner, _, _ = self.dma.load(cpu, _RX_LOAD, addr)
+        return (addr, paddr, size) if owner == s.OWNERSHIP_NIC else None
+
+    def _vx_frags(self, cpu: Resource, need: int) -> list[tuple[int, int, int]] | None:
+        """Ring 2's body buffers the NIC owns from its next one, enough for ``need`` bytes (None: too few)."""
+        frags, index = [], self.vx_rx_next2
+        while need > 0 and len(frags) < self.vx_rx_len2:
+            addr = self.vx_rx_ring2 + index * _RX_LOAD.size
             paddr, size, _, owner, _, _ = self.dma.load(cpu, _RX_LOAD, addr)
-            if owner == s.OWNERSHIP_NIC:
-                return addr, paddr, size
-        return None
+            if owner != s.OWNERSHIP_NIC_FRAG or size == 0:
+                return None
+            frags.append((addr, paddr, min(size, need)))
+            need -= size
+            index = index + 1 if index + 1 < self.vx_rx_len2 else 0
+        return frags if need <= 0 else None
 
     def vx_can_receive(self, size: int) -> bool:
         if not self.vx_enabled:
@@ -267,18 +279,24 @@ class VmxnetPorts:
                 discard(self, "rx_no_buffer", frame)
                 return
             addr, paddr, size = found
-            if len(frame) > size:
+            frags = self._vx_frags(cpu, len(frame) - size) if len(frame) > size else []
+            if frags is None:
                 discard(self, "rx_oversize", frame)
                 return
-            self.dma.write(cpu, paddr, frame)
-            self.dma.store(cpu, s.RX_ENTRY_DONE.struct, addr + s.RX_DONE_OFFSET, len(frame), s.OWNERSHIP_DRIVER, 0)
+            self.dma.write(cpu, paddr, frame[:size])
+            pos = size
+            for n, (frag, buf, length) in enumerate(frags, 1):
+                self.dma.write(cpu, buf, frame[pos : pos + length])
+                self.dma.store(cpu, _RX_DONE, frag + s.RX_DONE_OFFSET, length, s.OWNERSHIP_DRIVER_FRAG,
+                               s.RX_FRAG_EOP if n == len(frags) else 0)
+                pos += length
+            self.dma.store(cpu, _RX_DONE, addr + s.RX_DONE_OFFSET, min(size, len(frame)), s.OWNERSHIP_DRIVER,
+                           s.RX_WITH_FRAG if frags else 0)
         except DmaFault:
             discard(self, "rx_fault", frame)
             return
-        if addr < self.vx_rx_ring2 or addr >= self.vx_rx_ring2 + self.vx_rx_len2 * _RX_LOAD.size:
-            self.vx_rx_next = self.vx_rx_next + 1 if self.vx_rx_next + 1 < self.vx_rx_len else 0
-        else:
-            self.vx_rx_next2 = self.vx_rx_next2 + 1 if self.vx_rx_next2 + 1 < self.vx_rx_len2 else 0
+        self.vx_rx_next = self.vx_rx_next + 1 if self.vx_rx_next + 1 < self.vx_rx_len else 0
+        self.vx_rx_next2 = (self.vx_rx_next2 + len(frags)) % self.vx_rx_len2
         self._vx_raise(cpu)
 
     def _vx_accept(self, frame: bytes) -> bool:

@@ -135,11 +135,11 @@ class VmxnetDriver(NetDriver):
         for i, buf in enumerate(self.rx_bufs):
             mem.store(s.RX_ENTRY.struct, self.rx_ring + i * _RX_SIZE, buf, s.PKT_BUF_SZ, 0, s.OWNERSHIP_NIC, 0, i)
         for i in range(self.num_rx2):            # a dummy entry the NIC never owns, or the jumbo pages
-            buf, owner = (self.rx2_bufs[i], s.OWNERSHIP_NIC) if self.jumbo else (0, s.OWNERSHIP_DRIVER)
+            buf, owner = (self.rx2_bufs[i], s.OWNERSHIP_NIC_FRAG) if self.jumbo else (0, s.OWNERSHIP_DRIVER)
             mem.store(s.RX_ENTRY.struct, self.rx_ring2 + i * _RX_SIZE, buf, PAGE_BUFFER if buf else 0, 0, owner, 0, i)
         for i in range(self.num_tx):
             mem.store(s.TX_ENTRY.struct, self.tx_ring + i * _TX_SIZE, *self._tx_entry(0, s.OWNERSHIP_DRIVER, 0, 0))
-        self.rx_next = self.tx_next = self.tx_cur = self.tx_pending = 0
+        self.rx_next = self.rx_next2 = self.tx_next = self.tx_cur = self.tx_pending = 0
         self.outl(self.dd, s.INIT_ADDR)
         self.outl(self.length, s.INIT_LENGTH)
         if not self.inl(s.STATUS_ADDR) & s.STATUS_ENABLED:
@@ -203,13 +203,32 @@ class VmxnetDriver(NetDriver):
         buf, charge, mem = self.buf, self.vcpu.charge, self.mem
         for _ in range(self.num_rx):
             addr = self.rx_ring + self.rx_next * _RX_SIZE
-            _, _, length, owner, _, _ = _RX_UNPACK(buf, addr)
+            _, _, length, owner, flags, _ = _RX_UNPACK(buf, addr)
             if owner != s.OWNERSHIP_DRIVER:
                 break
             charge("ring_op")
-            if length < ETH_MIN_FRAME - 4:           # a runt (one whose VLAN tag was stripped allowed)
+            frame = mem.read(self.rx_bufs[self.rx_next], length)
+            if flags & s.RX_WITH_FRAG and self.jumbo:
+                frame += self._rx_frags()
+            if len(frame) < ETH_MIN_FRAME - 4:       # a runt (one whose VLAN tag was stripped allowed)
                 self.stats["rx_errors"] += 1
             else:
-                self.stack.receive(mem.read(self.rx_bufs[self.rx_next], length))
+                self.stack.receive(frame)
             mem.store(s.RX_OWNERSHIP, addr + _RX_OWNER_OFF, s.OWNERSHIP_NIC)
             self.rx_next = (self.rx_next + 1) % self.num_rx
+
+    def _rx_frags(self) -> bytes:
+        """vmxnet_rx_frags: the body buffers from the second ring up to RX_FRAG_EOP, each given back."""
+        buf, mem, data = self.buf, self.mem, b""
+        for _ in range(self.num_rx2):
+            addr = self.rx_ring2 + self.rx_next2 * _RX_SIZE
+            _, _, length, owner, flags, _ = _RX_UNPACK(buf, addr)
+            if owner != s.OWNERSHIP_DRIVER_FRAG:
+                break
+            self.vcpu.charge("ring_op")
+            data += mem.read(self.rx2_bufs[self.rx_next2], length)
+            mem.store(s.RX_OWNERSHIP, addr + _RX_OWNER_OFF, s.OWNERSHIP_NIC_FRAG)
+            self.rx_next2 = (self.rx_next2 + 1) % self.num_rx2
+            if flags & s.RX_FRAG_EOP:
+                break
+        return data
