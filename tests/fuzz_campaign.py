@@ -56,7 +56,7 @@ from iovirt.mem.dma import DmaFault  # noqa: E402
 from iovirt.mem.guest_memory import PAGE_SHIFT, PAGE_SIZE, GuestMemory  # noqa: E402
 from iovirt.sim.profile import load_profile  # noqa: E402
 from iovirt.sim.resource import Ledger, Resource  # noqa: E402
-from iovirt.spec import e1000, ixgbe, ixgbevf, pcnet, rtl8139, tulip, vmxnet3, vtd  # noqa: E402
+from iovirt.spec import e1000, ixgbe, ixgbevf, pcnet, rtl8139, tulip, vmxnet, vmxnet3, vtd  # noqa: E402
 from iovirt.spec import virtio as v  # noqa: E402
 from iovirt.spec import xen as x  # noqa: E402
 from iovirt.spec.pci import PCI_SRIOV_CAP_REGS, Bdf  # noqa: E402
@@ -455,6 +455,10 @@ SURFACES: dict[str, Callable[[], object]] = {
                                          ports=1),
     "sriov-capability": SriovArena,
     "esxi-vmxnet3": lambda: PciArena(_nic("paravirt", "vmxnet3"), _offsets(vmxnet3.BAR0, vmxnet3.BAR1), "esxi"),
+    "esxi-flexible": lambda: PciArena(_nic("paravirt", "flexible"),
+                                      [*range(0, vmxnet.FLEXIBLE_IO_SIZE, 2), vmxnet.MORPH_PORT], "esxi"),
+    "esxi-vmxnet2": lambda: PciArena(_nic("paravirt", "vmxnet2"), list(range(0, vmxnet.VMXNET_CHIP_IO_RESV_SIZE, 4)),
+                                     "esxi"),
     "xen-hvm-e1000": lambda: PciArena(_nic("emulated", "e1000"), _offsets(e1000.REGS), "xen"),
     "xen-pv": XenArena,
     "iommu": lambda: IommuArena(random.choice((3, 4))),

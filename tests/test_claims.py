@@ -13,7 +13,7 @@ from iovirt.experiments.claims import check
 def test_every_claim_holds_with_its_evidence():
     """Every claim of the seed, migration included, is an experiment that holds, and says what it measured."""
     claims = check(many=8, cores=4)
-    assert [c.verdict for c in claims] == ["holds"] * len(claims) and len(claims) == 12
+    assert [c.verdict for c in claims] == ["holds"] * len(claims) and len(claims) == 13
     assert all(c.evidence for c in claims)
     assert sum("migrat" in c.claim for c in claims) == 4
 
@@ -39,3 +39,23 @@ def test_sriov_is_not_near_pass_through_when_the_port_is_shared_unfairly():
     starved = {**rows, ("sriov", None, 8): row(9.5, 0.1, 8.9, 0.2)}
     assert sriov_near_passthrough(fair, 8).verdict == "holds"
     assert sriov_near_passthrough(starved, 8).verdict == "fails"
+
+
+def test_vmxnet3_is_not_ahead_when_the_figures_say_otherwise():
+    """The verdict follows the figures: a VMXNET3 that exits more per packet than the E1000 fails the claim."""
+    from iovirt.experiments.claims import vmxnet3_ahead_on_esxi
+
+    def row(gbps, exits):
+        return {"throughput_gbps": gbps, "events_per_packet": {"vm_exit": exits}}
+    measured = {"e1000": row(2.4, 1.5), "pcnet": row(0.8, 9.5), "vmxnet3": row(3.9, 1.0)}
+    assert vmxnet3_ahead_on_esxi(measured).verdict == "holds"
+    assert vmxnet3_ahead_on_esxi({**measured, "vmxnet3": row(3.9, 1.6)}).verdict == "fails"
+    assert vmxnet3_ahead_on_esxi({**measured, "vmxnet3": row(2.0, 1.0)}).verdict == "fails"
+
+
+def test_vmxnet3_is_ahead_of_e1000_and_vlance_on_esxi():
+    from iovirt.experiments.claims import esxi_rows, vmxnet3_ahead_on_esxi
+
+    rows = esxi_rows("default", 4)
+    assert set(rows) == {"e1000", "pcnet", "vmxnet3"} and all(r["hypervisor"] == "esxi" for r in rows.values())
+    assert vmxnet3_ahead_on_esxi(rows).verdict == "holds"

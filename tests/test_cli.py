@@ -268,7 +268,7 @@ def test_devices_json_lists_e1000_implemented():
     devices = {d["name"]: d for d in json.loads(invoke("devices", "--json").stdout)}
     assert devices["e1000"]["implemented"] and devices["e1000"]["model"] == "emulated"
     assert devices["virtio-net"]["backends"] == ["qemu", "vhost-net", "vhost-user"]
-    assert len(devices) == 10
+    assert len(devices) == 12
 
 
 def test_devices_table_shows_status():

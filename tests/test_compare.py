@@ -133,3 +133,34 @@ def test_a_sweep_checks_every_point_before_running_any(monkeypatch):
     todo = cmp.points(cmp.configs(["emulated"], ["e1000"]), [1, 5000], [64], 1.0, 4, False, "default")
     with pytest.raises(ScenarioError, match=r"^emulated-e1000-5000vm-64B: vms: expected at most 4096 VMs"):
         cmp.sweep(todo)
+
+
+def test_configs_put_each_device_on_each_hypervisor_that_offers_it():
+    labels = [c.label for c in cmp.configs(["emulated", "paravirt"], ("e1000", "virtio-net", "xen-netfront", "vmxnet3"),
+                                           ["kvm", "xen", "esxi"])]
+    assert labels == ["emulated/e1000@kvm", "paravirt/virtio-net/qemu@kvm", "paravirt/virtio-net/vhost-net@kvm",
+                      "paravirt/virtio-net/vhost-user@kvm", "emulated/e1000@xen", "paravirt/xen-netfront@xen",
+                      "emulated/e1000@esxi", "paravirt/vmxnet3@esxi"]
+
+
+def test_cli_compare_sets_the_same_vm_on_each_hypervisor_side_by_side():
+    """VMXNET3 on ESXi beside virtio-net on KVM: one row each, the host's hypervisor in the row and the table."""
+    args = ["compare", "--models", "paravirt", "--devices", "virtio-net,vmxnet3", "--hypervisors", "kvm,esxi",
+            "--vms", "1", "--sizes", "1500", "--duration-ms", "0.5"]
+    rows = json.loads(CliRunner().invoke(app, [*args, "--json"]).stdout)
+    assert [(r["device"], r["backend"], r["hypervisor"]) for r in rows] == [
+        ("ixgbe", None, None), ("virtio-net", "qemu", "kvm"), ("virtio-net", "vhost-net", "kvm"),
+        ("virtio-net", "vhost-user", "kvm"), ("vmxnet3", None, "esxi")]
+    assert rows[-1]["events_per_packet"]["vmm_handle"] > 0 and "vmm_handle" not in rows[2]["events_per_packet"]
+    table = CliRunner().invoke(app, args, env={"COLUMNS": "250"}).stdout
+    assert "hypervisor" in table and "esxi" in table
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--hypervisors", "kvm,vmware"], "--hypervisors: expected kvm, xen, esxi, got vmware"),
+    (["--models", "paravirt", "--devices", "vmxnet3", "--hypervisors", "kvm"],
+     "--models/--devices/--hypervisors: no implemented device among paravirt / vmxnet3 that kvm offers"),
+])
+def test_cli_compare_bad_hypervisors_is_one_line(args, message):
+    result = CliRunner().invoke(app, ["compare", *args])
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output

@@ -624,7 +624,7 @@ def test_ping_latency_lowest_with_vhost_user():
 def test_without_event_idx_more_kicks_and_interrupts(backend, monkeypatch):
     """A driver loaded without VIRTIO_RING_F_EVENT_IDX takes at least as many kicks and interrupts per packet."""
     monkeypatch.setitem(guest_kernel.DRIVERS, (v.VENDOR_ID, v.DEVICE_ID_NET),
-                        functools.partial(guest_virtio_net.VirtioNetDriver, features=EVENT_IDX_OFF))
+                        (functools.partial(guest_virtio_net.VirtioNetDriver, features=EVENT_IDX_OFF),))
     world = World(scenario(backend, WORKLOADS["stream"]))
     assert not any(nic.device.has(v.VIRTIO_RING_F_EVENT_IDX) for vm in world.vms.values() for nic in vm.nics)
     off, on = iovirt.run(scenario(backend, WORKLOADS["stream"])).to_dict(), run(backend, "stream")

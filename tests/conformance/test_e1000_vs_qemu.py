@@ -6,6 +6,7 @@ and cite the section."""
 from __future__ import annotations
 
 import zlib
+from functools import partial
 
 import pytest
 
@@ -183,6 +184,26 @@ def test_eeprom_checksum_holds_on_both(reset_nics):
             total += rd(nic, "EERD") >> s.EERD_DATA_SHIFT
         return total & 0xFFFF
     assert agree(reset_nics, script) == s.EEPROM_SUM
+
+
+# ---- the 82545EM variant (VMware ESXi's E1000) against QEMU's e1000-82545em ------------------
+E1000_82545EM = NicModel("e1000-82545em", partial(E1000, variant="82545em"), bar=0)
+variant_nics = pair_fixture(E1000_82545EM, scope="module")
+
+
+def test_the_82545em_identity_and_eeprom_id_words_agree(variant_nics):
+    """Device ID 0x100F in configuration space; the EEPROM's subsystem ID, subsystem vendor,
+    device ID and vendor ID words (SDM table 5-2) through EERD; the checksum still holds."""
+    def script(nic: Nic) -> tuple:
+        words = []
+        for word in range(s.EEPROM_WORDS):
+            wr(nic, "EERD", word << s.EERD_ADDR_SHIFT | s.EERD_START)
+            words.append(rd(nic, "EERD") >> s.EERD_DATA_SHIFT)
+        return (nic.config_read(PCI_DEVICE_ID, 2), words[s.EEPROM_SUBSYSTEM_ID:s.EEPROM_VENDOR_ID + 1],
+                sum(words) & 0xFFFF)
+    device_id, ids, total = agree(variant_nics, script)
+    assert device_id == s.DEVICE_ID_82545EM and total == s.EEPROM_SUM
+    assert ids == [s.DEVICE_ID_82545EM, s.VENDOR_ID, s.DEVICE_ID_82545EM, s.VENDOR_ID]
 
 
 # ---- transmit ------------------------------------------------------------------------

@@ -20,7 +20,8 @@ from iovirt.cli.report import report
 from iovirt.cli.trace import TimelineOption, trace
 from iovirt.experiments.catalog import DEVICES
 from iovirt.experiments.engines import ENGINES, PYPY_MIN_SIM_MS, EngineError, choose
-from iovirt.experiments.scenario import MAX_DURATION_MS, MAX_VMS, MIN_PACKET, MTU, NR_CPUS_MAX, ScenarioError, load_scenario
+from iovirt.experiments.scenario import (HYPERVISORS, MAX_DURATION_MS, MAX_VMS, MIN_PACKET, MTU, NR_CPUS_MAX,
+                                        ScenarioError, load_scenario)
 from iovirt.sim.profile import ProfileError
 
 app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True, add_completion=False)
@@ -281,7 +282,8 @@ def explain(
 @app.command(epilog="The claims: emulation is the slowest and costs the most CPU; para-virtualization is much "
                     "faster but needs its own guest driver; pass-through comes near bare metal but gives the NIC to "
                     "one VM and blocks live migration; SR-IOV shares one NIC at near pass-through speed and migrates "
-                    "only with a failover standby.")
+                    "only with a failover standby; on ESXi, VMXNET3 takes fewer exits and delivers more than E1000 "
+                    "and Vlance.")
 def claims(
     profile: Annotated[str, typer.Option(help="Cost profile: a bundled name or a file.")] = "default",
     vms: Annotated[int, typer.Option(help="VM count for the scaling claims.")] = 16,
@@ -318,6 +320,9 @@ def _ints(value: str, option: str, low: int, high: int, why: str) -> list[int]:
 def compare(
     models: Annotated[str, typer.Option(help="Comma-separated models.")] = "emulated,paravirt,passthrough",
     devices: Annotated[str | None, typer.Option(help="Only these devices (default: every implemented one).")] = None,
+    hypervisors: Annotated[str | None, typer.Option(
+        help="Run each device on each of these hypervisors that offers it, comma-separated (kvm, xen, esxi); "
+             "default: each device on its own hypervisor, else KVM.")] = None,
     vms: Annotated[str, typer.Option(help="VM counts, comma-separated.")] = "1,4,16",
     sizes: Annotated[str, typer.Option(help="IPv4 packet sizes in bytes, comma-separated.")] = "64,1500",
     duration_ms: Annotated[float, typer.Option(help="Length of each stream, simulated ms.")] = 2.0,
@@ -339,9 +344,14 @@ def compare(
         _fail(f"--models: expected emulated, paravirt, passthrough or sriov, got {', '.join(sorted(unknown))}")
     _writable(out, "--out", tuple(_WRITERS))
     _writable(plot, "--plot", (".png",))
-    chosen = cmp.configs(models.split(","), devices.split(",") if devices else None)
+    wanted = hypervisors.split(",") if hypervisors else None
+    unknown = set(wanted or ()) - set(HYPERVISORS)
+    if unknown:
+        _fail(f"--hypervisors: expected {', '.join(HYPERVISORS)}, got {', '.join(sorted(unknown))}")
+    chosen = cmp.configs(models.split(","), devices.split(",") if devices else None, wanted)
     if not chosen:
-        _fail(f"--models/--devices: no implemented device among {models} / {devices}")
+        _fail(f"--models/--devices/--hypervisors: no implemented device among {models} / {devices} that "
+              f"{hypervisors or 'a hypervisor'} offers")
     _bounded(cores, "--cores", 1, NR_CPUS_MAX, "a host's cores")
     if not 0 < duration_ms <= MAX_DURATION_MS:
         _fail(f"--duration-ms: expected more than 0 and at most {MAX_DURATION_MS} ms of simulated time, got {duration_ms:g}")

@@ -20,7 +20,8 @@ STYLES = ("-", "--", ":", "-.")             # one per packet size, in the order 
 
 
 def _label(r: dict[str, Any]) -> str:
-    return "/".join(x for x in (r["model"], r["device"], r["backend"]) if x)
+    return "/".join(x for x in (r["model"], r["device"], r["backend"]) if x) + (f"@{r['hypervisor']}"
+                                                                              if r.get("hypervisor") else "")
 
 
 def comparison_figure(rows: list[dict[str, Any]]) -> Figure:

@@ -119,12 +119,15 @@ def matrix_table(name: str, rows: list[dict[str, Any]]) -> Table:
 
 
 def compare_table(rows: list[dict[str, Any]]) -> Table:
-    table = _table("compare: UDP streams from every VM to the wire peer", ["model", "device", "backend"],
+    hypervisors = any(r.get("hypervisor") for r in rows)          # --hypervisors: a column for them
+    table = _table("compare: UDP streams from every VM to the wire peer",
+                   ["model", "device", "backend", *(("hypervisor",) if hypervisors else ())],
                    ["VMs", "size", "Gbit/s", "per VM min", "median", "max", "of bare metal", "host cores", "cores/Gbit",
                     "p50 µs", "p99 µs", "exits/pkt"])
     for r in rows:
         fraction = r.get("bare_metal_fraction")
-        table.add_row(r["model"], r["device"], r["backend"] or "-", str(r["vms"]), str(r["packet_size"]),
+        table.add_row(r["model"], r["device"], r["backend"] or "-",
+                      *((r.get("hypervisor") or "-",) if hypervisors else ()), str(r["vms"]), str(r["packet_size"]),
                       f"{r['throughput_gbps']:.3f}", f"{r['per_vm_min_gbps']:.3f}", f"{r['per_vm_gbps']:.3f}",
                       f"{r['per_vm_max_gbps']:.3f}",
                       "-" if fraction is None else f"{fraction:.0%}", f"{r['host_cpu_cores']:.2f}",

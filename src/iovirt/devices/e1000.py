@@ -1,4 +1,5 @@
-"""Intel 82540EM gigabit controller, as QEMU's e1000 emulates it.
+"""Intel 82540EM gigabit controller, as QEMU's e1000 emulates it; or the
+82545EM (``variant``), VMware ESXi's E1000, as QEMU's e1000-82545em does.
 
 Register semantics per the 8254x SDM chapter 13; legacy descriptor rings per
 chapter 3; interrupt moderation (ITR) per 13.4.18.  The model knows nothing of
@@ -63,32 +64,38 @@ def _count(r: list[int], idx: int) -> None:
         r[idx] += 1
 
 
-def eeprom_image(mac: bytes) -> list[int]:
-    """SDM 5.6: words 0-2 the MAC (little-endian pairs); word 0x3F makes the
-    sum of words 0x00-0x3F equal 0xBABA."""
+def eeprom_image(mac: bytes, device_id: int = s.DEVICE_ID) -> list[int]:
+    """SDM 5.6: words 0-2 the MAC (little-endian pairs), the IDs of table 5-2
+    (the subsystem's the device's own, as QEMU's image has them); word 0x3F
+    makes the sum of words 0x00-0x3F equal 0xBABA."""
     words = [0] * s.EEPROM_WORDS
     for i in range(3):
         words[s.EEPROM_MAC + i] = mac[2 * i] | mac[2 * i + 1] << 8
+    words[s.EEPROM_SUBSYSTEM_ID] = words[s.EEPROM_DEVICE_ID] = device_id
+    words[s.EEPROM_SUBSYSTEM_VENDOR] = words[s.EEPROM_VENDOR_ID] = s.VENDOR_ID
     words[s.EEPROM_CHECKSUM] = (s.EEPROM_SUM - sum(words[: s.EEPROM_CHECKSUM])) & 0xFFFF
     return words
 
 
 class E1000:
-    """Device state and behaviour of one 82540EM function."""
+    """Device state and behaviour of one 82540EM (or 82545EM) function."""
 
     NAME = "e1000"
 
-    def __init__(self, sim: Sim, mac: bytes, dma: Dma, irq: Irq, timer_cpu: Resource) -> None:
+    def __init__(self, sim: Sim, mac: bytes, dma: Dma, irq: Irq, timer_cpu: Resource,
+                 variant: str = "82540em") -> None:
         self.sim = sim
         self.mac = mac
         self.dma = dma
         self.irq = irq
         self.timer_cpu = timer_cpu          # thread that runs the device's timers (QEMU main loop)
         self.port = None                    # backend port, attached by the hypervisor
-        self.eeprom = eeprom_image(mac)
+        self.variant = variant
+        device_id = s.VARIANTS[variant]
+        self.eeprom = eeprom_image(mac, device_id)
         self.errors: Counter[str] = Counter()
         self.place = self.NAME                  # where its drops are counted (the wiring names it)
-        self.pci = PciFunction(s.VENDOR_ID, s.DEVICE_ID, s.CLASS_ETHERNET, interrupt_pin=1,
+        self.pci = PciFunction(s.VENDOR_ID, device_id, s.CLASS_ETHERNET, interrupt_pin=1,
                                bars=(Bar(0, s.BAR0_SIZE, "mem32"), Bar(1, s.BAR1_SIZE, "io")))
         self._write = {CTRL: self._w_ctrl, EERD: self._w_eerd, ICR: self._w_icr, ICS: self._w_ics,
                        IMS: self._w_ims, IMC: self._w_imc, RDT: self._w_rdt, TDT: self._w_tdt,
@@ -426,5 +433,7 @@ class E1000:
         Counts("errors"), Nested("pci", PCI_FUNCTION)), post_load=post_load)
 
 
-DEVICE = DeviceEntry(E1000, "emulated", "Intel 82540EM gigabit (8254x SDM)",
-                     ("QEMU/KVM", "Xen HVM", "VMware ESXi", "VirtualBox"), "e1000", (s.VENDOR_ID, s.DEVICE_ID))
+DEVICE = DeviceEntry(E1000, "emulated", "Intel 82540EM gigabit (8254x SDM); the 82545EM on ESXi",
+                     ("QEMU/KVM", "Xen HVM", "VMware ESXi", "VirtualBox"), "e1000", (s.VENDOR_ID, s.DEVICE_ID),
+                     variants=tuple(s.VARIANTS), variant_ids=((s.VENDOR_ID, s.DEVICE_ID_82545EM),),
+                     variant_on=(("esxi", "82545em"),))

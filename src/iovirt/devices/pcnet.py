@@ -50,6 +50,7 @@ class PCNet:
     """Device state and behaviour of one Am79C970A function."""
 
     NAME = "pcnet"
+    IO_SIZE = s.BAR0_SIZE               # the I/O BAR (a morphable Vlance's is larger, flexible.py)
 
     def __init__(self, sim: Sim, mac: bytes, dma: Dma, irq: Irq, timer_cpu: Resource) -> None:
         self.sim = sim
@@ -62,7 +63,7 @@ class PCNet:
         self.errors: Counter[str] = Counter()
         self.place = self.NAME                  # where its drops are counted (the wiring names it)
         self.pci = PciFunction(s.VENDOR_ID, s.DEVICE_ID, s.CLASS_ETHERNET, revision=s.REVISION, interrupt_pin=1,
-                               bars=(Bar(0, s.BAR0_SIZE, "io"), Bar(1, s.BAR1_SIZE, "mem32")))
+                               bars=(Bar(0, self.IO_SIZE, "io"), Bar(1, s.BAR1_SIZE, "mem32")))
         self.irq_asserted = False
         self.reset()
 

@@ -59,10 +59,22 @@ class DeviceEntry:
     hypervisor: str | None = None               # the only hypervisor that offers it, if one
     offloads: tuple[str, ...] = ()              # what the device does for the guest's stack (ethtool -k names)
     status: str = "implemented"
+    variants: tuple[str, ...] = ()              # the chips it can be (the model's ``variant``); the first is the default
+    variant_ids: tuple[tuple[int, int], ...] = ()  # the other variants' PCI IDs, which its driver binds too
+    variant_on: tuple[tuple[str, str], ...] = ()   # (hypervisor, variant): the one a hypervisor's hosts offer
+
+    def variant_for(self, hypervisor: str) -> str | None:
+        """The variant a ``hypervisor`` host gives a NIC that names none (None: the model has none)."""
+        return dict(self.variant_on).get(hypervisor, self.variants[0]) if self.variants else None
 
     @property
     def name(self) -> str:
         return self.model.NAME
+
+    @property
+    def pci_ids(self) -> tuple[tuple[int, int], ...]:
+        """Every (vendor, device) ID the model answers with, its variants' included."""
+        return () if self.pci_id is None else (self.pci_id, *self.variant_ids)
 
     @property
     def vmstate(self) -> VmState | None:

@@ -36,7 +36,8 @@ class Device:
         list it in ``used_by``."""
         if self.hypervisor is not None:
             return hypervisor == self.hypervisor
-        return hypervisor not in CLOSED_CATALOGUES or CLOSED_CATALOGUES[hypervisor] in self.used_by
+        closed = CLOSED_CATALOGUES.get(hypervisor)
+        return closed is None or any(user.split(" (")[0] == closed for user in self.used_by)   # "VMware ESXi (DirectPath I/O)"
 
     def needs(self) -> str:
         """Why a host may not offer it, in a scenario error's words."""

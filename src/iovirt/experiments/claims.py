@@ -246,6 +246,29 @@ def sriov_migrates_with_failover(profile: str) -> Claim:
     return c
 
 
+ESXI_DEVICES = ("e1000", "pcnet", "vmxnet3")       # VMware's E1000 (82545EM), Vlance and VMXNET3
+
+
+def esxi_rows(profile: str, cores: int) -> dict[str, dict]:
+    """One VM streaming to the wire through each of ``ESXI_DEVICES`` on an ESXi host, by device."""
+    chosen = configs(["emulated", "paravirt"], ESXI_DEVICES, ["esxi"])
+    return {r["device"]: r for r in sweep(points(chosen, [1], [1500], 1.0, cores, False, profile))
+            if r["model"] != "bare-metal"}
+
+
+def vmxnet3_ahead_on_esxi(rows: dict[str, dict]) -> Claim:
+    """VMware's own: VMXNET3 is the NIC to use (Performance Best Practices for vSphere), ahead of E1000 and Vlance."""
+    c = Claim("para-virtualization", "on ESXi, VMXNET3 takes fewer exits per packet and delivers more than "
+                                     "E1000 and Vlance")
+    vmx = rows["vmxnet3"]
+    c.evidence = "; ".join(f"{d} {r['throughput_gbps']:.2f} Gbit/s, {r['events_per_packet'].get('vm_exit', 0):.2f} "
+                           f"exits/pkt" for d, r in rows.items())
+    c.verdict = _verdict(all(vmx["throughput_gbps"] > r["throughput_gbps"] and
+                             vmx["events_per_packet"].get("vm_exit", 0) < r["events_per_packet"].get("vm_exit", 0)
+                             for d, r in rows.items() if d != "vmxnet3"))
+    return c
+
+
 def check(profile: str = "default", many: int = 16, cores: int = 4,
           progress: Callable[[Claim], None] | None = None) -> list[Claim]:
     """Run every experiment; claims model by model."""
@@ -258,6 +281,7 @@ def check(profile: str = "default", many: int = 16, cores: int = 4,
         paravirt_faster(rows),
         paravirt_needs_its_driver(profile),
         paravirt_migrates(profile),
+        vmxnet3_ahead_on_esxi(esxi_rows(profile, cores)),
         passthrough_best(rows),
         passthrough_exclusive(profile),
         passthrough_blocks_migration(profile),

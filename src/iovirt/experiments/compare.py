@@ -1,5 +1,6 @@
 """Side by side: the same workload through each I/O model, as the number of
-VMs and the packet size grow.
+VMs and the packet size grow, and on each hypervisor asked for (the same VM
+with the devices each offers: VMXNET3 on ESXi beside virtio-net on KVM).
 
 Every VM on one host streams UDP to the host at the far end of the physical
 link (``dst: wire``): emulated and para-virtual VMs through the host's
@@ -32,20 +33,27 @@ class Config:
     model: str
     device: str
     backend: str | None = None
+    hypervisor: str | None = None           # the host's; None: the device's own, else KVM
 
     @property
     def label(self) -> str:
-        return f"{self.model}/{self.device}" + (f"/{self.backend}" if self.backend else "")
+        return (f"{self.model}/{self.device}" + (f"/{self.backend}" if self.backend else "")
+                + (f"@{self.hypervisor}" if self.hypervisor else ""))
 
 
-def configs(models: Iterable[str], devices: Iterable[str] | None = None) -> list[Config]:
-    """Every implemented device of ``models`` (or just ``devices``), each backend."""
+def configs(models: Iterable[str], devices: Iterable[str] | None = None,
+            hypervisors: Iterable[str] | None = None) -> list[Config]:
+    """Every implemented device of ``models`` (or just ``devices``), each backend;
+    with ``hypervisors``, on each of them that offers the device."""
     wanted = set(devices) if devices else None
     out = []
-    for model in models:
-        for dev in DEVICES.values():
-            if dev.model == model and dev.implemented and (wanted is None or dev.name in wanted):
-                out += [Config(model, dev.name, b) for b in dev.backends] or [Config(model, dev.name)]
+    for hypervisor in hypervisors or (None,):
+        for model in models:
+            for dev in DEVICES.values():
+                if (dev.model == model and dev.implemented and (wanted is None or dev.name in wanted)
+                        and (hypervisor is None or dev.offered_on(hypervisor))):
+                    out += ([Config(model, dev.name, b, hypervisor) for b in dev.backends]
+                            or [Config(model, dev.name, hypervisor=hypervisor)])
     return out
 
 
@@ -69,8 +77,9 @@ def scenario(config: Config | None, vms: int, packet_size: int, duration_ms: flo
             "nics": [{"name": f"pnic{p}", "kind": "x82599", "link_gbps": LINK_GBPS} for p in range(ports)]}
     if shared_vfs:
         host["nics"][0]["num_vfs"] = vms
-    if config is not None and DEVICES[config.device].hypervisor:
-        host["hypervisor"] = DEVICES[config.device].hypervisor
+    hypervisor = config and (config.hypervisor or DEVICES[config.device].hypervisor)
+    if hypervisor:
+        host["hypervisor"] = hypervisor
     machines = []
     for i in range(vms):
         uplink = f"pnic{i}" if exclusive else "pnic0" if shared_vfs else None
@@ -78,7 +87,7 @@ def scenario(config: Config | None, vms: int, packet_size: int, duration_ms: flo
         machines.append({"name": f"vm{i}", "host": "host0", "nics": [nic]} | ({"bare_metal": True} if config is None else {}))
     workloads = [{"type": "udp_stream", "src": f"vm{i}", "dst": "wire", "packet_size": packet_size,
                   "duration_ms": WARMUP_MS + duration_ms, "warmup_ms": WARMUP_MS} for i in range(vms)]
-    name = f"{config.label if config else 'bare-metal'}-{vms}vm-{packet_size}B".replace("/", "-")
+    name = f"{config.label if config else 'bare-metal'}-{vms}vm-{packet_size}B".replace("/", "-").replace("@", "-")
     return {"name": name, "profile": profile, "hosts": [host], "vms": machines, "workloads": workloads}
 
 
@@ -120,7 +129,8 @@ def points(configs: list[Config], vms: list[int], sizes: list[int], duration_ms:
     """Every (config, VM count, size) point, and one bare-metal baseline per size, each run on ``engine``."""
     out = []
     for size in sizes:
-        out.append({"labels": {"model": "bare-metal", "device": "ixgbe", "backend": None, "vms": 1, "packet_size": size},
+        out.append({"labels": {"model": "bare-metal", "device": "ixgbe", "backend": None, "hypervisor": None, "vms": 1,
+                               "packet_size": size},
                     "scenario": scenario(None, 1, size, duration_ms, cores, posted_interrupts, profile),
                     "engine": engine})
         for config in configs:

@@ -10,7 +10,7 @@ import re
 from collections.abc import Iterator
 from ipaddress import IPv4Interface
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr,
@@ -180,6 +180,10 @@ LinkGbps = Annotated[float, Field(gt=0), _at_least(MIN_LINK_GBPS, "Gbit/s", "10B
                      _at_most(MAX_LINK_GBPS, "Gbit/s", "800GBASE, IEEE 802.3df")]
 
 
+Hypervisor = Literal["kvm", "xen", "esxi"]
+HYPERVISORS: tuple[str, ...] = get_args(Hypervisor)
+
+
 class HostNic(_Strict):
     name: Name
     kind: NicKind = "x82599"
@@ -195,7 +199,7 @@ class Host(_Strict):
     posted_interrupts: bool = False  # VT-d posted interrupts with APIC virtualisation
     iommu_page_kb: Literal[4, 2048] = 2048  # page size of assigned VMs' IOMMU mappings
     iotlb_entries: Count = 64
-    hypervisor: Literal["kvm", "xen", "esxi"] = "kvm"
+    hypervisor: Hypervisor = "kvm"
     pml: bool = True  # dirty logging by Intel PML; false: by write-protecting pages (AMD, Intel before Broadwell)
 
 
@@ -224,6 +228,11 @@ class VmNic(_Strict):
     standby: bool = False
     # ethtool -C / InterruptThrottleRate: the driver's adaptive moderation, none, or a fixed rate (interrupts/s)
     interrupt_moderation: Annotated[Any, BeforeValidator(_moderation)] = "adaptive"
+    # the chip a device model with variants is (e1000: 82540em, 82545em); None: its host's default, filled in by
+    # the loader (an esxi host's e1000 is the 82545EM)
+    variant: str | None = None
+    # the guest driver that binds it when several can (driver_override): flexible with "pcnet" stays a Vlance
+    guest_driver: str | None = None
 
 
 class Vm(_Strict):
@@ -360,9 +369,12 @@ class Scenario(_Strict):
             scenario._profile = load_profile(scenario.profile_ref, base)
         except (OSError, ValueError) as exc:  # ProfileError, or an unreadable file
             raise ScenarioError(f"{source}: profile: {exc}") from None
+        hypervisors = {host.name: host.hypervisor for host in scenario.hosts}
         for vm in scenario.vms:
             for nic in vm.nics:
                 nic.backend = nic.backend or next(iter(DEVICES[nic.device].backends), None)
+                entry = registry().get(nic.device)
+                nic.variant = nic.variant or (entry.variant_for(hypervisors[vm.host]) if entry else None)
             if vm.resident_mb is None:
                 sets = sum(w.working_set_mb or DIRTY_SET_MB for w in scenario.workloads
                            if w.type == "memory_dirty" and w.src == vm.name)
@@ -397,8 +409,14 @@ def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
     limit, _, why = vcpu_limit(spec, host)
     if spec.vcpus > limit:
         return f"{vm} has {spec.vcpus} vCPUs; a VM on {to} ({host.hypervisor}) has at most {limit} ({why})"
+    source = hosts[spec.host].hypervisor
     for nic in spec.nics:
         device = DEVICES[nic.device]
+        if source == "esxi" and nic.model in ASSIGNED:
+            what = "DirectPath I/O" if nic.model == "passthrough" else "an SR-IOV passthrough adapter"
+            return (f"{nic.device} ({what}, {nic.uplink}) blocks vMotion: its state lives in the physical "
+                    f"function and its DMA writes are not traced (vSphere: vMotion is not available for a VM "
+                    f"with {what})")
         if not device.offered_on(host.hypervisor):
             need = f"needs a {device.hypervisor} host" if device.hypervisor else device.needs()
             return f"{nic.device} {need}; {to} runs {host.hypervisor}"
@@ -407,7 +425,6 @@ def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
             return (f"{nic.device} ({what}) has no failover standby to carry the VM while it is "
                     f"unplugged: its state lives in the NIC and its DMA writes are not dirty-logged; give the VM "
                     f"a virtio-net NIC with standby: true and the same MAC")
-    source = hosts[spec.host].hypervisor
     if "esxi" in (source, host.hypervisor) and source != host.hypervisor:
         return (f"vMotion moves a VM between ESXi hosts only: {spec.host} runs {source}, {to} runs "
                 f"{host.hypervisor} (no live migration between hypervisors of different vendors)")
@@ -682,12 +699,21 @@ def _nic_problems(where: str, nic: VmNic, host: Host) -> Iterator[tuple[str, str
     if not device.offered_on(host.hypervisor):
         yield (f"{where}.device", f"expected a device {host.name} (hypervisor: {host.hypervisor}) can host, "
                                   f"got {nic.device!r}, which {device.needs()}")
+    entry = registry().get(nic.device)
+    variants = entry.variants if entry else ()
+    if nic.variant is not None and nic.variant not in variants:
+        choices = f"one of {', '.join(variants)}" if variants else "no variant"
+        yield f"{where}.variant", f"expected {choices} for {nic.device}, got {nic.variant!r}"
+    drivers = [d.__module__.rsplit(".", 1)[-1] for d in pci_drivers().get(entry.pci_id if entry else None, ())]
+    if nic.guest_driver is not None and nic.guest_driver not in drivers:
+        yield (f"{where}.guest_driver", f"expected one of the guest drivers that bind {nic.device} "
+                                        f"({', '.join(drivers) or 'none'}), got {nic.guest_driver!r}")
 
 
 def _coalesces(device: str) -> bool:
     """Whether the device's guest driver implements set_coalesce."""
     pci_id = registry()[device].pci_id
-    return pci_id is not None and hasattr(pci_drivers().get(pci_id), "set_coalesce")
+    return any(hasattr(driver, "set_coalesce") for driver in pci_drivers().get(pci_id, ()))
 
 
 def pci_address(host: Host, nic: str) -> str:

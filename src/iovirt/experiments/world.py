@@ -15,12 +15,12 @@ from ..guest.drivers.ixgbe import MAX_RSS_INDICES, IxgbeDriver
 from ..guest.drivers.ixgbe_rings import RX_BUFFER, TX_RING
 from ..guest.kernel import DRIVERS, GuestKernel
 from ..hypervisor.emulation import EmulatedNic, XenHvmNic
-from ..hypervisor.esxi import VMK_VSWITCH, EsxiNic
+from ..hypervisor.esxi import VMK_ASSIGNED_IRQ, VMK_VSWITCH, EsxiNic
 from ..hypervisor.host import Host
 from ..hypervisor.ixgbe_pf import VfConfig
 from ..hypervisor.migration import Migration, MigrationLink, MigrationReport
 from ..hypervisor.paravirt import VirtioNic
-from ..hypervisor.passthrough import AssignmentError, PassthroughNic, PhysicalNic
+from ..hypervisor.passthrough import VFIO_IRQ, AssignmentError, PassthroughNic, PhysicalNic
 from ..hypervisor.pcinic import PciNic
 from ..hypervisor.sriov import SriovNic, SriovPort
 from ..hypervisor.vm import VM
@@ -129,7 +129,9 @@ class World:
     def _boot(self, spec, drivers: dict | None) -> GuestKernel:
         """The guest finds its NICs (PCI, or xenbus on Xen) and brings them up."""
         vm = self.vms[spec.name]
-        guest = GuestKernel(spec.name, vm.vcpus[0], vm.cpu_mem, self.sim, drivers, resident_mb=spec.resident_mb or 0)
+        override = {nic.bdf: nic.spec.guest_driver for nic in vm.nics if getattr(nic.spec, "guest_driver", None)}
+        guest = GuestKernel(spec.name, vm.vcpus[0], vm.cpu_mem, self.sim, drivers, resident_mb=spec.resident_mb or 0,
+                            driver_override=override)
         guest.boot()
         if any(nic.device == "xen-netfront" for nic in spec.nics):
             xenbus_probe(guest, self.xen[spec.host])
@@ -203,11 +205,11 @@ class World:
         """QEMU's device model; on a Xen host, dom0's QEMU serving an HVM guest;
         on an ESXi host, the VMM's and the vmkernel's."""
         if self._esxi(vm):
-            return EsxiNic(vm, nic.device, mac_bytes(nic.mac), slot=slot)
+            return EsxiNic(vm, nic.device, mac_bytes(nic.mac), slot=slot, variant=nic.variant)
         xen = self.xen.get(vm.host.name)
         if xen is not None:
-            return XenHvmNic(vm, nic.device, mac_bytes(nic.mac), xen.ioreq_server(vm))
-        return EmulatedNic(vm, nic.device, mac_bytes(nic.mac), slot=slot)
+            return XenHvmNic(vm, nic.device, mac_bytes(nic.mac), xen.ioreq_server(vm), variant=nic.variant)
+        return EmulatedNic(vm, nic.device, mac_bytes(nic.mac), slot=slot, variant=nic.variant)
 
     def _paravirt(self, vm: VM, nic, slot: int | None, hotplug: bool):
         """virtio-net with its backend; on a Xen host, a PV vif (netfront, netback
@@ -226,22 +228,27 @@ class World:
         if hotplug and (pnic is None or pnic.owner is not None):
             raise AssignmentError(f"{host} has no free port {nic.uplink}")
         return PassthroughNic(vm, pnic, mac_bytes(nic.mac), posted=self.host_specs[host].posted_interrupts,
-                              hotplug=hotplug)
+                              hotplug=hotplug, irq_path=self._irq_path(vm))
 
     def _sriov(self, vm: VM, nic, slot: int | None, hotplug: bool):
         """A VF of the port of that name; hot-plugged: a free VF of any x82599
         port of the host, the port of the same name first."""
         host, posted = vm.host.name, self.host_specs[vm.host.name].posted_interrupts
         if not hotplug:
-            return SriovNic(vm, self.sriov[host, nic.uplink], posted=posted)
+            return SriovNic(vm, self.sriov[host, nic.uplink], posted=posted, irq_path=self._irq_path(vm))
         ports = sorted((p for (h, _), p in self.sriov.items() if h == host and p.free),
                        key=lambda p: p.pnic.name != nic.uplink)       # the port of the same name first
         if not ports:
             raise AssignmentError(f"{host} has no x82599 port with a free VF")
-        return SriovNic(vm, ports[0], posted=posted, config=_vf_config(nic), hotplug=True)
+        return SriovNic(vm, ports[0], posted=posted, config=_vf_config(nic), hotplug=True,
+                        irq_path=self._irq_path(vm))
 
     def _esxi(self, vm: VM) -> bool:
         return self.host_specs[vm.host.name].hypervisor == "esxi"
+
+    def _irq_path(self, vm: VM) -> tuple[str, ...]:
+        """What the host pays for an assigned function's remapped interrupt: the vmkernel's path, or VFIO's."""
+        return VMK_ASSIGNED_IRQ if self._esxi(vm) else VFIO_IRQ
 
     FACTORIES = {"emulated": _emulated, "paravirt": _paravirt, "passthrough": _passthrough, "sriov": _sriov}
 

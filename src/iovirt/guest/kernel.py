@@ -32,16 +32,20 @@ from .pci import PciEnumerator
 
 
 
-def pci_drivers() -> dict[tuple[int, int], type]:
-    """Every PCI NIC driver in guest/drivers by the (vendor, device) ID it
-    binds: a driver class names its own ID, as a Linux driver's id_table does."""
-    found = {}
+def pci_drivers() -> dict[tuple[int, int], tuple[type, ...]]:
+    """Every PCI NIC driver in guest/drivers by the (vendor, device) IDs it
+    binds (its ``ID_TABLE``, else its ``VENDOR`` and ``DEVICE``), as a Linux
+    driver's id_table names them; where several bind one ID, in the order
+    they are tried (``PROBE_ORDER``, lowest first: the order their modules load)."""
+    found: dict[tuple[int, int], list[type]] = {}
     for info in pkgutil.iter_modules(drivers.__path__):
         module = import_module(f"{drivers.__name__}.{info.name}")
         for driver in vars(module).values():
             if isinstance(driver, type) and driver.__module__ == module.__name__ and "VENDOR" in vars(driver):
-                found[driver.VENDOR, driver.DEVICE] = driver
-    return found
+                for ids in vars(driver).get("ID_TABLE", ((driver.VENDOR, driver.DEVICE),)):
+                    found.setdefault(ids, []).append(driver)
+    return {ids: tuple(sorted(candidates, key=lambda d: getattr(d, "PROBE_ORDER", 0)))
+            for ids, candidates in found.items()}
 
 
 DRIVERS = pci_drivers()
@@ -51,10 +55,14 @@ IA32_SYSCALL_VECTOR = 0x80          # int $0x80, never a device's
 
 
 class GuestKernel:
-    def __init__(self, name: str, vcpu, mem, sim, drivers: dict | None = None, resident_mb: int = 0) -> None:
+    def __init__(self, name: str, vcpu, mem, sim, drivers: dict | None = None, resident_mb: int = 0,
+                 driver_override: dict | None = None) -> None:
+        """``drivers``: the drivers it carries by ID (default: all); ``driver_override``:
+        PCI function -> the only driver's module name that may bind it (sysfs driver_override)."""
         self.name = name
         self.resident_mb = resident_mb
         self.drivers = DRIVERS if drivers is None else drivers
+        self.driver_override = driver_override or {}
         self.vcpu = self.cpu = vcpu         # the boot vCPU; the one running kernel code
         self.vcpus = vcpu.vm.vcpus
         self.mem = mem
@@ -79,16 +87,25 @@ class GuestKernel:
         Acpiphp(self)
 
     def _bind(self, info) -> None:
-        """really_probe: a probe that fails leaves the function disabled and
-        gives back what it took (devres_release_all)."""
-        driver = self.drivers.get((info.vendor, info.device))
-        if driver is not None:
+        """__device_attach: each driver that binds the ID (and its override
+        allows) probes in turn until one takes the function.  really_probe: a
+        probe that fails leaves the function disabled and gives back what it
+        took (devres_release_all); the next driver may try; the last one's
+        failure stands."""
+        override = self.driver_override.get(info.bdf)
+        candidates = [d for d in self.drivers.get((info.vendor, info.device), ())
+                      if override is None or d.__module__.rsplit(".", 1)[-1] == override]
+        for n, driver in enumerate(candidates, 1):
             try:
                 info.driver = driver(self, info)
             except (RuntimeError, MemoryError):
                 self.pci_release(info)
-                raise
+                if n == len(candidates):
+                    raise
+                self.pci.enable(info)
+                continue
             register_netdev(self, info.driver)
+            return
 
     # ---- PCI hot plug (entered from the ACPI GPE method, guest/acpiphp.py) ----------
     def pci_hotplug(self, slot: int) -> None:

@@ -126,7 +126,7 @@ class PciEnumerator:
     def _add(self, found: list[PciDeviceInfo]) -> list[PciDeviceInfo]:
         self._assign(found)
         for info in found:
-            self._enable(info)
+            self.enable(info)
         self.devices += found
         return found
 
@@ -208,7 +208,8 @@ class PciEnumerator:
     def _window(self, kind: str) -> _Window:
         return self.windows["io" if kind == "io" else "mem"]
 
-    def _enable(self, info: PciDeviceInfo) -> None:
+    def enable(self, info: PciDeviceInfo) -> None:
+        """pci_enable_device and pci_set_master: decoding its BARs, mastering the bus, its INTx line."""
         kinds = {kind for kind, _, _ in info.bars.values()}
         command = (PCI_COMMAND_MASTER | (PCI_COMMAND_IO if "io" in kinds else 0)
                    | (PCI_COMMAND_MEMORY if kinds - {"io"} else 0))

@@ -26,11 +26,14 @@ class EmulatedNic(PciNic):
     model runs on ``vmm`` (default: the VM's own QEMU main-loop thread)."""
 
     def __init__(self, vm: VM, device: str, mac: bytes, backend: str | None = None,
-                 vmm: Resource | None = None, slot: int | None = None, syscall: bool = True) -> None:
-        """``syscall``: the backend reaches the switch through the tap's fd (a user-space VMM)."""
+                 vmm: Resource | None = None, slot: int | None = None, syscall: bool = True,
+                 variant: str | None = None) -> None:
+        """``syscall``: the backend reaches the switch through the tap's fd (a user-space VMM);
+        ``variant``: the chip, for a model that has several."""
         vmm = vmm or vm.vmm_thread()
+        chip = {} if variant is None else {"variant": variant}
         model = registry()[device].model(vm.sim, mac, Dma(vm.mem, "copy", hot=frozenset(vm.vcpus)), self.irq,
-                                         timer_cpu=vmm)
+                                         timer_cpu=vmm, **chip)
         super().__init__(vm, model, slot)
         self.port = TapPort(vm, model, reader=vmm, syscall=syscall)
 
@@ -43,9 +46,9 @@ class XenHvmNic(EmulatedNic):
     each BAR access is an ioreq (``XEN_IOREQ`` on the vCPU, the model on
     QEMU's thread while the vCPU waits); its tap is on dom0's bridge."""
 
-    def __init__(self, vm: VM, device: str, mac: bytes, ioreq: IoreqServer) -> None:
+    def __init__(self, vm: VM, device: str, mac: bytes, ioreq: IoreqServer, variant: str | None = None) -> None:
         self.ioreq = ioreq
-        super().__init__(vm, device, mac, vmm=ioreq.thread)
+        super().__init__(vm, device, mac, vmm=ioreq.thread, variant=variant)
 
     def regions(self, index: int, kind: str, size: int) -> list[tuple[int, int, tuple[str, ...]]]:
         return [(0, size, XEN_IOREQ)]

@@ -9,10 +9,13 @@ process.
 - The vNIC's port is on the vmkernel's vSwitch, which forwards each frame at
   its own price (``vmk_vswitch``).
 - A VMXNET3 vNIC's interrupts are coalesced at ESXi's default rate.
-- Receive work and VMXNET3's transmit run on a vmkernel world of the VM's
+- An assigned function's (DirectPath I/O, an SR-IOV VF) remapped interrupt
+  is the vmkernel's: its handler, then a forward to the VM's monitor
+  (``VMK_ASSIGNED_IRQ``), where KVM has VFIO's handler and an irqfd.
+- Receive work and VMXNET3's and VMXNET's transmit run on a vmkernel world of the VM's
   (its NetWorld, the "transmit thread" of ``ethernetX.ctxPerDev``): a host
   thread that takes a core as KVM's vhost worker or QEMU's thread does.  A
-  VMXNET3 TXPROD write exits, the VMM wakes the world and the vCPU goes back;
+  VMXNET3 TXPROD write (VMXNET's TX_ADDR read) exits, the VMM wakes the world and the vCPU goes back;
   the emulated devices (e1000, Vlance) transmit in the vCPU's context.
 """
 
@@ -30,18 +33,22 @@ VMK_VSWITCH = "vmk_vswitch"
 # ethernetX.coalescingScheme rbc, ethernetX.coalescingParams, "The default interrupt rate is 4000")
 RBC_DEFAULT_RATE = 4000
 NETWORLD = "vmk-networld"
+# DirectPath I/O and SR-IOV VFs: the IOMMU and the assignment are the same hardware as KVM's; a remapped interrupt
+# is taken by the vmkernel's handler, which forwards it to the VM's monitor (instead of VFIO's irqfd)
+VMK_ASSIGNED_IRQ = ("irq_entry", "vmk_intr_forward")
 
 
 class EsxiNic(EmulatedNic):
     """An emulated or para-virtual vNIC of an ESXi VM, on the host's vSwitch."""
 
-    def __init__(self, vm: VM, device: str, mac: bytes, slot: int | None = None) -> None:
+    def __init__(self, vm: VM, device: str, mac: bytes, slot: int | None = None, variant: str | None = None) -> None:
         self.world = vm.thread(NETWORLD)
-        super().__init__(vm, device, mac, vmm=self.world, slot=slot, syscall=False)
+        super().__init__(vm, device, mac, vmm=self.world, slot=slot, syscall=False, variant=variant)
         self.port.switch_event = VMK_VSWITCH
         self.tx_pending = False
-        if hasattr(self.device, "kick_hook"):          # a para-virtual device: TX on the world, MSI-X
+        if hasattr(self.device, "kick_hook"):          # a para-virtual device: TX on the world
             self.device.kick_hook = self._kick
+        if hasattr(self.device, "msi_hook"):           # VMXNET3: MSI-X, coalesced at ESXi's default rate
             self.device.msi_hook = self.msi
             self.device.coalesce_ns = 1e9 / RBC_DEFAULT_RATE
 

@@ -51,6 +51,9 @@ IRT_ENTRIES = 1 << 16
 POSTED_INTR_VECTOR = 0xF2       # Linux POSTED_INTR_VECTOR: the notification vector (NV)
 
 
+VFIO_IRQ = ("irq_entry",)          # vfio_msihandler signalling the irqfd
+
+
 class AssignmentError(ValueError):
     pass
 
@@ -154,8 +157,10 @@ class AssignedFunction(PciNic):
     VM it sits in a hot-pluggable slot."""
 
     def __init__(self, vm: VM, requester: Bdf, engine: Resource, msix_bar: int, vectors: int,
-                 posted: bool = False) -> None:
+                 posted: bool = False, irq_path: tuple[str, ...] = VFIO_IRQ) -> None:
+        """``irq_path``: what the host's core pays for a remapped interrupt before injecting it."""
         self.requester = requester
+        self.irq_path = irq_path
         self.msix_bar = msix_bar
         self.vectors = vectors
         self.posted = posted
@@ -285,12 +290,13 @@ class AssignedFunction(PciNic):
 
     def _host_irq(self, vector: int, address: int) -> None:
         """The remapped interrupt reaches the host when the function sends it:
-        VFIO's handler on the core the target vCPU runs on, then irqfd."""
+        its handler on the core the target vCPU runs on (VFIO's, then irqfd;
+        on ESXi the vmkernel's, then its forward to the VM's monitor), then the injection."""
         vcpus = self.vm.vcpus
         dest = msi_destination(address)
         core = vcpus[dest if dest < len(vcpus) else 0].core or self._irq_cpu
         core.sync(self.vm.sim.now)
-        core.charge("irq_entry")
+        core.charge_path(self.irq_path)
         self.vm.irqchip.msi(core, address, vector)
 
 
@@ -299,12 +305,12 @@ class PassthroughNic(AssignedFunction):
     host kernel that is also their PF driver)."""
 
     def __init__(self, vm: VM, pnic: PhysicalNic, mac: bytes, posted: bool = False, hotplug: bool = False,
-                 slot: int | None = None, num_vfs: int = 0) -> None:
+                 slot: int | None = None, num_vfs: int = 0, irq_path: tuple[str, ...] = VFIO_IRQ) -> None:
         slot = self.slot_for(vm, slot)
         pnic.claim(vm.name)
         self.pnic = pnic
         try:
-            super().__init__(vm, pnic.bdf, pnic.engine, ixs.MSIX_BAR, ixs.MSIX_VECTORS, posted)
+            super().__init__(vm, pnic.bdf, pnic.engine, ixs.MSIX_BAR, ixs.MSIX_VECTORS, posted, irq_path)
         except (AssignmentError, MemoryError):  # no interrupt entries or page tables for it: the port stays the host's
             pnic.release()
             raise

@@ -35,7 +35,7 @@ from ..spec import ixgbe as s
 from ..spec import ixgbevf as vs
 from ..spec.pci import PCI_CLASS_NETWORK_ETHERNET
 from .ixgbe_pf import PfDriver, VfConfig
-from .passthrough import AssignedFunction, AssignmentError, PhysicalNic
+from .passthrough import VFIO_IRQ, AssignedFunction, AssignmentError, PhysicalNic
 from .vm import VM
 
 PF_HOST_MEMORY = 16 << 20           # the PF driver's own rings (when its pool carries no traffic)
@@ -124,13 +124,14 @@ class SriovNic(AssignedFunction):
     (the first free one if None)."""
 
     def __init__(self, vm: VM, port: SriovPort, posted: bool = False, config: VfConfig | None = None,
-                 hotplug: bool = False, slot: int | None = None) -> None:
+                 hotplug: bool = False, slot: int | None = None, irq_path: tuple[str, ...] = VFIO_IRQ) -> None:
         slot = self.slot_for(vm, slot)
         n = port.take(vm.name, config)
         vf = port.vfs[n]
         self.port, self.index = port, n
         try:
-            super().__init__(vm, port.cap.vf_bdf(n), port.pnic.engine, vs.MSIX_BAR, vs.MSIX_VECTORS, posted)
+            super().__init__(vm, port.cap.vf_bdf(n), port.pnic.engine, vs.MSIX_BAR, vs.MSIX_VECTORS, posted,
+                             irq_path)
         except (AssignmentError, MemoryError) as exc:   # no room for the VM's IOMMU tables or IRTEs: the VF goes back
             port.release(n)
             raise AssignmentError(f"{port.pnic.address} VF {n} for {vm.name}: {exc}") from None

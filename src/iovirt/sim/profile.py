@@ -31,7 +31,7 @@ EVENTS = (
     "vm_exit", "kvm_handle", "user_exit", "mmio_emulate", "pio_emulate", "interrupt_inject", "eoi_exit",
     "wakeup", "tap", "copy", "copy_hot", "vswitch", "dpdk_switch", "ring_op", "guest_stack", "ioeventfd", "poll",
     "dma", "iotlb_hit", "iotlb_miss", "posted_interrupt", "irq_entry",
-    "hypercall", "evtchn_send", "grant_copy", "ioreq", "migration_page", "vmm_handle", "vmk_vswitch",
+    "hypercall", "evtchn_send", "grant_copy", "ioreq", "migration_page", "vmm_handle", "vmk_vswitch", "vmk_intr_forward",
 )
 
 FixedUnit = Literal["ns", "us", "cycles"]

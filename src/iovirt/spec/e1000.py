@@ -1,4 +1,4 @@
-"""Intel 8254x (82540EM) as data: PCI identity, register map, legacy TX/RX
+"""Intel 8254x (82540EM, 82545EM) as data: PCI identity, register map, legacy TX/RX
 descriptors, EEPROM layout.  Intel PCI/PCI-X Family of Gigabit Ethernet
 Controllers Software Developer's Manual (8254x SDM, rev. 4.0), chapters 3, 5,
 13.  Reset values the SDM leaves to the EEPROM follow QEMU's hw/net/e1000.c."""
@@ -8,6 +8,11 @@ from .fields import Layout, Register, RegisterMap
 
 VENDOR_ID = 0x8086
 DEVICE_ID = 0x100E          # 82540EM-A desktop (SDM table 5-1)
+DEVICE_ID_82545EM = 0x100F  # 82545EM-A copper (SDM table 5-1): VMware ESXi's "E1000"
+# The variants a model can be, by the name a scenario gives them: each is its device ID (the
+# register map and descriptors are the same; the 82545EM's PCI-X bus interface is not modelled,
+# and on a conventional PCI bus, STATUS.PCIX_MODE 0, Linux's e1000 takes the 82540EM's paths)
+VARIANTS = {"82540em": DEVICE_ID, "82545em": DEVICE_ID_82545EM}
 CLASS_ETHERNET = 0x020000
 BAR0_SIZE = 0x20000         # 128 KiB memory BAR (SDM 4.1.1)
 BAR1_SIZE = 0x40            # I/O BAR: IOADDR/IODATA indirect access (SDM 13.1)
@@ -162,5 +167,9 @@ MAX_FRAME = 16384           # SDM 3.3.1: largest legacy TX packet (bytes, withou
 # SDM 5.6 EEPROM map
 EEPROM_WORDS = 64
 EEPROM_MAC = 0x00           # words 0-2: Ethernet address
+EEPROM_SUBSYSTEM_ID = 0x0B  # SDM table 5-2: subsystem ID, subsystem vendor ID, device ID, vendor ID
+EEPROM_SUBSYSTEM_VENDOR = 0x0C
+EEPROM_DEVICE_ID = 0x0D
+EEPROM_VENDOR_ID = 0x0E
 EEPROM_CHECKSUM = 0x3F
 EEPROM_SUM = 0xBABA

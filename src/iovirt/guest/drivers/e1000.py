@@ -1,4 +1,4 @@
-"""Guest driver for the 82540EM, in the order Linux's e1000 driver does things
+"""Guest driver for the 82540EM and 82545EM, in the order Linux's e1000 driver does things
 (drivers/net/ethernet/intel/e1000/e1000_main.c): reset, MAC from the EEPROM
 through EERD, receive address and multicast table, TX and RX rings, ITR,
 interrupts; TX writes a descriptor then TDT; the interrupt handler reads ICR,
@@ -32,6 +32,7 @@ class EepromChecksumError(RuntimeError):
 
 class E1000Driver(DescriptorRings):
     VENDOR, DEVICE = s.VENDOR_ID, s.DEVICE_ID
+    ID_TABLE = tuple((s.VENDOR_ID, device) for device in s.VARIANTS.values())   # e1000_pci_tbl: both chips
     REGS = R
     TX_RING, RX_RING, TX_WORK_LIMIT = TX_RING, RX_RING, TX_RING      # e1000_clean_tx_irq: at most the ring
     DESC_SIZE, TX_STATUS_OFF, TXD_STAT_DD = s.DESC_SIZE, s.TX_DESC.offset("status"), s.TXD_STAT_DD
