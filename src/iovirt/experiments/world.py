@@ -400,7 +400,7 @@ class World:
         vm = VM("host", host, HOST_KERNEL_MB + buffers_mb, len(host.cores), native=True, dedicated=True)
         PassthroughNic(vm, pnic, mac)
         driver = type(IxgbeDriver.__name__, (IxgbeDriver,), {"RX_RING": spec.rx_ring})
-        kernel = GuestKernel(name, vm.vcpus[0], vm.mem, self.sim, drivers={**DRIVERS, (VENDOR_ID, DEVICE_ID): driver})
+        kernel = GuestKernel(name, vm.vcpus[0], vm.mem, self.sim, drivers={**DRIVERS, (VENDOR_ID, DEVICE_ID): (driver,)})
         kernel.boot()
         stack = kernel.ifup(mac, address)
         if spec.interrupt_moderation != "adaptive":
