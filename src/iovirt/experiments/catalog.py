@@ -54,11 +54,9 @@ class PhysicalNic:
 
 
 # Hypervisors that offer their own list of virtual devices only, by the name their devices' ``used_by`` gives them
-CLOSED_CATALOGUES = {"esxi": "VMware ESXi"}
+CLOSED_CATALOGUES = {"esxi": "VMware ESXi", "hyperv": "Hyper-V"}
 
-PLANNED = (
-    Device("netvsc", "paravirt", "Hyper-V synthetic NIC (NetVSC over VMBus)", ("Hyper-V",)),
-)
+PLANNED: tuple[Device, ...] = ()
 
 
 def _device(entry: DeviceEntry) -> Device:

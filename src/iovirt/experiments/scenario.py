@@ -43,6 +43,7 @@ KVM_MAX_VCPUS = 1024       # arch/x86/include/asm/kvm_host.h (Linux 6.x): vCPUs 
 XEN_HVM_MAX_VCPUS = 128    # xen/include/public/hvm/hvm_info_table.h HVM_MAX_VCPUS: vCPUs of one HVM domain
 NR_CPUS_MAX = 8192         # arch/x86/Kconfig NR_CPUS_RANGE_END with CONFIG_MAXSMP: CPUs one Linux kernel runs
 ESXI_MAX_VCPUS = 768       # VMware, vSphere 8.0 Configuration Maximums: virtual CPUs per virtual machine
+HYPERV_MAX_VCPUS = 240     # Microsoft, "Plan for Hyper-V scalability in Windows Server": virtual processors per VM
 XEN_MAX_CPUS = 4096        # Xen's SUPPORT.md, "Physical CPUs": x86 supported up to 4096
 PCI_NIC_SLOTS = 32 - 3     # bus 0's 32 device numbers, less 00-02: host bridge, ISA bridge, VGA (QEMU's pc)
 MAX_HOST_NICS = 0xFF - 3 + 1  # each port behind a root port of its own, on buses 03..ff (8-bit bus numbers)
@@ -195,7 +196,7 @@ class Host(_Strict):
     posted_interrupts: bool = False  # VT-d posted interrupts with APIC virtualisation
     iommu_page_kb: Literal[4, 2048] = 2048  # page size of assigned VMs' IOMMU mappings
     iotlb_entries: Count = 64
-    hypervisor: Literal["kvm", "xen", "esxi"] = "kvm"
+    hypervisor: Literal["kvm", "xen", "esxi", "hyperv"] = "kvm"
     pml: bool = True  # dirty logging by Intel PML; false: by write-protecting pages (AMD, Intel before Broadwell)
 
 
@@ -402,6 +403,9 @@ def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
                     f"unplugged: its state lives in the NIC and its DMA writes are not dirty-logged; give the VM "
                     f"a virtio-net NIC with standby: true and the same MAC")
     source = hosts[spec.host].hypervisor
+    if "hyperv" in (source, host.hypervisor):
+        return (f"live migration of a Hyper-V VM is not modelled ({spec.host} runs {source}, {to} runs "
+                f"{host.hypervisor}): VMBus channel state does not move with it here")
     if "esxi" in (source, host.hypervisor) and source != host.hypervisor:
         return (f"vMotion moves a VM between ESXi hosts only: {spec.host} runs {source}, {to} runs "
                 f"{host.hypervisor} (no live migration between hypervisors of different vendors)")
@@ -629,6 +633,8 @@ def vcpu_limit(vm: Vm, host: Host) -> tuple[int, str, str]:
         return ESXI_MAX_VCPUS, "vCPUs on an esxi host", "vSphere 8.0's virtual CPUs per virtual machine"
     if host.hypervisor == "xen":
         return XEN_HVM_MAX_VCPUS, "vCPUs on a xen host", "HVM_MAX_VCPUS: an HVM domain's limit"
+    if host.hypervisor == "hyperv":
+        return HYPERV_MAX_VCPUS, "vCPUs on a hyperv host", "Windows Server's virtual processors per VM"
     return KVM_MAX_VCPUS, "vCPUs on a kvm host", "KVM_MAX_VCPUS"
 
 
