@@ -49,7 +49,8 @@ ROOT_MB = 1024
 ROOT_KERNEL_MB = 16
 ROOT_VP_CORES = 4                   # a root VP per this many cores (a "minroot" configuration)
 ROOT_SINT = 2                       # the root's SINT for its VSPs' messages and events
-ROOT_VECTOR = 0xF3                  # the root's SynIC vector (HYPERVISOR_CALLBACK_VECTOR)
+ROOT_VECTOR = 0x40                  # the root's SynIC vector on VP 0; VP n takes the n-th after it
+ROOT_MAX_VPS = 64                   # (one vector each: an interrupt's destination is its vector's)
 CHANNEL_FLAG_BASE = 64              # the root's event flags for VSP channels start here (one each)
 STATUS_FAILED = 0xC0000001          # STATUS_UNSUCCESSFUL: a GPADL or an open refused
 MAX_CHILD_RELID = v.HV_EVENT_FLAGS_COUNT - 1
@@ -329,10 +330,10 @@ class RootKernel:
         for vp in vm.vcpus:
             simp, siefp = self.alloc(v.PAGE_SIZE), self.alloc(v.PAGE_SIZE)
             self.pages[vp.index] = simp, siefp
-            vp.set_irq_handler(ROOT_VECTOR, lambda vp=vp: self._isr(vp))
+            vp.set_irq_handler(ROOT_VECTOR + vp.index, lambda vp=vp: self._isr(vp))
             hv.wrmsr(vp, v.HV_X64_MSR_SIMP, simp | v.HV_SYNIC_SIMP_ENABLE)
             hv.wrmsr(vp, v.HV_X64_MSR_SIEFP, siefp | v.HV_SYNIC_SIEFP_ENABLE)
-            hv.wrmsr(vp, v.HV_X64_MSR_SINT0 + ROOT_SINT, ROOT_VECTOR)
+            hv.wrmsr(vp, v.HV_X64_MSR_SINT0 + ROOT_SINT, ROOT_VECTOR + vp.index)
 
     def alloc(self, size: int) -> int:
         gpa, self._next = self._next, self._next + -(-size // v.PAGE_SIZE) * v.PAGE_SIZE
@@ -347,7 +348,7 @@ class RootKernel:
         return self.hv.post_message(vp, self.input)
 
     def _isr(self, vp) -> None:
-        vp.eoi(ROOT_VECTOR)
+        vp.eoi(ROOT_VECTOR + vp.index)
         simp, siefp = self.pages[vp.index]
         eom = lambda: self.hv.wrmsr(vp, v.HV_X64_MSR_EOM, 0)     # noqa: E731
         for sender, payload in v.take_messages(self.vm.mem, simp, ROOT_SINT, eom):
@@ -371,7 +372,7 @@ class HyperV:
         self.stats: Counter[str] = Counter()
         self.vsps: list[Netvsp] = []
         self.next_flag = CHANNEL_FLAG_BASE
-        vps = max(1, len(host.cores) // ROOT_VP_CORES)
+        vps = min(ROOT_MAX_VPS, max(1, len(host.cores) // ROOT_VP_CORES))
         self.root = RootKernel(self, VM(f"{host.name}-root", host, ROOT_MB, vps))
 
     # ---- partitions (the root's VID and VMMS) -------------------------------------------
