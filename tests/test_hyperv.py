@@ -89,7 +89,7 @@ def test_a_full_message_queue_refuses_and_the_guest_posts_again_later():
     """Past HV_MAX_QUEUED_MESSAGES behind a busy slot HvPostMessage answers INSUFFICIENT_BUFFERS; the
     guest's outbox keeps the message and posts it again (vmbus_post_msg's retry)."""
     w = world(NETVSC)
-    hv, root, server = w.hyperv["host0"], w.hyperv["host0"].root, w.hyperv["host0"].server(w.vms["vm1"])
+    root, server = w.hyperv["host0"].root, w.hyperv["host0"].server(w.vms["vm1"])
     statuses = [root.post(root.vm.vcpus[0], server.to_child, v.CHANNEL_HEADER.pack(99))
                 for _ in range(v.HV_MAX_QUEUED_MESSAGES + 2)]
     assert statuses[:v.HV_MAX_QUEUED_MESSAGES + 1] == [0] * (v.HV_MAX_QUEUED_MESSAGES + 1)

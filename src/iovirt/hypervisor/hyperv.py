@@ -53,7 +53,6 @@ ROOT_VECTOR = 0x40                  # the root's SynIC vector on VP 0; VP n take
 ROOT_MAX_VPS = 64                   # (one vector each: an interrupt's destination is its vector's)
 CHANNEL_FLAG_BASE = 64              # the root's event flags for VSP channels start here (one each)
 STATUS_FAILED = 0xC0000001          # STATUS_UNSUCCESSFUL: a GPADL or an open refused
-MAX_CHILD_RELID = v.HV_EVENT_FLAGS_COUNT - 1
 
 
 @dataclass
