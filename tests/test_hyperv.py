@@ -449,3 +449,11 @@ def test_random_nvsp_messages_never_crash_the_root_nor_touch_other_guests(messag
             break
         send_raw(w, "vm1", v.packet(ptype, fields[0], body, 1))
     assert bytes(other.buf) == before
+
+
+def test_a_synthetic_nic_that_cannot_come_up_is_one_clear_error(monkeypatch):
+    """A guest whose netvsc cannot get its buffers stops the build with the guest's reason, not a crash."""
+    from iovirt.guest.drivers import netvsc
+    monkeypatch.setattr(netvsc, "RECV_BYTES", 20_000 * r.NETVSC_RECV_SECTION_SIZE)
+    with pytest.raises(LookupError, match="vm1: its synthetic NIC did not come up .*no room"):
+        World(scenario(NETVSC, memory_mb=32))

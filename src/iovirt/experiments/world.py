@@ -132,6 +132,8 @@ class World:
             if all(getattr(n, "ready", True) for n in guest.netdevs) and guest.netdevs:
                 return
             self.sim.run_bounded(until, 1)
+        why = guest.fault or ", ".join(sorted(k for k in guest.stats if "fail" in k or "refused" in k)) or "no answer"
+        raise LookupError(f"{guest.name}: its synthetic NIC did not come up ({why})")
 
     def _host(self, spec) -> Host:
         host = Host(spec.name, spec.cores, self.sim, self.ledger, spec.iommu_page_kb << 10, spec.iotlb_entries,
