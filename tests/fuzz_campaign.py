@@ -334,7 +334,7 @@ class HypervArena(Arena):
     def __init__(self) -> None:
         super().__init__(NETVSC, "hyperv")
         self.hv = self.world.hyperv["host0"]
-        self.netvsc = self.guest.netdevs[0]
+        self.netvsc = self.guest.netdevs[0].standby       # under its failover master
 
     def actions(self) -> list[Callable[[random.Random], str]]:
         return [self.scribble, self.ring, self.ring, self.packet, self.hypercall, self.message]

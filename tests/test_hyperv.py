@@ -37,6 +37,11 @@ def scenario(*nics: dict, workloads=(), hypervisor: str = "hyperv", cores: int =
         "workloads": list(workloads)})
 
 
+def netvsc_of(w: World, vm: str):
+    """``vm``'s netvsc: the standby of the failover master its stack sits on."""
+    return w.guests[vm].netdevs[0].standby
+
+
 def world(*nics: dict, **kw) -> World:
     w = World(scenario(*nics, **kw))
     w.settle()
@@ -267,7 +272,7 @@ def test_netvsc_comes_up_through_nvsp_and_rndis():
     """After boot the guest knows its MAC from the host, the host has both buffers and the guest's filter,
     and the channel is open on its GPADL with the version both support."""
     w = world(NETVSC)
-    netvsc, vsp = w.guests["vm1"].netdevs[0], w.hyperv["host0"].vsps[0]
+    netvsc, vsp = netvsc_of(w, "vm1"), w.hyperv["host0"].vsps[0]
     assert netvsc.ready and netvsc.mac == bytes.fromhex("00155d000001")
     assert vsp.version == r.NVSP_PROTOCOL_VERSION_61 and vsp.recv is not None and vsp.send is not None
     assert vsp.filter == r.NDIS_PACKET_TYPE_DIRECTED | r.NDIS_PACKET_TYPE_BROADCAST | r.NDIS_PACKET_TYPE_ALL_MULTICAST
@@ -343,7 +348,7 @@ def test_migrating_a_hyperv_vm_is_refused_with_the_reason():
 # ---- hostile guests ---------------------------------------------------------------------------------------
 def send_raw(w: World, vm: str, parts: list[bytes]) -> None:
     """The guest's driver bypassed: a packet straight into its send ring, and the signal."""
-    netvsc = w.guests[vm].netdevs[0]
+    netvsc = netvsc_of(w, vm)
     assert v.ring_write(netvsc.channel.send, netvsc.channel.send.size, parts)[0]
     netvsc.channel.signal()
     w.settle()
@@ -356,7 +361,7 @@ def test_nvsp_out_of_order_and_bad_sections_are_rejected_and_the_channel_lives()
     w = world(NETVSC, NETVSC)
     vsp = w.hyperv["host0"].vsps[0]
     sections = vsp.send_sections
-    netvsc = w.guests["vm1"].netdevs[0]
+    netvsc = netvsc_of(w, "vm1")
     bad_rndis = r.RNDIS_HEADER.pack(r.RNDIS_MSG_PACKET, 5000)
     netvsc.mem.write(netvsc.send_buf, bad_rndis)
     for message in (r.NVSP_INIT.pack(r.NVSP_MSG_TYPE_INIT, r.NVSP_PROTOCOL_VERSION_61, r.NVSP_PROTOCOL_VERSION_61),
@@ -372,7 +377,7 @@ def test_nvsp_out_of_order_and_bad_sections_are_rejected_and_the_channel_lives()
 
 def sends_through(w: World, vm: str, vsp) -> bool:
     """A broadcast from ``vm``'s netvsc reaches the switch through ``vsp`` (the switch learns its MAC there)."""
-    netvsc = w.guests[vm].netdevs[0]
+    netvsc = netvsc_of(w, vm)
     fdb = w.hosts["host0"].vswitch.fdb
     fdb.pop(netvsc.mac, None)
     assert netvsc.transmit(b"\xff" * 6 + netvsc.mac + bytes.fromhex("0806") + bytes(50))
@@ -386,7 +391,7 @@ def test_a_broken_send_ring_resets_only_that_channel(attack):
     """The guest breaks its ring: netvsp resets the channel, the offer is rescinded and the guest's netvsc
     goes down; the other VM's channel is untouched and still carries frames."""
     w = world(NETVSC, NETVSC, NETVSC)
-    netvsc = w.guests["vm1"].netdevs[0]
+    netvsc = netvsc_of(w, "vm1")
     ring = netvsc.channel.send
     if attack == "write index past the ring":
         ring.put32(v.WRITE_INDEX, ring.size + 64)
@@ -415,7 +420,7 @@ def test_hostile_guest_mid_run_leaves_other_guests_unharmed(monkeypatch):
             guest = self.guests["vm1"]
 
             def attack() -> None:
-                netvsc = guest.netdevs[0]
+                netvsc = guest.netdevs[0].standby
                 netvsc.channel.send.put32(v.WRITE_INDEX, 0xFFFFFFF8)
                 netvsc.channel.signal()
             guest.run_at(at + 500_000, attack)
@@ -439,7 +444,7 @@ def test_random_nvsp_messages_never_crash_the_root_nor_touch_other_guests(messag
     """Whatever NVSP messages and RNDIS bytes a guest sends, netvsp never raises into the root, and the other
     guest's memory is not written."""
     w = world(NETVSC, NETVSC, memory_mb=64)
-    netvsc = w.guests["vm1"].netdevs[0]
+    netvsc = netvsc_of(w, "vm1")
     netvsc.mem.write(netvsc.send_buf, section)
     other = w.vms["vm2"].mem
     before = bytes(other.buf)
@@ -457,3 +462,63 @@ def test_a_synthetic_nic_that_cannot_come_up_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(netvsc, "RECV_BYTES", 20_000 * r.NETVSC_RECV_SECTION_SIZE)
     with pytest.raises(LookupError, match="vm1: its synthetic NIC did not come up .*no room"):
         World(scenario(NETVSC, memory_mb=32))
+
+
+# ---- accelerated networking: a VF with the synthetic NIC as its fallback ---------------------------
+MAC = "00:15:5d:00:00:01"
+
+
+def accelerated(fallback: bool = True, rate_pps: float = 100_000, ms: float = 30) -> iovirt.Scenario:
+    """One Hyper-V host whose 82599 port has VFs and carries the virtual switch too; vm1 has a VF and (with
+    ``fallback``) a netvsc with its MAC, the one interface of accelerated networking, streaming to the wire."""
+    nics = [{"model": "sriov", "device": "ixgbevf", "uplink": "pnic0", "mac": MAC, "ip": "10.0.0.1/24"}]
+    nics += [{**NETVSC, "standby": True, "mac": MAC, "ip": "10.0.0.1/24"}] if fallback else []
+    return iovirt.Scenario.from_dict({
+        "name": "accelerated", "hosts": [{"name": "host0", "cores": 4, "hypervisor": "hyperv",
+                                          "nics": [{"name": "pnic0", "num_vfs": 2}]}],
+        "vms": [{"name": "vm1", "host": "host0", "memory_mb": 64, "nics": nics}],
+        "workloads": [{"type": "udp_stream", "src": "vm1", "dst": "wire", "duration_ms": ms, "rate_pps": rate_pps}]})
+
+
+def vf_outage(fallback: bool = True) -> tuple[World, dict, list[int]]:
+    """The stream through the VF for 2 ms, the VF unplugged (device_del), 8 ms later a VF hot-plugged
+    again; the world, the flow, and the frames the interface sent by then at each step."""
+    from iovirt.experiments.runner import begin, finish
+    from iovirt.hypervisor.ixgbe_pf import VfConfig
+    from iovirt.hypervisor.passthrough import AssignedFunction
+    from iovirt.hypervisor.sriov import SriovNic
+    w = World(accelerated(fallback))
+    start, stop, flows = begin(w)
+    stack = w.guests["vm1"].interfaces[bytes.fromhex(MAC.replace(":", ""))]
+    steps = []
+    for at, then in ((2, lambda: next(n for n in w.vms["vm1"].nics if isinstance(n, AssignedFunction)).unplug()),
+                     (10, lambda: SriovNic(w.vms["vm1"], w.sriov["host0", "pnic0"],
+                                           config=VfConfig(bytes.fromhex(MAC.replace(":", ""))), hotplug=True)),
+                     (30, lambda: None)):
+        w.sim.run(until=start + at * 1e6)
+        steps.append(flows[0].sent)
+        then()
+    assert stack is w.guests["vm1"].interfaces[bytes.fromhex(MAC.replace(":", ""))]
+    return w, finish(w, start, stop, flows, 0.0).to_dict()["flows"][0], steps
+
+
+def test_accelerated_networking_falls_back_to_vmbus_while_the_vf_is_away():
+    """Hyper-V's transparent VF: the interface sends through the VF; once the VF is unplugged it goes on
+    over netvsc, VMBus and the virtual switch to the same port; a hot-plugged VF takes it back.  Below the
+    line rate no frame is lost, none corrupted or reordered."""
+    w, flow, _ = vf_outage()
+    master = w.guests["vm1"].netdevs[0]
+    assert master.stats["failovers"] == master.stats["failbacks"] == 1
+    assert master.stats["tx_primary"] > master.stats["tx_standby"] > 500
+    assert w.hyperv["host0"].vsps[0].errors == {} and w.guests["vm1"].stats["tx_no_device"] == 0
+    assert flow["delivered"] == flow["sent"] > 2000
+    assert flow["corrupted"] == flow["out_of_order"] == 0
+
+
+def test_without_the_synthetic_path_the_vf_outage_loses_what_was_sent_meanwhile():
+    """The same outage with a VF alone: every frame sent while the interface has no device is dropped and
+    counted, and only those."""
+    w, flow, (_, unplugged, _) = vf_outage(fallback=False)
+    lost = w.guests["vm1"].stats["tx_no_device"]
+    assert lost > 500 and flow["sent"] - flow["delivered"] == lost
+    assert flow["delivered"] > unplugged

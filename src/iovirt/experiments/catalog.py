@@ -36,7 +36,7 @@ class Device:
         list it in ``used_by``."""
         if self.hypervisor is not None:
             return hypervisor == self.hypervisor
-        return hypervisor not in CLOSED_CATALOGUES or CLOSED_CATALOGUES[hypervisor] in self.used_by
+        return hypervisor not in CLOSED_CATALOGUES or any(n in self.used_by for n in CLOSED_CATALOGUES[hypervisor])
 
     def needs(self) -> str:
         """Why a host may not offer it, in a scenario error's words."""
@@ -53,8 +53,9 @@ class PhysicalNic:
     max_vfs: int
 
 
-# Hypervisors that offer their own list of virtual devices only, by the name their devices' ``used_by`` gives them
-CLOSED_CATALOGUES = {"esxi": "VMware ESXi", "hyperv": "Hyper-V"}
+# Hypervisors that offer their own list of virtual devices only, by the names their devices' ``used_by`` give them
+# (Hyper-V assigns an 82599 function, or a VF for accelerated networking, by Discrete Device Assignment)
+CLOSED_CATALOGUES = {"esxi": ("VMware ESXi",), "hyperv": ("Hyper-V", "Hyper-V (DDA)")}
 
 PLANNED: tuple[Device, ...] = ()
 

@@ -221,7 +221,8 @@ class VmNic(_Strict):
     vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
     spoofchk: bool = True
     trust: bool = False
-    # paravirt virtio-net only: the failover standby of the VM's sriov or passthrough NIC with the same MAC and ip
+    # paravirt virtio-net or netvsc only: the failover standby of the VM's sriov or passthrough NIC with the same
+    # MAC and ip
     standby: bool = False
     # ethtool -C / InterruptThrottleRate: the driver's adaptive moderation, none, or a fixed rate (interrupts/s)
     interrupt_moderation: Annotated[Any, BeforeValidator(_moderation)] = "adaptive"
@@ -640,8 +641,9 @@ def vcpu_limit(vm: Vm, host: Host) -> tuple[int, str, str]:
 
 def _standby_problems(where: str, nic: VmNic, vm: Vm) -> Iterator[tuple[str, str]]:
     """net_failover: a virtio-net standby backs up the VM's assigned NIC with its MAC; one interface, one address."""
-    if (nic.model, nic.device) != ("paravirt", "virtio-net"):
-        yield (f"{where}.standby", f"expected standby only on a paravirt virtio-net NIC (VIRTIO_NET_F_STANDBY), "
+    if (nic.model, nic.device) not in (("paravirt", "virtio-net"), ("paravirt", "netvsc")):
+        yield (f"{where}.standby", f"expected standby only on a paravirt virtio-net NIC (VIRTIO_NET_F_STANDBY) or "
+                                   f"a netvsc (the synthetic path of a Hyper-V VF), "
                                    f"got model {nic.model!r}, device {nic.device!r}")
     primary = next((p for p in vm.nics if p.mac == nic.mac and p.model in ASSIGNED), None)
     if primary is None:

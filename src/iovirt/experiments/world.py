@@ -37,7 +37,7 @@ SETTLE_NS = 2_000_000
 HOST_KERNEL_MB = 64
 FAR_END_MB = 128                    # room for 16 queue pairs of 512 2 KiB buffers each way
 FAR_END_GBPS = 10                   # the far end's 82599 port
-VMBUS_BRING_UP_NS = 5_000_000       # bound on a guest's VMBus and netvsc bring-up at boot
+VMBUS_BRING_UP_NS = 5_000_000       # bound on a guest's VMBus and netvsc bring-up at boot (ns)
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -127,9 +127,10 @@ class World:
         as the guest's boot waits for them (vmbus_connect, netvsc_probe):
         events run until every synthetic NIC knows its MAC, or the bound passes."""
         vmbus_probe(guest, hv)
-        until = self.sim.now + VMBUS_BRING_UP_NS
+        until = max(self.sim.now, guest.vcpu.cursor) + VMBUS_BRING_UP_NS     # from where its boot has got to
         while self.sim.pending and self.sim.now < until:
-            if all(getattr(n, "ready", True) for n in guest.netdevs) and guest.netdevs:
+            bus = guest.vmbus
+            if bus.offered and all(netvsc.ready for netvsc in bus.drivers):
                 return
             self.sim.run_bounded(until, 1)
         why = guest.fault or ", ".join(sorted(k for k in guest.stats if "fail" in k or "refused" in k)) or "no answer"

@@ -8,6 +8,12 @@ the send buffer each as a GPADL sent to the host; RNDIS INITIALIZE, the
 MAC by QUERY of RNDIS_OID_802_3_PERMANENT_ADDRESS, the packet filter by
 SET.  Only then does the interface carry frames.
 
+With its MAC known the netdev registers as the standby of a failover
+master (net_failover's semantics, which Linux's netvsc keeps itself in
+netvsc_vf_join and netvsc_start_xmit): a VF with the same MAC, present or
+hot-plugged later, carries the traffic while it is there, and the synthetic
+path while it is not.
+
 A frame goes out as an RNDIS PACKET_MSG copied into a free send-buffer
 section (netvsc_copy_to_send_buf) and an NVSP SEND_RNDIS_PKT naming the
 section; its completion frees the section.  The channel's event masks the
@@ -24,6 +30,7 @@ from collections import deque
 
 from ...spec import rndis as r
 from ...spec import vmbus as v
+from .failover import register_netdev
 from .vmbus import GuestChannel, Vmbus
 
 RING_PAGES = 128                    # netvsc_ring_bytes: 128 pages for each direction
@@ -44,10 +51,16 @@ ONE_SEND = v.align8(v.VMPACKET_DESCRIPTOR.size + r.NVSP_RNDIS_PKT.size) + v.PREV
 
 def vmbus_probe(kernel, hv) -> None:
     """The VMBus driver, and a netvsc netdev for every synthetic NIC offered."""
-    kernel.vmbus = Vmbus(kernel, hv, lambda channel: kernel.attach_netdev(Netvsc(kernel, channel)))
+    def probe(channel: GuestChannel) -> Netvsc:
+        netvsc = Netvsc(kernel, channel)
+        kernel.attach_netdev(netvsc)
+        return netvsc
+    kernel.vmbus = Vmbus(kernel, hv, probe)
 
 
 class Netvsc:
+    standby = True                  # a VF with its MAC becomes the primary path (netvsc_vf_join)
+
     def __init__(self, kernel, channel: GuestChannel) -> None:
         self.kernel = kernel
         self.channel = channel
@@ -171,7 +184,12 @@ class Netvsc:
         self._step(status, "rndis_set_filter_failed", self._up)
 
     def _up(self) -> None:
+        """Carrier on: registered with its MAC as the master of a VF with the same MAC, now or when one
+        arrives (netvsc_register_vf: the transparent VF of accelerated networking)."""
         self.ready = True
+        if self in self.kernel.netdevs:
+            self.kernel.netdevs.remove(self)
+        register_netdev(self.kernel, self)
         self._wake()
 
     # ---- the send ring ----------------------------------------------------------------------------------

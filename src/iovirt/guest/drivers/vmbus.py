@@ -80,6 +80,8 @@ class Vmbus:
         self.channels: dict[int, GuestChannel] = {}
         self.waiting: dict[tuple[int, int], Callable[[int], None]] = {}   # (reply type, key) -> continuation
         self.outbox: deque[bytes] = deque()
+        self.drivers: list = []                     # what ``probe`` made of each offer
+        self.offered = False                        # ALLOFFERS_DELIVERED has come
         self.next_gpadl = FIRST_GPADL
         alloc = kernel.alloc
         self.simp, self.siefp, self.input = (alloc.alloc(v.PAGE_SIZE) for _ in range(3))
@@ -140,8 +142,8 @@ class Vmbus:
                 relid, connection = offer[6], offer[10]
                 self.channels[relid] = GuestChannel(self, relid, connection)
         elif msgtype == v.CHANNELMSG_ALLOFFERS_DELIVERED:
-            for channel in list(self.channels.values()):
-                self.probe(channel)
+            self.offered = True
+            self.drivers += [self.probe(channel) for channel in list(self.channels.values())]
         elif msgtype == v.CHANNELMSG_GPADL_CREATED and len(payload) >= v.GPADL_CREATED.size:
             _, _, handle, status = v.GPADL_CREATED.unpack_from(payload)
             self._answer(v.CHANNELMSG_GPADL_CREATED, handle, status)
