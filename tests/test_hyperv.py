@@ -522,3 +522,16 @@ def test_without_the_synthetic_path_the_vf_outage_loses_what_was_sent_meanwhile(
     lost = w.guests["vm1"].stats["tx_no_device"]
     assert lost > 500 and flow["sent"] - flow["delivered"] == lost
     assert flow["delivered"] > unplugged
+
+
+def test_a_broken_receive_ring_resets_the_channel_when_a_frame_comes():
+    """vm2 sets its receive ring's read index off the 8-byte grid: the next frame for it finds the ring
+    broken, its channel is reset, and vm1's channel carries on."""
+    w = world(NETVSC, NETVSC)
+    netvsc_of(w, "vm2").channel.recv.put32(v.READ_INDEX, 12)
+    vsps = w.hyperv["host0"].vsps
+    mac2 = netvsc_of(w, "vm2").mac
+    assert netvsc_of(w, "vm1").transmit(mac2 + netvsc_of(w, "vm1").mac + bytes.fromhex("0806") + bytes(50))
+    w.settle()
+    assert not vsps[1].running and vsps[1].errors["ring_broken"] == 1
+    assert w.guests["vm2"].stats["netvsc_rescinded"] == 1 and vsps[0].running

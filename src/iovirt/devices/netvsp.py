@@ -301,7 +301,11 @@ class Netvsp:
             return True
         ch = self.channel
         cpu.charge("ring_op", acct=self.acct)
-        written, signal = v.ring_write(ch.inbound, ch.in_size, parts)
+        try:
+            written, signal = v.ring_write(ch.inbound, ch.in_size, parts)
+        except v.RingError:
+            self._reset("ring_broken")
+            return False
         if not written:
             self.backlog.append(parts)
             self._wait_for_room(sum(map(len, parts)))
