@@ -335,14 +335,14 @@ def test_devices_a_hyperv_host_does_not_offer_are_scenario_errors(nic, hyperviso
         scenario(nic, hypervisor=hypervisor)
 
 
-def test_migrating_a_hyperv_vm_is_refused_with_the_reason():
-    """Live migration between Hyper-V hosts is not modelled: the move is refused, saying so."""
+def test_a_hyperv_vm_migrates_to_hyperv_hosts_only():
+    """Hyper-V moves a VM between Hyper-V hosts; to or from another vendor's hypervisor it is refused."""
     two = iovirt.Scenario.from_dict({
-        "name": "m", "hosts": [{"name": f"h{i}", "cores": 2, "hypervisor": "hyperv", "nics": [{"name": "p"}]}
-                               for i in (0, 1)],
-        "vms": [{"name": "vm1", "host": "h0", "nics": [NETVSC | {"mac": "00:15:5d:00:00:01", "ip": "10.0.0.1/24"}]}]})
-    assert "Hyper-V VM is not modelled" in migration_problem(two, "vm1", "h1")
-    assert migration_problem(scenario(TULIP, hypervisor="kvm"), "vm1", "host0") is None
+        "name": "m", "hosts": [{"name": f"h{i}", "cores": 2, "hypervisor": hv, "nics": [{"name": "p"}]}
+                               for i, hv in enumerate(("hyperv", "hyperv", "kvm"))],
+        "vms": [{"name": "vm1", "host": "h0", "nics": [TULIP | {"mac": "00:15:5d:00:00:01", "ip": "10.0.0.1/24"}]}]})
+    assert migration_problem(two, "vm1", "h1") is None
+    assert "between Hyper-V hosts only" in migration_problem(two, "vm1", "h2")
 
 
 # ---- hostile guests ---------------------------------------------------------------------------------------
@@ -535,3 +535,47 @@ def test_a_broken_receive_ring_resets_the_channel_when_a_frame_comes():
     w.settle()
     assert not vsps[1].running and vsps[1].errors["ring_broken"] == 1
     assert w.guests["vm2"].stats["netvsc_rescinded"] == 1 and vsps[0].running
+
+
+# ---- live migration between Hyper-V hosts ---------------------------------------------------------
+def moved(nics: list[dict], vfs: int = 0) -> tuple[dict, World]:
+    """vm1 streams to the wire at 20,000 frames/s while it moves from host0 to host1 at 2 ms."""
+    from iovirt.experiments import migrate as migrate_module
+    worlds = []
+
+    class Kept(World):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            worlds.append(self)
+    hosts = [{"name": f"host{i}", "cores": 4, "hypervisor": "hyperv",
+              "nics": [{"name": "pnic0"} | ({"num_vfs": vfs} if vfs else {})]} for i in (0, 1)]
+    doc = {"name": "m", "hosts": hosts, "vms": [{"name": "vm1", "host": "host0", "memory_mb": 64, "nics": nics}],
+           "workloads": [{"type": "udp_stream", "src": "vm1", "dst": "wire", "rate_pps": 20_000, "duration_ms": 16}],
+           "migration": {"vm": "vm1", "to": "host1", "at_ms": 2, "downtime_ms": 1}}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(migrate_module, "World", Kept)
+        report = migrate_module.migrate(iovirt.Scenario.from_dict(doc)).to_dict()
+    return report, worlds[0]
+
+
+def test_netvsc_moves_with_its_vmbus_state_and_loses_nothing():
+    """A netvsc VM moves: the target's Hyper-V takes the SynIC, GPADLs and channel as they were, so the
+    guest neither renegotiates nor loses a frame; the source's netvsp leaves its switch."""
+    report, w = moved([NETVSC | {"mac": MAC, "ip": "10.0.0.1/24"}])
+    flow = report["flows"][0]
+    assert report["result"] == "ok" and report["frames_lost"] == 0
+    assert flow["sent"] == flow["delivered"] > 250 and flow["corrupted"] == flow["out_of_order"] == 0
+    source, target = w.hyperv["host0"], w.hyperv["host1"]
+    assert not source.vsps and len(target.vsps) == 1 and target.vsps[0].running
+    assert target.vsps[0].errors == {} and w.guests["vm1"].stats["netvsc_rescinded"] == 0
+    assert w.hosts["host1"].vswitch.fdb[bytes.fromhex(MAC.replace(":", ""))] is target.vsps[0].port
+
+
+def test_a_vf_leaves_before_the_move_and_vmbus_carries_the_vm_until_one_returns():
+    """Accelerated networking across a migration: the VF is unplugged first, the stream goes on over netvsc
+    through the move, a VF of the target's port takes it back; no frame is lost."""
+    vf = {"model": "sriov", "device": "ixgbevf", "uplink": "pnic0", "mac": MAC, "ip": "10.0.0.1/24"}
+    report, w = moved([vf, NETVSC | {"standby": True, "mac": MAC, "ip": "10.0.0.1/24"}], vfs=4)
+    master = w.guests["vm1"].netdevs[0]
+    assert report["result"] == "ok" and report["frames_lost"] == 0 and report["standby_ms"] > 0
+    assert master.stats["failovers"] == 1 and master.stats["tx_standby"] > 0

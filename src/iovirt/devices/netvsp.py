@@ -46,7 +46,7 @@ _RNDIS_PACKET = r.RNDIS_PACKET.struct
 class Netvsp:
     NAME = "netvsc"                 # the catalogue's name: the device the guest sees
     VMSTATE = None
-    MIGRATION_BLOCKER = "netvsp's channel state lives in the root; moving it with the VM is not modelled"
+    MIGRATION_BLOCKER = "netvsp's state is the root's, moved with the VM's VMBus state (HyperV.restore_partition)"
 
     def __init__(self, sim, mac: bytes, cpu: Resource, acct: Counter, place: str) -> None:
         self.sim = sim
@@ -64,6 +64,7 @@ class Netvsp:
         self.version = 0
         self.read = 0                       # private read index of the guest's send ring
         self.recv = self.send = None
+        self.recv_handle = self.send_handle = 0
         self.recv_free: list[int] = []
         self.recv_busy: set[int] = set()
         self.send_sections = 0
@@ -78,6 +79,16 @@ class Netvsp:
 
     def close(self) -> None:
         self.channel = None
+
+    def adopt(self, source: Netvsp, channel) -> None:
+        """A migration's target: ``source``'s state on ``channel`` (the same guest
+        pages, mapped here), then a poll for what the guest queued meanwhile."""
+        self.channel = channel
+        for key in ("version", "read", "recv_handle", "send_handle", "recv_free", "recv_busy", "send_sections",
+                    "rndis_ready", "filter", "backlog"):
+            setattr(self, key, getattr(source, key))
+        self.recv, self.send = channel.buffer(self.recv_handle), channel.buffer(self.send_handle)
+        self.interrupt()
 
     @property
     def running(self) -> bool:
@@ -188,7 +199,7 @@ class Netvsp:
         if buffer_id != r.NETVSC_RECEIVE_BUFFER_ID or not sections:
             self._reject(cpu, tid, "nvsp_bad_recv_buf", *fail)
             return
-        self.recv, self.recv_free = view, list(range(sections - 1, -1, -1))
+        self.recv, self.recv_handle, self.recv_free = view, handle, list(range(sections - 1, -1, -1))
         self._complete(cpu, tid, r.NVSP_RECV_BUF_COMPLETE.pack(
             r.NVSP_MSG1_TYPE_SEND_RECV_BUF_COMPLETE, r.NVSP_STAT_SUCCESS, 1, 0, r.NETVSC_RECV_SECTION_SIZE,
             sections, sections * r.NETVSC_RECV_SECTION_SIZE))
@@ -204,7 +215,7 @@ class Netvsp:
         if buffer_id != r.NETVSC_SEND_BUFFER_ID or not sections:
             self._reject(cpu, tid, "nvsp_bad_send_buf", *fail)
             return
-        self.send, self.send_sections = view, sections
+        self.send, self.send_handle, self.send_sections = view, handle, sections
         self._complete(cpu, tid, r.NVSP_SEND_BUF_COMPLETE.pack(r.NVSP_MSG1_TYPE_SEND_SEND_BUF_COMPLETE,
                                                                r.NVSP_STAT_SUCCESS, r.NETVSC_SEND_SECTION_SIZE))
 
@@ -379,9 +390,6 @@ class Netvsp:
                                     len(frame), 0, 0, 0, 0, 0, 0, 0)
         if not self._indicate(cpu, r.RNDIS_CHANNEL_DATA, header + frame):
             discard(self, "rx_no_buffer", frame)
-
-    def resume(self, cpu: Resource) -> None:
-        """Nothing of the channel moves with a migration (MIGRATION_BLOCKER)."""
 
 
 DEVICE = DeviceEntry(Netvsp, "paravirt", "Hyper-V synthetic NIC (netvsc/netvsp: NVSP and RNDIS over VMBus)",

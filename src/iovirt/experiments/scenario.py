@@ -404,9 +404,9 @@ def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
                     f"unplugged: its state lives in the NIC and its DMA writes are not dirty-logged; give the VM "
                     f"a virtio-net NIC with standby: true and the same MAC")
     source = hosts[spec.host].hypervisor
-    if "hyperv" in (source, host.hypervisor):
-        return (f"live migration of a Hyper-V VM is not modelled ({spec.host} runs {source}, {to} runs "
-                f"{host.hypervisor}): VMBus channel state does not move with it here")
+    if "hyperv" in (source, host.hypervisor) and source != host.hypervisor:
+        return (f"Hyper-V live-migrates a VM between Hyper-V hosts only: {spec.host} runs {source}, {to} runs "
+                f"{host.hypervisor} (no live migration between hypervisors of different vendors)")
     if "esxi" in (source, host.hypervisor) and source != host.hypervisor:
         return (f"vMotion moves a VM between ESXi hosts only: {spec.host} runs {source}, {to} runs "
                 f"{host.hypervisor} (no live migration between hypervisors of different vendors)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import partial
 from ipaddress import IPv4Interface
 
+from ..devices.registry import registry
 from ..devices.vmstate import load_state
 from ..guest.drivers.netvsc import vmbus_probe
 from ..guest.drivers.xen_netfront import xenbus_probe
@@ -180,7 +181,7 @@ class World:
             self.hyperv[on].create_partition(vm)
         for j, nic in enumerate(spec.nics):
             slot = None if slots is None else slots.get(j, -1)
-            if slot == -1 and nic.device != "xen-netfront":
+            if slot == -1 and registry()[nic.device].pci_id is not None:
                 continue                        # a VF the guest gave up before it moved
             try:
                 self.plug(vm, nic, slot)
@@ -317,6 +318,8 @@ class World:
                 load_state(nic.device, blob)
             if source.host.name in self.xen:            # the old domain goes before its dom0 runs again
                 self.xen[source.host.name].destroy_domain(source)
+            if to in self.hyperv:                       # Hyper-V moves the VMBus and SynIC state along
+                self._move_partition(source, target, guest)
             guest.move_to(target.vcpus[0], target.cpu_mem, xen=self.xen.get(to))
             target.irqchip.adopt(source.irqchip)
             self._retire(source)
@@ -342,6 +345,14 @@ class World:
         else:
             migration.start(at)
         return migration
+
+    def _move_partition(self, source: VM, target: VM, guest: GuestKernel) -> None:
+        """The source host's Hyper-V hands the partition's state to the target's and drops it."""
+        old, new = self.hyperv[source.host.name], self.hyperv[target.host.name]
+        new.restore_partition(target, old, source)
+        old.destroy_partition(source)
+        if getattr(guest, "vmbus", None) is not None:
+            guest.vmbus.move_to(new, target.cpu_mem)
 
     def incarnations(self, name: str) -> list[VM]:
         """VM ``name`` on each host it ran on, the current one last."""

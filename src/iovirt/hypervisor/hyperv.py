@@ -135,11 +135,22 @@ class Channel:
         self.cpu = vsp.cpu
         self.open = False
         self.rescinded = False
-        self.gpadl = 0
+        self.gpadl = self.split = 0
         self.outbound = self.inbound = None      # the guest's send ring (host reads), its receive ring
         self.out_size = self.in_size = 0
         self.to_guest = 0                        # the root's connection to the child's SINT
         self.connection = 0                      # the child's connection to the VSP's event port
+
+    def map(self, handle: int, split: int) -> None:
+        """The rings in GPADL ``handle``: the guest's send ring first, its receive ring from page ``split``;
+        the root's connection to the guest's SINT for this channel's events."""
+        server = self.server
+        pfns, mem = server.gpadls[handle].pfns, server.child.mem
+        self.outbound, self.inbound = GpadlView(mem, pfns, 0, split), GpadlView(mem, pfns, split)
+        self.out_size, self.in_size = self.outbound.size - v.RING_DATA, self.inbound.size - v.RING_DATA
+        self.open, self.gpadl, self.split = True, handle, split
+        hv = server.hv
+        self.to_guest = hv.connect(hv.root.vm, None, hv.create_port(server.child, 0, v.VMBUS_MESSAGE_SINT))
 
     def signal(self, cpu: Resource) -> None:
         """Tell the guest: its SINT's flag for this channel (the relid)."""
@@ -267,14 +278,7 @@ class VmbusServer:
               and gpadl.created and gpadl.relid == relid and not gpadl.byte_offset
               and 2 <= split <= gpadl.pages - 2)
         if ok:
-            mem = self.child.mem
-            channel.outbound = GpadlView(mem, gpadl.pfns, 0, split)
-            channel.inbound = GpadlView(mem, gpadl.pfns, split)
-            channel.out_size = channel.outbound.size - v.RING_DATA
-            channel.in_size = channel.inbound.size - v.RING_DATA
-            channel.open, channel.gpadl = True, handle
-            channel.to_guest = self.hv.connect(self.hv.root.vm, None, self.hv.create_port(self.child, 0,
-                                                                                          v.VMBUS_MESSAGE_SINT))
+            channel.map(handle, split)
         else:
             self.stats["open_refused"] += 1
         self._send(v.OPEN_RESULT.pack(v.CHANNELMSG_OPENCHANNEL_RESULT, relid, openid, 0 if ok else STATUS_FAILED))
@@ -406,6 +410,38 @@ class HyperV:
         port.switch_event = VMSWITCH
         self.vsps.append(vsp)
         return vsp
+
+    # ---- live migration: a partition's VMBus and SynIC state move with it ---------------------------
+    def destroy_partition(self, vm: VM) -> None:
+        """The VM left this host: its VSPs stop and leave the switch, its VMBus server goes."""
+        server = self.servers.pop(id(vm))
+        for channel in server.channels.values():
+            channel.vsp.close()
+            channel.vsp.port.close()
+            self.vsps.remove(channel.vsp)
+
+    def restore_partition(self, vm: VM, origin: HyperV, was: VM) -> None:
+        """The target's side of a migration of ``was`` from ``origin`` (``vm`` built here with its
+        synthetic NICs offered in the source's order): each VP's SynIC pages, SINTs and queued
+        messages, the server's version and GPADLs, and each channel's connection, rings and VSP state
+        as they were; the guest sees nothing change but the time it was stopped."""
+        source = origin.server(was)
+        for vp, before in zip(vm.vcpus, was.vcpus):
+            old = origin.synics.get(id(before)) or Synic(before)
+            synic = self.synics[id(vp)] = Synic(vp)
+            synic.simp, synic.siefp, synic.sints = old.simp, old.siefp, list(old.sints)
+            synic.queues = [deque(q) for q in old.queues]
+        server = self.server(vm)
+        server.version, server.gpadls = source.version, dict(source.gpadls)
+        if source.version:
+            server.to_child = self.connect(self.root.vm, None, self.create_port(vm, 0, v.VMBUS_MESSAGE_SINT))
+        for relid, old in source.channels.items():
+            channel = server.channels[relid]
+            self.connections[id(vm), old.connection] = self.connections.pop((id(vm), channel.connection))
+            channel.connection, channel.rescinded = old.connection, old.rescinded
+            if old.open:
+                channel.map(old.gpadl, old.split)
+                channel.vsp.adopt(old.vsp, channel)
 
     # ---- SynIC MSRs -------------------------------------------------------------------------
     def wrmsr(self, vp, msr: int, value: int) -> None:

@@ -357,9 +357,10 @@ class Netvsc:
         """The host took the channel back (it reset it): the device is gone."""
         self._broke("netvsc_rescinded")
 
-    # ---- live migration (refused for Hyper-V VMs: nothing to move) ------------------------------
+    # ---- live migration: the channel's state moved with the VM ---------------------------------------
     def rebind(self, vcpu, mem) -> None:
         self.mem = mem
 
     def resume(self) -> None:
-        """A migrated Hyper-V VM is not modelled (the scenario refuses it)."""
+        """Running again on the target: look at the receive ring (what came while the VM was stopped)."""
+        self._channel_cb()

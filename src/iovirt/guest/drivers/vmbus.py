@@ -94,6 +94,15 @@ class Vmbus:
         self.post(v.INITIATE_CONTACT.pack(v.CHANNELMSG_INITIATE_CONTACT, v.VERSION_WIN10_V5, 0,
                                           v.VMBUS_MESSAGE_SINT, 0, 0))
 
+    def move_to(self, hv, mem) -> None:
+        """Live migration: the same pages and channels, now on ``mem``, and the hypercalls reach ``hv``,
+        the target's hypervisor, which restored the SynIC and VMBus state."""
+        self.hv, self.mem = hv, mem
+        for channel in self.channels.values():
+            for ring in (channel.send, channel.recv):
+                if ring is not None:
+                    ring.mem = mem
+
     # ---- the message connection ---------------------------------------------------------------
     def post(self, message: bytes) -> None:
         self.outbox.append(message)
