@@ -131,7 +131,7 @@ class World:
         until = max(self.sim.now, guest.vcpu.cursor) + VMBUS_BRING_UP_NS     # from where its boot has got to
         while self.sim.pending and self.sim.now < until:
             bus = guest.vmbus
-            if bus.offered and all(netvsc.ready for netvsc in bus.drivers):
+            if bus.offered and len(bus.drivers) == len(bus.channels) and all(n.ready for n in bus.drivers):
                 return
             self.sim.run_bounded(until, 1)
         why = guest.fault or ", ".join(sorted(k for k in guest.stats if "fail" in k or "refused" in k)) or "no answer"
