@@ -113,7 +113,7 @@ def test_signal_event_sets_the_flag_once_and_a_masked_sint_raises_nothing():
     w = world(NETVSC)
     hv, guest = w.hyperv["host0"], w.guests["vm1"]
     channel = hv.server(w.vms["vm1"]).channels[1]
-    root_vp = channel.cpu
+    root_vp = channel.vsp.cpu
     flags_at = guest.vmbus.siefp + v.VMBUS_MESSAGE_SINT * (v.HV_EVENT_FLAGS_COUNT // 8)
     coalesced = hv.stats["event_coalesced"]
     for _ in range(2):

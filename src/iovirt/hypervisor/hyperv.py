@@ -132,7 +132,6 @@ class Channel:
         self.server = server
         self.relid = relid
         self.vsp = vsp
-        self.cpu = vsp.cpu
         self.open = False
         self.rescinded = False
         self.gpadl = self.split = 0
