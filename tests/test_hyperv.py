@@ -579,3 +579,35 @@ def test_a_vf_leaves_before_the_move_and_vmbus_carries_the_vm_until_one_returns(
     master = w.guests["vm1"].netdevs[0]
     assert report["result"] == "ok" and report["frames_lost"] == 0 and report["standby_ms"] > 0
     assert master.stats["failovers"] == 1 and master.stats["tx_standby"] > 0
+
+
+# ---- negotiation and teardown -----------------------------------------------------------------------
+def test_netvsc_steps_down_to_the_version_the_host_offers(monkeypatch):
+    """NVSP INIT goes from the highest version down: a host that knows only version 2 gets it (and the
+    guest comes up); one that knows none of the guest's leaves the NIC down with the reason."""
+    from iovirt.devices import netvsp
+    monkeypatch.setattr(netvsp, "VERSIONS", (r.NVSP_PROTOCOL_VERSION_2,))
+    w = world(NETVSC)
+    assert w.hyperv["host0"].vsps[0].version == r.NVSP_PROTOCOL_VERSION_2 and netvsc_of(w, "vm1").ready
+    monkeypatch.setattr(netvsp, "VERSIONS", (0x70000,))
+    with pytest.raises(LookupError, match="netvsc_no_common_version"):
+        World(scenario(NETVSC))
+
+
+def test_gpadl_teardown_waits_for_the_channel_to_close():
+    """GPADL_TEARDOWN of the open channel's rings is refused; after CLOSECHANNEL netvsp stops and the same
+    teardown is answered with GPADL_TORNDOWN."""
+    w = world(NETVSC)
+    server, netvsc = w.hyperv["host0"].server(w.vms["vm1"]), netvsc_of(w, "vm1")
+    handle = server.channels[1].gpadl
+    bus, torn = w.guests["vm1"].vmbus, []
+    bus.waiting[v.CHANNELMSG_GPADL_TORNDOWN, handle] = torn.append
+    teardown = v.GPADL_TEARDOWN.pack(v.CHANNELMSG_GPADL_TEARDOWN, 1, handle)
+    bus.post(teardown)
+    w.settle()
+    assert server.stats["gpadl_teardown_refused"] == 1 and handle in server.gpadls
+    bus.post(v.CLOSE_CHANNEL.pack(v.CHANNELMSG_CLOSECHANNEL, 1))
+    bus.post(teardown)
+    w.settle()
+    assert not w.hyperv["host0"].vsps[0].running and handle not in server.gpadls
+    assert w.guests["vm1"].stats["vmbus_unexpected_message"] == 1 and netvsc.channel.relid == 1

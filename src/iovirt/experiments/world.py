@@ -134,7 +134,7 @@ class World:
             if bus.offered and len(bus.drivers) == len(bus.channels) and all(n.ready for n in bus.drivers):
                 return
             self.sim.run_bounded(until, 1)
-        why = guest.fault or ", ".join(sorted(k for k in guest.stats if "fail" in k or "refused" in k)) or "no answer"
+        why = guest.fault or next((d.failed for d in guest.vmbus.drivers if d.failed), "no answer")
         raise LookupError(f"{guest.name}: its synthetic NIC did not come up ({why})")
 
     def _host(self, spec) -> Host:

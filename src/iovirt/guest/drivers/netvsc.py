@@ -70,6 +70,7 @@ class Netvsc:
         self.mac: bytes | None = None       # learnt from the host (RNDIS query)
         self.stack = None
         self.ready = self.broken = False
+        self.failed: str | None = None      # why the device went down, if it did
         self.tx_queue_stopped = self.poll_scheduled = False
         alloc = kernel.alloc.alloc
         self.ring = alloc(2 * RING_PAGES * v.PAGE_SIZE)
@@ -91,8 +92,7 @@ class Netvsc:
     def _step(self, status: int, why: str, then, *args) -> None:
         """A set-up step answered: on to the next, or the device fails to come up."""
         if status:
-            self.stats[why] += 1
-            self.broken = True
+            self._broke(why)
             return
         then(*args)
 
@@ -351,7 +351,7 @@ class Netvsc:
 
     def _broke(self, why: str) -> None:
         self.stats[why] += 1
-        self.broken = True
+        self.broken, self.failed = True, why
 
     def _rescinded(self) -> None:
         """The host took the channel back (it reset it): the device is gone."""
