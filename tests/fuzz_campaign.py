@@ -53,11 +53,13 @@ from iovirt.experiments import runner  # noqa: E402
 from iovirt.experiments.world import World  # noqa: E402
 from iovirt.hypervisor.iommu import Iommu  # noqa: E402
 from iovirt.mem.dma import DmaFault  # noqa: E402
-from iovirt.mem.guest_memory import PAGE_SHIFT, PAGE_SIZE, GuestMemory  # noqa: E402
+from iovirt.mem.guest_memory import PAGE_SHIFT, PAGE_SIZE, GuestMemory, GuestMemoryError  # noqa: E402
 from iovirt.sim.profile import load_profile  # noqa: E402
 from iovirt.sim.resource import Ledger, Resource  # noqa: E402
 from iovirt.spec import e1000, ixgbe, ixgbevf, pcnet, rtl8139, tulip, vmxnet, vmxnet3, vtd  # noqa: E402
 from iovirt.spec import virtio as v  # noqa: E402
+from iovirt.spec import rndis  # noqa: E402
+from iovirt.spec import vmbus as hv  # noqa: E402
 from iovirt.spec import xen as x  # noqa: E402
 from iovirt.spec.pci import PCI_SRIOV_CAP_REGS, Bdf  # noqa: E402
 
@@ -97,11 +99,12 @@ def value(rng: random.Random, bits: int, addresses: Callable[[], int]) -> int:
 # ---- the system under attack ------------------------------------------------------------------------
 PV = {"model": "paravirt", "device": "xen-netfront"}
 E1000_NIC = {"model": "emulated", "device": "e1000"}
+NETVSC = {"model": "paravirt", "device": "netvsc"}
 
 
 def scenario(nic: dict, hypervisor: str, ports: int = 2) -> iovirt.Scenario:
     """``ports``: 1 puts the bridge on the port of an SR-IOV attacker (the PF's default pool)."""
-    bystander = PV if hypervisor == "xen" else E1000_NIC
+    bystander = {"xen": PV, "hyperv": NETVSC}.get(hypervisor, E1000_NIC)
     ports = [{"name": "pnic0", "kind": "x82599", "link_gbps": 10, **({"num_vfs": 2} if nic["model"] == "sriov" else {})},
              {"name": "pnic1", "kind": "x82599", "link_gbps": 10}][:ports]
     flows = (("vm2", "vm3"), ("vm1", "vm2"), ("vm3", "vm1"))
@@ -321,6 +324,76 @@ class XenArena(Arena):
 _COPY_MASKS = tuple((1 << 8 * n) - 1 for n in x.GNTTAB_COPY.widths.values())
 
 
+class HypervArena(Arena):
+    """A Hyper-V guest: its VMBus rings, buffers and SynIC pages in its memory, its hypercalls and
+    SynIC MSRs, NVSP and VMBus messages of its own making."""
+
+    MSRS = (hv.HV_X64_MSR_SIMP, hv.HV_X64_MSR_SIEFP, hv.HV_X64_MSR_EOM, hv.HV_X64_MSR_SCONTROL,
+            *(hv.HV_X64_MSR_SINT0 + i for i in (0, 2, 15)), 0x40000099)
+
+    def __init__(self) -> None:
+        super().__init__(NETVSC, "hyperv")
+        self.hv = self.world.hyperv["host0"]
+        self.netvsc = self.guest.netdevs[0].standby       # under its failover master
+
+    def actions(self) -> list[Callable[[random.Random], str]]:
+        return [self.scribble, self.ring, self.ring, self.packet, self.hypercall, self.message]
+
+    def ring(self, rng: random.Random) -> str:
+        """An index, mask or pending size of one of the channel's rings, or bytes in its data area."""
+        ring = rng.choice((self.netvsc.channel.send, self.netvsc.channel.recv))
+        off = rng.choice((hv.WRITE_INDEX, hv.READ_INDEX, hv.INTERRUPT_MASK, hv.PENDING_SEND_SZ,
+                          hv.RING_DATA + 8 * rng.randrange(ring.size // 8)))
+        val = rng.choice((rng.getrandbits(32), 0, 0xFFFFFFF8, ring.size, rng.randrange(0, ring.size, 8)))
+        ring.put32(off, val)
+        if rng.random() < 0.5:
+            self.netvsc.channel.signal()
+        return f"ring[{off:#x}] = {val:#x}"
+
+    def packet(self, rng: random.Random) -> str:
+        """A VMBus packet of the guest's own making: an NVSP message, a completion, or junk."""
+        msg_type = rng.choice((1, 100, 101, 104, 107, 125, rng.getrandbits(32)))
+        body = struct.pack("<4I", msg_type, *(value(rng, 32, lambda: self.address(rng)) for _ in range(3)))
+        ptype = rng.choice((hv.VM_PKT_DATA_INBAND, hv.VM_PKT_COMP, rng.randrange(16)))
+        if rng.random() < 0.3:
+            section = rng.randrange(len(self.netvsc.tx_free) + 1)
+            at = self.netvsc.send_buf + section * rndis.NETVSC_SEND_SECTION_SIZE
+            self.guest.mem.write(at, struct.pack("<4I", rndis.RNDIS_MSG_PACKET, rng.getrandbits(16),
+                                                 rng.getrandbits(16), rng.getrandbits(16)))
+        ring = self.netvsc.channel.send
+        try:
+            hv.ring_write(ring, ring.size, hv.packet(ptype, rng.getrandbits(64), body, rng.randrange(2)))
+        except hv.RingError:
+            pass
+        self.netvsc.channel.signal()
+        return f"packet(type={ptype}, nvsp={msg_type:#x})"
+
+    def hypercall(self, rng: random.Random) -> str:
+        vcpu = self.guest.vcpu
+        if rng.random() < 0.5:
+            arg = rng.choice((rng.getrandbits(64), self.netvsc.channel.connection | rng.getrandbits(16) << 32))
+            self.hv.signal_event(vcpu, arg)
+            return f"HvSignalEvent({arg:#x})"
+        msr, arg = rng.choice(self.MSRS), value(rng, 64, lambda: self.address(rng))
+        self.hv.wrmsr(vcpu, msr, arg)
+        return f"wrmsr({msr:#x}, {arg:#x})"
+
+    def message(self, rng: random.Random) -> str:
+        """HvPostMessage from a random input page, carrying a random VMBus message."""
+        bus = self.guest.vmbus
+        msgtype = rng.choice((5, 7, 8, 9, 11, 14, 3, rng.getrandbits(32)))
+        payload = struct.pack("<II", msgtype, 0) + rng.randbytes(rng.randrange(0, 240))
+        size = rng.choice((len(payload), rng.randrange(0, 300)))
+        gpa = bus.input if rng.random() < 0.8 else self.address(rng)
+        try:
+            self.guest.mem.write(gpa, struct.pack("<IIII", rng.choice((4, rng.getrandbits(32))), 0,
+                                                  rng.choice((1, 0, rng.getrandbits(32))), size) + payload)
+        except GuestMemoryError:                # past the guest's RAM: the hypercall finds what is there
+            pass
+        status = self.hv.post_message(self.guest.vcpu, gpa)
+        return f"HvPostMessage(type={msgtype:#x}, size={size}, gpa={gpa:#x}) = {status}"
+
+
 # ---- host interfaces: the IOMMU and device state streams --------------------------------------------
 class IommuArena:
     """DMA remapping as the host drives it and a device's DMA meets it: random maps, unmaps and
@@ -461,6 +534,8 @@ SURFACES: dict[str, Callable[[], object]] = {
                                      "esxi"),
     "xen-hvm-e1000": lambda: PciArena(_nic("emulated", "e1000"), _offsets(e1000.REGS), "xen"),
     "xen-pv": XenArena,
+    "hyperv-netvsc": HypervArena,
+    "hyperv-tulip": lambda: PciArena(_nic("emulated", "tulip"), _offsets(tulip.REGS), "hyperv"),
     "iommu": lambda: IommuArena(random.choice((3, 4))),
     "vmstate": lambda: StateArena([_nic("emulated", name) for name, entry in registry().items()
                                    if entry.kind == "emulated"] + [_nic("paravirt", "virtio-net")]),

@@ -13,7 +13,7 @@ from iovirt.experiments.claims import check
 def test_every_claim_holds_with_its_evidence():
     """Every claim of the seed, migration included, is an experiment that holds, and says what it measured."""
     claims = check(many=8, cores=4)
-    assert [c.verdict for c in claims] == ["holds"] * len(claims) and len(claims) == 13
+    assert [c.verdict for c in claims] == ["holds"] * len(claims) and len(claims) == 14
     assert all(c.evidence for c in claims)
     assert sum("migrat" in c.claim for c in claims) == 4
 
@@ -59,3 +59,19 @@ def test_vmxnet3_is_ahead_of_e1000_and_vlance_on_esxi():
     rows = esxi_rows("default", 4)
     assert set(rows) == {"e1000", "pcnet", "vmxnet3"} and all(r["hypervisor"] == "esxi" for r in rows.values())
     assert vmxnet3_ahead_on_esxi(rows).verdict == "holds"
+def _row(gbps: float, cpu: float, exits: float) -> dict:
+    return {"throughput_gbps": gbps, "cpu_per_gbps": cpu, "events_per_packet": {"vm_exit": exits}}
+
+
+def test_the_synthetic_nic_claim_follows_the_figures():
+    """Measured, the synthetic NIC holds; with figures where it is no better than the legacy NIC, or an order
+    of magnitude behind virtio-net, the claim fails."""
+    from iovirt.experiments.claims import _hyperv_rows, hyperv_synthetic_nic
+    measured = _hyperv_rows("default")
+    assert hyperv_synthetic_nic(measured).verdict == "holds"
+    rows = {"netvsc": _row(3.8, 0.5, 1.5), "tulip": _row(0.8, 1.3, 9), "virtio-net": _row(4.9, 0.4, 0.7),
+            "xen-netfront": _row(7.7, 0.3, 0.1)}
+    assert hyperv_synthetic_nic(rows).verdict == "holds"
+    assert hyperv_synthetic_nic(rows | {"netvsc": _row(1.2, 0.5, 1.5)}).verdict == "fails"
+    assert hyperv_synthetic_nic(rows | {"netvsc": _row(2.0, 0.5, 1.5)}).verdict == "fails"
+    assert hyperv_synthetic_nic(rows | {"tulip": _row(0.8, 0.4, 9)}).verdict == "fails"

@@ -22,6 +22,7 @@ ENTRIES = list(registry().values())
 # What every PCI device model has, and what the models a backend port feeds (a tap, a wire) add.
 EVERY = ("NAME", "VMSTATE", "bar_handlers")
 FED = ("can_receive", "receive")
+BUS_PROBES = ("xenbus_probe", "vmbus_probe")     # how a device off the PCI bus is found
 assert set(EVERY + FED + ("resume",)) <= set(DeviceModel.__annotations__) | set(vars(DeviceModel))
 
 
@@ -40,8 +41,8 @@ def problems(entry: DeviceEntry) -> list[str]:
             module = import_module(f"iovirt.guest.drivers.{entry.driver}")
         except ImportError:
             module = None
-        if not hasattr(module, "xenbus_probe"):
-            out.append(f"no xenbus driver guest/drivers/{entry.driver}.py")
+        if not any(hasattr(module, probe) for probe in BUS_PROBES):
+            out.append(f"no xenbus or vmbus driver guest/drivers/{entry.driver}.py")
     state = getattr(entry.model, "VMSTATE", None)
     if isinstance(state, VmState):
         if not hasattr(entry.model, "resume"):
@@ -71,7 +72,7 @@ def test_every_registered_device_has_a_model_a_driver_and_its_state(entry):
     (lambda e: replace(e, model=type("Bare", (), {"NAME": "bare", "VMSTATE": None, "bar_handlers": None,
                                                   "can_receive": None, "receive": None})),
      "neither VMSTATE nor the reason"),
-    (lambda e: replace(e, pci_id=None), "no xenbus driver"),
+    (lambda e: replace(e, pci_id=None), "no xenbus or vmbus driver"),
 ])
 def test_a_device_missing_a_part_is_reported(broken, why):
     """The check above finds what a declaration lacks (so it can fail)."""

@@ -37,7 +37,7 @@ class Device:
         if self.hypervisor is not None:
             return hypervisor == self.hypervisor
         closed = CLOSED_CATALOGUES.get(hypervisor)
-        return closed is None or any(user.split(" (")[0] == closed for user in self.used_by)   # "VMware ESXi (DirectPath I/O)"
+        return closed is None or any(user.split(" (")[0] in closed for user in self.used_by)   # "VMware ESXi (DirectPath I/O)"
 
     def needs(self) -> str:
         """Why a host may not offer it, in a scenario error's words."""
@@ -54,12 +54,11 @@ class PhysicalNic:
     max_vfs: int
 
 
-# Hypervisors that offer their own list of virtual devices only, by the name their devices' ``used_by`` gives them
-CLOSED_CATALOGUES = {"esxi": "VMware ESXi"}
+# Hypervisors that offer their own list of virtual devices only, by the names their devices' ``used_by`` give them
+# (Hyper-V assigns an 82599 function, or a VF for accelerated networking, by Discrete Device Assignment)
+CLOSED_CATALOGUES = {"esxi": ("VMware ESXi",), "hyperv": ("Hyper-V", "Hyper-V (DDA)")}
 
-PLANNED = (
-    Device("netvsc", "paravirt", "Hyper-V synthetic NIC (NetVSC over VMBus)", ("Hyper-V",)),
-)
+PLANNED: tuple[Device, ...] = ()
 
 
 def _device(entry: DeviceEntry) -> Device:

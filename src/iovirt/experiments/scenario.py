@@ -43,6 +43,7 @@ KVM_MAX_VCPUS = 1024       # arch/x86/include/asm/kvm_host.h (Linux 6.x): vCPUs 
 XEN_HVM_MAX_VCPUS = 128    # xen/include/public/hvm/hvm_info_table.h HVM_MAX_VCPUS: vCPUs of one HVM domain
 NR_CPUS_MAX = 8192         # arch/x86/Kconfig NR_CPUS_RANGE_END with CONFIG_MAXSMP: CPUs one Linux kernel runs
 ESXI_MAX_VCPUS = 768       # VMware, vSphere 8.0 Configuration Maximums: virtual CPUs per virtual machine
+HYPERV_MAX_VCPUS = 240     # Microsoft, "Plan for Hyper-V scalability in Windows Server": virtual processors per VM
 XEN_MAX_CPUS = 4096        # Xen's SUPPORT.md, "Physical CPUs": x86 supported up to 4096
 PCI_NIC_SLOTS = 32 - 3     # bus 0's 32 device numbers, less 00-02: host bridge, ISA bridge, VGA (QEMU's pc)
 MAX_HOST_NICS = 0xFF - 3 + 1  # each port behind a root port of its own, on buses 03..ff (8-bit bus numbers)
@@ -180,7 +181,7 @@ LinkGbps = Annotated[float, Field(gt=0), _at_least(MIN_LINK_GBPS, "Gbit/s", "10B
                      _at_most(MAX_LINK_GBPS, "Gbit/s", "800GBASE, IEEE 802.3df")]
 
 
-Hypervisor = Literal["kvm", "xen", "esxi"]
+Hypervisor = Literal["kvm", "xen", "esxi", "hyperv"]
 HYPERVISORS: tuple[str, ...] = get_args(Hypervisor)
 
 
@@ -224,7 +225,8 @@ class VmNic(_Strict):
     vlan: Annotated[int, Field(ge=1, le=4094)] | None = None
     spoofchk: bool = True
     trust: bool = False
-    # paravirt virtio-net only: the failover standby of the VM's sriov or passthrough NIC with the same MAC and ip
+    # paravirt virtio-net or netvsc only: the failover standby of the VM's sriov or passthrough NIC with the same
+    # MAC and ip
     standby: bool = False
     # ethtool -C / InterruptThrottleRate: the driver's adaptive moderation, none, or a fixed rate (interrupts/s)
     interrupt_moderation: Annotated[Any, BeforeValidator(_moderation)] = "adaptive"
@@ -425,10 +427,15 @@ def migration_problem(scenario: Scenario, vm: str, to: str) -> str | None:
             return (f"{nic.device} ({what}) has no failover standby to carry the VM while it is "
                     f"unplugged: its state lives in the NIC and its DMA writes are not dirty-logged; give the VM "
                     f"a virtio-net NIC with standby: true and the same MAC")
-    if "esxi" in (source, host.hypervisor) and source != host.hypervisor:
-        return (f"vMotion moves a VM between ESXi hosts only: {spec.host} runs {source}, {to} runs "
-                f"{host.hypervisor} (no live migration between hypervisors of different vendors)")
+    vendor = next((v for v in (source, host.hypervisor) if v in _OWN_MIGRATION), None)
+    if vendor is not None and source != host.hypervisor:
+        return (f"{_OWN_MIGRATION[vendor]}: {spec.host} runs {source}, {to} runs {host.hypervisor} "
+                f"(no live migration between hypervisors of different vendors)")
     return None
+
+
+_OWN_MIGRATION = {"esxi": "vMotion moves a VM between ESXi hosts only",
+                  "hyperv": "Hyper-V live-migrates a VM between Hyper-V hosts only"}
 
 
 def migration_note(scenario: Scenario, vm: str, to: str) -> str:
@@ -652,13 +659,16 @@ def vcpu_limit(vm: Vm, host: Host) -> tuple[int, str, str]:
         return ESXI_MAX_VCPUS, "vCPUs on an esxi host", "vSphere 8.0's virtual CPUs per virtual machine"
     if host.hypervisor == "xen":
         return XEN_HVM_MAX_VCPUS, "vCPUs on a xen host", "HVM_MAX_VCPUS: an HVM domain's limit"
+    if host.hypervisor == "hyperv":
+        return HYPERV_MAX_VCPUS, "vCPUs on a hyperv host", "Windows Server's virtual processors per VM"
     return KVM_MAX_VCPUS, "vCPUs on a kvm host", "KVM_MAX_VCPUS"
 
 
 def _standby_problems(where: str, nic: VmNic, vm: Vm) -> Iterator[tuple[str, str]]:
     """net_failover: a virtio-net standby backs up the VM's assigned NIC with its MAC; one interface, one address."""
-    if (nic.model, nic.device) != ("paravirt", "virtio-net"):
-        yield (f"{where}.standby", f"expected standby only on a paravirt virtio-net NIC (VIRTIO_NET_F_STANDBY), "
+    if (nic.model, nic.device) not in (("paravirt", "virtio-net"), ("paravirt", "netvsc")):
+        yield (f"{where}.standby", f"expected standby only on a paravirt virtio-net NIC (VIRTIO_NET_F_STANDBY) or "
+                                   f"a netvsc (the synthetic path of a Hyper-V VF), "
                                    f"got model {nic.model!r}, device {nic.device!r}")
     primary = next((p for p in vm.nics if p.mac == nic.mac and p.model in ASSIGNED), None)
     if primary is None:

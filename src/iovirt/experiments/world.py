@@ -9,7 +9,9 @@ from __future__ import annotations
 from functools import partial
 from ipaddress import IPv4Address
 
+from ..devices.registry import registry
 from ..devices.vmstate import load_state
+from ..guest.drivers.netvsc import vmbus_probe
 from ..guest.drivers.xen_netfront import xenbus_probe
 from ..guest.drivers.ixgbe import MAX_RSS_INDICES, IxgbeDriver
 from ..guest.drivers.ixgbe_rings import RX_BUFFER, TX_RING
@@ -17,6 +19,7 @@ from ..guest.kernel import DRIVERS, GuestKernel
 from ..hypervisor.emulation import EmulatedNic, XenHvmNic
 from ..hypervisor.esxi import VMK_ASSIGNED_IRQ, VMK_VSWITCH, EsxiNic
 from ..hypervisor.host import Host
+from ..hypervisor.hyperv import VMSWITCH, HyperV, WorkerNic
 from ..hypervisor.ixgbe_pf import VfConfig
 from ..hypervisor.migration import Migration, MigrationLink, MigrationReport
 from ..hypervisor.paravirt import VirtioNic
@@ -37,6 +40,7 @@ from .scenario import ASSIGNED, WIRE, Scenario, ScenarioError, bridge_port, migr
 SETTLE_NS = 2_000_000
 HOST_KERNEL_MB = 64
 FAR_END_GBPS = 10                   # the far end's 82599 port
+VMBUS_BRING_UP_NS = 5_000_000       # bound on a guest's VMBus and netvsc bring-up at boot (ns)
 
 
 def mac_bytes(mac: str) -> bytes:
@@ -107,9 +111,11 @@ class World:
         self.ledger = Ledger(scenario.profile)
         self.host_specs = {h.name: h for h in scenario.hosts}
         self.xen: dict[str, Xen] = {}                                 # host -> its Xen, on Xen hosts
+        self.hyperv: dict[str, HyperV] = {}                           # host -> its Hyper-V, on Hyper-V hosts
         self.fabric = Fabric(self.sim, self.ledger, buffer_bytes=scenario.fabric.buffer_kb << 10)   # the hosts' LAN
         self.hosts = {h.name: self._host(h) for h in scenario.hosts}
         self.vms: dict[str, VM] = {xen.dom0.vm.name: xen.dom0.vm for xen in self.xen.values()}
+        self.vms |= {hv.root.vm.name: hv.root.vm for hv in self.hyperv.values()}
         self.guests: dict[str, GuestKernel] = {}
         self.models: dict[str, tuple[str, str, str | None]] = {}    # machine -> (model, device, backend)
         self.peers: dict = {}                                          # (host, port) -> its far end
@@ -135,12 +141,28 @@ class World:
         guest.boot()
         if any(nic.device == "xen-netfront" for nic in spec.nics):
             xenbus_probe(guest, self.xen[spec.host])
+        if any(nic.device == "netvsc" for nic in spec.nics):
+            self._vmbus_bring_up(guest, self.hyperv[spec.host])
         for nic in spec.nics:
             if not nic.standby:             # a standby is one interface with its primary (net_failover)
                 guest.ifup(mac_bytes(nic.mac), str(nic.ip))
             if nic.interrupt_moderation != "adaptive":
                 guest.coalesce(mac_bytes(nic.mac), nic.interrupt_moderation)
         return guest
+
+    def _vmbus_bring_up(self, guest: GuestKernel, hv: HyperV) -> None:
+        """VMBus and each netvsc come up through messages and channel events,
+        as the guest's boot waits for them (vmbus_connect, netvsc_probe):
+        events run until every synthetic NIC knows its MAC, or the bound passes."""
+        vmbus_probe(guest, hv)
+        until = max(self.sim.now, guest.vcpu.cursor) + VMBUS_BRING_UP_NS     # from where its boot has got to
+        while self.sim.pending and self.sim.now < until:
+            bus = guest.vmbus
+            if bus.offered and len(bus.drivers) == len(bus.channels) and all(n.ready for n in bus.drivers):
+                return
+            self.sim.run_bounded(until, 1)
+        why = guest.fault or next((d.failed for d in guest.vmbus.drivers if d.failed), "no answer")
+        raise LookupError(f"{guest.name}: its synthetic NIC did not come up ({why})")
 
     def _host(self, spec) -> Host:
         host = Host(spec.name, spec.cores, self.sim, self.ledger, spec.iommu_page_kb << 10, spec.iotlb_entries,
@@ -150,6 +172,8 @@ class World:
             self.fabric.connect(host.nics[nic.name].link)
         if spec.hypervisor == "xen":
             self.xen[spec.name] = Xen(host)
+        if spec.hypervisor == "hyperv":
+            self.hyperv[spec.name] = HyperV(host)
         return host
 
     def _build(self, index: int, spec) -> VM:
@@ -180,9 +204,11 @@ class World:
         xen = self.xen.get(on)
         if xen is not None:
             xen.create_domain(vm)
+        if on in self.hyperv:
+            self.hyperv[on].create_partition(vm)
         for j, nic in enumerate(spec.nics):
             slot = None if slots is None else slots.get(j, -1)
-            if slot == -1 and nic.device != "xen-netfront":
+            if slot == -1 and registry()[nic.device].pci_id is not None:
                 continue                        # a VF the guest gave up before it moved
             try:
                 self.plug(vm, nic, slot)
@@ -203,9 +229,12 @@ class World:
 
     def _emulated(self, vm: VM, nic, slot: int | None, hotplug: bool):
         """QEMU's device model; on a Xen host, dom0's QEMU serving an HVM guest;
-        on an ESXi host, the VMM's and the vmkernel's."""
+        on an ESXi host, the VMM's and the vmkernel's; on a Hyper-V host, the
+        VM's worker process in the root."""
         if self._esxi(vm):
             return EsxiNic(vm, nic.device, mac_bytes(nic.mac), slot=slot, variant=nic.variant)
+        if vm.host.name in self.hyperv:
+            return WorkerNic(vm, nic.device, mac_bytes(nic.mac), slot=slot)
         xen = self.xen.get(vm.host.name)
         if xen is not None:
             return XenHvmNic(vm, nic.device, mac_bytes(nic.mac), xen.ioreq_server(vm), variant=nic.variant)
@@ -213,9 +242,12 @@ class World:
 
     def _paravirt(self, vm: VM, nic, slot: int | None, hotplug: bool):
         """virtio-net with its backend; on a Xen host, a PV vif (netfront, netback
-        in dom0); on an ESXi host, VMXNET3 in the vmkernel."""
+        in dom0); on an ESXi host, VMXNET3 in the vmkernel; on a Hyper-V host,
+        the synthetic NIC (netvsc, netvsp in the root)."""
         if self._esxi(vm):
             return EsxiNic(vm, nic.device, mac_bytes(nic.mac), slot=slot)
+        if vm.host.name in self.hyperv:
+            return self.hyperv[vm.host.name].add_netvsc(vm, mac_bytes(nic.mac))
         xen = self.xen.get(vm.host.name)
         if xen is not None:
             return xen.add_vif(vm, mac_bytes(nic.mac))
@@ -295,6 +327,8 @@ class World:
         port.pnic, port.pf = pnic, nic.device
         if self.host_specs[host.name].hypervisor == "esxi":
             port.switch_event = VMK_VSWITCH         # the physical NIC is the vmkernel vSwitch's uplink
+        if self.host_specs[host.name].hypervisor == "hyperv":
+            port.switch_event = VMSWITCH            # the root's NIC driver under the Hyper-V switch
         return port
 
     # ---- live migration -----------------------------------------------------------------
@@ -316,6 +350,8 @@ class World:
                 load_state(nic.device, blob)
             if source.host.name in self.xen:            # the old domain goes before its dom0 runs again
                 self.xen[source.host.name].destroy_domain(source)
+            if to in self.hyperv:                       # Hyper-V moves the VMBus and SynIC state along
+                self._move_partition(source, target, guest)
             guest.move_to(target.vcpus[0], target.cpu_mem, xen=self.xen.get(to))
             target.irqchip.adopt(source.irqchip)
             self._retire(source)
@@ -341,6 +377,14 @@ class World:
         else:
             migration.start(at)
         return migration
+
+    def _move_partition(self, source: VM, target: VM, guest: GuestKernel) -> None:
+        """The source host's Hyper-V hands the partition's state to the target's and drops it."""
+        old, new = self.hyperv[source.host.name], self.hyperv[target.host.name]
+        new.restore_partition(target, old, source)
+        old.destroy_partition(source)
+        if getattr(guest, "vmbus", None) is not None:
+            guest.vmbus.move_to(new, target.cpu_mem)
 
     def incarnations(self, name: str) -> list[VM]:
         """VM ``name`` on each host it ran on, the current one last."""

@@ -1,0 +1,366 @@
+"""netvsc, the guest's driver for Hyper-V's synthetic NIC (Linux
+drivers/net/hyperv/netvsc.c, rndis_filter.c), on a VMBus channel.
+
+Bring-up follows netvsc_device_add and rndis_filter_device_add: the ring
+pair's GPADL and OPENCHANNEL; NVSP INIT from the highest version down until
+the host accepts one, the NDIS version and config; the receive buffer and
+the send buffer each as a GPADL sent to the host; RNDIS INITIALIZE, the
+MAC by QUERY of RNDIS_OID_802_3_PERMANENT_ADDRESS, the packet filter by
+SET.  Only then does the interface carry frames.
+
+With its MAC known the netdev registers as the standby of a failover
+master (net_failover's semantics, which Linux's netvsc keeps itself in
+netvsc_vf_join and netvsc_start_xmit): a VF with the same MAC, present or
+hot-plugged later, carries the traffic while it is there, and the synthetic
+path while it is not.
+
+A frame goes out as an RNDIS PACKET_MSG copied into a free send-buffer
+section (netvsc_copy_to_send_buf) and an NVSP SEND_RNDIS_PKT naming the
+section; its completion frees the section.  The channel's event masks the
+receive ring and schedules NAPI: the poll takes completions and transfer-page
+packets (RNDIS messages in the receive buffer, copied into an skb and
+completed back to the host), commits the read index (signalling a host
+that waits for room), unmasks and looks again.  What the host hands back
+is checked as Linux does: a range outside the receive buffer or an RNDIS
+length past its message is dropped; a broken ring ends the device."""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ...spec import rndis as r
+from ...spec import vmbus as v
+from .failover import register_netdev
+from .vmbus import GuestChannel, Vmbus
+
+RING_PAGES = 128                    # netvsc_ring_bytes: 128 pages for each direction
+RECV_SECTIONS = 512                 # NETVSC_DEFAULT_RX
+SEND_SECTIONS = 192                 # NETVSC_DEFAULT_TX
+RECV_BYTES = RECV_SECTIONS * r.NETVSC_RECV_SECTION_SIZE
+SEND_BYTES = SEND_SECTIONS * r.NETVSC_SEND_SECTION_SIZE
+NAPI_WEIGHT = 64
+TX_TAG = 1 << 32                    # an RNDIS send's transaction id: the tag and its section
+NETVSC_MTU_FRAME = 1514             # send_ndis_config.mtu: the MTU and the Ethernet header
+FILTER = r.NDIS_PACKET_TYPE_DIRECTED | r.NDIS_PACKET_TYPE_BROADCAST | r.NDIS_PACKET_TYPE_ALL_MULTICAST
+VERSIONS = (r.NVSP_PROTOCOL_VERSION_61, r.NVSP_PROTOCOL_VERSION_6, r.NVSP_PROTOCOL_VERSION_5,
+            r.NVSP_PROTOCOL_VERSION_4, r.NVSP_PROTOCOL_VERSION_2, r.NVSP_PROTOCOL_VERSION_1)
+COMPLETION = v.VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED
+_RNDIS_PACKET = r.RNDIS_PACKET.struct
+ONE_SEND = v.align8(v.VMPACKET_DESCRIPTOR.size + r.NVSP_RNDIS_PKT.size) + v.PREV_INDICES + 1   # pending_send_sz
+
+
+def vmbus_probe(kernel, hv) -> None:
+    """The VMBus driver, and a netvsc netdev for every synthetic NIC offered."""
+    def probe(channel: GuestChannel) -> Netvsc:
+        netvsc = Netvsc(kernel, channel)
+        kernel.attach_netdev(netvsc)
+        return netvsc
+    kernel.vmbus = Vmbus(kernel, hv, probe)
+
+
+class Netvsc:
+    standby = True                  # a VF with its MAC becomes the primary path (netvsc_vf_join)
+
+    def __init__(self, kernel, channel: GuestChannel) -> None:
+        self.kernel = kernel
+        self.channel = channel
+        self.bus = channel.bus
+        self.mem = kernel.mem
+        self.stats = kernel.stats
+        self.mac: bytes | None = None       # learnt from the host (RNDIS query)
+        self.stack = None
+        self.ready = self.broken = False
+        self.failed: str | None = None      # why the device went down, if it did
+        self.tx_queue_stopped = self.poll_scheduled = False
+        alloc = kernel.alloc.alloc
+        self.ring = alloc(2 * RING_PAGES * v.PAGE_SIZE)
+        self.recv_buf, self.send_buf = alloc(RECV_BYTES), alloc(SEND_BYTES)
+        self.recv_size = RECV_BYTES
+        self.section_size = r.NETVSC_SEND_SECTION_SIZE
+        self.tx_free: list[int] = []
+        self.versions = list(VERSIONS)
+        self.requests: dict[int, object] = {}        # NVSP request id -> what its completion continues with
+        self.rndis_waiting: dict[int, object] = {}   # RNDIS request id -> continuation
+        self.next_id = 1
+        self.read = 0
+        self.unsent: deque[list[bytes]] = deque()   # receive completions the send ring had no room for
+        channel.callback, channel.on_rescind = self._channel_cb, self._rescinded
+        handle = self.bus.establish_gpadl(channel, self.ring, 2 * RING_PAGES * v.PAGE_SIZE,
+                                          lambda status: self._step(status, "netvsc_ring_gpadl_failed",
+                                                                    self._open, handle))
+
+    def _step(self, status: int, why: str, then, *args) -> None:
+        """A set-up step answered: on to the next, or the device fails to come up."""
+        if status:
+            self._broke(why)
+            return
+        then(*args)
+
+    def _open(self, handle: int) -> None:
+        self.channel.open(self.ring, 2 * RING_PAGES, handle,
+                          lambda status: self._step(status, "netvsc_open_failed", self._init))
+
+    # ---- NVSP (netvsc_connect_vsp) ---------------------------------------------------------------
+    def _request(self, message: bytes, then) -> None:
+        tid = self.next_id
+        self.next_id += 1
+        self.requests[tid] = then
+        self._send(v.packet(v.VM_PKT_DATA_INBAND, tid, message, COMPLETION))
+
+    def _init(self) -> None:
+        version = self.versions[0]
+        self._request(r.NVSP_INIT.pack(r.NVSP_MSG_TYPE_INIT, version, version), self._init_done)
+
+    def _init_done(self, body: bytes) -> None:
+        _, version, _, status = r.NVSP_INIT_COMPLETE.unpack_from(body.ljust(r.NVSP_INIT_COMPLETE.size, b"\0"))
+        if status != r.NVSP_STAT_SUCCESS or version != self.versions[0]:
+            self.versions.pop(0)
+            if self.versions:
+                self._init()
+            else:
+                self._step(1, "netvsc_no_common_version", None)
+            return
+        self._send(v.packet(v.VM_PKT_DATA_INBAND, 0, r.NVSP_NDIS_VER.pack(r.NVSP_MSG1_TYPE_SEND_NDIS_VER,
+                                                                           *r.NDIS_VERSION_6_30)))
+        if version >= r.NVSP_PROTOCOL_VERSION_2:
+            self._send(v.packet(v.VM_PKT_DATA_INBAND, 0, r.NVSP_NDIS_CONFIG.pack(r.NVSP_MSG2_TYPE_SEND_NDIS_CONFIG,
+                                                                                NETVSC_MTU_FRAME, 0)))
+        self._buffer(self.recv_buf, RECV_BYTES, r.NVSP_MSG1_TYPE_SEND_RECV_BUF, r.NETVSC_RECEIVE_BUFFER_ID,
+                     self._recv_done)
+
+    def _buffer(self, gpa: int, size: int, msg_type: int, buffer_id: int, then) -> None:
+        """A buffer as a GPADL, then the NVSP message that hands it to the host."""
+        def created(status: int) -> None:
+            self._step(status, "netvsc_buffer_gpadl_failed", self._request,
+                       r.NVSP_SEND_BUF.pack(msg_type, handle, buffer_id), then)
+        handle = self.bus.establish_gpadl(self.channel, gpa, size, created)
+
+    def _recv_done(self, body: bytes) -> None:
+        """The host's receive buffer sections: one, inside the buffer (netvsc_init_buf's checks)."""
+        _, status, sections, offset, sub_alloc, count, end = r.NVSP_RECV_BUF_COMPLETE.unpack_from(
+            body.ljust(r.NVSP_RECV_BUF_COMPLETE.size, b"\0"))
+        bad = status != r.NVSP_STAT_SUCCESS or sections != 1 or offset or not sub_alloc or end > RECV_BYTES
+        self._step(bad, "netvsc_recv_buf_refused", self._buffer, self.send_buf, SEND_BYTES,
+                   r.NVSP_MSG1_TYPE_SEND_SEND_BUF, r.NETVSC_SEND_BUFFER_ID, self._send_done)
+
+    def _send_done(self, body: bytes) -> None:
+        _, status, section = r.NVSP_SEND_BUF_COMPLETE.unpack_from(body.ljust(r.NVSP_SEND_BUF_COMPLETE.size, b"\0"))
+        if status == r.NVSP_STAT_SUCCESS and section:
+            self.section_size = section
+            self.tx_free = list(range(SEND_BYTES // section - 1, -1, -1))
+        self._step(not self.tx_free, "netvsc_send_buf_refused", self._rndis_request, r.RNDIS_INIT_REQUEST.pack(
+            r.RNDIS_MSG_INIT, r.RNDIS_INIT_REQUEST.size, 0, r.RNDIS_MAJOR_VERSION, r.RNDIS_MINOR_VERSION,
+            r.NETVSC_SEND_SECTION_SIZE), self._rndis_up)
+
+    # ---- RNDIS (rndis_filter_device_add) ----------------------------------------------------------
+    def _rndis_request(self, message: bytes, then) -> None:
+        """An RNDIS control message with a request id of its own, in a send section."""
+        req_id = self.next_id
+        self.next_id += 1
+        message = message[:8] + v.U32.pack(req_id) + message[12:]
+        self.rndis_waiting[req_id] = then
+        if not self._send_rndis(message, r.RNDIS_CHANNEL_CONTROL):
+            self._step(1, "netvsc_rndis_send_failed", None)
+
+    def _rndis_up(self, message: bytes) -> None:
+        status = r.RNDIS_INIT_COMPLETE.unpack_from(message.ljust(r.RNDIS_INIT_COMPLETE.size, b"\0"))[3]
+        self._step(status, "rndis_init_failed", self._rndis_request, r.RNDIS_OID_REQUEST.pack(
+            r.RNDIS_MSG_QUERY, r.RNDIS_OID_REQUEST.size, 0, r.RNDIS_OID_802_3_PERMANENT_ADDRESS, 0, 0, 0),
+            self._mac)
+
+    def _mac(self, message: bytes) -> None:
+        _, length, _, status, size, offset = r.RNDIS_QUERY_COMPLETE.unpack_from(
+            message.ljust(r.RNDIS_QUERY_COMPLETE.size, b"\0"))
+        start = r.RNDIS_BODY + offset
+        bad = status or size != 6 or start + size > min(length, len(message))
+        if not bad:
+            self.mac = message[start:start + 6]
+        self._step(bad, "rndis_query_mac_failed", self._rndis_request, r.RNDIS_OID_REQUEST.pack(
+            r.RNDIS_MSG_SET, r.RNDIS_OID_REQUEST.size + 4, 0, r.RNDIS_OID_GEN_CURRENT_PACKET_FILTER, 4,
+            r.RNDIS_OID_REQUEST.size - r.RNDIS_BODY, 0) + v.U32.pack(FILTER), self._filter_set)
+
+    def _filter_set(self, message: bytes) -> None:
+        status = r.RNDIS_SET_COMPLETE.unpack_from(message.ljust(r.RNDIS_SET_COMPLETE.size, b"\0"))[3]
+        self._step(status, "rndis_set_filter_failed", self._up)
+
+    def _up(self) -> None:
+        """Carrier on: registered with its MAC as the master of a VF with the same MAC, now or when one
+        arrives (netvsc_register_vf: the transparent VF of accelerated networking)."""
+        self.ready = True
+        if self in self.kernel.netdevs:
+            self.kernel.netdevs.remove(self)
+        register_netdev(self.kernel, self)
+        self._wake()
+
+    # ---- the send ring ----------------------------------------------------------------------------------
+    def _send(self, parts: list[bytes]) -> bool:
+        """vmbus_sendpacket: into the send ring; signal when the host asked."""
+        if self.broken:
+            return False
+        cpu = self.kernel.cpu
+        cpu.charge("ring_op")
+        try:
+            written, signal = v.ring_write(self.channel.send, self.channel.send.size, parts)
+        except v.RingError:
+            self._broke("netvsc_send_ring_broken")
+            return False
+        if signal:
+            self.channel.signal()
+        return written
+
+    def _send_rndis(self, message: bytes, channel_type: int) -> bool:
+        """An RNDIS message copied into a free send section, and SEND_RNDIS_PKT naming it."""
+        if not self.tx_free:
+            return False
+        section = self.tx_free.pop()
+        self.mem.write(self.send_buf + section * self.section_size, message)
+        nvsp = r.NVSP_RNDIS_PKT.pack(r.NVSP_MSG1_TYPE_SEND_RNDIS_PKT, channel_type, section, len(message))
+        if self._send(v.packet(v.VM_PKT_DATA_INBAND, TX_TAG | section, nvsp, COMPLETION)):
+            return True
+        self.tx_free.append(section)
+        if not self.broken:             # hv_ringbuffer_write: no room; the host signals once there is
+            self.channel.send.put32(v.PENDING_SEND_SZ, ONE_SEND)
+        return False
+
+    def transmit(self, frame: bytes) -> bool:
+        """netvsc_start_xmit: an RNDIS PACKET_MSG copied into a send section."""
+        if self.broken or len(frame) + r.RNDIS_PACKET.size > self.section_size:
+            self.kernel.dropped("tx_dropped", frame)
+            return True
+        if not self.ready or not self.tx_free:
+            self.tx_queue_stopped = True
+            return False
+        self.kernel.cpu.charge("copy_hot", nbytes=len(frame))
+        header = _RNDIS_PACKET.pack(r.RNDIS_MSG_PACKET, r.RNDIS_PACKET.size + len(frame), r.RNDIS_PACKET_HEADER,
+                                    len(frame), 0, 0, 0, 0, 0, 0, 0)
+        if not self._send_rndis(header + frame, r.RNDIS_CHANNEL_DATA):
+            self.tx_queue_stopped = True
+            return False
+        return True
+
+    def _wake(self) -> None:
+        if self.tx_queue_stopped and self.tx_free and self.ready and self.stack is not None:
+            self.tx_queue_stopped = False
+            self.channel.send.put32(v.PENDING_SEND_SZ, 0)
+            self.stack.tx_wake()
+
+    # ---- the receive ring (netvsc_channel_cb, netvsc_poll) -----------------------------------------
+    def _channel_cb(self) -> None:
+        if self.broken or self.poll_scheduled:
+            return
+        self.channel.recv.put32(v.INTERRUPT_MASK, 1)          # hv_begin_read
+        self.poll_scheduled = True
+        self.kernel.run_soon(self._poll)
+
+    def _poll(self) -> None:
+        self.poll_scheduled = False
+        if self.broken:
+            return
+        ring, size, cpu = self.channel.recv, self.channel.recv.size, self.kernel.cpu
+        try:
+            self._flush_unsent()
+            done = 0
+            while done < NAPI_WEIGHT and not self.broken:
+                got = v.ring_peek(ring, size, self.read)
+                if got is None:
+                    break
+                desc, packet, self.read = got
+                done += 1
+                cpu.charge("ring_op")
+                self._packet(desc, packet)
+            if done and v.ring_commit_read(ring, size, self.read):
+                self.channel.signal()
+            more = done == NAPI_WEIGHT or v.end_read(ring, size, self.read)
+        except v.RingError:
+            self._broke("netvsc_recv_ring_broken")
+            return
+        self._wake()
+        if more and not self.broken:
+            self._channel_cb()
+
+    def _packet(self, desc: tuple, packet: bytes) -> None:
+        ptype, offset8, _, _, tid = desc
+        body = packet[offset8 << 3:]
+        if ptype == v.VM_PKT_COMP:
+            self._completion(tid, body)
+        elif ptype == v.VM_PKT_DATA_USING_XFER_PAGES and len(packet) >= 32:
+            self._xfer(tid, packet, body)
+        else:
+            self.stats["netvsc_unknown_packet"] += 1
+
+    def _completion(self, tid: int, body: bytes) -> None:
+        if tid & TX_TAG:
+            section = tid & ~TX_TAG
+            if section * self.section_size >= SEND_BYTES or section in self.tx_free:
+                self.stats["netvsc_bad_tx_completion"] += 1
+                return
+            self.tx_free.append(section)
+            status = r.NVSP_RNDIS_PKT_COMPLETE.unpack_from(body.ljust(8, b"\0"))[1]
+            if status != r.NVSP_STAT_SUCCESS:
+                self.stats["tx_errors"] += 1
+            return
+        then = self.requests.pop(tid, None)
+        if then is None:
+            self.stats["netvsc_unexpected_completion"] += 1
+            return
+        then(body)
+
+    def _xfer(self, tid: int, packet: bytes, body: bytes) -> None:
+        """A transfer-page packet: the RNDIS message at its range of the receive buffer."""
+        pageset, _, ranges, count, offset = v.XFER_PAGE_HEADER.unpack_from(packet, v.VMPACKET_DESCRIPTOR.size)
+        channel_type = r.NVSP_RNDIS_PKT.unpack_from(body.ljust(r.NVSP_RNDIS_PKT.size, b"\0"))[1]
+        if pageset != r.NETVSC_RECEIVE_BUFFER_ID or not ranges or offset > RECV_BYTES or count > RECV_BYTES - offset \
+                or count < r.RNDIS_HEADER.size:
+            self.stats["netvsc_bad_xfer_range"] += 1
+        else:
+            self._rndis(self.mem.read(self.recv_buf + offset, count), channel_type)
+        self._complete(tid)
+
+    def _rndis(self, message: bytes, channel_type: int) -> None:
+        """rndis_filter_receive: data to the stack, a completion to its waiter."""
+        mtype, length = r.RNDIS_HEADER.unpack_from(message)
+        if length > len(message):
+            self.stats["rx_errors"] += 1
+            return
+        if mtype == r.RNDIS_MSG_PACKET:
+            _, _, offset, size, *_ = _RNDIS_PACKET.unpack_from(message.ljust(r.RNDIS_PACKET.size, b"\0"))
+            start = r.RNDIS_BODY + offset
+            if start < r.RNDIS_PACKET.size or start + size > length or not size or self.stack is None:
+                self.stats["rx_errors"] += 1
+                return
+            self.kernel.cpu.charge("copy", nbytes=size)           # into a new skb (netvsc_alloc_recv_skb)
+            self.stack.receive(message[start:start + size])
+            return
+        req_id = v.U32.unpack_from(message, r.RNDIS_BODY)[0] if length >= r.RNDIS_BODY + 4 else 0
+        then = self.rndis_waiting.pop(req_id, None)
+        if mtype & r.RNDIS_MSG_COMPLETION and then is not None:
+            then(message[:length])
+        else:
+            self.stats["rndis_unexpected"] += 1
+
+    def _complete(self, tid: int) -> None:
+        """The receive completion that gives the host its sub-allocation back."""
+        parts = v.packet(v.VM_PKT_COMP, tid, r.NVSP_RNDIS_PKT_COMPLETE.pack(
+            r.NVSP_MSG1_TYPE_SEND_RNDIS_PKT_COMPLETE, r.NVSP_STAT_SUCCESS))
+        if self.unsent or not self._send(parts):
+            self.unsent.append(parts)
+
+    def _flush_unsent(self) -> None:
+        while self.unsent and self._send(self.unsent[0]):
+            self.unsent.popleft()
+
+    def _broke(self, why: str) -> None:
+        self.stats[why] += 1
+        self.broken, self.failed = True, why
+
+    def _rescinded(self) -> None:
+        """The host took the channel back (it reset it): the device is gone."""
+        self._broke("netvsc_rescinded")
+
+    # ---- live migration: the channel's state moved with the VM ---------------------------------------
+    def rebind(self, vcpu, mem) -> None:
+        self.mem = mem
+
+    def resume(self) -> None:
+        """Running again on the target: look at the receive ring (what came while the VM was stopped)."""
+        self._channel_cb()
