@@ -217,7 +217,7 @@ class GuestKernel:
         for netdev in self.netdevs:
             if netdev.mac == mac:
                 stack = IPv4Stack(self.vcpu, mac, ipaddress.IPv4Interface(address), netdev,
-                                  drops=self.sim.drops, place=f"{self.name}/stack")
+                                  drops=self.sim.drops, place=f"{self.name}/stack", sched=self)
                 netdev.stack = stack
                 self.interfaces[mac] = stack
                 return stack

@@ -12,7 +12,7 @@ from ..sim.resource import Resource
 from ..spec.ethernet import ETH_MIN_FRAME
 from ..spec.ixgbe import RETA_ENTRIES, RSS_DEFAULT_KEY, eitr_interval_ns, toeplitz, toeplitz_tables
 from .fabric import Fabric
-from .headers import ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, IPPROTO_UDP
+from .headers import ETH_P_ARP, ETH_P_IP, IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 from .moderation import ITR_20K, LOWEST, NAPI_WEIGHT, next_itr
 from .stack import IPv4Stack
 from .wire import Link
@@ -51,7 +51,8 @@ class WirePeer:
     an interrupt no sooner than EITR allows (adaptive, as on the hosts'
     NICs), then NAPI polls of up to 64 frames until the ring is empty.  Each
     core runs the IPv4 stack for its queue's frames, which answers ARP and
-    ICMP echo and delivers UDP to sockets bound on ``stack``.  With
+    ICMP echo, delivers UDP to sockets bound on ``stack`` and runs TCP (with
+    GRO, and the checksums its NIC validated, RXCSUM).  With
     ``record`` it keeps every frame it receives with its arrival time."""
 
     def __init__(self, link: Link | Fabric, mac: bytes, address: str, record: bool = False,
@@ -68,7 +69,7 @@ class WirePeer:
         self._rx = [_RxQueue(core) for core in self.cores]
         self._queues: dict[bytes, int] = {}                # RSS result per (addresses, ports)
         self.stack = IPv4Stack(self.cpu, self.mac, IPv4Interface(address), self, drops=self.sim.drops,
-                               place=f"{self.name}/stack")
+                               place=f"{self.name}/stack", sched=self, rx_csum=True)
         self.record = record
         self.received: list[tuple[float, bytes]] = []
         link.station(self)
@@ -85,6 +86,19 @@ class WirePeer:
         """The stack's device driver contract: the wire always takes it."""
         self.send(frame, self.cpu.cursor)
         return True
+
+    def run_at(self, when: float, fn) -> None:
+        """A timer of the stack's (TCP's): it runs on core 0."""
+        self.sim.at(when, self._on_core, self.cores[0], fn)
+
+    def run_soon(self, fn) -> None:
+        """Work the stack defers (GRO's flush at the end of a poll), on the core running it."""
+        self.sim.at(self.stack.cpu.cursor, self._on_core, self.stack.cpu, fn)
+
+    def _on_core(self, core: Resource, fn) -> None:
+        core.sync(self.sim.now)
+        self.cpu = self.vcpu = self.stack.cpu = core
+        fn()
 
     def arrive(self, frame: bytes, via: Link | None = None) -> None:
         now = self.sim.now
@@ -180,11 +194,11 @@ class WirePeer:
         return self.rx_stamp
 
     def _queue(self, frame: bytes) -> int:
-        """The RSS queue of an IPv4 frame: addresses, and ports for UDP (queue 0 for the rest)."""
+        """The RSS queue of an IPv4 frame: addresses, and ports for UDP and TCP (queue 0 for the rest)."""
         if len(self.cores) == 1 or frame[12:14] != _ETH_P_IP:
             return 0
         l4 = _l4(frame)
-        key = frame[26:34] + (frame[l4:l4 + 4] if frame[23] == IPPROTO_UDP else b"")
+        key = frame[26:34] + (frame[l4:l4 + 4] if frame[23] in (IPPROTO_UDP, IPPROTO_TCP) else b"")
         queue = self._queues.get(key)
         if queue is None:
             index = toeplitz(_RSS_TABLES, key) & (RETA_ENTRIES - 1)
@@ -197,6 +211,10 @@ class WirePeer:
             return True
         if kind != _ETH_P_IP or len(frame) < 34:
             return False
+        if frame[23] == IPPROTO_TCP:
+            l4 = _l4(frame)
+            port = int.from_bytes(frame[l4 + 2:l4 + 4], "big")
+            return port in self.stack.tcp_listeners or any(key[0] == port for key in self.stack.tcp_socks)
         return frame[23] == IPPROTO_ICMP or _udp_dport(frame) in self.stack.udp_sockets
 
 
