@@ -72,7 +72,7 @@ class Path:
         self.free_at = max(self.free_at, self.sim.now) + FRAME_NS
         if fate == "drop":
             return True
-        if fate == "corrupt" and len(frame) > 60:
+        if fate == "corrupt":
             frame = frame[:-1] + bytes([frame[-1] ^ 0x5A])
         delay = fate if isinstance(fate, int) else 0
         self.sim.at(self.free_at + LINK_NS + delay, self.peer.receive, frame)
