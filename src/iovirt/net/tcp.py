@@ -159,6 +159,7 @@ class TcpSock:
         self.irs = self.rcv_nxt = 0
         self.rcvbuf = TCP_RMEM
         self.rcv_edge = 0                   # the right edge of the window last offered
+        self.rcv_copied = 0                 # read since the buffer last grew
         self.ooo: dict[int, bytes] = {}     # out-of-order data by its first sequence number
         self.ooo_bytes = 0
         self.rcv_unacked = 0                # bytes received since the last ACK sent
@@ -543,12 +544,22 @@ class TcpSock:
                 self.rcv_nxt = first + len(held)
         self.rcv_unacked += len(data)
         self.stack.cpu.charge("copy", nbytes=len(data))
+        self._rcv_space(len(data))
         if filled:
             self.send_ack()                     # a hole filled: ACK at once (RFC 5681 §4.2)
         if self.on_data is not None:
             self.on_data(data)
         if self.fin_seq == self.rcv_nxt:
             self._fin(self.fin_seq)
+
+    def _rcv_space(self, copied: int) -> None:
+        """tcp_rcv_space_adjust, simplified: the reader takes data as it comes,
+        so each time it has read half the buffer the buffer doubles, up to
+        tcp_rmem's maximum, as Linux's autotuning grows it for a bulk flow."""
+        self.rcv_copied += copied
+        if self.rcv_copied >= self.rcvbuf // 2 and self.rcvbuf < TCP_RMEM_MAX:
+            self.rcv_copied = 0
+            self.rcvbuf = min(2 * self.rcvbuf, TCP_RMEM_MAX)
 
     def _fin(self, seq: int) -> None:
         if seq != self.rcv_nxt or self.fin_received:
