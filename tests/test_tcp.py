@@ -97,7 +97,12 @@ def stream(net: SimpleNamespace, data: bytes, until: float = 60e9, counters=None
 
     def accept(sock):
         out.server = sock
-        sock.on_data = got.extend
+
+        def read(chunk):
+            got.extend(chunk)
+            if len(got) == len(data):
+                out.done_at = net.b.cpu.cursor
+        sock.on_data = read
 
         def closed():
             out.closed = True
@@ -224,6 +229,22 @@ def test_a_lost_tail_waits_for_the_retransmission_timer_of_at_least_200_ms():
     assert bytes(out.received) != data
     net.sim.run(until=400e6)
     assert bytes(out.received) == data
+
+
+def test_sack_recovers_a_burst_of_losses_in_a_few_round_trips_newreno_one_a_round_trip():
+    """Twenty segments of one window lost, every other one: with SACK every hole goes again
+    within a few round trips; NewReno (SACK off, net.ipv4.tcp_sack=0) sends
+    one hole per partial ACK, a round trip each."""
+    took = {}
+    for sack in (True, False):
+        net = make_pair(fate_ab=lambda n: "drop" if 40 <= n < 80 and n % 2 else None)
+        net.a.tcp_sack = net.b.tcp_sack = sack
+        data = pattern(400_000)
+        out = stream(net, data, until=150e6)            # before any RTO
+        assert bytes(out.received) == data and out.client.sack_ok == sack
+        took[sack] = out.done_at
+    rtt = 2 * LINK_NS
+    assert took[True] + 10 * rtt < took[False]
 
 
 def test_corrupted_segments_are_dropped_by_checksum_and_recovered():

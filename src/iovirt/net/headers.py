@@ -93,7 +93,9 @@ TCPHDR = Layout(
 TCP_CHECK = TCPHDR.offset("check")
 TCPHDR_FIN, TCPHDR_SYN, TCPHDR_RST, TCPHDR_PSH, TCPHDR_ACK, TCPHDR_URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
 TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOPT_WINDOW = 0, 1, 2, 3      # RFC 9293 §3.2, RFC 7323 §2.2
-TCPOLEN_MSS, TCPOLEN_WINDOW = 4, 3
+TCPOPT_SACK_PERM, TCPOPT_SACK = 4, 5                                 # RFC 2018 §2, §3
+TCPOLEN_MSS, TCPOLEN_WINDOW, TCPOLEN_SACK_PERM, TCPOLEN_SACK_PERBLOCK = 4, 3, 2, 8
+TCP_MAX_SACK = 4        # blocks in the 40 bytes of options, with two NOPs to align them
 
 # --- Internet checksum (RFC 1071) --------------------------------------------
 

@@ -118,6 +118,7 @@ class IPv4Stack:
         self.gso, self.gro, self.rx_csum = gso, gro and sched is not None, rx_csum
         self.tcp_socks: dict[tuple[int, int, int], TcpSock] = {}     # (local port, remote address, remote port)
         self.tcp_listeners: dict[int, TcpListener] = {}
+        self.tcp_sack = True                # net.ipv4.tcp_sack
         self._gro_held: dict[tuple[int, int, int], list] = {}
         self._gro_flush_due = False
         self._ip_heads: dict[tuple[int, int, int], bytes] = {}

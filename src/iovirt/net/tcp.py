@@ -2,7 +2,8 @@
 sequence and acknowledgment numbers, the receive window with window scaling
 (RFC 7323 §2), NewReno congestion control (RFC 5681 slow start and
 congestion avoidance, RFC 6582 fast retransmit and recovery, no SACK), the
-retransmission timer (RFC 6298) with Linux's 200 ms minimum, delayed ACKs
+retransmission timer (RFC 6298) with Linux's 200 ms minimum, SACK (RFC 2018)
+with loss recovery by the scoreboard (RFC 6675; NewReno's without), delayed ACKs
 (RFC 1122 §4.2.3.2, Linux's 40 ms) and Nagle's algorithm (off with
 ``nodelay``, TCP_NODELAY).  Sequence numbers are kept as unbounded integers
 and put on the wire modulo 2**32.
@@ -21,12 +22,15 @@ ledger's."""
 
 from __future__ import annotations
 
+import struct
+from bisect import bisect_left, bisect_right
 from typing import Any, Callable
 
 from .headers import (
-    CHECK16, IPPROTO_TCP, TCP_CHECK, TCPHDR, TCPHDR_ACK, TCPHDR_FIN, TCPHDR_PSH, TCPHDR_RST, TCPHDR_SYN,
-    TCPOLEN_MSS, TCPOLEN_WINDOW, TCPOPT_EOL, TCPOPT_MSS, TCPOPT_NOP, TCPOPT_WINDOW, csum_fold, csum_partial,
-    csum_reduced, pseudo_header_sum,
+    CHECK16, IPPROTO_TCP, TCP_CHECK, TCP_MAX_SACK, TCPHDR, TCPHDR_ACK, TCPHDR_FIN, TCPHDR_PSH, TCPHDR_RST,
+    TCPHDR_SYN, TCPOLEN_MSS, TCPOLEN_SACK_PERBLOCK, TCPOLEN_SACK_PERM, TCPOLEN_WINDOW, TCPOPT_EOL, TCPOPT_MSS,
+    TCPOPT_NOP, TCPOPT_SACK, TCPOPT_SACK_PERM, TCPOPT_WINDOW, csum_fold, csum_partial, csum_reduced,
+    pseudo_header_sum,
 )
 
 SEQ_MOD = 1 << 32
@@ -50,6 +54,8 @@ CLOSED, LISTEN, SYN_SENT, SYN_RECV, ESTABLISHED = "CLOSED", "LISTEN", "SYN_SENT"
 FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT = (
     "FIN_WAIT1", "FIN_WAIT2", "CLOSE_WAIT", "CLOSING", "LAST_ACK", "TIME_WAIT")
 _SENDING = (ESTABLISHED, CLOSE_WAIT)
+_SACK_BLOCK = struct.Struct(">II")
+_SACK_HEAD = bytes((TCPOPT_NOP, TCPOPT_NOP, TCPOPT_SACK))
 
 
 def rcv_wscale(space: int = TCP_RMEM_MAX) -> int:
@@ -82,6 +88,76 @@ def _options(data: bytes) -> dict[int, bytes]:
         found[kind] = data[i + 2:i + data[i + 1]]
         i += data[i + 1]
     return found
+
+
+class Ranges:
+    """Disjoint sequence ranges, sorted, merged where they meet: the data a
+    receiver holds beyond a hole (``keep``: with its bytes), or what a
+    sender's peer has SACKed.  ``items`` are ``[start, end, data]``."""
+
+    __slots__ = ("starts", "items", "total", "keep")
+
+    def __init__(self, keep: bool) -> None:
+        self.starts: list[int] = []
+        self.items: list[list] = []
+        self.total = 0
+        self.keep = keep
+
+    def add(self, start: int, end: int, data: bytes = b"") -> int:
+        """Cover [start, end); returns where the range now holding it starts."""
+        starts, items = self.starts, self.items
+        i = bisect_right(starts, start) - 1
+        if i >= 0 and items[i][1] >= start:
+            item = items[i]
+            if item[1] >= end:
+                return item[0]
+            if self.keep:
+                item[2] += data[item[1] - start:]
+            self.total += end - item[1]
+            item[1] = end
+        else:
+            i += 1
+            item = [start, end, bytearray(data) if self.keep else None]
+            items.insert(i, item)
+            starts.insert(i, start)
+            self.total += end - start
+        while i + 1 < len(items) and items[i + 1][0] <= item[1]:
+            nstart, nend, ndata = items.pop(i + 1)
+            starts.pop(i + 1)
+            self.total -= nend - nstart
+            if nend > item[1]:
+                if self.keep:
+                    item[2] += ndata[item[1] - nstart:]
+                self.total += nend - item[1]
+                item[1] = nend
+        return item[0]
+
+    def pop_from(self, seq: int) -> list[list]:
+        """Take out the ranges that start at or below ``seq``."""
+        n = bisect_right(self.starts, seq)
+        out = self.items[:n]
+        del self.items[:n], self.starts[:n]
+        self.total -= sum(end - start for start, end, _ in out)
+        return out
+
+    def trim(self, seq: int) -> None:
+        """Forget what lies below ``seq``."""
+        for start, end, _ in self.pop_from(seq):
+            if end > seq:
+                self.add(seq, end)
+
+    def below(self, seq: int) -> int:
+        """How many bytes of the ranges lie below ``seq``."""
+        n = bisect_right(self.starts, seq)
+        return sum(min(end, seq) - start for start, end, _ in self.items[:n])
+
+    def gap(self, seq: int) -> tuple[int, int | None]:
+        """The first byte at or after ``seq`` outside every range, and where the next range after it starts."""
+        i = bisect_right(self.starts, seq) - 1
+        if i >= 0 and self.items[i][1] > seq:
+            seq = self.items[i][1]
+        j = bisect_right(self.starts, seq)
+        return seq, self.starts[j] if j < len(self.starts) else None
 
 
 class Timer:
@@ -160,8 +236,11 @@ class TcpSock:
         self.rcvbuf = TCP_RMEM
         self.rcv_edge = 0                   # the right edge of the window last offered
         self.rcv_copied = 0                 # read since the buffer last grew
-        self.ooo: dict[int, bytes] = {}     # out-of-order data by its first sequence number
-        self.ooo_bytes = 0
+        self.ooo = Ranges(keep=True)        # data beyond a hole
+        self.ooo_last = 0                   # where the range holding the latest of it starts (RFC 2018 §4)
+        self.sack_ok = stack.tcp_sack       # offered in our SYN (net.ipv4.tcp_sack); the peer's SYN decides
+        self.sacked = Ranges(keep=False)    # the scoreboard: what the peer SACKed above snd_una
+        self.rexmit_next = iss              # recovery: where the next hole's retransmission starts
         self.rcv_unacked = 0                # bytes received since the last ACK sent
         self.delack_timer = Timer(stack, self.send_ack)
         self.fin_received = False
@@ -204,7 +283,7 @@ class TcpSock:
         (RFC 7323 §2.2: a SYN's is unscaled); never less than what was offered
         before (tcp_select_window: the right edge does not move back, RFC 9293
         §3.8.6.2.2), so duplicate ACKs carry the same window."""
-        free = max(0, self.rcvbuf - self.ooo_bytes)
+        free = max(0, self.rcvbuf - self.ooo.total)
         if syn:
             return min(free, 0xFFFF)
         shift = self.rcv_wscale
@@ -230,16 +309,33 @@ class TcpSock:
         """One segment to IP; an ACK in it acknowledges all received so far."""
         self.rcv_unacked = 0
         self.delack_timer.cancel()
+        if self.ooo.items and self.sack_ok and not flags & TCPHDR_SYN:
+            options = self._sack_option()
         tcph = self._checksummed(self._header(seq, flags, options), data)
         sent = self.stack._ip_output(self.daddr, IPPROTO_TCP, tcph, data)
         if sent and data and self.counters is not None:
             self.counters.sent += 1
         return sent
 
+    def _sack_option(self) -> bytes:
+        """SACK blocks (RFC 2018 §4): first the range the latest segment joined, then the highest others."""
+        ooo = self.ooo
+        i = bisect_left(ooo.starts, self.ooo_last)
+        first = ooo.items[i] if i < len(ooo.items) and ooo.starts[i] == self.ooo_last else None
+        blocks = [first] if first else []
+        for item in reversed(ooo.items):
+            if len(blocks) == TCP_MAX_SACK:
+                break
+            if item is not first:
+                blocks.append(item)
+        return _SACK_HEAD + bytes((2 + TCPOLEN_SACK_PERBLOCK * len(blocks),)) + b"".join(
+            _SACK_BLOCK.pack(start % SEQ_MOD, end % SEQ_MOD) for start, end, _ in blocks)
+
     def _send_syn(self, flags: int) -> None:
         if self.rto == TCP_TIMEOUT_INIT and self.rtt_seq is None:      # the first: its answer is an RTT sample
             self.rtt_seq, self.rtt_sent = self.iss + 1, self.stack.cpu.cursor
-        options = bytes((TCPOPT_MSS, TCPOLEN_MSS)) + self.mss.to_bytes(2, "big") + bytes(
+        sack = bytes((TCPOPT_NOP, TCPOPT_NOP, TCPOPT_SACK_PERM, TCPOLEN_SACK_PERM)) if self.sack_ok else b""
+        options = bytes((TCPOPT_MSS, TCPOLEN_MSS)) + self.mss.to_bytes(2, "big") + sack + bytes(
             (TCPOPT_NOP, TCPOPT_WINDOW, TCPOLEN_WINDOW, self.rcv_wscale))
         self._output(self.iss, flags, options=options)
         self._arm_rto()
@@ -316,6 +412,12 @@ class TcpSock:
                 self.counters.sent += 1
         return True
 
+    def _retransmit_range(self, seq: int, end: int) -> None:
+        at = seq - self.snd_una
+        last = end - self.snd_una == len(self.sndq)
+        self._output(seq, TCPHDR_ACK | (TCPHDR_PSH if last else 0), bytes(self.sndq[at:end - self.snd_una]))
+        self.rtt_seq = None                     # Karn: no sample from a retransmitted segment
+
     def _retransmit(self) -> None:
         """The first unacknowledged segment again (a new send for the ledger)."""
         if self.state == SYN_SENT:
@@ -326,11 +428,10 @@ class TcpSock:
             return
         size = min(self.snd_mss, len(self.sndq))
         if size:
-            self._output(self.snd_una, TCPHDR_ACK | (TCPHDR_PSH if size == len(self.sndq) else 0),
-                         bytes(self.sndq[:size]))
+            self._retransmit_range(self.snd_una, self.snd_una + size)
         elif self.fin_queued:
             self._output(self.snd_una, TCPHDR_FIN | TCPHDR_ACK)
-        self.rtt_seq = None                     # Karn: no sample from a retransmitted segment
+            self.rtt_seq = None
 
     # --- timers ---------------------------------------------------------------
 
@@ -347,6 +448,7 @@ class TcpSock:
         self.cwnd_cnt = self.dupacks = 0
         self.in_recovery = False
         self.recover = self.snd_max
+        self.sacked = Ranges(keep=False)        # all in flight is taken as lost, SACKed or not (tcp_enter_loss)
         self.rto = min(self.rto * 2, TCP_RTO_MAX)
         if self.state not in (SYN_SENT, SYN_RECV):
             self.snd_nxt = self.snd_una         # go back: all in flight is taken as lost
@@ -409,6 +511,8 @@ class TcpSock:
             self.snd_una = ack
             self.snd_wnd = window << self.snd_wscale
             self._established()
+        if options and self.sack_ok:
+            self._sack_update(options)
         self._ack(ack, window << self.snd_wscale, not payload and not flags & TCPHDR_FIN)
         if payload:
             self._data(seq, payload)
@@ -435,6 +539,7 @@ class TcpSock:
         mss = found.get(TCPOPT_MSS)
         self.snd_mss = min(self.mss, int.from_bytes(mss, "big")) if mss and len(mss) == 2 else TCP_MSS_DEFAULT
         self.snd_mss = max(self.snd_mss, TCP_MIN_MSS)
+        self.sack_ok = self.stack.tcp_sack and TCPOPT_SACK_PERM in found
         wscale = found.get(TCPOPT_WINDOW)
         if wscale and len(wscale) == 1:
             self.snd_wscale = min(wscale[0], TCP_MAX_WSCALE)
@@ -461,6 +566,7 @@ class TcpSock:
             self.push()
             return
         acked = ack - self.snd_una
+        self.sacked.trim(ack)
         data_acked = min(acked, len(self.sndq))
         del self.sndq[:data_acked]
         fin_acked = self.fin_queued and acked > data_acked
@@ -475,6 +581,8 @@ class TcpSock:
             if ack >= self.recover:             # full ACK: deflate (RFC 6582 §3.2 step 3, option 1)
                 self.in_recovery = False
                 self.cwnd = min(self.ssthresh, max(self.snd_max - ack, 0) + mss)
+            elif self.sack_ok:
+                self._sack_recovery()
             else:                               # partial ACK: the next hole at once, deflate by what was acked
                 self._retransmit()
                 self.cwnd = max(self.cwnd - acked + mss, mss)
@@ -506,13 +614,52 @@ class TcpSock:
         self.dupacks += 1
         mss = self.snd_mss
         if self.in_recovery:
-            self.cwnd += mss                    # RFC 5681 §3.2 step 4: inflate
-        elif self.dupacks == 3 and self.snd_una >= self.recover:
+            if self.sack_ok:
+                self._sack_recovery()
+            else:
+                self.cwnd += mss                # RFC 5681 §3.2 step 4: inflate
+        elif (self.dupacks == 3 or self.sacked.total >= 3 * mss) and self.snd_una >= self.recover:
             self.ssthresh = max(flight // 2, 2 * mss)           # RFC 5681 equation (4)
             self.recover = self.snd_max
             self.in_recovery = True
+            self.rexmit_next = self.snd_una + min(mss, len(self.sndq))
             self._retransmit()
-            self.cwnd = self.ssthresh + 3 * mss
+            self.cwnd = self.ssthresh if self.sack_ok else self.ssthresh + 3 * mss
+
+    def _sack_update(self, options: bytes) -> None:
+        """The peer's SACK blocks onto the scoreboard; blocks outside what is in flight are ignored."""
+        blocks = _options(options).get(TCPOPT_SACK)
+        if not blocks:
+            return
+        una, top = self.snd_una, self.snd_max
+        for at in range(0, len(blocks) - TCPOLEN_SACK_PERBLOCK + 1, TCPOLEN_SACK_PERBLOCK):
+            left32, right32 = _SACK_BLOCK.unpack_from(blocks, at)
+            left, right = unwrap(left32, una), unwrap(right32, una)
+            if una < left < right <= top:
+                self.sacked.add(left, right)
+
+    def _pipe(self) -> int:
+        """RFC 6675 §4: what is in the network: the data above the highest
+        SACK, and the holes below it that were sent again and not yet SACKed."""
+        sacked = self.sacked
+        high = sacked.items[-1][1] if sacked.items else self.snd_una
+        again = max(0, self.rexmit_next - self.snd_una - sacked.below(self.rexmit_next))
+        return max(0, self.snd_max - high) + again
+
+    def _sack_recovery(self) -> None:
+        """RFC 6675 §5 (NextSeg rule 1): while the pipe is below cwnd, send
+        again the next hole below the highest SACKed byte, a segment at a time."""
+        sacked, mss = self.sacked, self.snd_mss
+        if not sacked.items:
+            return
+        high = sacked.items[-1][1]
+        while self._pipe() < self.cwnd:
+            seq, next_sacked = sacked.gap(max(self.rexmit_next, self.snd_una))
+            if seq >= high:
+                return
+            end = min(seq + mss, next_sacked if next_sacked is not None else high)
+            self._retransmit_range(seq, end)
+            self.rexmit_next = end
 
     def _data(self, seq: int, payload: bytes) -> None:
         """In order: to the reader, then what the out-of-order queue now continues; ahead: held."""
@@ -524,24 +671,16 @@ class TcpSock:
             if end - self.rcv_nxt > self.rcvbuf or self.fin_received:
                 self.send_ack()                 # beyond the window
                 return
-            held = self.ooo.get(seq)
-            if held is None or len(held) < len(payload):
-                self.ooo_bytes += len(payload) - (len(held) if held else 0)
-                self.ooo[seq] = payload
+            self.ooo_last = self.ooo.add(seq, end, payload)
             self.send_ack()                     # a duplicate ACK at once (RFC 5681 §4.2)
             return
         data = payload[self.rcv_nxt - seq:]
         self.rcv_nxt = end
-        filled = bool(self.ooo)
-        while self.ooo:
-            first = min(self.ooo)
-            if first > self.rcv_nxt:
-                break
-            held = self.ooo.pop(first)
-            self.ooo_bytes -= len(held)
-            if first + len(held) > self.rcv_nxt:
-                data += held[self.rcv_nxt - first:]
-                self.rcv_nxt = first + len(held)
+        filled = bool(self.ooo.items)
+        for start, stop, held in self.ooo.pop_from(self.rcv_nxt):
+            if stop > self.rcv_nxt:
+                data += held[self.rcv_nxt - start:]
+                self.rcv_nxt = stop
         self.rcv_unacked += len(data)
         self.stack.cpu.charge("copy", nbytes=len(data))
         self._rcv_space(len(data))
