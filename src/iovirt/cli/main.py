@@ -323,6 +323,8 @@ def compare(
                                             "(tcp_stream), requests and responses (tcp_rr); default 64,1500 for udp_stream, "
                                             "16384 for tcp_stream, 1 for tcp_rr, as netperf.")] = "",
     workload: Annotated[str, typer.Option(help="udp_stream, tcp_stream or tcp_rr.")] = "udp_stream",
+    offloads: Annotated[bool, typer.Option(help="The guests' GSO and GRO (ethtool -K); --no-offloads turns "
+                                                "them off.")] = True,
     duration_ms: Annotated[float, typer.Option(help="Length of each stream, simulated ms.")] = 2.0,
     cores: Annotated[int, typer.Option(help="Host cores (vCPUs and host threads share them).")] = 8,
     posted_interrupts: Annotated[bool, typer.Option(help="Host with posted interrupts and APICv.")] = False,
@@ -358,7 +360,7 @@ def compare(
         packet_sizes = _ints(sizes, "--sizes", 1, cmp.STREAM_CHUNK, "one write of a TCP workload")
     with _bad_input():
         todo = cmp.points(chosen, vm_counts, packet_sizes, duration_ms, cores, posted_interrupts, profile, engine,
-                          workload)
+                          workload, offloads)
         first = cmp.Scenario.from_dict(todo[0]["scenario"], source="--profile")      # bad profile: fail before running
         _say_engine(first, engine)      # every point runs as long: one choice for all
         rows = _sweep(cmp, todo, workers, scheduler)

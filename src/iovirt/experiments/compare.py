@@ -64,10 +64,11 @@ def _nic(config: Config, i: int, uplink: str | None) -> dict:
 
 
 def scenario(config: Config | None, vms: int, packet_size: int, duration_ms: float, cores: int,
-             posted_interrupts: bool, profile: str, workload: str = "udp_stream") -> dict:
+             posted_interrupts: bool, profile: str, workload: str = "udp_stream", offloads: bool = True) -> dict:
     """The sweep point as a scenario document; ``config`` None is the bare-metal baseline.
     ``packet_size`` is the size ``workload`` takes: a UDP stream's packets, a TCP
-    stream's messages, a TCP_RR's requests and responses."""
+    stream's messages, a TCP_RR's requests and responses.  ``offloads`` False:
+    every NIC's GSO and GRO off (``ethtool -K``)."""
     exclusive = config is None or config.model == "passthrough"
     shared_vfs = config is not None and config.model == "sriov"
     ports = vms if exclusive else 1
@@ -81,11 +82,13 @@ def scenario(config: Config | None, vms: int, packet_size: int, duration_ms: flo
     for i in range(vms):
         uplink = f"pnic{i}" if exclusive else "pnic0" if shared_vfs else None
         nic = _nic(config or Config("passthrough", "ixgbe"), i, uplink)
+        if not offloads:
+            nic["offloads"] = {"gso": False, "gro": False}
         machines.append({"name": f"vm{i}", "host": "host0", "nics": [nic]} | ({"bare_metal": True} if config is None else {}))
     sizes = {SIZE_KEY[workload]: packet_size} | ({"response_size": packet_size} if workload == "tcp_rr" else {})
     workloads = [{"type": workload, "src": f"vm{i}", "dst": "wire", **sizes,
                   "duration_ms": WARMUP_MS + duration_ms, "warmup_ms": WARMUP_MS} for i in range(vms)]
-    tag = "" if workload == "udp_stream" else f"-{workload}"
+    tag = ("" if workload == "udp_stream" else f"-{workload}") + ("" if offloads else "-no-offloads")
     name = f"{config.label if config else 'bare-metal'}-{vms}vm-{packet_size}B{tag}".replace("/", "-")
     return {"name": name, "profile": profile, "hosts": [host], "vms": machines, "workloads": workloads}
 
@@ -130,19 +133,21 @@ def run_point(point: dict) -> dict:
 
 
 def points(configs: list[Config], vms: list[int], sizes: list[int], duration_ms: float, cores: int,
-           posted_interrupts: bool, profile: str, engine: str = "cpython", workload: str = "udp_stream") -> list[dict]:
+           posted_interrupts: bool, profile: str, engine: str = "cpython", workload: str = "udp_stream",
+           offloads: bool = True) -> list[dict]:
     """Every (config, VM count, size) point, and one bare-metal baseline per size, each run on ``engine``."""
     out = []
     for size in sizes:
         out.append({"labels": {"model": "bare-metal", "device": "ixgbe", "backend": None, "vms": 1, "packet_size": size},
-                    "scenario": scenario(None, 1, size, duration_ms, cores, posted_interrupts, profile, workload),
+                    "scenario": scenario(None, 1, size, duration_ms, cores, posted_interrupts, profile, workload,
+                                         offloads),
                     "engine": engine})
         for config in configs:
             for n in vms:
                 labels = asdict(config) | {"vms": n, "packet_size": size}
                 out.append({"labels": labels, "engine": engine,
                             "scenario": scenario(config, n, size, duration_ms, cores, posted_interrupts, profile,
-                                                 workload)})
+                                                 workload, offloads)})
     return out
 
 

@@ -207,6 +207,14 @@ def _moderation(value: Any) -> Any:
                     f"(e1000's InterruptThrottleRate bounds), got {value!r}")
 
 
+class Offloads(_Strict):
+    """The guest's offload switches for a NIC, as ``ethtool -K`` sets them: the
+    stack's software GSO and GRO (on by default, as in Linux)."""
+
+    gso: bool = True
+    gro: bool = True
+
+
 class VmNic(_Strict):
     model: Model
     device: str
@@ -225,6 +233,7 @@ class VmNic(_Strict):
     standby: bool = False
     # ethtool -C / InterruptThrottleRate: the driver's adaptive moderation, none, or a fixed rate (interrupts/s)
     interrupt_moderation: Annotated[Any, BeforeValidator(_moderation)] = "adaptive"
+    offloads: Offloads = Offloads()
 
 
 class Vm(_Strict):

@@ -212,6 +212,11 @@ class GuestKernel:
         at ``rate`` interrupts/s, or ``off``."""
         next(n for n in self.netdevs if n.mac == mac).set_coalesce(rate)
 
+    def ethtool_features(self, mac: bytes, gso: bool, gro: bool) -> None:
+        """ethtool -K on the interface with ``mac``: its software GSO and GRO on or off."""
+        stack = self.interfaces[mac]
+        stack.gso, stack.gro = gso, gro
+
     def ifup(self, mac: bytes, address: str) -> IPv4Stack:
         """Configure the interface whose hardware address is ``mac``."""
         for netdev in self.netdevs:
