@@ -75,8 +75,13 @@ class Path:
         if fate == "corrupt":
             frame = frame[:-1] + bytes([frame[-1] ^ 0x5A])
         delay = fate if isinstance(fate, int) else 0
-        self.sim.at(self.free_at + LINK_NS + delay, self.peer.receive, frame)
+        self.sim.at(self.free_at + LINK_NS + delay, self.arrive, frame)
         return True
+
+    def arrive(self, frame: bytes) -> None:
+        """The receiver's CPU takes the frame when it arrives (or when it is free)."""
+        self.peer.cpu.sync(self.sim.now)
+        self.peer.receive(frame)
 
 
 def make_pair(fate_ab=lambda n: None, fate_ba=lambda n: None, **stack_args) -> SimpleNamespace:
@@ -192,12 +197,18 @@ def test_nagle_holds_a_small_segment_while_data_is_unacknowledged_nodelay_does_n
         assert sent == (2 if expect_second_segment_now else 1)
 
 
-def test_delayed_ack_waits_40_ms_for_a_lone_segment():
-    """One small segment is acknowledged by the delayed-ACK timer, not at once."""
+def test_quick_acks_then_a_lone_segment_waits_40_ms_for_its_ack():
+    """A new connection's receiver ACKs its first 16 segments at once (quick-ACK
+    mode); after that a lone small segment is acknowledged by the delayed-ACK timer."""
     net = make_pair()
     net.b.tcp_listen(PORT, lambda s: None)
     client = net.a.tcp_connect(IP_B, PORT, PORT, nodelay=True)
     net.sim.run(until=1e6)
+    for _ in range(tcp.TCP_MAX_QUICKACKS):
+        acks_before = len(net.ba.frames)
+        client.send(b"q")
+        net.sim.run(until=net.sim.now + 1e6)
+        assert len(net.ba.frames) == acks_before + 1
     acks_before = len(net.ba.frames)
     client.send(b"ping")
     net.sim.run(until=net.sim.now + 30e6)

@@ -186,6 +186,8 @@ class HostNic(_Strict):
     kind: NicKind = "x82599"
     link_gbps: LinkGbps = 10.0
     num_vfs: Annotated[int, Field(ge=0)] = 0
+    # the fraction of frames its cable damages, either way (each found by the receiver's FCS check and discarded)
+    frame_error_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
 class Host(_Strict):
@@ -477,6 +479,7 @@ _EXPECTED = {
     "model_type": "expected a mapping",
     "greater_than": "expected a number > {gt:g}",
     "greater_than_equal": "expected a number >= {ge:g}",
+    "less_than": "expected a number < {lt:g}",
     "too_short": "expected at least {min_length} item(s)",
     "string_too_short": "expected a non-empty string",
     "literal_error": "expected {expected}",

@@ -120,7 +120,7 @@ class World:
         host = Host(spec.name, spec.cores, self.sim, self.ledger, spec.iommu_page_kb << 10, spec.iotlb_entries,
                     spec.pml)
         for index, nic in enumerate(spec.nics):
-            host.nics[nic.name] = PhysicalNic(host, nic.name, index, nic.link_gbps)
+            host.nics[nic.name] = PhysicalNic(host, nic.name, index, nic.link_gbps, nic.frame_error_rate)
             self.fabric.connect(host.nics[nic.name].link)
         if spec.hypervisor == "xen":
             self.xen[spec.name] = Xen(host)

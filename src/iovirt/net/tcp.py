@@ -42,6 +42,7 @@ TCP_RTO_MAX = 120_000_000_000       # ns: include/net/tcp.h, 120*HZ
 TCP_TIMEOUT_INIT = 1_000_000_000    # ns: RFC 6298 §2.1
 TCP_DELACK_MIN = 40_000_000         # ns: include/net/tcp.h, HZ/25
 TCP_INIT_CWND = 10                  # segments: RFC 6928, include/net/tcp.h
+TCP_MAX_QUICKACKS = 16              # include/net/tcp.h: segments ACKed at once in quick-ACK mode
 TCP_RMEM = 131072                   # net.ipv4.tcp_rmem default: the receive buffer
 TCP_RMEM_MAX = 6291456              # net.ipv4.tcp_rmem max: what the window scale is chosen for
 TCP_WMEM = 16384                    # net.ipv4.tcp_wmem default: the send buffer before it grows
@@ -242,6 +243,7 @@ class TcpSock:
         self.sacked = Ranges(keep=False)    # the scoreboard: what the peer SACKed above snd_una
         self.rexmit_next = iss              # recovery: where the next hole's retransmission starts
         self.rcv_unacked = 0                # bytes received since the last ACK sent
+        self.quickacks = TCP_MAX_QUICKACKS  # quick-ACK mode: from the start, and after data out of order
         self.delack_timer = Timer(stack, self.send_ack)
         self.fin_received = False
         self.fin_seq: int | None = None     # where the peer's FIN is, once seen (ahead of a hole, perhaps)
@@ -476,8 +478,9 @@ class TcpSock:
         self.rto = min(max(self.srtt + 4 * self.rttvar, TCP_RTO_MIN), TCP_RTO_MAX)
 
     def _delack(self) -> None:
-        if self.rcv_unacked >= 2 * self.mss:
-            self.send_ack()                     # every second full-sized segment (RFC 5681 §4.2)
+        if self.rcv_unacked >= 2 * self.mss or self.quickacks:
+            self.quickacks = max(0, self.quickacks - 1)
+            self.send_ack()                     # every second full-sized segment (RFC 5681 §4.2), or quick-ACK mode
             return
         if self.delack_timer.due is None:
             self.delack_timer.mod(self.stack.cpu.cursor + TCP_DELACK_MIN)
@@ -578,9 +581,9 @@ class TcpSock:
             self.rto = min(max(self.srtt + 4 * self.rttvar, TCP_RTO_MIN), TCP_RTO_MAX)
         self.dupacks = 0
         if self.in_recovery:
-            if ack >= self.recover:             # full ACK: deflate (RFC 6582 §3.2 step 3, option 1)
+            if ack >= self.recover:             # full ACK: cwnd down to ssthresh (tcp_end_cwnd_reduction)
                 self.in_recovery = False
-                self.cwnd = min(self.ssthresh, max(self.snd_max - ack, 0) + mss)
+                self.cwnd = self.ssthresh
             elif self.sack_ok:
                 self._sack_recovery()
             else:                               # partial ACK: the next hole at once, deflate by what was acked
@@ -672,6 +675,7 @@ class TcpSock:
                 self.send_ack()                 # beyond the window
                 return
             self.ooo_last = self.ooo.add(seq, end, payload)
+            self.quickacks = TCP_MAX_QUICKACKS  # tcp_data_queue_ofo: tcp_enter_quickack_mode
             self.send_ack()                     # a duplicate ACK at once (RFC 5681 §4.2)
             return
         data = payload[self.rcv_nxt - seq:]
