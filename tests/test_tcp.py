@@ -258,6 +258,31 @@ def test_sack_recovers_a_burst_of_losses_in_a_few_round_trips_newreno_one_a_roun
     assert took[True] + 10 * rtt < took[False]
 
 
+def test_a_retransmission_lost_again_is_sent_once_more_before_the_rto():
+    """A segment lost, and its fast retransmission lost too: once the
+    retransmissions sent after it are SACKed it goes again (RACK's rule),
+    long before the 200 ms retransmission timer."""
+    net = make_pair()
+    offset, tries = 30 * 1460, []
+    plain = net.ab.transmit
+
+    def transmit(frame: bytes) -> bool:
+        seg = dpkt.ethernet.Ethernet(frame).data.data
+        if seg.data and not net_first:
+            net_first.append(seg.seq)
+        if seg.data and (seg.seq - net_first[0]) % (1 << 32) == offset and len(tries) < 2:
+            tries.append(net.sim.now)
+            net.ab.frames.append(frame)
+            return True                         # lost on the way
+        return plain(frame)
+    net_first: list[int] = []
+    net.ab.transmit = transmit
+    data = pattern(600_000)
+    out = stream(net, data, until=100e6)
+    assert len(tries) == 2 and bytes(out.received) == data
+    assert out.done_at < tcp.TCP_RTO_MIN / 10
+
+
 def test_corrupted_segments_are_dropped_by_checksum_and_recovered():
     net = make_pair(fate_ab=lambda n: "corrupt" if n % 17 == 5 else None)
     data = pattern(100_000)

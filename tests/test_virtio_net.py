@@ -25,7 +25,7 @@ from test_virtqueue import (
 )
 
 import iovirt
-from iovirt.devices.virtio_net import NEEDS_CSUM, VirtioNet
+from iovirt.devices.virtio_net import VirtioNet
 from iovirt.experiments import runner
 from iovirt.experiments.world import World
 from iovirt.guest import kernel as guest_kernel
@@ -369,7 +369,7 @@ def test_tx_checksum_offload_completes_the_checksum():
     data = frame(101, 5)
     start, offset = 34, 6                                 # a UDP header after Ethernet + IPv4
     data = data[: start + offset] + b"\0\0" + data[start + offset + 2 :]
-    r.transmit(data, hdr=v.NET_HDR.pack(NEEDS_CSUM, v.VIRTIO_NET_HDR_GSO_NONE, 0, 0, start, offset, 0))
+    r.transmit(data, hdr=v.NET_HDR.pack(v.VIRTIO_NET_HDR_F_NEEDS_CSUM, v.VIRTIO_NET_HDR_GSO_NONE, 0, 0, start, offset, 0))
     sent = r.port.frames[0]
     covered = sent[start:] + b"\0" * (len(sent[start:]) & 1)
     total = sum(int.from_bytes(covered[i : i + 2], "big") for i in range(0, len(covered), 2))

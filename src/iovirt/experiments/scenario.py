@@ -211,10 +211,14 @@ def _moderation(value: Any) -> Any:
 
 class Offloads(_Strict):
     """The guest's offload switches for a NIC, as ``ethtool -K`` sets them: the
-    stack's software GSO and GRO (on by default, as in Linux)."""
+    stack's software GSO and GRO (on by default, as in Linux), and the
+    device's TCP segmentation (``tso``) and transmit checksum (``tx``) where
+    its driver negotiated them; a device without one simply lacks it."""
 
     gso: bool = True
     gro: bool = True
+    tso: bool = True
+    tx: bool = True
 
 
 class VmNic(_Strict):

@@ -111,7 +111,7 @@ class World:
         for nic in spec.nics:
             if not nic.standby:             # a standby is one interface with its primary (net_failover)
                 guest.ifup(mac_bytes(nic.mac), str(nic.ip))
-                guest.ethtool_features(mac_bytes(nic.mac), gso=nic.offloads.gso, gro=nic.offloads.gro)
+                guest.ethtool_features(mac_bytes(nic.mac), **nic.offloads.model_dump())
             if nic.interrupt_moderation != "adaptive":
                 guest.coalesce(mac_bytes(nic.mac), nic.interrupt_moderation)
         return guest

@@ -14,7 +14,10 @@ TCP needs timers and deferred work: ``sched`` is the machine's kernel
 (``run_at(when, fn)``, ``run_soon(fn)``).  GSO (``gso``) and GRO (``gro``)
 are software and on by default, as in Linux; ``rx_csum``: the device
 validated received checksums (NETIF_F_RXCSUM), so the stack does not sum
-them again.
+them again.  A driver whose device segments TCP packets itself and sums
+their checksums lists ``tso`` and ``tx_csum`` in its ``offloads``; the stack
+then hands it whole GSO packets (:class:`~iovirt.net.gso.GsoFrame`) and
+leaves the checksums to it.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from .headers import (
     IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPVERSION, TCPHDR, TCPHDR_ACK, TCPHDR_PSH, TCPHDR_SYN,
     UDP_CHECK, UDPHDR, csum_fold, csum_partial, csum_reduced, pseudo_header_sum,
 )
+from .gso import GsoFrame, segment
 from .tcp import GSO_MAX_SIZE, TCP_HLEN, TcpListener, TcpSock, iss_for
 
 TXQUEUELEN = 1000  # Linux default for Ethernet devices
@@ -116,6 +120,8 @@ class IPv4Stack:
         self._write_waiters: dict[Any, None] = {}     # sockets to call back (write_space) when the qdisc has room
         self.sched = sched
         self.gso, self.gro, self.rx_csum = gso, gro and sched is not None, rx_csum
+        offloads = getattr(netdev, "offloads", frozenset())
+        self.tso, self.tx_csum = "tso" in offloads, "tx_csum" in offloads
         self.tcp_socks: dict[tuple[int, int, int], TcpSock] = {}     # (local port, remote address, remote port)
         self.tcp_listeners: dict[int, TcpListener] = {}
         self.tcp_sack = True                # net.ipv4.tcp_sack
@@ -269,6 +275,29 @@ class IPv4Stack:
         # NOTE: _eth_output and _dev_queue_xmit inlined, once per datagram sent
         frame = b"".join((lladdr, self.mac, _H_PROTO_IP, iph, l4h, data))
         return self.netdev.transmit(frame) or self._enqueue(frame)
+
+    def _tcp_xmit_gso(self, daddr: int, tcph: bytes, data: bytes, mss: int) -> int:
+        """A TCP packet of several ``mss`` segments: whole to a device with
+        TSO, else cut here (software GSO, every segment summed in software
+        unless the device sums it); the segments it stands for, 0 if refused."""
+        self.cpu.charge("guest_stack")
+        lladdr = self.arp_table.get(daddr)
+        room = self.txqueuelen - len(self.qdisc)
+        if lladdr is None or room <= 0:
+            return 0
+        iph = self._ip_heads.get((daddr, IPPROTO_TCP, IP_HLEN + len(tcph) + len(data))) or self._ip_header(
+            (daddr, IPPROTO_TCP, IP_HLEN + len(tcph) + len(data)))
+        packet = GsoFrame.of(b"".join((lladdr, self.mac, _H_PROTO_IP, iph, tcph, data)), mss)
+        if self.tso:
+            return packet.gso_segs if self._dev_queue_xmit(packet) else 0
+        frames = segment(packet, partial=self.tx_csum)
+        cpu = self.cpu
+        for frame in frames:
+            cpu.charge("gso_segment")
+            if not self.tx_csum:
+                cpu.charge("csum", nbytes=len(frame) - ETH_HLEN - IP_HLEN)
+            self._dev_queue_xmit(frame)
+        return len(frames)
 
     def _ip_header(self, key: tuple[int, int, int]) -> bytes:
         """An atomic datagram: DF set, so ID 0 (RFC 6864 §4.1)."""

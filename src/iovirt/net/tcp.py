@@ -242,6 +242,9 @@ class TcpSock:
         self.sack_ok = stack.tcp_sack       # offered in our SYN (net.ipv4.tcp_sack); the peer's SYN decides
         self.sacked = Ranges(keep=False)    # the scoreboard: what the peer SACKed above snd_una
         self.rexmit_next = iss              # recovery: where the next hole's retransmission starts
+        self.rexmit_order: dict[int, tuple[int, int]] = {}   # recovery: each hole sent again: (order, snd_max then)
+        self.relost: list[int] = []         # holes sent again and lost again, to send once more
+        self.rexmit_seq = 0
         self.rcv_unacked = 0                # bytes received since the last ACK sent
         self.quickacks = TCP_MAX_QUICKACKS  # quick-ACK mode: from the start, and after data out of order
         self.delack_timer = Timer(stack, self.send_ack)
@@ -301,10 +304,16 @@ class TcpSock:
                            (TCP_HLEN + len(options)) << 10 | flags, self._window(flags & TCPHDR_SYN), 0, 0) + options
 
     def _checksummed(self, tcph: bytes, data: bytes) -> bytes:
-        """The header with its checksum over pseudo-header, header and data (RFC 9293 §3.1), summed in software."""
+        """The header with its checksum over pseudo-header, header and data
+        (RFC 9293 §3.1), summed in software; or, when the device sums it (TX
+        checksum offload, CHECKSUM_PARTIAL), seeded with the pseudo-header's
+        sum for the device to complete (tcp_v4_send_check)."""
         size = len(tcph) + len(data)
-        self.stack.cpu.charge("csum", nbytes=size)
-        check = csum_fold(self.phsum + size + csum_partial(tcph) + csum_reduced(data))
+        if self.stack.tx_csum:
+            check = 0xFFFF - csum_fold(self.phsum + size)
+        else:
+            self.stack.cpu.charge("csum", nbytes=size)
+            check = csum_fold(self.phsum + size + csum_partial(tcph) + csum_reduced(data))
         return tcph[:TCP_CHECK] + CHECK16.pack(check) + tcph[TCP_CHECK + 2:]
 
     def _output(self, seq: int, flags: int, data: bytes = b"", options: bytes = b"") -> bool:
@@ -358,6 +367,8 @@ class TcpSock:
             if unsent <= 0:
                 break
             room = self.snd_una + min(self.cwnd, self.snd_wnd) - self.snd_nxt
+            if self.in_recovery and self.sack_ok:           # RFC 6675 §5 NextSeg rule 2: new data as the pipe allows
+                room = min(self.cwnd - self._pipe(), self.snd_una + self.snd_wnd - self.snd_nxt)
             frames = FLIGHT_FRAMES_MAX - stack.queued_frames()
             if room <= 0 or frames <= 0:
                 break
@@ -391,34 +402,26 @@ class TcpSock:
         self.push()
 
     def _xmit_data(self, seq: int, size: int, last: bool) -> bool:
-        """``size`` bytes from ``seq``: one segment, or a GSO packet cut into
-        ``snd_mss`` segments in software (skb_gso_segment: every segment its
-        own header, checksum and PSH on the last only) before the device."""
+        """``size`` bytes from ``seq``: one segment, or a GSO packet of
+        ``snd_mss`` segments (PSH on the last only) that the device segments
+        (TSO) or the stack cuts before it (software GSO)."""
         at = seq - self.snd_una
         data = bytes(self.sndq[at:at + size])
         flags = TCPHDR_ACK | (TCPHDR_PSH if last else 0)
-        mss = self.snd_mss
-        if size <= mss:
+        if size <= self.snd_mss:
             return self._output(seq, flags, data)
-        stack = self.stack
-        stack.cpu.charge("guest_stack")
         self.rcv_unacked = 0
         self.delack_timer.cancel()
-        for off in range(0, size, mss):
-            piece = data[off:off + mss]
-            stack.cpu.charge("gso_segment")
-            tcph = self._checksummed(self._header(seq + off, flags if off + mss >= size else TCPHDR_ACK), piece)
-            if not stack._ip_xmit(self.daddr, IPPROTO_TCP, tcph, piece):
-                return False
-            if self.counters is not None:
-                self.counters.sent += 1
-        return True
+        segs = self.stack._tcp_xmit_gso(self.daddr, self._header(seq, flags), data, self.snd_mss)
+        if segs and self.counters is not None:
+            self.counters.sent += segs
+        return bool(segs)
 
-    def _retransmit_range(self, seq: int, end: int) -> None:
+    def _retransmit_range(self, seq: int, end: int) -> bool:
         at = seq - self.snd_una
         last = end - self.snd_una == len(self.sndq)
-        self._output(seq, TCPHDR_ACK | (TCPHDR_PSH if last else 0), bytes(self.sndq[at:end - self.snd_una]))
         self.rtt_seq = None                     # Karn: no sample from a retransmitted segment
+        return self._output(seq, TCPHDR_ACK | (TCPHDR_PSH if last else 0), bytes(self.sndq[at:end - self.snd_una]))
 
     def _retransmit(self) -> None:
         """The first unacknowledged segment again (a new send for the ledger)."""
@@ -448,7 +451,7 @@ class TcpSock:
         self.ssthresh = max((self.snd_max - self.snd_una) // 2, 2 * self.snd_mss)
         self.cwnd = self.snd_mss
         self.cwnd_cnt = self.dupacks = 0
-        self.in_recovery = False
+        self._end_recovery()
         self.recover = self.snd_max
         self.sacked = Ranges(keep=False)        # all in flight is taken as lost, SACKed or not (tcp_enter_loss)
         self.rto = min(self.rto * 2, TCP_RTO_MAX)
@@ -582,7 +585,7 @@ class TcpSock:
         self.dupacks = 0
         if self.in_recovery:
             if ack >= self.recover:             # full ACK: cwnd down to ssthresh (tcp_end_cwnd_reduction)
-                self.in_recovery = False
+                self._end_recovery()
                 self.cwnd = self.ssthresh
             elif self.sack_ok:
                 self._sack_recovery()
@@ -627,6 +630,8 @@ class TcpSock:
             self.in_recovery = True
             self.rexmit_next = self.snd_una + min(mss, len(self.sndq))
             self._retransmit()
+            self.rexmit_seq += 1
+            self.rexmit_order[self.snd_una] = (self.rexmit_seq, self.snd_max)
             self.cwnd = self.ssthresh if self.sack_ok else self.ssthresh + 3 * mss
 
     def _sack_update(self, options: bytes) -> None:
@@ -639,7 +644,29 @@ class TcpSock:
             left32, right32 = _SACK_BLOCK.unpack_from(blocks, at)
             left, right = unwrap(left32, una), unwrap(right32, una)
             if una < left < right <= top:
+                before = self.sacked.total
                 self.sacked.add(left, right)
+                if self.rexmit_order and self.sacked.total > before:
+                    self._lost_retransmits(left, right)
+
+    def _end_recovery(self) -> None:
+        self.in_recovery = False
+        self.rexmit_order.clear()
+        self.relost.clear()
+
+    def _lost_retransmits(self, left: int, right: int) -> None:
+        """Data sent after a hole's retransmission reached the peer (SACKed
+        now: a later retransmission, or new data above what was sent then):
+        the retransmission, still not SACKed, was lost again (RACK's rule by
+        send order, RFC 8985; tcp_mark_lost_retrans)."""
+        order = self.rexmit_order
+        newest = max((n for seq, (n, _) in order.items() if left <= seq < right), default=0)
+        sacked, relost = self.sacked, self.relost
+        for seq, (n, top) in list(order.items()):
+            if (n < newest or right > top) and seq >= self.snd_una and sacked.gap(seq)[0] == seq \
+                    and seq not in relost:
+                relost.append(seq)
+        relost.sort()
 
     def _pipe(self) -> int:
         """RFC 6675 §4: what is in the network: the data above the highest
@@ -656,13 +683,27 @@ class TcpSock:
         if not sacked.items:
             return
         high = sacked.items[-1][1]
+        relost, order = self.relost, self.rexmit_order
         while self._pipe() < self.cwnd:
-            seq, next_sacked = sacked.gap(max(self.rexmit_next, self.snd_una))
-            if seq >= high:
-                return
-            end = min(seq + mss, next_sacked if next_sacked is not None else high)
-            self._retransmit_range(seq, end)
-            self.rexmit_next = end
+            again = False
+            while relost and not again:
+                seq = relost.pop(0)
+                again = seq >= self.snd_una and sacked.gap(seq)[0] == seq
+            if again:
+                next_sacked = sacked.gap(seq)[1]
+            else:
+                seq, next_sacked = sacked.gap(max(self.rexmit_next, self.snd_una))
+                if seq >= high:
+                    return
+            end = min(seq + mss, next_sacked if next_sacked is not None else high, self.snd_una + len(self.sndq))
+            if not self._retransmit_range(seq, end):
+                if again:
+                    relost.insert(0, seq)
+                return                          # the qdisc is full: on with the next ACK
+            self.rexmit_seq += 1
+            order[seq] = (self.rexmit_seq, self.snd_max)
+            if not again:
+                self.rexmit_next = end
 
     def _data(self, seq: int, payload: bytes) -> None:
         """In order: to the reader, then what the out-of-order queue now continues; ahead: held."""
