@@ -353,3 +353,34 @@ def test_gso_charges_the_stack_once_per_packet_and_a_segment_cost_per_frame():
                                                (100, 50, 100)])
 def test_unwrap_takes_the_nearest(seq, near, expect):
     assert tcp.unwrap(seq, near) == expect
+
+
+@given(st.integers(1, 64000), st.sampled_from([536, 1448, 1460]), st.integers(0, 0xFFFFFFFF),
+       st.sampled_from([0x10, 0x18, 0x19, 0x98]))
+@settings(deadline=None, max_examples=30)
+def test_software_gso_cuts_a_packet_into_valid_segments(payload, mss, seq, flags):
+    """Every segment parses with dpkt with both checksums right, at most mss
+    of data, sequence numbers continuing, FIN and PSH on the last only, CWR
+    on the first only; the data joins up to the packet's."""
+    from iovirt.net.gso import GsoFrame, segment
+    data = pattern(payload)
+    tcph = dpkt.tcp.TCP(sport=5001, dport=5001, seq=seq, ack=7, flags=flags, win=100)
+    ip = dpkt.ip.IP(src=bytes([10, 0, 0, 1]), dst=bytes([10, 0, 0, 2]), p=6, data=tcph)
+    tcph.data = data
+    packet = GsoFrame.of(bytes(dpkt.ethernet.Ethernet(dst=MAC_B, src=MAC_A, type=0x0800, data=ip)), mss)
+    frames = segment(packet)
+    assert len(frames) == packet.gso_segs == -(-payload // mss)
+    joined = b""
+    for n, frame in enumerate(frames):
+        got = dpkt.ethernet.Ethernet(frame).data
+        seg = got.data
+        raw = bytes(got)
+        got.sum, seg.sum = 0, 0
+        again = dpkt.ip.IP(bytes(got))
+        assert bytes(again)[10:12] == raw[10:12] and bytes(again.data)[16:18] == raw[20 + 16:20 + 18]
+        assert len(seg.data) <= mss and seg.seq == (seq + len(joined)) % (1 << 32)
+        last = n == len(frames) - 1
+        assert bool(seg.flags & 0x09) == (last and bool(flags & 0x09))
+        assert bool(seg.flags & 0x80) == (n == 0 and bool(flags & 0x80))
+        joined += seg.data
+    assert joined == data

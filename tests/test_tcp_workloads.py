@@ -73,3 +73,27 @@ def test_the_drop_ledger_tells_tcp_data_segments_by_port_and_leaves_acks_out():
     assert classify(data) == 1
     other = data[:34] + (80).to_bytes(2, "big") + (81).to_bytes(2, "big") + data[38:]
     assert classify(other) is None
+
+
+@pytest.mark.parametrize("tso", [True, False])
+def test_virtio_tso_crosses_the_host_whole_and_the_wire_in_mtu_frames(tso):
+    """HOST_TSO4: the bridge forwards 64 KB packets, the wire carries frames
+    of at most 1514 bytes (segmented where they leave the bridge for the
+    uplink), and the guest kicks far fewer times per byte; ethtool -K tso off
+    sends segments from the guest instead."""
+    from iovirt.experiments import runner
+    from iovirt.experiments.world import World
+
+    doc = scenario(Config("paravirt", "virtio-net", "vhost-net"), 1, 16384, 3.0, 8, False, "default", "tcp_stream")
+    doc["vms"][0]["nics"][0]["offloads"] = {"tso": tso}
+    world = World(Scenario.from_dict(doc, source="test"))
+    bridged, wired = [], []
+    vswitch = world.hosts["host0"].vswitch
+    link = world.hosts["host0"].nics["pnic0"].link
+    ingress, deliver = vswitch.ingress, link.deliver_to_peer
+    vswitch.ingress = lambda port, frame, cpu: (bridged.append(len(frame)), ingress(port, frame, cpu))
+    link.deliver_to_peer = lambda frame: (wired.append(len(frame)), deliver(frame))
+    start, stop, flows = runner.begin(world)
+    runner.run_to(world, stop)
+    assert flows[0].delivered > 1000 and max(wired) <= 1514
+    assert (max(bridged) > 60000) == tso

@@ -64,9 +64,11 @@ class Port:
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
+        self.gso_sizes: list[int] = []
 
-    def send(self, cpu: Resource, frame: bytes) -> None:
+    def send(self, cpu: Resource, frame: bytes, gso_size: int = 0) -> None:
         self.frames.append(bytes(frame))
+        self.gso_sizes.append(gso_size)
 
     def flush(self, cpu: Resource) -> None:
         pass
@@ -376,6 +378,30 @@ def test_tx_checksum_offload_completes_the_checksum():
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     assert total == 0xFFFF and sent[:start] == data[:start]
+
+
+def tcp_packet(payload: int) -> bytes:
+    """An Ethernet/IPv4/TCP frame with ``payload`` bytes of data."""
+    ip = bytes([0x45, 0]) + (40 + payload).to_bytes(2, "big") + bytes(5) + b"\x06" + bytes(10)
+    return bytes(12) + b"\x08\x00" + ip + bytes(12) + b"\x50\x10" + bytes(6) + bytes(range(256)) * (payload // 256) \
+        + bytes(payload % 256)
+
+
+@pytest.mark.parametrize("negotiated, gso_size, sent", [
+    (True, 1460, [1460]),           # HOST_TSO4: one frame of 64 KB handed on with its segment size
+    (True, 40, []),                 # below any TCP MSS: a bad header, dropped
+    (False, 1460, [0]),             # not negotiated: the type is ignored, the frame goes as it is
+])
+def test_host_tso4_hands_a_gso_packet_on_whole(negotiated, gso_size, sent):
+    r = rig(mem_size=1 << 21)
+    r.bring_up(FEATURES | 1 << v.VIRTIO_NET_F_CSUM | (1 << v.VIRTIO_NET_F_HOST_TSO4 if negotiated else 0))
+    data = tcp_packet(60000)
+    r.transmit(data, hdr=v.NET_HDR.pack(v.VIRTIO_NET_HDR_F_NEEDS_CSUM if not negotiated else 0,
+                                        v.VIRTIO_NET_HDR_GSO_TCPV4, 54, gso_size, 34, 16, 0))
+    assert r.port.gso_sizes == sent
+    assert (r.dev.errors["tx_bad_gso"] == 1) == (not sent)
+    if sent:
+        assert len(r.port.frames[0]) == len(data)
 
 
 # ---- receive ----------------------------------------------------------------------------------------

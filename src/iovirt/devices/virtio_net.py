@@ -23,6 +23,7 @@ from .vmstate import Bytes, VmState
 
 TX_BURST = 256                  # QEMU tx_burst / vhost-net VHOST_NET_PKT_WEIGHT
 MAX_FRAME = 65550
+TCP_MIN_MSS = 88                # include/net/tcp.h: no TCP sender cuts smaller segments
 _HDR = v.NET_HDR
 _HDR_SIZE = _HDR.size
 _RX_HDR = _HDR.pack(0, v.VIRTIO_NET_HDR_GSO_NONE, 0, 0, 0, 0, 1)
@@ -115,7 +116,7 @@ class VirtioNet(VirtioPciDevice):
         flags, gso_type, _, gso_size, csum_start, csum_offset, _ = _HDR.unpack_from(data)
         frame = data[_HDR_SIZE:]
         if gso_type == v.VIRTIO_NET_HDR_GSO_TCPV4 and self.driver_features >> v.VIRTIO_NET_F_HOST_TSO4 & 1:
-            if not gso_size or not _is_tcpv4(frame):
+            if gso_size < TCP_MIN_MSS or not _is_tcpv4(frame):
                 discard(self, "tx_bad_gso")
                 return None
             return frame, gso_size
