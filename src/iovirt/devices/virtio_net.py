@@ -198,11 +198,12 @@ class VirtioNet(VirtioPciDevice):
 
 
 def _is_tcpv4(frame: bytes) -> bool:
-    """An Ethernet II frame with an IPv4 header and a whole TCP header behind it."""
-    if len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[14] >> 4 != 4 or frame[23] != 6:
+    """An Ethernet II frame with a whole IPv4 header and a whole TCP header (data offset 5 or more) behind it."""
+    if len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[14] >> 4 != 4 or frame[14] & 0xF < 5 \
+            or frame[23] != 6:
         return False
     l4 = 14 + (frame[14] & 0xF) * 4
-    return l4 + 20 <= len(frame) and l4 + (frame[l4 + 12] >> 4) * 4 <= len(frame)
+    return l4 + 20 <= len(frame) and 20 <= (frame[l4 + 12] >> 4) * 4 <= len(frame) - l4
 
 
 def _complete_checksum(frame: bytes, start: int, offset: int) -> bytes:
