@@ -111,7 +111,8 @@ class World:
         for nic in spec.nics:
             if not nic.standby:             # a standby is one interface with its primary (net_failover)
                 guest.ifup(mac_bytes(nic.mac), str(nic.ip))
-                guest.ethtool_features(mac_bytes(nic.mac), **nic.offloads.model_dump())
+                o = nic.offloads
+                guest.ethtool_features(mac_bytes(nic.mac), gso=o.gso, gro=o.gro, tso=o.tso, tx=o.tx)
             if nic.interrupt_moderation != "adaptive":
                 guest.coalesce(mac_bytes(nic.mac), nic.interrupt_moderation)
         return guest
