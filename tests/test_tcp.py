@@ -384,3 +384,27 @@ def test_software_gso_cuts_a_packet_into_valid_segments(payload, mss, seq, flags
         assert bool(seg.flags & 0x80) == (n == 0 and bool(flags & 0x80))
         joined += seg.data
     assert joined == data
+
+
+@settings(deadline=None, max_examples=300)
+@given(st.lists(st.tuples(st.integers(0, 0xFFFFFFFF), st.integers(0, 0xFFFFFFFF), st.integers(0, 0xFF),
+                          st.integers(0, 0xFFFF), st.binary(max_size=40), st.binary(max_size=3000),
+                          st.sampled_from([PORT, PORT + 1])), max_size=30))
+def test_any_segments_a_hostile_peer_sends_never_raise(segments):
+    """Segments with any sequence and acknowledgment numbers, flags, window,
+    options (SACK blocks, scales, lengths) and data, to a listener and to an
+    established connection, are taken or dropped; the stack never raises."""
+    net = make_pair()
+    out = stream(net, pattern(20_000), until=5e6)
+    for seq, ack, flags, window, options, payload, sport in segments:
+        options = options[: len(options) // 4 * 4]
+        tcph = (bytes([sport >> 8, sport & 0xFF, PORT >> 8, PORT & 0xFF]) + seq.to_bytes(4, "big")
+                + ack.to_bytes(4, "big") + bytes([(5 + len(options) // 4) << 4, flags]) + window.to_bytes(2, "big")
+                + bytes(4) + options)
+        ip = dpkt.ip.IP(src=bytes([10, 0, 0, 1]), dst=bytes([10, 0, 0, 2]), p=6, data=dpkt.tcp.TCP(tcph + payload))
+        ip.data.sum = 0
+        frame = bytes(dpkt.ethernet.Ethernet(dst=MAC_B, src=MAC_A, type=0x0800, data=ip))
+        net.b.receive(frame)
+        net.sim.run(until=net.sim.now + 1e6)
+    net.sim.run(until=net.sim.now + 1e9)
+    assert out.server is not None
