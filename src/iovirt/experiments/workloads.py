@@ -102,6 +102,8 @@ class FlowStats:
     gaps: list[tuple[int, int, float]] = field(default_factory=list)   # (first missing seq, how many, when the next came)
     transactions: int = 0               # tcp_rr: request/response pairs completed
     window_transactions: int = 0
+    window_reads: list[float] = field(default_factory=list)    # tcp_stream: first and last read in the window:
+                                                               # (when, bytes read by then) each
 
     def check(self, payload: bytes, now: float) -> int | None:
         """Verify one received datagram; returns its sequence number if intact."""
@@ -325,6 +327,9 @@ class TcpStream(TcpWorkload):
         now = self.dst_if.cpu.cursor
         if stats.window[0] <= now < stats.window[1]:
             stats.window_bytes += len(data)
+            stats.window_reads[2:] = [now, self.read]
+            if len(stats.window_reads) == 2:
+                stats.window_reads[:0] = [now, self.read]
         stats.last_delivered = now
 
 
