@@ -324,7 +324,7 @@ class TcpStream(TcpWorkload):
         if not self.check(self.read, data):
             stats.corrupted += 1
         self.read += len(data)
-        now = self.dst_if.cpu.cursor
+        now = self.dst.receive_time()
         if stats.window[0] <= now < stats.window[1]:
             stats.window_bytes += len(data)
             stats.window_reads[2:] = [now, self.read]
