@@ -1,18 +1,20 @@
 """TCP for the IPv4 stack (RFC 9293): the three-way handshake and close,
 sequence and acknowledgment numbers, the receive window with window scaling
 (RFC 7323 §2), NewReno congestion control (RFC 5681 slow start and
-congestion avoidance, RFC 6582 fast retransmit and recovery, no SACK), the
-retransmission timer (RFC 6298) with Linux's 200 ms minimum, SACK (RFC 2018)
-with loss recovery by the scoreboard (RFC 6675; NewReno's without), delayed ACKs
-(RFC 1122 §4.2.3.2, Linux's 40 ms) and Nagle's algorithm (off with
-``nodelay``, TCP_NODELAY).  Sequence numbers are kept as unbounded integers
-and put on the wire modulo 2**32.
+congestion avoidance), fast retransmit and recovery by the SACK scoreboard
+(RFC 2018, RFC 6675; a retransmission lost again is found by send order, as
+RACK does, RFC 8985), or by NewReno's partial ACKs (RFC 6582) with a peer
+that does not offer SACK, the retransmission timer (RFC 6298) with Linux's
+200 ms minimum, delayed and quick ACKs (RFC 1122 §4.2.3.2, Linux's 40 ms and
+16) and Nagle's algorithm (off with ``nodelay``, TCP_NODELAY).  No
+timestamps option.  Sequence numbers are kept as unbounded integers and put
+on the wire modulo 2**32.
 
 Costs, on the stack's CPU: ``guest_stack`` per segment handed to or taken
 from IP (a GSO or GRO packet is one), ``gso_segment`` per segment software
-GSO cuts, ``csum`` per byte the stack checksums itself, ``copy_hot`` per byte
-written into the send buffer and ``copy`` per byte read from the receive
-queue.
+GSO cuts, ``csum`` per byte the stack checksums itself (none when the device
+sums them), ``copy_hot`` per byte written into the send buffer and ``copy``
+per byte read from the receive queue.
 
 ``counters``, if given, is any object with integer ``sent`` and
 ``delivered``: every data segment put on the wire (retransmissions too: a
@@ -49,7 +51,7 @@ TCP_WMEM = 16384                    # net.ipv4.tcp_wmem default: the send buffer
 TCP_WMEM_MAX = 4194304              # net.ipv4.tcp_wmem max
 TCP_MAX_WSCALE = 14                 # RFC 7323 §2.3
 GSO_MAX_SIZE = 65536                # include/linux/netdevice.h: a GSO packet's IP datagram at most
-FLIGHT_FRAMES_MAX = 2 * 64          # frames a socket keeps queued below it (TCP Small Queues' spirit)
+FLIGHT_FRAMES_MAX = 2 * 64          # frames a socket lets wait in the qdisc (TCP Small Queues bounds them too)
 
 CLOSED, LISTEN, SYN_SENT, SYN_RECV, ESTABLISHED = "CLOSED", "LISTEN", "SYN_SENT", "SYN_RECV", "ESTABLISHED"
 FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT = (
