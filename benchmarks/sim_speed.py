@@ -1,5 +1,6 @@
-"""Simulator speed per path and engine: simulated frames per wall second and
-wall seconds per simulated second for a UDP stream at 10GbE MTU over one
+"""Simulator speed per path and engine: simulated frames per wall second,
+simulated Gbit/s per wall second and wall seconds per simulated second for a
+UDP stream at 10GbE MTU and a TCP stream (``--workload tcp_stream``) over one
 simulated second, warm-up (and for PyPy its JIT's and the subprocess's)
 included; with --threshold, the shortest run PyPy is faster for, per path
 (what ``--engine auto`` switches at)."""
@@ -22,7 +23,8 @@ THRESHOLD_MS = (20, 50, 100, 200, 500, 1000)     # the runs --threshold tries, s
 WIRED = ("passthrough", "sriov")          # models whose stream goes to the wire peer through the physical NIC
 
 
-def scenario(model: str, device: str, backend: str | None, packet_size: int, duration_ms: float) -> Scenario:
+def scenario(model: str, device: str, backend: str | None, packet_size: int, duration_ms: float,
+             workload: str = "udp_stream") -> Scenario:
     """Two VMs on one host streaming one to the other; pass-through and SR-IOV stream to the wire peer."""
     nic = {"model": model, "device": device} | ({"backend": backend} if backend else {})
     if model in WIRED:
@@ -35,7 +37,7 @@ def scenario(model: str, device: str, backend: str | None, packet_size: int, dur
                              "num_vfs": 1 if model == "sriov" else 0}]}],
         "vms": [{"name": f"vm{i}", "host": "host0",
                  "nics": [nic | {"mac": f"52:54:00:00:00:0{i}", "ip": f"10.0.0.{i}/24"}]} for i in pairs],
-        "workloads": [{"type": "udp_stream", "src": "vm1", "dst": "wire" if model in WIRED else "vm2",
+        "workloads": [{"type": workload, "src": "vm1", "dst": "wire" if model in WIRED else "vm2",
                        "packet_size": packet_size, "duration_ms": duration_ms}],
     })
 
@@ -50,15 +52,16 @@ def label(device: str, backend: str | None) -> str:
     return f"{device}/{backend}" if backend else device
 
 
-def speed(engines: list[str], duration_ms: float) -> None:
+def speed(engines: list[str], duration_ms: float, workload: str) -> None:
     for model, device, backend in PATHS:
-        sc = scenario(model, device, backend, PACKET_SIZE, duration_ms)
+        sc = scenario(model, device, backend, PACKET_SIZE, duration_ms, workload)
         for engine in engines:
             wall, result = timed(sc, engine)
-            frames = result["flows"][0]["delivered"]
-            print(f"{label(device, backend):22s} {PACKET_SIZE:5d} B {engine:7s}: {frames:7d} frames in "
-                  f"{wall:6.2f} s wall = {frames / wall:8.0f} simulated frames/s, "
-                  f"{wall / result['sim_time_s']:6.1f} wall s per simulated s", flush=True)
+            flow = result["flows"][0]
+            frames, gbits = flow["delivered"], flow["throughput_gbps"] * result["sim_time_s"]
+            print(f"{label(device, backend):22s} {workload:10s} {engine:7s}: {frames:7d} frames in "
+                  f"{wall:6.2f} s wall = {frames / wall:8.0f} simulated frames/s, {gbits / wall:6.3f} simulated "
+                  f"Gbit/s, {wall / result['sim_time_s']:6.1f} wall s per simulated s", flush=True)
 
 
 def threshold() -> None:
@@ -76,6 +79,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration-ms", type=float, default=DURATION_MS)
     parser.add_argument("--threshold", action="store_true", help="measure where --engine auto should switch")
+    parser.add_argument("--workload", choices=("udp_stream", "tcp_stream"), default="udp_stream")
     args = parser.parse_args()
     if args.threshold:
         threshold()
@@ -83,4 +87,4 @@ if __name__ == "__main__":
         found = shutil.which(PYPY) is not None
         if not found:
             print(f"{PYPY} is not installed: the cpython engine only")
-        speed(["cpython", "pypy"] if found else ["cpython"], args.duration_ms)
+        speed(["cpython", "pypy"] if found else ["cpython"], args.duration_ms, args.workload)

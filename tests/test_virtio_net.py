@@ -25,7 +25,7 @@ from test_virtqueue import (
 )
 
 import iovirt
-from iovirt.devices.virtio_net import NEEDS_CSUM, VirtioNet
+from iovirt.devices.virtio_net import VirtioNet
 from iovirt.experiments import runner
 from iovirt.experiments.world import World
 from iovirt.guest import kernel as guest_kernel
@@ -64,9 +64,11 @@ class Port:
 
     def __init__(self) -> None:
         self.frames: list[bytes] = []
+        self.gso_sizes: list[int] = []
 
-    def send(self, cpu: Resource, frame: bytes) -> None:
+    def send(self, cpu: Resource, frame: bytes, gso_size: int = 0) -> None:
         self.frames.append(bytes(frame))
+        self.gso_sizes.append(gso_size)
 
     def flush(self, cpu: Resource) -> None:
         pass
@@ -369,13 +371,37 @@ def test_tx_checksum_offload_completes_the_checksum():
     data = frame(101, 5)
     start, offset = 34, 6                                 # a UDP header after Ethernet + IPv4
     data = data[: start + offset] + b"\0\0" + data[start + offset + 2 :]
-    r.transmit(data, hdr=v.NET_HDR.pack(NEEDS_CSUM, v.VIRTIO_NET_HDR_GSO_NONE, 0, 0, start, offset, 0))
+    r.transmit(data, hdr=v.NET_HDR.pack(v.VIRTIO_NET_HDR_F_NEEDS_CSUM, v.VIRTIO_NET_HDR_GSO_NONE, 0, 0, start, offset, 0))
     sent = r.port.frames[0]
     covered = sent[start:] + b"\0" * (len(sent[start:]) & 1)
     total = sum(int.from_bytes(covered[i : i + 2], "big") for i in range(0, len(covered), 2))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     assert total == 0xFFFF and sent[:start] == data[:start]
+
+
+def tcp_packet(payload: int) -> bytes:
+    """An Ethernet/IPv4/TCP frame with ``payload`` bytes of data."""
+    ip = bytes([0x45, 0]) + (40 + payload).to_bytes(2, "big") + bytes(5) + b"\x06" + bytes(10)
+    return bytes(12) + b"\x08\x00" + ip + bytes(12) + b"\x50\x10" + bytes(6) + bytes(range(256)) * (payload // 256) \
+        + bytes(payload % 256)
+
+
+@pytest.mark.parametrize("negotiated, gso_size, sent", [
+    (True, 1460, [1460]),           # HOST_TSO4: one frame of 64 KB handed on with its segment size
+    (True, 40, []),                 # below any TCP MSS: a bad header, dropped
+    (False, 1460, [0]),             # not negotiated: the type is ignored, the frame goes as it is
+])
+def test_host_tso4_hands_a_gso_packet_on_whole(negotiated, gso_size, sent):
+    r = rig(mem_size=1 << 21)
+    r.bring_up(FEATURES | 1 << v.VIRTIO_NET_F_CSUM | (1 << v.VIRTIO_NET_F_HOST_TSO4 if negotiated else 0))
+    data = tcp_packet(60000)
+    r.transmit(data, hdr=v.NET_HDR.pack(v.VIRTIO_NET_HDR_F_NEEDS_CSUM if not negotiated else 0,
+                                        v.VIRTIO_NET_HDR_GSO_TCPV4, 54, gso_size, 34, 16, 0))
+    assert r.port.gso_sizes == sent
+    assert (r.dev.errors["tx_bad_gso"] == 1) == (not sent)
+    if sent:
+        assert len(r.port.frames[0]) == len(data)
 
 
 # ---- receive ----------------------------------------------------------------------------------------
@@ -694,3 +720,20 @@ def test_hostile_guest_breaks_only_its_own_device(monkeypatch):
     assert 0 < hostile["delivered"] < victim["delivered"] and hostile["corrupted"] == 0
     assert victim["sent"] == victim["delivered"] > 100 and victim["corrupted"] == victim["out_of_order"] == 0
     assert not world.vms["vm3"].nics[0].device.errors and not world.vms["vm4"].nics[0].device.errors
+
+
+@given(st.integers(0, 15), st.binary(min_size=40, max_size=3000), st.integers(0, 0xFFFF))
+@settings(deadline=None, max_examples=200)
+def test_any_gso_packet_a_guest_writes_is_refused_or_cut_without_a_fault(ihl, rest, gso_size):
+    """Whatever IPv4 header length and bytes follow a TCPV4 GSO header, the
+    device refuses the packet or hands it on, and cutting what it hands on
+    never raises."""
+    from iovirt.net.gso import GsoFrame, segment
+    data = bytes(12) + b"\x08\x00" + bytes([0x40 | ihl]) + rest[:8] + b"\x06" + rest[8:]
+    r = rig()
+    r.bring_up(FEATURES | 1 << v.VIRTIO_NET_F_CSUM | 1 << v.VIRTIO_NET_F_HOST_TSO4)
+    r.transmit(data, hdr=v.NET_HDR.pack(0, v.VIRTIO_NET_HDR_GSO_TCPV4, 54, gso_size, 34, 16, 0))
+    for frame, size in zip(r.port.frames, r.port.gso_sizes):
+        assert size >= 88
+        for piece in segment(GsoFrame.of(frame, size)):
+            assert len(piece) <= len(frame)

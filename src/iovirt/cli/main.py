@@ -324,7 +324,12 @@ def compare(
         help="Run each device on each of these hypervisors that offers it, comma-separated (kvm, xen, esxi); "
              "default: each device on its own hypervisor, else KVM.")] = None,
     vms: Annotated[str, typer.Option(help="VM counts, comma-separated.")] = "1,4,16",
-    sizes: Annotated[str, typer.Option(help="IPv4 packet sizes in bytes, comma-separated.")] = "64,1500",
+    sizes: Annotated[str, typer.Option(help="Sizes in bytes, comma-separated: IPv4 packets (udp_stream), messages "
+                                            "(tcp_stream), requests and responses (tcp_rr); default 64,1500 for udp_stream, "
+                                            "16384 for tcp_stream, 1 for tcp_rr, as netperf.")] = "",
+    workload: Annotated[str, typer.Option(help="udp_stream, tcp_stream or tcp_rr.")] = "udp_stream",
+    offloads: Annotated[bool, typer.Option(help="The guests' GSO, GRO, TSO and TX checksum (ethtool -K); "
+                                                "--no-offloads turns them off.")] = True,
     duration_ms: Annotated[float, typer.Option(help="Length of each stream, simulated ms.")] = 2.0,
     cores: Annotated[int, typer.Option(help="Host cores (vCPUs and host threads share them).")] = 8,
     posted_interrupts: Annotated[bool, typer.Option(help="Host with posted interrupts and APICv.")] = False,
@@ -356,9 +361,16 @@ def compare(
     if not 0 < duration_ms <= MAX_DURATION_MS:
         _fail(f"--duration-ms: expected more than 0 and at most {MAX_DURATION_MS} ms of simulated time, got {duration_ms:g}")
     vm_counts = _ints(vms, "--vms", 1, MAX_VMS, "VMs one run holds")
-    packet_sizes = _ints(sizes, "--sizes", MIN_PACKET, MTU, "IPv4 packets that fit one 1500-byte-MTU frame")
+    if workload not in cmp.WORKLOADS:
+        _fail(f"--workload: expected {', '.join(cmp.WORKLOADS)}, got {workload!r}")
+    sizes = sizes or cmp.DEFAULT_SIZES[workload]
+    if workload == "udp_stream":
+        packet_sizes = _ints(sizes, "--sizes", MIN_PACKET, MTU, "IPv4 packets that fit one 1500-byte-MTU frame")
+    else:
+        packet_sizes = _ints(sizes, "--sizes", 1, cmp.STREAM_CHUNK, "one write of a TCP workload")
     with _bad_input():
-        todo = cmp.points(chosen, vm_counts, packet_sizes, duration_ms, cores, posted_interrupts, profile, engine)
+        todo = cmp.points(chosen, vm_counts, packet_sizes, duration_ms, cores, posted_interrupts, profile, engine,
+                          workload, offloads)
         first = cmp.Scenario.from_dict(todo[0]["scenario"], source="--profile")      # bad profile: fail before running
         _say_engine(first, engine)      # every point runs as long: one choice for all
         rows = _sweep(cmp, todo, workers, scheduler)

@@ -118,12 +118,19 @@ def matrix_table(name: str, rows: list[dict[str, Any]]) -> Table:
     return table
 
 
+_COMPARED = {None: "UDP streams", "exits_per_64kb": "TCP streams", "transactions_per_s": "TCP_RR transactions"}
+
+
 def compare_table(rows: list[dict[str, Any]]) -> Table:
-    hypervisors = any(r.get("hypervisor") for r in rows)          # --hypervisors: a column for them
-    table = _table("compare: UDP streams from every VM to the wire peer",
+    """A TCP stream's rows add exits per 64 KB of payload, a TCP_RR's transactions per second; with
+    --hypervisors, a column for them."""
+    extra = next((key for key in ("exits_per_64kb", "transactions_per_s") if rows and key in rows[0]), None)
+    hypervisors = any(r.get("hypervisor") for r in rows)
+    table = _table(f"compare: {_COMPARED[extra]} from every VM to the wire peer",
                    ["model", "device", "backend", *(("hypervisor",) if hypervisors else ())],
                    ["VMs", "size", "Gbit/s", "per VM min", "median", "max", "of bare metal", "host cores", "cores/Gbit",
-                    "p50 µs", "p99 µs", "exits/pkt"])
+                    "p50 µs", "p99 µs", "exits/pkt"] + {None: [], "exits_per_64kb": ["exits/64KB"],
+                                                        "transactions_per_s": ["trans/s"]}[extra])
     for r in rows:
         fraction = r.get("bare_metal_fraction")
         table.add_row(r["model"], r["device"], r["backend"] or "-",
@@ -133,7 +140,8 @@ def compare_table(rows: list[dict[str, Any]]) -> Table:
                       "-" if fraction is None else f"{fraction:.0%}", f"{r['host_cpu_cores']:.2f}",
                       "-" if r["cpu_per_gbps"] is None else f"{r['cpu_per_gbps']:.3f}",
                       _latency(r["latency_us"]["p50"]), _latency(r["latency_us"]["p99"]),
-                      f"{r['events_per_packet'].get('vm_exit', 0):.2f}")
+                      f"{r['events_per_packet'].get('vm_exit', 0):.2f}",
+                      *([f"{r.get(extra, 0):,.1f}"] if extra else []))
     return table
 
 

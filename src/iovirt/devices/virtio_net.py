@@ -23,12 +23,12 @@ from .vmstate import Bytes, VmState
 
 TX_BURST = 256                  # QEMU tx_burst / vhost-net VHOST_NET_PKT_WEIGHT
 MAX_FRAME = 65550
+TCP_MIN_MSS = 88                # include/net/tcp.h: no TCP sender cuts smaller segments
 _HDR = v.NET_HDR
 _HDR_SIZE = _HDR.size
 _RX_HDR = _HDR.pack(0, v.VIRTIO_NET_HDR_GSO_NONE, 0, 0, 0, 0, 1)
 _MRG_RXBUF = v.VIRTIO_NET_F_MRG_RXBUF
 _NET_CONFIG = v.NET_CONFIG
-NEEDS_CSUM = 1                  # 5.1.6 VIRTIO_NET_HDR_F_NEEDS_CSUM
 
 
 class VirtioNet(VirtioPciDevice):
@@ -36,7 +36,7 @@ class VirtioNet(VirtioPciDevice):
     DEVICE_ID = v.DEVICE_ID_NET
     CLASS = CLASS_ETHERNET
     FEATURES = (VirtioPciDevice.FEATURES | 1 << v.VIRTIO_NET_F_MAC | 1 << v.VIRTIO_NET_F_MRG_RXBUF
-                | 1 << v.VIRTIO_NET_F_STATUS | 1 << v.VIRTIO_NET_F_CSUM)
+                | 1 << v.VIRTIO_NET_F_STATUS | 1 << v.VIRTIO_NET_F_CSUM | 1 << v.VIRTIO_NET_F_HOST_TSO4)
 
     def __init__(self, sim: Sim, mac: bytes, dma: Dma, standby: bool = False) -> None:
         """``standby``: offer VIRTIO_NET_F_STANDBY (the NIC backs up a passed-through one with its MAC)."""
@@ -79,9 +79,9 @@ class VirtioNet(VirtioPciDevice):
             sent = 0
             while sent < TX_BURST and (chain := q.pop(cpu)) is not None:
                 head, readable, _ = chain
-                frame = self._gather(cpu, readable)
-                if frame is not None:
-                    port.send(cpu, frame)
+                got = self._gather(cpu, readable)
+                if got is not None:
+                    port.send(cpu, *got) if got[1] else port.send(cpu, got[0])
                 q.push(head, 0)
                 sent += 1
             if q.should_interrupt():
@@ -96,8 +96,10 @@ class VirtioNet(VirtioPciDevice):
             self.needs_reset(cpu, f"tx: {err}")
             return False
 
-    def _gather(self, cpu: Resource, segments: list[tuple[int, int]]) -> bytes | None:
-        """Read a chain's buffers: virtio_net_hdr then the frame."""
+    def _gather(self, cpu: Resource, segments: list[tuple[int, int]]) -> tuple[bytes, int] | None:
+        """Read a chain's buffers: virtio_net_hdr then the frame; the frame
+        and its gso_size, for a TCPv4 GSO packet the backend hands on whole
+        (its segments' checksums are summed where it is segmented), else 0."""
         one = len(segments) == 1
         total = segments[0][1] if one else sum(length for _, length in segments)
         if total <= _HDR_SIZE or total > MAX_FRAME + _HDR_SIZE:
@@ -111,11 +113,16 @@ class VirtioNet(VirtioPciDevice):
         except DmaFault:
             discard(self, "tx_dma_fault")
             return None
-        flags, _, _, _, csum_start, csum_offset, _ = _HDR.unpack_from(data)
+        flags, gso_type, _, gso_size, csum_start, csum_offset, _ = _HDR.unpack_from(data)
         frame = data[_HDR_SIZE:]
-        if flags & NEEDS_CSUM:
+        if gso_type == v.VIRTIO_NET_HDR_GSO_TCPV4 and self.driver_features >> v.VIRTIO_NET_F_HOST_TSO4 & 1:
+            if gso_size < TCP_MIN_MSS or not _is_tcpv4(frame):
+                discard(self, "tx_bad_gso")
+                return None
+            return frame, gso_size
+        if flags & v.VIRTIO_NET_HDR_F_NEEDS_CSUM:
             frame = _complete_checksum(frame, csum_start, csum_offset)
-        return frame
+        return frame, 0
 
     # ---- receive ---------------------------------------------------------------
     def can_receive(self, size: int) -> bool:
@@ -190,6 +197,15 @@ class VirtioNet(VirtioPciDevice):
         return pos - start
 
 
+def _is_tcpv4(frame: bytes) -> bool:
+    """An Ethernet II frame with a whole IPv4 header and a whole TCP header (data offset 5 or more) behind it."""
+    if len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[14] >> 4 != 4 or frame[14] & 0xF < 5 \
+            or frame[23] != 6:
+        return False
+    l4 = 14 + (frame[14] & 0xF) * 4
+    return l4 + 20 <= len(frame) and 20 <= (frame[l4 + 12] >> 4) * 4 <= len(frame) - l4
+
+
 def _complete_checksum(frame: bytes, start: int, offset: int) -> bytes:
     """5.1.6.2: the device computes the checksum from csum_start and stores it
     at csum_start + csum_offset (the driver seeded it with the pseudo-header sum)."""
@@ -203,4 +219,4 @@ def _complete_checksum(frame: bytes, start: int, offset: int) -> bytes:
 
 DEVICE = DeviceEntry(VirtioNet, "paravirt", "virtio 1.x network device", ("QEMU/KVM", "Firecracker"),
                      "virtio_net", (v.VENDOR_ID, v.DEVICE_ID_NET), backends=("qemu", "vhost-net", "vhost-user"),
-                     hypervisor="kvm", offloads=("tx-checksum-ip-generic",))
+                     hypervisor="kvm", offloads=("tx-checksum-ip-generic", "tx-tcp-segmentation"))

@@ -2,8 +2,8 @@
 VMs and the packet size grow, and on each hypervisor asked for (the same VM
 with the devices each offers: VMXNET3 on ESXi beside virtio-net on KVM).
 
-Every VM on one host streams UDP to the host at the far end of the physical
-link (``dst: wire``): emulated and para-virtual VMs through the host's
+Every VM on one host streams UDP (or runs ``tcp_stream`` or ``tcp_rr``) to
+the host at the far end of the physical link (``dst: wire``): emulated and para-virtual VMs through the host's
 bridge and its one 10 GbE port, SR-IOV VMs each on a VF of that one port,
 pass-through VMs each on a port of their own (the model is exclusive).  A bare-metal machine with the same NIC and driver
 is the baseline each row is compared with.  Every figure comes out of a full
@@ -22,10 +22,14 @@ from statistics import median
 from .catalog import DEVICES
 from .runner import run, run_all
 from .scenario import Scenario
+from .workloads import STREAM_CHUNK, TCP_MSS
 
 LINK_GBPS = 10
 WARMUP_MS = 15.0            # TX rings and qdiscs (512 + 1000 frames a VM) fill before the measured window opens
 SUBNET = "10.0"
+WORKLOADS = ("udp_stream", "tcp_stream", "tcp_rr")
+DEFAULT_SIZES = {"udp_stream": "64,1500", "tcp_stream": "16384", "tcp_rr": "1"}
+SIZE_KEY = {"udp_stream": "packet_size", "tcp_stream": "message_size", "tcp_rr": "request_size"}
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,11 @@ def _nic(config: Config, i: int, uplink: str | None) -> dict:
 
 
 def scenario(config: Config | None, vms: int, packet_size: int, duration_ms: float, cores: int,
-             posted_interrupts: bool, profile: str) -> dict:
-    """The sweep point as a scenario document; ``config`` None is the bare-metal baseline."""
+             posted_interrupts: bool, profile: str, workload: str = "udp_stream", offloads: bool = True) -> dict:
+    """The sweep point as a scenario document; ``config`` None is the bare-metal baseline.
+    ``packet_size`` is the size ``workload`` takes: a UDP stream's packets, a TCP
+    stream's messages, a TCP_RR's requests and responses.  ``offloads`` False:
+    every NIC's GSO, GRO, TSO and TX checksum off (``ethtool -K``)."""
     exclusive = config is None or config.model == "passthrough"
     shared_vfs = config is not None and config.model == "sriov"
     ports = vms if exclusive else 1
@@ -84,10 +91,14 @@ def scenario(config: Config | None, vms: int, packet_size: int, duration_ms: flo
     for i in range(vms):
         uplink = f"pnic{i}" if exclusive else "pnic0" if shared_vfs else None
         nic = _nic(config or Config("passthrough", "ixgbe"), i, uplink)
+        if not offloads:
+            nic["offloads"] = {"gso": False, "gro": False, "tso": False, "tx": False}
         machines.append({"name": f"vm{i}", "host": "host0", "nics": [nic]} | ({"bare_metal": True} if config is None else {}))
-    workloads = [{"type": "udp_stream", "src": f"vm{i}", "dst": "wire", "packet_size": packet_size,
+    sizes = {SIZE_KEY[workload]: packet_size} | ({"response_size": packet_size} if workload == "tcp_rr" else {})
+    workloads = [{"type": workload, "src": f"vm{i}", "dst": "wire", **sizes,
                   "duration_ms": WARMUP_MS + duration_ms, "warmup_ms": WARMUP_MS} for i in range(vms)]
-    name = f"{config.label if config else 'bare-metal'}-{vms}vm-{packet_size}B".replace("/", "-").replace("@", "-")
+    tag = ("" if workload == "udp_stream" else f"-{workload}") + ("" if offloads else "-no-offloads")
+    name = f"{config.label if config else 'bare-metal'}-{vms}vm-{packet_size}B{tag}".replace("/", "-").replace("@", "-")
     return {"name": name, "profile": profile, "hosts": [host], "vms": machines, "workloads": workloads}
 
 
@@ -109,7 +120,13 @@ def run_point(point: dict) -> dict:
         for name, per in f["events_per_packet"].items():
             events[name] = events.get(name, 0.0) + per * f["delivered"]
     p50 = sorted(f["latency_us"]["p50"] for f in flows if f["latency_us"]["p50"] is not None)
-    return point["labels"] | {
+    tcp = {}
+    if any(f["type"] == "tcp_rr" for f in flows):
+        tcp["transactions_per_s"] = round(sum(f.get("transactions_per_s", 0.0) for f in flows), 1)
+    if any(f["type"] == "tcp_stream" for f in flows) and delivered:
+        # data segments are full-sized (MSS 1460) but for a stream's last: exits per 64 KiB of payload
+        tcp["exits_per_64kb"] = round(events.get("vm_exit", 0.0) / delivered * 65536 / TCP_MSS, 3)
+    return point["labels"] | tcp | {
         "sent": sum(f["sent"] for f in flows), "delivered": delivered,
         "dropped": sum(f["dropped"] for f in flows),
         "throughput_gbps": round(gbps, 4), "per_vm_gbps": round(median(per_vm), 4),
@@ -125,19 +142,22 @@ def run_point(point: dict) -> dict:
 
 
 def points(configs: list[Config], vms: list[int], sizes: list[int], duration_ms: float, cores: int,
-           posted_interrupts: bool, profile: str, engine: str = "cpython") -> list[dict]:
+           posted_interrupts: bool, profile: str, engine: str = "cpython", workload: str = "udp_stream",
+           offloads: bool = True) -> list[dict]:
     """Every (config, VM count, size) point, and one bare-metal baseline per size, each run on ``engine``."""
     out = []
     for size in sizes:
         out.append({"labels": {"model": "bare-metal", "device": "ixgbe", "backend": None, "hypervisor": None, "vms": 1,
                                "packet_size": size},
-                    "scenario": scenario(None, 1, size, duration_ms, cores, posted_interrupts, profile),
+                    "scenario": scenario(None, 1, size, duration_ms, cores, posted_interrupts, profile, workload,
+                                         offloads),
                     "engine": engine})
         for config in configs:
             for n in vms:
                 labels = asdict(config) | {"vms": n, "packet_size": size}
                 out.append({"labels": labels, "engine": engine,
-                            "scenario": scenario(config, n, size, duration_ms, cores, posted_interrupts, profile)})
+                            "scenario": scenario(config, n, size, duration_ms, cores, posted_interrupts, profile,
+                                                 workload, offloads)})
     return out
 
 

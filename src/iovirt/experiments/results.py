@@ -62,7 +62,24 @@ class FlowResult:
             "throughput_gbps": round(f.window_bytes * 8 / window / 1e9, 6), "pps": round(f.window_frames / window, 1),
             "latency_us": {"p50": _percentile(lat, 0.5), "p99": _percentile(lat, 0.99), "max": _percentile(lat, 1.0)},
             "events_per_packet": per_packet,
+            **(_tcp_figures(f, window, dropped) if f.type.startswith("tcp_") else {}),
         })
+
+
+def _tcp_figures(f: FlowStats, window: float, dropped: int) -> dict:
+    """A TCP flow's own: its frames in flight need no corrupted datagrams (TCP
+    discards those as drops), reads whose bytes were wrong are
+    ``stream_errors``; a tcp_rr flow's transactions per second."""
+    out = {"in_flight": f.sent - f.delivered - dropped, "stream_errors": f.corrupted, "corrupted": 0}
+    if f.type == "tcp_stream" and len(f.window_reads) == 4 and f.window_reads[2] > f.window_reads[0]:
+        # a stream is read in GRO-sized gulps: its rate is the bytes between its first and last read in
+        # the window over the time between them, not the window's edges (netperf's bytes over elapsed time)
+        first, read_first, last, read_last = f.window_reads
+        out["throughput_gbps"] = round((read_last - read_first) * 8 / (last - first), 6)
+    if f.type == "tcp_rr":
+        out["transactions"] = f.transactions
+        out["transactions_per_s"] = round(f.window_transactions / window, 1)
+    return out
 
 
 def _links(world, busy: dict[str, float], window: float) -> list[dict]:

@@ -85,6 +85,8 @@ def begin(world: World) -> tuple[float, float, list[FlowStats]]:
         src_if, dst_if = _interface(world, w.src, w.dst)
         stats = FlowStats(index, w.type, w.src, w.dst, w.packet_size, window=(start + w.warmup_ms * 1e6, end))
         extra = {"count": w.count or 5} if w.type == "ping" else {}
+        extra.update((k, v) for k in ("message_size", "request_size", "response_size")
+                     if (v := getattr(w, k)) is not None)
         workload = KINDS[w.type](stats, world.guests[w.src], _machine(world, w.dst, w.src), src_if, dst_if,
                                  start, end, w.rate_pps, **extra)
         if w.type == "udp_stream" and w.dst == WIRE and world.scenario.peer.receiver == "tester":

@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 from iovirt.experiments.catalog import (DEVICES, PHYSICAL_NICS, UPLINK_MODELS, Model, NicKind,
                                         devices_for, implemented_devices)
 from iovirt.devices.registry import registry
+from iovirt.experiments.workloads import STREAM_CHUNK
 from iovirt.guest.kernel import pci_drivers
 from iovirt.sim import yamldoc
 from iovirt.sim.profile import CostProfile, load_profile
@@ -190,6 +191,8 @@ class HostNic(_Strict):
     kind: NicKind = "x82599"
     link_gbps: LinkGbps = 10.0
     num_vfs: Annotated[int, Field(ge=0)] = 0
+    # the fraction of frames its cable damages, either way (each found by the receiver's FCS check and discarded)
+    frame_error_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
 class Host(_Strict):
@@ -209,6 +212,18 @@ def _moderation(value: Any) -> Any:
         return value
     raise _expected(f"expected 'adaptive', 'off' or {MIN_INTERRUPT_RATE}-{MAX_INTERRUPT_RATE} interrupts/s "
                     f"(e1000's InterruptThrottleRate bounds), got {value!r}")
+
+
+class Offloads(_Strict):
+    """The guest's offload switches for a NIC, as ``ethtool -K`` sets them: the
+    stack's software GSO and GRO (on by default, as in Linux), and the
+    device's TCP segmentation (``tso``) and transmit checksum (``tx``) where
+    its driver negotiated them; a device without one simply lacks it."""
+
+    gso: bool = True
+    gro: bool = True
+    tso: bool = True
+    tx: bool = True
 
 
 class VmNic(_Strict):
@@ -235,6 +250,7 @@ class VmNic(_Strict):
     variant: str | None = None
     # the guest driver that binds it when several can (driver_override): flexible with "pcnet" stays a Vlance
     guest_driver: str | None = None
+    offloads: Offloads = Offloads()
 
 
 class Vm(_Strict):
@@ -252,10 +268,11 @@ class Vm(_Strict):
 
 
 class Workload(_Strict):
-    type: Literal["ping", "udp_stream", "request_response", "memory_dirty"]
+    type: Literal["ping", "udp_stream", "request_response", "tcp_stream", "tcp_rr", "memory_dirty"]
     src: str
     dst: str | None = None  # memory_dirty has none
-    packet_size: PacketSize = Field(description="IPv4 packet bytes: 1500 for udp_stream, else 64 by default")
+    packet_size: PacketSize = Field(description="IPv4 packet bytes: 1500 for udp_stream (and the MTU-sized "
+                                                "segments of tcp_stream), else 64 by default")
     duration_ms: Annotated[float, Field(gt=0), _at_most(MAX_DURATION_MS, "ms of simulated time",
                                                           "about a minute of wall time per saturated stream")] = 10.0
     rate_pps: Annotated[float, Field(gt=0), _at_least(MIN_RATE_PPS, "packets per second", "one in the longest run"),
@@ -263,6 +280,14 @@ class Workload(_Strict):
                         ] | None = None  # None: as fast as the path allows
     warmup_ms: Annotated[float, Field(ge=0)] = 0.0  # deliveries before start + warmup_ms count for all but throughput
     count: Count | None = None  # ping only
+    # tcp_stream only: bytes per send() (netperf -m; its default, the send buffer's initial 16 KiB)
+    message_size: Annotated[int, Field(ge=1), _at_most(STREAM_CHUNK, "bytes", "one write of the stream's pattern")
+                            ] | None = None
+    # tcp_rr only: bytes per request and per response (netperf -r; its default 1,1)
+    request_size: Annotated[int, Field(ge=1), _at_most(STREAM_CHUNK, "bytes", "one write of the stream's pattern")
+                            ] | None = None
+    response_size: Annotated[int, Field(ge=1), _at_most(STREAM_CHUNK, "bytes", "one write of the stream's pattern")
+                             ] | None = None
     # memory_dirty only: the guest rewrites its working set at this rate (MiB/s)
     dirty_mib_s: Annotated[float, Field(gt=0), _at_most(MAX_DIRTY_MIB_S, "MiB/s", "above any server's memory "
                                                          "bandwidth: 12 channels of DDR5-4800 move 460.8 GB/s")
@@ -273,7 +298,7 @@ class Workload(_Strict):
     @classmethod
     def _default_packet_size(cls, data: Any) -> Any:
         if isinstance(data, dict) and "packet_size" not in data:
-            return {**data, "packet_size": MTU if data.get("type") == "udp_stream" else 64}
+            return {**data, "packet_size": MTU if data.get("type") in ("udp_stream", "tcp_stream") else 64}
         return data
 
 
@@ -488,6 +513,7 @@ _EXPECTED = {
     "model_type": "expected a mapping",
     "greater_than": "expected a number > {gt:g}",
     "greater_than_equal": "expected a number >= {ge:g}",
+    "less_than": "expected a number < {lt:g}",
     "too_short": "expected at least {min_length} item(s)",
     "string_too_short": "expected a non-empty string",
     "literal_error": "expected {expected}",
@@ -790,6 +816,9 @@ def _workload_problems(
     if w.warmup_ms >= w.duration_ms:
         yield (f"{where}.warmup_ms", f"expected less than duration_ms ({_number(w.duration_ms)}): throughput is "
                                      f"measured after the warm-up, got {_number(w.warmup_ms)}")
+    for field, kind in (("message_size", "tcp_stream"), ("request_size", "tcp_rr"), ("response_size", "tcp_rr")):
+        if getattr(w, field) is not None and w.type != kind:
+            yield f"{where}.{field}", f"expected no {field} for a {w.type} workload (only {kind} takes one)"
     if w.count is not None and w.type != "ping":
         yield f"{where}.count", f"expected no count for a {w.type} workload (only ping takes one), got {w.count}"
     elif w.count is not None and w.count > w.duration_ms * PINGS_PER_MS:

@@ -1,8 +1,11 @@
 """Workloads: applications running in the guests, like ping, netperf
-UDP_STREAM and UDP_RR.  Every datagram carries a probe header (flow, sequence,
-send time) and a payload pattern derived from the sequence number, checked
-byte for byte at the receiver: loss, corruption, reordering and latency are
-measured from the frames themselves."""
+UDP_STREAM and UDP_RR, TCP_STREAM and TCP_RR.  Every datagram carries a probe
+header (flow, sequence, send time) and a payload pattern derived from the
+sequence number, checked byte for byte at the receiver: loss, corruption,
+reordering and latency are measured from the frames themselves.  A TCP
+connection's byte stream is a pattern of its offset, checked byte for byte
+as it is read; its data segments are counted as TCP sends and receives them
+(``sent``, ``delivered``), so that with the drop ledger they add up."""
 
 from __future__ import annotations
 
@@ -17,6 +20,10 @@ PROBE = struct.Struct("!IIQ")          # flow, sequence, send time (ns)
 PROBE_SIZE = PROBE.size
 IP_UDP_HEADERS = 28
 _PATTERN = bytes(range(256)) * 7       # longer than any payload + 255
+_STREAM = bytes(range(256)) * 257      # a TCP stream's bytes: offset modulo 256; 64 KiB + 255
+STREAM_CHUNK = 65536                   # the largest message a TCP workload writes at once
+IPPROTO_TCP = 6
+TCP_MSS = 1460                         # a 1500-byte MTU less the IPv4 and TCP headers
 BASE_PORT = 5001
 _TPID, _ETH_P_IP = b"\x81\x00", b"\x08\x00"
 _PROBED = (1, 17)                       # IPPROTO_ICMP, IPPROTO_UDP
@@ -37,10 +44,29 @@ def _probe_at(frame: bytes) -> int | None:
     return at + 2 + (frame[at + 2] & 0xF) * 4 + 8          # past the IP header and the UDP / ICMP header
 
 
+def _tcp_data_port(frame: bytes) -> int | None:
+    """The lower port of a TCP/IPv4 frame carrying data (a workload's
+    connection uses its port at both ends), None for any other frame."""
+    at = 16 if frame[12:14] == _TPID else 12
+    if frame[at : at + 2] != _ETH_P_IP or len(frame) < at + 22 or frame[at + 11] != IPPROTO_TCP:
+        return None
+    ip = at + 2
+    l4 = ip + (frame[ip] & 0xF) * 4
+    if len(frame) < l4 + 14:
+        return None
+    if int.from_bytes(frame[ip + 2 : ip + 4], "big") - (l4 - ip) - (frame[l4 + 12] >> 4) * 4 <= 0:
+        return None
+    return min(int.from_bytes(frame[l4 : l4 + 2], "big"), int.from_bytes(frame[l4 + 2 : l4 + 4], "big"))
+
+
 def flow_of(flows: int) -> Callable[[bytes], int | None]:
     """What tells a frame's flow for the drop ledger: the probe its datagram
-    carries, if it names one of the ``flows`` workloads."""
+    carries, or the port of a TCP data segment, if it names one of the
+    ``flows`` workloads."""
     def classify(frame: bytes) -> int | None:
+        port = _tcp_data_port(frame)
+        if port is not None:
+            return port - BASE_PORT if 0 <= port - BASE_PORT < flows else None
         probe = _probe_at(frame)
         if probe is None:
             return None
@@ -74,6 +100,10 @@ class FlowStats:
     window_bytes: int = 0                                  # payload (UDP or ICMP data) delivered in the window
     expect_seq: int = 0
     gaps: list[tuple[int, int, float]] = field(default_factory=list)   # (first missing seq, how many, when the next came)
+    transactions: int = 0               # tcp_rr: request/response pairs completed
+    window_transactions: int = 0
+    window_reads: list[float] = field(default_factory=list)    # tcp_stream: first and last read in the window:
+                                                               # (when, bytes read by then) each
 
     def check(self, payload: bytes, now: float) -> int | None:
         """Verify one received datagram; returns its sequence number if intact."""
@@ -203,7 +233,177 @@ class Ping(Workload):
         self.stats.check(data, self.src.vcpu.cursor)
 
 
-KINDS = {"udp_stream": UdpStream, "request_response": RequestResponse, "ping": Ping}
+class _Segments:
+    """What a TCP socket counts (its ``counters``): data segments sent and
+    delivered; those delivered while the flow's window is open also count
+    for its packet rate."""
+
+    __slots__ = ("stats", "clock")
+
+    def __init__(self, stats: FlowStats, clock: Callable[[], float]) -> None:
+        self.stats, self.clock = stats, clock
+
+    @property
+    def sent(self) -> int:
+        return self.stats.sent
+
+    @sent.setter
+    def sent(self, value: int) -> None:
+        if self.stats.first_sent is None:
+            self.stats.first_sent = self.clock()
+        self.stats.sent = value
+
+    @property
+    def delivered(self) -> int:
+        return self.stats.delivered
+
+    @delivered.setter
+    def delivered(self, value: int) -> None:
+        stats = self.stats
+        if stats.window[0] <= self.clock() < stats.window[1]:
+            stats.window_frames += value - stats.delivered
+        stats.delivered = value
+
+
+class TcpWorkload(Workload):
+    """A connection from ``src`` to ``dst`` on the flow's port at both ends,
+    set up when the workload starts."""
+
+    NODELAY = False
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        counters = _Segments(self.stats, lambda: self.dst_if.cpu.cursor)
+        self.dst_if.tcp_listen(self.port, self.accepted, nodelay=self.NODELAY, counters=counters)
+        self.counters = counters
+        self.sock = self.server = None
+
+    def step(self) -> None:
+        self.sock = self.src_if.tcp_connect(self.dst_if.ip.ip, self.port, self.port, nodelay=self.NODELAY,
+                                            counters=self.counters)
+        self.sock.on_connected = self.connected
+
+    def check(self, offset: int, data: bytes) -> bool:
+        """Whether ``data`` is the stream's bytes from ``offset`` on."""
+        for at in range(0, len(data), STREAM_CHUNK):
+            piece = data[at : at + STREAM_CHUNK]
+            start = (offset + at) & 0xFF
+            if piece != _STREAM[start : start + len(piece)]:
+                return False
+        return True
+
+
+class TcpStream(TcpWorkload):
+    """netperf TCP_STREAM: write ``message_size`` bytes at a time as fast as
+    the socket takes them; the receiver reads and checks every byte."""
+
+    def __init__(self, *args, message_size: int = 16384, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.message_size = message_size
+        self.written = self.read = 0
+
+    def connected(self) -> None:
+        self.write()
+
+    def write(self) -> None:
+        sock, size = self.sock, self.message_size
+        while self.src.vcpu.cursor < self.stop:
+            start = self.written & 0xFF
+            n = sock.send(_STREAM[start : start + size])
+            self.written += n
+            if n < size:
+                sock.on_writable = self.write
+                return
+
+    def accepted(self, sock) -> None:
+        self.server = sock
+        sock.on_data = self.received
+
+    def received(self, data: bytes) -> None:
+        stats = self.stats
+        if not self.check(self.read, data):
+            stats.corrupted += 1
+        self.read += len(data)
+        now = self.dst.receive_time()
+        if stats.window[0] <= now < stats.window[1]:
+            stats.window_bytes += len(data)
+            stats.window_reads[2:] = [now, self.read]
+            if len(stats.window_reads) == 2:
+                stats.window_reads[:0] = [now, self.read]
+        stats.last_delivered = now
+
+
+class TcpRequestResponse(TcpWorkload):
+    """netperf TCP_RR: one transaction at a time, ``request_size`` bytes to
+    the server and ``response_size`` back, TCP_NODELAY on both; latency is
+    the transaction's round trip."""
+
+    NODELAY = True
+
+    def __init__(self, *args, request_size: int = 1, response_size: int = 1, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.request_size, self.response_size = request_size, response_size
+        self.asked = self.answered = 0          # bytes of the current request and response so far
+        self.sent_at = 0.0
+        self.offset = [0, 0]                    # stream offsets written: client to server, server to client
+        self.read = [0, 0]                      # and read
+
+    def connected(self) -> None:
+        self.request()
+
+    def request(self) -> None:
+        now = self.src.vcpu.cursor
+        if now >= self.stop:
+            return
+        self.sent_at = now
+        self._send(self.sock, 0, self.request_size)
+
+    def _send(self, sock, way: int, size: int) -> None:
+        """``size`` bytes (at most STREAM_CHUNK) of direction ``way``'s stream."""
+        start = self.offset[way] & 0xFF
+        taken = sock.send(_STREAM[start : start + size])
+        self.offset[way] += taken
+        if taken < size:
+            sock.on_writable = lambda: self._send(sock, way, size - taken)
+
+    def accepted(self, sock) -> None:
+        self.server = sock
+        sock.on_data = self.serve
+
+    def serve(self, data: bytes) -> None:
+        if not self.check(self.read[0], data):
+            self.stats.corrupted += 1
+        self.read[0] += len(data)
+        self.asked += len(data)
+        if self.asked >= self.request_size:
+            self.asked -= self.request_size
+            self._send(self.server, 1, self.response_size)
+
+    def connected_data(self, data: bytes) -> None:
+        stats = self.stats
+        if not self.check(self.read[1], data):
+            stats.corrupted += 1
+        self.read[1] += len(data)
+        self.answered += len(data)
+        if self.answered < self.response_size:
+            return
+        self.answered -= self.response_size
+        now = self.src.vcpu.cursor
+        stats.transactions += 1
+        stats.latencies_ns.append(now - self.sent_at)
+        if stats.window[0] <= now < stats.window[1]:
+            stats.window_transactions += 1
+            stats.window_bytes += self.response_size
+        stats.last_delivered = now
+        self.request()
+
+    def step(self) -> None:
+        super().step()
+        self.sock.on_data = self.connected_data
+
+
+KINDS = {"udp_stream": UdpStream, "request_response": RequestResponse, "ping": Ping, "tcp_stream": TcpStream,
+         "tcp_rr": TcpRequestResponse}
 
 
 class MemoryDirty:

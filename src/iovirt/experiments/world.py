@@ -146,6 +146,8 @@ class World:
         for nic in spec.nics:
             if not nic.standby:             # a standby is one interface with its primary (net_failover)
                 guest.ifup(mac_bytes(nic.mac), str(nic.ip))
+                o = nic.offloads
+                guest.ethtool_features(mac_bytes(nic.mac), gso=o.gso, gro=o.gro, tso=o.tso, tx=o.tx)
             if nic.interrupt_moderation != "adaptive":
                 guest.coalesce(mac_bytes(nic.mac), nic.interrupt_moderation)
         return guest
@@ -168,7 +170,7 @@ class World:
         host = Host(spec.name, spec.cores, self.sim, self.ledger, spec.iommu_page_kb << 10, spec.iotlb_entries,
                     spec.pml)
         for index, nic in enumerate(spec.nics):
-            host.nics[nic.name] = PhysicalNic(host, nic.name, index, nic.link_gbps)
+            host.nics[nic.name] = PhysicalNic(host, nic.name, index, nic.link_gbps, nic.frame_error_rate)
             self.fabric.connect(host.nics[nic.name].link)
         if spec.hypervisor == "xen":
             self.xen[spec.name] = Xen(host)

@@ -229,12 +229,22 @@ class GuestKernel:
         at ``rate`` interrupts/s, or ``off``."""
         next(n for n in self.netdevs if n.mac == mac).set_coalesce(rate)
 
+    def ethtool_features(self, mac: bytes, gso: bool, gro: bool, tso: bool, tx: bool) -> None:
+        """ethtool -K on the interface with ``mac``: its software GSO and GRO
+        on or off, and its device's TSO and TX checksum where the driver has
+        them (TSO needs the checksum: netdev_fix_features)."""
+        stack = self.interfaces[mac]
+        offloads = getattr(stack.netdev, "offloads", frozenset())
+        stack.gso, stack.gro = gso, gro
+        stack.tx_csum = tx and "tx_csum" in offloads
+        stack.tso = tso and stack.tx_csum and "tso" in offloads
+
     def ifup(self, mac: bytes, address: str) -> IPv4Stack:
         """Configure the interface whose hardware address is ``mac``."""
         for netdev in self.netdevs:
             if netdev.mac == mac:
                 stack = IPv4Stack(self.vcpu, mac, ipaddress.IPv4Interface(address), netdev,
-                                  drops=self.sim.drops, place=f"{self.name}/stack")
+                                  drops=self.sim.drops, place=f"{self.name}/stack", sched=self)
                 netdev.stack = stack
                 self.interfaces[mac] = stack
                 return stack

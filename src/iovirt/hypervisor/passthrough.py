@@ -68,14 +68,14 @@ class PhysicalNic:
     the receive side's writes travel opposite directions, each at the link's
     rate, so receive DMA has an engine of its own (``rx_engine``)."""
 
-    def __init__(self, host, name: str, index: int, gbps: float) -> None:
+    def __init__(self, host, name: str, index: int, gbps: float, frame_error_rate: float = 0.0) -> None:
         self.host = host
         self.name = name
         self.bdf = Bdf(HOST_NIC_BUS + index, 0, 0)
         self.address = f"0000:{self.bdf}"
         self.engine = Resource(f"{host.name}/{name}/engine", "nic", host.ledger, host.ledger.account(host.name))
         self.rx_engine = Resource(f"{host.name}/{name}/rx-engine", "nic", host.ledger, self.engine.acct)
-        self.link = Link(host.sim, host.ledger, f"{host.name}/{name}/wire", gbps)
+        self.link = Link(host.sim, host.ledger, f"{host.name}/{name}/wire", gbps, frame_error_rate=frame_error_rate)
         self.owner: str | None = None
 
     def claim(self, owner: str) -> None:

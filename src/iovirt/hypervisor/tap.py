@@ -8,12 +8,17 @@ syscall and no extra copy: ``syscall=False``.  A poll-mode reader (a
 vhost-user PMD) is never asleep, so frames cost it no wake-up:
 ``polled=True``; it is the user-space switch, and forwards the frames it
 takes at that switch's price (``dpdk_switch``), not the kernel bridge's.
-The sending thread also runs the switch for its frame."""
+The sending thread also runs the switch for its frame.  A TCP GSO packet
+from the device (its virtio_net_hdr's gso_size, which the tap's vnet
+header carries, IFF_VNET_HDR) crosses the tap and the bridge as one unit;
+it is segmented where it leaves them for a port that cannot take it
+(``vswitch``)."""
 
 from __future__ import annotations
 
 from collections import deque
 
+from ..net.gso import GsoFrame
 from ..net.vswitch import Port
 from ..sim.resource import Resource
 
@@ -40,7 +45,9 @@ class TapPort(Port):
         device.port = self
 
     # device -> tap -> switch
-    def send(self, cpu: Resource, frame: bytes) -> None:
+    def send(self, cpu: Resource, frame: bytes, gso_size: int = 0) -> None:
+        if gso_size:
+            frame = GsoFrame.of(frame, gso_size)
         if self.syscall:
             cpu.charge("tap")
             cpu.charge("copy_hot", nbytes=len(frame))     # the frame the VMM thread has just assembled

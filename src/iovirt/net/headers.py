@@ -1,6 +1,7 @@
-"""Wire formats of Ethernet II, ARP, IPv4, ICMP echo and UDP, and the Internet
-checksum.  Field names follow Linux (``<linux/if_ether.h>``, ``<linux/ip.h>``,
-``<linux/icmp.h>``, ``<linux/udp.h>``, ``<linux/if_arp.h>``).
+"""Wire formats of Ethernet II, ARP, IPv4, ICMP echo, UDP and TCP, and the
+Internet checksum.  Field names follow Linux (``<linux/if_ether.h>``,
+``<linux/ip.h>``, ``<linux/icmp.h>``, ``<linux/udp.h>``, ``<linux/tcp.h>``,
+``<linux/if_arp.h>``).
 
 ``Layout`` fields are 1, 2, 4 or 8 bytes wide, so the 6-byte hardware addresses
 are gaps in the tables, named by the slices beside them.
@@ -48,6 +49,7 @@ IP_DF = 0x4000
 IP_MF = 0x2000
 IP_OFFSET = 0x1FFF
 IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 
 IPHDR = Layout(
@@ -78,9 +80,26 @@ ICMP_CHECKSUM = ICMPHDR.offset("checksum")
 UDPHDR = Layout("udphdr", 8, [("source", 0, 2), ("dest", 2, 2), ("len", 4, 2), ("check", 6, 2)], order=">")
 UDP_CHECK = UDPHDR.offset("check")
 
+# --- TCP (RFC 9293 §3.1) ----------------------------------------------------
+
+# doff_flags: data offset (32-bit words) in the top 4 bits, the flags in the low 8
+TCPHDR = Layout(
+    "tcphdr",
+    20,
+    [("source", 0, 2), ("dest", 2, 2), ("seq", 4, 4), ("ack_seq", 8, 4), ("doff_flags", 12, 2),
+     ("window", 14, 2), ("check", 16, 2), ("urg_ptr", 18, 2)],
+    order=">",
+)
+TCP_CHECK = TCPHDR.offset("check")
+TCPHDR_FIN, TCPHDR_SYN, TCPHDR_RST, TCPHDR_PSH, TCPHDR_ACK, TCPHDR_URG = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+TCPOPT_EOL, TCPOPT_NOP, TCPOPT_MSS, TCPOPT_WINDOW = 0, 1, 2, 3      # RFC 9293 §3.2, RFC 7323 §2.2
+TCPOPT_SACK_PERM, TCPOPT_SACK = 4, 5                                 # RFC 2018 §2, §3
+TCPOLEN_MSS, TCPOLEN_WINDOW, TCPOLEN_SACK_PERM, TCPOLEN_SACK_PERBLOCK = 4, 3, 2, 8
+TCP_MAX_SACK = 4        # blocks in the 40 bytes of options, with two NOPs to align them
+
 # --- Internet checksum (RFC 1071) --------------------------------------------
 
-CHECK16 = struct.Struct(">H")  # the IPv4, ICMP and UDP checksum fields
+CHECK16 = struct.Struct(">H")  # the IPv4, ICMP, UDP and TCP checksum fields
 
 
 def csum_partial(data: bytes) -> int:
@@ -133,7 +152,7 @@ def csum_fold(total: int) -> int:
 
 
 def pseudo_header_sum(saddr: int, daddr: int, protocol: int, length: int) -> int:
-    """``csum_partial`` of the UDP pseudo-header (RFC 768): each 32-bit address
+    """``csum_partial`` of the UDP or TCP pseudo-header (RFC 768, RFC 9293 §3.1): each 32-bit address
     is congruent to the sum of its two 16-bit words."""
     return saddr + daddr + protocol + length
 

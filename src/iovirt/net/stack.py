@@ -1,13 +1,23 @@
 """A guest kernel's IPv4 stack on one Ethernet interface: ARP, IPv4 without
-fragmentation, ICMP echo and UDP sockets, above a transmit queue and the
-device driver (``netdev``).
+fragmentation, ICMP echo, UDP sockets and TCP connections (``tcp.py``), GSO
+and GRO, above a transmit queue and the device driver (``netdev``).
 
 The driver contract: ``netdev.transmit(frame) -> bool`` takes the frame or
 refuses it (ring full); after a refusal the driver calls ``tx_wake()`` once it
 has freed descriptors, and hands every received frame to ``receive()``.
 
 Costs, on the vCPU ``cpu``: one ``guest_stack`` per packet sent or received and
-one ``copy`` per byte of payload crossing the socket boundary.
+one ``copy`` per byte of payload crossing the socket boundary; TCP's own are
+in ``tcp.py``, GRO's ``gro_receive`` per frame it takes.
+
+TCP needs timers and deferred work: ``sched`` is the machine's kernel
+(``run_at(when, fn)``, ``run_soon(fn)``).  GSO (``gso``) and GRO (``gro``)
+are software and on by default, as in Linux; ``rx_csum``: the device
+validated received checksums (NETIF_F_RXCSUM), so the stack does not sum
+them again.  A driver whose device segments TCP packets itself and sums
+their checksums lists ``tso`` and ``tx_csum`` in its ``offloads``; the stack
+then hands it whole GSO packets (:class:`~iovirt.net.gso.GsoFrame`) and
+leaves the checksums to it.
 """
 
 from __future__ import annotations
@@ -24,9 +34,11 @@ from .headers import (
     AR_SHA, AR_THA, ARPHDR, ARPHRD_ETHER, ARPOP_REPLY, ARPOP_REQUEST, CHECK16, ETH_ALEN,
     ETH_BROADCAST, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETHHDR, H_DEST, H_PROTO, ICMP_CHECKSUM,
     ICMP_ECHO, ICMP_ECHOREPLY, ICMPHDR, IP_CHECK, IP_DF, IP_MF, IP_OFFSET, IPDEFTTL, IPHDR,
-    IPPROTO_ICMP, IPPROTO_UDP, IPVERSION, UDP_CHECK, UDPHDR, csum_fold, csum_partial,
-    csum_reduced, pseudo_header_sum,
+    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPVERSION, TCPHDR, TCPHDR_ACK, TCPHDR_PSH, TCPHDR_SYN,
+    UDP_CHECK, UDPHDR, csum_fold, csum_partial, csum_reduced, pseudo_header_sum,
 )
+from .gso import GsoFrame, segment
+from .tcp import GSO_MAX_SIZE, TCP_HLEN, TcpListener, TcpSock, iss_for
 
 TXQUEUELEN = 1000  # Linux default for Ethernet devices
 UNRES_QLEN = 101  # Linux neigh/default/unres_qlen: datagrams held per unresolved neighbour
@@ -35,6 +47,8 @@ L4_HLEN = UDPHDR.size  # the ICMP echo header is as long
 ZERO_MAC = bytes(ETH_ALEN)
 _H_PROTO_IP = H_PROTO.pack(ETH_P_IP)
 HEADER_CACHE = 256  # headers remembered per stack: one per (destination, protocol, length)
+MAX_GRO_SKBS = 8    # net/core/gro.c: flows GRO holds at once
+_GRO_HLEN = ETH_HLEN + IP_HLEN + TCP_HLEN
 
 _ipv4_address = lru_cache(maxsize=1024)(IPv4Address)
 
@@ -69,6 +83,11 @@ class UdpSocket:
         """Queue one datagram; False (ENOBUFS) if it could not be queued."""
         return self.stack._udp_sendmsg(self, payload, address)
 
+    def write_space(self) -> None:
+        on_writable, self.on_writable = self.on_writable, None
+        if on_writable is not None:
+            on_writable()
+
 
 class IPv4Stack:
     """One interface: ``mac``, address and subnet ``ip``, driver ``netdev``."""
@@ -76,6 +95,7 @@ class IPv4Stack:
     def __init__(
         self, cpu: Resource, mac: bytes, ip: IPv4Interface, netdev: NetDevice,
         *, mtu: int = 1500, txqueuelen: int = TXQUEUELEN, drops: Drops | None = None, place: str = "stack",
+        sched: Any = None, gso: bool = True, gro: bool = True, rx_csum: bool = False,
     ) -> None:
         """``drops``: the run's ledger, where what this stack discards is counted under ``place``."""
         if len(mac) != ETH_ALEN:
@@ -87,6 +107,7 @@ class IPv4Stack:
         self.mtu = mtu
         self.txqueuelen = txqueuelen
         self.addr = int(ip.ip)
+        self._addr_bytes = ip.ip.packed
         self.netmask = int(ip.netmask)
         self.stats: Counter[str] = Counter()
         self.drops, self.place = drops, place
@@ -96,11 +117,20 @@ class IPv4Stack:
         self.qdisc: deque[bytes] = deque()
         self.udp_sockets: dict[int, UdpSocket] = {}
         self.echo_waiters: dict[tuple[int, int, int], Callable[[int, int, bytes], Any]] = {}
-        self._write_waiters: dict[UdpSocket, None] = {}
+        self._write_waiters: dict[Any, None] = {}     # sockets to call back (write_space) when the qdisc has room
+        self.sched = sched
+        self.gso, self.gro, self.rx_csum = gso, gro and sched is not None, rx_csum
+        offloads = getattr(netdev, "offloads", frozenset())
+        self.tso, self.tx_csum = "tso" in offloads, "tx_csum" in offloads
+        self.tcp_socks: dict[tuple[int, int, int], TcpSock] = {}     # (local port, remote address, remote port)
+        self.tcp_listeners: dict[int, TcpListener] = {}
+        self.tcp_sack = True                # net.ipv4.tcp_sack
+        self._gro_held: dict[tuple[int, int, int], list] = {}
+        self._gro_flush_due = False
         self._ip_heads: dict[tuple[int, int, int], bytes] = {}
         self._udp_heads: dict[tuple[int, int, int, int], tuple[bytes, int]] = {}
         self._packet_type = {ETH_P_IP: self._ip_rcv, ETH_P_ARP: self._arp_rcv}
-        self._inet_protos = {IPPROTO_UDP: self._udp_rcv, IPPROTO_ICMP: self._icmp_rcv}
+        self._inet_protos = {IPPROTO_UDP: self._udp_rcv, IPPROTO_ICMP: self._icmp_rcv, IPPROTO_TCP: self._tcp_rcv}
 
     # --- user API -------------------------------------------------------------
 
@@ -112,6 +142,38 @@ class IPv4Stack:
             raise ValueError(f"UDP port {port} already bound")
         sock = self.udp_sockets[port] = UdpSocket(self, port)
         return sock
+
+    def tcp_listen(self, port: int, on_accept: Callable[[TcpSock], Any], *, nodelay: bool = False,
+                   counters: Any = None) -> TcpListener:
+        """listen() on ``port``: ``on_accept(sock)`` for each connection established."""
+        self._tcp_port(port)
+        if port in self.tcp_listeners:
+            raise ValueError(f"TCP port {port} already listening")
+        listener = self.tcp_listeners[port] = TcpListener(self, port, on_accept, nodelay, counters)
+        return listener
+
+    def tcp_connect(self, dst_ip: str | IPv4Address, port: int, sport: int, *, nodelay: bool = False,
+                    counters: Any = None) -> TcpSock:
+        """connect() from ``sport`` to ``dst_ip``:``port``; the socket's
+        ``on_connected`` runs once the handshake completes."""
+        self._tcp_port(sport)
+        if self.sched is None:
+            raise ValueError("TCP needs the stack's kernel for its timers (sched)")
+        daddr = int(dst_ip) if type(dst_ip) is IPv4Address else inet_aton(dst_ip)
+        if (daddr ^ self.addr) & self.netmask:
+            raise ValueError(f"no route to {dst_ip} from {self.ip} (no gateway)")
+        key = (sport, daddr, port)
+        if key in self.tcp_socks:
+            raise ValueError(f"TCP port {sport} already connected to {dst_ip}:{port}")
+        sock = self.tcp_socks[key] = TcpSock(self, sport, daddr, port, iss_for(self.addr, sport, daddr, port),
+                                             nodelay, counters)
+        sock.connect()
+        return sock
+
+    @staticmethod
+    def _tcp_port(port: int) -> None:
+        if not 0 < port < 0x10000:
+            raise ValueError(f"TCP port {port} out of range 1..65535")
 
     def ping(self, dst_ip: str | IPv4Address, ident: int, seq: int, data: bytes,
              on_reply: Callable[[int, int, bytes], Any]) -> bool:
@@ -133,8 +195,12 @@ class IPv4Stack:
     # --- driver API -----------------------------------------------------------
 
     def receive(self, frame: bytes) -> None:
-        """One received frame (netif_receive_skb).  A bad frame is counted in
-        ``stats`` under the reason and dropped."""
+        """One received frame (napi_gro_receive, then netif_receive_skb).  A
+        bad frame is counted in ``stats`` under the reason and dropped."""
+        if self._gro_held or self.gro and frame[23:24] == b"\x06":
+            if self.gro and self._gro_receive(frame):
+                return
+            self.gro_flush()            # whatever GRO holds goes up first: frames stay in order
         self.cpu.charge("guest_stack")
         self._rx_frame = frame
         if len(frame) < ETH_HLEN:
@@ -197,6 +263,10 @@ class IPv4Stack:
 
     def _ip_output(self, daddr: int, protocol: int, l4h: bytes, data: bytes) -> bool:
         self.cpu.charge("guest_stack")
+        return self._ip_xmit(daddr, protocol, l4h, data)
+
+    def _ip_xmit(self, daddr: int, protocol: int, l4h: bytes, data: bytes) -> bool:
+        """One datagram to its neighbour: straight to the device, or behind the qdisc."""
         key = (daddr, protocol, IP_HLEN + len(l4h) + len(data))
         iph = self._ip_heads.get(key) or self._ip_header(key)
         lladdr = self.arp_table.get(daddr)
@@ -205,6 +275,29 @@ class IPv4Stack:
         # NOTE: _eth_output and _dev_queue_xmit inlined, once per datagram sent
         frame = b"".join((lladdr, self.mac, _H_PROTO_IP, iph, l4h, data))
         return self.netdev.transmit(frame) or self._enqueue(frame)
+
+    def _tcp_xmit_gso(self, daddr: int, tcph: bytes, data: bytes, mss: int) -> int:
+        """A TCP packet of several ``mss`` segments: whole to a device with
+        TSO, else cut here (software GSO, every segment summed in software
+        unless the device sums it); the segments it stands for, 0 if refused."""
+        self.cpu.charge("guest_stack")
+        lladdr = self.arp_table.get(daddr)
+        room = self.txqueuelen - len(self.qdisc)
+        if lladdr is None or room <= 0:
+            return 0
+        iph = self._ip_heads.get((daddr, IPPROTO_TCP, IP_HLEN + len(tcph) + len(data))) or self._ip_header(
+            (daddr, IPPROTO_TCP, IP_HLEN + len(tcph) + len(data)))
+        packet = GsoFrame.of(b"".join((lladdr, self.mac, _H_PROTO_IP, iph, tcph, data)), mss)
+        if self.tso:
+            return packet.gso_segs if self._dev_queue_xmit(packet) else 0
+        frames = segment(packet, partial=self.tx_csum)
+        cpu = self.cpu
+        for frame in frames:
+            cpu.charge("gso_segment")
+            if not self.tx_csum:
+                cpu.charge("csum", nbytes=len(frame) - ETH_HLEN - IP_HLEN)
+            self._dev_queue_xmit(frame)
+        return len(frames)
 
     def _ip_header(self, key: tuple[int, int, int]) -> bytes:
         """An atomic datagram: DF set, so ID 0 (RFC 6864 §4.1)."""
@@ -266,9 +359,15 @@ class IPv4Stack:
         waiters = list(self._write_waiters)
         self._write_waiters.clear()
         for sock in waiters:
-            on_writable, sock.on_writable = sock.on_writable, None
-            if on_writable is not None:
-                on_writable()
+            sock.write_space()
+
+    def queued_frames(self) -> int:
+        """Frames waiting in the qdisc."""
+        return len(self.qdisc)
+
+    def wait_for_room(self, sock: Any) -> None:
+        """``sock.write_space()`` runs once the driver has freed descriptors."""
+        self._write_waiters[sock] = None
 
     # --- input ----------------------------------------------------------------
 
@@ -373,3 +472,96 @@ class IPv4Stack:
             on_reply(ident, seq, data)
         else:
             self._drop("icmp_unknown_type")
+
+    def _tcp_rcv(self, saddr: int, seg: bytes) -> None:
+        """tcp_v4_rcv: checksum (RFC 9293 §3.1), then the connection, or a
+        listener for a SYN; nothing else answers (no RST is sent)."""
+        if len(seg) < TCP_HLEN:
+            return self._drop("tcp_bad_length")
+        doff = (seg[12] >> 4) * 4
+        if not TCP_HLEN <= doff <= len(seg):
+            return self._drop("tcp_bad_length")
+        if not self.rx_csum:
+            self.cpu.charge("csum", nbytes=len(seg))
+        if csum_fold(pseudo_header_sum(saddr, self.addr, IPPROTO_TCP, len(seg)) + csum_reduced(seg)):
+            return self._drop("tcp_bad_checksum")
+        self._tcp_demux(saddr, seg[:doff], seg[doff:], 1)
+
+    def _tcp_demux(self, saddr: int, tcph: bytes, payload: bytes, segs: int) -> None:
+        source, dest, seq, ack_seq, doff_flags, window, _, _ = TCPHDR.unpack_from(tcph)
+        flags = doff_flags & 0xFF
+        sock = self.tcp_socks.get((dest, saddr, source))
+        if sock is not None:
+            sock.segment(seq, ack_seq, flags, window, tcph[TCP_HLEN:], payload, segs)
+            return
+        listener = self.tcp_listeners.get(dest)
+        if listener is not None and flags & (TCPHDR_SYN | TCPHDR_ACK) == TCPHDR_SYN:
+            listener.syn(saddr, source, seq, window, tcph[TCP_HLEN:])
+            return
+        self._drop("tcp_no_socket")
+
+    # --- GRO (net/core/gro.c, net/ipv4/tcp_offload.c tcp_gro_receive) --------------
+
+    def _gro_receive(self, frame: bytes) -> bool:
+        """Take a TCP segment into GRO: merged onto the packet its flow holds
+        when it continues it exactly, else held as a new one.  Not taken
+        (False): anything but a plain IPv4 data segment for us with valid
+        checksums and the ACK flag alone (PSH too)."""
+        if (len(frame) < _GRO_HLEN or frame[H_DEST] != self.mac or frame[12:14] != _H_PROTO_IP
+                or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]):
+            return False
+        tot_len = int.from_bytes(frame[16:18], "big")
+        end = ETH_HLEN + tot_len
+        if not IP_HLEN + TCP_HLEN <= tot_len <= len(frame) - ETH_HLEN or frame[30:34] != self._addr_bytes:
+            return False
+        iph, seg = frame[ETH_HLEN:ETH_HLEN + IP_HLEN], frame[ETH_HLEN + IP_HLEN:end]
+        doff = (seg[12] >> 4) * 4
+        flags = seg[13]
+        if (flags & ~TCPHDR_PSH != TCPHDR_ACK or not TCP_HLEN <= doff < len(seg)
+                or csum_fold(csum_reduced(iph))):
+            return False
+        saddr = int.from_bytes(iph[12:16], "big")
+        self.cpu.charge("gro_receive")
+        if not self.rx_csum:
+            self.cpu.charge("csum", nbytes=len(seg))
+        if csum_fold(pseudo_header_sum(saddr, self.addr, IPPROTO_TCP, len(seg)) + csum_reduced(seg)):
+            return False
+        key = (saddr, int.from_bytes(seg[0:2], "big"), int.from_bytes(seg[2:4], "big"))
+        payload = seg[doff:]
+        seq = int.from_bytes(seg[4:8], "big")
+        held = self._gro_held.get(key)
+        if held is not None:
+            tcph, pieces, next_seq, mss, size, _ = held
+            if (seq == next_seq and seg[8:12] == tcph[8:12] and seg[20:doff] == tcph[20:]
+                    and len(payload) <= mss and size + len(payload) <= GSO_MAX_SIZE - IP_HLEN - doff):
+                pieces.append(payload)
+                held[1], held[2], held[4] = pieces, (seq + len(payload)) % (1 << 32), size + len(payload)
+                held[5] = seg[:doff]                # the latest window and flags
+                if len(payload) < mss or flags & TCPHDR_PSH:
+                    self._gro_complete(key)
+                return True
+            self._gro_complete(key)
+        if len(self._gro_held) >= MAX_GRO_SKBS:
+            self._gro_complete(next(iter(self._gro_held)))
+        self._gro_held[key] = [seg[:doff], [payload], (seq + len(payload)) % (1 << 32), len(payload),
+                               len(payload), seg[:doff]]
+        if flags & TCPHDR_PSH:
+            self._gro_complete(key)
+        elif not self._gro_flush_due:
+            self._gro_flush_due = True
+            self.sched.run_soon(self.gro_flush)     # napi_gro_flush: once this poll is done
+        return True
+
+    def _gro_complete(self, key: tuple[int, int, int]) -> None:
+        """The packet a flow holds goes up the stack as one: the first
+        segment's sequence number, the last one's window and flags."""
+        tcph, pieces, _, _, _, last = self._gro_held.pop(key)
+        self.cpu.charge("guest_stack")
+        head = tcph[:12] + last[12:]
+        self._tcp_demux(key[0], head, pieces[0] if len(pieces) == 1 else b"".join(pieces), len(pieces))
+
+    def gro_flush(self) -> None:
+        """Every packet GRO holds goes up."""
+        self._gro_flush_due = False
+        while self._gro_held:
+            self._gro_complete(next(iter(self._gro_held)))

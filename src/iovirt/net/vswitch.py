@@ -5,11 +5,17 @@ the kernel in the softirq of the tap write or vhost send (netif_rx on the
 sending CPU): ``vswitch``.  A frame from a vhost-user port is forwarded by
 the user-space switch's poll-mode thread itself (OVS-DPDK's EMC lookup and
 output batching, testpmd-style forwarding): ``dpdk_switch``, its own
-per-packet price; the port says which (``switch_event``)."""
+per-packet price; the port says which (``switch_event``).  A TCP GSO packet
+is forwarded as one frame and segmented in software on the forwarding
+thread for each port that cannot take it whole (``takes_gso`` false:
+validate_xmit_skb's skb_gso_segment on the way out of the bridge), every
+segment summed there."""
 
 from __future__ import annotations
 
 from collections import Counter
+
+from .gso import GsoFrame, segment
 
 BROADCAST = b"\xff\xff\xff\xff\xff\xff"
 
@@ -19,6 +25,7 @@ class Port:
 
     acct: Counter[str] | None = None
     switch_event = "vswitch"            # what forwarding a frame this port hands the switch costs
+    takes_gso = False                   # whether a GSO packet may leave through it whole
 
     def deliver(self, frame: bytes, at: float) -> None:
         raise NotImplementedError
@@ -49,12 +56,26 @@ class VSwitch:
         if not src[0] & 1:
             self.fdb[src] = port
         out = None if dst[0] & 1 else self.fdb.get(dst)
-        at = cpu.cursor
-        if out is not None:
-            if out is not port:
-                out.deliver(frame, at)
+        outs = [out] if out is not None else [other for other in self.ports if other is not port]
+        if out is None:
+            self.stats["flooded"] += 1
+        elif out is port:
             return
-        self.stats["flooded"] += 1
-        for other in self.ports:
-            if other is not port:
-                other.deliver(frame, at)
+        segments = None
+        for other in outs:
+            if type(frame) is GsoFrame and not other.takes_gso:
+                if segments is None:
+                    segments = self._segment(frame, cpu)
+                for one in segments:
+                    other.deliver(one, cpu.cursor)
+            else:
+                other.deliver(frame, cpu.cursor)
+
+    @staticmethod
+    def _segment(packet: GsoFrame, cpu) -> list[bytes]:
+        """Software GSO on the forwarding thread: each segment cut and summed."""
+        frames = segment(packet)
+        for frame in frames:
+            cpu.charge("gso_segment")
+            cpu.charge("csum", nbytes=len(frame) - 34)
+        return frames

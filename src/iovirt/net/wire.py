@@ -5,7 +5,11 @@ occupies for its serialisation time at the line rate (``wire_tx``): the frame
 with its FCS, preamble and start delimiter, and the inter-packet gap after it
 (IEEE 802.3 clauses 3 and 4; RFC 5180 appendix A.1 gives the resulting 10GbE
 rates).  A frame is delivered when its last bit arrives.  A wire has no
-backpressure: a frame the receiving NIC cannot take is lost and counted.
+backpressure: a frame the receiving NIC cannot take is lost and counted.  A
+cable with ``frame_error_rate`` damages that fraction of the frames it
+carries, drawn from a generator seeded by its name (runs repeat); the
+receiving MAC finds the FCS wrong and discards the frame (``crc_errors``, the
+82599's CRCERRS).
 
 The NIC end is the device's backend port (``send`` / ``flush``, calling the
 device's ``can_receive`` / ``receive`` with its DMA ``engine``).  The far end
@@ -14,6 +18,8 @@ is a host on the other side of the cable (``iovirt.net.peer.WirePeer``).
 
 from __future__ import annotations
 
+import random
+import zlib
 from collections.abc import Callable
 
 from ..sim.engine import Sim
@@ -26,7 +32,8 @@ class Link:
     """A full-duplex point-to-point link of ``gbps`` Gbit/s; ``delay_ns`` of
     propagation (about 5 ns per metre of fibre)."""
 
-    def __init__(self, sim: Sim, ledger: Ledger, name: str, gbps: float, delay_ns: float = 0.0) -> None:
+    def __init__(self, sim: Sim, ledger: Ledger, name: str, gbps: float, delay_ns: float = 0.0,
+                 frame_error_rate: float = 0.0) -> None:
         if gbps <= 0:
             raise ValueError(f"link {name}: rate {gbps} Gbit/s is not positive")
         self.sim = sim
@@ -39,6 +46,8 @@ class Link:
         self.to_nic = Resource(f"{name}/rx", "wire", ledger)    # far end -> NIC
         self.nic: NicPort | None = None
         self.peer = None                    # the far end: anything with arrive(frame)
+        self.frame_error_rate = frame_error_rate
+        self._errors = random.Random(zlib.crc32(name.encode()))
 
     @property
     def resources(self) -> list[Resource]:
@@ -59,6 +68,9 @@ class Link:
         returns when it has left (gap included)."""
         direction.sync(ready)
         end = direction.occupy("wire_tx", self.frame_ns(len(frame)))
+        if self.frame_error_rate and self._errors.random() < self.frame_error_rate:
+            self.sim.drops.count(f"{self.name}/crc_errors", frame)
+            return end
         self.sim.at(end - IPG * self.ns_per_byte + self.delay_ns, deliver, frame)
         return end
 

@@ -25,9 +25,11 @@ class Drops:
 
     def count(self, place: str, frame: Optional[bytes] = None) -> None:
         """``frame`` went no further than ``place`` (None: discarded before it
-        was whole, a TX chain the device could not read)."""
-        self.places[place] += 1
+        was whole, a TX chain the device could not read).  A GSO packet counts
+        as the segments it stands for (``gso_segs``)."""
+        n = getattr(frame, "gso_segs", 1)
+        self.places[place] += n
         if frame is not None and self.classify is not None:
             flow = self.classify(frame)
             if flow is not None:
-                self.flows[flow] += 1
+                self.flows[flow] += n

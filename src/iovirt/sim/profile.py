@@ -30,7 +30,7 @@ MAX_PROFILE_BYTES = 1 << 20    # the bundled profiles are about 7 KB
 EVENTS = (
     "vm_exit", "kvm_handle", "user_exit", "mmio_emulate", "pio_emulate", "interrupt_inject", "eoi_exit",
     "wakeup", "tap", "copy", "copy_hot", "vswitch", "dpdk_switch", "ring_op", "guest_stack", "ioeventfd", "poll",
-    "dma", "iotlb_hit", "iotlb_miss", "posted_interrupt", "irq_entry",
+    "dma", "iotlb_hit", "iotlb_miss", "posted_interrupt", "irq_entry", "csum", "gso_segment", "gro_receive",
     "hypercall", "evtchn_send", "grant_copy", "ioreq", "migration_page", "vmm_handle", "vmk_vswitch", "vmk_intr_forward",
     "hv_post_message", "hv_signal_event", "synic_msr", "hv_intercept", "vmswitch",
 )

@@ -49,6 +49,8 @@ VIRTIO_PCI_ISR_CONFIG = 2
 VIRTIO_NET_F_CSUM = 0
 VIRTIO_NET_F_GUEST_CSUM = 1
 VIRTIO_NET_F_MAC = 5
+VIRTIO_NET_F_GUEST_TSO4 = 7
+VIRTIO_NET_F_HOST_TSO4 = 11
 VIRTIO_NET_F_MRG_RXBUF = 15
 VIRTIO_NET_F_STATUS = 16
 VIRTIO_RING_F_INDIRECT_DESC = 28
@@ -103,7 +105,10 @@ NET_HDR = Layout("virtio_net_hdr", 12, [
     ("flags", 0, 1), ("gso_type", 1, 1), ("hdr_len", 2, 2), ("gso_size", 4, 2),
     ("csum_start", 6, 2), ("csum_offset", 8, 2), ("num_buffers", 10, 2),
 ])
+VIRTIO_NET_HDR_F_NEEDS_CSUM = 1     # 5.1.6: checksum from csum_start, stored at csum_start + csum_offset
+VIRTIO_NET_HDR_F_DATA_VALID = 2     # 5.1.6.3: the device validated the checksum
 VIRTIO_NET_HDR_GSO_NONE = 0
+VIRTIO_NET_HDR_GSO_TCPV4 = 1
 # 5.1.4 struct virtio_net_config
 NET_CONFIG = Layout("virtio_net_config", 12, [("status", 6, 2), ("max_virtqueue_pairs", 8, 2), ("mtu", 10, 2)])
 NET_CONFIG_MAC = 0

@@ -4,7 +4,10 @@ capabilities, reset, ACKNOWLEDGE, DRIVER, negotiate features, FEATURES_OK,
 MSI-X vectors (config, rx, tx), queues, fill RX, DRIVER_OK.
 
 TX adds one descriptor per frame (header inline, VIRTIO_F_VERSION_1) and
-kicks only when the device asked (EVENT_IDX).  Completed TX buffers are
+kicks only when the device asked (EVENT_IDX).  With VIRTIO_NET_F_CSUM the
+header asks the device to complete TCP checksums (NEEDS_CSUM, csum_start,
+csum_offset); with HOST_TSO4 too, a GSO packet of up to 64 KB goes as one
+buffer with gso_type TCPV4 and gso_size (5.1.6.2).  Completed TX buffers are
 reclaimed by transmit and by TX NAPI (Linux's default ``napi_tx=1``): each
 transmit re-arms the TX interrupt for when 3/4 of the outstanding buffers are
 used (virtqueue_enable_cb_delayed), and the interrupt schedules
@@ -22,9 +25,13 @@ from .virtio_ring import DriverQueue
 
 C = v.COMMON
 WANTED = (1 << v.VIRTIO_F_VERSION_1 | 1 << v.VIRTIO_NET_F_MAC | 1 << v.VIRTIO_NET_F_MRG_RXBUF
-          | 1 << v.VIRTIO_RING_F_EVENT_IDX | 1 << v.VIRTIO_NET_F_CSUM | 1 << v.VIRTIO_NET_F_STANDBY)
+          | 1 << v.VIRTIO_RING_F_EVENT_IDX | 1 << v.VIRTIO_NET_F_CSUM | 1 << v.VIRTIO_NET_F_HOST_TSO4
+          | 1 << v.VIRTIO_NET_F_STANDBY)
 HDR_SIZE = v.NET_HDR.size
 RX_BUFFER = HDR_SIZE + 1514
+GSO_BUFFER = HDR_SIZE + 65550           # a GSO packet's frame: up to 64 KB of IPv4 behind its Ethernet header
+GSO_BUFFERS = 32                        # TX buffers that size (Linux gathers the skb's pages instead)
+ETH_HLEN, TCP_CSUM_OFFSET = 14, 16      # csum_offset: the TCP checksum field in its header
 _BLANK_HDR = bytes(HDR_SIZE)
 _NUM_BUFFERS = v.NET_HDR.field_struct("num_buffers").unpack_from
 _NUM_BUFFERS_AT = v.NET_HDR.offset("num_buffers")
@@ -110,6 +117,11 @@ class VirtioNetDriver(NetDriver):
         self.mac = bytes(self.vcpu.mmio_read(dev + v.NET_CONFIG_MAC + i, 1) for i in range(6))
         self.tx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(self.tx.size)]
         self.tx_free = list(range(self.tx.size))
+        self.offloads = frozenset(name for name, bits in (("tx_csum", 1 << v.VIRTIO_NET_F_CSUM), (
+            "tso", 1 << v.VIRTIO_NET_F_CSUM | 1 << v.VIRTIO_NET_F_HOST_TSO4)) if self.features & bits == bits)
+        if "tso" in self.offloads:
+            self.tx_bufs += [self.dma_alloc(GSO_BUFFER, 64) for _ in range(GSO_BUFFERS)]
+        self.gso_free = list(range(self.tx.size, len(self.tx_bufs)))
         self.tx_poll_scheduled = False
         self.rx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(self.rx.size)]
         for i in range(self.rx.size):
@@ -148,20 +160,33 @@ class VirtioNetDriver(NetDriver):
         while not tx.enable_cb(delayed=True):      # buffers came back meanwhile
             tx.disable_cb()
             self._free_old_xmit()
-        if not self.tx_free:
-            self.tx_queue_stopped = True
+        gso = len(frame) > RX_BUFFER - HDR_SIZE
+        free = self.gso_free if gso else self.tx_free
+        if not free or len(self.tx_free) + len(self.gso_free) <= len(self.tx_bufs) - tx.size:
+            self.tx_queue_stopped = True        # out of buffers, or every descriptor in use
             return False
-        slot = self.tx_free.pop()
+        slot = free.pop()
         buf = self.tx_bufs[slot]
-        self.mem.write(buf, _BLANK_HDR + frame)
+        self.mem.write(buf, self._header(frame, gso) + frame)
         tx.add([(buf, HDR_SIZE + len(frame), False)], slot)
         tx.kick()
         return True
 
+    def _header(self, frame: bytes, gso: bool) -> bytes:
+        """virtio_net_hdr_from_skb: NEEDS_CSUM for a TCP/IPv4 frame the stack
+        left for the device to sum (CHECKSUM_PARTIAL: its TX checksum is on),
+        and a GSO packet's type and segment size."""
+        if not getattr(self.stack, "tx_csum", False) or frame[12:14] != b"\x08\x00" or frame[23] != 6:
+            return _BLANK_HDR
+        start = ETH_HLEN + (frame[ETH_HLEN] & 0xF) * 4
+        hdr_len = start + (frame[start + 12] >> 4) * 4
+        gso_type, gso_size = (v.VIRTIO_NET_HDR_GSO_TCPV4, frame.gso_size) if gso else (v.VIRTIO_NET_HDR_GSO_NONE, 0)
+        return v.NET_HDR.pack(v.VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, hdr_len, gso_size, start, TCP_CSUM_OFFSET, 0)
+
     def _free_old_xmit(self) -> None:
-        tx, free = self.tx, self.tx_free
+        tx, free, gso_free, small = self.tx, self.tx_free, self.gso_free, self.tx.size
         while (done := tx.get_used()) is not None:
-            free.append(done[0])
+            (free if done[0] < small else gso_free).append(done[0])
 
     def _tx_intr(self) -> None:
         """skb_xmit_done: interrupts off, schedule TX NAPI."""
