@@ -211,7 +211,7 @@ def _moderation(value: Any) -> Any:
     if value in ("adaptive", "off") or (type(value) is int and MIN_INTERRUPT_RATE <= value <= MAX_INTERRUPT_RATE):
         return value
     raise _expected(f"expected 'adaptive', 'off' or {MIN_INTERRUPT_RATE}-{MAX_INTERRUPT_RATE} interrupts/s "
-                    f"(e1000's InterruptThrottleRate bounds), got {value!r}")
+                    f"(e1000's InterruptThrottleRate bounds)")
 
 
 class Offloads(_Strict):
