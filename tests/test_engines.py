@@ -125,6 +125,20 @@ def test_a_sample_of_compare_points_is_identical_on_pypy():
     assert json.dumps(rows["pypy"]) == json.dumps(rows["cpython"])
 
 
+@needs_pypy
+def test_claims_find_the_same_evidence_on_pypy():
+    from iovirt.experiments import claims
+
+    for claim in (claims.emulated_devices_carry_traffic, claims.passthrough_blocks_migration):
+        assert claim("default", "pypy") == claim("default", "cpython"), claim.__name__
+
+
+def test_claims_with_an_unknown_engine_is_one_error():
+    out = invoke("claims", "--engine", "jython")
+    assert out.exit_code == 2
+    assert out.stderr.splitlines() == ["error: --engine: expected one of cpython, pypy, auto, got 'jython'"]
+
+
 def test_compare_says_which_engine_auto_took(monkeypatch):
     monkeypatch.setattr(engines, "PYPY", "pypy3-not-installed-here")
     out = invoke("compare", "--models", "emulated", "--devices", "e1000", "--vms", "1", "--sizes", "1500",

@@ -288,6 +288,7 @@ def claims(
     profile: Annotated[str, typer.Option(help="Cost profile: a bundled name or a file.")] = "default",
     vms: Annotated[int, typer.Option(help="VM count for the scaling claims.")] = 16,
     cores: Annotated[int, typer.Option(help="Host cores for the scaling claims.")] = 4,
+    engine: EngineOption = "cpython",
     as_json: JsonFlag = False,
 ) -> None:
     """Test the common claims about the four models, one run each."""
@@ -297,7 +298,7 @@ def claims(
     _bounded(cores, "--cores", 1, NR_CPUS_MAX, "a host's cores")
 
     with _bad_input():
-        results = check(profile, vms, cores)
+        results = check(profile, vms, cores, engine=engine)
     if as_json:
         typer.echo(json.dumps([asdict(c) for c in results]))
     else:

@@ -29,23 +29,24 @@ class Claim:
 
 
 def _rows(profile: str, vms: list[int], cores: int,
-          devices: tuple[str, ...] = ("e1000", "virtio-net", "ixgbe", "ixgbevf")) -> dict[tuple[str, str | None, int], dict]:
+          devices: tuple[str, ...] = ("e1000", "virtio-net", "ixgbe", "ixgbevf"),
+          engine: str = "cpython") -> dict[tuple[str, str | None, int], dict]:
     chosen = configs(["emulated", "paravirt", "passthrough", "sriov"], devices)
-    rows = sweep(points(chosen, vms, [1500], 1.0, cores, False, profile))
+    rows = sweep(points(chosen, vms, [1500], 1.0, cores, False, profile, engine))
     return {(r["model"], r["backend"], r["vms"]): r for r in rows}
 
 
-def _port_rows(profile: str, many: int) -> dict[tuple[str, str | None, int], dict]:
+def _port_rows(profile: str, many: int, engine: str = "cpython") -> dict[tuple[str, str | None, int], dict]:
     """``many`` VMs sharing one port, on a host with a core for each vCPU and
     each backend thread, so that the port, not the host's CPUs, is what they share."""
-    return _rows(profile, [many], 2 * many + 2, ("virtio-net", "ixgbe", "ixgbevf"))
+    return _rows(profile, [many], 2 * many + 2, ("virtio-net", "ixgbe", "ixgbevf"), engine)
 
 
 def _verdict(ok: bool) -> str:
     return "holds" if ok else "fails"
 
 
-def emulated_devices_carry_traffic(profile: str) -> Claim:
+def emulated_devices_carry_traffic(profile: str, engine: str = "cpython") -> Claim:
     emulated = [d.name for d in DEVICES.values() if d.model == "emulated" and d.implemented]
     c = Claim("emulation", f"unmodified guests drive the emulated NICs ({', '.join(emulated)})")
     delivered = {}
@@ -55,7 +56,7 @@ def emulated_devices_carry_traffic(profile: str) -> Claim:
                for i in (1, 2)]
         flow = run(Scenario.from_dict({"name": device, "profile": profile, "hosts": [{"name": "h", "cores": 4}],
                                        "vms": vms, "workloads": [{"type": "udp_stream", "src": "vm1", "dst": "vm2",
-                                                                  "duration_ms": 0.5}]})).to_dict()["flows"][0]
+                                                                  "duration_ms": 0.5}]}), engine=engine).to_dict()["flows"][0]
         delivered[device] = (flow["delivered"], flow["sent"], flow["events_per_packet"].get("vm_exit", 0))
     c.evidence = "; ".join(f"{d}: {got}/{sent} frames, {exits:.1f} exits/pkt" for d, (got, sent, exits) in delivered.items())
     c.verdict = _verdict(all(got == sent > 0 and exits > 0 for got, sent, exits in delivered.values()))
@@ -159,7 +160,8 @@ def sriov_near_passthrough(rows: dict, many: int) -> Claim:
     return c
 
 
-def _migrate(profile: str, nic: dict, hypervisors: tuple[str, str] = ("kvm", "kvm"), dst: str = "vm2") -> dict:
+def _migrate(profile: str, nic: dict, hypervisors: tuple[str, str] = ("kvm", "kvm"), dst: str = "vm2",
+             engine: str = "cpython") -> dict:
     """vm1 streams to ``dst`` (vm2 on host0, or the wire) while it moves from host0 to host1."""
     hosts = [{"name": f"host{i}", "cores": 4, "hypervisor": hv, "nics": [{"name": "pnic0"}, {"name": "pnic1"}]}
              for i, hv in enumerate(hypervisors)]
@@ -169,7 +171,7 @@ def _migrate(profile: str, nic: dict, hypervisors: tuple[str, str] = ("kvm", "kv
     spec = {"name": "migration", "profile": profile, "hosts": hosts, "vms": vms,
             "workloads": [{"type": "udp_stream", "src": "vm1", "dst": dst, "rate_pps": RATE_PPS, "duration_ms": 16}],
             "migration": {"vm": "vm1", "to": "host1", "at_ms": 2, "downtime_ms": 1}}
-    return migrate(Scenario.from_dict(spec)).to_dict()
+    return migrate(Scenario.from_dict(spec), engine=engine).to_dict()
 
 
 RATE_PPS = 20_000
@@ -192,34 +194,35 @@ def _moved_intact(m: dict, reordered: int = 0) -> bool:
             and m["frames_lost"] <= window)
 
 
-def emulation_migrates_across_hypervisors(profile: str) -> Claim:
+def emulation_migrates_across_hypervisors(profile: str, engine: str = "cpython") -> Claim:
     c = Claim("emulation", "easy migration, even between Xen and KVM")
-    kvm_xen = _migrate(profile, {"model": "emulated", "device": "e1000"}, ("kvm", "xen"))
-    rtl = _migrate(profile, {"model": "emulated", "device": "rtl8139"}, ("kvm", "xen"))
+    kvm_xen = _migrate(profile, {"model": "emulated", "device": "e1000"}, ("kvm", "xen"), engine=engine)
+    rtl = _migrate(profile, {"model": "emulated", "device": "rtl8139"}, ("kvm", "xen"), engine=engine)
     c.evidence = f"KVM -> Xen HVM: e1000 {_moved(kvm_xen)}; rtl8139 {_moved(rtl)}"
     c.verdict = _verdict(_moved_intact(kvm_xen) and _moved_intact(rtl))
     return c
 
 
-def paravirt_migrates(profile: str) -> Claim:
+def paravirt_migrates(profile: str, engine: str = "cpython") -> Claim:
     c = Claim("para-virtualization", "migration is easy")
-    moves = {f"virtio/{b}": _migrate(profile, {"model": "paravirt", "device": "virtio-net", "backend": b})
-             for b in ("qemu", "vhost-net", "vhost-user")}
-    moves["xen-netfront"] = _migrate(profile, {"model": "paravirt", "device": "xen-netfront"}, ("xen", "xen"))
+    moves = {f"virtio/{b}": _migrate(profile, {"model": "paravirt", "device": "virtio-net", "backend": b},
+                                     engine=engine) for b in ("qemu", "vhost-net", "vhost-user")}
+    moves["xen-netfront"] = _migrate(profile, {"model": "paravirt", "device": "xen-netfront"}, ("xen", "xen"),
+                                     engine=engine)
     c.evidence = "; ".join(f"{name} {_moved(m)}" for name, m in moves.items())
     c.verdict = _verdict(all(map(_moved_intact, moves.values())))
     return c
 
 
-def passthrough_blocks_migration(profile: str) -> Claim:
+def passthrough_blocks_migration(profile: str, engine: str = "cpython") -> Claim:
     c = Claim("pass-through", "migration is an open question (blocks in practice)")
-    m = _migrate(profile, {"model": "passthrough", "device": "ixgbe", "uplink": "pnic1"}, dst="wire")
+    m = _migrate(profile, {"model": "passthrough", "device": "ixgbe", "uplink": "pnic1"}, dst="wire", engine=engine)
     c.evidence = f"{m['result']}: {m['reason']}"
     c.verdict = _verdict(m["result"] == "blocked" and m["pages_sent"] == 0)
     return c
 
 
-def _sriov_move(profile: str, standby: bool, target_vfs: int) -> dict:
+def _sriov_move(profile: str, standby: bool, target_vfs: int, engine: str = "cpython") -> dict:
     vf = {"model": "sriov", "device": "ixgbevf", "uplink": "pnic0", "mac": "52:54:00:00:00:01", "ip": "10.0.0.1/24"}
     nics = [vf] + ([{"model": "paravirt", "device": "virtio-net", "backend": "vhost-net", "standby": True,
                      "mac": vf["mac"], "ip": vf["ip"]}] if standby else [])
@@ -229,13 +232,13 @@ def _sriov_move(profile: str, standby: bool, target_vfs: int) -> dict:
             "vms": [{"name": "vm1", "host": "host0", "memory_mb": 64, "nics": nics}],
             "workloads": [{"type": "udp_stream", "src": "vm1", "dst": "wire", "rate_pps": RATE_PPS, "duration_ms": 40}],
             "migration": {"vm": "vm1", "to": "host1", "at_ms": 2, "downtime_ms": 1}}
-    return migrate(Scenario.from_dict(spec)).to_dict()
+    return migrate(Scenario.from_dict(spec), engine=engine).to_dict()
 
 
-def sriov_migrates_with_failover(profile: str) -> Claim:
+def sriov_migrates_with_failover(profile: str, engine: str = "cpython") -> Claim:
     c = Claim("SR-IOV", "migration works in theory between hosts with the same NIC")
-    alone, failover, no_nic = (_sriov_move(profile, False, 4), _sriov_move(profile, True, 4),
-                               _sriov_move(profile, True, 0))
+    alone, failover, no_nic = (_sriov_move(profile, False, 4, engine), _sriov_move(profile, True, 4, engine),
+                               _sriov_move(profile, True, 0, engine))
     c.evidence = (f"a VF alone: {alone['result']}; with a virtio-net failover standby to a host with the same NIC: "
                   f"{_moved(failover)} ({failover['flows'][0]['out_of_order']} overtaken at the failback), "
                   f"{failover['standby_ms']:.1f} ms on the standby, then a VF again; "
@@ -249,10 +252,10 @@ def sriov_migrates_with_failover(profile: str) -> Claim:
 ESXI_DEVICES = ("e1000", "pcnet", "vmxnet3")       # VMware's E1000 (82545EM), Vlance and VMXNET3
 
 
-def esxi_rows(profile: str, cores: int) -> dict[str, dict]:
+def esxi_rows(profile: str, cores: int, engine: str = "cpython") -> dict[str, dict]:
     """One VM streaming to the wire through each of ``ESXI_DEVICES`` on an ESXi host, by device."""
     chosen = configs(["emulated", "paravirt"], ESXI_DEVICES, ["esxi"])
-    return {r["device"]: r for r in sweep(points(chosen, [1], [1500], 1.0, cores, False, profile))
+    return {r["device"]: r for r in sweep(points(chosen, [1], [1500], 1.0, cores, False, profile, engine))
             if r["model"] != "bare-metal"}
 
 
@@ -272,12 +275,12 @@ def vmxnet3_ahead_on_esxi(rows: dict[str, dict]) -> Claim:
 PV_CLASS = 1 / 3      # "in the class of" the other para-virtual NICs: at least this share of their throughput
 
 
-def _hyperv_rows(profile: str) -> dict[str, dict]:
+def _hyperv_rows(profile: str, engine: str = "cpython") -> dict[str, dict]:
     """One VM streaming to the wire through each NIC, each on its own hypervisor: the synthetic NIC and the
     legacy tulip on Hyper-V, virtio-net (vhost-net) on KVM, netfront on Xen."""
     chosen = [Config("paravirt", "netvsc"), Config("emulated", "tulip", hypervisor="hyperv"),
               Config("paravirt", "virtio-net", "vhost-net"), Config("paravirt", "xen-netfront")]
-    todo = points(chosen, [1], [1500], 1.0, 4, False, profile)[1:]
+    todo = points(chosen, [1], [1500], 1.0, 4, False, profile, engine)[1:]
     return {r["device"]: r for r in sweep(todo)}
 
 
@@ -305,25 +308,26 @@ def hyperv_synthetic_nic(rows: dict[str, dict]) -> Claim:
 
 
 def check(profile: str = "default", many: int = 16, cores: int = 4,
-          progress: Callable[[Claim], None] | None = None) -> list[Claim]:
-    """Run every experiment; claims model by model."""
-    rows = _rows(profile, [1, many], cores)
+          progress: Callable[[Claim], None] | None = None, engine: str = "cpython") -> list[Claim]:
+    """Run every experiment, each simulation on ``engine``; claims model by model.  The two
+    that build a world with a guest short of drivers or only validate a scenario run here."""
+    rows = _rows(profile, [1, many], cores, engine=engine)
     results = [
-        emulated_devices_carry_traffic(profile),
+        emulated_devices_carry_traffic(profile, engine),
         emulation_costs_most(rows),
         emulation_worse_with_vms(rows, many, cores),
-        emulation_migrates_across_hypervisors(profile),
+        emulation_migrates_across_hypervisors(profile, engine),
         paravirt_faster(rows),
         paravirt_needs_its_driver(profile),
-        paravirt_migrates(profile),
-        vmxnet3_ahead_on_esxi(esxi_rows(profile, cores)),
-        hyperv_synthetic_nic(_hyperv_rows(profile)),
+        paravirt_migrates(profile, engine),
+        vmxnet3_ahead_on_esxi(esxi_rows(profile, cores, engine)),
+        hyperv_synthetic_nic(_hyperv_rows(profile, engine)),
         passthrough_best(rows),
         passthrough_exclusive(profile),
-        passthrough_blocks_migration(profile),
+        passthrough_blocks_migration(profile, engine),
     ]
-    results += [sriov_near_passthrough({**rows, **_port_rows(profile, many)}, many),
-                sriov_migrates_with_failover(profile)]
+    results += [sriov_near_passthrough({**rows, **_port_rows(profile, many, engine)}, many),
+                sriov_migrates_with_failover(profile, engine)]
     for claim in results:
         if progress:
             progress(claim)
