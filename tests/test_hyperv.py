@@ -6,6 +6,7 @@ guest is the test writing its own rings, buffers and messages."""
 from __future__ import annotations
 
 import functools
+import ipaddress
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -13,12 +14,14 @@ from hypothesis import strategies as st
 
 import iovirt
 from iovirt.experiments import runner
+from iovirt.experiments.runner import begin, run_to
 from iovirt.experiments.scenario import ScenarioError, migration_problem
 from iovirt.experiments.world import World
 from iovirt.hypervisor.hyperv import HYPERV_MMIO, HYPERV_PIO, GpadlView
 from iovirt.mem.guest_memory import GuestMemory
 from iovirt.spec import rndis as r
 from iovirt.spec import vmbus as v
+from iovirt.spec.rss import RSS_DEFAULT_KEY, toeplitz, toeplitz_tables
 
 NETVSC = {"model": "paravirt", "device": "netvsc"}
 TULIP = {"model": "emulated", "device": "tulip"}
@@ -611,3 +614,134 @@ def test_gpadl_teardown_waits_for_the_channel_to_close():
     w.settle()
     assert not w.hyperv["host0"].vsps[0].running and handle not in server.gpadls
     assert w.guests["vm1"].stats["vmbus_unexpected_message"] == 1 and netvsc.channel.relid == 1
+
+
+# ---- vRSS: sub-channels, each on a vCPU of its own --------------------------------------------------
+def vrss(channels: int | None = None, vcpus: int = 4, ms: float = 1) -> iovirt.Scenario:
+    """Four one-vCPU senders stream to vm5, a ``vcpus``-vCPU netvsc VM (``channels`` set, or by default)."""
+    receiver = {**NETVSC, "mac": "00:15:5d:00:00:05", "ip": "10.0.0.5/24"} | (
+        {"channels": channels} if channels else {})
+    return iovirt.Scenario.from_dict({
+        "name": "vrss", "profile": "default",
+        "hosts": [{"name": "host0", "cores": 8, "hypervisor": "hyperv", "nics": [{"name": "pnic0"}]}],
+        "vms": [{"name": f"vm{i}", "host": "host0",
+                 "nics": [{**NETVSC, "mac": f"00:15:5d:00:00:{i:02x}", "ip": f"10.0.0.{i}/24"}]} for i in range(1, 5)]
+        + [{"name": "vm5", "host": "host0", "vcpus": vcpus, "nics": [receiver]}],
+        "workloads": [{**STREAM, "src": f"vm{i}", "dst": "vm5", "duration_ms": ms, "rate_pps": 40_000}
+                      for i in range(1, 5)]})
+
+
+def hashed_vcpus(channels: int) -> set[int]:
+    """Where the indirection table (entry n: channel n mod ``channels``) sends each sender's
+    Toeplitz hash of its and vm5's addresses (UDP: the addresses only)."""
+    tables = toeplitz_tables(RSS_DEFAULT_KEY, 12)
+    dst = ipaddress.IPv4Address("10.0.0.5").packed
+    return {toeplitz(tables, ipaddress.IPv4Address(f"10.0.0.{i}").packed + dst) % r.ITAB_NUM % channels
+            for i in range(1, 5)}
+
+
+def test_vrss_opens_a_sub_channel_per_vcpu_each_signalled_on_its_own():
+    """A four-vCPU netvsc asks for three sub-channels; the host offers them with their index under the
+    primary's instance, the guest opens channel n with its events to vCPU n and sets the RSS key and table."""
+    w = world_of(vrss())
+    server, netvsc = w.hyperv["host0"].server(w.vms["vm5"]), netvsc_of(w, "vm5")
+    subs = [c for c in server.channels.values() if c.primary is not None]
+    assert [c.sub_index for c in subs] == [1, 2, 3] and all(c.open for c in subs)
+    assert [c.target_vp for c in server.channels.values()] == [0, 1, 2, 3]
+    vsp = subs[0].vsp
+    assert vsp.rss is not None and vsp.rss[0] == tuple(n % 4 for n in range(r.ITAB_NUM))
+    assert [q.channel.sub_index for q in netvsc.queues] == [0, 1, 2, 3] and netvsc.ready
+    one = world_of(vrss(vcpus=1))
+    assert len(netvsc_of(one, "vm5").queues) == 1 and one.hyperv["host0"].vsps[4].rss is None
+
+
+def world_of(scenario: iovirt.Scenario) -> World:
+    w = World(scenario)
+    w.settle()
+    return w
+
+
+@pytest.mark.parametrize("channels", [None, 1])
+def test_a_multi_vcpu_netvsc_takes_each_flow_on_the_vcpu_its_hash_names(channels):
+    """Four flows into a four-vCPU VM: with vRSS each is taken (the channel's interrupt, NAPI, the stack) on
+    the vCPU of the channel its hash names, several of them; with one channel all on vCPU 0."""
+    world = World(vrss(channels))
+    _, stop, flows = begin(world)
+    run_to(world, stop + 2_000_000)
+    assert all(f.delivered > 0 for f in flows)
+    took = {vcpu.index for vcpu in world.vms["vm5"].vcpus if vcpu.spent["guest_stack"]}
+    want = hashed_vcpus(channels or 4)
+    assert took == want and (len(want) > 1) == (channels is None)
+
+
+def rss_set(w: World, vm: str, param: bytes) -> int:
+    """``vm``'s netvsc sets OID_GEN_RECEIVE_SCALE_PARAMETERS to ``param``: the status the host answers."""
+    netvsc, answers = netvsc_of(w, vm), []
+    netvsc._rndis_request(r.RNDIS_OID_REQUEST.pack(
+        r.RNDIS_MSG_SET, r.RNDIS_OID_REQUEST.size + len(param), 0, r.OID_GEN_RECEIVE_SCALE_PARAMETERS, len(param),
+        r.RNDIS_OID_REQUEST.size - r.RNDIS_BODY, 0) + param, answers.append)
+    w.settle()
+    return r.RNDIS_SET_COMPLETE.unpack_from(answers[0])[3]
+
+
+def rss_param(table: list[int], key: bytes = RSS_DEFAULT_KEY, taboffset: int = r.NDIS_RECV_SCALE_PARAM.size,
+              keysize: int = r.NETVSC_HASH_KEYLEN) -> bytes:
+    size, tab = r.NDIS_RECV_SCALE_PARAM.size, b"".join(v.U32.pack(n) for n in table)
+    return r.NDIS_RECV_SCALE_PARAM.pack(r.NDIS_OBJECT_TYPE_RSS_PARAMETERS, 2, size, 0,
+                                        r.NDIS_HASH_FUNC_TOEPLITZ | r.NDIS_HASH_IPV4, len(tab), taboffset, keysize,
+                                        size + len(tab), 0, 0, 0) + tab + key
+
+
+def test_rss_tables_naming_no_open_channel_or_lying_outside_the_request_fail_the_set():
+    """A table entry past the open channels, a table or key past the request: RNDIS_STATUS_INVALID_DATA,
+    counted, RSS as it was; a table over open channels only is taken."""
+    w = world_of(vrss(ms=0.1))
+    vsp = w.hyperv["host0"].vsps[4]
+    before = vsp.rss
+    assert rss_set(w, "vm5", rss_param([n % 5 for n in range(r.ITAB_NUM)])) == r.RNDIS_STATUS_INVALID_DATA
+    assert rss_set(w, "vm5", rss_param([0] * r.ITAB_NUM, taboffset=4000)) == r.RNDIS_STATUS_INVALID_DATA
+    assert rss_set(w, "vm5", rss_param([0] * r.ITAB_NUM, keysize=64)) == r.RNDIS_STATUS_INVALID_DATA
+    assert rss_set(w, "vm5", rss_param([0] * 4)) == r.RNDIS_STATUS_INVALID_DATA
+    assert vsp.errors["rndis_bad_rss_table"] == 1 and vsp.errors["rndis_bad_rss"] == 3 and vsp.rss is before
+    assert rss_set(w, "vm5", rss_param([2] * r.ITAB_NUM)) == r.RNDIS_STATUS_SUCCESS
+    assert vsp.rss[0] == (2,) * r.ITAB_NUM
+
+
+def test_bad_sub_channel_requests_are_refused_and_a_good_one_is_offered():
+    """No sub-channels, as many as VRSS_CHANNEL_MAX, an operation other than ALLOCATE: each NVSP_STAT_FAIL and
+    counted, nothing offered.  Then a request for two is granted and the two are offered (this one-vCPU
+    guest's netvsc asked for none, so it counts them unexpected); a second request is out of order."""
+    w = world_of(vrss(ms=0.1))
+    server, vsp = w.hyperv["host0"].server(w.vms["vm1"]), w.hyperv["host0"].vsps[0]
+    for op, count in ((r.NVSP_SUBCHANNEL_ALLOCATE, 0), (r.NVSP_SUBCHANNEL_ALLOCATE, r.VRSS_CHANNEL_MAX), (2, 1)):
+        send_raw(w, "vm1", v.packet(v.VM_PKT_DATA_INBAND, 7, r.NVSP_SUBCHANNEL_REQUEST.pack(
+            r.NVSP_MSG5_TYPE_SUBCHANNEL, op, count), 1))
+    assert vsp.errors["nvsp_bad_subchannel"] == 3 and len(server.channels) == 1 and sends_through(w, "vm1", vsp)
+    for _ in range(2):
+        send_raw(w, "vm1", v.packet(v.VM_PKT_DATA_INBAND, 7, r.NVSP_SUBCHANNEL_REQUEST.pack(
+            r.NVSP_MSG5_TYPE_SUBCHANNEL, r.NVSP_SUBCHANNEL_ALLOCATE, 2), 1))
+    assert [c.sub_index for c in server.channels.values()] == [0, 1, 2] and vsp.errors["nvsp_out_of_order"] == 1
+    assert w.guests["vm1"].stats["vmbus_unexpected_offer"] == 2
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(op=st.integers(0, 3), count=st.integers(0, 2**32 - 1),
+       table=st.lists(st.integers(0, 2**32 - 1), max_size=r.ITAB_NUM + 8),
+       fields=st.tuples(st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1), st.integers(0, 0xFFFF),
+                        st.integers(0, 2**32 - 1)))
+def test_any_sub_channel_request_and_rss_parameters_leave_the_root_and_other_guests_whole(op, count, table, fields):
+    """Whatever sub-channel request and RSS parameters a guest sends, netvsp never raises, the table it keeps
+    names only open channels, and the other guest's memory is not written."""
+    w = world_of(vrss(ms=0.1, vcpus=2))
+    other = w.vms["vm1"].mem
+    before = bytes(other.buf)
+    send_raw(w, "vm5", v.packet(v.VM_PKT_DATA_INBAND, 7, r.NVSP_SUBCHANNEL_REQUEST.pack(
+        r.NVSP_MSG5_TYPE_SUBCHANNEL, op, count), 1))
+    tabsize, taboffset, keysize, keyoffset = fields
+    size = r.NDIS_RECV_SCALE_PARAM.size
+    param = r.NDIS_RECV_SCALE_PARAM.pack(r.NDIS_OBJECT_TYPE_RSS_PARAMETERS, 2, size, 0, r.NDIS_HASH_FUNC_TOEPLITZ,
+                                         tabsize, taboffset, keysize, keyoffset, 0, 0, 0)
+    rss_set(w, "vm5", param + b"".join(v.U32.pack(n) for n in table) + RSS_DEFAULT_KEY)
+    vsp = w.hyperv["host0"].vsps[4]
+    assert vsp.rss is None or all(vsp.queues[n] is not None for n in vsp.rss[0])
+    assert bytes(other.buf) == before

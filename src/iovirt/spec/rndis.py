@@ -106,3 +106,33 @@ RNDIS_PACKET = Layout("rndis_packet", 44, [
     ("oob_data_offset", 16, 4), ("oob_data_len", 20, 4), ("num_oob_data_elements", 24, 4),
     ("per_pkt_info_offset", 28, 4), ("per_pkt_info_len", 32, 4), ("vc_handle", 36, 4), ("reserved", 40, 4)])
 RNDIS_PACKET_HEADER = RNDIS_PACKET.size - RNDIS_BODY      # data_offset of a frame right after the header
+
+# ---- vRSS: sub-channels (NVSP 5) and RSS through RNDIS OIDs (hyperv_net.h, rndis_filter.c) --------
+NVSP_MSG5_TYPE_SUBCHANNEL = 133
+NVSP_SUBCHANNEL_ALLOCATE = 1
+NVSP_SUBCHANNEL_REQUEST = Layout("nvsp_5_subchannel_request", 12, [("msg_type", 0, 4), ("op", 4, 4),
+                                                                  ("num_subchannels", 8, 4)])
+NVSP_SUBCHANNEL_COMPLETE = Layout("nvsp_5_subchannel_complete", 12, [("msg_type", 0, 4), ("status", 4, 4),
+                                                                    ("num_subchannels", 8, 4)])
+VRSS_CHANNEL_MAX = 64
+VRSS_CHANNEL_DEFAULT = 8            # what netvsc asks for at most (and no more than its CPUs)
+OID_GEN_RECEIVE_SCALE_CAPABILITIES = 0x00010203
+OID_GEN_RECEIVE_SCALE_PARAMETERS = 0x00010204
+NDIS_OBJECT_TYPE_RSS_CAPABILITIES = 0x88
+NDIS_OBJECT_TYPE_RSS_PARAMETERS = 0x89
+NDIS_RECEIVE_SCALE_CAPABILITIES_REVISION_2 = NDIS_RECEIVE_SCALE_PARAMETERS_REVISION_2 = 2
+NDIS_RSS_CAPS_HASH_TYPE_TCP_IPV4 = 0x100
+NDIS_RSS_PARAM_FLAG_DISABLE_RSS = 0x10
+NDIS_HASH_FUNC_TOEPLITZ = 0x1
+NDIS_HASH_IPV4 = 0x100
+NDIS_HASH_TCP_IPV4 = 0x200
+ITAB_NUM = 128                      # indirection table entries, each a u32 queue (channel) number
+NETVSC_HASH_KEYLEN = 40
+# struct ndis_recv_scale_cap (packed), struct ndis_recv_scale_param (natural alignment); ndis_obj_header first
+NDIS_RECV_SCALE_CAP = Layout("ndis_recv_scale_cap", 18, [
+    ("type", 0, 1), ("rev", 1, 1), ("size", 2, 2), ("cap_flag", 4, 4), ("num_int_msg", 8, 4),
+    ("num_recv_que", 12, 4), ("num_indirect_tabent", 16, 2)])
+NDIS_RECV_SCALE_PARAM = Layout("ndis_recv_scale_param", 40, [
+    ("type", 0, 1), ("rev", 1, 1), ("size", 2, 2), ("flag", 4, 2), ("hashinfo", 8, 4), ("indirect_tabsize", 12, 2),
+    ("indirect_taboffset", 16, 4), ("hashkey_size", 20, 2), ("hashkey_offset", 24, 4),
+    ("processor_masks_offset", 28, 4), ("num_processor_masks", 32, 4), ("processor_masks_entry_size", 36, 4)])

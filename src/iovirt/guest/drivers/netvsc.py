@@ -5,8 +5,15 @@ Bring-up follows netvsc_device_add and rndis_filter_device_add: the ring
 pair's GPADL and OPENCHANNEL; NVSP INIT from the highest version down until
 the host accepts one, the NDIS version and config; the receive buffer and
 the send buffer each as a GPADL sent to the host; RNDIS INITIALIZE, the
-MAC by QUERY of RNDIS_OID_802_3_PERMANENT_ADDRESS, the packet filter by
-SET.  Only then does the interface carry frames.
+MAC by QUERY of RNDIS_OID_802_3_PERMANENT_ADDRESS; from NVSP 5 on, vRSS
+(rndis_filter_device_add, rndis_set_subchannel): QUERY of
+OID_GEN_RECEIVE_SCALE_CAPABILITIES, a channel per vCPU up to what the host
+has and VRSS_CHANNEL_DEFAULT, NVSP_MSG5_TYPE_SUBCHANNEL for all but the
+primary, each offered sub-channel opened with its events to a vCPU of its
+own (channel n on vCPU n), then SET of OID_GEN_RECEIVE_SCALE_PARAMETERS
+with the Toeplitz key and an indirection table over the open channels
+(ethtool_rxfh_indir_default); the packet filter by SET last.  Only then
+does the interface carry frames.
 
 With its MAC known the netdev registers as the standby of a failover
 master (net_failover's semantics, which Linux's netvsc keeps itself in
@@ -16,13 +23,14 @@ path while it is not.
 
 A frame goes out as an RNDIS PACKET_MSG copied into a free send-buffer
 section (netvsc_copy_to_send_buf) and an NVSP SEND_RNDIS_PKT naming the
-section; its completion frees the section.  The channel's event masks the
-receive ring and schedules NAPI: the poll takes completions and transfer-page
-packets (RNDIS messages in the receive buffer, copied into an skb and
-completed back to the host), commits the read index (signalling a host
-that waits for room), unmasks and looks again.  What the host hands back
-is checked as Linux does: a range outside the receive buffer or an RNDIS
-length past its message is dropped; a broken ring ends the device."""
+section, on the channel of the sending vCPU; its completion frees the
+section.  A channel's event, on its vCPU, masks its receive ring and
+schedules NAPI: the poll takes completions and transfer-page packets (RNDIS
+messages in the receive buffer, copied into an skb and completed back to
+the host), commits the read index (signalling a host that waits for room),
+unmasks and looks again.  What the host hands back is checked as Linux does:
+a range outside the receive buffer or an RNDIS length past its message is
+dropped; a broken ring ends the device."""
 
 from __future__ import annotations
 
@@ -30,6 +38,7 @@ from collections import deque
 
 from ...spec import rndis as r
 from ...spec import vmbus as v
+from ...spec.rss import RSS_DEFAULT_KEY
 from .failover import register_netdev
 from .vmbus import GuestChannel, Vmbus
 
@@ -47,22 +56,37 @@ VERSIONS = (r.NVSP_PROTOCOL_VERSION_61, r.NVSP_PROTOCOL_VERSION_6, r.NVSP_PROTOC
 COMPLETION = v.VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED
 _RNDIS_PACKET = r.RNDIS_PACKET.struct
 ONE_SEND = v.align8(v.VMPACKET_DESCRIPTOR.size + r.NVSP_RNDIS_PKT.size) + v.PREV_INDICES + 1   # pending_send_sz
+RSS_HASHINFO = r.NDIS_HASH_FUNC_TOEPLITZ | r.NDIS_HASH_IPV4 | r.NDIS_HASH_TCP_IPV4
 
 
-def vmbus_probe(kernel, hv) -> None:
-    """The VMBus driver, and a netvsc netdev for every synthetic NIC offered."""
+def vmbus_probe(kernel, hv, channels: dict[bytes, int] | None = None) -> None:
+    """The VMBus driver, and a netvsc netdev for every synthetic NIC offered; ``channels``: the
+    channel count set for a MAC (ethtool -L combined)."""
     def probe(channel: GuestChannel) -> Netvsc:
-        netvsc = Netvsc(kernel, channel)
+        netvsc = Netvsc(kernel, channel, channels or {})
         kernel.attach_netdev(netvsc)
         return netvsc
     kernel.vmbus = Vmbus(kernel, hv, probe)
 
 
+class NetvscChannel:
+    """One of the device's channels (struct netvsc_channel): its rings, its NAPI
+    read position, the receive completions its send ring had no room for."""
+
+    def __init__(self, channel: GuestChannel, ring: int) -> None:
+        self.channel = channel
+        self.ring = ring                    # the ring pair's pages
+        self.read = 0
+        self.poll_scheduled = False
+        self.unsent: deque[list[bytes]] = deque()
+
+
 class Netvsc:
     standby = True                  # a VF with its MAC becomes the primary path (netvsc_vf_join)
 
-    def __init__(self, kernel, channel: GuestChannel) -> None:
+    def __init__(self, kernel, channel: GuestChannel, channels: dict[bytes, int]) -> None:
         self.kernel = kernel
+        self.channels_set = channels
         self.channel = channel
         self.bus = channel.bus
         self.mem = kernel.mem
@@ -71,9 +95,12 @@ class Netvsc:
         self.stack = None
         self.ready = self.broken = False
         self.failed: str | None = None      # why the device went down, if it did
-        self.tx_queue_stopped = self.poll_scheduled = False
+        self.tx_queue_stopped = False
         alloc = kernel.alloc.alloc
-        self.ring = alloc(2 * RING_PAGES * v.PAGE_SIZE)
+        self.queues = [NetvscChannel(channel, alloc(2 * RING_PAGES * v.PAGE_SIZE))]   # by sub-channel index
+        self.subchannels: int | None = None     # granted by the host, once it has answered
+        self.opened_subchannels = 0
+        self.version = 0
         self.recv_buf, self.send_buf = alloc(RECV_BYTES), alloc(SEND_BYTES)
         self.recv_size = RECV_BYTES
         self.section_size = r.NETVSC_SEND_SECTION_SIZE
@@ -82,12 +109,21 @@ class Netvsc:
         self.requests: dict[int, object] = {}        # NVSP request id -> what its completion continues with
         self.rndis_waiting: dict[int, object] = {}   # RNDIS request id -> continuation
         self.next_id = 1
-        self.read = 0
-        self.unsent: deque[list[bytes]] = deque()   # receive completions the send ring had no room for
-        channel.callback, channel.on_rescind = self._channel_cb, self._rescinded
-        handle = self.bus.establish_gpadl(channel, self.ring, 2 * RING_PAGES * v.PAGE_SIZE,
-                                          lambda status: self._step(status, "netvsc_ring_gpadl_failed",
-                                                                    self._open, handle))
+        self._ring_up(self.queues[0], lambda status: self._step(status, "netvsc_open_failed", self._init))
+
+    def _ring_up(self, q: NetvscChannel, opened) -> None:
+        """A channel's ring pair as a GPADL, then OPENCHANNEL on it with its events to vCPU
+        sub_index (netvsc_sc_open's target CPU); ``opened(status)``."""
+        channel = q.channel
+        channel.callback, channel.on_rescind = lambda: self._channel_cb(q), self._rescinded
+        vp = channel.sub_index % len(self.kernel.vcpus)
+
+        def created(status: int) -> None:
+            if status:
+                opened(status)
+            else:
+                channel.open(q.ring, 2 * RING_PAGES, handle, opened, vp)
+        handle = self.bus.establish_gpadl(channel, q.ring, 2 * RING_PAGES * v.PAGE_SIZE, created)
 
     def _step(self, status: int, why: str, then, *args) -> None:
         """A set-up step answered: on to the next, or the device fails to come up."""
@@ -96,16 +132,12 @@ class Netvsc:
             return
         then(*args)
 
-    def _open(self, handle: int) -> None:
-        self.channel.open(self.ring, 2 * RING_PAGES, handle,
-                          lambda status: self._step(status, "netvsc_open_failed", self._init))
-
     # ---- NVSP (netvsc_connect_vsp) ---------------------------------------------------------------
     def _request(self, message: bytes, then) -> None:
         tid = self.next_id
         self.next_id += 1
         self.requests[tid] = then
-        self._send(v.packet(v.VM_PKT_DATA_INBAND, tid, message, COMPLETION))
+        self._send(self.queues[0], v.packet(v.VM_PKT_DATA_INBAND, tid, message, COMPLETION))
 
     def _init(self) -> None:
         version = self.versions[0]
@@ -120,11 +152,13 @@ class Netvsc:
             else:
                 self._step(1, "netvsc_no_common_version", None)
             return
-        self._send(v.packet(v.VM_PKT_DATA_INBAND, 0, r.NVSP_NDIS_VER.pack(r.NVSP_MSG1_TYPE_SEND_NDIS_VER,
-                                                                           *r.NDIS_VERSION_6_30)))
+        self.version = version
+        primary = self.queues[0]
+        self._send(primary, v.packet(v.VM_PKT_DATA_INBAND, 0, r.NVSP_NDIS_VER.pack(r.NVSP_MSG1_TYPE_SEND_NDIS_VER,
+                                                                                    *r.NDIS_VERSION_6_30)))
         if version >= r.NVSP_PROTOCOL_VERSION_2:
-            self._send(v.packet(v.VM_PKT_DATA_INBAND, 0, r.NVSP_NDIS_CONFIG.pack(r.NVSP_MSG2_TYPE_SEND_NDIS_CONFIG,
-                                                                                NETVSC_MTU_FRAME, 0)))
+            self._send(primary, v.packet(v.VM_PKT_DATA_INBAND, 0, r.NVSP_NDIS_CONFIG.pack(
+                r.NVSP_MSG2_TYPE_SEND_NDIS_CONFIG, NETVSC_MTU_FRAME, 0)))
         self._buffer(self.recv_buf, RECV_BYTES, r.NVSP_MSG1_TYPE_SEND_RECV_BUF, r.NETVSC_RECEIVE_BUFFER_ID,
                      self._recv_done)
 
@@ -175,7 +209,77 @@ class Netvsc:
         bad = status or size != 6 or start + size > min(length, len(message))
         if not bad:
             self.mac = message[start:start + 6]
+        if self.version < r.NVSP_PROTOCOL_VERSION_5:
+            self._step(bad, "rndis_query_mac_failed", self._set_filter)
+            return
         self._step(bad, "rndis_query_mac_failed", self._rndis_request, r.RNDIS_OID_REQUEST.pack(
+            r.RNDIS_MSG_QUERY, r.RNDIS_OID_REQUEST.size, 0, r.OID_GEN_RECEIVE_SCALE_CAPABILITIES, 0, 0, 0),
+            self._rss_caps)
+
+    # ---- vRSS (rndis_filter_device_add, rndis_set_subchannel, rndis_filter_set_rss_param) ----------
+    def _rss_caps(self, message: bytes) -> None:
+        """A channel per vCPU, as many as the host has queues; one alone needs no sub-channels."""
+        _, length, _, status, size, offset = r.RNDIS_QUERY_COMPLETE.unpack_from(
+            message.ljust(r.RNDIS_QUERY_COMPLETE.size, b"\0"))
+        start = r.RNDIS_BODY + offset
+        queues = 1
+        if not status and size >= r.NDIS_RECV_SCALE_CAP.size and start + size <= min(length, len(message)):
+            queues = r.NDIS_RECV_SCALE_CAP.unpack_from(message, start)[5]
+        wanted = min(self.channels_set.get(self.mac) or min(r.VRSS_CHANNEL_DEFAULT, len(self.kernel.vcpus)), queues)
+        if wanted < 2:
+            self._set_filter()
+            return
+        self.channel.sc_create = self._sc_open
+        self._request(r.NVSP_SUBCHANNEL_REQUEST.pack(r.NVSP_MSG5_TYPE_SUBCHANNEL, r.NVSP_SUBCHANNEL_ALLOCATE,
+                                                     wanted - 1), self._subchannels_granted)
+
+    def _subchannels_granted(self, body: bytes) -> None:
+        _, status, granted = r.NVSP_SUBCHANNEL_COMPLETE.unpack_from(body.ljust(r.NVSP_SUBCHANNEL_COMPLETE.size, b"\0"))
+        if status != r.NVSP_STAT_SUCCESS or not 0 < granted < r.VRSS_CHANNEL_MAX:
+            self.stats["netvsc_subchannels_refused"] += 1
+            granted = 0
+        self.subchannels = granted
+        self._subchannels_open()
+
+    def _sc_open(self, channel: GuestChannel) -> None:
+        """netvsc_sc_open: an offered sub-channel's rings, opened on its vCPU."""
+        if not 0 < channel.sub_index < r.VRSS_CHANNEL_MAX or self.broken:
+            self.stats["netvsc_bad_subchannel"] += 1
+            return
+        self.queues += [None] * (channel.sub_index + 1 - len(self.queues))
+        q = NetvscChannel(channel, self.kernel.alloc.alloc(2 * RING_PAGES * v.PAGE_SIZE))
+
+        def opened(status: int) -> None:
+            if status:
+                self.stats["netvsc_subchannel_open_failed"] += 1
+            else:
+                self.queues[channel.sub_index] = q
+            self.opened_subchannels += 1
+            self._subchannels_open()
+        self._ring_up(q, opened)
+
+    def _subchannels_open(self) -> None:
+        """Every granted sub-channel answered: RSS over the open channels, then the packet filter."""
+        if self.subchannels is None or self.opened_subchannels < self.subchannels:
+            return
+        self.subchannels = None
+        channels = [n for n, q in enumerate(self.queues) if q is not None]
+        table = b"".join(v.U32.pack(channels[i % len(channels)]) for i in range(r.ITAB_NUM))
+        size = r.NDIS_RECV_SCALE_PARAM.size
+        param = r.NDIS_RECV_SCALE_PARAM.pack(
+            r.NDIS_OBJECT_TYPE_RSS_PARAMETERS, r.NDIS_RECEIVE_SCALE_PARAMETERS_REVISION_2, size, 0, RSS_HASHINFO,
+            len(table), size, r.NETVSC_HASH_KEYLEN, size + len(table), 0, 0, 0) + table + RSS_DEFAULT_KEY
+        self._rndis_request(r.RNDIS_OID_REQUEST.pack(
+            r.RNDIS_MSG_SET, r.RNDIS_OID_REQUEST.size + len(param), 0, r.OID_GEN_RECEIVE_SCALE_PARAMETERS,
+            len(param), r.RNDIS_OID_REQUEST.size - r.RNDIS_BODY, 0) + param, self._rss_set)
+
+    def _rss_set(self, message: bytes) -> None:
+        if r.RNDIS_SET_COMPLETE.unpack_from(message.ljust(r.RNDIS_SET_COMPLETE.size, b"\0"))[3]:
+            self.stats["rndis_set_rss_failed"] += 1
+        self._set_filter()
+
+    def _set_filter(self) -> None:
+        self._rndis_request(r.RNDIS_OID_REQUEST.pack(
             r.RNDIS_MSG_SET, r.RNDIS_OID_REQUEST.size + 4, 0, r.RNDIS_OID_GEN_CURRENT_PACKET_FILTER, 4,
             r.RNDIS_OID_REQUEST.size - r.RNDIS_BODY, 0) + v.U32.pack(FILTER), self._filter_set)
 
@@ -192,48 +296,52 @@ class Netvsc:
         register_netdev(self.kernel, self)
         self._wake()
 
-    # ---- the send ring ----------------------------------------------------------------------------------
-    def _send(self, parts: list[bytes]) -> bool:
-        """vmbus_sendpacket: into the send ring; signal when the host asked."""
+    # ---- the send rings -------------------------------------------------------------------------------
+    def _send(self, q: NetvscChannel, parts: list[bytes]) -> bool:
+        """vmbus_sendpacket: into the channel's send ring; signal when the host asked."""
         if self.broken:
             return False
-        cpu = self.kernel.cpu
-        cpu.charge("ring_op")
+        self.kernel.cpu.charge("ring_op")
         try:
-            written, signal = v.ring_write(self.channel.send, self.channel.send.size, parts)
+            written, signal = v.ring_write(q.channel.send, q.channel.send.size, parts)
         except v.RingError:
             self._broke("netvsc_send_ring_broken")
             return False
         if signal:
-            self.channel.signal()
+            q.channel.signal()
         return written
 
-    def _send_rndis(self, message: bytes, channel_type: int) -> bool:
-        """An RNDIS message copied into a free send section, and SEND_RNDIS_PKT naming it."""
+    def _send_rndis(self, message: bytes, channel_type: int, q: NetvscChannel | None = None) -> bool:
+        """An RNDIS message copied into a free send section, and SEND_RNDIS_PKT naming it on ``q``
+        (the primary for control)."""
         if not self.tx_free:
             return False
+        q = q or self.queues[0]
         section = self.tx_free.pop()
         self.mem.write(self.send_buf + section * self.section_size, message)
         nvsp = r.NVSP_RNDIS_PKT.pack(r.NVSP_MSG1_TYPE_SEND_RNDIS_PKT, channel_type, section, len(message))
-        if self._send(v.packet(v.VM_PKT_DATA_INBAND, TX_TAG | section, nvsp, COMPLETION)):
+        if self._send(q, v.packet(v.VM_PKT_DATA_INBAND, TX_TAG | section, nvsp, COMPLETION)):
             return True
         self.tx_free.append(section)
         if not self.broken:             # hv_ringbuffer_write: no room; the host signals once there is
-            self.channel.send.put32(v.PENDING_SEND_SZ, ONE_SEND)
+            q.channel.send.put32(v.PENDING_SEND_SZ, ONE_SEND)
         return False
 
     def transmit(self, frame: bytes) -> bool:
-        """netvsc_start_xmit: an RNDIS PACKET_MSG copied into a send section."""
+        """netvsc_start_xmit: an RNDIS PACKET_MSG copied into a send section, on the sending vCPU's channel."""
         if self.broken or len(frame) + r.RNDIS_PACKET.size > self.section_size:
             self.kernel.dropped("tx_dropped", frame)
             return True
         if not self.ready or not self.tx_free:
             self.tx_queue_stopped = True
             return False
-        self.kernel.cpu.charge("copy_hot", nbytes=len(frame))
+        cpu = self.kernel.cpu
+        cpu.charge("copy_hot", nbytes=len(frame))
         header = _RNDIS_PACKET.pack(r.RNDIS_MSG_PACKET, r.RNDIS_PACKET.size + len(frame), r.RNDIS_PACKET_HEADER,
                                     len(frame), 0, 0, 0, 0, 0, 0, 0)
-        if not self._send_rndis(header + frame, r.RNDIS_CHANNEL_DATA):
+        queues = self.queues
+        q = queues[cpu.index % len(queues)] or queues[0]
+        if not self._send_rndis(header + frame, r.RNDIS_CHANNEL_DATA, q):
             self.tx_queue_stopped = True
             return False
         return True
@@ -241,50 +349,52 @@ class Netvsc:
     def _wake(self) -> None:
         if self.tx_queue_stopped and self.tx_free and self.ready and self.stack is not None:
             self.tx_queue_stopped = False
-            self.channel.send.put32(v.PENDING_SEND_SZ, 0)
+            for q in self.queues:
+                if q is not None:
+                    q.channel.send.put32(v.PENDING_SEND_SZ, 0)
             self.stack.tx_wake()
 
-    # ---- the receive ring (netvsc_channel_cb, netvsc_poll) -----------------------------------------
-    def _channel_cb(self) -> None:
-        if self.broken or self.poll_scheduled:
+    # ---- the receive rings (netvsc_channel_cb, netvsc_poll), each on its channel's vCPU ---------------
+    def _channel_cb(self, q: NetvscChannel) -> None:
+        if self.broken or q.poll_scheduled:
             return
-        self.channel.recv.put32(v.INTERRUPT_MASK, 1)          # hv_begin_read
-        self.poll_scheduled = True
-        self.kernel.run_soon(self._poll)
+        q.channel.recv.put32(v.INTERRUPT_MASK, 1)          # hv_begin_read
+        q.poll_scheduled = True
+        self.kernel.run_soon(lambda: self._poll(q))
 
-    def _poll(self) -> None:
-        self.poll_scheduled = False
+    def _poll(self, q: NetvscChannel) -> None:
+        q.poll_scheduled = False
         if self.broken:
             return
-        ring, size, cpu = self.channel.recv, self.channel.recv.size, self.kernel.cpu
+        ring, size, cpu = q.channel.recv, q.channel.recv.size, self.kernel.cpu
         try:
-            self._flush_unsent()
+            self._flush_unsent(q)
             done = 0
             while done < NAPI_WEIGHT and not self.broken:
-                got = v.ring_peek(ring, size, self.read)
+                got = v.ring_peek(ring, size, q.read)
                 if got is None:
                     break
-                desc, packet, self.read = got
+                desc, packet, q.read = got
                 done += 1
                 cpu.charge("ring_op")
-                self._packet(desc, packet)
-            if done and v.ring_commit_read(ring, size, self.read):
-                self.channel.signal()
-            more = done == NAPI_WEIGHT or v.end_read(ring, size, self.read)
+                self._packet(q, desc, packet)
+            if done and v.ring_commit_read(ring, size, q.read):
+                q.channel.signal()
+            more = done == NAPI_WEIGHT or v.end_read(ring, size, q.read)
         except v.RingError:
             self._broke("netvsc_recv_ring_broken")
             return
         self._wake()
         if more and not self.broken:
-            self._channel_cb()
+            self._channel_cb(q)
 
-    def _packet(self, desc: tuple, packet: bytes) -> None:
+    def _packet(self, q: NetvscChannel, desc: tuple, packet: bytes) -> None:
         ptype, offset8, _, _, tid = desc
         body = packet[offset8 << 3:]
         if ptype == v.VM_PKT_COMP:
             self._completion(tid, body)
         elif ptype == v.VM_PKT_DATA_USING_XFER_PAGES and len(packet) >= 32:
-            self._xfer(tid, packet, body)
+            self._xfer(q, tid, packet, body)
         else:
             self.stats["netvsc_unknown_packet"] += 1
 
@@ -305,7 +415,7 @@ class Netvsc:
             return
         then(body)
 
-    def _xfer(self, tid: int, packet: bytes, body: bytes) -> None:
+    def _xfer(self, q: NetvscChannel, tid: int, packet: bytes, body: bytes) -> None:
         """A transfer-page packet: the RNDIS message at its range of the receive buffer."""
         pageset, _, ranges, count, offset = v.XFER_PAGE_HEADER.unpack_from(packet, v.VMPACKET_DESCRIPTOR.size)
         channel_type = r.NVSP_RNDIS_PKT.unpack_from(body.ljust(r.NVSP_RNDIS_PKT.size, b"\0"))[1]
@@ -314,7 +424,7 @@ class Netvsc:
             self.stats["netvsc_bad_xfer_range"] += 1
         else:
             self._rndis(self.mem.read(self.recv_buf + offset, count), channel_type)
-        self._complete(tid)
+        self._complete(q, tid)
 
     def _rndis(self, message: bytes, channel_type: int) -> None:
         """rndis_filter_receive: data to the stack, a completion to its waiter."""
@@ -338,16 +448,17 @@ class Netvsc:
         else:
             self.stats["rndis_unexpected"] += 1
 
-    def _complete(self, tid: int) -> None:
-        """The receive completion that gives the host its sub-allocation back."""
+    def _complete(self, q: NetvscChannel, tid: int) -> None:
+        """The receive completion, on the channel the packet came on, that gives the host its
+        sub-allocation back."""
         parts = v.packet(v.VM_PKT_COMP, tid, r.NVSP_RNDIS_PKT_COMPLETE.pack(
             r.NVSP_MSG1_TYPE_SEND_RNDIS_PKT_COMPLETE, r.NVSP_STAT_SUCCESS))
-        if self.unsent or not self._send(parts):
-            self.unsent.append(parts)
+        if q.unsent or not self._send(q, parts):
+            q.unsent.append(parts)
 
-    def _flush_unsent(self) -> None:
-        while self.unsent and self._send(self.unsent[0]):
-            self.unsent.popleft()
+    def _flush_unsent(self, q: NetvscChannel) -> None:
+        while q.unsent and self._send(q, q.unsent[0]):
+            q.unsent.popleft()
 
     def _broke(self, why: str) -> None:
         self.stats[why] += 1
@@ -362,5 +473,7 @@ class Netvsc:
         self.mem = mem
 
     def resume(self) -> None:
-        """Running again on the target: look at the receive ring (what came while the VM was stopped)."""
-        self._channel_cb()
+        """Running again on the target: look at the receive rings (what came while the VM was stopped)."""
+        for q in self.queues:
+            if q is not None:
+                self._channel_cb(q)
