@@ -13,12 +13,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import iovirt
+from iovirt.devices.offload import tcpv4_checksum_ok
 from iovirt.experiments import runner
+from iovirt.experiments.compare import Config
+from iovirt.experiments.compare import scenario as compare_scenario
 from iovirt.experiments.runner import begin, run_to
 from iovirt.experiments.scenario import ScenarioError, migration_problem
 from iovirt.experiments.world import World
 from iovirt.hypervisor.hyperv import HYPERV_MMIO, HYPERV_PIO, GpadlView
 from iovirt.mem.guest_memory import GuestMemory
+from iovirt.net.gso import GsoFrame, segment
 from iovirt.spec import rndis as r
 from iovirt.spec import vmbus as v
 from iovirt.spec.rss import RSS_DEFAULT_KEY, toeplitz, toeplitz_tables
@@ -745,3 +749,124 @@ def test_any_sub_channel_request_and_rss_parameters_leave_the_root_and_other_gue
     vsp = w.hyperv["host0"].vsps[4]
     assert vsp.rss is None or all(vsp.queues[n] is not None for n in vsp.rss[0])
     assert bytes(other.buf) == before
+
+
+# ---- task offload: checksums and LSOv2 through RNDIS per-packet info ----------------------------------
+def netvsc_stream(offloads: dict | None = None, workload: str = "tcp_stream", ms: float = 3.0) -> dict:
+    doc = compare_scenario(Config("paravirt", "netvsc"), 1, 16384, ms, 8, False, "default", workload)
+    if offloads is not None:
+        doc["vms"][0]["nics"][0]["offloads"] = offloads
+    return doc
+
+
+@pytest.mark.parametrize("tso", [True, False])
+def test_netvsc_lso_crosses_the_root_whole_and_the_wire_in_mtu_frames(tso):
+    """With LSOv2 negotiated a netvsc hands netvsp 64 KB packets in page buffers (GPA direct), the vmswitch
+    carries them whole and the wire gets frames of at most 1514 bytes, cut on the root's VP; ethtool -K tso
+    off sends MTU segments through send sections instead."""
+    world = World(iovirt.Scenario.from_dict(netvsc_stream({"tso": tso}), source="test"))
+    bridged, wired = [], []
+    vswitch = world.hosts["host0"].vswitch
+    link = world.hosts["host0"].nics["pnic0"].link
+    ingress, deliver = vswitch.ingress, link.deliver_to_peer
+    vswitch.ingress = lambda port, frame, cpu: (bridged.append(len(frame)), ingress(port, frame, cpu))
+    link.deliver_to_peer = lambda frame: (wired.append(len(frame)), deliver(frame))
+    _, stop, flows = begin(world)
+    run_to(world, stop)
+    netvsc, vsp = netvsc_of(world, "vm0"), world.hyperv["host0"].vsps[0]
+    assert flows[0].delivered > 1000 and max(wired) <= 1514 and not vsp.errors
+    assert (max(bridged) > 60000) == tso and netvsc.offloads == {"tx_csum", "rx_csum", "tso"}
+    root = world.hyperv["host0"].root.vm.vcpus
+    assert (sum(vp.spent["gso_segment"] for vp in root) > 0) == tso
+
+
+def test_netvsc_checksum_offload_is_completed_by_netvsp_and_reported_on_receive():
+    """TX checksum on, TSO off: each segment goes with TCPIP_CHKSUM_PKTINFO and netvsp completes the sum
+    (the wire's frames are right); received segments come with the sums checked by the host, so the guest's
+    stack sums nothing.  With tx off the guest sums every segment it sends."""
+    def run_with(offloads: dict) -> tuple[World, list]:
+        world = World(iovirt.Scenario.from_dict(netvsc_stream(offloads, ms=1.5), source="test"))
+        wired = []
+        link = world.hosts["host0"].nics["pnic0"].link
+        deliver = link.deliver_to_peer
+        link.deliver_to_peer = lambda frame: (wired.append(frame), deliver(frame))
+        _, stop, flows = begin(world)
+        run_to(world, stop)
+        assert flows[0].delivered > 100
+        return world, wired
+    world, wired = run_with({"tso": False})
+    data = [f for f in wired if len(f) > 1000]
+    assert data and all(tcpv4_checksum_ok(f) for f in data)
+    guest = world.vms["vm0"].vcpus[0]
+    assert guest.spent["csum"] == 0 and world.hyperv["host0"].vsps[0].errors == {}
+    off, _ = run_with({"tso": False, "tx": False})
+    assert off.vms["vm0"].vcpus[0].spent["csum"] > 0
+
+
+def tcp_frame(dst: bytes, src: bytes, payload: int = 3000) -> bytes:
+    """A TCP/IPv4 packet of ``payload`` bytes between vm1 and vm2, its sums right."""
+    ip = bytearray(b"\x45\x00" + (40 + payload).to_bytes(2, "big") + b"\x00\x01\x40\x00\x40\x06\x00\x00"
+                   + bytes([10, 0, 0, 1, 10, 0, 0, 2]))
+    tcp = bytearray(20)
+    tcp[12], tcp[13] = 0x50, 0x10
+    packet = GsoFrame.of(dst + src + b"\x08\x00" + bytes(ip) + bytes(tcp) + bytes(payload), 1448)
+    return b"".join(segment(GsoFrame.of(packet, payload)))
+
+
+def rndis_packet(frame: bytes, info: bytes = b"", ppi_len: int | None = None) -> bytes:
+    size = r.RNDIS_PACKET.size + len(info) + len(frame)
+    return r.RNDIS_PACKET.pack(r.RNDIS_MSG_PACKET, size, r.RNDIS_PACKET_HEADER + len(info), len(frame), 0, 0, 0,
+                               r.RNDIS_PACKET_HEADER, len(info) if ppi_len is None else ppi_len, 0, 0) + info + frame
+
+
+def test_bad_per_packet_info_and_offload_requests_are_dropped_and_counted():
+    """Per-packet info running past its area or its value past itself, LSO with MSS 0 or on a UDP frame, a
+    checksum request at the wrong offset, page ranges outside the guest or across a page: each frame is
+    dropped and counted, the send answered NVSP_STAT_FAIL; a right LSO request goes through whole."""
+    w = world(NETVSC, NETVSC)
+    netvsc, vsp, guest = netvsc_of(w, "vm1"), w.hyperv["host0"].vsps[0], w.guests["vm1"]
+    frame = tcp_frame(netvsc_of(w, "vm2").mac, netvsc.mac)
+    udp = frame[:23] + b"\x11" + frame[24:]
+    lso = lambda mss: r.ppi(r.TCP_LARGESEND_PKTINFO, r.NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE | 34 << 20 | mss)  # noqa
+    long_info = r.RNDIS_PER_PACKET_INFO.pack(64, r.TCPIP_CHKSUM_PKTINFO, 12) + bytes(4)
+    past_itself = r.RNDIS_PER_PACKET_INFO.pack(16, r.TCPIP_CHKSUM_PKTINFO, 14) + bytes(4)
+    csum_at_20 = r.ppi(r.TCPIP_CHKSUM_PKTINFO, r.NDIS_TCPIP_CSUM_TX_IPV4 | r.NDIS_TCPIP_CSUM_TX_TCP | 20 << 16)
+    q = netvsc.queues[0]
+    for message in (rndis_packet(frame[:1514], long_info), rndis_packet(frame[:1514], past_itself),
+                    rndis_packet(frame[:1514], b"", ppi_len=5000), rndis_packet(frame[:1514], csum_at_20)):
+        assert netvsc._send_rndis(message, r.RNDIS_CHANNEL_DATA, q)
+    for message in (rndis_packet(frame, lso(0)), rndis_packet(udp, lso(1448))):
+        assert netvsc._send_pages(message, q)
+    w.settle()
+    assert vsp.errors["rndis_bad_ppi"] == 2 and vsp.errors["rndis_bad_packet"] == 1
+    assert vsp.errors["tx_bad_csum"] == 1 and vsp.errors["tx_bad_lso"] == 2
+    assert guest.stats["tx_errors"] == 4
+    for pfn, offset in ((w.vms["vm1"].mem.size >> v.PAGE_SHIFT, 0), (netvsc.gso_bufs[0] >> v.PAGE_SHIFT, 4000)):
+        send_raw(w, "vm1", v.packet(v.VM_PKT_DATA_USING_GPA_DIRECT, 9, r.NVSP_RNDIS_PKT.pack(
+            r.NVSP_MSG1_TYPE_SEND_RNDIS_PKT, 0, r.NETVSC_INVALID_INDEX, 0), 1,
+            v.GPA_DIRECT_HEADER.pack(0, 1) + v.HV_PAGE_BUFFER.pack(200, offset, pfn)))
+    assert vsp.errors["gpa_direct_bad_ranges"] == 2 and vsp.running
+    bridged = []
+    vswitch = w.hosts["host0"].vswitch
+    ingress = vswitch.ingress
+    vswitch.ingress = lambda port, f, cpu: (bridged.append(len(f)), ingress(port, f, cpu))
+    assert netvsc._send_pages(rndis_packet(frame, lso(1448)), q)
+    w.settle()
+    assert bridged == [len(frame)] and sum(vsp.errors.values()) == 8
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(info=st.binary(max_size=48), ppi_len=st.integers(0, 64), pages=st.booleans())
+def test_any_per_packet_info_leaves_the_root_and_other_guests_whole(info, ppi_len, pages):
+    """Whatever per-packet info bytes and length a guest puts before a frame (for no other guest), in a
+    section or in page buffers, netvsp never raises and the other guest's memory is not written."""
+    w = world(NETVSC, NETVSC, memory_mb=64)
+    netvsc = netvsc_of(w, "vm1")
+    other = w.vms["vm2"].mem
+    before = bytes(other.buf)
+    frame = tcp_frame(bytes.fromhex("020000000099"), netvsc.mac, 1000)     # to no guest here
+    message = rndis_packet(frame, info, ppi_len)
+    (netvsc._send_pages if pages else netvsc._send_rndis)(message, *(() if pages else (r.RNDIS_CHANNEL_DATA,)),
+                                                          netvsc.queues[0])
+    w.settle()
+    assert w.hyperv["host0"].vsps[0].running and bytes(other.buf) == before

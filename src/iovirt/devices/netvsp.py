@@ -42,21 +42,25 @@ from ..spec import vmbus as v
 from ..spec.ethernet import ETH_HLEN
 from ..spec.rss import IPV4_L4_INPUT, toeplitz, toeplitz_tables
 from .discard import discard
+from .offload import GSO_MAX_SIZE, TCP_MIN_MSS, complete_checksum, csum_ok, is_tcpv4, tcpv4_checksum_ok
 from .registry import DeviceEntry
 
 NAPI_WEIGHT = 64
 VERSIONS = (r.NVSP_PROTOCOL_VERSION_61, r.NVSP_PROTOCOL_VERSION_6, r.NVSP_PROTOCOL_VERSION_5,
             r.NVSP_PROTOCOL_VERSION_4, r.NVSP_PROTOCOL_VERSION_2, r.NVSP_PROTOCOL_VERSION_1)
 MAX_FRAME = 1514                    # RNDIS_OID_GEN_MAXIMUM_FRAME_SIZE answered: a 1500-byte MTU
+MAX_PAGE_BUFFERS = 32               # MAX_PAGE_BUFFER_COUNT: ranges a GPA-direct packet may list
+MAX_MESSAGE = GSO_MAX_SIZE + 256    # an RNDIS message in page buffers: a GSO packet and its header and infos
 VRSS_QUEUES = 16                    # receive queues a vNIC may have (Set-VMNetworkAdapter -VrssMaxQueuePairs 16)
 BROADCAST = b"\xff" * 6
 _MULTICAST = r.NDIS_PACKET_TYPE_MULTICAST | r.NDIS_PACKET_TYPE_ALL_MULTICAST
 COMPLETION = v.VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED
 _RNDIS_PACKET = r.RNDIS_PACKET.struct
+TCP_CHECK = 16                      # the TCP checksum's offset in its header
 _RECV_NEED = v.VMPACKET_DESCRIPTOR.size + v.XFER_PAGE_HEADER.size + r.NVSP_RNDIS_PKT.size + v.PREV_INDICES
 _RSS_CAPS = r.NDIS_RECV_SCALE_CAP.pack(r.NDIS_OBJECT_TYPE_RSS_CAPABILITIES,
-                                       r.NDIS_RECEIVE_SCALE_CAPABILITIES_REVISION_2, r.NDIS_RECV_SCALE_CAP.size, r.NDIS_RSS_CAPS_HASH_TYPE_TCP_IPV4, VRSS_QUEUES,
-                                       VRSS_QUEUES, r.ITAB_NUM)
+                                       r.NDIS_RECEIVE_SCALE_CAPABILITIES_REVISION_2, r.NDIS_RECV_SCALE_CAP.size,
+                                       r.NDIS_RSS_CAPS_HASH_TYPE_TCP_IPV4, VRSS_QUEUES, VRSS_QUEUES, r.ITAB_NUM)
 
 
 class VspChannel:
@@ -201,6 +205,7 @@ class Netvsp:
         self.rndis_ready = False
         self.filter = 0
         self.rss: tuple | None = None       # (indirection table, Toeplitz tables, TCP ports hashed too)
+        self.offload: frozenset[str] = frozenset()     # tx_csum, rx_csum, lso: OID_TCP_OFFLOAD_PARAMETERS
 
     # ---- the channels (opened and closed by the root's VMBus driver) ----------------------------
     @property
@@ -240,7 +245,7 @@ class Netvsp:
         pages, mapped here), then a poll for what the guest queued meanwhile."""
         if not channel.sub_index:
             for key in ("version", "recv_handle", "send_handle", "recv_free", "recv_busy", "send_sections",
-                        "rndis_ready", "filter", "rss"):
+                        "rndis_ready", "filter", "rss", "offload"):
                 setattr(self, key, getattr(source, key))
             self.recv, self.send = channel.buffer(self.recv_handle), channel.buffer(self.send_handle)
             self.queues = [None] * len(source.queues)
@@ -260,6 +265,10 @@ class Netvsp:
         body = packet[offset8 << 3:]
         if ptype == v.VM_PKT_COMP:
             self._recv_done(tid)
+            return
+        if ptype == v.VM_PKT_DATA_USING_GPA_DIRECT and len(body) >= r.NVSP_RNDIS_PKT.size \
+                and r.NVSP_TYPE.unpack_from(body)[0] == r.NVSP_MSG1_TYPE_SEND_RNDIS_PKT:
+            self._gpa_direct(q, tid, packet, len(packet) - len(body), r.NVSP_RNDIS_PKT.unpack_from(body))
             return
         if ptype != v.VM_PKT_DATA_INBAND or len(body) < 4:
             self.reset("bad_packet_type")
@@ -329,15 +338,39 @@ class Netvsp:
     def _rndis_pkt(self, q: VspChannel, tid: int, msg: tuple) -> None:
         """SEND_RNDIS_PKT: the RNDIS message in send-buffer section ``index``."""
         _, channel_type, index, size = msg
-        status = r.NVSP_STAT_FAIL
+        message = None
         if self.send is None:
             self.errors["nvsp_out_of_order"] += 1
         elif index >= self.send_sections or not r.RNDIS_HEADER.size <= size <= r.NETVSC_SEND_SECTION_SIZE:
             self.errors["rndis_bad_section"] += 1
         else:
             message = self.send.read(index * r.NETVSC_SEND_SECTION_SIZE, size)
-            ok = self._rndis(q, message, channel_type)
-            status = r.NVSP_STAT_SUCCESS if ok else r.NVSP_STAT_FAIL
+        self._rndis_done(q, tid, message, channel_type)
+
+    def _gpa_direct(self, q: VspChannel, tid: int, packet: bytes, end: int, msg: tuple) -> None:
+        """SEND_RNDIS_PKT naming no section: the RNDIS message in the guest pages the packet's ranges
+        list (netvsc's page buffers, for what a section cannot hold), each inside one page of the guest."""
+        _, channel_type, index, _ = msg
+        count = v.GPA_DIRECT_HEADER.unpack_from(packet, v.VMPACKET_DESCRIPTOR.size)[1]
+        first = v.VMPACKET_DESCRIPTOR.size + v.GPA_DIRECT_HEADER.size
+        message = None
+        if self.send is None:
+            self.errors["nvsp_out_of_order"] += 1
+        elif index != r.NETVSC_INVALID_INDEX or not 0 < count <= MAX_PAGE_BUFFERS \
+                or first + count * v.HV_PAGE_BUFFER.size > end:
+            self.errors["gpa_direct_bad_ranges"] += 1
+        else:
+            ranges = [v.HV_PAGE_BUFFER.unpack_from(packet, first + i * v.HV_PAGE_BUFFER.size) for i in range(count)]
+            if sum(length for length, _, _ in ranges) <= MAX_MESSAGE:
+                message = q.channel.read_pages(ranges)
+            if message is None:
+                self.errors["gpa_direct_bad_ranges"] += 1
+        self._rndis_done(q, tid, message, channel_type)
+
+    def _rndis_done(self, q: VspChannel, tid: int, message: bytes | None, channel_type: int) -> None:
+        """The RNDIS message, if one could be read, then SEND_RNDIS_PKT_COMPLETE with how it went."""
+        ok = message is not None and self._rndis(q, message, channel_type)
+        status = r.NVSP_STAT_SUCCESS if ok else r.NVSP_STAT_FAIL
         if q.running:
             self._complete(q, tid, r.NVSP_RNDIS_PKT_COMPLETE.pack(r.NVSP_MSG1_TYPE_SEND_RNDIS_PKT_COMPLETE, status))
 
@@ -409,6 +442,8 @@ class Netvsp:
             status, info = r.RNDIS_STATUS_SUCCESS, b""
         elif oid == r.OID_GEN_RECEIVE_SCALE_PARAMETERS:
             status, info = self._rss_parameters(message[start:start + buflen]), b""
+        elif oid == r.OID_TCP_OFFLOAD_PARAMETERS:
+            status, info = self._offload_parameters(message[start:start + buflen]), b""
         else:
             status, info = r.RNDIS_STATUS_NOT_SUPPORTED, b""
         if mtype == r.RNDIS_MSG_SET:
@@ -444,8 +479,35 @@ class Netvsp:
         self.rss = table, toeplitz_tables(key, IPV4_L4_INPUT), bool(hashinfo & r.NDIS_HASH_TCP_IPV4)
         return r.RNDIS_STATUS_SUCCESS
 
+    def _offload_parameters(self, info: bytes) -> int:
+        """OID_TCP_OFFLOAD_PARAMETERS: TCP/IPv4 checksum offload each way and LSOv2 for IPv4, on, off or as
+        they were; any other value fails the SET."""
+        if len(info) < r.NDIS_OFFLOAD_PARAMS.size:
+            self.errors["rndis_bad_offload"] += 1
+            return r.RNDIS_STATUS_INVALID_LENGTH
+        layout = r.NDIS_OFFLOAD_PARAMS
+        params = dict(zip((name for name, _, _ in layout.fields), layout.unpack_from(info)))
+        kind, csum, lso = params["type"], params["tcp_ip_v4_csum"], params["lso_v2_ipv4"]
+        ways = {r.NDIS_OFFLOAD_PARAMETERS_TX_RX_DISABLED: (), r.NDIS_OFFLOAD_PARAMETERS_TX_RX_ENABLED: ("tx", "rx"),
+                r.NDIS_OFFLOAD_PARAMETERS_TX_ENABLED_RX_DISABLED: ("tx",),
+                r.NDIS_OFFLOAD_PARAMETERS_RX_ENABLED_TX_DISABLED: ("rx",)}
+        lsos = {r.NDIS_OFFLOAD_PARAMETERS_LSOV2_DISABLED: False, r.NDIS_OFFLOAD_PARAMETERS_LSOV2_ENABLED: True}
+        keep = r.NDIS_OFFLOAD_PARAMETERS_NO_CHANGE
+        if kind != r.NDIS_OBJECT_TYPE_DEFAULT or csum not in ways and csum != keep or lso not in lsos and lso != keep:
+            self.errors["rndis_bad_offload"] += 1
+            return r.RNDIS_STATUS_INVALID_DATA
+        on = set(self.offload)
+        if csum != keep:
+            on = {name for name in on if name == "lso"} | {f"{way}_csum" for way in ways[csum]}
+        if lso != keep:
+            on = on - {"lso"} | ({"lso"} if lsos[lso] else set())
+        self.offload = frozenset(on)
+        return r.RNDIS_STATUS_SUCCESS
+
     def _transmit(self, q: VspChannel, message: bytes) -> bool:
-        """PACKET_MSG: the frame at data_offset, copied out of the send buffer into the switch."""
+        """PACKET_MSG: the frame at data_offset, copied out of the guest's buffer into the switch; with
+        per-packet info, its TCP checksum completed here, or handed on whole as a TCP segmentation request
+        (LSOv2: the switch cuts it where it leaves for a port that cannot take it)."""
         _, length, offset, size, _, _, _, ppi_offset, ppi_len, _, _ = _RNDIS_PACKET.unpack_from(
             message.ljust(r.RNDIS_PACKET.size, b"\0"))
         start = r.RNDIS_BODY + offset
@@ -453,9 +515,31 @@ class Netvsp:
                 or size < ETH_HLEN or r.RNDIS_BODY + ppi_offset + ppi_len > length or not self.rndis_ready):
             discard(self, "rndis_bad_packet")
             return False
+        info = r.per_packet_info(message, ppi_offset, ppi_len)
+        if info is None:
+            discard(self, "rndis_bad_ppi")
+            return False
         frame = message[start:start + size]
-        q.cpu.charge("copy", nbytes=size, acct=self.acct)
-        self.port.send(q.cpu, frame)
+        lso, csum = info.get(r.TCP_LARGESEND_PKTINFO), info.get(r.TCPIP_CHKSUM_PKTINFO, 0)
+        cpu, gso = q.cpu, 0
+        if lso is not None:
+            gso = lso & r.NDIS_LSO2_MSS_MASK
+            if ("lso" not in self.offload or not lso & r.NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE or gso < TCP_MIN_MSS
+                    or not is_tcpv4(frame)):
+                discard(self, "tx_bad_lso", frame)
+                return False
+        elif size > MAX_FRAME:
+            discard(self, "tx_too_big", frame)
+            return False
+        elif csum & r.NDIS_TCPIP_CSUM_TX_TCP:
+            at = csum >> r.NDIS_TCPIP_CSUM_TX_OFFSET_SHIFT & 0x3FF
+            if "tx_csum" not in self.offload or not is_tcpv4(frame) or at != ETH_HLEN + (frame[ETH_HLEN] & 0xF) * 4:
+                discard(self, "tx_bad_csum", frame)
+                return False
+            cpu.charge("csum", nbytes=size - at, acct=self.acct)
+            frame = complete_checksum(frame, at, TCP_CHECK)
+        cpu.charge("copy", nbytes=size, acct=self.acct)
+        self.port.send(cpu, frame, gso)
         return True
 
     # ---- the guest's receive rings: indications -----------------------------------------------
@@ -513,9 +597,17 @@ class Netvsp:
             discard(self, "rx_filtered", frame)
             return
         cpu.charge("copy", nbytes=len(frame), acct=self.acct)
-        header = _RNDIS_PACKET.pack(r.RNDIS_MSG_PACKET, r.RNDIS_PACKET.size + len(frame), r.RNDIS_PACKET_HEADER,
-                                    len(frame), 0, 0, 0, 0, 0, 0, 0)
-        if not self._indicate(self._steer(frame), cpu, r.RNDIS_CHANNEL_DATA, header + frame):
+        info = b""
+        if "rx_csum" in self.offload and is_tcpv4(frame):         # the sums checked, the result told
+            l4 = ETH_HLEN + (frame[ETH_HLEN] & 0xF) * 4
+            cpu.charge("csum", nbytes=len(frame) - ETH_HLEN, acct=self.acct)
+            ip_ok = csum_ok(frame[ETH_HLEN:l4])
+            info = r.ppi(r.TCPIP_CHKSUM_PKTINFO, (r.NDIS_TCPIP_CSUM_RX_IP_SUCCEEDED if ip_ok else 0) | (
+                r.NDIS_TCPIP_CSUM_RX_TCP_SUCCEEDED if tcpv4_checksum_ok(frame) else r.NDIS_TCPIP_CSUM_RX_TCP_FAILED))
+        header = _RNDIS_PACKET.pack(r.RNDIS_MSG_PACKET, r.RNDIS_PACKET.size + len(info) + len(frame),
+                                    r.RNDIS_PACKET_HEADER + len(info), len(frame), 0, 0, 0,
+                                    r.RNDIS_PACKET_HEADER if info else 0, len(info), 0, 0)
+        if not self._indicate(self._steer(frame), cpu, r.RNDIS_CHANNEL_DATA, header + info + frame):
             discard(self, "rx_no_buffer", frame)
 
 

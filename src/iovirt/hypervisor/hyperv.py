@@ -167,6 +167,15 @@ class Channel:
             return None
         return GpadlView(self.server.child.mem, gpadl.pfns)
 
+    def read_pages(self, ranges: list[tuple[int, int, int]]) -> bytes | None:
+        """A GPA-direct packet's page ranges (len, offset, pfn), read from the child's memory;
+        None when one is empty, crosses its page or names no page of the child."""
+        mem = self.server.child.mem
+        limit = mem.size >> v.PAGE_SHIFT
+        if any(not length or offset + length > v.PAGE_SIZE or pfn >= limit for length, offset, pfn in ranges):
+            return None
+        return b"".join(mem.read((pfn << v.PAGE_SHIFT) + offset, length) for length, offset, pfn in ranges)
+
     def reset(self, why: str) -> None:
         """The guest broke the channel's protocol: the VSP stops, the offer is rescinded."""
         self.server.stats[why] += 1

@@ -49,12 +49,17 @@ RECV_BYTES = RECV_SECTIONS * r.NETVSC_RECV_SECTION_SIZE
 SEND_BYTES = SEND_SECTIONS * r.NETVSC_SEND_SECTION_SIZE
 NAPI_WEIGHT = 64
 TX_TAG = 1 << 32                    # an RNDIS send's transaction id: the tag and its section
+GSO_TAG = 1 << 33                   # a page-buffer send's: the tag and its buffer
+GSO_BUFFERS = 32                    # packets in page buffers at once (the skbs netvsc hands over whole)
+GSO_BUFFER = 17 * v.PAGE_SIZE       # one: a 64 KB GSO packet, its RNDIS header and per-packet info
+TCP_CSUM_OFFSET = 16                # the TCP checksum's offset in its header
 NETVSC_MTU_FRAME = 1514             # send_ndis_config.mtu: the MTU and the Ethernet header
 FILTER = r.NDIS_PACKET_TYPE_DIRECTED | r.NDIS_PACKET_TYPE_BROADCAST | r.NDIS_PACKET_TYPE_ALL_MULTICAST
 VERSIONS = (r.NVSP_PROTOCOL_VERSION_61, r.NVSP_PROTOCOL_VERSION_6, r.NVSP_PROTOCOL_VERSION_5,
             r.NVSP_PROTOCOL_VERSION_4, r.NVSP_PROTOCOL_VERSION_2, r.NVSP_PROTOCOL_VERSION_1)
 COMPLETION = v.VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED
 _RNDIS_PACKET = r.RNDIS_PACKET.struct
+ETH_HLEN = 14
 ONE_SEND = v.align8(v.VMPACKET_DESCRIPTOR.size + r.NVSP_RNDIS_PKT.size) + v.PREV_INDICES + 1   # pending_send_sz
 RSS_HASHINFO = r.NDIS_HASH_FUNC_TOEPLITZ | r.NDIS_HASH_IPV4 | r.NDIS_HASH_TCP_IPV4
 
@@ -105,6 +110,9 @@ class Netvsc:
         self.recv_size = RECV_BYTES
         self.section_size = r.NETVSC_SEND_SECTION_SIZE
         self.tx_free: list[int] = []
+        self.offloads: frozenset[str] = frozenset()        # what the host took (OID_TCP_OFFLOAD_PARAMETERS)
+        self.gso_bufs: list[int] = []
+        self.gso_free: list[int] = []
         self.versions = list(VERSIONS)
         self.requests: dict[int, object] = {}        # NVSP request id -> what its completion continues with
         self.rndis_waiting: dict[int, object] = {}   # RNDIS request id -> continuation
@@ -209,10 +217,27 @@ class Netvsc:
         bad = status or size != 6 or start + size > min(length, len(message))
         if not bad:
             self.mac = message[start:start + 6]
-        if self.version < r.NVSP_PROTOCOL_VERSION_5:
-            self._step(bad, "rndis_query_mac_failed", self._set_filter)
-            return
+        enable = r.NDIS_OFFLOAD_PARAMS.pack(
+            r.NDIS_OBJECT_TYPE_DEFAULT, r.NDIS_OFFLOAD_PARAMETERS_REVISION_3, r.NDIS_OFFLOAD_PARAMS.size,
+            r.NDIS_OFFLOAD_PARAMETERS_NO_CHANGE, r.NDIS_OFFLOAD_PARAMETERS_TX_RX_ENABLED, *[0] * 5,
+            r.NDIS_OFFLOAD_PARAMETERS_LSOV2_ENABLED, 0, 0, 0, 0)
         self._step(bad, "rndis_query_mac_failed", self._rndis_request, r.RNDIS_OID_REQUEST.pack(
+            r.RNDIS_MSG_SET, r.RNDIS_OID_REQUEST.size + len(enable), 0, r.OID_TCP_OFFLOAD_PARAMETERS, len(enable),
+            r.RNDIS_OID_REQUEST.size - r.RNDIS_BODY, 0) + enable, self._offloads_set)
+
+    def _offloads_set(self, message: bytes) -> None:
+        """rndis_netdev_set_hwcaps: TCP/IPv4 checksums both ways and LSOv2 taken by the host, or none;
+        then vRSS from NVSP 5 on, else the packet filter."""
+        if r.RNDIS_SET_COMPLETE.unpack_from(message.ljust(r.RNDIS_SET_COMPLETE.size, b"\0"))[3]:
+            self.stats["rndis_set_offload_failed"] += 1
+        else:
+            self.offloads = frozenset(("tx_csum", "rx_csum", "tso"))
+            self.gso_bufs = [self.kernel.alloc.alloc(GSO_BUFFER) for _ in range(GSO_BUFFERS)]
+            self.gso_free = list(range(GSO_BUFFERS - 1, -1, -1))
+        if self.version < r.NVSP_PROTOCOL_VERSION_5:
+            self._set_filter()
+            return
+        self._rndis_request(r.RNDIS_OID_REQUEST.pack(
             r.RNDIS_MSG_QUERY, r.RNDIS_OID_REQUEST.size, 0, r.OID_GEN_RECEIVE_SCALE_CAPABILITIES, 0, 0, 0),
             self._rss_caps)
 
@@ -328,23 +353,62 @@ class Netvsc:
         return False
 
     def transmit(self, frame: bytes) -> bool:
-        """netvsc_start_xmit: an RNDIS PACKET_MSG copied into a send section, on the sending vCPU's channel."""
-        if self.broken or len(frame) + r.RNDIS_PACKET.size > self.section_size:
+        """netvsc_start_xmit, on the sending vCPU's channel: an RNDIS PACKET_MSG with per-packet info for
+        a GSO packet (LSOv2, its MSS) or a TCP checksum the stack left to the device; copied into a send
+        section when it fits one, else handed over in its own pages (netvsc_build_page_buffer)."""
+        gso = getattr(frame, "gso_size", 0)
+        if self.broken or not gso and len(frame) + r.RNDIS_PACKET.size > self.section_size:
             self.kernel.dropped("tx_dropped", frame)
             return True
-        if not self.ready or not self.tx_free:
+        info = self._tx_info(frame, gso)
+        size = r.RNDIS_PACKET.size + len(info) + len(frame)
+        fits = size <= self.section_size
+        if not self.ready or not (self.tx_free if fits else self.gso_free):
             self.tx_queue_stopped = True
             return False
         cpu = self.kernel.cpu
-        cpu.charge("copy_hot", nbytes=len(frame))
-        header = _RNDIS_PACKET.pack(r.RNDIS_MSG_PACKET, r.RNDIS_PACKET.size + len(frame), r.RNDIS_PACKET_HEADER,
-                                    len(frame), 0, 0, 0, 0, 0, 0, 0)
+        header = _RNDIS_PACKET.pack(r.RNDIS_MSG_PACKET, size, r.RNDIS_PACKET_HEADER + len(info), len(frame), 0, 0,
+                                    0, r.RNDIS_PACKET_HEADER if info else 0, len(info), 0, 0)
         queues = self.queues
         q = queues[cpu.index % len(queues)] or queues[0]
-        if not self._send_rndis(header + frame, r.RNDIS_CHANNEL_DATA, q):
+        if fits:
+            cpu.charge("copy_hot", nbytes=len(frame))
+            sent = self._send_rndis(header + info + frame, r.RNDIS_CHANNEL_DATA, q)
+        else:
+            sent = self._send_pages(header + info + frame, q)
+        if not sent:
             self.tx_queue_stopped = True
-            return False
-        return True
+        return sent
+
+    def _tx_info(self, frame: bytes, gso: int) -> bytes:
+        """LSOv2 for a GSO packet, the checksum request for a TCP/IPv4 frame whose sum the interface's stack
+        left partial (CHECKSUM_PARTIAL): each with the TCP header's offset."""
+        stack = self.kernel.interfaces.get(self.mac)
+        if not (gso or stack is not None and stack.tx_csum) or frame[12:14] != b"\x08\x00" or frame[23] != 6:
+            return b""
+        l4 = ETH_HLEN + (frame[ETH_HLEN] & 0xF) * 4
+        if gso:
+            return r.ppi(r.TCP_LARGESEND_PKTINFO, r.NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE
+                         | l4 << r.NDIS_LSO2_OFFSET_SHIFT | gso)
+        return r.ppi(r.TCPIP_CHKSUM_PKTINFO, r.NDIS_TCPIP_CSUM_TX_IPV4 | r.NDIS_TCPIP_CSUM_TX_TCP
+                     | l4 << r.NDIS_TCPIP_CSUM_TX_OFFSET_SHIFT)
+
+    def _send_pages(self, message: bytes, q: NetvscChannel) -> bool:
+        """vmbus_sendpacket_pagebuffer: the message in a page buffer of its own, its pages listed in a
+        GPA-direct packet carrying SEND_RNDIS_PKT with no section."""
+        slot = self.gso_free.pop()
+        buf = self.gso_bufs[slot]
+        self.mem.write(buf, message)
+        ranges = b"".join(v.HV_PAGE_BUFFER.pack(min(len(message) - at, v.PAGE_SIZE), 0, (buf + at) >> v.PAGE_SHIFT)
+                          for at in range(0, len(message), v.PAGE_SIZE))
+        nvsp = r.NVSP_RNDIS_PKT.pack(r.NVSP_MSG1_TYPE_SEND_RNDIS_PKT, r.RNDIS_CHANNEL_DATA, r.NETVSC_INVALID_INDEX, 0)
+        header = v.GPA_DIRECT_HEADER.pack(0, len(ranges) // v.HV_PAGE_BUFFER.size) + ranges
+        if self._send(q, v.packet(v.VM_PKT_DATA_USING_GPA_DIRECT, GSO_TAG | slot, nvsp, COMPLETION, header)):
+            return True
+        self.gso_free.append(slot)
+        if not self.broken:
+            q.channel.send.put32(v.PENDING_SEND_SZ, ONE_SEND + len(header))
+        return False
 
     def _wake(self) -> None:
         if self.tx_queue_stopped and self.tx_free and self.ready and self.stack is not None:
@@ -399,6 +463,13 @@ class Netvsc:
             self.stats["netvsc_unknown_packet"] += 1
 
     def _completion(self, tid: int, body: bytes) -> None:
+        if tid & GSO_TAG:
+            slot = tid & ~GSO_TAG
+            if slot >= len(self.gso_bufs) or slot in self.gso_free:
+                self.stats["netvsc_bad_tx_completion"] += 1
+                return
+            self.gso_free.append(slot)
+            return
         if tid & TX_TAG:
             section = tid & ~TX_TAG
             if section * self.section_size >= SEND_BYTES or section in self.tx_free:
@@ -433,13 +504,15 @@ class Netvsc:
             self.stats["rx_errors"] += 1
             return
         if mtype == r.RNDIS_MSG_PACKET:
-            _, _, offset, size, *_ = _RNDIS_PACKET.unpack_from(message.ljust(r.RNDIS_PACKET.size, b"\0"))
+            _, _, offset, size, _, _, _, ppi_offset, ppi_len, _, _ = _RNDIS_PACKET.unpack_from(
+                message.ljust(r.RNDIS_PACKET.size, b"\0"))
             start = r.RNDIS_BODY + offset
-            if start < r.RNDIS_PACKET.size or start + size > length or not size or self.stack is None:
+            info = r.per_packet_info(message[:length], ppi_offset, ppi_len)
+            if start < r.RNDIS_PACKET.size or start + size > length or not size or info is None or self.stack is None:
                 self.stats["rx_errors"] += 1
                 return
             self.kernel.cpu.charge("copy", nbytes=size)           # into a new skb (netvsc_alloc_recv_skb)
-            self.stack.receive(message[start:start + size])
+            self._up_the_stack(message[start:start + size], info.get(r.TCPIP_CHKSUM_PKTINFO, 0))
             return
         req_id = v.U32.unpack_from(message, r.RNDIS_BODY)[0] if length >= r.RNDIS_BODY + 4 else 0
         then = self.rndis_waiting.pop(req_id, None)
@@ -447,6 +520,21 @@ class Netvsc:
             then(message[:length])
         else:
             self.stats["rndis_unexpected"] += 1
+
+    def _up_the_stack(self, frame: bytes, csum: int) -> None:
+        """netvsc_alloc_recv_skb: CHECKSUM_UNNECESSARY when the host says the IP and TCP sums were right
+        and receive checksum offload is on, so the stack does not sum the frame again."""
+        iface = self.kernel.interfaces.get(self.mac)
+        checked = "rx_csum" in self.offloads and csum & r.NDIS_TCPIP_CSUM_RX_IP_SUCCEEDED \
+            and csum & r.NDIS_TCPIP_CSUM_RX_TCP_SUCCEEDED
+        if iface is None or not checked:
+            self.stack.receive(frame)
+            return
+        was, iface.rx_csum = iface.rx_csum, True
+        try:
+            self.stack.receive(frame)
+        finally:
+            iface.rx_csum = was
 
     def _complete(self, q: NetvscChannel, tid: int) -> None:
         """The receive completion, on the channel the packet came on, that gives the host its
