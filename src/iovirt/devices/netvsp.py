@@ -612,4 +612,5 @@ class Netvsp:
 
 
 DEVICE = DeviceEntry(Netvsp, "paravirt", "Hyper-V synthetic NIC (netvsc/netvsp: NVSP and RNDIS over VMBus)",
-                     ("Hyper-V",), "netvsc", hypervisor="hyperv")
+                     ("Hyper-V",), "netvsc", hypervisor="hyperv",
+                     offloads=("tx-checksum-ipv4", "tx-tcp-segmentation", "rx-checksum", "receive-hashing"))
