@@ -545,8 +545,8 @@ def test_a_broken_receive_ring_resets_the_channel_when_a_frame_comes():
 
 
 # ---- live migration between Hyper-V hosts ---------------------------------------------------------
-def moved(nics: list[dict], vfs: int = 0) -> tuple[dict, World]:
-    """vm1 streams to the wire at 20,000 frames/s while it moves from host0 to host1 at 2 ms."""
+def moved(nics: list[dict], vfs: int = 0, vcpus: int = 1) -> tuple[dict, World]:
+    """vm1 (``vcpus`` vCPUs) streams to the wire at 20,000 frames/s while it moves from host0 to host1 at 2 ms."""
     from iovirt.experiments import migrate as migrate_module
     worlds = []
 
@@ -556,7 +556,8 @@ def moved(nics: list[dict], vfs: int = 0) -> tuple[dict, World]:
             worlds.append(self)
     hosts = [{"name": f"host{i}", "cores": 4, "hypervisor": "hyperv",
               "nics": [{"name": "pnic0"} | ({"num_vfs": vfs} if vfs else {})]} for i in (0, 1)]
-    doc = {"name": "m", "hosts": hosts, "vms": [{"name": "vm1", "host": "host0", "memory_mb": 64, "nics": nics}],
+    doc = {"name": "m", "hosts": hosts,
+           "vms": [{"name": "vm1", "host": "host0", "memory_mb": 64, "vcpus": vcpus, "nics": nics}],
            "workloads": [{"type": "udp_stream", "src": "vm1", "dst": "wire", "rate_pps": 20_000, "duration_ms": 16}],
            "migration": {"vm": "vm1", "to": "host1", "at_ms": 2, "downtime_ms": 1}}
     with pytest.MonkeyPatch.context() as mp:
@@ -565,16 +566,18 @@ def moved(nics: list[dict], vfs: int = 0) -> tuple[dict, World]:
     return report, worlds[0]
 
 
-def test_netvsc_moves_with_its_vmbus_state_and_loses_nothing():
-    """A netvsc VM moves: the target's Hyper-V takes the SynIC, GPADLs and channel as they were, so the
-    guest neither renegotiates nor loses a frame; the source's netvsp leaves its switch."""
-    report, w = moved([NETVSC | {"mac": MAC, "ip": "10.0.0.1/24"}])
+@pytest.mark.parametrize("vcpus", [1, 2])
+def test_netvsc_moves_with_its_vmbus_state_and_loses_nothing(vcpus):
+    """A netvsc VM moves: the target's Hyper-V takes the SynIC, GPADLs and channels (vRSS sub-channels too)
+    as they were, so the guest neither renegotiates nor loses a frame; the source's netvsp leaves its switch."""
+    report, w = moved([NETVSC | {"mac": MAC, "ip": "10.0.0.1/24"}], vcpus=vcpus)
     flow = report["flows"][0]
     assert report["result"] == "ok" and report["frames_lost"] == 0
     assert flow["sent"] == flow["delivered"] > 250 and flow["corrupted"] == flow["out_of_order"] == 0
     source, target = w.hyperv["host0"], w.hyperv["host1"]
     assert not source.vsps and len(target.vsps) == 1 and target.vsps[0].running
     assert target.vsps[0].errors == {} and w.guests["vm1"].stats["netvsc_rescinded"] == 0
+    assert [q.channel.sub_index for q in target.vsps[0].queues] == list(range(vcpus))
     assert w.hosts["host1"].vswitch.fdb[bytes.fromhex(MAC.replace(":", ""))] is target.vsps[0].port
 
 
