@@ -10,7 +10,7 @@ Registers the 82599 also decodes at their 82598 addresses (Linux's
 
 from .ethernet import ETH_MIN_FRAME  # noqa: F401 - shorter frames are padded (HLREG0.TXPADEN)
 from .fields import Layout, Register, RegisterMap
-from .rss import RSS_DEFAULT_KEY, RSS_KEY_SIZE, toeplitz, toeplitz_tables  # noqa: F401 - 7.1.2.8.1, the hash RETA indexes
+from .rss import RSS_DEFAULT_KEY, RSS_KEY_SIZE, toeplitz, toeplitz_tables  # noqa: F401 - the hash RETA indexes
 
 VENDOR_ID = 0x8086
 DEVICE_ID = 0x10FB          # IXGBE_DEV_ID_82599_SFP
