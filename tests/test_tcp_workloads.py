@@ -96,4 +96,4 @@ def test_virtio_tso_crosses_the_host_whole_and_the_wire_in_mtu_frames(tso):
     start, stop, flows = runner.begin(world)
     runner.run_to(world, stop)
     assert flows[0].delivered > 1000 and max(wired) <= 1514
-    assert (max(bridged) > 60000) == tso
+    assert (max(bridged) > 10 * 1514) == tso                          # many segments in one packet
