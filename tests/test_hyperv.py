@@ -6,19 +6,26 @@ guest is the test writing its own rings, buffers and messages."""
 from __future__ import annotations
 
 import functools
+import ipaddress
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import iovirt
+from iovirt.devices.offload import tcpv4_checksum_ok
 from iovirt.experiments import runner
+from iovirt.experiments.compare import Config
+from iovirt.experiments.compare import scenario as compare_scenario
+from iovirt.experiments.runner import begin, run_to
 from iovirt.experiments.scenario import ScenarioError, migration_problem
 from iovirt.experiments.world import World
 from iovirt.hypervisor.hyperv import HYPERV_MMIO, HYPERV_PIO, GpadlView
 from iovirt.mem.guest_memory import GuestMemory
+from iovirt.net.gso import GsoFrame, segment
 from iovirt.spec import rndis as r
 from iovirt.spec import vmbus as v
+from iovirt.spec.rss import RSS_DEFAULT_KEY, toeplitz, toeplitz_tables
 
 NETVSC = {"model": "paravirt", "device": "netvsc"}
 TULIP = {"model": "emulated", "device": "tulip"}
@@ -538,8 +545,8 @@ def test_a_broken_receive_ring_resets_the_channel_when_a_frame_comes():
 
 
 # ---- live migration between Hyper-V hosts ---------------------------------------------------------
-def moved(nics: list[dict], vfs: int = 0) -> tuple[dict, World]:
-    """vm1 streams to the wire at 20,000 frames/s while it moves from host0 to host1 at 2 ms."""
+def moved(nics: list[dict], vfs: int = 0, vcpus: int = 1) -> tuple[dict, World]:
+    """vm1 (``vcpus`` vCPUs) streams to the wire at 20,000 frames/s while it moves from host0 to host1 at 2 ms."""
     from iovirt.experiments import migrate as migrate_module
     worlds = []
 
@@ -549,7 +556,8 @@ def moved(nics: list[dict], vfs: int = 0) -> tuple[dict, World]:
             worlds.append(self)
     hosts = [{"name": f"host{i}", "cores": 4, "hypervisor": "hyperv",
               "nics": [{"name": "pnic0"} | ({"num_vfs": vfs} if vfs else {})]} for i in (0, 1)]
-    doc = {"name": "m", "hosts": hosts, "vms": [{"name": "vm1", "host": "host0", "memory_mb": 64, "nics": nics}],
+    doc = {"name": "m", "hosts": hosts,
+           "vms": [{"name": "vm1", "host": "host0", "memory_mb": 64, "vcpus": vcpus, "nics": nics}],
            "workloads": [{"type": "udp_stream", "src": "vm1", "dst": "wire", "rate_pps": 20_000, "duration_ms": 16}],
            "migration": {"vm": "vm1", "to": "host1", "at_ms": 2, "downtime_ms": 1}}
     with pytest.MonkeyPatch.context() as mp:
@@ -558,16 +566,18 @@ def moved(nics: list[dict], vfs: int = 0) -> tuple[dict, World]:
     return report, worlds[0]
 
 
-def test_netvsc_moves_with_its_vmbus_state_and_loses_nothing():
-    """A netvsc VM moves: the target's Hyper-V takes the SynIC, GPADLs and channel as they were, so the
-    guest neither renegotiates nor loses a frame; the source's netvsp leaves its switch."""
-    report, w = moved([NETVSC | {"mac": MAC, "ip": "10.0.0.1/24"}])
+@pytest.mark.parametrize("vcpus", [1, 2])
+def test_netvsc_moves_with_its_vmbus_state_and_loses_nothing(vcpus):
+    """A netvsc VM moves: the target's Hyper-V takes the SynIC, GPADLs and channels (vRSS sub-channels too)
+    as they were, so the guest neither renegotiates nor loses a frame; the source's netvsp leaves its switch."""
+    report, w = moved([NETVSC | {"mac": MAC, "ip": "10.0.0.1/24"}], vcpus=vcpus)
     flow = report["flows"][0]
     assert report["result"] == "ok" and report["frames_lost"] == 0
     assert flow["sent"] == flow["delivered"] > 250 and flow["corrupted"] == flow["out_of_order"] == 0
     source, target = w.hyperv["host0"], w.hyperv["host1"]
     assert not source.vsps and len(target.vsps) == 1 and target.vsps[0].running
     assert target.vsps[0].errors == {} and w.guests["vm1"].stats["netvsc_rescinded"] == 0
+    assert [q.channel.sub_index for q in target.vsps[0].queues] == list(range(vcpus))
     assert w.hosts["host1"].vswitch.fdb[bytes.fromhex(MAC.replace(":", ""))] is target.vsps[0].port
 
 
@@ -611,3 +621,255 @@ def test_gpadl_teardown_waits_for_the_channel_to_close():
     w.settle()
     assert not w.hyperv["host0"].vsps[0].running and handle not in server.gpadls
     assert w.guests["vm1"].stats["vmbus_unexpected_message"] == 1 and netvsc.channel.relid == 1
+
+
+# ---- vRSS: sub-channels, each on a vCPU of its own --------------------------------------------------
+def vrss(channels: int | None = None, vcpus: int = 4, ms: float = 1) -> iovirt.Scenario:
+    """Four one-vCPU senders stream to vm5, a ``vcpus``-vCPU netvsc VM (``channels`` set, or by default)."""
+    receiver = {**NETVSC, "mac": "00:15:5d:00:00:05", "ip": "10.0.0.5/24"} | (
+        {"channels": channels} if channels else {})
+    return iovirt.Scenario.from_dict({
+        "name": "vrss", "profile": "default",
+        "hosts": [{"name": "host0", "cores": 8, "hypervisor": "hyperv", "nics": [{"name": "pnic0"}]}],
+        "vms": [{"name": f"vm{i}", "host": "host0",
+                 "nics": [{**NETVSC, "mac": f"00:15:5d:00:00:{i:02x}", "ip": f"10.0.0.{i}/24"}]} for i in range(1, 5)]
+        + [{"name": "vm5", "host": "host0", "vcpus": vcpus, "nics": [receiver]}],
+        "workloads": [{**STREAM, "src": f"vm{i}", "dst": "vm5", "duration_ms": ms, "rate_pps": 40_000}
+                      for i in range(1, 5)]})
+
+
+def hashed_vcpus(channels: int) -> set[int]:
+    """Where the indirection table (entry n: channel n mod ``channels``) sends each sender's
+    Toeplitz hash of its and vm5's addresses (UDP: the addresses only)."""
+    tables = toeplitz_tables(RSS_DEFAULT_KEY, 12)
+    dst = ipaddress.IPv4Address("10.0.0.5").packed
+    return {toeplitz(tables, ipaddress.IPv4Address(f"10.0.0.{i}").packed + dst) % r.ITAB_NUM % channels
+            for i in range(1, 5)}
+
+
+def test_vrss_opens_a_sub_channel_per_vcpu_each_signalled_on_its_own():
+    """A four-vCPU netvsc asks for three sub-channels; the host offers them with their index under the
+    primary's instance, the guest opens channel n with its events to vCPU n and sets the RSS key and table."""
+    w = world_of(vrss())
+    server, netvsc = w.hyperv["host0"].server(w.vms["vm5"]), netvsc_of(w, "vm5")
+    subs = [c for c in server.channels.values() if c.primary is not None]
+    assert [c.sub_index for c in subs] == [1, 2, 3] and all(c.open for c in subs)
+    assert [c.target_vp for c in server.channels.values()] == [0, 1, 2, 3]
+    vsp = subs[0].vsp
+    assert vsp.rss is not None and vsp.rss[0] == tuple(n % 4 for n in range(r.ITAB_NUM))
+    assert [q.channel.sub_index for q in netvsc.queues] == [0, 1, 2, 3] and netvsc.ready
+    one = world_of(vrss(vcpus=1))
+    assert len(netvsc_of(one, "vm5").queues) == 1 and one.hyperv["host0"].vsps[4].rss is None
+
+
+def world_of(scenario: iovirt.Scenario) -> World:
+    w = World(scenario)
+    w.settle()
+    return w
+
+
+@pytest.mark.parametrize("channels", [None, 1])
+def test_a_multi_vcpu_netvsc_takes_each_flow_on_the_vcpu_its_hash_names(channels):
+    """Four flows into a four-vCPU VM: with vRSS each is taken (the channel's interrupt, NAPI, the stack) on
+    the vCPU of the channel its hash names, several of them; with one channel all on vCPU 0."""
+    world = World(vrss(channels))
+    _, stop, flows = begin(world)
+    run_to(world, stop + 2_000_000)
+    assert all(f.delivered > 0 for f in flows)
+    took = {vcpu.index for vcpu in world.vms["vm5"].vcpus if vcpu.spent["guest_stack"]}
+    want = hashed_vcpus(channels or 4)
+    assert took == want and (len(want) > 1) == (channels is None)
+
+
+def rss_set(w: World, vm: str, param: bytes) -> int:
+    """``vm``'s netvsc sets OID_GEN_RECEIVE_SCALE_PARAMETERS to ``param``: the status the host answers."""
+    netvsc, answers = netvsc_of(w, vm), []
+    netvsc._rndis_request(r.RNDIS_OID_REQUEST.pack(
+        r.RNDIS_MSG_SET, r.RNDIS_OID_REQUEST.size + len(param), 0, r.OID_GEN_RECEIVE_SCALE_PARAMETERS, len(param),
+        r.RNDIS_OID_REQUEST.size - r.RNDIS_BODY, 0) + param, answers.append)
+    w.settle()
+    return r.RNDIS_SET_COMPLETE.unpack_from(answers[0])[3]
+
+
+def rss_param(table: list[int], key: bytes = RSS_DEFAULT_KEY, taboffset: int = r.NDIS_RECV_SCALE_PARAM.size,
+              keysize: int = r.NETVSC_HASH_KEYLEN) -> bytes:
+    size, tab = r.NDIS_RECV_SCALE_PARAM.size, b"".join(v.U32.pack(n) for n in table)
+    return r.NDIS_RECV_SCALE_PARAM.pack(r.NDIS_OBJECT_TYPE_RSS_PARAMETERS, 2, size, 0,
+                                        r.NDIS_HASH_FUNC_TOEPLITZ | r.NDIS_HASH_IPV4, len(tab), taboffset, keysize,
+                                        size + len(tab), 0, 0, 0) + tab + key
+
+
+def test_rss_tables_naming_no_open_channel_or_lying_outside_the_request_fail_the_set():
+    """A table entry past the open channels, a table or key past the request: RNDIS_STATUS_INVALID_DATA,
+    counted, RSS as it was; a table over open channels only is taken."""
+    w = world_of(vrss(ms=0.1))
+    vsp = w.hyperv["host0"].vsps[4]
+    before = vsp.rss
+    assert rss_set(w, "vm5", rss_param([n % 5 for n in range(r.ITAB_NUM)])) == r.RNDIS_STATUS_INVALID_DATA
+    assert rss_set(w, "vm5", rss_param([0] * r.ITAB_NUM, taboffset=4000)) == r.RNDIS_STATUS_INVALID_DATA
+    assert rss_set(w, "vm5", rss_param([0] * r.ITAB_NUM, keysize=64)) == r.RNDIS_STATUS_INVALID_DATA
+    assert rss_set(w, "vm5", rss_param([0] * 4)) == r.RNDIS_STATUS_INVALID_DATA
+    assert vsp.errors["rndis_bad_rss_table"] == 1 and vsp.errors["rndis_bad_rss"] == 3 and vsp.rss is before
+    assert rss_set(w, "vm5", rss_param([2] * r.ITAB_NUM)) == r.RNDIS_STATUS_SUCCESS
+    assert vsp.rss[0] == (2,) * r.ITAB_NUM
+
+
+def test_bad_sub_channel_requests_are_refused_and_a_good_one_is_offered():
+    """No sub-channels, as many as VRSS_CHANNEL_MAX, an operation other than ALLOCATE: each NVSP_STAT_FAIL and
+    counted, nothing offered.  Then a request for two is granted and the two are offered (this one-vCPU
+    guest's netvsc asked for none, so it counts them unexpected); a second request is out of order."""
+    w = world_of(vrss(ms=0.1))
+    server, vsp = w.hyperv["host0"].server(w.vms["vm1"]), w.hyperv["host0"].vsps[0]
+    for op, count in ((r.NVSP_SUBCHANNEL_ALLOCATE, 0), (r.NVSP_SUBCHANNEL_ALLOCATE, r.VRSS_CHANNEL_MAX), (2, 1)):
+        send_raw(w, "vm1", v.packet(v.VM_PKT_DATA_INBAND, 7, r.NVSP_SUBCHANNEL_REQUEST.pack(
+            r.NVSP_MSG5_TYPE_SUBCHANNEL, op, count), 1))
+    assert vsp.errors["nvsp_bad_subchannel"] == 3 and len(server.channels) == 1 and sends_through(w, "vm1", vsp)
+    for _ in range(2):
+        send_raw(w, "vm1", v.packet(v.VM_PKT_DATA_INBAND, 7, r.NVSP_SUBCHANNEL_REQUEST.pack(
+            r.NVSP_MSG5_TYPE_SUBCHANNEL, r.NVSP_SUBCHANNEL_ALLOCATE, 2), 1))
+    assert [c.sub_index for c in server.channels.values()] == [0, 1, 2] and vsp.errors["nvsp_out_of_order"] == 1
+    assert w.guests["vm1"].stats["vmbus_unexpected_offer"] == 2
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(op=st.integers(0, 3), count=st.integers(0, 2**32 - 1),
+       table=st.lists(st.integers(0, 2**32 - 1), max_size=r.ITAB_NUM + 8),
+       fields=st.tuples(st.integers(0, 0xFFFF), st.integers(0, 2**32 - 1), st.integers(0, 0xFFFF),
+                        st.integers(0, 2**32 - 1)))
+def test_any_sub_channel_request_and_rss_parameters_leave_the_root_and_other_guests_whole(op, count, table, fields):
+    """Whatever sub-channel request and RSS parameters a guest sends, netvsp never raises, the table it keeps
+    names only open channels, and the other guest's memory is not written."""
+    w = world_of(vrss(ms=0.1, vcpus=2))
+    other = w.vms["vm1"].mem
+    before = bytes(other.buf)
+    send_raw(w, "vm5", v.packet(v.VM_PKT_DATA_INBAND, 7, r.NVSP_SUBCHANNEL_REQUEST.pack(
+        r.NVSP_MSG5_TYPE_SUBCHANNEL, op, count), 1))
+    tabsize, taboffset, keysize, keyoffset = fields
+    size = r.NDIS_RECV_SCALE_PARAM.size
+    param = r.NDIS_RECV_SCALE_PARAM.pack(r.NDIS_OBJECT_TYPE_RSS_PARAMETERS, 2, size, 0, r.NDIS_HASH_FUNC_TOEPLITZ,
+                                         tabsize, taboffset, keysize, keyoffset, 0, 0, 0)
+    rss_set(w, "vm5", param + b"".join(v.U32.pack(n) for n in table) + RSS_DEFAULT_KEY)
+    vsp = w.hyperv["host0"].vsps[4]
+    assert vsp.rss is None or all(vsp.queues[n] is not None for n in vsp.rss[0])
+    assert bytes(other.buf) == before
+
+
+# ---- task offload: checksums and LSOv2 through RNDIS per-packet info ----------------------------------
+def netvsc_stream(offloads: dict | None = None, workload: str = "tcp_stream", ms: float = 3.0) -> dict:
+    doc = compare_scenario(Config("paravirt", "netvsc"), 1, 16384, ms, 8, False, "default", workload)
+    if offloads is not None:
+        doc["vms"][0]["nics"][0]["offloads"] = offloads
+    return doc
+
+
+@pytest.mark.parametrize("tso", [True, False])
+def test_netvsc_lso_crosses_the_root_whole_and_the_wire_in_mtu_frames(tso):
+    """With LSOv2 negotiated a netvsc hands netvsp 64 KB packets in page buffers (GPA direct), the vmswitch
+    carries them whole and the wire gets frames of at most 1514 bytes, cut on the root's VP; ethtool -K tso
+    off sends MTU segments through send sections instead."""
+    world = World(iovirt.Scenario.from_dict(netvsc_stream({"tso": tso}), source="test"))
+    bridged, wired = [], []
+    vswitch = world.hosts["host0"].vswitch
+    link = world.hosts["host0"].nics["pnic0"].link
+    ingress, deliver = vswitch.ingress, link.deliver_to_peer
+    vswitch.ingress = lambda port, frame, cpu: (bridged.append(len(frame)), ingress(port, frame, cpu))
+    link.deliver_to_peer = lambda frame: (wired.append(len(frame)), deliver(frame))
+    _, stop, flows = begin(world)
+    run_to(world, stop)
+    netvsc, vsp = netvsc_of(world, "vm0"), world.hyperv["host0"].vsps[0]
+    assert flows[0].delivered > 1000 and max(wired) <= 1514 and not vsp.errors
+    assert (max(bridged) > 60000) == tso and netvsc.offloads == {"tx_csum", "rx_csum", "tso"}
+    root = world.hyperv["host0"].root.vm.vcpus
+    assert (sum(vp.spent["gso_segment"] for vp in root) > 0) == tso
+
+
+def test_netvsc_checksum_offload_is_completed_by_netvsp_and_reported_on_receive():
+    """TX checksum on, TSO off: each segment goes with TCPIP_CHKSUM_PKTINFO and netvsp completes the sum
+    (the wire's frames are right); received segments come with the sums checked by the host, so the guest's
+    stack sums nothing.  With tx off the guest sums every segment it sends."""
+    def run_with(offloads: dict) -> tuple[World, list]:
+        world = World(iovirt.Scenario.from_dict(netvsc_stream(offloads, ms=1.5), source="test"))
+        wired = []
+        link = world.hosts["host0"].nics["pnic0"].link
+        deliver = link.deliver_to_peer
+        link.deliver_to_peer = lambda frame: (wired.append(frame), deliver(frame))
+        _, stop, flows = begin(world)
+        run_to(world, stop)
+        assert flows[0].delivered > 100
+        return world, wired
+    world, wired = run_with({"tso": False})
+    data = [f for f in wired if len(f) > 1000]
+    assert data and all(tcpv4_checksum_ok(f) for f in data)
+    guest = world.vms["vm0"].vcpus[0]
+    assert guest.spent["csum"] == 0 and world.hyperv["host0"].vsps[0].errors == {}
+    off, _ = run_with({"tso": False, "tx": False})
+    assert off.vms["vm0"].vcpus[0].spent["csum"] > 0
+
+
+def tcp_frame(dst: bytes, src: bytes, payload: int = 3000) -> bytes:
+    """A TCP/IPv4 packet of ``payload`` bytes between vm1 and vm2, its sums right."""
+    ip = bytearray(b"\x45\x00" + (40 + payload).to_bytes(2, "big") + b"\x00\x01\x40\x00\x40\x06\x00\x00"
+                   + bytes([10, 0, 0, 1, 10, 0, 0, 2]))
+    tcp = bytearray(20)
+    tcp[12], tcp[13] = 0x50, 0x10
+    packet = GsoFrame.of(dst + src + b"\x08\x00" + bytes(ip) + bytes(tcp) + bytes(payload), 1448)
+    return b"".join(segment(GsoFrame.of(packet, payload)))
+
+
+def rndis_packet(frame: bytes, info: bytes = b"", ppi_len: int | None = None) -> bytes:
+    size = r.RNDIS_PACKET.size + len(info) + len(frame)
+    return r.RNDIS_PACKET.pack(r.RNDIS_MSG_PACKET, size, r.RNDIS_PACKET_HEADER + len(info), len(frame), 0, 0, 0,
+                               r.RNDIS_PACKET_HEADER, len(info) if ppi_len is None else ppi_len, 0, 0) + info + frame
+
+
+def test_bad_per_packet_info_and_offload_requests_are_dropped_and_counted():
+    """Per-packet info running past its area or its value past itself, LSO with MSS 0 or on a UDP frame, a
+    checksum request at the wrong offset, page ranges outside the guest or across a page: each frame is
+    dropped and counted, the send answered NVSP_STAT_FAIL; a right LSO request goes through whole."""
+    w = world(NETVSC, NETVSC)
+    netvsc, vsp, guest = netvsc_of(w, "vm1"), w.hyperv["host0"].vsps[0], w.guests["vm1"]
+    frame = tcp_frame(netvsc_of(w, "vm2").mac, netvsc.mac)
+    udp = frame[:23] + b"\x11" + frame[24:]
+    lso = lambda mss: r.ppi(r.TCP_LARGESEND_PKTINFO, r.NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE | 34 << 20 | mss)  # noqa
+    long_info = r.RNDIS_PER_PACKET_INFO.pack(64, r.TCPIP_CHKSUM_PKTINFO, 12) + bytes(4)
+    past_itself = r.RNDIS_PER_PACKET_INFO.pack(16, r.TCPIP_CHKSUM_PKTINFO, 14) + bytes(4)
+    csum_at_20 = r.ppi(r.TCPIP_CHKSUM_PKTINFO, r.NDIS_TCPIP_CSUM_TX_IPV4 | r.NDIS_TCPIP_CSUM_TX_TCP | 20 << 16)
+    q = netvsc.queues[0]
+    for message in (rndis_packet(frame[:1514], long_info), rndis_packet(frame[:1514], past_itself),
+                    rndis_packet(frame[:1514], b"", ppi_len=5000), rndis_packet(frame[:1514], csum_at_20)):
+        assert netvsc._send_rndis(message, r.RNDIS_CHANNEL_DATA, q)
+    for message in (rndis_packet(frame, lso(0)), rndis_packet(udp, lso(1448))):
+        assert netvsc._send_pages(message, q)
+    w.settle()
+    assert vsp.errors["rndis_bad_ppi"] == 2 and vsp.errors["rndis_bad_packet"] == 1
+    assert vsp.errors["tx_bad_csum"] == 1 and vsp.errors["tx_bad_lso"] == 2
+    assert guest.stats["tx_errors"] == 4
+    for pfn, offset in ((w.vms["vm1"].mem.size >> v.PAGE_SHIFT, 0), (netvsc.gso_bufs[0] >> v.PAGE_SHIFT, 4000)):
+        send_raw(w, "vm1", v.packet(v.VM_PKT_DATA_USING_GPA_DIRECT, 9, r.NVSP_RNDIS_PKT.pack(
+            r.NVSP_MSG1_TYPE_SEND_RNDIS_PKT, 0, r.NETVSC_INVALID_INDEX, 0), 1,
+            v.GPA_DIRECT_HEADER.pack(0, 1) + v.HV_PAGE_BUFFER.pack(200, offset, pfn)))
+    assert vsp.errors["gpa_direct_bad_ranges"] == 2 and vsp.running
+    bridged = []
+    vswitch = w.hosts["host0"].vswitch
+    ingress = vswitch.ingress
+    vswitch.ingress = lambda port, f, cpu: (bridged.append(len(f)), ingress(port, f, cpu))
+    assert netvsc._send_pages(rndis_packet(frame, lso(1448)), q)
+    w.settle()
+    assert bridged == [len(frame)] and sum(vsp.errors.values()) == 8
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(info=st.binary(max_size=48), ppi_len=st.integers(0, 64), pages=st.booleans())
+def test_any_per_packet_info_leaves_the_root_and_other_guests_whole(info, ppi_len, pages):
+    """Whatever per-packet info bytes and length a guest puts before a frame (for no other guest), in a
+    section or in page buffers, netvsp never raises and the other guest's memory is not written."""
+    w = world(NETVSC, NETVSC, memory_mb=64)
+    netvsc = netvsc_of(w, "vm1")
+    other = w.vms["vm2"].mem
+    before = bytes(other.buf)
+    frame = tcp_frame(bytes.fromhex("020000000099"), netvsc.mac, 1000)     # to no guest here
+    message = rndis_packet(frame, info, ppi_len)
+    (netvsc._send_pages if pages else netvsc._send_rndis)(message, *(() if pages else (r.RNDIS_CHANNEL_DATA,)),
+                                                          netvsc.queues[0])
+    w.settle()
+    assert w.hyperv["host0"].vsps[0].running and bytes(other.buf) == before

@@ -16,6 +16,7 @@ from ..sim.resource import Resource
 from ..spec import virtio as v
 from ..spec.e1000 import CLASS_ETHERNET
 from .discard import discard
+from .offload import TCP_MIN_MSS, complete_checksum, is_tcpv4
 from .virtio_pci import TRANSPORT_STATE, VirtioPciDevice
 from .virtqueue import VirtqueueError
 from .registry import DeviceEntry
@@ -23,7 +24,6 @@ from .vmstate import Bytes, VmState
 
 TX_BURST = 256                  # QEMU tx_burst / vhost-net VHOST_NET_PKT_WEIGHT
 MAX_FRAME = 65550
-TCP_MIN_MSS = 88                # include/net/tcp.h: no TCP sender cuts smaller segments
 _HDR = v.NET_HDR
 _HDR_SIZE = _HDR.size
 _RX_HDR = _HDR.pack(0, v.VIRTIO_NET_HDR_GSO_NONE, 0, 0, 0, 0, 1)
@@ -116,12 +116,12 @@ class VirtioNet(VirtioPciDevice):
         flags, gso_type, _, gso_size, csum_start, csum_offset, _ = _HDR.unpack_from(data)
         frame = data[_HDR_SIZE:]
         if gso_type == v.VIRTIO_NET_HDR_GSO_TCPV4 and self.driver_features >> v.VIRTIO_NET_F_HOST_TSO4 & 1:
-            if gso_size < TCP_MIN_MSS or not _is_tcpv4(frame):
+            if gso_size < TCP_MIN_MSS or not is_tcpv4(frame):
                 discard(self, "tx_bad_gso")
                 return None
             return frame, gso_size
         if flags & v.VIRTIO_NET_HDR_F_NEEDS_CSUM:
-            frame = _complete_checksum(frame, csum_start, csum_offset)
+            frame = complete_checksum(frame, csum_start, csum_offset)
         return frame, 0
 
     # ---- receive ---------------------------------------------------------------
@@ -195,26 +195,6 @@ class VirtioNet(VirtioPciDevice):
             self.errors["rx_dma_fault"] += 1
             return None
         return pos - start
-
-
-def _is_tcpv4(frame: bytes) -> bool:
-    """An Ethernet II frame with a whole IPv4 header and a whole TCP header (data offset 5 or more) behind it."""
-    if len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[14] >> 4 != 4 or frame[14] & 0xF < 5 \
-            or frame[23] != 6:
-        return False
-    l4 = 14 + (frame[14] & 0xF) * 4
-    return l4 + 20 <= len(frame) and 20 <= (frame[l4 + 12] >> 4) * 4 <= len(frame) - l4
-
-
-def _complete_checksum(frame: bytes, start: int, offset: int) -> bytes:
-    """5.1.6.2: the device computes the checksum from csum_start and stores it
-    at csum_start + csum_offset (the driver seeded it with the pseudo-header sum)."""
-    at = start + offset
-    if at + 2 > len(frame) or start >= len(frame):
-        return frame
-    total = int.from_bytes(frame[start:] + b"\0" * (len(frame[start:]) & 1), "big") % 0xFFFF
-    csum = (~total & 0xFFFF) or 0xFFFF
-    return frame[:at] + csum.to_bytes(2, "big") + frame[at + 2 :]
 
 
 DEVICE = DeviceEntry(VirtioNet, "paravirt", "virtio 1.x network device", ("QEMU/KVM", "Firecracker"),

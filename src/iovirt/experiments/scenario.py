@@ -251,6 +251,9 @@ class VmNic(_Strict):
     # the guest driver that binds it when several can (driver_override): flexible with "pcnet" stays a Vlance
     guest_driver: str | None = None
     offloads: Offloads = Offloads()
+    # netvsc only (ethtool -L combined): its VMBus channels, the primary and vRSS sub-channels; None: one per
+    # vCPU up to VRSS_CHANNEL_DEFAULT and what the host has
+    channels: Annotated[int, Field(ge=1, le=64)] | None = None
 
 
 class Vm(_Strict):
@@ -725,6 +728,9 @@ def _nic_problems(where: str, nic: VmNic, host: Host) -> Iterator[tuple[str, str
     if nic.model not in UPLINK_MODELS and nic.uplink is not None:
         yield (f"{where}.uplink", f"expected no uplink for model {nic.model!r} (only "
                                   f"{' and '.join(UPLINK_MODELS)} take one), got {nic.uplink!r}")
+    if nic.channels is not None and nic.device != "netvsc":
+        yield (f"{where}.channels", f"expected no channel count for {nic.device} (only a netvsc's vRSS channels "
+                                    f"are set, ethtool -L), got {nic.channels}")
     if nic.interrupt_moderation != "adaptive" and device and device.implemented and not _coalesces(nic.device):
         yield (f"{where}.interrupt_moderation", f"expected 'adaptive' for {nic.device} (its driver has no "
                                                 f"interrupt moderation to set, ethtool -C says EOPNOTSUPP), "

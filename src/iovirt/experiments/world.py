@@ -142,7 +142,8 @@ class World:
         if any(nic.device == "xen-netfront" for nic in spec.nics):
             xenbus_probe(guest, self.xen[spec.host])
         if any(nic.device == "netvsc" for nic in spec.nics):
-            self._vmbus_bring_up(guest, self.hyperv[spec.host])
+            self._vmbus_bring_up(guest, self.hyperv[spec.host], {mac_bytes(nic.mac): nic.channels
+                                                                  for nic in spec.nics if nic.channels})
         for nic in spec.nics:
             if not nic.standby:             # a standby is one interface with its primary (net_failover)
                 guest.ifup(mac_bytes(nic.mac), str(nic.ip))
@@ -152,15 +153,15 @@ class World:
                 guest.coalesce(mac_bytes(nic.mac), nic.interrupt_moderation)
         return guest
 
-    def _vmbus_bring_up(self, guest: GuestKernel, hv: HyperV) -> None:
-        """VMBus and each netvsc come up through messages and channel events,
-        as the guest's boot waits for them (vmbus_connect, netvsc_probe):
-        events run until every synthetic NIC knows its MAC, or the bound passes."""
-        vmbus_probe(guest, hv)
+    def _vmbus_bring_up(self, guest: GuestKernel, hv: HyperV, channels: dict[bytes, int]) -> None:
+        """VMBus and each netvsc (with at most ``channels`` by MAC) come up through messages and channel
+        events, as the guest's boot waits for them (vmbus_connect, netvsc_probe): events run until every
+        synthetic NIC is up, or the bound passes."""
+        vmbus_probe(guest, hv, channels)
         until = max(self.sim.now, guest.vcpu.cursor) + VMBUS_BRING_UP_NS     # from where its boot has got to
         while self.sim.pending and self.sim.now < until:
             bus = guest.vmbus
-            if bus.offered and len(bus.drivers) == len(bus.channels) and all(n.ready for n in bus.drivers):
+            if bus.offered and len(bus.drivers) == bus.primaries() and all(n.ready for n in bus.drivers):
                 return
             self.sim.run_bounded(until, 1)
         why = guest.fault or next((d.failed for d in guest.vmbus.drivers if d.failed), "no answer")

@@ -128,10 +128,15 @@ class Channel:
     connection to the VSP's event port, the root's connection back to the
     child's SINT, the rings once open."""
 
-    def __init__(self, server: VmbusServer, relid: int, vsp) -> None:
+    def __init__(self, server: VmbusServer, relid: int, vsp, cpu, primary: Channel | None = None,
+                 sub_index: int = 0) -> None:
         self.server = server
         self.relid = relid
         self.vsp = vsp
+        self.cpu = cpu                           # the root VP the channel's events reach
+        self.primary = primary                   # a sub-channel's primary channel (vRSS)
+        self.sub_index = sub_index
+        self.target_vp = 0                       # the child's VP this channel's events go to
         self.open = False
         self.rescinded = False
         self.gpadl = self.split = 0
@@ -140,16 +145,16 @@ class Channel:
         self.to_guest = 0                        # the root's connection to the child's SINT
         self.connection = 0                      # the child's connection to the VSP's event port
 
-    def map(self, handle: int, split: int) -> None:
+    def map(self, handle: int, split: int, target_vp: int) -> None:
         """The rings in GPADL ``handle``: the guest's send ring first, its receive ring from page ``split``;
-        the root's connection to the guest's SINT for this channel's events."""
+        the root's connection to the SINT of the guest's VP ``target_vp`` for this channel's events."""
         server = self.server
         pfns, mem = server.gpadls[handle].pfns, server.child.mem
         self.outbound, self.inbound = GpadlView(mem, pfns, 0, split), GpadlView(mem, pfns, split)
         self.out_size, self.in_size = self.outbound.size - v.RING_DATA, self.inbound.size - v.RING_DATA
-        self.open, self.gpadl, self.split = True, handle, split
+        self.open, self.gpadl, self.split, self.target_vp = True, handle, split, target_vp
         hv = server.hv
-        self.to_guest = hv.connect(hv.root.vm, None, hv.create_port(server.child, 0, v.VMBUS_MESSAGE_SINT))
+        self.to_guest = hv.connect(hv.root.vm, None, hv.create_port(server.child, target_vp, v.VMBUS_MESSAGE_SINT))
 
     def signal(self, cpu: Resource) -> None:
         """Tell the guest: its SINT's flag for this channel (the relid)."""
@@ -161,6 +166,15 @@ class Channel:
         if gpadl is None or not gpadl.created or gpadl.relid != self.relid:
             return None
         return GpadlView(self.server.child.mem, gpadl.pfns)
+
+    def read_pages(self, ranges: list[tuple[int, int, int]]) -> bytes | None:
+        """A GPA-direct packet's page ranges (len, offset, pfn), read from the child's memory;
+        None when one is empty, crosses its page or names no page of the child."""
+        mem = self.server.child.mem
+        limit = mem.size >> v.PAGE_SHIFT
+        if any(not length or offset + length > v.PAGE_SIZE or pfn >= limit for length, offset, pfn in ranges):
+            return None
+        return b"".join(mem.read((pfn << v.PAGE_SHIFT) + offset, length) for length, offset, pfn in ranges)
 
     def reset(self, why: str) -> None:
         """The guest broke the channel's protocol: the VSP stops, the offer is rescinded."""
@@ -183,17 +197,32 @@ class VmbusServer:
         port = hv.create_port(hv.root.vm, 0, ROOT_SINT, server=self)
         hv.connect(child, v.VMBUS_MESSAGE_CONNECTION_ID_4, port)
 
-    def offer(self, vsp) -> Channel:
-        """A channel for ``vsp``: its event port on the VSP's root VP, with a
+    def offer(self, vsp, cpu, primary: Channel | None = None, sub_index: int = 0) -> Channel:
+        """A channel for ``vsp``: its event port on root VP ``cpu``, with a
         flag of its own there, and the child's connection to it."""
         relid = len(self.channels) + 1
-        channel = self.channels[relid] = Channel(self, relid, vsp)
+        channel = self.channels[relid] = Channel(self, relid, vsp, cpu, primary, sub_index)
         hv = self.hv
         flag = hv.next_flag
         hv.next_flag += 1
-        hv.root.handlers[vsp.cpu.index, flag] = vsp.interrupt
-        channel.connection = hv.connect(self.child, None, hv.create_port(hv.root.vm, vsp.cpu.index, ROOT_SINT, flag))
+        hv.root.handlers[cpu.index, flag] = lambda: vsp.interrupt(channel)
+        channel.connection = hv.connect(self.child, None, hv.create_port(hv.root.vm, cpu.index, ROOT_SINT, flag))
         return channel
+
+    def subchannel(self, primary: Channel, index: int) -> Channel:
+        """vRSS: sub-channel ``index`` of ``primary``, on the root VP ``index`` after the primary's."""
+        vps = self.hv.root.vm.vcpus
+        return self.offer(primary.vsp, vps[(primary.cpu.index + index) % len(vps)], primary, index)
+
+    def _offer_message(self, channel: Channel) -> bytes:
+        """OFFERCHANNEL: the NIC's class, its instance (a sub-channel's is its primary's) and sub-channel index."""
+        instance = (channel.primary or channel).relid
+        return v.OFFER_CHANNEL.pack(v.CHANNELMSG_OFFERCHANNEL, *v.HV_NIC_GUID, instance, 0, channel.sub_index,
+                                    channel.relid, 0, 0, 1, channel.connection)
+
+    def offer_subchannels(self, primary: Channel, count: int) -> None:
+        for index in range(1, count + 1):
+            self._send(self._offer_message(self.subchannel(primary, index)))
 
     # ---- messages from the child (the root's SINT handler) -------------------------------
     def handle(self, payload: bytes) -> None:
@@ -218,10 +247,8 @@ class VmbusServer:
 
     def _request_offers(self, _msg: tuple, _payload: bytes) -> None:
         for channel in self.channels.values():
-            if channel.rescinded:
-                continue
-            self._send(v.OFFER_CHANNEL.pack(v.CHANNELMSG_OFFERCHANNEL, *v.HV_NIC_GUID, channel.relid, 0, 0,
-                                            channel.relid, 0, 0, 1, channel.connection))
+            if not channel.rescinded:
+                self._send(self._offer_message(channel))
         self._send(v.CHANNEL_HEADER.pack(v.CHANNELMSG_ALLOFFERS_DELIVERED))
 
     def _gpadl_header(self, msg: tuple, payload: bytes) -> None:
@@ -271,13 +298,13 @@ class VmbusServer:
         """OPENCHANNEL: the GPADL holds the outbound ring, then from
         ``downstream_ringbuffer_pageoffset`` the inbound one, each a header
         page and at least one data page."""
-        _, relid, openid, handle, _target_vp, split = msg
+        _, relid, openid, handle, target_vp, split = msg
         channel, gpadl = self.channels.get(relid), self.gpadls.get(handle)
         ok = (channel is not None and not channel.open and not channel.rescinded and gpadl is not None
               and gpadl.created and gpadl.relid == relid and not gpadl.byte_offset
-              and 2 <= split <= gpadl.pages - 2)
+              and 2 <= split <= gpadl.pages - 2 and target_vp < len(self.child.vcpus))
         if ok:
-            channel.map(handle, split)
+            channel.map(handle, split, target_vp)
         else:
             self.stats["open_refused"] += 1
         self._send(v.OPEN_RESULT.pack(v.CHANNELMSG_OPENCHANNEL_RESULT, relid, openid, 0 if ok else STATUS_FAILED))
@@ -290,7 +317,7 @@ class VmbusServer:
             self.stats["close_not_open"] += 1
             return
         channel.open = False
-        channel.vsp.close()
+        channel.vsp.close(channel)
 
     _HANDLERS = {
         v.CHANNELMSG_INITIATE_CONTACT: (v.INITIATE_CONTACT, _contact),
@@ -303,12 +330,15 @@ class VmbusServer:
     }
 
     def rescind(self, channel: Channel) -> None:
-        """RESCIND_CHANNELOFFER: the channel is gone for the guest."""
+        """RESCIND_CHANNELOFFER: the channel is gone for the guest, and a primary's sub-channels with it."""
         if channel.rescinded:
             return
         channel.rescinded, channel.open = True, False
-        channel.vsp.close()
+        channel.vsp.close(channel)
         self._send(v.RESCIND_OFFER.pack(v.CHANNELMSG_RESCIND_CHANNELOFFER, channel.relid))
+        for sub in list(self.channels.values()):
+            if sub.primary is channel:
+                self.rescind(sub)
 
     def _send(self, message: bytes) -> None:
         if not self.to_child:
@@ -404,7 +434,9 @@ class HyperV:
         root = self.root.vm
         cpu = root.vcpus[len(self.vsps) % len(root.vcpus)]
         vsp = Netvsp(self.sim, mac, cpu, vm.acct, f"{self.host.name}/{vm.name}/netvsp")
-        self.server(vm).offer(vsp)
+        server = self.server(vm)
+        primary = server.offer(vsp, cpu)
+        vsp.offer_subchannels = lambda count: server.offer_subchannels(primary, count)
         port = TapPort(vm, vsp, reader=cpu, syscall=False)
         port.switch_event = VMSWITCH
         self.vsps.append(vsp)
@@ -415,9 +447,10 @@ class HyperV:
         """The VM left this host: its VSPs stop and leave the switch, its VMBus server goes."""
         server = self.servers.pop(id(vm))
         for channel in server.channels.values():
-            channel.vsp.close()
-            channel.vsp.port.close()
-            self.vsps.remove(channel.vsp)
+            channel.vsp.close(channel)
+            if channel.primary is None:
+                channel.vsp.port.close()
+                self.vsps.remove(channel.vsp)
 
     def restore_partition(self, vm: VM, origin: HyperV, was: VM) -> None:
         """The target's side of a migration of ``was`` from ``origin`` (``vm`` built here with its
@@ -435,11 +468,13 @@ class HyperV:
         if source.version:
             server.to_child = self.connect(self.root.vm, None, self.create_port(vm, 0, v.VMBUS_MESSAGE_SINT))
         for relid, old in source.channels.items():
+            if relid not in server.channels:        # a sub-channel: made again behind its primary
+                server.subchannel(server.channels[old.primary.relid], old.sub_index)
             channel = server.channels[relid]
             self.connections[id(vm), old.connection] = self.connections.pop((id(vm), channel.connection))
             channel.connection, channel.rescinded = old.connection, old.rescinded
             if old.open:
-                channel.map(old.gpadl, old.split)
+                channel.map(old.gpadl, old.split, old.target_vp)
                 channel.vsp.adopt(old.vsp, channel)
 
     # ---- SynIC MSRs -------------------------------------------------------------------------

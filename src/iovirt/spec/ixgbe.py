@@ -10,6 +10,7 @@ Registers the 82599 also decodes at their 82598 addresses (Linux's
 
 from .ethernet import ETH_MIN_FRAME  # noqa: F401 - shorter frames are padded (HLREG0.TXPADEN)
 from .fields import Layout, Register, RegisterMap
+from .rss import RSS_DEFAULT_KEY, RSS_KEY_SIZE, toeplitz, toeplitz_tables  # noqa: F401 - the hash RETA indexes
 
 VENDOR_ID = 0x8086
 DEVICE_ID = 0x10FB          # IXGBE_DEV_ID_82599_SFP
@@ -92,7 +93,6 @@ MRQC_RSS_FIELD_IPV4 = 1 << 17
 MRQC_RSS_FIELD_IPV4_UDP = 1 << 22
 RETA_ENTRIES = 128
 RETA_QUEUE_MASK = 0xF       # RSS output index, 4 bits per entry
-RSS_KEY_SIZE = 40
 # SRRCTL
 SRRCTL_BSIZEPKT_MASK = 0x1F
 SRRCTL_BSIZEPKT_SHIFT = 10  # 1 KiB units
@@ -256,34 +256,6 @@ TXD_CMD_VLE = 1 << 30
 ADVTXD_DCMD_TSE = 1 << 31
 ADVTXD_PAYLEN_SHIFT = 14
 TXD_STAT_DD = 1 << 0
-
-# Microsoft's RSS verification key (also Linux's default before netdev_rss_key_fill)
-RSS_DEFAULT_KEY = bytes.fromhex("6d5a56da255b0ec24167253d43a38fb0d0ca2bcbae7b30b477cb2da38030f20c"
-                                "6a42b73bbeac01fa")
-
-
-def toeplitz_tables(key: bytes, length: int) -> list[tuple[int, ...]]:
-    """7.1.2.8.1 RSS hash: for each input byte position, the hash contribution
-    of each of its 256 values (XOR of the 32-bit key windows under its set
-    bits), so a hash is one lookup per input byte."""
-    k = int.from_bytes(key, "big")
-    bits = len(key) * 8
-    tables = []
-    for pos in range(length):
-        windows = [(k >> (bits - 32 - (pos * 8 + b))) & 0xFFFFFFFF for b in range(8)]   # MSB first
-        table = [0] * 256
-        for value in range(1, 256):
-            low = value & -value
-            table[value] = table[value ^ low] ^ windows[7 - (low.bit_length() - 1)]
-        tables.append(tuple(table))
-    return tables
-
-
-def toeplitz(tables: list[tuple[int, ...]], data: bytes) -> int:
-    h = 0
-    for table, byte in zip(tables, data):
-        h ^= table[byte]
-    return h
 
 
 def eitr_interval_ns(eitr: int) -> int:

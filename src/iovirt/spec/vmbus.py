@@ -128,12 +128,16 @@ VMPACKET_DESCRIPTOR = Layout("vmpacket_descriptor", 16, [
 PREV_INDICES = 8                    # the u64 after each packet: the write index it started at, << 32
 VM_PKT_DATA_INBAND = 6
 VM_PKT_DATA_USING_XFER_PAGES = 7
+VM_PKT_DATA_USING_GPA_DIRECT = 9
 VM_PKT_COMP = 11
 VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED = 1
 # vmtransfer_page_packet_header after the descriptor: xfer_pageset_id, sender_owns_set, range_cnt, ranges[]
 XFER_PAGE_HEADER = Layout("vmtransfer_page_packet_header", 16, [
     ("xfer_pageset_id", 0, 2), ("sender_owns_set", 2, 1), ("range_cnt", 4, 4), ("byte_count", 8, 4),
     ("byte_offset", 12, 4)])
+# vmbus_channel_packet_page_buffer after the descriptor: reserved, rangecount, then hv_page_buffer {len, offset, pfn}
+GPA_DIRECT_HEADER = Layout("vmbus_channel_packet_page_buffer", 8, [("reserved", 0, 4), ("rangecount", 4, 4)])
+HV_PAGE_BUFFER = Layout("hv_page_buffer", 16, [("len", 0, 4), ("offset", 4, 4), ("pfn", 8, 8)])
 _DESC = VMPACKET_DESCRIPTOR.struct
 
 

@@ -90,9 +90,19 @@ class FailoverMaster:
                 if self.on_failback is not None:
                     self.on_failback()
         self.tx_role, self.tx_dev, self._tx_key = role, role and getattr(self, role), f"tx_{role}"
+        if self.stack is not None:          # netdev_change_features: what a slave cannot do is off
+            self.stack.tso = self.stack.tso and "tso" in self.offloads
+            self.stack.tx_csum = self.stack.tx_csum and "tx_csum" in self.offloads
         self.wake()
 
     # ---- the netdev the stack sees ------------------------------------------------------------
+    @property
+    def offloads(self) -> frozenset[str]:
+        """net_failover_compute_features: what every slave present can do."""
+        slaves = [dev for dev in (self.primary, self.standby) if dev is not None]
+        return frozenset.intersection(*(frozenset(getattr(dev, "offloads", ())) for dev in slaves)) \
+            if slaves else frozenset()
+
     def transmit(self, frame: bytes) -> bool:
         dev = self.tx_dev
         if dev is None:

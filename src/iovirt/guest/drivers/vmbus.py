@@ -1,10 +1,15 @@
 """The guest's VMBus driver (Linux drivers/hv/vmbus_drv.c, connection.c,
 channel_mgmt.c, channel.c), over the hypercall and MSR interface only.
 
-At boot it enables the boot VP's SynIC (message page, event flags page,
-SINT2 on a vector of its own), posts INITIATE_CONTACT and, once the host
-answers, REQUESTOFFERS; every offer becomes a channel, and once all are
-delivered each synthetic NIC offer is probed.  Messages go out through
+At boot it enables every VP's SynIC (message page, event flags page, SINT2:
+hv_synic_enable_regs on each CPU; each VP's SINT2 on a vector of its own,
+as the simulator's MSI routing names one vCPU per vector), posts
+INITIATE_CONTACT from the boot VP and, once the host answers,
+REQUESTOFFERS; every offer becomes a channel, and once all are delivered
+each synthetic NIC offer is probed.  An offer with a sub-channel index is
+a sub-channel of the primary with the same instance, handed to the
+primary's driver (vmbus_process_offer, the sc_create callback), which
+opens it on a VP of its choice (target_vp).  Messages go out through
 HvPostMessage from a hypercall input page, one after another: one the
 host's queue cannot take yet is retried (vmbus_post_msg's back-off).  A
 channel's GPADL is sent as a header and bodies of page numbers, its rings
@@ -45,17 +50,21 @@ class RingView:
 class GuestChannel:
     """An offer, and its rings once opened (vmbus_open)."""
 
-    def __init__(self, bus: Vmbus, relid: int, connection: int) -> None:
+    def __init__(self, bus: Vmbus, relid: int, connection: int, instance: tuple[int, int] = (0, 0),
+                 sub_index: int = 0) -> None:
         self.bus = bus
         self.relid = relid
         self.connection = connection
+        self.instance = instance
+        self.sub_index = sub_index
         self.callback: Callable[[], None] | None = None
         self.on_rescind: Callable[[], None] | None = None
+        self.sc_create: Callable[[GuestChannel], None] | None = None     # a primary's: a sub-channel offered
         self.send = self.recv = None
 
-    def open(self, gpa: int, pages: int, handle: int, done: Callable[[int], None]) -> None:
-        """OPENCHANNEL on a GPADL holding the send ring, then the receive ring;
-        the rings start empty with pending_send_sz supported."""
+    def open(self, gpa: int, pages: int, handle: int, done: Callable[[int], None], target_vp: int = 0) -> None:
+        """OPENCHANNEL on a GPADL holding the send ring, then the receive ring,
+        its events to VP ``target_vp``; the rings start empty with pending_send_sz supported."""
         half = pages // 2
         self.send, self.recv = RingView(self.bus.mem, gpa, half), RingView(self.bus.mem, gpa + (half << v.PAGE_SHIFT),
                                                                            pages - half)
@@ -63,7 +72,7 @@ class GuestChannel:
             ring.write(0, bytes(v.RING_DATA))
             ring.put32(v.FEATURE_BITS, v.FEAT_PENDING_SEND_SZ)
         self.bus.waiting[v.CHANNELMSG_OPENCHANNEL_RESULT, self.relid] = done
-        self.bus.post(v.OPEN_CHANNEL.pack(v.CHANNELMSG_OPENCHANNEL, self.relid, self.relid, handle, 0, half))
+        self.bus.post(v.OPEN_CHANNEL.pack(v.CHANNELMSG_OPENCHANNEL, self.relid, self.relid, handle, target_vp, half))
 
     def signal(self) -> None:
         """vmbus_set_event: HvSignalEvent on the offer's connection."""
@@ -84,13 +93,16 @@ class Vmbus:
         self.offered = False                        # ALLOFFERS_DELIVERED has come
         self.next_gpadl = FIRST_GPADL
         alloc = kernel.alloc
-        self.simp, self.siefp, self.input = (alloc.alloc(v.PAGE_SIZE) for _ in range(3))
-        self.vector = kernel.alloc_vector()
-        kernel.request_irq(self.vector, self._isr)
-        vcpu = kernel.vcpu
-        hv.wrmsr(vcpu, v.HV_X64_MSR_SIMP, self.simp | v.HV_SYNIC_SIMP_ENABLE)
-        hv.wrmsr(vcpu, v.HV_X64_MSR_SIEFP, self.siefp | v.HV_SYNIC_SIEFP_ENABLE)
-        hv.wrmsr(vcpu, v.HV_X64_MSR_SINT0 + v.VMBUS_MESSAGE_SINT, self.vector)
+        self.input = alloc.alloc(v.PAGE_SIZE)
+        self.pages = [(alloc.alloc(v.PAGE_SIZE), alloc.alloc(v.PAGE_SIZE)) for _ in kernel.vcpus]   # per VP
+        self.simp, self.siefp = self.pages[0]
+        self.vectors = [kernel.alloc_vector() for _ in kernel.vcpus]
+        self.vector = self.vectors[0]
+        for vcpu, (simp, siefp), vector in zip(kernel.vcpus, self.pages, self.vectors):
+            kernel.request_irq(vector, self._isr)
+            hv.wrmsr(vcpu, v.HV_X64_MSR_SIMP, simp | v.HV_SYNIC_SIMP_ENABLE)
+            hv.wrmsr(vcpu, v.HV_X64_MSR_SIEFP, siefp | v.HV_SYNIC_SIEFP_ENABLE)
+            hv.wrmsr(vcpu, v.HV_X64_MSR_SINT0 + v.VMBUS_MESSAGE_SINT, vector)
         self.post(v.INITIATE_CONTACT.pack(v.CHANNELMSG_INITIATE_CONTACT, v.VERSION_WIN10_V5, 0,
                                           v.VMBUS_MESSAGE_SINT, 0, 0))
 
@@ -125,12 +137,14 @@ class Vmbus:
             self.outbox.popleft()
 
     def _isr(self) -> None:
-        """vmbus_isr: the message slot, then every channel whose flag is set."""
-        self.kernel.cpu.eoi(self.vector)
-        eom = lambda: self.hv.wrmsr(self.kernel.cpu, v.HV_X64_MSR_EOM, 0)     # noqa: E731
-        for _, payload in v.take_messages(self.mem, self.simp, v.VMBUS_MESSAGE_SINT, eom):
+        """vmbus_isr on the VP interrupted: its message slot, then every channel whose flag it has set."""
+        cpu = self.kernel.cpu
+        cpu.eoi(self.vectors[cpu.index])
+        simp, siefp = self.pages[cpu.index]
+        eom = lambda: self.hv.wrmsr(cpu, v.HV_X64_MSR_EOM, 0)     # noqa: E731
+        for _, payload in v.take_messages(self.mem, simp, v.VMBUS_MESSAGE_SINT, eom):
             self._message(payload)
-        for relid in v.take_event_flags(self.mem, self.siefp, v.VMBUS_MESSAGE_SINT):
+        for relid in v.take_event_flags(self.mem, siefp, v.VMBUS_MESSAGE_SINT):
             channel = self.channels.get(relid)
             if channel is not None and channel.callback is not None:
                 channel.callback()
@@ -146,13 +160,10 @@ class Vmbus:
             else:
                 self.stats["vmbus_version_refused"] += 1
         elif msgtype == v.CHANNELMSG_OFFERCHANNEL and len(payload) >= v.OFFER_CHANNEL.size:
-            offer = v.OFFER_CHANNEL.unpack_from(payload)
-            if (offer[1], offer[2]) == v.HV_NIC_GUID:
-                relid, connection = offer[6], offer[10]
-                self.channels[relid] = GuestChannel(self, relid, connection)
+            self._offer(v.OFFER_CHANNEL.unpack_from(payload))
         elif msgtype == v.CHANNELMSG_ALLOFFERS_DELIVERED:
             self.offered = True
-            self.drivers += [self.probe(channel) for channel in list(self.channels.values())]
+            self.drivers += [self.probe(channel) for channel in list(self.channels.values()) if not channel.sub_index]
         elif msgtype == v.CHANNELMSG_GPADL_CREATED and len(payload) >= v.GPADL_CREATED.size:
             _, _, handle, status = v.GPADL_CREATED.unpack_from(payload)
             self._answer(v.CHANNELMSG_GPADL_CREATED, handle, status)
@@ -165,6 +176,28 @@ class Vmbus:
                 channel.on_rescind()
         else:
             self.stats["vmbus_unexpected_message"] += 1
+
+    def primaries(self) -> int:
+        """The devices offered (channels that are no sub-channel)."""
+        return sum(not channel.sub_index for channel in self.channels.values())
+
+    def _offer(self, offer: tuple) -> None:
+        """A synthetic NIC's channel; a sub-channel goes to its primary's driver."""
+        _, type_lo, type_hi, inst_lo, inst_hi, sub_index, relid, _, _, _, connection = offer
+        if (type_lo, type_hi) != v.HV_NIC_GUID or relid in self.channels:
+            self.stats["vmbus_unexpected_offer"] += 1
+            return
+        channel = GuestChannel(self, relid, connection, (inst_lo, inst_hi), sub_index)
+        if not sub_index:
+            self.channels[relid] = channel
+            return
+        primary = next((c for c in self.channels.values() if c.instance == channel.instance and not c.sub_index
+                        and c.sc_create is not None), None)
+        if primary is None:
+            self.stats["vmbus_unexpected_offer"] += 1
+            return
+        self.channels[relid] = channel
+        primary.sc_create(channel)
 
     def _answer(self, reply: int, key: int, status: int) -> None:
         done = self.waiting.pop((reply, key), None)
