@@ -20,6 +20,18 @@ and the worker process that emulates a child's legacy devices.
   a channel on a GPADL holding its two rings, and tears them down.  A VSP
   that finds the guest broke a ring resets its channel: the offer is
   rescinded and the VSP serves it no more.
+- Monitored notification (TLFS "Monitored Notifications"): the child
+  names two monitor pages at INITIATE_CONTACT; each synthetic NIC channel
+  offered gets a monitor id, and the root writes the channel's connection
+  and latency in the second page.  The child's send then sets a pending
+  bit there instead of calling HvSignalEvent; the hypervisor scans the
+  enabled trigger groups every group's latency and signals each pending
+  bit's connection as HvSignalEvent would (``hv_monitor_scan``, then
+  ``hv_signal_event``'s work without a hypercall).  The simulator runs the
+  scan only at the ticks that find a bit set (an idle pass is not charged):
+  the child's send tells the hypervisor a tick is due, the scan reads what
+  the page holds.  Pages outside the child's memory leave its channels
+  unmonitored; a pending bit whose parameter names no connection is counted.
 - A legacy device's register access is an intercept the hypervisor forwards
   to the root, where the VM's worker process (``vmwp``) emulates it:
   ``vm_exit``, ``hv_intercept``, the trip to the root's user mode and back
@@ -182,6 +194,43 @@ class Channel:
         self.server.rescind(self)
 
 
+class Monitor:
+    """The hypervisor's side of a child's monitor page (page 2: child to parent)."""
+
+    def __init__(self, hv: HyperV, child: VM, page: int) -> None:
+        self.hv = hv
+        self.child = child
+        self.page = page
+        self.due: float | None = None            # the next scan, once a bit waits for one
+
+    def kick(self) -> None:
+        """A bit was set: the scan at the next tick of the lowest latency among the pending bits."""
+        if self.due is not None:
+            return
+        mem, sim = self.child.mem, self.hv.sim
+        pending = v.monitor_pending(mem, self.page)
+        if not pending:
+            return
+        period = v.HV_MONITOR_LATENCY_UNIT_NS * max(1, min(v.monitor_parameter(mem, self.page, i)[2] for i in pending))
+        self.due = (sim.now // period + 1) * period
+        sim.at(self.due, self.scan)
+
+    def scan(self) -> None:
+        """Take every enabled group's pending bits and signal each one's connection, on the root's VP 0."""
+        self.due = None
+        hv = self.hv
+        if hv.monitors.get(id(self.child)) is not self:          # the VM left this host
+            return
+        cpu, acct = hv.root.vm.vcpus[0], self.child.acct
+        if cpu.cursor < hv.sim.now:
+            cpu.sync(hv.sim.now)
+        cpu.charge("hv_monitor_scan", acct=acct)
+        for monitorid in v.monitor_pending(self.child.mem, self.page, take=True):
+            connection, flag, _ = v.monitor_parameter(self.child.mem, self.page, monitorid)
+            if hv.set_event(cpu, self.child, connection | flag << v.HV_SIGNAL_FLAG_SHIFT, acct) != v.HV_STATUS_SUCCESS:
+                hv.stats["monitor_bad_parameter"] += 1
+
+
 class VmbusServer:
     """The root's VMBus driver for one child partition."""
 
@@ -194,6 +243,7 @@ class VmbusServer:
         self.to_child = 0                        # connection to the child's message port
         self.channels: dict[int, Channel] = {}
         self.gpadls: dict[int, Gpadl] = {}
+        self.monitor: int | None = None          # the child's monitor page 2, when both it named are its own
         port = hv.create_port(hv.root.vm, 0, ROOT_SINT, server=self)
         hv.connect(child, v.VMBUS_MESSAGE_CONNECTION_ID_4, port)
 
@@ -217,8 +267,13 @@ class VmbusServer:
     def _offer_message(self, channel: Channel) -> bytes:
         """OFFERCHANNEL: the NIC's class, its instance (a sub-channel's is its primary's) and sub-channel index."""
         instance = (channel.primary or channel).relid
+        monitorid = channel.relid - 1
+        monitored = self.monitor is not None and monitorid < v.HV_MONITOR_IDS
+        if monitored:
+            v.monitor_arm(self.child.mem, self.monitor, monitorid, channel.connection, v.HV_MONITOR_DEFAULT_LATENCY)
         return v.OFFER_CHANNEL.pack(v.CHANNELMSG_OFFERCHANNEL, *v.HV_NIC_GUID, instance, 0, channel.sub_index,
-                                    channel.relid, 0, 0, 1, channel.connection)
+                                    channel.relid, monitorid if monitored else 0, int(monitored), 1,
+                                    channel.connection)
 
     def offer_subchannels(self, primary: Channel, count: int) -> None:
         for index in range(1, count + 1):
@@ -238,12 +293,22 @@ class VmbusServer:
 
     def _contact(self, msg: tuple, _payload: bytes) -> None:
         """INITIATE_CONTACT: VERSION_WIN10_V5 only; the child's message port is its VP's SINT."""
-        _, version, target_vcpu, sint, _, _ = msg
+        _, version, target_vcpu, sint, page1, page2 = msg
         ok = version == v.VERSION_WIN10_V5 and target_vcpu < len(self.child.vcpus) and sint < v.HV_SYNIC_SINT_COUNT
         if ok:
             self.version = version
             self.to_child = self.hv.connect(self.hv.root.vm, None, self.hv.create_port(self.child, target_vcpu, sint))
+            self._monitor_pages(page1, page2)
         self._send(v.VERSION_RESPONSE.pack(v.CHANNELMSG_VERSION_RESPONSE, int(ok), 0, v.VMBUS_MESSAGE_CONNECTION_ID_4))
+
+    def _monitor_pages(self, page1: int, page2: int) -> None:
+        """The two monitor pages: page aligned, in the child's memory, else its channels go unmonitored."""
+        size = self.child.mem.size
+        if any(not page or page & (v.PAGE_SIZE - 1) or page + v.PAGE_SIZE > size for page in (page1, page2)):
+            self.stats["monitor_page_outside_memory"] += 1
+            return
+        self.monitor = page2
+        self.hv.monitors[id(self.child)] = Monitor(self.hv, self.child, page2)
 
     def _request_offers(self, _msg: tuple, _payload: bytes) -> None:
         for channel in self.channels.values():
@@ -401,6 +466,7 @@ class HyperV:
         self.ports: dict[int, Port] = {}
         self.connections: dict[tuple[int, int], tuple[int, int]] = {}   # (partition, id) -> (port, flag)
         self.servers: dict[int, VmbusServer] = {}
+        self.monitors: dict[int, Monitor] = {}
         self.stats: Counter[str] = Counter()
         self.vsps: list[Netvsp] = []
         self.next_flag = CHANNEL_FLAG_BASE
@@ -446,6 +512,7 @@ class HyperV:
     def destroy_partition(self, vm: VM) -> None:
         """The VM left this host: its VSPs stop and leave the switch, its VMBus server goes."""
         server = self.servers.pop(id(vm))
+        self.monitors.pop(id(vm), None)
         for channel in server.channels.values():
             channel.vsp.close(channel)
             if channel.primary is None:
@@ -464,7 +531,9 @@ class HyperV:
             synic.simp, synic.siefp, synic.sints = old.simp, old.siefp, list(old.sints)
             synic.queues = [deque(q) for q in old.queues]
         server = self.server(vm)
-        server.version, server.gpadls = source.version, dict(source.gpadls)
+        server.version, server.gpadls, server.monitor = source.version, dict(source.gpadls), source.monitor
+        if source.monitor is not None:
+            self.monitors[id(vm)] = Monitor(self, vm, source.monitor)
         if source.version:
             server.to_child = self.connect(self.root.vm, None, self.create_port(vm, 0, v.VMBUS_MESSAGE_SINT))
         for relid, old in source.channels.items():
@@ -521,8 +590,18 @@ class HyperV:
     def signal_event(self, vp, value: int, acct=None) -> int:
         """HvSignalEvent (a fast hypercall): connection id and flag number in one register."""
         vp.charge("hypercall", acct=acct)
+        return self.set_event(vp, vp.vm, value, acct)
+
+    def monitor_kick(self, vm: VM) -> None:
+        """The child set a bit of its monitor page: a scan is due (see the module's notes)."""
+        monitor = self.monitors.get(id(vm))
+        if monitor is not None:
+            monitor.kick()
+
+    def set_event(self, vp, partition: VM, value: int, acct=None) -> int:
+        """HvSignalEvent's work for ``partition``'s connection, charged to ``vp``: the hypercall's or the monitor scan's."""
         vp.charge("hv_signal_event", acct=acct)
-        target = self.connections.get((id(vp.vm), value & v.HV_CONNECTION_ID_MASK))
+        target = self.connections.get((id(partition), value & v.HV_CONNECTION_ID_MASK))
         if target is None:
             return v.HV_STATUS_INVALID_CONNECTION_ID
         port = self.ports[target[0]]

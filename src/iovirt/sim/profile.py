@@ -32,7 +32,7 @@ EVENTS = (
     "wakeup", "tap", "copy", "copy_hot", "vswitch", "dpdk_switch", "ring_op", "guest_stack", "ioeventfd", "poll",
     "dma", "iotlb_hit", "iotlb_miss", "posted_interrupt", "irq_entry", "csum", "gso_segment", "gro_receive",
     "hypercall", "evtchn_send", "grant_copy", "ioreq", "migration_page", "vmm_handle", "vmk_vswitch", "vmk_intr_forward",
-    "hv_post_message", "hv_signal_event", "synic_msr", "hv_intercept", "vmswitch",
+    "hv_post_message", "hv_signal_event", "hv_monitor_scan", "synic_msr", "hv_intercept", "vmswitch",
 )
 
 FixedUnit = Literal["ns", "us", "cycles"]

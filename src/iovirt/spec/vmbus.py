@@ -18,7 +18,7 @@ from .fields import Layout
 
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
-U32, U64 = struct.Struct("<I"), struct.Struct("<Q")
+U16, U32, U64 = struct.Struct("<H"), struct.Struct("<I"), struct.Struct("<Q")
 
 # ---- SynIC (TLFS 11.8, 11.9) --------------------------------------------------------------
 HV_X64_MSR_SCONTROL = 0x40000080
@@ -113,6 +113,28 @@ PFNS_IN_BODY = (HV_MESSAGE_PAYLOAD_BYTE_COUNT - GPADL_BODY.size) // 8
 MAX_GPADL_PAGES = 8192              # pages one GPADL may describe here (32 MiB, the largest netvsc buffer 16 MiB)
 # Each a GUID's two halves as little-endian u64s: HV_NIC_GUID f8615163-df3e-46c5-913f-f2d2f965ed0e
 HV_NIC_GUID = (0x46C5DF3EF8615163, 0x0EED65F9D2F23F91)
+
+# ---- monitored notification facility (TLFS "Monitored Notifications", hyperv.h struct hv_monitor_page) ----
+# The child's second monitor page (monitor_page2 of INITIATE_CONTACT): a channel's send sets bit
+# monitorid % 32 of trigger_group[monitorid / 32].pending; the hypervisor scans the enabled groups
+# (trigger_state bits 3:0) about every latency[group][bit] (100 ns units) and signals parameter[group][bit]
+# (connection id, flag number) as HvSignalEvent would.  Page layout: trigger_state, rsvd, trigger_group[4]
+# {pending, armed}, rsvd[3], next_checktime[4][32] (s32), latency[4][32] (u16), rsvd[32] (u64),
+# parameter[4][32] {connectionid, flagnumber, rsvd}, rsvd to the end of the page.
+HV_MONITOR_GROUPS, HV_MONITOR_BITS = 4, 32
+HV_MONITOR_IDS = HV_MONITOR_GROUPS * HV_MONITOR_BITS
+HV_MONITOR_TRIGGER_GROUP = Layout("hv_monitor_trigger_group", 8, [("pending", 0, 4), ("armed", 4, 4)])
+HV_MONITOR_PARAMETER = Layout("hv_monitor_parameter", 8, [("connectionid", 0, 4), ("flagnumber", 4, 2)])
+MONITOR_TRIGGER_STATE = 0
+MONITOR_TRIGGER_GROUPS = 8
+MONITOR_LATENCY = MONITOR_TRIGGER_GROUPS + HV_MONITOR_GROUPS * 8 + 3 * 8 + HV_MONITOR_IDS * 4      # 576
+MONITOR_PARAMETERS = MONITOR_LATENCY + HV_MONITOR_IDS * 2 + 32 * 8                                # 1088
+MONITOR_GROUP_ENABLE = (1 << HV_MONITOR_GROUPS) - 1
+HV_MONITOR_LATENCY_UNIT_NS = 100
+# What the host writes in latency[][] for a channel it monitors.  No public figure gives Hyper-V's
+# default; 100 (10 us) is an assumption, between a timer tick of the hypervisor and the "increased
+# latency" Linux's low_latency mode (channel->low_latency, vmbus_setevent) exists to avoid.
+HV_MONITOR_DEFAULT_LATENCY = 100
 
 # ---- ring buffer (hyperv.h struct hv_ring_buffer, ring_buffer.c) --------------------------------
 HV_RING_BUFFER = Layout("hv_ring_buffer", PAGE_SIZE, [
@@ -250,20 +272,61 @@ def packet(ptype: int, trans_id: int, payload: bytes, flags: int = 0, header: by
     return [_DESC.pack(ptype, offset >> 3, align8(length) >> 3, flags, trans_id), header, payload]
 
 
+def _bits(value: int, base: int = 0) -> list[int]:
+    """The numbers of the set bits of ``value``, lowest first, each plus ``base``."""
+    out = []
+    while value:
+        low = value & -value
+        out.append(base + low.bit_length() - 1)
+        value ^= low
+    return out
+
+
 def take_event_flags(mem, siefp: int, sint: int) -> list[int]:
     """The receiving side's scan of one SINT's event flags (vmbus_chan_sched,
     sync_test_and_clear_bit on each): every set flag, all cleared."""
     at = siefp + sint * (HV_EVENT_FLAGS_COUNT // 8)
     value = int.from_bytes(mem.buf[at: at + HV_EVENT_FLAGS_COUNT // 8], "little")
-    if not value:
-        return []
-    mem.write(at, bytes(HV_EVENT_FLAGS_COUNT // 8))
-    flags = []
-    while value:
-        low = value & -value
-        flags.append(low.bit_length() - 1)
-        value ^= low
-    return flags
+    if value:
+        mem.write(at, bytes(HV_EVENT_FLAGS_COUNT // 8))
+    return _bits(value)
+
+
+def monitor_arm(mem, page: int, monitorid: int, connection: int, latency: int) -> None:
+    """The host's set-up of one monitored channel in the child's page: its parameter (the
+    connection HvSignalEvent would name, flag 0), its latency, its group enabled."""
+    group = monitorid // HV_MONITOR_BITS
+    mem.write(page + MONITOR_PARAMETERS + monitorid * HV_MONITOR_PARAMETER.size,
+              HV_MONITOR_PARAMETER.pack(connection, 0))
+    mem.store(U16, page + MONITOR_LATENCY + monitorid * 2, latency)
+    mem.store(U32, page + MONITOR_TRIGGER_STATE, U32.unpack_from(mem.buf, page)[0] | 1 << group)
+
+
+def monitor_set_pending(mem, page: int, monitorid: int) -> None:
+    """vmbus_setevent's sync_set_bit of the channel's bit in its trigger group's pending word."""
+    at = page + MONITOR_TRIGGER_GROUPS + monitorid // HV_MONITOR_BITS * HV_MONITOR_TRIGGER_GROUP.size
+    mem.store(U32, at, U32.unpack_from(mem.buf, at)[0] | 1 << monitorid % HV_MONITOR_BITS)
+
+
+def monitor_pending(mem, page: int, take: bool = False) -> list[int]:
+    """The monitor ids pending in the enabled trigger groups; ``take`` clears those groups'
+    pending words (the hypervisor's scan, an atomic exchange each)."""
+    enabled = U32.unpack_from(mem.buf, page + MONITOR_TRIGGER_STATE)[0] & MONITOR_GROUP_ENABLE
+    ids = []
+    for group in _bits(enabled):
+        at = page + MONITOR_TRIGGER_GROUPS + group * HV_MONITOR_TRIGGER_GROUP.size
+        pending = U32.unpack_from(mem.buf, at)[0]
+        if pending and take:
+            mem.store(U32, at, 0)
+        ids += _bits(pending, group * HV_MONITOR_BITS)
+    return ids
+
+
+def monitor_parameter(mem, page: int, monitorid: int) -> tuple[int, int, int]:
+    """parameter[group][bit] and latency[group][bit] of one monitor id: (connection id, flag number, latency)."""
+    connection, flag = HV_MONITOR_PARAMETER.unpack_from(mem.buf, page + MONITOR_PARAMETERS
+                                                        + monitorid * HV_MONITOR_PARAMETER.size)
+    return connection, flag, U16.unpack_from(mem.buf, page + MONITOR_LATENCY + monitorid * 2)[0]
 
 
 def take_messages(mem, simp: int, sint: int, eom) -> list[tuple[int, bytes]]:

@@ -14,7 +14,9 @@ HvPostMessage from a hypercall input page, one after another: one the
 host's queue cannot take yet is retried (vmbus_post_msg's back-off).  A
 channel's GPADL is sent as a header and bodies of page numbers, its rings
 are opened on it, and the host is signalled through HvSignalEvent on the
-offer's connection."""
+offer's connection, or, for a channel the host monitors (monitor_allocated),
+by setting its bit in the second monitor page, which the hypervisor scans
+(vmbus_setevent; the two pages are named at INITIATE_CONTACT)."""
 
 from __future__ import annotations
 
@@ -51,10 +53,11 @@ class GuestChannel:
     """An offer, and its rings once opened (vmbus_open)."""
 
     def __init__(self, bus: Vmbus, relid: int, connection: int, instance: tuple[int, int] = (0, 0),
-                 sub_index: int = 0) -> None:
+                 sub_index: int = 0, monitorid: int | None = None) -> None:
         self.bus = bus
         self.relid = relid
         self.connection = connection
+        self.monitorid = monitorid               # the offer's, when monitor_allocated
         self.instance = instance
         self.sub_index = sub_index
         self.callback: Callable[[], None] | None = None
@@ -75,8 +78,14 @@ class GuestChannel:
         self.bus.post(v.OPEN_CHANNEL.pack(v.CHANNELMSG_OPENCHANNEL, self.relid, self.relid, handle, target_vp, half))
 
     def signal(self) -> None:
-        """vmbus_set_event: HvSignalEvent on the offer's connection."""
-        self.bus.hv.signal_event(self.bus.kernel.cpu, self.connection)
+        """vmbus_setevent: a monitored channel's bit in monitor page 2's trigger group, else
+        HvSignalEvent on the offer's connection (vmbus_set_event)."""
+        bus = self.bus
+        if self.monitorid is None:
+            bus.hv.signal_event(bus.kernel.cpu, self.connection)
+            return
+        v.monitor_set_pending(bus.mem, bus.monitor_pages[1], self.monitorid)
+        bus.hv.monitor_kick(bus.kernel.cpu.vm)
 
 
 class Vmbus:
@@ -94,6 +103,7 @@ class Vmbus:
         self.next_gpadl = FIRST_GPADL
         alloc = kernel.alloc
         self.input = alloc.alloc(v.PAGE_SIZE)
+        self.monitor_pages = [alloc.alloc(v.PAGE_SIZE), alloc.alloc(v.PAGE_SIZE)]     # parent to child, child to parent
         self.pages = [(alloc.alloc(v.PAGE_SIZE), alloc.alloc(v.PAGE_SIZE)) for _ in kernel.vcpus]   # per VP
         self.simp, self.siefp = self.pages[0]
         self.vectors = [kernel.alloc_vector() for _ in kernel.vcpus]
@@ -104,7 +114,7 @@ class Vmbus:
             hv.wrmsr(vcpu, v.HV_X64_MSR_SIEFP, siefp | v.HV_SYNIC_SIEFP_ENABLE)
             hv.wrmsr(vcpu, v.HV_X64_MSR_SINT0 + v.VMBUS_MESSAGE_SINT, vector)
         self.post(v.INITIATE_CONTACT.pack(v.CHANNELMSG_INITIATE_CONTACT, v.VERSION_WIN10_V5, 0,
-                                          v.VMBUS_MESSAGE_SINT, 0, 0))
+                                          v.VMBUS_MESSAGE_SINT, *self.monitor_pages))
 
     def move_to(self, hv, mem) -> None:
         """Live migration: the same pages and channels, now on ``mem``, and the hypercalls reach ``hv``,
@@ -183,11 +193,12 @@ class Vmbus:
 
     def _offer(self, offer: tuple) -> None:
         """A synthetic NIC's channel; a sub-channel goes to its primary's driver."""
-        _, type_lo, type_hi, inst_lo, inst_hi, sub_index, relid, _, _, _, connection = offer
-        if (type_lo, type_hi) != v.HV_NIC_GUID or relid in self.channels:
+        _, type_lo, type_hi, inst_lo, inst_hi, sub_index, relid, monitorid, monitored, _, connection = offer
+        if (type_lo, type_hi) != v.HV_NIC_GUID or relid in self.channels or monitorid >= v.HV_MONITOR_IDS:
             self.stats["vmbus_unexpected_offer"] += 1
             return
-        channel = GuestChannel(self, relid, connection, (inst_lo, inst_hi), sub_index)
+        channel = GuestChannel(self, relid, connection, (inst_lo, inst_hi), sub_index,
+                               monitorid if monitored else None)
         if not sub_index:
             self.channels[relid] = channel
             return
