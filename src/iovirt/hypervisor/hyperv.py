@@ -599,7 +599,7 @@ class HyperV:
             monitor.kick()
 
     def set_event(self, vp, partition: VM, value: int, acct=None) -> int:
-        """HvSignalEvent's work for ``partition``'s connection, charged to ``vp``: the hypercall's or the monitor scan's."""
+        """HvSignalEvent's work for ``partition``'s connection, charged to ``vp``: the hypercall's or the scan's."""
         vp.charge("hv_signal_event", acct=acct)
         target = self.connections.get((id(partition), value & v.HV_CONNECTION_ID_MASK))
         if target is None:
