@@ -16,6 +16,7 @@ from ..sim.resource import Resource
 from ..spec import virtio as v
 from ..spec.e1000 import CLASS_ETHERNET
 from .discard import discard
+from .offload import complete_checksum
 from .virtio_pci import TRANSPORT_STATE, VirtioPciDevice
 from .virtqueue import VirtqueueError
 from .registry import DeviceEntry
@@ -121,7 +122,7 @@ class VirtioNet(VirtioPciDevice):
                 return None
             return frame, gso_size
         if flags & v.VIRTIO_NET_HDR_F_NEEDS_CSUM:
-            frame = _complete_checksum(frame, csum_start, csum_offset)
+            frame = complete_checksum(frame, csum_start, csum_start + csum_offset)   # 5.1.6.2
         return frame, 0
 
     # ---- receive ---------------------------------------------------------------
@@ -204,17 +205,6 @@ def _is_tcpv4(frame: bytes) -> bool:
         return False
     l4 = 14 + (frame[14] & 0xF) * 4
     return l4 + 20 <= len(frame) and 20 <= (frame[l4 + 12] >> 4) * 4 <= len(frame) - l4
-
-
-def _complete_checksum(frame: bytes, start: int, offset: int) -> bytes:
-    """5.1.6.2: the device computes the checksum from csum_start and stores it
-    at csum_start + csum_offset (the driver seeded it with the pseudo-header sum)."""
-    at = start + offset
-    if at + 2 > len(frame) or start >= len(frame):
-        return frame
-    total = int.from_bytes(frame[start:] + b"\0" * (len(frame[start:]) & 1), "big") % 0xFFFF
-    csum = (~total & 0xFFFF) or 0xFFFF
-    return frame[:at] + csum.to_bytes(2, "big") + frame[at + 2 :]
 
 
 DEVICE = DeviceEntry(VirtioNet, "paravirt", "virtio 1.x network device", ("QEMU/KVM", "Firecracker"),

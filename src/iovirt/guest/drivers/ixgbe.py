@@ -179,6 +179,7 @@ class IxgbeDriver(IxgbeRings):
         for i in range(s.RETA_ENTRIES // 4):
             self.wr(f"RETA{i}", sum((4 * i + j) % n << 8 * j for j in range(4)))
         self.wr("MRQC", s.MRQC_RSSEN | s.MRQC_RSS_FIELD_IPV4 | s.MRQC_RSS_FIELD_IPV4_TCP)
+        self.wr("RXCSUM", self.rd("RXCSUM") | s.RXCSUM_PCSD)    # the RSS hash in the write-back
 
     def _set_rx_mode(self) -> None:
         """ixgbe_init_rx_addrs + ixgbe_set_rx_mode: RAR[0], empty MTA, broadcast."""
