@@ -19,9 +19,8 @@ from typing import ClassVar
 from ...mem.guest_memory import PAGE_SHIFT
 from ...spec import ixgbe as s
 from ...spec.ethernet import ETH_HLEN
-from ...net.headers import IP_CHECK, IPPROTO_TCP, TCP_CHECK, pseudo_header_sum
 from ...net.moderation import ITR_20K, LOWEST, NAPI_WEIGHT, next_itr
-from .base import DescriptorRings
+from .base import DescriptorRings, tso_headers, wants_csum
 
 TX_RING = 512                       # IXGBE_DEFAULT_TXD
 RX_RING = 512                       # IXGBE_DEFAULT_RXD
@@ -130,7 +129,7 @@ class IxgbeRings(DescriptorRings):
         first; the frame goes in 2 KB buffers, a data descriptor each, the
         last with EOP and RS; then the tail."""
         mss = getattr(frame, "gso_size", 0)
-        offload = mss or getattr(self.stack, "tx_csum", False) and frame[12:14] == b"\x08\x00" and frame[23] == IPPROTO_TCP
+        offload = mss or wants_csum(self.stack, frame)
         n = -(-len(frame) // RX_BUFFER) + (1 if offload else 0)
         use = self.tx_use
         if (self.tx_clean - use - 1) % TX_RING < n:          # ixgbe_maybe_stop_tx
@@ -169,44 +168,17 @@ class IxgbeRings(DescriptorRings):
         TCP over IPv4, for TSO the MSS and L4LEN) at ``use``; the frame as the
         NIC wants it and the data descriptors' olinfo (the checksums to
         insert, CC, and PAYLEN: what follows the headers with TSO, the whole
-        frame without).  For TSO the IPv4 total length and checksum are zeroed
-        and the TCP checksum seeded with the pseudo-header's sum without the
-        length, which the NIC adds per segment."""
-        iplen = (frame[ETH_HLEN] & 0xF) * 4
-        l4 = ETH_HLEN + iplen
+        frame without)."""
         tucmd = s.ADVTXD_DTYP_CTXT | s.TXD_CMD_DEXT | s.ADVTXD_TUCMD_IPV4 | s.ADVTXD_TUCMD_L4T_TCP
-        macip = ETH_HLEN << s.ADVTXD_MACLEN_SHIFT | iplen
         if not mss:
-            self._tx_store(use, macip, tucmd, 0)
+            self._tx_store(use, ETH_HLEN << s.ADVTXD_MACLEN_SHIFT | (frame[ETH_HLEN] & 0xF) * 4, tucmd, 0)
             return frame, s.ADVTXD_CC | s.ADVTXD_POPTS_TXSM | len(frame) << s.ADVTXD_PAYLEN_SHIFT
-        l4len = (frame[l4 + 12] >> 4) * 4
-        self._tx_store(use, macip, tucmd, mss << s.ADVTXD_MSS_SHIFT | l4len << s.ADVTXD_L4LEN_SHIFT)
-        seed = pseudo_header_sum(int.from_bytes(frame[ETH_HLEN + 12:ETH_HLEN + 16], "big"),
-                                 int.from_bytes(frame[ETH_HLEN + 16:ETH_HLEN + 20], "big"), IPPROTO_TCP, 0) % 0xFFFF
-        head = bytearray(frame[:l4 + l4len])
-        head[ETH_HLEN + 2:ETH_HLEN + 4] = head[ETH_HLEN + IP_CHECK:ETH_HLEN + IP_CHECK + 2] = b"\0\0"
-        head[l4 + TCP_CHECK:l4 + TCP_CHECK + 2] = seed.to_bytes(2, "big")
+        frame, iplen, l4len = tso_headers(frame)
+        self._tx_store(use, ETH_HLEN << s.ADVTXD_MACLEN_SHIFT | iplen, tucmd,
+                       mss << s.ADVTXD_MSS_SHIFT | l4len << s.ADVTXD_L4LEN_SHIFT)
         olinfo = (s.ADVTXD_CC | s.ADVTXD_POPTS_TXSM | s.ADVTXD_POPTS_IXSM
-                  | len(frame) - len(head) << s.ADVTXD_PAYLEN_SHIFT)
-        return bytes(head) + frame[len(head):], olinfo
-
-    def _clean_tx(self) -> None:
-        """ixgbe_clean_tx_irq: a packet's descriptors are free once the NIC
-        wrote DD back into its last (the one with RS), up to the work limit."""
-        buf, ring, watch = self.buf, self.tx_ring + s.TX_WB.offset("status"), self.tx_watch
-        clean = self.tx_clean
-        for _ in range(TX_WORK_LIMIT):
-            if not watch:
-                break
-            eop = watch[0] - 1 if watch[0] else TX_RING - 1
-            if not buf[ring + eop * s.DESC_SIZE] & s.TXD_STAT_DD:
-                break
-            self.vcpu.charge("ring_op")
-            clean = watch.popleft()
-        freed = clean != self.tx_clean
-        self.tx_clean = clean
-        if freed:
-            self.wake_queue()
+                  | len(frame) - ETH_HLEN - iplen - l4len << s.ADVTXD_PAYLEN_SHIFT)
+        return frame, olinfo
 
     # ---- interrupts and NAPI ----------------------------------------------------
     def _queue_intr(self) -> None:
