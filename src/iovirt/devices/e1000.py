@@ -496,4 +496,5 @@ class E1000:
 DEVICE = DeviceEntry(E1000, "emulated", "Intel 82540EM gigabit (8254x SDM); the 82545EM on ESXi",
                      ("QEMU/KVM", "Xen HVM", "VMware ESXi", "VirtualBox"), "e1000", (s.VENDOR_ID, s.DEVICE_ID),
                      variants=tuple(s.VARIANTS), variant_ids=((s.VENDOR_ID, s.DEVICE_ID_82545EM),),
-                     variant_on=(("esxi", "82545em"),))
+                     variant_on=(("esxi", "82545em"),),
+                     offloads=("rx-checksum", "tx-checksum-ipv4", "tx-tcp-segmentation"))

@@ -877,4 +877,5 @@ def _rss_input(frame: bytes, mrqc: int) -> tuple[int, bytes] | None:
 
 
 DEVICE = DeviceEntry(Ixgbe, "passthrough", "Intel 82599 10 GbE physical function, assigned whole via the IOMMU",
-                     ASSIGNERS, "ixgbe", (s.VENDOR_ID, s.DEVICE_ID))
+                     ASSIGNERS, "ixgbe", (s.VENDOR_ID, s.DEVICE_ID),
+                     offloads=("rx-checksum", "tx-checksum-ipv4", "tx-tcp-segmentation"))
