@@ -513,7 +513,7 @@ class Ixgbe:
         ipcso = maclen + 10 if olinfo & s.ADVTXD_POPTS_IXSM and tucmd & s.ADVTXD_TUCMD_IPV4 else None
         tucso = (tucss + (16 if tucmd & s.ADVTXD_TUCMD_L4T_TCP else 6)) if olinfo & s.ADVTXD_POPTS_TXSM else None
         if not cmd & s.ADVTXD_DCMD_TSE:
-            if tucss > len(packet) or (tucso or 0) + 2 > len(packet):
+            if tucss > len(packet) or any(at is not None and at + 2 > len(packet) for at in (ipcso, tucso)):
                 discard(self, "tx_bad_context", packet)
                 return []
             frame = bytearray(packet)
