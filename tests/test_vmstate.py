@@ -79,7 +79,7 @@ class Stack:
         self.received: list[bytes] = []
         self.backlog: deque[bytes] = deque()
 
-    def receive(self, frame: bytes) -> None:
+    def receive(self, frame: bytes, csum_valid: bool = False) -> None:
         self.received.append(bytes(frame))
 
     def send(self, frame: bytes) -> None:

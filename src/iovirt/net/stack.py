@@ -4,7 +4,8 @@ and GRO, above a transmit queue and the device driver (``netdev``).
 
 The driver contract: ``netdev.transmit(frame) -> bool`` takes the frame or
 refuses it (ring full); after a refusal the driver calls ``tx_wake()`` once it
-has freed descriptors, and hands every received frame to ``receive()``.
+has freed descriptors, and hands every received frame to ``receive()``, with
+whether its device validated the frame's TCP checksum.
 
 Costs, on the vCPU ``cpu``: one ``guest_stack`` per packet sent or received and
 one ``copy`` per byte of payload crossing the socket boundary; TCP's own are
