@@ -287,3 +287,11 @@ def test_the_driver_trusts_the_nics_rx_checksum_unless_told_not_to_or_it_found_a
     assert summed_on == 0 and stats_on.get("tcp_no_socket") == 1
     assert summed_off == 1 and stats_off.get("tcp_no_socket") == 1
     assert summed_bad == 1 and stats_bad.get("tcp_bad_checksum") == 1 and "tcp_no_socket" not in stats_bad
+
+
+def test_ethtool_rx_off_reaches_every_queue_of_the_port():
+    """ethtool -K rx off: no queue of a multi-queue port trusts the NIC any more."""
+    m = bare_metal(vcpus=2)
+    assert [ring.rx_csum for ring in m.driver.rings] == [True, True]
+    m.guest.ethtool_features(MAC, gso=True, gro=True, tso=True, tx=True, rx=False)
+    assert [ring.rx_csum for ring in m.driver.rings] == [False, False]

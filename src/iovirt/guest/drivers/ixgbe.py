@@ -70,6 +70,7 @@ class IxgbeDriver(IxgbeRings):
 
     def __init__(self, kernel, info) -> None:
         super().__init__(kernel, info)
+        self._rx_csum = True
         self.pool = 0                       # its VMDq pool, with VFs enabled
         rss = min(len(kernel.vcpus), MAX_RSS_INDICES)       # ixgbe_set_rss_queues
         self.rings: list[IxgbeRings] = [self, *(IxgbeQueue(self, q) for q in range(1, rss))]
@@ -86,6 +87,17 @@ class IxgbeDriver(IxgbeRings):
         self._stack = stack
         for ring in getattr(self, "rings", ())[1:]:
             ring.stack = stack
+
+    @property
+    def rx_csum(self) -> bool:
+        return self._rx_csum
+
+    @rx_csum.setter
+    def rx_csum(self, on: bool) -> None:
+        """ethtool -K rx: every queue alike."""
+        self._rx_csum = on
+        for ring in getattr(self, "rings", ())[1:]:
+            ring.rx_csum = on
 
     def xdp_setup(self, prog) -> None:
         """ixgbe_xdp_setup: ``prog`` runs on every RX queue's frames."""
