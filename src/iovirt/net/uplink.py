@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 
 from ..sim.resource import Resource
+from .gso import ValidatedFrame
 from .vswitch import Port
 
 TXQUEUELEN = 1000           # the qdisc in front of the NIC
@@ -32,7 +33,7 @@ class UplinkPort(Port):
 
     # the driver's upper layer (what an IPv4 stack would be)
     def receive(self, frame: bytes, csum_valid: bool = False) -> None:
-        self.host.vswitch.ingress(self, frame, self.cpu)
+        self.host.vswitch.ingress(self, ValidatedFrame(frame) if csum_valid else frame, self.cpu)
 
     def tx_wake(self) -> None:
         while self.queue and self.driver.transmit(self.queue[0]):
