@@ -157,7 +157,7 @@ def test_cli_compare_sets_the_same_vm_on_each_hypervisor_side_by_side():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--hypervisors", "kvm,vmware"], "--hypervisors: expected kvm, xen, esxi, got vmware"),
+    (["--hypervisors", "kvm,vmware"], "--hypervisors: expected kvm, xen, esxi, hyperv, got vmware"),
     (["--models", "paravirt", "--devices", "vmxnet3", "--hypervisors", "kvm"],
      "--models/--devices/--hypervisors: no implemented device among paravirt / vmxnet3 that kvm offers"),
 ])
