@@ -252,7 +252,7 @@ class _Sink:
     def __init__(self) -> None:
         self.frames: list[bytes] = []
 
-    def receive(self, frame: bytes) -> None:
+    def receive(self, frame: bytes, csum_valid: bool = False) -> None:
         self.frames.append(frame)
 
 

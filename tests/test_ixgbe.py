@@ -401,7 +401,8 @@ def rss_rig(queues: int = 4) -> Rig:
 
 
 def test_rss_steers_udp_flows_to_the_queue_reta_names():
-    """Each UDP flow lands in queue RETA[hash & 127] with its hash, RSS type and DD|EOP written back."""
+    """Each UDP flow lands in queue RETA[hash & 127] with its hash, RSS type and DD|EOP written back
+    (and IPCS: the IPv4 header checked; a UDP checksum of 0 is not checked)."""
     r = rss_rig()
     flows = [("66.9.149.187", 2794, "161.142.100.80", 1766), ("199.92.111.2", 14230, "65.69.140.83", 4739),
              ("24.19.198.95", 12898, "12.22.207.184", 38024), ("38.27.205.30", 48228, "209.142.163.6", 2217),
@@ -416,7 +417,7 @@ def test_rss_steers_udp_flows_to_the_queue_reta_names():
         r.peer.send(data)
         r.run()
         info, _, rss, status, length, _ = r.rx_wb(head, RX_RING + q * 0x100)
-        assert (rss, status, length) == (h, s.RXD_STAT_DD | s.RXD_STAT_EOP, len(data))
+        assert (rss, status, length) == (h, s.RXD_STAT_DD | s.RXD_STAT_EOP | s.RXD_STAT_IPCS, len(data))
         assert info & 0xF == s.RXDADV_RSSTYPE_IPV4_UDP
         assert bytes(r.mem.buf[RX_BUFS + (q * 8 + head) * 2048:][:len(data)]) == data
         used.add(q)

@@ -79,7 +79,7 @@ class Stack:
         self.received: list[bytes] = []
         self.backlog: deque[bytes] = deque()
 
-    def receive(self, frame: bytes) -> None:
+    def receive(self, frame: bytes, csum_valid: bool = False) -> None:
         self.received.append(bytes(frame))
 
     def send(self, frame: bytes) -> None:
@@ -519,7 +519,7 @@ _E1000_R = {r.name: r.offset >> 2 for r in e1000_spec.REGS}
 BEYOND_LIMITS = [   # a value the model can never hold, and the field and limit check_state names
     ("e1000", _set("ioaddr", 0x20000), r"e1000\.ioaddr: 0x20000 has bits outside 0x1fffc \(IOADDR selects a "
                                        r"dword of the 128 KiB register BAR\)"),
-    ("e1000", _set("tx_frame", bytearray(16385)), r"e1000\.tx_frame: 16385 bytes, more than 16384"),
+    ("e1000", _set("tx_frame", bytearray(65537)), r"e1000\.tx_frame: 65537 bytes, more than 65536"),
     ("e1000", _reg(_E1000_R["RDLEN"], 0x1234), r"e1000\.r: RDLEN 0x1234 has bits outside 0xfff80"),
     ("e1000", _reg(_E1000_R["TDT"], 0x10000), r"e1000\.r: TDT 0x10000 has bits outside 0xffff"),
     ("e1000", _set("rx_abs_deadline", float("-inf")), r"e1000\.rx_abs_deadline: instant is -inf, not a time on the "

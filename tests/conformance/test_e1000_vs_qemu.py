@@ -229,6 +229,58 @@ def test_tx_frame_split_over_descriptors(nics):
     assert out["frames"] == [data] and out["status"][:4] == [s.TXD_STAT_DD] * 3 + [0]
 
 
+def tso_packet(payload: int = 2500) -> bytes:
+    """A TCP/IPv4 frame as e1000_tso leaves it: IPv4 total length and checksum
+    zero, the TCP checksum seeded with the pseudo-header's sum without length."""
+    src, dst = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+    seed = (sum(int.from_bytes(a[i:i + 2], "big") for a in (src, dst) for i in (0, 2)) + 6) % 0xFFFF
+    ip = bytes([0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]) + src + dst
+    tcp = (5001).to_bytes(2, "big") + (80).to_bytes(2, "big") + (1000).to_bytes(4, "big") + (7).to_bytes(4, "big") \
+        + bytes([0x50, 0x19]) + (100).to_bytes(2, "big") + seed.to_bytes(2, "big") + bytes(2)
+    return BCAST + SRC + b"\x08\x00" + ip + tcp + bytes((i * 7 + 1) & 0xFF for i in range(payload))
+
+
+def test_tx_tso_context_cuts_a_packet_into_the_same_segments(nics):
+    """SDM 3.3.6/3.3.7: a TCP/IP context (IPCSS/IPCSO/IPCSE, TUCSS/TUCSO,
+    MSS 1000, HDRLEN 54, TSE) and data descriptors with TSE, IXSM and TXSM:
+    both cut the packet into the same three frames (1000, 1000 and 500 bytes
+    of payload), byte for byte, each with its own IPv4 length, ID and
+    checksum, sequence number, FIN and PSH on the last only, and its TCP
+    checksum; each RS descriptor gets DD.  (A payload of whole segments
+    would not agree: QEMU then sends a fourth frame of headers alone.)"""
+    packet = tso_packet()
+    hdr_len, mss = 54, 1000
+    pieces = [packet[:hdr_len], packet[hdr_len:2000], packet[2000:]]
+
+    def script(nic: Nic) -> dict:
+        tucmd = s.TXD_CMD_IP | s.TXD_CMD_TCP | s.TXD_CMD_TSE | s.TXD_CMD_RS
+        nic.mem_write(TX_RING, s.TX_CTXT.pack(14, 24, 33, 34, 50, 0, s.TX_CTXT_DEXT | tucmd << 24 | len(packet) - hdr_len,
+                                              0, hdr_len, mss))
+        for i, data in enumerate(pieces, 1):
+            buf = TX_BUFS + i * BUF_STRIDE
+            nic.mem_write(buf, data)
+            cmd = s.TXD_CMD_DEXT | s.TXD_CMD_TSE | s.TXD_CMD_IFCS | (TX_CMD if i == len(pieces) else 0)
+            nic.mem_write(TX_RING + i * s.DESC_SIZE, s.TX_DESC.pack(
+                buf, len(data), s.TXD_DTYP_D << s.TXD_DTYP_SHIFT, cmd, 0, s.TXD_POPTS_IXSM | s.TXD_POPTS_TXSM, 0))
+        for name, value in (("TDBAL", TX_RING), ("TDBAH", 0), ("TDLEN", RING * s.DESC_SIZE),
+                            ("TDH", 0), ("TDT", 0), ("TCTL", s.TCTL_EN | s.TCTL_PSP)):
+            wr(nic, name, value)
+        wr(nic, "TDT", 1 + len(pieces))
+        return tx_result(nic)
+    out = agree(nics, script)
+    frames = out["frames"]
+    assert [len(f) for f in frames] == [hdr_len + mss] * 2 + [hdr_len + 500]
+    for n, got in enumerate(frames):
+        size = len(got) - hdr_len
+        assert int.from_bytes(got[16:18], "big") == 20 + 20 + size and got[18:20] == (0x1234 + n).to_bytes(2, "big")
+        assert int.from_bytes(got[38:42], "big") == 1000 + n * mss and got[47] == (0x19 if n == 2 else 0x10)
+        ip_sum = sum(int.from_bytes(got[i:i + 2], "big") for i in range(14, 34, 2))
+        pseudo = sum(int.from_bytes(got[i:i + 2], "big") for i in range(26, 34, 2)) + 6 + 20 + size
+        tcp_sum = pseudo + sum(int.from_bytes(got[i:i + 2], "big") for i in range(34, len(got), 2))
+        assert ip_sum % 0xFFFF == 0 and tcp_sum % 0xFFFF == 0
+    assert out["status"][3] == s.TXD_STAT_DD
+
+
 def test_tx_without_rs_writes_no_status(nics):
     """RS clear: the frame leaves, no DD is written, ICR has TXQE only."""
     out = agree(nics, lambda nic: (tx_ring(nic, [(frame(), s.TXD_CMD_EOP)]), tx_result(nic))[1])

@@ -329,7 +329,7 @@ def compare(
                                             "(tcp_stream), requests and responses (tcp_rr); default 64,1500 for udp_stream, "
                                             "16384 for tcp_stream, 1 for tcp_rr, as netperf.")] = "",
     workload: Annotated[str, typer.Option(help="udp_stream, tcp_stream or tcp_rr.")] = "udp_stream",
-    offloads: Annotated[bool, typer.Option(help="The guests' GSO, GRO, TSO and TX checksum (ethtool -K); "
+    offloads: Annotated[bool, typer.Option(help="The guests' GSO, GRO, TSO and TX and RX checksums (ethtool -K); "
                                                 "--no-offloads turns them off.")] = True,
     duration_ms: Annotated[float, typer.Option(help="Length of each stream, simulated ms.")] = 2.0,
     cores: Annotated[int, typer.Option(help="Host cores (vCPUs and host threads share them).")] = 8,

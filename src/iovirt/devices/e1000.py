@@ -23,6 +23,7 @@ from ..sim.resource import Resource
 from ..spec import e1000 as s
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .discard import discard
+from .offload import rx_checksums, store_checksum, tso_segments
 from .regs import add64, narrow, widen
 from .registry import DeviceEntry
 from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Instant, Ints, Nested, UInt, VmState, length_at_most, masked
@@ -35,6 +36,7 @@ RDBAL, RDBAH, RDLEN, RDH, RDT, RDTR, RADV = (_IDX[n] for n in ("RDBAL", "RDBAH",
 TDBAL, TDBAH, TDLEN, TDH, TDT = (_IDX[n] for n in ("TDBAL", "TDBAH", "TDLEN", "TDH", "TDT"))
 GPRC, GPTC, TPR, TPT, MPC = (_IDX[n] for n in ("GPRC", "GPTC", "TPR", "TPT", "MPC"))
 GORCL, GORCH, GOTCL, GOTCH = (_IDX[n] for n in ("GORCL", "GORCH", "GOTCL", "GOTCH"))
+RXCSUM = _IDX["RXCSUM"]
 BPRC, MPRC = _IDX["BPRC"], _IDX["MPRC"]
 RAL0, MTA0 = _IDX["RAL0"], _IDX["MTA0"]
 _READ_CLEAR = frozenset(r.offset >> 2 for r in s.REGS if r.access == "rc")
@@ -42,6 +44,8 @@ _READ_ONLY = frozenset(r.offset >> 2 for r in s.REGS if r.access == "ro")
 _WRITE_ONLY = frozenset(r.offset >> 2 for r in s.REGS if r.access == "wo")
 _KNOWN = frozenset(_IDX.values())
 _TX_UNPACK = s.TX_DESC.unpack_from
+_OPTS_SET = 1 << 16
+_TSO_FLAGS = (s.TSO_FLAGS_FIRST, s.TSO_FLAGS_MIDDLE, s.TSO_FLAGS_LAST)
 _RDMTS = (2, 4, 8, 8)  # SDM 13.4.22: RXDMT0 when free descriptors come down to RDLEN / n
 # Registers whose writes keep only some bits (the handlers' masks): a restored value must fit them.
 _WRITE_MASKS = {RDLEN: 0xFFF80, TDLEN: 0xFFF80, RDT: 0xFFFF, TDT: 0xFFFF, IMS: s.IMS_ALL}
@@ -112,6 +116,8 @@ class E1000:
         self.r[RAL0 + 1] = int.from_bytes(mac[4:], "little") | s.RAH_AV
         self.tx_frame = bytearray()
         self.tx_discard = False             # dropping the rest of a faulted/oversize chain, up to EOP
+        self.tx_ctx = bytes(s.DESC_SIZE)    # the last TCP/IP context descriptor
+        self.tx_opts = 0                    # the packet's first data descriptor: set | DCMD << 8 | POPTS
         self.ioaddr = 0
         self.irq_asserted = False
         self.next_irq_ok = 0
@@ -258,20 +264,28 @@ class E1000:
                 self._dma_fault("tx_desc_fault")
                 break
             cmd = desc[3]
-            self._tx_data(cpu, desc[0], desc[1], cmd)
+            if cmd & s.TXD_CMD_DEXT and desc[2] >> s.TXD_DTYP_SHIFT == s.TXD_DTYP_C:
+                self.tx_ctx = s.TX_DESC.pack(*desc)         # SDM 3.3.6: the offload context, no data
+            else:
+                self._tx_data(cpu, desc)
             if cmd & (s.TXD_CMD_RS | s.TXD_CMD_RPS):
                 self.dma.store(cpu, s.TX_STATUS, addr + 12, desc[4] | s.TXD_STAT_DD)
                 cause |= s.ICR_TXDW
             r[TDH] = head + 1 if head + 1 < count else 0
         self.set_cause(cpu, cause)
 
-    def _tx_data(self, cpu: Resource, buf: int, length: int, cmd: int) -> None:
+    def _tx_data(self, cpu: Resource, desc: tuple) -> None:
+        buf, length, cso, cmd, _, popts, _ = desc
         frame = self.tx_frame
+        if cmd & s.TXD_CMD_DEXT:
+            length |= (cso & s.TXD_DTALEN_HI) << 16
+            if not self.tx_opts:                            # the first descriptor's DCMD and POPTS rule
+                self.tx_opts = _OPTS_SET | cmd << 8 | popts
         if self.tx_discard:
             pass
-        elif cmd & s.TXD_CMD_DEXT:
-            discard(self, "tx_extended_desc_unsupported")
-        elif len(frame) + length > s.MAX_FRAME:
+        elif cmd & s.TXD_CMD_DEXT and cso >> s.TXD_DTYP_SHIFT != s.TXD_DTYP_D:
+            discard(self, "tx_unsupported_descriptor")
+        elif len(frame) + length > (s.TSO_MAX_PACKET if self.tx_opts >> 8 & s.TXD_CMD_TSE else s.MAX_FRAME):
             discard(self, "tx_oversize")
             frame.clear()
             self.tx_discard = True
@@ -284,9 +298,40 @@ class E1000:
                 self.tx_discard = True
         if cmd & s.TXD_CMD_EOP:
             if frame:
-                self._transmit(cpu, bytes(frame))
+                if self.tx_opts & (s.TXD_CMD_TSE << 8 | s.TXD_POPTS_IXSM | s.TXD_POPTS_TXSM):
+                    for one in self._tx_offload(bytes(frame)):
+                        self._transmit(cpu, one)
+                else:
+                    self._transmit(cpu, bytes(frame))
                 frame.clear()
             self.tx_discard = False
+            self.tx_opts = 0
+
+    def _tx_offload(self, packet: bytes) -> list[bytes]:
+        """SDM 3.3.6, 3.3.7: the checksums the context places inserted (the
+        IPv4 one from IPCSS to IPCSE, the TCP/UDP one from TUCSS to TUCSE or
+        the end), or with TSE the packet cut into HDRLEN bytes of headers and
+        MSS of payload a segment.  A checksum whose field is past the packet
+        is not inserted; a TSO packet with MSS 0 or headers not ending before
+        its end, or whose payload is not PAYLEN, is dropped and counted."""
+        ipcss, ipcso, ipcse, tucss, tucso, tucse, cmd_len, _, hdr_len, mss = s.TX_CTXT.unpack_from(self.tx_ctx)
+        popts, size = self.tx_opts & 0xFF, len(packet)
+        ip_sum = popts & s.TXD_POPTS_IXSM and ipcso + 2 <= size and ipcss < size
+        l4_sum = popts & s.TXD_POPTS_TXSM and tucso + 2 <= size and tucss < size
+        if self.tx_opts >> 8 & s.TXD_CMD_TSE:
+            if (not mss or not cmd_len >> 24 & s.TXD_CMD_TSE or hdr_len >= size or tucss + 20 > hdr_len
+                    or ipcss + 20 > hdr_len or size - hdr_len != cmd_len & 0xFFFFF):
+                discard(self, "tx_bad_tso", packet)
+                return []
+            return tso_segments(packet, hdr_len, mss, ipcss, ipcso if ip_sum and ipcso + 2 <= hdr_len else None,
+                                ipcse + 1 if ipcse else tucss, tucss,
+                                tucso if l4_sum and tucso + 2 <= hdr_len else None, _TSO_FLAGS)
+        frame = bytearray(packet)
+        if ip_sum:
+            store_checksum(frame, ipcss, min(ipcse + 1, size) if ipcse else size, ipcso)
+        if l4_sum:
+            store_checksum(frame, tucss, min(tucse + 1, size) if tucse else size, tucso)
+        return [bytes(frame)]
 
     def _transmit(self, cpu: Resource, frame: bytes) -> None:
         r = self.r
@@ -328,17 +373,20 @@ class E1000:
         count = r[RDLEN] >> 4
         bufsize = s.rx_buffer_size(r[RCTL])
         pos, total = 0, len(frame)
+        checks, errors = self._rx_checksums(frame)
         while pos < total:
             head = r[RDH]
             addr = base + (head << 4)
             chunk = frame[pos : pos + bufsize]
             pos += len(chunk)
-            status = s.RXD_STAT_DD | (s.RXD_STAT_EOP if pos >= total else 0)
+            last = pos >= total
+            status = s.RXD_STAT_DD | (s.RXD_STAT_EOP | checks if last else 0)
             try:
                 buf = dma.load(cpu, s.RX_DESC, addr)[0]
                 if buf:
                     dma.write(cpu, buf, chunk)
-                dma.store(cpu, s.RX_WRITEBACK.struct, addr + s.RX_WRITEBACK_OFFSET, len(chunk), 0, status, 0, 0)
+                dma.store(cpu, s.RX_WRITEBACK.struct, addr + s.RX_WRITEBACK_OFFSET, len(chunk), 0, status,
+                          errors if last else 0, 0)
             except DmaFault:
                 self._dma_fault("rx_fault")
                 _count(r, MPC)
@@ -353,6 +401,18 @@ class E1000:
         if (r[RDT] - r[RDH]) % count <= count // _RDMTS[(r[RCTL] >> 8) & 3]:
             cause |= s.ICR_RXDMT0
         self._rx_interrupt(cpu, cause)
+
+    def _rx_checksums(self, frame: bytes) -> tuple[int, int]:
+        """SDM 3.2.3, RXCSUM: the checksums it is told to check (IPOFL, TUOFL)
+        and found checked (IPCS, TCPCS) and wrong (IPE, TCPE)."""
+        rxcsum = self.r[RXCSUM]
+        if not rxcsum & (s.RXCSUM_IPOFL | s.RXCSUM_TUOFL):
+            return 0, 0
+        ip_checked, ip_ok, l4_checked, l4_ok = rx_checksums(frame)
+        ip_checked = ip_checked and bool(rxcsum & s.RXCSUM_IPOFL)
+        l4_checked = l4_checked and bool(rxcsum & s.RXCSUM_TUOFL)
+        return ((s.RXD_STAT_IPCS if ip_checked else 0) | (s.RXD_STAT_TCPCS if l4_checked else 0),
+                (s.RXD_ERR_IPE if ip_checked and not ip_ok else 0) | (s.RXD_ERR_TCPE if l4_checked and not l4_ok else 0))
 
     def _rx_interrupt(self, cpu: Resource, cause: int) -> None:
         r = self.r
@@ -424,8 +484,8 @@ class E1000:
 
     VMSTATE = VmState("e1000", 1, (
         Ints("r", 32, check=_registers_problem), Ints("eeprom", 16),
-        Bytes("tx_frame", variable=True, check=length_at_most(s.MAX_FRAME, "the largest legacy TX packet")),
-        Flag("tx_discard"),
+        Bytes("tx_frame", variable=True, check=length_at_most(s.TSO_MAX_PACKET, "the largest TSO packet")),
+        Flag("tx_discard"), Bytes("tx_ctx"), UInt("tx_opts", 32),
         UInt("ioaddr", 32, check=masked(s.BAR0_SIZE - 4, "IOADDR selects a dword of the 128 KiB register BAR")),
         Flag("irq_asserted"), Instant("next_irq_ok"), Flag("mit_timer_armed"), Flag("rx_timer_armed"),
         UInt("pending_rx_cause", 32, check=masked(s.ICR_RXT0 | s.ICR_RXDMT0, "the causes the delay timers hold")),
@@ -436,4 +496,5 @@ class E1000:
 DEVICE = DeviceEntry(E1000, "emulated", "Intel 82540EM gigabit (8254x SDM); the 82545EM on ESXi",
                      ("QEMU/KVM", "Xen HVM", "VMware ESXi", "VirtualBox"), "e1000", (s.VENDOR_ID, s.DEVICE_ID),
                      variants=tuple(s.VARIANTS), variant_ids=((s.VENDOR_ID, s.DEVICE_ID_82545EM),),
-                     variant_on=(("esxi", "82545em"),))
+                     variant_on=(("esxi", "82545em"),),
+                     offloads=("rx-checksum", "tx-checksum-ipv4", "tx-tcp-segmentation"))

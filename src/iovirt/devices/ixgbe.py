@@ -44,6 +44,7 @@ from ..spec import ixgbe as s
 from ..spec.ethernet import ETH_FCS_LEN as _FCS
 from ..spec.pci import PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
 from .discard import discard
+from .offload import rx_checksums, store_checksum, tso_segments
 from .ixgbe_switch import SriovEngine
 from .regs import add64, narrow, widen
 from .registry import ASSIGNERS, DeviceEntry
@@ -83,7 +84,10 @@ _TX_STATUS_OFF = s.TX_WB.offset("status")
 _VECTOR_BITS = (1 << s.MSIX_VECTORS) - 1
 _BCAST = b"\xff" * 6
 _MO_SHIFT = (4, 3, 2, 0)
-_TX_WHOLE_MASK = s.TXD_CMD_DEXT | s.ADVTXD_DTYP_MASK | s.TXD_CMD_EOP
+_TX_WHOLE_MASK = s.TXD_CMD_DEXT | s.ADVTXD_DTYP_MASK | s.TXD_CMD_EOP | s.ADVTXD_DCMD_TSE
+_TX_OFFLOADS = s.ADVTXD_POPTS_IXSM | s.ADVTXD_POPTS_TXSM
+_TSO_MAX = s.ADVTXD_PAYLEN_MAX + 255                                # payload and headers (MACLEN, IPLEN, L4LEN)
+_TSO_FLAGS = (s.TSO_FLAGS_FIRST, s.TSO_FLAGS_MIDDLE, s.TSO_FLAGS_LAST)
 _TX_WHOLE = s.TXD_CMD_DEXT | s.ADVTXD_DTYP_DATA | s.TXD_CMD_EOP      # a data descriptor holding a whole frame
 
 Msi = Callable[[Resource, int], None]
@@ -164,6 +168,9 @@ class Ixgbe:
         self.tx_parts: list[list[bytes]] = [[] for _ in range(self.num_queues)]
         self.tx_len = [0] * self.num_queues
         self.tx_discard = [False] * self.num_queues
+        self.tx_first: list[tuple[int, int] | None] = [None] * self.num_queues    # the packet's first (cmd, olinfo)
+        self.tx_ctx: list[list[tuple[int, int, int] | None]] = [[None] * s.ADVTXD_TSO_CONTEXTS
+                                                               for _ in range(self.num_queues)]
         self.tx_cache: list[tuple | None] = [None] * self.num_queues    # ((base, count, head), descriptors, n)
         self.rx_cache: list[tuple | None] = [None] * self.num_queues    # (base << 32 | count, head, buffers)
         self.tx_fifo: deque[tuple[float, int]] = deque()   # (time the wire has sent it, bytes)
@@ -436,8 +443,8 @@ class Ixgbe:
                                        and not self._tx_room(engine, q)):
                 self.tx_cache[q] = ((base, count, head), burst, i, end - i)
                 return i - at, reported
-            buf, cmd, _ = _TX_UNPACK(burst, i << 4)
-            self._tx_desc(engine, q, buf, cmd)
+            buf, cmd, olinfo = _TX_UNPACK(burst, i << 4)
+            self._tx_desc(engine, q, buf, cmd, olinfo)
             if cmd & s.TXD_CMD_RS:
                 try:
                     dma.store(engine, _TX_STATUS, base + (head << 4) + _TX_STATUS_OFF, s.TXD_STAT_DD)
@@ -451,10 +458,11 @@ class Ixgbe:
                 return -1, reported
         return n, reported
 
-    def _tx_desc(self, engine: Resource, q: int, buf: int, cmd: int) -> None:
+    def _tx_desc(self, engine: Resource, q: int, buf: int, cmd: int, olinfo: int) -> None:
         length = cmd & s.ADVTXD_DTALEN_MASK
         if (cmd & _TX_WHOLE_MASK == _TX_WHOLE and 0 < length <= s.MAX_TX_FRAME and not self.tx_parts[q]
-                and not self.tx_discard[q]):         # NOTE: _tx_gather inlined for a frame in one descriptor
+                and not self.tx_discard[q] and not olinfo & _TX_OFFLOADS):
+            # NOTE: _tx_gather inlined for a frame in one descriptor without offloads
             try:
                 frame = self.owner[q].dma.read(engine, buf, length)
             except DmaFault:
@@ -465,19 +473,68 @@ class Ixgbe:
         if not cmd & s.TXD_CMD_DEXT or cmd & s.ADVTXD_DTYP_MASK not in (s.ADVTXD_DTYP_DATA, s.ADVTXD_DTYP_CTXT):
             discard(self, "tx_unsupported_descriptor")
         elif cmd & s.ADVTXD_DTYP_MASK == s.ADVTXD_DTYP_CTXT:
-            return                           # offload context: no data, no EOP
-        elif not self.tx_discard[q] and cmd & s.ADVTXD_DTALEN_MASK:
-            self._tx_gather(engine, q, buf, cmd & s.ADVTXD_DTALEN_MASK)
+            # 7.2.3.2.3: the context goes into its slot; no data, no EOP
+            self.tx_ctx[q][olinfo >> s.ADVTXD_IDX_SHIFT & 1] = (buf & 0xFFFFFFFF, cmd, olinfo)
+            return
+        else:
+            if self.tx_first[q] is None:
+                self.tx_first[q] = (cmd, olinfo)            # the first descriptor's offload fields rule the packet
+            if not self.tx_discard[q] and length:
+                self._tx_gather(engine, q, buf, length)
         if cmd & s.TXD_CMD_EOP:
             parts = self.tx_parts[q]
             if parts:
-                self._transmit(engine, q, parts[0] if len(parts) == 1 else b"".join(parts))
+                packet = parts[0] if len(parts) == 1 else b"".join(parts)
+                first = self.tx_first[q]
+                if first is not None and (first[0] & s.ADVTXD_DCMD_TSE or first[1] & _TX_OFFLOADS):
+                    for frame in self._tx_offload(q, packet, *first):
+                        self._transmit(engine, q, frame)
+                else:
+                    self._transmit(engine, q, packet)
                 parts.clear()
             self.tx_len[q] = 0
             self.tx_discard[q] = False
+            self.tx_first[q] = None
+
+    def _tx_offload(self, q: int, packet: bytes, cmd: int, olinfo: int) -> list[bytes]:
+        """7.2.4, 7.2.5: the packet's checksums inserted, or (TSE) the packet
+        cut into segments of the context's MSS, by the context the first
+        descriptor names (CC, IDX).  A packet whose context is missing or does
+        not fit it (MSS 0, headers past its end, a payload other than PAYLEN)
+        is dropped and counted."""
+        ctx = self.tx_ctx[q][olinfo >> s.ADVTXD_IDX_SHIFT & 1] if olinfo & s.ADVTXD_CC else None
+        if ctx is None:
+            discard(self, "tx_no_context", packet)
+            return []
+        macip, tucmd, mss_l4len = ctx
+        maclen = macip >> s.ADVTXD_MACLEN_SHIFT & s.ADVTXD_MACLEN_MASK
+        iplen = macip & s.ADVTXD_IPLEN_MASK
+        tucss = maclen + iplen
+        ipcso = maclen + 10 if olinfo & s.ADVTXD_POPTS_IXSM and tucmd & s.ADVTXD_TUCMD_IPV4 else None
+        tucso = (tucss + (16 if tucmd & s.ADVTXD_TUCMD_L4T_TCP else 6)) if olinfo & s.ADVTXD_POPTS_TXSM else None
+        if not cmd & s.ADVTXD_DCMD_TSE:
+            if tucss > len(packet) or any(at is not None and at + 2 > len(packet) for at in (ipcso, tucso)):
+                discard(self, "tx_bad_context", packet)
+                return []
+            frame = bytearray(packet)
+            if ipcso is not None:
+                store_checksum(frame, maclen, tucss, ipcso)
+            if tucso is not None:
+                store_checksum(frame, tucss, len(frame), tucso)
+            return [bytes(frame)]
+        mss = mss_l4len >> s.ADVTXD_MSS_SHIFT
+        hdrlen = tucss + (mss_l4len >> s.ADVTXD_L4LEN_SHIFT & 0xFF)
+        if (not mss or not tucmd & s.ADVTXD_TUCMD_L4T_TCP or iplen < 20 or hdrlen - tucss < 20
+                or hdrlen >= len(packet) or len(packet) - hdrlen != olinfo >> s.ADVTXD_PAYLEN_SHIFT
+                or hdrlen + mss > s.MAX_TX_FRAME):
+            discard(self, "tx_bad_tso", packet)
+            return []
+        return tso_segments(packet, hdrlen, mss, maclen, ipcso, tucss, tucss, tucso, _TSO_FLAGS)
 
     def _tx_gather(self, engine: Resource, q: int, buf: int, length: int) -> None:
-        if self.tx_len[q] + length > s.MAX_TX_FRAME:
+        first = self.tx_first[q]
+        if self.tx_len[q] + length > (_TSO_MAX if first is not None and first[0] & s.ADVTXD_DCMD_TSE
+                                      else s.MAX_TX_FRAME):
             discard(self, "tx_oversize")
         else:
             try:
@@ -718,10 +775,11 @@ class Ixgbe:
             return
         engine, owner = self.rx_engine, self.owner[q]
         engine.sync(self.sim.now)
+        checks = s.RXD_STAT_EOP | _rx_checksum_bits(frame) if frame is not None else s.RXD_STAT_EOP
         try:
             for addr, length, eop in written:
                 owner.dma.store(engine, _RX_WB, addr, info, 0, rss,
-                                s.RXD_STAT_DD | (s.RXD_STAT_EOP if eop else 0), length, 0)
+                                s.RXD_STAT_DD | (checks if eop else 0), length, 0)
         except DmaFault:
             owner.dma_fault("rx_fault")
             if frame is not None:
@@ -793,6 +851,14 @@ class Ixgbe:
         self.pci.config.set_bits(PCI_STATUS, 2, PCI_STATUS_REC_MASTER_ABORT, True)
 
 
+def _rx_checksum_bits(frame: bytes) -> int:
+    """7.1.11: the last descriptor of an IPv4 frame says which checksums the
+    82599 checked (IPCS, L4CS) and which it found wrong (IPE, TCPE)."""
+    ip_checked, ip_ok, l4_checked, l4_ok = rx_checksums(frame)
+    return ((s.RXD_STAT_IPCS if ip_checked else 0) | (0 if ip_ok or not ip_checked else s.RXDADV_ERR_IPE)
+            | (s.RXD_STAT_L4CS if l4_checked else 0) | (0 if l4_ok or not l4_checked else s.RXDADV_ERR_TCPE))
+
+
 def _rss_input(frame: bytes, mrqc: int) -> tuple[int, bytes] | None:
     """(pkt_info, hash input) for an IPv4 frame whose type MRQC enables."""
     if len(frame) < 34 or frame[12] != 0x08 or frame[13] != 0x00 or frame[14] >> 4 != 4:
@@ -811,4 +877,5 @@ def _rss_input(frame: bytes, mrqc: int) -> tuple[int, bytes] | None:
 
 
 DEVICE = DeviceEntry(Ixgbe, "passthrough", "Intel 82599 10 GbE physical function, assigned whole via the IOMMU",
-                     ASSIGNERS, "ixgbe", (s.VENDOR_ID, s.DEVICE_ID))
+                     ASSIGNERS, "ixgbe", (s.VENDOR_ID, s.DEVICE_ID),
+                     offloads=("rx-checksum", "tx-checksum-ipv4", "tx-tcp-segmentation"))

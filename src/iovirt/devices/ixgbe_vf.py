@@ -241,4 +241,4 @@ class VirtualFunction:
 
 
 DEVICE = DeviceEntry(VirtualFunction, "sriov", "Intel 82599 SR-IOV virtual function", ASSIGNERS, "ixgbevf",
-                     (vs.VENDOR_ID, vs.DEVICE_ID))
+                     (vs.VENDOR_ID, vs.DEVICE_ID), offloads=("rx-checksum", "tx-checksum-ipv4", "tx-tcp-segmentation"))

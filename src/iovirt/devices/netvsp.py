@@ -42,7 +42,7 @@ from ..spec import vmbus as v
 from ..spec.ethernet import ETH_HLEN
 from ..spec.rss import IPV4_L4_INPUT, toeplitz, toeplitz_tables
 from .discard import discard
-from .offload import GSO_MAX_SIZE, TCP_MIN_MSS, complete_checksum, csum_ok, is_tcpv4, tcpv4_checksum_ok
+from .offload import GSO_MAX_SIZE, TCP_MIN_MSS, complete_checksum, is_tcpv4, rx_checksums
 from .registry import DeviceEntry
 
 NAPI_WEIGHT = 64
@@ -537,7 +537,7 @@ class Netvsp:
                 discard(self, "tx_bad_csum", frame)
                 return False
             cpu.charge("csum", nbytes=size - at, acct=self.acct)
-            frame = complete_checksum(frame, at, TCP_CHECK)
+            frame = complete_checksum(frame, at, at + TCP_CHECK)
         cpu.charge("copy", nbytes=size, acct=self.acct)
         self.port.send(cpu, frame, gso)
         return True
@@ -599,11 +599,10 @@ class Netvsp:
         cpu.charge("copy", nbytes=len(frame), acct=self.acct)
         info = b""
         if "rx_csum" in self.offload and is_tcpv4(frame):         # the sums checked, the result told
-            l4 = ETH_HLEN + (frame[ETH_HLEN] & 0xF) * 4
             cpu.charge("csum", nbytes=len(frame) - ETH_HLEN, acct=self.acct)
-            ip_ok = csum_ok(frame[ETH_HLEN:l4])
+            _, ip_ok, _, tcp_ok = rx_checksums(frame)
             info = r.ppi(r.TCPIP_CHKSUM_PKTINFO, (r.NDIS_TCPIP_CSUM_RX_IP_SUCCEEDED if ip_ok else 0) | (
-                r.NDIS_TCPIP_CSUM_RX_TCP_SUCCEEDED if tcpv4_checksum_ok(frame) else r.NDIS_TCPIP_CSUM_RX_TCP_FAILED))
+                r.NDIS_TCPIP_CSUM_RX_TCP_SUCCEEDED if tcp_ok else r.NDIS_TCPIP_CSUM_RX_TCP_FAILED))
         header = _RNDIS_PACKET.pack(r.RNDIS_MSG_PACKET, r.RNDIS_PACKET.size + len(info) + len(frame),
                                     r.RNDIS_PACKET_HEADER + len(info), len(frame), 0, 0, 0,
                                     r.RNDIS_PACKET_HEADER if info else 0, len(info), 0, 0)

@@ -27,6 +27,7 @@ MAX_FRAME = 65550
 _HDR = v.NET_HDR
 _HDR_SIZE = _HDR.size
 _RX_HDR = _HDR.pack(0, v.VIRTIO_NET_HDR_GSO_NONE, 0, 0, 0, 0, 1)
+_RX_HDR_VALID = _HDR.pack(v.VIRTIO_NET_HDR_F_DATA_VALID, v.VIRTIO_NET_HDR_GSO_NONE, 0, 0, 0, 0, 1)
 _MRG_RXBUF = v.VIRTIO_NET_F_MRG_RXBUF
 _NET_CONFIG = v.NET_CONFIG
 
@@ -36,7 +37,8 @@ class VirtioNet(VirtioPciDevice):
     DEVICE_ID = v.DEVICE_ID_NET
     CLASS = CLASS_ETHERNET
     FEATURES = (VirtioPciDevice.FEATURES | 1 << v.VIRTIO_NET_F_MAC | 1 << v.VIRTIO_NET_F_MRG_RXBUF
-                | 1 << v.VIRTIO_NET_F_STATUS | 1 << v.VIRTIO_NET_F_CSUM | 1 << v.VIRTIO_NET_F_HOST_TSO4)
+                | 1 << v.VIRTIO_NET_F_STATUS | 1 << v.VIRTIO_NET_F_CSUM | 1 << v.VIRTIO_NET_F_HOST_TSO4
+                | 1 << v.VIRTIO_NET_F_GUEST_CSUM)
 
     def __init__(self, sim: Sim, mac: bytes, dma: Dma, standby: bool = False) -> None:
         """``standby``: offer VIRTIO_NET_F_STANDBY (the NIC backs up a passed-through one with its MAC)."""
@@ -121,7 +123,7 @@ class VirtioNet(VirtioPciDevice):
                 return None
             return frame, gso_size
         if flags & v.VIRTIO_NET_HDR_F_NEEDS_CSUM:
-            frame = complete_checksum(frame, csum_start, csum_offset)
+            frame = complete_checksum(frame, csum_start, csum_start + csum_offset)   # 5.1.6.2
         return frame, 0
 
     # ---- receive ---------------------------------------------------------------
@@ -142,7 +144,8 @@ class VirtioNet(VirtioPciDevice):
 
     def receive(self, cpu: Resource, frame: bytes) -> None:
         q = self.queues[v.RX_QUEUE]
-        data = _RX_HDR + frame
+        valid = getattr(frame, "csum_valid", False) and self.driver_features >> v.VIRTIO_NET_F_GUEST_CSUM & 1
+        data = (_RX_HDR_VALID if valid else _RX_HDR) + frame       # 5.1.6.4: DATA_VALID with GUEST_CSUM
         try:
             self._fill(cpu, q, data)
             if q.should_interrupt():

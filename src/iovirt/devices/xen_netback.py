@@ -59,7 +59,7 @@ class XenNetback:
         self.evtchn = 0
         self.tx = self.rx = None
         self.tx_cons = self.tx_rsp = self.rx_cons = self.rx_rsp = 0
-        self.rx_pending: list[tuple[int, int]] = []         # (request id, length) awaiting the flush
+        self.rx_pending: list[tuple[int, int, int]] = []    # (request id, length, flags) awaiting the flush
         self.dom0_mem = kernel.vm.mem
         self.ops = kernel.alloc(2 * NAPI_WEIGHT * x.GNTTAB_COPY.size)
         self.pages = [kernel.alloc(x.PAGE_SIZE) for _ in range(NAPI_WEIGHT + RX_BATCH)]
@@ -310,7 +310,8 @@ class XenNetback:
                          (gref, self.frontend_domid, 0), len(frame), x.GNTCOPY_dest_gref)
         if not self.rx_pending:
             self.sim.at(cpu.cursor, self._rx_flush, cpu)
-        self.rx_pending.append((rid, len(frame)))
+        # xenvif_rx_data_slot: a checksum the host validated is data_validated
+        self.rx_pending.append((rid, len(frame), x.NETRXF_data_validated if getattr(frame, "csum_valid", False) else 0))
 
     def _rx_flush(self, cpu: Resource) -> None:
         if self._held(lambda: self._rx_flush(cpu)):
@@ -319,7 +320,7 @@ class XenNetback:
         if not self.running:
             return
         cpu.sync(self.sim.now)
-        for (rid, length), status in zip(pending, self._copy(cpu, NAPI_WEIGHT, len(pending))):
+        for (rid, length, flags), status in zip(pending, self._copy(cpu, NAPI_WEIGHT, len(pending))):
             ok = status == x.GNTST_okay
             if ok:
                 self.stats["rx_frames"] += 1
@@ -327,7 +328,7 @@ class XenNetback:
                 self._drop("rx_grant_errors")
             cpu.charge("ring_op", acct=self.acct)
             at = self.rx.base + x.RING_OFFSET + (self.rx_rsp & RX_MASK) * x.RX_ENTRY
-            self.rx.mem.store(x.RX_RESPONSE, at, rid, 0, 0, length if ok else x.NETIF_RSP_ERROR)
+            self.rx.mem.store(x.RX_RESPONSE, at, rid, 0, flags, length if ok else x.NETIF_RSP_ERROR)
             self.rx_rsp = (self.rx_rsp + 1) & x.RING_IDX_MASK
         self._push(cpu, self.rx, self.rx_rsp)
         self.port.flush(cpu)

@@ -107,7 +107,7 @@ def _wire(link, sink) -> None:
 
 
 def _stack(stack, sink) -> None:
-    _hook(stack, "receive", sink, lambda frame: (stack.cpu.cursor, frame, stack.cpu))
+    _hook(stack, "receive", sink, lambda frame, *validated: (stack.cpu.cursor, frame, stack.cpu))
     _hook(stack.netdev, "transmit", sink, lambda frame: (stack.cpu.cursor, frame, stack.cpu), refusable=True)
 
 

@@ -76,7 +76,7 @@ def scenario(config: Config | None, vms: int, packet_size: int, duration_ms: flo
     """The sweep point as a scenario document; ``config`` None is the bare-metal baseline.
     ``packet_size`` is the size ``workload`` takes: a UDP stream's packets, a TCP
     stream's messages, a TCP_RR's requests and responses.  ``offloads`` False:
-    every NIC's GSO, GRO, TSO and TX checksum off (``ethtool -K``)."""
+    every NIC's GSO, GRO, TSO and TX and RX checksums off (``ethtool -K``)."""
     exclusive = config is None or config.model == "passthrough"
     shared_vfs = config is not None and config.model == "sriov"
     ports = vms if exclusive else 1
@@ -92,7 +92,7 @@ def scenario(config: Config | None, vms: int, packet_size: int, duration_ms: flo
         uplink = f"pnic{i}" if exclusive else "pnic0" if shared_vfs else None
         nic = _nic(config or Config("passthrough", "ixgbe"), i, uplink)
         if not offloads:
-            nic["offloads"] = {"gso": False, "gro": False, "tso": False, "tx": False}
+            nic["offloads"] = {"gso": False, "gro": False, "tso": False, "tx": False, "rx": False}
         machines.append({"name": f"vm{i}", "host": "host0", "nics": [nic]} | ({"bare_metal": True} if config is None else {}))
     sizes = {SIZE_KEY[workload]: packet_size} | ({"response_size": packet_size} if workload == "tcp_rr" else {})
     workloads = [{"type": workload, "src": f"vm{i}", "dst": "wire", **sizes,

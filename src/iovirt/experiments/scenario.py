@@ -217,13 +217,15 @@ def _moderation(value: Any) -> Any:
 class Offloads(_Strict):
     """The guest's offload switches for a NIC, as ``ethtool -K`` sets them: the
     stack's software GSO and GRO (on by default, as in Linux), and the
-    device's TCP segmentation (``tso``) and transmit checksum (``tx``) where
-    its driver negotiated them; a device without one simply lacks it."""
+    device's TCP segmentation (``tso``), transmit checksum (``tx``) and
+    receive checksum validation (``rx``) where its driver negotiated them; a
+    device without one simply lacks it."""
 
     gso: bool = True
     gro: bool = True
     tso: bool = True
     tx: bool = True
+    rx: bool = True
 
 
 class VmNic(_Strict):

@@ -148,7 +148,7 @@ class World:
             if not nic.standby:             # a standby is one interface with its primary (net_failover)
                 guest.ifup(mac_bytes(nic.mac), str(nic.ip))
                 o = nic.offloads
-                guest.ethtool_features(mac_bytes(nic.mac), gso=o.gso, gro=o.gro, tso=o.tso, tx=o.tx)
+                guest.ethtool_features(mac_bytes(nic.mac), gso=o.gso, gro=o.gro, tso=o.tso, tx=o.tx, rx=o.rx)
             if nic.interrupt_moderation != "adaptive":
                 guest.coalesce(mac_bytes(nic.mac), nic.interrupt_moderation)
         return guest

@@ -229,15 +229,19 @@ class GuestKernel:
         at ``rate`` interrupts/s, or ``off``."""
         next(n for n in self.netdevs if n.mac == mac).set_coalesce(rate)
 
-    def ethtool_features(self, mac: bytes, gso: bool, gro: bool, tso: bool, tx: bool) -> None:
+    def ethtool_features(self, mac: bytes, gso: bool, gro: bool, tso: bool, tx: bool, rx: bool = True) -> None:
         """ethtool -K on the interface with ``mac``: its software GSO and GRO
-        on or off, and its device's TSO and TX checksum where the driver has
-        them (TSO needs the checksum: netdev_fix_features)."""
+        on or off, its device's TSO and TX checksum where the driver has
+        them (TSO needs the checksum: netdev_fix_features), and whether the
+        driver trusts the device's receive checksums where it has them."""
         stack = self.interfaces[mac]
-        offloads = getattr(stack.netdev, "offloads", frozenset())
+        netdev = stack.netdev
+        offloads = getattr(netdev, "offloads", frozenset())
         stack.gso, stack.gro = gso, gro
         stack.tx_csum = tx and "tx_csum" in offloads
         stack.tso = tso and stack.tx_csum and "tso" in offloads
+        if hasattr(netdev, "rx_csum"):
+            netdev.rx_csum = rx
 
     def ifup(self, mac: bytes, address: str) -> IPv4Stack:
         """Configure the interface whose hardware address is ``mac``."""

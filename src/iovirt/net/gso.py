@@ -36,6 +36,15 @@ class GsoFrame(bytes):
         return packet
 
 
+class ValidatedFrame(bytes):
+    """A frame whose TCP checksum a NIC validated (skb->ip_summed
+    CHECKSUM_UNNECESSARY), as the bridge and a tap carry it to the devices
+    that can tell their guests (VIRTIO_NET_HDR_F_DATA_VALID, Xen's
+    NETRXF_data_validated)."""
+
+    csum_valid = True
+
+
 def headers_len(frame: bytes) -> int:
     """Ethernet, IPv4 and TCP headers of a TCP/IPv4 frame."""
     l4 = ETH_HLEN + (frame[ETH_HLEN] & 0xF) * 4

@@ -4,7 +4,8 @@ and GRO, above a transmit queue and the device driver (``netdev``).
 
 The driver contract: ``netdev.transmit(frame) -> bool`` takes the frame or
 refuses it (ring full); after a refusal the driver calls ``tx_wake()`` once it
-has freed descriptors, and hands every received frame to ``receive()``.
+has freed descriptors, and hands every received frame to ``receive()``, with
+whether its device validated the frame's TCP checksum.
 
 Costs, on the vCPU ``cpu``: one ``guest_stack`` per packet sent or received and
 one ``copy`` per byte of payload crossing the socket boundary; TCP's own are
@@ -12,9 +13,9 @@ in ``tcp.py``, GRO's ``gro_receive`` per frame it takes.
 
 TCP needs timers and deferred work: ``sched`` is the machine's kernel
 (``run_at(when, fn)``, ``run_soon(fn)``).  GSO (``gso``) and GRO (``gro``)
-are software and on by default, as in Linux; ``rx_csum``: the device
-validated received checksums (NETIF_F_RXCSUM), so the stack does not sum
-them again.  A driver whose device segments TCP packets itself and sums
+are software and on by default, as in Linux; a driver whose device
+validated a received frame's TCP checksum says so with the frame
+(CHECKSUM_UNNECESSARY), and the stack does not sum it again.  A driver whose device segments TCP packets itself and sums
 their checksums lists ``tso`` and ``tx_csum`` in its ``offloads``; the stack
 then hands it whole GSO packets (:class:`~iovirt.net.gso.GsoFrame`) and
 leaves the checksums to it.
@@ -95,7 +96,7 @@ class IPv4Stack:
     def __init__(
         self, cpu: Resource, mac: bytes, ip: IPv4Interface, netdev: NetDevice,
         *, mtu: int = 1500, txqueuelen: int = TXQUEUELEN, drops: Drops | None = None, place: str = "stack",
-        sched: Any = None, gso: bool = True, gro: bool = True, rx_csum: bool = False,
+        sched: Any = None, gso: bool = True, gro: bool = True,
     ) -> None:
         """``drops``: the run's ledger, where what this stack discards is counted under ``place``."""
         if len(mac) != ETH_ALEN:
@@ -112,6 +113,7 @@ class IPv4Stack:
         self.stats: Counter[str] = Counter()
         self.drops, self.place = drops, place
         self._rx_frame = b""                    # the frame being received, for the drop ledger
+        self._rx_valid = False                  # its TCP checksum validated by the device (skb->ip_summed)
         self.arp_table: dict[int, bytes] = {}
         self.arp_queue: dict[int, list[tuple[bytes, bytes, bytes]]] = {}
         self.qdisc: deque[bytes] = deque()
@@ -119,7 +121,7 @@ class IPv4Stack:
         self.echo_waiters: dict[tuple[int, int, int], Callable[[int, int, bytes], Any]] = {}
         self._write_waiters: dict[Any, None] = {}     # sockets to call back (write_space) when the qdisc has room
         self.sched = sched
-        self.gso, self.gro, self.rx_csum = gso, gro and sched is not None, rx_csum
+        self.gso, self.gro = gso, gro and sched is not None
         offloads = getattr(netdev, "offloads", frozenset())
         self.tso, self.tx_csum = "tso" in offloads, "tx_csum" in offloads
         self.tcp_socks: dict[tuple[int, int, int], TcpSock] = {}     # (local port, remote address, remote port)
@@ -194,9 +196,12 @@ class IPv4Stack:
 
     # --- driver API -----------------------------------------------------------
 
-    def receive(self, frame: bytes) -> None:
+    def receive(self, frame: bytes, csum_valid: bool = False) -> None:
         """One received frame (napi_gro_receive, then netif_receive_skb).  A
-        bad frame is counted in ``stats`` under the reason and dropped."""
+        bad frame is counted in ``stats`` under the reason and dropped.
+        ``csum_valid``: the device checked its TCP checksum and found it good
+        (CHECKSUM_UNNECESSARY): the stack neither sums nor checks it."""
+        self._rx_valid = csum_valid
         if self._gro_held or self.gro and frame[23:24] == b"\x06":
             if self.gro and self._gro_receive(frame):
                 return
@@ -481,10 +486,10 @@ class IPv4Stack:
         doff = (seg[12] >> 4) * 4
         if not TCP_HLEN <= doff <= len(seg):
             return self._drop("tcp_bad_length")
-        if not self.rx_csum:
+        if not self._rx_valid:
             self.cpu.charge("csum", nbytes=len(seg))
-        if csum_fold(pseudo_header_sum(saddr, self.addr, IPPROTO_TCP, len(seg)) + csum_reduced(seg)):
-            return self._drop("tcp_bad_checksum")
+            if csum_fold(pseudo_header_sum(saddr, self.addr, IPPROTO_TCP, len(seg)) + csum_reduced(seg)):
+                return self._drop("tcp_bad_checksum")
         self._tcp_demux(saddr, seg[:doff], seg[doff:], 1)
 
     def _tcp_demux(self, saddr: int, tcph: bytes, payload: bytes, segs: int) -> None:
@@ -522,10 +527,10 @@ class IPv4Stack:
             return False
         saddr = int.from_bytes(iph[12:16], "big")
         self.cpu.charge("gro_receive")
-        if not self.rx_csum:
+        if not self._rx_valid:
             self.cpu.charge("csum", nbytes=len(seg))
-        if csum_fold(pseudo_header_sum(saddr, self.addr, IPPROTO_TCP, len(seg)) + csum_reduced(seg)):
-            return False
+            if csum_fold(pseudo_header_sum(saddr, self.addr, IPPROTO_TCP, len(seg)) + csum_reduced(seg)):
+                return False
         key = (saddr, int.from_bytes(seg[0:2], "big"), int.from_bytes(seg[2:4], "big"))
         payload = seg[doff:]
         seq = int.from_bytes(seg[4:8], "big")

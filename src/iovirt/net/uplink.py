@@ -2,13 +2,16 @@
 kernel's own driver runs the NIC (natively, on a host core) and the bridge
 forwards between it and the VMs' taps, as ``ip link set eth0 master br0``
 does.  Frames from the wire reach the bridge from the driver's NAPI poll;
-frames for the wire are handed to the driver's transmit on the same core."""
+frames for the wire are handed to the driver's transmit on the same core;
+a GSO packet goes to the driver whole when its NIC has TSO (the 82599 does),
+as netif_skb_features lets it."""
 
 from __future__ import annotations
 
 from collections import deque
 
 from ..sim.resource import Resource
+from .gso import ValidatedFrame
 from .vswitch import Port
 
 TXQUEUELEN = 1000           # the qdisc in front of the NIC
@@ -24,12 +27,13 @@ class UplinkPort(Port):
         self.queue: deque[bytes] = deque()
         self.place = f"{host.name}/uplink-qdisc"
         driver.stack = self
+        self.takes_gso = "tso" in getattr(driver, "offloads", ())      # the NIC cuts GSO packets (TSO)
         driver.set_promiscuous()
         host.vswitch.attach(self)
 
     # the driver's upper layer (what an IPv4 stack would be)
-    def receive(self, frame: bytes) -> None:
-        self.host.vswitch.ingress(self, frame, self.cpu)
+    def receive(self, frame: bytes, csum_valid: bool = False) -> None:
+        self.host.vswitch.ingress(self, ValidatedFrame(frame) if csum_valid else frame, self.cpu)
 
     def tx_wake(self) -> None:
         while self.queue and self.driver.transmit(self.queue[0]):

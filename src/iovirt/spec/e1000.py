@@ -147,6 +147,28 @@ TXD_CMD_VLE = 1 << 6
 TXD_CMD_IDE = 1 << 7
 TXD_STAT_DD = 1 << 0
 TX_STATUS = TX_DESC.field_struct("status")
+# SDM 3.3.5-3.3.7 extended descriptors (DEXT): the type in bits 23:20 of the
+# second dword, the high nibble of the legacy ``cso`` byte; a data
+# descriptor's length takes 20 bits, its POPTS the legacy ``css`` byte
+TXD_DTYP_SHIFT = 4          # of the cso byte
+TXD_DTYP_C = 0x0            # TCP/IP context descriptor
+TXD_DTYP_D = 0x1            # TCP/IP data descriptor
+TXD_DTALEN_HI = 0x0F        # cso byte: bits 19:16 of DTALEN / PAYLEN
+TXD_CMD_TCP = 1 << 0        # context TUCMD (the EOP bit of a data descriptor): TCP, else UDP
+TXD_CMD_IP = 1 << 1         # context TUCMD: IPv4, else IPv6
+TXD_CMD_TSE = 1 << 2        # TUCMD and DCMD: TCP segmentation
+TXD_POPTS_IXSM = 1 << 0     # data POPTS: insert the IPv4 checksum
+TXD_POPTS_TXSM = 1 << 1     # insert the TCP/UDP checksum
+# SDM 3.3.6 TCP/IP context descriptor (Linux struct e1000_context_desc)
+TX_CTXT = Layout("e1000_context_desc", 16, [
+    ("ipcss", 0, 1), ("ipcso", 1, 1), ("ipcse", 2, 2), ("tucss", 4, 1), ("tucso", 5, 1), ("tucse", 6, 2),
+    ("cmd_and_length", 8, 4), ("status", 12, 1), ("hdr_len", 13, 1), ("mss", 14, 2),
+])
+TX_CTXT_DEXT = TXD_CMD_DEXT << 24     # cmd_and_length: TUCMD in 31:24, DTYP in 23:20, PAYLEN in 19:0
+TSO_MAX_PACKET = 0x10000    # what the packet buffer holds of one TSO packet (QEMU's e1000_tx data[])
+# SDM 3.3.6: the TCP flags a segment keeps: FIN and PSH in the last only
+TSO_FLAGS_FIRST = TSO_FLAGS_MIDDLE = 0xF6
+TSO_FLAGS_LAST = 0xFF
 
 # SDM 3.2.3 receive descriptor
 RX_DESC = Layout("e1000_rx_desc", 16, [
@@ -155,7 +177,13 @@ RX_DESC = Layout("e1000_rx_desc", 16, [
 ])
 RXD_STAT_DD = 1 << 0
 RXD_STAT_EOP = 1 << 1
-RXD_STAT_IXSM = 1 << 2
+RXD_STAT_IXSM = 1 << 2     # ignore the checksum indications
+RXD_STAT_TCPCS = 1 << 5    # SDM 3.2.3: the TCP/UDP checksum was checked
+RXD_STAT_IPCS = 1 << 6     # the IPv4 header checksum was checked
+RXD_ERR_TCPE = 1 << 5      # errors: the TCP/UDP checksum is wrong
+RXD_ERR_IPE = 1 << 6       # the IPv4 header checksum is wrong
+RXCSUM_IPOFL = 1 << 8      # RXCSUM (SDM 13): check IPv4 header checksums
+RXCSUM_TUOFL = 1 << 9      # check TCP/UDP checksums
 RX_WRITEBACK = Layout("e1000_rx_writeback", 8, [
     ("length", 0, 2), ("csum", 2, 2), ("status", 4, 1), ("errors", 5, 1), ("special", 6, 2),
 ])

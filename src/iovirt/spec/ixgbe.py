@@ -233,6 +233,13 @@ RXDADV_RSSTYPE_NONE = 0x0
 RXDADV_RSSTYPE_IPV4_TCP = 0x1
 RXDADV_RSSTYPE_IPV4 = 0x2
 RXDADV_RSSTYPE_IPV4_UDP = 0x7
+RXD_STAT_L4CS = 1 << 5                  # 7.1.11: the L4 (TCP/UDP) checksum was checked
+RXD_STAT_IPCS = 1 << 6                  # the IPv4 header checksum was checked
+RXDADV_ERR_TCPE = 1 << 30               # ... and the L4 checksum is wrong
+RXDADV_ERR_IPE = 1 << 31                # ... and the IPv4 header checksum is wrong
+# RXCSUM (8.2.3.7.5): fragment checksum in the write-back, or (PCSD) the RSS hash
+RXCSUM_IPPCSE = 1 << 12
+RXCSUM_PCSD = 1 << 13
 RXDADV_PKTTYPE_IPV4 = 0x010
 RXDADV_PKTTYPE_TCP = 0x100
 RXDADV_PKTTYPE_UDP = 0x200
@@ -254,9 +261,31 @@ TXD_CMD_RS = 1 << 27
 TXD_CMD_DEXT = 1 << 29
 TXD_CMD_VLE = 1 << 30
 ADVTXD_DCMD_TSE = 1 << 31
-ADVTXD_PAYLEN_SHIFT = 14
+ADVTXD_PAYLEN_SHIFT = 14              # olinfo_status 31:14: the packet's payload after HDRLEN
+ADVTXD_PAYLEN_MAX = (1 << 18) - 1     # 256 KB - 1: the largest TSO payload
+ADVTXD_CC = 1 << 7                    # olinfo: check (use) the context IDX names
+ADVTXD_IDX_SHIFT = 4                  # olinfo and mss_l4len_idx: the context slot (two a queue)
+ADVTXD_POPTS_IXSM = 1 << 8            # olinfo: insert the IPv4 header checksum
+ADVTXD_POPTS_TXSM = 1 << 9            # olinfo: insert the TCP/UDP checksum
 TXD_STAT_DD = 1 << 0
 
+# 7.2.3.2.3 advanced transmit context descriptor: the offload parameters of
+# the packets after it that name its slot (IDX) with CC; DTYP and DEXT sit in
+# type_tucmd_mlhl where a data descriptor has them in cmd_type_len
+TX_CTXT = Layout("ixgbe_adv_tx_context_desc", DESC_SIZE, [
+    ("vlan_macip_lens", 0, 4), ("seqnum_seed", 4, 4), ("type_tucmd_mlhl", 8, 4), ("mss_l4len_idx", 12, 4),
+])
+ADVTXD_IPLEN_MASK = 0x1FF             # vlan_macip_lens 8:0: IP header length
+ADVTXD_MACLEN_SHIFT = 9               # 15:9: MAC header length
+ADVTXD_MACLEN_MASK = 0x7F
+ADVTXD_TUCMD_IPV4 = 1 << 10           # type_tucmd_mlhl: IPv4 (else IPv6)
+ADVTXD_TUCMD_L4T_TCP = 1 << 11        # L4 type TCP (0: UDP)
+ADVTXD_L4LEN_SHIFT = 8                # mss_l4len_idx 15:8: L4 header length (TSO)
+ADVTXD_MSS_SHIFT = 16                 # 31:16: maximum segment size (TSO)
+ADVTXD_TSO_CONTEXTS = 2
+# 7.2.4 TCP segmentation: the TCP flags a segment keeps (DTXTCPFLGL/H):
+# FIN and PSH in the last segment only, CWR in the first only
+TSO_FLAGS_FIRST, TSO_FLAGS_MIDDLE, TSO_FLAGS_LAST = 0xFF6, 0xF76, 0xF7F
 
 def eitr_interval_ns(eitr: int) -> int:
     """The minimum time between two interrupts of a vector that EITR holds."""

@@ -9,6 +9,8 @@ from collections.abc import Callable
 from typing import ClassVar
 
 from ...mem.guest_memory import PAGE_SIZE
+from ...net.headers import IP_CHECK, IPPROTO_TCP, TCP_CHECK, pseudo_header_sum
+from ...spec.ethernet import ETH_HLEN
 from ...spec.apic import msi_address
 from ...spec.pci import (
     PCI_CAP_ID_MSIX, PCI_MSIX_ENTRY_DATA, PCI_MSIX_ENTRY_LOWER_ADDR, PCI_MSIX_ENTRY_SIZE,
@@ -98,13 +100,35 @@ class NetDriver:
         return self.kernel.alloc.alloc(size, align, owner=self.info.bdf)
 
 
+def wants_csum(stack, frame: bytes) -> bool:
+    """A TCP/IPv4 frame whose checksum the stack left to the device
+    (CHECKSUM_PARTIAL: it does whenever the device sums TCP)."""
+    return getattr(stack, "tx_csum", False) and frame[12:14] == b"\x08\x00" and frame[23] == IPPROTO_TCP
+
+
+def tso_headers(frame: bytes) -> tuple[bytes, int, int]:
+    """What e1000_tso and ixgbe_tso do to a GSO packet's headers before the
+    NIC cuts it: the IPv4 total length and checksum zeroed, the TCP checksum
+    seeded with the pseudo-header's sum without the length (the NIC adds
+    each segment's); the packet, its IPv4 and TCP header lengths."""
+    iplen = (frame[ETH_HLEN] & 0xF) * 4
+    l4 = ETH_HLEN + iplen
+    l4len = (frame[l4 + 12] >> 4) * 4
+    seed = pseudo_header_sum(int.from_bytes(frame[ETH_HLEN + 12:ETH_HLEN + 16], "big"),
+                             int.from_bytes(frame[ETH_HLEN + 16:ETH_HLEN + 20], "big"), IPPROTO_TCP, 0) % 0xFFFF
+    head = bytearray(frame[:l4 + l4len])
+    head[ETH_HLEN + 2:ETH_HLEN + 4] = head[ETH_HLEN + IP_CHECK:ETH_HLEN + IP_CHECK + 2] = b"\0\0"
+    head[l4 + TCP_CHECK:l4 + TCP_CHECK + 2] = seed.to_bytes(2, "big")
+    return bytes(head) + frame[len(head):], iplen, l4len
+
+
 class DescriptorRings(NetDriver):
     """Intel's descriptor rings, legacy (e1000) and advanced (ixgbe, ixgbevf):
-    a TX descriptor is done once the NIC wrote back DD (reclaimed at most
-    ``TX_WORK_LIMIT`` a poll); cleaned RX buffers go back to the NIC with a
+    a TX packet is done once the NIC wrote back DD into its last descriptor
+    (reclaimed at most ``TX_WORK_LIMIT`` packets a poll); cleaned RX buffers go back to the NIC with a
     tail write (:meth:`_refill`, called every few buffers by the driver's RX
-    loop).  A driver sets ``tx_ring``/``tx_use``/``tx_clean`` and ``rx_tail``
-    with ``_rdt``, its RDT register's address."""
+    loop).  A driver sets ``tx_ring``/``tx_use``/``tx_clean``/``tx_watch``
+    and ``rx_tail`` with ``_rdt``, its RDT register's address."""
 
     TX_RING: ClassVar[int]
     RX_RING: ClassVar[int]
@@ -114,13 +138,20 @@ class DescriptorRings(NetDriver):
     TXD_STAT_DD: ClassVar[int]
 
     def _clean_tx(self) -> None:
-        buf, ring, charge, ring_size = self.buf, self.tx_ring + self.TX_STATUS_OFF, self.vcpu.charge, self.TX_RING
-        clean, use = self.tx_clean, self.tx_use
+        """e1000_clean_tx_irq / ixgbe_clean_tx_irq: a packet's descriptors
+        are free once the NIC wrote DD back into its last (next_to_watch, the
+        one with RS); ``tx_watch`` holds, per packet in flight, the slot after
+        its last descriptor."""
+        buf, ring, watch = self.buf, self.tx_ring + self.TX_STATUS_OFF, self.tx_watch
+        clean = self.tx_clean
         for _ in range(self.TX_WORK_LIMIT):
-            if clean == use or not buf[ring + clean * self.DESC_SIZE] & self.TXD_STAT_DD:
+            if not watch:
                 break
-            charge("ring_op")
-            clean = clean + 1 if clean + 1 < ring_size else 0
+            eop = (watch[0] or self.TX_RING) - 1
+            if not buf[ring + eop * self.DESC_SIZE] & self.TXD_STAT_DD:
+                break
+            self.vcpu.charge("ring_op")
+            clean = watch.popleft()
         freed = clean != self.tx_clean
         self.tx_clean = clean
         if freed:

@@ -7,8 +7,12 @@ masks with IMC and schedules a NAPI poll that cleans TX, receives, refills RX
 
 from __future__ import annotations
 
+from collections import deque
+
+from ...net.headers import IP_CHECK, TCP_CHECK
 from ...spec import e1000 as s
-from .base import DescriptorRings
+from ...spec.ethernet import ETH_HLEN
+from .base import DescriptorRings, tso_headers, wants_csum
 
 R = {r.name: r.offset for r in s.REGS}
 TX_RING = 256                       # e1000 default TxDescriptors / RxDescriptors
@@ -22,8 +26,10 @@ RATE_OF = {LOWEST: 70000, LOW: 20000, BULK: 4000}    # e1000_set_itr: interrupts
 IMS_ENABLE_MASK = s.ICR_RXT0 | s.ICR_TXDW | s.ICR_RXDMT0 | s.ICR_RXSEQ | s.ICR_LSC
 TXD_CMD = s.TXD_CMD_EOP | s.TXD_CMD_IFCS | s.TXD_CMD_RS
 _TX = s.TX_DESC.struct
+_CTXT = s.TX_CTXT.struct
 _RX = s.RX_DESC.struct
 _RX_UNPACK = s.RX_DESC.unpack_from
+_CSUM_ERRORS = s.RXD_ERR_TCPE | s.RXD_ERR_IPE
 
 
 class EepromChecksumError(RuntimeError):
@@ -36,6 +42,8 @@ class E1000Driver(DescriptorRings):
     REGS = R
     TX_RING, RX_RING, TX_WORK_LIMIT = TX_RING, RX_RING, TX_RING      # e1000_clean_tx_irq: at most the ring
     DESC_SIZE, TX_STATUS_OFF, TXD_STAT_DD = s.DESC_SIZE, s.TX_DESC.offset("status"), s.TXD_STAT_DD
+    offloads = frozenset(("tx_csum", "tso"))     # NETIF_F_HW_CSUM and NETIF_F_TSO (e1000_probe, 82544 on)
+    rx_csum = True                              # NETIF_F_RXCSUM: trust the NIC's receive checksums
 
     def __init__(self, kernel, info) -> None:
         super().__init__(kernel, info)
@@ -80,6 +88,7 @@ class E1000Driver(DescriptorRings):
         self.tx_ring = self.dma_alloc(TX_RING * s.DESC_SIZE, 128)
         self.tx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(TX_RING)]
         self.tx_use = self.tx_clean = 0
+        self.tx_watch: deque[int] = deque()
         self.wr("TDBAL", self.tx_ring & 0xFFFFFFFF)
         self.wr("TDBAH", self.tx_ring >> 32)
         self.wr("TDLEN", TX_RING * s.DESC_SIZE)
@@ -99,6 +108,7 @@ class E1000Driver(DescriptorRings):
         self.wr("RDLEN", RX_RING * s.DESC_SIZE)
         self.wr("RDH", 0)
         self.wr("RDTR", 0)
+        self.wr("RXCSUM", self.rd("RXCSUM") | s.RXCSUM_TUOFL)  # e1000_configure_rx: rx_csum on
         self.wr("RCTL", s.RCTL_EN | s.RCTL_BAM | s.RCTL_SECRC)   # BSIZE 00 = 2048
         self.rx_tail = RX_RING - 1
         self._rdt = self.bar + R["RDT"]
@@ -106,22 +116,58 @@ class E1000Driver(DescriptorRings):
 
     # ---- transmit ------------------------------------------------------------
     def transmit(self, frame: bytes) -> bool:
-        """e1000_xmit_frame: one descriptor per frame, then TDT."""
+        """e1000_xmit_frame: a TSO packet (e1000_tso) or a frame whose TCP
+        checksum the NIC completes (e1000_tx_csum) takes a context
+        descriptor and extended data descriptors, any other frame legacy
+        ones; the frame in 2 KB buffers, a descriptor each, the last with EOP
+        and RS; then TDT."""
+        mss = getattr(frame, "gso_size", 0)
+        offload = mss or wants_csum(self.stack, frame)
         use = self.tx_use
-        nxt = use + 1 if use + 1 < TX_RING else 0
-        if nxt == self.tx_clean:
+        if (self.tx_clean - use - 1) % TX_RING < -(-len(frame) // RX_BUFFER) + (1 if offload else 0):
             self.tx_queue_stopped = True                     # netif_stop_queue
             return False
-        buf = self.tx_bufs[use]
-        self.mem.write(buf, frame)
-        self.vcpu.charge("ring_op")
-        self.mem.store(_TX, self.tx_ring + use * s.DESC_SIZE, buf, len(frame), 0, TXD_CMD, 0, 0, 0)
-        self.tx_use = nxt
+        dtyp = cmd = popts = 0
+        if offload:
+            frame, popts = self._tx_context(use, frame, mss)
+            use = use + 1 if use + 1 < TX_RING else 0
+            dtyp, cmd = s.TXD_DTYP_D << s.TXD_DTYP_SHIFT, s.TXD_CMD_DEXT | (s.TXD_CMD_TSE if mss else 0)
+        size = len(frame)
+        for at in range(0, size, RX_BUFFER):
+            piece = frame[at:at + RX_BUFFER] if size > RX_BUFFER else frame
+            buf = self.tx_bufs[use]
+            self.mem.write(buf, piece)
+            self.vcpu.charge("ring_op")
+            last = TXD_CMD if at + RX_BUFFER >= size else s.TXD_CMD_IFCS
+            self.mem.store(_TX, self.tx_ring + use * s.DESC_SIZE, buf, len(piece), dtyp, cmd | last, 0, popts, 0)
+            use = use + 1 if use + 1 < TX_RING else 0
+        self.tx_use = use
+        self.tx_watch.append(use)
         work = self.work["tx"]
         work[0] += 1
-        work[1] += len(frame)
-        self.wr("TDT", nxt)
+        work[1] += size
+        self.wr("TDT", use)
         return True
+
+    def _tx_context(self, use: int, frame: bytes, mss: int) -> tuple[bytes, int]:
+        """e1000_tso / e1000_tx_csum: the context descriptor at ``use`` (where
+        the IPv4 and TCP headers and their checksums are, for TSO the MSS,
+        HDRLEN and PAYLEN); the frame as the NIC wants it and the data
+        descriptors' POPTS."""
+        self.vcpu.charge("ring_op")
+        iplen = (frame[ETH_HLEN] & 0xF) * 4
+        tucss = ETH_HLEN + iplen
+        at = self.tx_ring + use * s.DESC_SIZE
+        if not mss:
+            self.mem.store(_CTXT, at, 0, 0, 0, tucss, tucss + TCP_CHECK, 0, s.TX_CTXT_DEXT | s.TXD_CMD_TCP << 24,
+                           0, 0, 0)
+            return frame, s.TXD_POPTS_TXSM
+        frame, iplen, l4len = tso_headers(frame)
+        hdr_len = tucss + l4len
+        tucmd = s.TXD_CMD_IP | s.TXD_CMD_TCP | s.TXD_CMD_TSE
+        self.mem.store(_CTXT, at, ETH_HLEN, ETH_HLEN + IP_CHECK, tucss - 1, tucss, tucss + TCP_CHECK, 0,
+                       s.TX_CTXT_DEXT | tucmd << 24 | len(frame) - hdr_len, 0, hdr_len, mss)
+        return frame, s.TXD_POPTS_TXSM | s.TXD_POPTS_IXSM
 
     # ---- interrupt and NAPI poll ----------------------------------------------
     def _intr(self) -> None:
@@ -175,11 +221,13 @@ class E1000Driver(DescriptorRings):
                 break
             charge("ring_op")
             bufaddr = self.rx_bufs[i]                         # buffer_info->dma: the driver's own, not the descriptor's
-            if status & s.RXD_STAT_EOP and not errors and length <= RX_BUFFER:
+            if status & s.RXD_STAT_EOP and not errors & ~_CSUM_ERRORS and length <= RX_BUFFER:
                 work = self.work["rx"]
                 work[0] += 1
                 work[1] += length
-                self.stack.receive(self.mem.read(bufaddr, length))
+                # e1000_rx_checksum: CHECKSUM_UNNECESSARY when TCPCS is set and TCPE is not
+                self.stack.receive(self.mem.read(bufaddr, length),
+                                   self.rx_csum and status & s.RXD_STAT_TCPCS and not errors & _CSUM_ERRORS)
             else:
                 self.stats["rx_errors"] += 1                  # multi-descriptor frames: not used at MTU 1500
             self.mem.store(_RX, addr, bufaddr, 0, 0, 0, 0, 0)       # give the buffer back

@@ -37,8 +37,8 @@ class _Slave:
     def __init__(self, master: FailoverMaster, role: str) -> None:
         self.master, self.role, self.rx_key = master, role, f"rx_{role}"
 
-    def receive(self, frame: bytes) -> None:
-        self.master.receive(self, frame)
+    def receive(self, frame: bytes, csum_valid: bool = False) -> None:
+        self.master.receive(self, frame, csum_valid)
 
     def tx_wake(self) -> None:
         if self.master.tx_role == self.role:
@@ -117,13 +117,13 @@ class FailoverMaster:
         if self.stack is not None:
             self.stack.tx_wake()
 
-    def receive(self, slave: _Slave, frame: bytes) -> None:
+    def receive(self, slave: _Slave, frame: bytes, csum_valid: bool = False) -> None:
         if slave.role == "standby" and self.primary is not None:
             self.stats["rx_standby_exact"] += 1
             return
         self.stats[slave.rx_key] += 1
         if self.stack is not None:
-            self.stack.receive(frame)
+            self.stack.receive(frame, csum_valid)
 
     def rebind(self, vcpu, mem) -> None:
         for dev in (self.primary, self.standby):

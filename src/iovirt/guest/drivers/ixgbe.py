@@ -70,6 +70,7 @@ class IxgbeDriver(IxgbeRings):
 
     def __init__(self, kernel, info) -> None:
         super().__init__(kernel, info)
+        self._rx_csum = True
         self.pool = 0                       # its VMDq pool, with VFs enabled
         rss = min(len(kernel.vcpus), MAX_RSS_INDICES)       # ixgbe_set_rss_queues
         self.rings: list[IxgbeRings] = [self, *(IxgbeQueue(self, q) for q in range(1, rss))]
@@ -86,6 +87,17 @@ class IxgbeDriver(IxgbeRings):
         self._stack = stack
         for ring in getattr(self, "rings", ())[1:]:
             ring.stack = stack
+
+    @property
+    def rx_csum(self) -> bool:
+        return self._rx_csum
+
+    @rx_csum.setter
+    def rx_csum(self, on: bool) -> None:
+        """ethtool -K rx: every queue alike."""
+        self._rx_csum = on
+        for ring in getattr(self, "rings", ())[1:]:
+            ring.rx_csum = on
 
     def xdp_setup(self, prog) -> None:
         """ixgbe_xdp_setup: ``prog`` runs on every RX queue's frames."""
@@ -179,6 +191,7 @@ class IxgbeDriver(IxgbeRings):
         for i in range(s.RETA_ENTRIES // 4):
             self.wr(f"RETA{i}", sum((4 * i + j) % n << 8 * j for j in range(4)))
         self.wr("MRQC", s.MRQC_RSSEN | s.MRQC_RSS_FIELD_IPV4 | s.MRQC_RSS_FIELD_IPV4_TCP)
+        self.wr("RXCSUM", self.rd("RXCSUM") | s.RXCSUM_PCSD)    # the RSS hash in the write-back
 
     def _set_rx_mode(self) -> None:
         """ixgbe_init_rx_addrs + ixgbe_set_rx_mode: RAR[0], empty MTA, broadcast."""

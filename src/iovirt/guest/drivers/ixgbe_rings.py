@@ -13,12 +13,14 @@ took the queue's interrupt, and charge it."""
 
 from __future__ import annotations
 
+from collections import deque
 from typing import ClassVar
 
 from ...mem.guest_memory import PAGE_SHIFT
 from ...spec import ixgbe as s
+from ...spec.ethernet import ETH_HLEN
 from ...net.moderation import ITR_20K, LOWEST, NAPI_WEIGHT, next_itr
-from .base import DescriptorRings
+from .base import DescriptorRings, tso_headers, wants_csum
 
 TX_RING = 512                       # IXGBE_DEFAULT_TXD
 RX_RING = 512                       # IXGBE_DEFAULT_RXD
@@ -28,12 +30,15 @@ RX_BUFFER_WRITE = 16                # IXGBE_RX_BUFFER_WRITE
 TX_WORK_LIMIT = 256                 # IXGBE_DEFAULT_TX_WORK
 POLLS = 10                          # reset / queue enable polls before giving up
 QUEUE_VECTOR = 0                    # MSI-X entry of the TX/RX queue pair
-TXD_CMD = s.ADVTXD_DTYP_DATA | s.TXD_CMD_DEXT | s.TXD_CMD_IFCS | s.TXD_CMD_EOP | s.TXD_CMD_RS
+TXD_CMD_DATA = s.ADVTXD_DTYP_DATA | s.TXD_CMD_DEXT | s.TXD_CMD_IFCS
+TXD_CMD_LAST = s.TXD_CMD_EOP | s.TXD_CMD_RS            # IXGBE_TXD_CMD: on a packet's last descriptor
 SRRCTL_ONEBUF = (RX_HDR_SIZE >> 6) << s.SRRCTL_BSIZEHDR_SHIFT | RX_BUFFER >> s.SRRCTL_BSIZEPKT_SHIFT \
     | s.SRRCTL_DESCTYPE_ADV_ONEBUF
 _TX = s.TX_DESC.struct
 _RX = s.RX_DESC.struct
 _RX_WB_UNPACK = s.RX_WB.unpack_from
+# ixgbe_rx_checksum: CHECKSUM_UNNECESSARY when L4CS is set and neither TCPE nor IPE
+_CSUM_MASK = s.RXD_STAT_L4CS | s.RXDADV_ERR_TCPE | s.RXDADV_ERR_IPE
 
 
 class ProbeError(RuntimeError):
@@ -47,6 +52,8 @@ class IxgbeRings(DescriptorRings):
     PREFIX = ""
     STATUS = "STATUS"
     EITR = "EITR0"
+    offloads = frozenset(("tx_csum", "tso"))     # NETIF_F_HW_CSUM and NETIF_F_TSO (ixgbe_probe)
+    rx_csum = True                              # NETIF_F_RXCSUM: trust the NIC's receive checksums
     xdp_prog = None         # ring->xdp_prog: takes a received frame (True) before the stack does
 
     def __init__(self, kernel, info) -> None:
@@ -82,6 +89,7 @@ class IxgbeRings(DescriptorRings):
         self.tx_ring = self.dma_alloc(TX_RING * s.DESC_SIZE, 128)
         self.tx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(TX_RING)]
         self.tx_use = self.tx_clean = 0
+        self.tx_watch: deque[int] = deque()     # per packet in flight: the slot after its last descriptor
         self.wr(f"{p}TXDCTL{q}", 0)
         self.flush()
         self._ring_base(f"{p}TD", self.tx_ring, TX_RING)
@@ -116,25 +124,61 @@ class IxgbeRings(DescriptorRings):
 
     # ---- transmit ------------------------------------------------------------------
     def transmit(self, frame: bytes) -> bool:
-        """ixgbe_xmit_frame_ring: one data descriptor, then the tail."""
+        """ixgbe_xmit_frame_ring: a TSO packet (ixgbe_tso) or one whose TCP
+        checksum the NIC completes (ixgbe_tx_csum) takes a context descriptor
+        first; the frame goes in 2 KB buffers, a data descriptor each, the
+        last with EOP and RS; then the tail."""
+        mss = getattr(frame, "gso_size", 0)
+        offload = mss or wants_csum(self.stack, frame)
+        n = -(-len(frame) // RX_BUFFER) + (1 if offload else 0)
         use = self.tx_use
-        nxt = use + 1 if use + 1 < TX_RING else 0
-        if nxt == self.tx_clean:
+        if (self.tx_clean - use - 1) % TX_RING < n:          # ixgbe_maybe_stop_tx
             self.tx_queue_stopped = True                     # netif_stop_subqueue
             return False
-        buf = self.tx_bufs[use]
-        self.mem.write(buf, frame)
-        self.vcpu.charge("ring_op")
+        olinfo = 0
+        if offload:
+            frame, olinfo = self._tx_context(use, frame, mss)
+            use = use + 1 if use + 1 < TX_RING else 0
         size = len(frame)
+        cmd = TXD_CMD_DATA | (s.ADVTXD_DCMD_TSE if mss else 0)
+        for at in range(0, size, RX_BUFFER):
+            piece = frame[at:at + RX_BUFFER] if size > RX_BUFFER else frame
+            buf = self.tx_bufs[use]
+            self.mem.write(buf, piece)
+            last = at + RX_BUFFER >= size
+            self._tx_store(use, buf, cmd | (TXD_CMD_LAST if last else 0) | len(piece), olinfo)
+            use = use + 1 if use + 1 < TX_RING else 0
+        self.tx_use = use
+        self.tx_watch.append(use)                           # first->next_to_watch, past the EOP descriptor
+        self.work["tx"] += size
+        self.vcpu.mmio_write(self._tdt, 4, use)
+        return True
+
+    def _tx_store(self, use: int, word0: int, word2: int, word3: int) -> None:
+        """One descriptor into the ring."""
+        self.vcpu.charge("ring_op")
         # NOTE: mem.store inlined: the driver's own ring, allocated in guest memory; a
         # descriptor never straddles a page of the 128-byte aligned ring
         at = self.tx_ring + use * s.DESC_SIZE
-        _TX.pack_into(self.buf, at, buf, TXD_CMD | size, size << s.ADVTXD_PAYLEN_SHIFT)
+        _TX.pack_into(self.buf, at, word0, word2, word3)
         self.mem.dirty[at >> PAGE_SHIFT] = 1
-        self.tx_use = nxt
-        self.work["tx"] += size
-        self.vcpu.mmio_write(self._tdt, 4, nxt)
-        return True
+
+    def _tx_context(self, use: int, frame: bytes, mss: int) -> tuple[bytes, int]:
+        """ixgbe_tso / ixgbe_tx_csum: the context descriptor (MACLEN, IPLEN,
+        TCP over IPv4, for TSO the MSS and L4LEN) at ``use``; the frame as the
+        NIC wants it and the data descriptors' olinfo (the checksums to
+        insert, CC, and PAYLEN: what follows the headers with TSO, the whole
+        frame without)."""
+        tucmd = s.ADVTXD_DTYP_CTXT | s.TXD_CMD_DEXT | s.ADVTXD_TUCMD_IPV4 | s.ADVTXD_TUCMD_L4T_TCP
+        if not mss:
+            self._tx_store(use, ETH_HLEN << s.ADVTXD_MACLEN_SHIFT | (frame[ETH_HLEN] & 0xF) * 4, tucmd, 0)
+            return frame, s.ADVTXD_CC | s.ADVTXD_POPTS_TXSM | len(frame) << s.ADVTXD_PAYLEN_SHIFT
+        frame, iplen, l4len = tso_headers(frame)
+        self._tx_store(use, ETH_HLEN << s.ADVTXD_MACLEN_SHIFT | iplen, tucmd,
+                       mss << s.ADVTXD_MSS_SHIFT | l4len << s.ADVTXD_L4LEN_SHIFT)
+        olinfo = (s.ADVTXD_CC | s.ADVTXD_POPTS_TXSM | s.ADVTXD_POPTS_IXSM
+                  | len(frame) - ETH_HLEN - iplen - l4len << s.ADVTXD_PAYLEN_SHIFT)
+        return frame, olinfo
 
     # ---- interrupts and NAPI ----------------------------------------------------
     def _queue_intr(self) -> None:
@@ -194,7 +238,7 @@ class IxgbeRings(DescriptorRings):
             self.work["rx"] += len(frame)
             xdp = self.xdp_prog
             if xdp is None or not xdp(frame):                   # ixgbe_run_xdp: XDP_PASS
-                self.stack.receive(frame)
+                self.stack.receive(frame, self.rx_csum and status & _CSUM_MASK == s.RXD_STAT_L4CS)
 
     # ---- adaptive interrupt moderation (ixgbe_set_itr / ixgbevf_set_itr, dynamic mode) -------
     def set_coalesce(self, rate: int | str) -> None:

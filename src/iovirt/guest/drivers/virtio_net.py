@@ -26,6 +26,7 @@ from .virtio_ring import DriverQueue
 C = v.COMMON
 WANTED = (1 << v.VIRTIO_F_VERSION_1 | 1 << v.VIRTIO_NET_F_MAC | 1 << v.VIRTIO_NET_F_MRG_RXBUF
           | 1 << v.VIRTIO_RING_F_EVENT_IDX | 1 << v.VIRTIO_NET_F_CSUM | 1 << v.VIRTIO_NET_F_HOST_TSO4
+          | 1 << v.VIRTIO_NET_F_GUEST_CSUM
           | 1 << v.VIRTIO_NET_F_STANDBY)
 HDR_SIZE = v.NET_HDR.size
 RX_BUFFER = HDR_SIZE + 1514
@@ -102,6 +103,7 @@ class VirtioNetDriver(NetDriver):
             offered |= self.cread("device_feature") << (32 * word)
         self.features = offered & wanted
         self.mergeable = bool(self.features >> v.VIRTIO_NET_F_MRG_RXBUF & 1)
+        self.rx_csum = bool(self.features >> v.VIRTIO_NET_F_GUEST_CSUM & 1)       # NETIF_F_RXCSUM
         for word in (0, 1):
             self.cwrite("driver_feature_select", word)
             self.cwrite("driver_feature", self.features >> (32 * word) & 0xFFFFFFFF)
@@ -232,7 +234,8 @@ class VirtioNetDriver(NetDriver):
             slot, length = used
             count = _NUM_BUFFERS(mem.buf, bufs[slot] + _NUM_BUFFERS_AT)[0] if self.mergeable else 1
             if count == 1 and HDR_SIZE < length <= RX_BUFFER:     # one buffer: the frame follows the header
-                self.stack.receive(mem.read(bufs[slot] + HDR_SIZE, length - HDR_SIZE))
+                self.stack.receive(mem.read(bufs[slot] + HDR_SIZE, length - HDR_SIZE),
+                                   self.rx_csum and bool(mem.buf[bufs[slot]] & v.VIRTIO_NET_HDR_F_DATA_VALID))
                 rx.add([(bufs[slot], RX_BUFFER, True)], slot)
             else:
                 self._receive_merged(slot, length, count)
@@ -248,7 +251,7 @@ class VirtioNetDriver(NetDriver):
         whole = len(frames) == count and all(n <= RX_BUFFER for _, n in frames)   # else "len %u exceeds truesize"
         data = b"".join(self.mem.read(self.rx_bufs[s], n) for s, n in frames) if whole else b""
         if len(data) > HDR_SIZE:
-            self.stack.receive(data[HDR_SIZE:])
+            self.stack.receive(data[HDR_SIZE:], self.rx_csum and bool(data[0] & v.VIRTIO_NET_HDR_F_DATA_VALID))
         else:
             self.kernel.dropped("rx_length_errors")
         for s, _ in frames:

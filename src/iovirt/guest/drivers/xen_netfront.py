@@ -106,6 +106,8 @@ def xenbus_probe(kernel, xen) -> None:
 
 
 class XenNetfront:
+    rx_csum = True          # NETIF_F_RXCSUM (xennet_create_dev): trust the backend's data_validated
+
     def __init__(self, kernel, platform: XenPlatform, node: str) -> None:
         self.kernel = kernel
         self.platform = platform
@@ -317,7 +319,9 @@ class XenNetfront:
             if status <= 0 or offset + status > x.PAGE_SIZE or flags & (x.NETRXF_more_data | x.NETRXF_extra_info):
                 self.stats["rx_errors"] += 1
                 continue
-            self.stack.receive(self.mem.read(self.rx_pages[rid] + offset, status))
+            # xennet_poll: NETRXF_data_validated is CHECKSUM_UNNECESSARY
+            self.stack.receive(self.mem.read(self.rx_pages[rid] + offset, status),
+                               self.rx_csum and bool(flags & x.NETRXF_data_validated))
         return done
 
     def _broke(self, why: str) -> None:
