@@ -524,17 +524,8 @@ class Netvsc:
     def _up_the_stack(self, frame: bytes, csum: int) -> None:
         """netvsc_alloc_recv_skb: CHECKSUM_UNNECESSARY when the host says the IP and TCP sums were right
         and receive checksum offload is on, so the stack does not sum the frame again."""
-        iface = self.kernel.interfaces.get(self.mac)
-        checked = "rx_csum" in self.offloads and csum & r.NDIS_TCPIP_CSUM_RX_IP_SUCCEEDED \
-            and csum & r.NDIS_TCPIP_CSUM_RX_TCP_SUCCEEDED
-        if iface is None or not checked:
-            self.stack.receive(frame)
-            return
-        was, iface.rx_csum = iface.rx_csum, True
-        try:
-            self.stack.receive(frame)
-        finally:
-            iface.rx_csum = was
+        self.stack.receive(frame, bool("rx_csum" in self.offloads and csum & r.NDIS_TCPIP_CSUM_RX_IP_SUCCEEDED
+                                       and csum & r.NDIS_TCPIP_CSUM_RX_TCP_SUCCEEDED))
 
     def _complete(self, q: NetvscChannel, tid: int) -> None:
         """The receive completion, on the channel the packet came on, that gives the host its
