@@ -109,3 +109,5 @@ def test_a_driver_without_moderation_refuses_a_setting_and_rates_are_bounded():
     with pytest.raises(iovirt.ScenarioError, match="interrupt_moderation: expected 'adaptive', 'off' or 100-100000 interrupts/s"):
         iovirt.Scenario.from_dict(base | {"vms": [{"name": "vm1", "host": "h", "nics": [e1000 | {"interrupt_moderation": 50}]}]})
     assert iovirt.Scenario.from_dict(base | {"vms": [{"name": "vm1", "host": "h", "nics": [e1000 | {"interrupt_moderation": "off"}]}]})
+    unquoted = iovirt.Scenario.from_dict(base | {"vms": [{"name": "vm1", "host": "h", "nics": [e1000 | {"interrupt_moderation": False}]}]})
+    assert unquoted.vms[0].nics[0].interrupt_moderation == "off"          # YAML 1.1's reading of a bare off

@@ -208,6 +208,8 @@ class Host(_Strict):
 
 
 def _moderation(value: Any) -> Any:
+    if value is False:                  # YAML 1.1 reads an unquoted off as false
+        return "off"
     if value in ("adaptive", "off") or (type(value) is int and MIN_INTERRUPT_RATE <= value <= MAX_INTERRUPT_RATE):
         return value
     raise _expected(f"expected 'adaptive', 'off' or {MIN_INTERRUPT_RATE}-{MAX_INTERRUPT_RATE} interrupts/s "
