@@ -7,6 +7,7 @@ TCP.  Segments are parsed and checked with dpkt."""
 from __future__ import annotations
 
 import dpkt
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -159,28 +160,17 @@ def test_mss_zero_is_dropped_and_counted():
     bad(r, "tx_bad_tso")
 
 
-def test_headers_beyond_the_packet_are_dropped_and_counted():
+@pytest.mark.parametrize("payload, descriptors, counter", [
+    (100, {"l4len": 200, "paylen": 0}, "tx_bad_tso"),           # headers beyond the packet
+    (3000, {"cc": 0}, "tx_no_context"),                         # TSO without a context
+    (3000, {"paylen": 2000}, "tx_bad_tso"),                     # a payload other than PAYLEN
+], ids=["headers-beyond-the-packet", "tso-without-a-context", "payload-other-than-paylen"])
+def test_a_bad_tso_request_is_dropped_and_counted(payload, descriptors, counter):
     r = rig()
     r.tx_ring(n=16)
-    r.wr("TDT0", post_tso(r, as_ixgbe_tso(tcp_packet(bytes(100))), 1460, l4len=200, paylen=0))
+    r.wr("TDT0", post_tso(r, as_ixgbe_tso(tcp_packet(bytes(payload))), 1460, **descriptors))
     r.run()
-    bad(r, "tx_bad_tso")
-
-
-def test_tso_without_a_context_is_dropped_and_counted():
-    r = rig()
-    r.tx_ring(n=16)
-    r.wr("TDT0", post_tso(r, as_ixgbe_tso(tcp_packet(bytes(3000))), 1460, cc=0))
-    r.run()
-    bad(r, "tx_no_context")
-
-
-def test_a_payload_other_than_paylen_is_dropped_and_counted():
-    r = rig()
-    r.tx_ring(n=16)
-    r.wr("TDT0", post_tso(r, as_ixgbe_tso(tcp_packet(bytes(3000))), 1460, paylen=2000))
-    r.run()
-    bad(r, "tx_bad_tso")
+    bad(r, counter)
 
 
 def test_a_context_without_data_sends_nothing_and_is_used_by_the_next_packet():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from .headers import (
     CHECK16, ETH_HLEN, IP_CHECK, IPPROTO_TCP, TCP_CHECK, TCPHDR_FIN, TCPHDR_PSH, csum_fold, csum_partial,
-    csum_reduced, pseudo_header_sum,
+    csum_reduced, l4_offset, pseudo_header_sum,
 )
 
 TCPHDR_CWR = 0x80
@@ -29,8 +29,7 @@ class GsoFrame(bytes):
     @classmethod
     def of(cls, frame: bytes, gso_size: int) -> "GsoFrame":
         packet = cls(frame)
-        l4 = ETH_HLEN + (frame[ETH_HLEN] & 0xF) * 4
-        payload = len(frame) - l4 - (frame[l4 + 12] >> 4) * 4
+        payload = len(frame) - headers_len(frame)
         packet.gso_size = gso_size
         packet.gso_segs = -(-payload // gso_size)
         return packet
@@ -47,7 +46,7 @@ class ValidatedFrame(bytes):
 
 def headers_len(frame: bytes) -> int:
     """Ethernet, IPv4 and TCP headers of a TCP/IPv4 frame."""
-    l4 = ETH_HLEN + (frame[ETH_HLEN] & 0xF) * 4
+    l4 = l4_offset(frame)
     return l4 + (frame[l4 + 12] >> 4) * 4
 
 

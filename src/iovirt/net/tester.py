@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ipaddress import IPv4Address
 
-from .headers import IPPROTO_UDP, l4_offset, udp_dport
+from .headers import l4_offset, udp_dport
 
 
 class TesterSink:
@@ -26,7 +26,7 @@ class TesterSink:
 
     def stamp(self, frame: bytes, now: float) -> None:
         """The NIC timestamps a frame of the stream as its last bit arrives."""
-        if frame[23] == IPPROTO_UDP and udp_dport(frame) in self.ports:
+        if udp_dport(frame) in self.ports:
             self._stamps[_head(frame)] = now
 
     def __call__(self, frame: bytes) -> bool:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections import deque
 
+from ...net.headers import l4_offset
 from ...spec import rndis as r
 from ...spec import vmbus as v
 from ...spec.rss import RSS_DEFAULT_KEY
@@ -52,14 +53,12 @@ TX_TAG = 1 << 32                    # an RNDIS send's transaction id: the tag an
 GSO_TAG = 1 << 33                   # a page-buffer send's: the tag and its buffer
 GSO_BUFFERS = 32                    # packets in page buffers at once (the skbs netvsc hands over whole)
 GSO_BUFFER = 17 * v.PAGE_SIZE       # one: a 64 KB GSO packet, its RNDIS header and per-packet info
-TCP_CSUM_OFFSET = 16                # the TCP checksum's offset in its header
 NETVSC_MTU_FRAME = 1514             # send_ndis_config.mtu: the MTU and the Ethernet header
 FILTER = r.NDIS_PACKET_TYPE_DIRECTED | r.NDIS_PACKET_TYPE_BROADCAST | r.NDIS_PACKET_TYPE_ALL_MULTICAST
 VERSIONS = (r.NVSP_PROTOCOL_VERSION_61, r.NVSP_PROTOCOL_VERSION_6, r.NVSP_PROTOCOL_VERSION_5,
             r.NVSP_PROTOCOL_VERSION_4, r.NVSP_PROTOCOL_VERSION_2, r.NVSP_PROTOCOL_VERSION_1)
 COMPLETION = v.VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED
 _RNDIS_PACKET = r.RNDIS_PACKET.struct
-ETH_HLEN = 14
 ONE_SEND = v.align8(v.VMPACKET_DESCRIPTOR.size + r.NVSP_RNDIS_PKT.size) + v.PREV_INDICES + 1   # pending_send_sz
 RSS_HASHINFO = r.NDIS_HASH_FUNC_TOEPLITZ | r.NDIS_HASH_IPV4 | r.NDIS_HASH_TCP_IPV4
 
@@ -386,7 +385,7 @@ class Netvsc:
         stack = self.kernel.interfaces.get(self.mac)
         if not (gso or stack is not None and stack.tx_csum) or frame[12:14] != b"\x08\x00" or frame[23] != 6:
             return b""
-        l4 = ETH_HLEN + (frame[ETH_HLEN] & 0xF) * 4
+        l4 = l4_offset(frame)
         if gso:
             return r.ppi(r.TCP_LARGESEND_PKTINFO, r.NDIS_TCP_LARGE_SEND_OFFLOAD_V2_TYPE
                          | l4 << r.NDIS_LSO2_OFFSET_SHIFT | gso)

@@ -16,6 +16,8 @@ interrupt with the queue's interrupts off."""
 
 from __future__ import annotations
 
+from ...net.gso import headers_len
+from ...net.headers import TCP_CHECK, l4_offset
 from ...spec import virtio as v
 from ...spec.pci import (
     PCI_CAP_ID_VNDR, PCI_CAP_LIST_NEXT, PCI_CAPABILITY_LIST,
@@ -32,7 +34,6 @@ HDR_SIZE = v.NET_HDR.size
 RX_BUFFER = HDR_SIZE + 1514
 GSO_BUFFER = HDR_SIZE + 65550           # a GSO packet's frame: up to 64 KB of IPv4 behind its Ethernet header
 GSO_BUFFERS = 32                        # TX buffers that size (Linux gathers the skb's pages instead)
-ETH_HLEN, TCP_CSUM_OFFSET = 14, 16      # csum_offset: the TCP checksum field in its header
 _BLANK_HDR = bytes(HDR_SIZE)
 _NUM_BUFFERS = v.NET_HDR.field_struct("num_buffers").unpack_from
 _NUM_BUFFERS_AT = v.NET_HDR.offset("num_buffers")
@@ -180,10 +181,9 @@ class VirtioNetDriver(NetDriver):
         and a GSO packet's type and segment size."""
         if not getattr(self.stack, "tx_csum", False) or frame[12:14] != b"\x08\x00" or frame[23] != 6:
             return _BLANK_HDR
-        start = ETH_HLEN + (frame[ETH_HLEN] & 0xF) * 4
-        hdr_len = start + (frame[start + 12] >> 4) * 4
+        start, hdr_len = l4_offset(frame), headers_len(frame)
         gso_type, gso_size = (v.VIRTIO_NET_HDR_GSO_TCPV4, frame.gso_size) if gso else (v.VIRTIO_NET_HDR_GSO_NONE, 0)
-        return v.NET_HDR.pack(v.VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, hdr_len, gso_size, start, TCP_CSUM_OFFSET, 0)
+        return v.NET_HDR.pack(v.VIRTIO_NET_HDR_F_NEEDS_CSUM, gso_type, hdr_len, gso_size, start, TCP_CHECK, 0)
 
     def _free_old_xmit(self) -> None:
         tx, free, gso_free, small = self.tx, self.tx_free, self.gso_free, self.tx.size
