@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import iovirt
 from iovirt.devices.offload import rx_checksums
 from iovirt.experiments import runner
+from iovirt.experiments.capture import Frames, watch
 from iovirt.experiments.compare import Config
 from iovirt.experiments.compare import scenario as compare_scenario
 from iovirt.experiments.runner import begin, run_to
@@ -769,14 +770,12 @@ def test_netvsc_lso_crosses_the_root_whole_and_the_wire_in_mtu_frames(tso):
     carries them whole to the uplink, whose NIC cuts them into frames of at most 1514 bytes; ethtool -K tso
     off sends MTU segments through send sections instead."""
     world = World(iovirt.Scenario.from_dict(netvsc_stream({"tso": tso}), source="test"))
-    bridged, wired = [], []
-    vswitch = world.hosts["host0"].vswitch
-    link = world.hosts["host0"].nics["pnic0"].link
-    ingress, deliver = vswitch.ingress, link.deliver_to_peer
-    vswitch.ingress = lambda port, frame, cpu: (bridged.append(len(frame)), ingress(port, frame, cpu))
-    link.deliver_to_peer = lambda frame: (wired.append(len(frame)), deliver(frame))
+    bridged, wired = Frames(), Frames()
+    watch(world, "host0/bridge", bridged)
+    watch(world, "host0/pnic0", wired)
     _, stop, flows = begin(world)
     run_to(world, stop)
+    bridged, wired = list(map(len, bridged)), list(map(len, wired))
     netvsc, vsp = netvsc_of(world, "vm0"), world.hyperv["host0"].vsps[0]
     assert flows[0].delivered > 1000 and max(wired) <= 1514 and not vsp.errors
     assert (max(bridged) > 1514) == tso and netvsc.offloads == {"tx_csum", "rx_csum", "tso"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 import iovirt
-from iovirt.experiments.capture import watch
+from iovirt.experiments.capture import Frames, watch
 from iovirt.experiments.results import WIRE_PEERS
 from iovirt.experiments.runner import run
 from iovirt.experiments.world import World
@@ -14,12 +14,6 @@ from iovirt.spec import ixgbe as s
 
 PNIC = {"name": "pnic0", "kind": "x82599", "link_gbps": 10}
 
-
-class Frames(list):
-    """Every frame a capture hook is told of."""
-
-    def record(self, ns: float, frame: bytes, resource=None) -> None:
-        self.append(frame)
 
 
 def vf(i: int, **policy) -> dict:

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from iovirt.cli.main import app
-from iovirt.experiments.capture import watch
+from iovirt.experiments.capture import Frames, watch
 from iovirt.experiments.results import WIRE_PEERS
 from iovirt.experiments.runner import begin, finish, run
 from iovirt.experiments.scenario import load_scenario
@@ -23,12 +23,6 @@ EXAMPLE = Path(__file__).parents[1] / "examples" / "sriov-and-virtio-one-port.ya
 QPRC = [s.REGS[f"QPRC{n}"].offset >> 2 for n in range(16)]
 GPTC = s.REGS["GPTC"].offset >> 2          # frames the port put on the wire (VEB loopback not counted)
 
-
-class Frames(list):
-    """Every frame a capture hook is told of."""
-
-    def record(self, ns: float, frame: bytes, resource=None) -> None:
-        self.append(frame)
 
 
 def test_validate_accepts_the_example():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from iovirt.experiments.capture import Frames, watch
 from iovirt.experiments.compare import Config, WORKLOADS, run_point, scenario
 from iovirt.experiments.runner import run
 from iovirt.experiments.scenario import Scenario
@@ -86,14 +87,12 @@ def test_virtio_tso_crosses_the_host_whole_and_the_wire_in_mtu_frames(tso):
     doc = scenario(Config("paravirt", "virtio-net", "vhost-net"), 1, 16384, 3.0, 8, False, "default", "tcp_stream")
     doc["vms"][0]["nics"][0]["offloads"] = {"tso": tso}
     world = World(Scenario.from_dict(doc, source="test"))
-    bridged, wired = [], []
-    vswitch = world.hosts["host0"].vswitch
-    link = world.hosts["host0"].nics["pnic0"].link
-    ingress, deliver = vswitch.ingress, link.deliver_to_peer
-    vswitch.ingress = lambda port, frame, cpu: (bridged.append(len(frame)), ingress(port, frame, cpu))
-    link.deliver_to_peer = lambda frame: (wired.append(len(frame)), deliver(frame))
+    bridged, wired = Frames(), Frames()
+    watch(world, "host0/bridge", bridged)
+    watch(world, "host0/pnic0", wired)
     start, stop, flows = runner.begin(world)
     runner.run_to(world, stop)
+    bridged, wired = list(map(len, bridged)), list(map(len, wired))
     assert flows[0].delivered > 1000 and max(wired) <= 1514
     assert (max(bridged) > 1514) == tso                               # packets of several segments
 

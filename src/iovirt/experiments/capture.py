@@ -36,6 +36,14 @@ TSRESOL_NS = 9          # if_tsresol: 10^-9 s per tick
 SNAPLEN = 0             # no limit
 
 
+class Frames(list):
+    """Every frame seen at the ports it watches, in the order seen, kept in
+    memory (for a script's own checks)."""
+
+    def record(self, ns: float, frame: bytes, cpu=None) -> None:
+        self.append(frame)
+
+
 class Pcapng:
     """Frames seen at one port, written in time order when the run ends."""
 
