@@ -210,12 +210,10 @@ class Netvsc:
             self._mac)
 
     def _mac(self, message: bytes) -> None:
-        _, length, _, status, size, offset = r.RNDIS_QUERY_COMPLETE.unpack_from(
-            message.ljust(r.RNDIS_QUERY_COMPLETE.size, b"\0"))
-        start = r.RNDIS_BODY + offset
-        bad = status or size != 6 or start + size > min(length, len(message))
+        value = _query_value(message)
+        bad = value is None or len(value) != 6
         if not bad:
-            self.mac = message[start:start + 6]
+            self.mac = value
         enable = r.NDIS_OFFLOAD_PARAMS.pack(
             r.NDIS_OBJECT_TYPE_DEFAULT, r.NDIS_OFFLOAD_PARAMETERS_REVISION_3, r.NDIS_OFFLOAD_PARAMS.size,
             r.NDIS_OFFLOAD_PARAMETERS_NO_CHANGE, r.NDIS_OFFLOAD_PARAMETERS_TX_RX_ENABLED, *[0] * 5,
@@ -243,12 +241,10 @@ class Netvsc:
     # ---- vRSS (rndis_filter_device_add, rndis_set_subchannel, rndis_filter_set_rss_param) ----------
     def _rss_caps(self, message: bytes) -> None:
         """A channel per vCPU, as many as the host has queues; one alone needs no sub-channels."""
-        _, length, _, status, size, offset = r.RNDIS_QUERY_COMPLETE.unpack_from(
-            message.ljust(r.RNDIS_QUERY_COMPLETE.size, b"\0"))
-        start = r.RNDIS_BODY + offset
+        value = _query_value(message)
         queues = 1
-        if not status and size >= r.NDIS_RECV_SCALE_CAP.size and start + size <= min(length, len(message)):
-            queues = r.NDIS_RECV_SCALE_CAP.unpack_from(message, start)[5]
+        if value is not None and len(value) >= r.NDIS_RECV_SCALE_CAP.size:
+            queues = r.NDIS_RECV_SCALE_CAP.unpack_from(value)[5]
         wanted = min(self.channels_set.get(self.mac) or min(r.VRSS_CHANNEL_DEFAULT, len(self.kernel.vcpus)), queues)
         if wanted < 2:
             self._set_filter()
@@ -555,3 +551,14 @@ class Netvsc:
         for q in self.queues:
             if q is not None:
                 self._channel_cb(q)
+
+
+def _query_value(message: bytes) -> bytes | None:
+    """An RNDIS_QUERY_COMPLETE's information buffer, None if it failed or the
+    buffer lies outside the message it names or the one received."""
+    _, length, _, status, size, offset = r.RNDIS_QUERY_COMPLETE.unpack_from(
+        message.ljust(r.RNDIS_QUERY_COMPLETE.size, b"\0"))
+    start = r.RNDIS_BODY + offset
+    if status or start + size > min(length, len(message)):
+        return None
+    return message[start:start + size]
