@@ -496,4 +496,5 @@ def _int(text: str | None) -> int | None:
 
 
 DEVICE = DeviceEntry(XenNetback, "paravirt", "Xen PV netif (shared rings, grant tables, event channels)",
-                     ("Xen",), "xen_netfront", hypervisor="xen")
+                     ("Xen",), "xen_netfront", hypervisor="xen",
+                     offloads=("scatter-gather", "tx-checksum-ipv4", "tx-tcp-segmentation", "rx-checksum"))

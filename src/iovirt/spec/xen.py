@@ -194,6 +194,7 @@ XEN_NETIF_GSO_TYPE_TCPV6 = 2
 # accepts (the historical MAX_SKB_FRAGS of 18); netback's
 # XEN_NETBK_LEGACY_SLOTS_MAX, netfront's MAX_XEN_SKB_FRAGS + 1
 XEN_NETIF_NR_SLOTS_MIN = 18
+XEN_NETIF_MAX_TX_SIZE = 0xFFFF      # a packet's size is the first request's 16-bit size field
 
 NETIF_RSP_DROPPED = -2
 NETIF_RSP_ERROR = -1

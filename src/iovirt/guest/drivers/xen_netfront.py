@@ -30,8 +30,8 @@ from .base import wants_csum
 
 NR_GRANT_FRAMES = 16
 TX_BUFFER = x.PAGE_SIZE // 2        # two TX buffers per page: requests carry an offset
-MAX_XEN_SKB_FRAGS = 65536 // x.PAGE_SIZE + 1    # pages of the largest GSO packet, a slot each
-GSO_BUFFERS = x.NET_TX_RING_SIZE // (MAX_XEN_SKB_FRAGS + 1)    # as many as the TX ring holds at once
+GSO_PAGES = -(-x.XEN_NETIF_MAX_TX_SIZE // x.PAGE_SIZE)        # pages of the largest GSO packet, a slot each
+GSO_BUFFERS = x.NET_TX_RING_SIZE // (GSO_PAGES + 1)            # as many as the TX ring holds at once
 NAPI_WEIGHT = 64
 TX_MASK, RX_MASK = x.NET_TX_RING_SIZE - 1, x.NET_RX_RING_SIZE - 1
 _TXREQ = x.NETIF_TX_REQUEST.struct
@@ -209,7 +209,7 @@ class XenNetfront:
         pages = alloc.alloc(x.NET_TX_RING_SIZE * TX_BUFFER)
         self.tx_bufs = [pages + i * TX_BUFFER for i in range(x.NET_TX_RING_SIZE)]
         self.tx_refs = [platform.claim_ref() for _ in self.tx_bufs]
-        size = MAX_XEN_SKB_FRAGS * x.PAGE_SIZE
+        size = GSO_PAGES * x.PAGE_SIZE
         pages = alloc.alloc(GSO_BUFFERS * size)
         self.gso_bufs = [pages + i * size for i in range(GSO_BUFFERS)]    # a GSO packet's pages (the skb's frags)
         pages = alloc.alloc(x.NET_RX_RING_SIZE * x.PAGE_SIZE)
@@ -255,7 +255,8 @@ class XenNetfront:
         checksum the stack left (CHECKSUM_PARTIAL) says NETTXF_csum_blank
         and NETTXF_data_validated."""
         gso = getattr(frame, "gso_size", 0)
-        if self.broken or len(frame) > TX_BUFFER and not gso or gso and "tso" not in self.offloads:
+        if (self.broken or len(frame) > (x.XEN_NETIF_MAX_TX_SIZE if gso else TX_BUFFER)
+                or gso and "tso" not in self.offloads):
             self.kernel.dropped("tx_dropped", frame)
             return True
         slots = -(-len(frame) // x.PAGE_SIZE) + 1 if gso else 1
