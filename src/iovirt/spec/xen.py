@@ -171,7 +171,6 @@ NETRXF_data_validated = 1 << 0
 NETRXF_csum_blank = 1 << 1
 NETRXF_more_data = 1 << 2
 NETRXF_extra_info = 1 << 3
-NETRXF_gso_prefix = 1 << 4
 
 # struct netif_extra_info: a request or response slot holding metadata for
 # the packet in the slots around it (NETTXF_extra_info / NETRXF_extra_info);
@@ -181,13 +180,8 @@ NETIF_EXTRA_INFO = Layout("netif_extra_info", 8, [
     ("gso_features", 6, 2)])
 XEN_NETIF_EXTRA_TYPE_NONE = 0
 XEN_NETIF_EXTRA_TYPE_GSO = 1
-XEN_NETIF_EXTRA_TYPE_MCAST_ADD = 2
-XEN_NETIF_EXTRA_TYPE_MCAST_DEL = 3
-XEN_NETIF_EXTRA_TYPE_HASH = 4
-XEN_NETIF_EXTRA_TYPE_XDP = 5
-XEN_NETIF_EXTRA_TYPE_MAX = 6
+XEN_NETIF_EXTRA_TYPE_MAX = 6        # after MCAST_ADD 2, MCAST_DEL 3, HASH 4, XDP 5
 XEN_NETIF_EXTRA_FLAG_MORE = 1 << 0
-XEN_NETIF_GSO_TYPE_NONE = 0
 XEN_NETIF_GSO_TYPE_TCPV4 = 1
 XEN_NETIF_GSO_TYPE_TCPV6 = 2
 # XEN_NETIF_NR_SLOTS_MIN: the slots a packet may take that every backend
