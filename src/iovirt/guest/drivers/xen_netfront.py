@@ -13,6 +13,13 @@ backend asked.  The upcall reclaims TX slots and schedules a NAPI poll
 that takes responses, refills RX and re-arms with
 RING_FINAL_CHECK_FOR_RESPONSES.
 
+Offloads (netif.h): TCP checksums are left to the backend
+(NETTXF_csum_blank); with the backend's feature-sg and feature-gso-tcpv4
+a GSO packet goes out as a request per page with a GSO extra-info slot
+after the first.  The frontend writes feature-sg and feature-gso-tcpv4
+itself, so packets may come in over several RX slots, a GSO packet with
+its extra info, and go up the stack whole.
+
 After a live migration the platform registers again with the target's Xen
 (shared info, upcall vector, a fresh grant table: every grant and event
 channel died with the old domain) and each netfront reconnects through the
