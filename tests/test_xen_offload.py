@@ -17,7 +17,7 @@ from iovirt.experiments.capture import Frames, watch
 from iovirt.experiments.compare import Config, scenario as compare_scenario
 from iovirt.experiments.scenario import Scenario
 from iovirt.experiments.world import World
-from iovirt.guest.drivers.xen_netfront import XenNetfront
+from iovirt.guest.drivers.xen_netfront import NR_GRANT_FRAMES, XenNetfront
 from iovirt.net.gso import GsoFrame
 from iovirt.spec import xen as x
 
@@ -313,3 +313,44 @@ def test_random_chains_and_extra_info_never_crash_and_write_only_the_ring(slots)
     for frame in bridged:
         assert len(frame) <= MTU_FRAME or type(frame) is GsoFrame and frame.gso_size >= 88
 
+
+
+def writable_to_dom0(guest) -> set[int]:
+    """The pages ``guest``'s grant table lets dom0 write (GTF_permit_access without GTF_readonly)."""
+    plat = guest.netdevs[0].platform
+    pages = set()
+    for ref in range(NR_GRANT_FRAMES * x.GRANT_ENTRIES_PER_FRAME):
+        flags, domid, frame = x.GRANT_ENTRY_V1.unpack_from(guest.mem.buf, plat.gnttab + ref * x.GRANT_ENTRY_V1.size)
+        if flags & x.GTF_type_mask == x.GTF_permit_access and not flags & x.GTF_readonly and domid == 0:
+            pages.add(frame)
+    return pages
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(requests=st.lists(st.tuples(st.integers(0, 0xFFFF), st.integers(0, NR_GRANT_FRAMES * x.GRANT_ENTRIES_PER_FRAME + 8)),
+                         max_size=20))
+def test_a_gso_packet_into_random_rx_requests_lands_only_in_pages_granted_writable(requests):
+    """The guest names any ids and grant refs in the RX requests a GSO packet's slots take: netback
+    never raises, writes only pages the guest granted it writable (and the RX ring, and Xen's event
+    bits), and netfront drops what it cannot put together."""
+    w = world(PV, memory_mb=32)
+    guest = w.guests["vm1"]
+    front = guest.netdevs[0]
+    for i, (rid, gref) in enumerate(requests):
+        guest.mem.store(x.NETIF_RX_REQUEST.struct, front.rx_ring + x.RING_OFFSET
+                        + ((front.rx_cons + i) & (x.NET_RX_RING_SIZE - 1)) * x.RX_ENTRY, rid, gref)
+    writable = writable_to_dom0(guest)
+    before = bytearray(guest.mem.buf)
+    vif = w.xen["host0"].vifs[0]
+    stack = guest.interfaces[front.mac]
+    seen = front.stats["rx_errors"], sum(stack.stats.values())
+    vif.port.deliver(GsoFrame.of(bytes.fromhex("00163e000001") + TCP_PACKET[6:26] + bytes([10, 0, 0, 1])
+                                 + TCP_PACKET[30:], 1460), w.sim.now)
+    w.settle()
+    after = bytearray(guest.mem.buf)
+    changed = {at >> x.PAGE_SHIFT for at in range(0, len(after), PAGE) if after[at:at + PAGE] != before[at:at + PAGE]}
+    allowed = writable | {front.rx_ring >> x.PAGE_SHIFT, front.tx_ring >> x.PAGE_SHIFT,
+                          front.platform.shared_info >> x.PAGE_SHIFT}
+    assert changed <= allowed
+    assert vif.running
+    assert (front.stats["rx_errors"], sum(stack.stats.values())) != seen      # dropped by netfront, or up the stack
