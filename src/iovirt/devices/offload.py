@@ -17,6 +17,7 @@ from ..spec.inet import csum_partial, csum_reduced
 
 TCP_MIN_MSS = 88                # include/net/tcp.h: no TCP sender cuts smaller segments
 GSO_MAX_SIZE = 65536            # GSO_LEGACY_MAX_SIZE: the largest packet a stack hands a device whole
+TCP_CHECK = 16                  # the TCP checksum's offset in its header (RFC 9293 §3.1)
 
 
 def is_tcpv4(frame: bytes) -> bool:

@@ -114,6 +114,7 @@ class IPv4Stack:
         self.drops, self.place = drops, place
         self._rx_frame = b""                    # the frame being received, for the drop ledger
         self._rx_valid = False                  # its TCP checksum validated by the device (skb->ip_summed)
+        self._rx_segs = 1                       # the segments it stands for (a GSO packet's gso_segs)
         self.arp_table: dict[int, bytes] = {}
         self.arp_queue: dict[int, list[tuple[bytes, bytes, bytes]]] = {}
         self.qdisc: deque[bytes] = deque()
@@ -202,10 +203,15 @@ class IPv4Stack:
         ``csum_valid``: the device checked its TCP checksum and found it good
         (CHECKSUM_UNNECESSARY): the stack neither sums nor checks it."""
         self._rx_valid = csum_valid
-        if self._gro_held or self.gro and frame[23:24] == b"\x06":
-            if self.gro and self._gro_receive(frame):
-                return
-            self.gro_flush()            # whatever GRO holds goes up first: frames stay in order
+        if type(frame) is GsoFrame:     # dev_gro_receive: a GSO packet goes up as it came, after what GRO holds
+            self._rx_segs = frame.gso_segs
+            self.gro_flush()
+        else:
+            self._rx_segs = 1
+            if self._gro_held or self.gro and frame[23:24] == b"\x06":
+                if self.gro and self._gro_receive(frame):
+                    return
+                self.gro_flush()        # whatever GRO holds goes up first: frames stay in order
         self.cpu.charge("guest_stack")
         self._rx_frame = frame
         if len(frame) < ETH_HLEN:
@@ -490,7 +496,7 @@ class IPv4Stack:
             self.cpu.charge("csum", nbytes=len(seg))
             if csum_fold(pseudo_header_sum(saddr, self.addr, IPPROTO_TCP, len(seg)) + csum_reduced(seg)):
                 return self._drop("tcp_bad_checksum")
-        self._tcp_demux(saddr, seg[:doff], seg[doff:], 1)
+        self._tcp_demux(saddr, seg[:doff], seg[doff:], self._rx_segs)
 
     def _tcp_demux(self, saddr: int, tcph: bytes, payload: bytes, segs: int) -> None:
         source, dest, seq, ack_seq, doff_flags, window, _, _ = TCPHDR.unpack_from(tcph)
