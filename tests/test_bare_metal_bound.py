@@ -11,9 +11,9 @@ from iovirt.experiments.compare import Config, run_point, scenario
 from iovirt.experiments.runner import run
 from iovirt.experiments.scenario import Scenario
 
-TCP_MESSAGE, TCP_WINDOW_MS = 16384, 5.0
-# a TCP stream's throughput is read from whole reads in the window: one message is its resolution
-TCP_RESOLUTION_GBPS = TCP_MESSAGE * 8 / (TCP_WINDOW_MS * 1e6)
+TCP_MESSAGE, TCP_WINDOW_MS = 16384, 20.0
+# a TCP stream's rate is taken between whole reads in the window; a read is at most a 64 KB GRO packet
+TCP_RESOLUTION_GBPS = 65536 * 8 / (TCP_WINDOW_MS * 1e6)
 MODELS = [Config("paravirt", "virtio-net", "vhost-net"), Config("paravirt", "virtio-net", "vhost-user"),
           Config("passthrough", "ixgbe"), Config("sriov", "ixgbevf"), Config("emulated", "e1000")]
 
