@@ -1,8 +1,9 @@
 """VMXNET3's offloads on an ESXi host: the SOP descriptor's OM_TSO and
-OM_CSUM as vmxnet3_tq_xmit writes them (a TSO packet crossing the vSwitch
-whole, the wire seeing MSS segments), UPT1_F_RXCSUM and the completion's
+OM_CSUM as vmxnet3_tq_xmit writes them (a TSO packet handed on whole with
+its MSS, the segments it stands for), UPT1_F_RXCSUM and the completion's
 checksum bits as vmxnet3_rx_csum reads them, txNumDeferred against the
-device's txThreshold, and what a hostile guest gets for a bad request."""
+device's txThreshold, and what a hostile guest gets for a bad request.  A
+stream's TSO packets crossing the vSwitch whole: tests/test_tcp_workloads.py."""
 
 from __future__ import annotations
 
@@ -12,11 +13,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from iovirt.devices.vmxnet3 import MAX_TSO_FRAME
-from iovirt.experiments import runner
-from iovirt.experiments.capture import Frames, watch
-from iovirt.experiments.compare import Config, scenario
-from iovirt.experiments.scenario import Scenario
-from iovirt.experiments.world import World
 from iovirt.net.gso import GsoFrame, ValidatedFrame, segment
 from iovirt.net.headers import pseudo_header_sum
 from iovirt.spec import vmxnet3 as s
@@ -24,7 +20,6 @@ from test_ixgbe_offload import IP_DST, IP_SRC, checksums_ok, tcp_packet
 from test_vmxnet3 import esxi, parts
 
 _TXQ = s.TX_QUEUE_DESC.offsets
-VMXNET3 = Config("paravirt", "vmxnet3", hypervisor="esxi")
 
 
 class Sent:
@@ -215,21 +210,3 @@ def test_ethtool_rx_off_reaches_the_device_through_update_feature():
     drv.rx_csum = True
     assert dev.upt_features == s.UPT1_F_RXCSUM
 
-
-# ---- a stream --------------------------------------------------------------------------------------
-@pytest.mark.parametrize("tso", [True, False])
-def test_a_tcp_stream_crosses_the_vswitch_in_tso_packets_and_the_wire_in_mtu_frames(tso):
-    """The vSwitch forwards the guest's TSO packets whole and the uplink's
-    82599 cuts them; ``ethtool -K tso off`` sends MTU frames from the guest."""
-    doc = scenario(VMXNET3, 1, 16384, 3.0, 8, False, "default", "tcp_stream")
-    doc["vms"][0]["nics"][0]["offloads"] = {"tso": tso}
-    world = World(Scenario.from_dict(doc, source="test"))
-    bridged, wired = Frames(), Frames()
-    watch(world, "host0/bridge", bridged)
-    watch(world, "host0/pnic0", wired)
-    start, stop, flows = runner.begin(world)
-    runner.run_to(world, stop)
-    bridged, wired = list(map(len, bridged)), list(map(len, wired))
-    assert flows[0].delivered > 1000 and max(wired) <= 1514
-    assert (max(bridged) > 1514) == tso
-    assert (world.vms["vm0"].nics[0].device.tx_stats[0] > 0) == tso                  # TSOPktsTxOK
