@@ -196,7 +196,8 @@ def test_a_frame_the_hosts_nic_validated_is_handed_up_checked():
 
 @pytest.mark.parametrize("validated, rx", [(False, True), (True, False)], ids=["unvalidated", "rx-off"])
 def test_an_unvalidated_frame_or_rx_off_gets_cnc_and_is_summed_by_the_stack(validated, rx):
-    """A frame nobody checked, or ``ethtool -K rx off`` (UPDATE_FEATURE without UPT1_F_RXCSUM): cnc, no checksum bits."""
+    """A frame nobody checked, or ``ethtool -K rx off`` (UPDATE_FEATURE
+    without UPT1_F_RXCSUM): cnc, no checksum bits."""
     dword0, valid, dword3 = received(validated, rx)
     assert dword0 & s.RCD_CNC and not valid and not dword3 & 0xFF0000
 

@@ -184,7 +184,8 @@ def tso_packet(payload: int = 2500) -> bytes:
     ip = bytes([0x45, 0]) + (40 + payload).to_bytes(2, "big") + bytes([0x12, 0x34, 0x40, 0, 64, 6, 0, 0]) + src + dst
     tcp = (5001).to_bytes(2, "big") + (80).to_bytes(2, "big") + (1000).to_bytes(4, "big") + (7).to_bytes(4, "big") \
         + bytes([0x50, 0x19]) + (100).to_bytes(2, "big") + seed.to_bytes(2, "big") + bytes(2)
-    return bytes.fromhex("020000000002") + SRC + b"\x08\x00" + ip + tcp + bytes((i * 7 + 1) & 0xFF for i in range(payload))
+    body = bytes((i * 7 + 1) & 0xFF for i in range(payload))
+    return bytes.fromhex("020000000002") + SRC + b"\x08\x00" + ip + tcp + body
 
 
 def test_a_tso_packet_takes_the_same_descriptors_and_carries_the_same_payload(nics):
@@ -216,7 +217,8 @@ def test_a_tso_packet_takes_the_same_descriptors_and_carries_the_same_payload(ni
     offsets = [int.from_bytes(f[20:22], "big") & 0x3FFF for f in fragments]   # IPv4 MF and fragment offset
     assert offsets == [0x2000, 0x2000 | 125, 250] and [len(f) - 34 for f in fragments] == [1000, 1000, 520]
     assert b"".join(f[34:] for f in fragments)[20:] == packet[hlen:]
-    assert [len(f) - hlen for f in segments] == [mss, mss, 500] and b"".join(f[hlen:] for f in segments) == packet[hlen:]
+    assert [len(f) - hlen for f in segments] == [mss, mss, 500]
+    assert b"".join(f[hlen:] for f in segments) == packet[hlen:]
     for n, got in enumerate(segments):
         assert int.from_bytes(got[16:18], "big") == len(got) - 14 and got[18:20] == (0x1234 + n).to_bytes(2, "big")
         assert int.from_bytes(got[38:42], "big") == 1000 + n * mss and got[47] == (0x19 if n == 2 else 0x10)

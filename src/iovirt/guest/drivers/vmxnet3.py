@@ -157,7 +157,8 @@ class Vmxnet3Driver(NetDriver):
         q = self.queue_desc
         for field, value in (("magic", s.REV1_MAGIC), ("size", s.DRIVER_SHARED.size),
                              ("gos", s.GOS_BITS_64 | s.GOS_TYPE_LINUX << 2), ("vmxnet3RevSpt", 1), ("uptVerSpt", 1),
-                             ("uptFeatures", self.upt_features), ("queueDescPA", q), ("queueDescLen", 2 * s.TX_QUEUE_DESC.size),
+                             ("uptFeatures", self.upt_features), ("queueDescPA", q),
+                             ("queueDescLen", 2 * s.TX_QUEUE_DESC.size),
                              ("mtu", MTU), ("maxNumRxSG", 18), ("numTxQueues", 1), ("numRxQueues", 1),
                              ("autoMask", int(self.mask_mode == s.IMM_AUTO)), ("numIntrs", 2 if self.msix else 1),
                              ("eventIntrIdx", EVENT_VECTOR if self.msix else 0),
