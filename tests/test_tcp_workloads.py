@@ -77,14 +77,17 @@ def test_the_drop_ledger_tells_tcp_data_segments_by_port_and_leaves_acks_out():
 
 
 @pytest.mark.parametrize("tso", [True, False])
-def test_virtio_tso_crosses_the_host_whole_and_the_wire_in_mtu_frames(tso):
-    """HOST_TSO4: the bridge forwards GSO packets whole, the wire carries
+@pytest.mark.parametrize("config", [Config("paravirt", "virtio-net", "vhost-net"),
+                                    Config("paravirt", "vmxnet3", hypervisor="esxi")])
+def test_tso_crosses_the_host_whole_and_the_wire_in_mtu_frames(config, tso):
+    """virtio's HOST_TSO4, VMXNET3's OM_TSO: the bridge (ESXi's vSwitch)
+    forwards GSO packets whole, the wire carries
     frames of at most 1514 bytes (cut by the uplink's 82599: TSO), and the guest kicks far fewer times per byte; ethtool -K tso off
     sends segments from the guest instead."""
     from iovirt.experiments import runner
     from iovirt.experiments.world import World
 
-    doc = scenario(Config("paravirt", "virtio-net", "vhost-net"), 1, 16384, 3.0, 8, False, "default", "tcp_stream")
+    doc = scenario(config, 1, 16384, 3.0, 8, False, "default", "tcp_stream")
     doc["vms"][0]["nics"][0]["offloads"] = {"tso": tso}
     world = World(Scenario.from_dict(doc, source="test"))
     bridged, wired = Frames(), Frames()
@@ -97,11 +100,13 @@ def test_virtio_tso_crosses_the_host_whole_and_the_wire_in_mtu_frames(tso):
     assert (max(bridged) > 1514) == tso                               # packets of several segments
 
 
-@pytest.mark.parametrize("config", [Config("paravirt", "virtio-net", "vhost-net"), Config("paravirt", "xen-netfront")])
+@pytest.mark.parametrize("config", [Config("paravirt", "virtio-net", "vhost-net"), Config("paravirt", "xen-netfront"),
+                                    Config("paravirt", "vmxnet3", hypervisor="esxi")])
 def test_acks_the_uplink_nic_validated_reach_the_guest_validated(config):
     """The uplink's 82599 validates the ACKs' checksums; the bridge and the
     backend carry that to the guest (virtio's DATA_VALID with GUEST_CSUM,
-    Xen's NETRXF_data_validated), whose stack then does not sum them; with
+    Xen's NETRXF_data_validated, VMXNET3's completion without cnc under
+    UPT1_F_RXCSUM), whose stack then does not sum them; with
     ``ethtool -K rx off`` it sums every one."""
     from iovirt.experiments import runner
     from iovirt.experiments.world import World

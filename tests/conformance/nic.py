@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from iovirt.mem.dma import Dma
+from iovirt.net.gso import GsoFrame, segment
 from iovirt.mem.guest_memory import GuestMemory
 from iovirt.sim.engine import Sim
 from iovirt.sim.profile import load_profile
@@ -231,8 +232,9 @@ class WirePort:
         self.frames: list[bytes] = []
         self.pending: deque[bytes] = deque()
 
-    def send(self, cpu: Resource, frame: bytes) -> None:
-        self.frames.append(bytes(frame))
+    def send(self, cpu: Resource, frame: bytes, gso_size: int = 0) -> None:
+        """A TSO packet (``gso_size``) is cut as the host's software GSO cuts one for a port that cannot take it."""
+        self.frames += segment(GsoFrame.of(frame, gso_size)) if gso_size else [bytes(frame)]
 
     def flush(self, cpu: Resource) -> None:
         while self.pending and self.device.can_receive(len(self.pending[0])):

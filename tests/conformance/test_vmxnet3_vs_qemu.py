@@ -1,8 +1,8 @@
 """VMXNET3 against QEMU's hw/net/vmxnet3.c, driven as Linux's vmxnet3 drives
 it: the BAR1 registers at reset, the revision and UPT version handshake, the
 GET commands, the BARs and the MSI-X table, ACTIVATE_DEV on a driver shared area laid out by
-``spec/vmxnet3.py`` (and refused on a bad magic), one frame out through the
-TX ring with its completion, one frame in through RX ring 1 with its
+``spec/vmxnet3.py`` (and refused on a bad magic), one frame and one TSO
+packet out through the TX ring with their completions, one frame in through RX ring 1 with its
 completion, and the INTx each raises and ICR acknowledges.
 
 Documented differences (each checked on both sides, not skipped):
@@ -14,7 +14,12 @@ Documented differences (each checked on both sides, not skipped):
   vmxnet3_defs.h defines it; QEMU leaves it 0 (Linux's driver does not look
   at it unless LRO is on).
 - A hostile guest's interrupt index other than 0 under INTx makes QEMU abort
-  (an assert in vmxnet3_activate_device); iovirt refuses the activation."""
+  (an assert in vmxnet3_activate_device); iovirt refuses the activation.
+- A TSO packet (OM_TSO): iovirt hands it whole to the vSwitch with its MSS,
+  as ESXi does, and the host cuts it into TCP segments where it must; QEMU
+  7.2 with a peer that has no vnet header cuts it into IPv4 fragments
+  (QEMU 8.0 segments TCP).  Both take the same descriptors, complete the
+  same one and carry the same payload."""
 
 from __future__ import annotations
 
@@ -169,3 +174,55 @@ def test_a_frame_in_through_ring_1_with_its_completion(nics, dst):
         assert qemu[:3] == (s.RCD_SOP | s.RCD_EOP | s.RCD_CNC, len(inbound), 1)
         assert qemu[3] == inbound and qemu[4]
         assert (qemu_type, iovirt_type) == (0, s.CDTYPE_RXCOMP)     # QEMU leaves the completion's type 0
+
+
+def tso_packet(payload: int = 2500) -> bytes:
+    """A TCP/IPv4 frame as vmxnet3_prepare_tso leaves it: the IPv4 checksum
+    zero, the TCP checksum seeded with the pseudo-header's sum without length."""
+    src, dst = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+    seed = (sum(int.from_bytes(a[i:i + 2], "big") for a in (src, dst) for i in (0, 2)) + 6) % 0xFFFF
+    ip = bytes([0x45, 0]) + (40 + payload).to_bytes(2, "big") + bytes([0x12, 0x34, 0x40, 0, 64, 6, 0, 0]) + src + dst
+    tcp = (5001).to_bytes(2, "big") + (80).to_bytes(2, "big") + (1000).to_bytes(4, "big") + (7).to_bytes(4, "big") \
+        + bytes([0x50, 0x19]) + (100).to_bytes(2, "big") + seed.to_bytes(2, "big") + bytes(2)
+    body = bytes((i * 7 + 1) & 0xFF for i in range(payload))
+    return bytes.fromhex("020000000002") + SRC + b"\x08\x00" + ip + tcp + body
+
+
+def test_a_tso_packet_takes_the_same_descriptors_and_carries_the_same_payload(nics):
+    """OM_TSO on the SOP descriptor (hlen 54, MSS 1000) and the packet in
+    three descriptors: both take them and complete at the EOP one, and both
+    carry the payload in order in pieces of 1000 bytes.  iovirt hands the
+    packet whole to its port (cut here as the host's software GSO cuts it for
+    a port that cannot take it): TCP segments, each with its IPv4 length, ID
+    and checksum, sequence number, FIN and PSH on the last only, and its TCP
+    checksum.  QEMU 7.2, its peer without a vnet header, cuts the packet into
+    IPv4 fragments instead (net_tx_pkt_do_sw_fragmentation, before QEMU 8.0
+    segmented TCP): the difference named above."""
+    packet = tso_packet()
+    hlen, mss = 54, 1000
+    pieces = [packet[:hlen], packet[hlen:2000], packet[2000:]]
+
+    def script(nic: Nic):
+        assert activate(nic) == 0
+        for i, data in enumerate(pieces):
+            nic.mem_write(TX_BUF + i * 0x1000, data)
+            dword2 = len(data) | s.INIT_GEN << s.TXD_GEN_SHIFT | (mss << s.TXD_MSSCOF_SHIFT if i == 0 else 0)
+            dword3 = (hlen | s.OM_TSO << s.TXD_OM_SHIFT if i == 0 else 0) | (s.TXD_EOP | s.TXD_CQ if i == 2 else 0)
+            nic.mem_write(TX_RING + i * s.DESC_SIZE, s.TX_DESC.pack(TX_BUF + i * 0x1000, dword2, dword3))
+        nic.write_bar(0, s.R0["TXPROD"], 3)
+        nic.step(100_000)
+        return nic.sent_frames(), s.TX_COMP.unpack_from(nic.mem_read(TX_COMP, 16))
+    (fragments, qemu_comp), (segments, comp) = run(nics, script)
+    assert qemu_comp == comp and comp[0] & s.TCD_TXIDX_MASK == 2 and comp[3] >> s.TCD_GEN_SHIFT == 1
+    offsets = [int.from_bytes(f[20:22], "big") & 0x3FFF for f in fragments]   # IPv4 MF and fragment offset
+    assert offsets == [0x2000, 0x2000 | 125, 250] and [len(f) - 34 for f in fragments] == [1000, 1000, 520]
+    assert b"".join(f[34:] for f in fragments)[20:] == packet[hlen:]
+    assert [len(f) - hlen for f in segments] == [mss, mss, 500]
+    assert b"".join(f[hlen:] for f in segments) == packet[hlen:]
+    for n, got in enumerate(segments):
+        assert int.from_bytes(got[16:18], "big") == len(got) - 14 and got[18:20] == (0x1234 + n).to_bytes(2, "big")
+        assert int.from_bytes(got[38:42], "big") == 1000 + n * mss and got[47] == (0x19 if n == 2 else 0x10)
+        ip_sum = sum(int.from_bytes(got[i:i + 2], "big") for i in range(14, 34, 2))
+        pseudo = sum(int.from_bytes(got[i:i + 2], "big") for i in range(26, 34, 2)) + 6 + len(got) - 34
+        assert ip_sum % 0xFFFF == 0 and (pseudo + sum(int.from_bytes(got[i:i + 2], "big")
+                                                      for i in range(34, len(got), 2))) % 0xFFFF == 0

@@ -17,7 +17,22 @@ A guest that lies gets the device's error behaviour, never an exception: a
 shared area, queue descriptor or ring outside its memory fails ACTIVATE_DEV
 (CMD reads back 1); a producer index past the ring size, a descriptor whose
 buffer is outside memory, a chain longer than any frame stop the queue with the error
-in its Vmxnet3_QueueStatus and ECR.TQERR/RQERR raised on the event interrupt."""
+in its Vmxnet3_QueueStatus and ECR.TQERR/RQERR raised on the event interrupt.
+A packet whose SOP descriptor asks for an offload it cannot have (TSO with an
+MSS below any TCP sender's, or headers other than the packet's or past its
+first buffer; a checksum field past the packet; the encapsulation mode of
+revision 4) is dropped and counted in pktsTxError, its descriptors completed.
+
+Offloads.  The SOP descriptor's ``om`` asks for them (vmxnet3_tq_xmit):
+OM_CSUM with ``hlen`` where the checksum starts and ``msscof`` its field, which the
+device completes; OM_TSO with ``hlen`` the headers and ``msscof`` the MSS: the
+packet goes to the vSwitch whole with its MSS, as ESXi carries a TSO packet to
+the uplink, whose NIC cuts it, or segments it in software for a port that
+cannot take it.  On receive, with UPT1_F_RXCSUM in the driver's
+``uptFeatures`` (read at ACTIVATE_DEV and UPDATE_FEATURE), a frame whose
+checksums the host's NIC validated gets ``cnc`` clear and v4, tcp/udp, ipc,
+tuc and fcs set in its completion (QEMU vmxnet3_rx_update_descr); any other
+gets ``cnc``."""
 
 from __future__ import annotations
 
@@ -32,6 +47,7 @@ from ..sim.resource import Resource
 from ..spec import vmxnet3 as s
 from ..spec.ethernet import ETH_MIN_FRAME
 from .discard import discard
+from .offload import GSO_MAX_SIZE, TCP_MIN_MSS, complete_checksum, is_tcpv4
 from .registry import DeviceEntry
 from .vmstate import PCI_FUNCTION, Bytes, Counts, Flag, Instant, Ints, Nested, UInt, VmState, below, length_at_most
 
@@ -40,6 +56,7 @@ TX, TXC, RX0, RX1, RXC = range(5)                 # the rings: TX, TX completion
 _MAX_SIZE = (s.TX_RING_MAX_SIZE, s.TC_RING_MAX_SIZE, s.RX_RING_MAX_SIZE, s.RX_RING_MAX_SIZE, s.RC_RING_MAX_SIZE)
 _TXQ, _RXQ = s.TX_QUEUE_DESC.offsets, s.RX_QUEUE_DESC.offsets
 MAX_FRAME = s.MAX_MTU + 18                       # a jumbo frame with its Ethernet header and a VLAN tag
+MAX_TSO_FRAME = 14 + GSO_MAX_SIZE                # a TSO packet: up to 64 KB of IPv4 behind its Ethernet header
 LINK = s.LINK_UP | 10000 << s.LINK_SPEED_SHIFT   # ESXi reports 10 Gbit/s for a VMXNET3 vNIC
 _U32, _U8 = struct.Struct("<I"), struct.Struct("<B")
 _DS_FIELD = {name: s.DRIVER_SHARED.field_struct(name) for name in s.DS}
@@ -103,6 +120,8 @@ class Vmxnet3:
         self.max_rx_frags = 1
         self.mcast = b""
         self.tx_frame = bytearray()
+        self.tx_sop = [s.OM_NONE, 0, 0, 0]            # the packet's SOP descriptor: om, hlen, msscof, its length
+        self.upt_features = 0                         # what the driver enabled (devRead.misc.uptFeatures)
         self.tx_stats = [0] * 10
         self.rx_stats = [0] * 10
 
@@ -248,6 +267,8 @@ class Vmxnet3:
                     self.irq(cpu, 0)
             elif cmd == s.CMD_UPDATE_RX_MODE:
                 self.rx_mode = self._ds(cpu, "rxMode")
+            elif cmd == s.CMD_UPDATE_FEATURE:
+                self.upt_features = self._ds(cpu, "uptFeatures")
             elif cmd == s.CMD_UPDATE_MAC_FILTERS:
                 length = self._ds(cpu, "mfTableLen")
                 self.mcast = self.dma.read(cpu, self._ds(cpu, "mfTablePA"), length - length % 6) if length else b""
@@ -323,6 +344,7 @@ class Vmxnet3:
         self.max_rx_frags = max(1, f["maxNumRxSG"])
         self.intr_idx, self.auto_mask = list(intrs), bool(f["autoMask"])
         self.rx_mode = f["rxMode"]
+        self.upt_features = f["uptFeatures"]
         self.dma.store(cpu, _U32, self.queue_pa[0] + _TXQ["txThreshold"], 1)   # QEMU VMXNET3_DEF_TX_THRESHOLD
         return None
 
@@ -390,7 +412,10 @@ class Vmxnet3:
                 break
             self._advance(TX)
             length = dword2 & s.TXD_LEN_MASK or s.MAX_TX_BUF_SIZE
-            if len(frame) + length > MAX_FRAME:
+            if not frame:                              # the SOP descriptor: what the packet asks for
+                self.tx_sop = [dword3 >> s.TXD_OM_SHIFT & s.TXD_OM_MASK, dword3 & s.TXD_HLEN_MASK,
+                               dword2 >> s.TXD_MSSCOF_SHIFT, length]
+            if len(frame) + length > (MAX_TSO_FRAME if self.tx_sop[0] == s.OM_TSO else MAX_FRAME):
                 return self._queue_error(cpu, 0, s.ERR_BIG_PKT, "tx_oversize")
             try:
                 frame += self.dma.read(cpu, addr, length)
@@ -398,8 +423,10 @@ class Vmxnet3:
                 return self._queue_error(cpu, 0, s.ERR_TXD_INVALID, "tx_buffer_fault")
             if not dword3 & s.TXD_EOP:
                 continue
-            self._send(cpu, bytes(frame))
+            packet = self._offload(bytes(frame))
             frame.clear()
+            if packet is not None:
+                self._send(cpu, *packet)
             try:
                 self.dma.store(cpu, s.TX_COMP.struct, self._slot(TXC), index, 0, 0,
                                s.CDTYPE_TXCOMP << s.TCD_TYPE_SHIFT | self.ring_gen[TXC] << s.TCD_GEN_SHIFT)
@@ -408,11 +435,40 @@ class Vmxnet3:
             self._advance(TXC)
             self._trigger(cpu, self.intr_idx[0])
 
-    def _send(self, cpu: Resource, frame: bytes) -> None:
+    def _offload(self, frame: bytes) -> tuple[bytes, int] | None:
+        """What the SOP descriptor's ``om`` asks of the packet: the frame and
+        its MSS (0: not TSO) to send, or None for a request no packet can
+        satisfy, dropped and counted in pktsTxError."""
+        om, hlen, msscof, first = self.tx_sop
+        if om == s.OM_NONE:
+            return frame, 0
+        if om == s.OM_CSUM:
+            if hlen < msscof <= s.MAX_CSUM_OFFSET and msscof + 2 <= len(frame):
+                return complete_checksum(frame, hlen, msscof), 0
+            why = "tx_bad_csum"
+        elif om == s.OM_TSO:
+            # the headers hlen names are the packet's own and lie in its first buffer (where
+            # vmxnet3_copy_hdr puts them); no TCP sender cuts segments below TCP_MIN_MSS
+            if msscof >= TCP_MIN_MSS and hlen <= first and is_tcpv4(frame) and hlen == _tcp_headers_end(frame):
+                self.tx_stats[0] += 1                  # TSOPktsTxOK, TSOBytesTxOK
+                self.tx_stats[1] += len(frame)
+                return frame, msscof
+            why = "tx_bad_tso"
+        else:
+            why = "tx_bad_om"                          # OM_ENCAP: revision 4's, not this revision 1 device's
+        self.tx_stats[8] += 1                          # pktsTxError
+        discard(self, why, frame)
+        return None
+
+    def _send(self, cpu: Resource, frame: bytes, mss: int) -> None:
         kind = 6 if frame[:6] == b"\xff" * 6 else 4 if frame[0] & 1 else 2     # bcast, mcast, ucast counters
         self.tx_stats[kind] += 1
         self.tx_stats[kind + 1] += len(frame)
-        if self.port is not None:
+        if self.port is None:
+            return
+        if mss:
+            self.port.send(cpu, frame, mss)
+        else:
             self.port.send(cpu, frame)
 
     # ---- receive (QEMU vmxnet3_receive / vmxnet3_indicate_packet) ----------------------------
@@ -456,6 +512,7 @@ class Vmxnet3:
         """Fill a head buffer (ring 1), then body buffers (ring 2), one
         completion each; the last says EOP."""
         pos, total, frags, ring = 0, len(frame), 0, RX0
+        csum = self._rx_csum(frame)
         while pos < total and frags < self.max_rx_frags:
             comp = self.dma.load(cpu, s.RX_COMP, self._slot(RXC))
             if comp[3] >> s.RCD_GEN_SHIFT == self.ring_gen[RXC]:
@@ -470,9 +527,9 @@ class Vmxnet3:
             pos += len(chunk)
             last = pos >= total
             dword0 = index | (s.RCD_SOP if not frags else 0) | (s.RCD_EOP if last else 0)
-            dword0 |= (ring - RX0) << s.RCD_RQID_SHIFT | s.RCD_CNC
+            dword0 |= (ring - RX0) << s.RCD_RQID_SHIFT | (0 if csum else s.RCD_CNC)
             self.dma.store(cpu, s.RX_COMP.struct, self._slot(RXC), dword0, 0, len(chunk),
-                           s.CDTYPE_RXCOMP << s.RCD_TYPE_SHIFT | self.ring_gen[RXC] << s.RCD_GEN_SHIFT)
+                           csum | s.CDTYPE_RXCOMP << s.RCD_TYPE_SHIFT | self.ring_gen[RXC] << s.RCD_GEN_SHIFT)
             self._advance(RXC)
             frags += 1
             ring = RX1                                 # bodies come from ring 2 (Linux, no LRO)
@@ -485,6 +542,15 @@ class Vmxnet3:
             self.rx_stats[kind + 1] += total
         if frags:
             self._trigger(cpu, self.intr_idx[1])
+
+    def _rx_csum(self, frame: bytes) -> int:
+        """A completion's checksum bits (QEMU vmxnet3_rx_update_descr): with
+        UPT1_F_RXCSUM on, for a TCP or UDP over IPv4 frame whose checksums the
+        host's NIC validated; 0 (the device sets ``cnc``) otherwise."""
+        if not (self.upt_features & s.UPT1_F_RXCSUM and getattr(frame, "csum_valid", False)
+                and frame[12:14] == b"\x08\x00" and frame[23] in (6, 17)):
+            return 0
+        return s.RCD_V4 | s.RCD_IPC | s.RCD_TUC | s.RCD_FCS | (s.RCD_TCP if frame[23] == 6 else s.RCD_UDP)
 
     # ---- live migration ---------------------------------------------------------------------
     def post_load(self) -> None:
@@ -500,7 +566,7 @@ class Vmxnet3:
         if self.active:
             self._doorbell(cpu)
 
-    VMSTATE = VmState("vmxnet3", 1, (
+    VMSTATE = VmState("vmxnet3", 2, (
         Flag("active"), UInt("shared", 64), UInt("temp_dsal", 32), UInt("last_cmd", 32),
         UInt("masked", 32, check=below(1 << s.MAX_INTRS, "one mask bit per interrupt")),
         UInt("pending", 32, check=below(1 << s.MAX_INTRS, "one pending bit per interrupt")), Flag("asserted"),
@@ -516,10 +582,18 @@ class Vmxnet3:
         Ints("intr_idx", 8, check=lambda v, dev, staged: None if max(v) < s.MAX_INTRS else "an interrupt index "
              f"below {s.MAX_INTRS}"), Flag("auto_mask"), UInt("rx_mode", 32),
         UInt("max_rx_frags", 16), Bytes("mcast", variable=True), Bytes("mac"), UInt("temp_mac", 32),
-        Bytes("tx_frame", variable=True, check=length_at_most(MAX_FRAME, "the largest VMXNET3 frame")),
+        Bytes("tx_frame", variable=True, check=length_at_most(MAX_TSO_FRAME, "the largest VMXNET3 TSO packet")),
+        Ints("tx_sop", 32), UInt("upt_features", 64),
         Ints("tx_stats", 64), Ints("rx_stats", 64), Counts("errors"), Nested("pci", PCI_FUNCTION)),
         post_load=post_load)
 
 
+def _tcp_headers_end(frame: bytes) -> int:
+    """Where a TCP/IPv4 frame's payload starts: Ethernet, IPv4 (IHL) and TCP (data offset) headers."""
+    l4 = 14 + (frame[14] & 0xF) * 4
+    return l4 + (frame[l4 + 12] >> 4) * 4
+
+
 DEVICE = DeviceEntry(Vmxnet3, "paravirt", "VMware VMXNET3 paravirtual NIC (vmxnet3_defs.h)", ("VMware ESXi",),
-                     "vmxnet3", (s.VENDOR_ID, s.DEVICE_ID), hypervisor="esxi")
+                     "vmxnet3", (s.VENDOR_ID, s.DEVICE_ID), hypervisor="esxi",
+                     offloads=("rx-checksum", "tx-checksum-ip-generic", "tx-tcp-segmentation"))

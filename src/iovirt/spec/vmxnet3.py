@@ -102,6 +102,7 @@ RX_RING_MAX_SIZE = 4096
 RC_RING_MAX_SIZE = 8192
 MAX_TX_BUF_SIZE = 1 << 14            # a TX descriptor's len 0 means 16 KiB
 MAX_TXD_PER_PKT = 16
+MAX_CSUM_OFFSET = 1024               # VMXNET3_MAX_CSUM_OFFSET: the largest msscof of a checksum request
 MAX_RX_BUF_SIZE = (1 << 14) - 1
 MIN_MTU, MAX_MTU = 60, 9000
 
@@ -160,7 +161,9 @@ TXD_OM_SHIFT = 10
 TXD_EOP = 1 << 12
 TXD_CQ = 1 << 13
 TXD_TI = 1 << 15
-OM_NONE, OM_ENCAP, OM_CSUM, OM_TSO = 0, 1, 2, 3
+OM_NONE, OM_ENCAP, OM_CSUM, OM_TSO = 0, 1, 2, 3  # om: OM_CSUM hlen = checksum start, msscof = its field;
+                                                 # OM_TSO hlen = all headers, msscof = MSS (on the SOP descriptor)
+TXD_OM_MASK = 0x3
 
 TX_COMP = Layout("Vmxnet3_TxCompDesc", 16, [("dword0", 0, 4), ("ext2", 4, 4), ("ext3", 8, 4), ("dword3", 12, 4)])
 TCD_TXIDX_MASK = 0xFFF               # dword0: txdIdx:12
@@ -185,4 +188,13 @@ RCD_CNC = 1 << 30
 RCD_LEN_MASK = 0x3FFF                # dword2: len:14, err:1, ts:1, tci:16
 RCD_ERR = 1 << 14
 RCD_TYPE_SHIFT = 24                  # dword3: csum:16, tuc, udp, tcp, ipc, v6, v4, frg, fcs, type:7, gen:1
+RCD_TUC = 1 << 16                    # the TCP/UDP checksum is correct
+RCD_UDP = 1 << 17
+RCD_TCP = 1 << 18
+RCD_IPC = 1 << 19                    # the IPv4 header checksum is correct
+RCD_V6 = 1 << 20
+RCD_V4 = 1 << 21
+RCD_FRG = 1 << 22
+RCD_FCS = 1 << 23                    # the frame check sequence is correct
+RCD_CSUM_OK = RCD_TUC | RCD_IPC      # VMXNET3_RCD_CSUM_OK: what vmxnet3_rx_csum trusts with v4
 RCD_GEN_SHIFT = 31

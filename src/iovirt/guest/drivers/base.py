@@ -106,9 +106,10 @@ def wants_csum(stack, frame: bytes) -> bool:
     return getattr(stack, "tx_csum", False) and frame[12:14] == b"\x08\x00" and frame[23] == IPPROTO_TCP
 
 
-def tso_headers(frame: bytes) -> tuple[bytes, int, int]:
+def tso_headers(frame: bytes, zero_len: bool = True) -> tuple[bytes, int, int]:
     """What e1000_tso and ixgbe_tso do to a GSO packet's headers before the
-    NIC cuts it: the IPv4 total length and checksum zeroed, the TCP checksum
+    NIC cuts it: the IPv4 total length (not with ``zero_len`` False, as
+    vmxnet3_prepare_tso) and checksum zeroed, the TCP checksum
     seeded with the pseudo-header's sum without the length (the NIC adds
     each segment's); the packet, its IPv4 and TCP header lengths."""
     iplen = (frame[ETH_HLEN] & 0xF) * 4
@@ -117,7 +118,9 @@ def tso_headers(frame: bytes) -> tuple[bytes, int, int]:
     seed = pseudo_header_sum(int.from_bytes(frame[ETH_HLEN + 12:ETH_HLEN + 16], "big"),
                              int.from_bytes(frame[ETH_HLEN + 16:ETH_HLEN + 20], "big"), IPPROTO_TCP, 0) % 0xFFFF
     head = bytearray(frame[:l4 + l4len])
-    head[ETH_HLEN + 2:ETH_HLEN + 4] = head[ETH_HLEN + IP_CHECK:ETH_HLEN + IP_CHECK + 2] = b"\0\0"
+    head[ETH_HLEN + IP_CHECK:ETH_HLEN + IP_CHECK + 2] = b"\0\0"
+    if zero_len:
+        head[ETH_HLEN + 2:ETH_HLEN + 4] = b"\0\0"
     head[l4 + TCP_CHECK:l4 + TCP_CHECK + 2] = seed.to_bytes(2, "big")
     return bytes(head) + frame[len(head):], iplen, l4len
 

@@ -9,8 +9,19 @@ vmxnet3_open: the rings created and the RX rings filled, the shared area
 written, DSAL/DSAH, ACTIVATE_DEV (its status read back), the RX producers,
 the RX mode and multicast filters, the link, the interrupts unmasked.
 
-TX writes a descriptor with the ring's gen and rings TXPROD once
-txNumDeferred reaches the device's txThreshold.  The INTx handler reads ICR
+TX (vmxnet3_tq_xmit): a frame in one descriptor; a TSO packet's headers in
+the first (where vmxnet3_copy_hdr puts them) and its payload in buffers of at
+most 16 KB behind it.  The SOP descriptor carries the offload: OM_TSO with
+hlen the headers and msscof the MSS, or OM_CSUM with hlen where the checksum
+starts and msscof its field; its gen is written last.  txNumDeferred grows
+by the packets the device will send (a TSO packet's segments) and TXPROD is
+written once it reaches the device's txThreshold; the driver has no other
+flush (no xmit_more).  Features as vmxnet3_probe sets them: TX checksum and
+TSO (the stack's ``tx_csum``/``tso``); UPT1_F_RXCSUM in uptFeatures, changed
+by ``ethtool -K rx`` with UPDATE_FEATURE (vmxnet3_set_features); not LRO
+(the device here does not merge) nor RXVLAN.  A completion without ``cnc``
+whose v4, ipc and tuc are set is handed up CHECKSUM_UNNECESSARY
+(vmxnet3_rx_csum).  The INTx handler reads ICR
 (the MSI-X one needs not) and schedules NAPI; the poll handles events (ECR: a queue error is read
 back with GET_QUEUE_STATUS), reaps TX completions, takes RX completions whose
 gen is the ring's, gives each buffer back with the ring's gen, and writes
@@ -20,9 +31,11 @@ from __future__ import annotations
 
 import struct
 
+from ...net.gso import headers_len
+from ...net.headers import TCP_CHECK, l4_offset
 from ...spec import vmxnet3 as s
 from ...spec.pci import PCI_CAP_ID_MSIX
-from .base import NetDriver
+from .base import NetDriver, tso_headers, wants_csum
 
 TX_RING = 512                       # VMXNET3_DEF_TX_RING_SIZE
 RX_RING = 256                       # rx ring 1 (ethtool -G rx); Linux's default is 1024 (VMXNET3_DEF_RX_RING_SIZE)
@@ -30,6 +43,8 @@ RX_RING2 = 128                      # rx ring 2, body buffers (VMXNET3_DEF_RX_RI
 RX_BUFFER = 2048                    # an skb for an MTU-1500 frame (head buffers)
 BODY_BUFFER = 4096                  # a page (body buffers)
 TX_BUFFER = 2048
+GSO_BUFFER = 65550                  # a TSO packet's payload (Linux maps the skb's pages instead)
+GSO_BUFFERS = 32
 MTU = 1500
 NAPI_WEIGHT = 64
 QUEUE_VECTOR, EVENT_VECTOR = 0, 1   # MSI-X: the TX/RX pair's vector, then the events' (vmxnet3_request_irqs)
@@ -47,12 +62,14 @@ class Vmxnet3Error(RuntimeError):
 
 class Vmxnet3Driver(NetDriver):
     VENDOR, DEVICE = s.VENDOR_ID, s.DEVICE_ID
+    offloads = frozenset(("tx_csum", "tso"))    # NETIF_F_HW_CSUM and NETIF_F_TSO (vmxnet3_declare_features)
 
     def __init__(self, kernel, info) -> None:
         super().__init__(kernel, info)
         self.bar0 = info.bars[0][1]
         self.bar1 = info.bars[1][1]
         self.queue_errors = 0
+        self.upt_features = s.UPT1_F_RXCSUM       # NETIF_F_RXCSUM on (vmxnet3_setup_driver_shared)
         self._probe()
         self._open()
 
@@ -119,6 +136,9 @@ class Vmxnet3Driver(NetDriver):
         self.tx_ring = self.dma_alloc(TX_RING * s.DESC_SIZE, s.RING_BA_ALIGN)
         self.tx_comp = self.dma_alloc(TX_RING * s.DESC_SIZE, s.RING_BA_ALIGN)
         self.tx_bufs = [self.dma_alloc(TX_BUFFER, 64) for _ in range(TX_RING)]
+        self.gso_bufs = [self.dma_alloc(GSO_BUFFER, 64) for _ in range(GSO_BUFFERS)]
+        self.gso_free = list(range(GSO_BUFFERS))
+        self.gso_eop: dict[int, int] = {}                              # a TSO packet's EOP slot -> its GSO buffer
         self.tx_fill = self.tx_done = self.tc_next = 0
         self.tx_gen = self.tc_gen = s.INIT_GEN
         sizes = (RX_RING, RX_RING2)
@@ -137,7 +157,8 @@ class Vmxnet3Driver(NetDriver):
         q = self.queue_desc
         for field, value in (("magic", s.REV1_MAGIC), ("size", s.DRIVER_SHARED.size),
                              ("gos", s.GOS_BITS_64 | s.GOS_TYPE_LINUX << 2), ("vmxnet3RevSpt", 1), ("uptVerSpt", 1),
-                             ("uptFeatures", 0), ("queueDescPA", q), ("queueDescLen", 2 * s.TX_QUEUE_DESC.size),
+                             ("uptFeatures", self.upt_features), ("queueDescPA", q),
+                             ("queueDescLen", 2 * s.TX_QUEUE_DESC.size),
                              ("mtu", MTU), ("maxNumRxSG", 18), ("numTxQueues", 1), ("numRxQueues", 1),
                              ("autoMask", int(self.mask_mode == s.IMM_AUTO)), ("numIntrs", 2 if self.msix else 1),
                              ("eventIntrIdx", EVENT_VECTOR if self.msix else 0),
@@ -158,6 +179,19 @@ class Vmxnet3Driver(NetDriver):
             self.wr0("IMR", 0, index)
         self._ds("intrCtrl", 0)
 
+    # ---- features (vmxnet3_set_features) -----------------------------------------------
+    @property
+    def rx_csum(self) -> bool:
+        return bool(self.upt_features & s.UPT1_F_RXCSUM)
+
+    @rx_csum.setter
+    def rx_csum(self, on: bool) -> None:
+        """ethtool -K rx: uptFeatures changed and UPDATE_FEATURE, only if it changes."""
+        if on != self.rx_csum:
+            self.upt_features ^= s.UPT1_F_RXCSUM
+            self._ds("uptFeatures", self.upt_features)
+            self.wr1("CMD", s.CMD_UPDATE_FEATURE)
+
     # ---- RX buffers ------------------------------------------------------------------
     def _give(self, ring: int, index: int) -> None:
         """The buffer of slot ``index`` to the device: written with the ring's gen (vmxnet3_rq_alloc_rx_buf)."""
@@ -172,26 +206,55 @@ class Vmxnet3Driver(NetDriver):
 
     # ---- transmit (vmxnet3_tq_xmit) ---------------------------------------------------------
     def transmit(self, frame: bytes) -> bool:
-        fill = self.tx_fill
-        if (self.tx_done - fill - 1) % TX_RING == 0:          # vmxnet3_cmd_ring_desc_avail() == 0
-            self.tx_queue_stopped = True
+        mss = getattr(frame, "gso_size", 0)
+        hlen = headers_len(frame) if mss else 0
+        pieces = 1 + -(-(len(frame) - hlen) // s.MAX_TX_BUF_SIZE) if mss else 1      # txd_estimate
+        if pieces > (self.tx_done - self.tx_fill - 1) % TX_RING or mss and not self.gso_free:
+            self.tx_queue_stopped = True                       # vmxnet3_cmd_ring_desc_avail() too small
             return False
-        buf = self.tx_bufs[fill]
-        self.mem.write(buf, frame)
-        self.vcpu.charge("ring_op")
-        self.mem.store(_TXD, self.tx_ring + fill * s.DESC_SIZE, buf,
-                       len(frame) | self.tx_gen << s.TXD_GEN_SHIFT, s.TXD_EOP | s.TXD_CQ)
-        self.tx_fill = fill + 1
-        if self.tx_fill == TX_RING:
-            self.tx_fill = 0
-            self.tx_gen ^= 1
+        sop, sop_gen = self.tx_fill, self.tx_gen
+        buf = self.tx_bufs[sop]
+        if mss:
+            frame = tso_headers(frame, zero_len=False)[0]      # vmxnet3_prepare_tso
+            om, msscof, packets = s.OM_TSO, mss, -(-(len(frame) - hlen) // mss)
+            gso = self.gso_free.pop()
+            self.mem.write(buf, frame[:hlen])                  # vmxnet3_copy_hdr
+            self.mem.write(self.gso_bufs[gso], frame[hlen:])
+            body = self.gso_bufs[gso] - hlen
+            bufs = [(buf, hlen)] + [(body + at, min(s.MAX_TX_BUF_SIZE, len(frame) - at))
+                                    for at in range(hlen, len(frame), s.MAX_TX_BUF_SIZE)]
+            self.gso_eop[(sop + len(bufs) - 1) % TX_RING] = gso
+        else:
+            self.mem.write(buf, frame)
+            bufs, packets, om, hlen, msscof = [(buf, len(frame))], 1, s.OM_NONE, 0, 0
+            if wants_csum(self.stack, frame):                  # CHECKSUM_PARTIAL
+                om, hlen = s.OM_CSUM, l4_offset(frame)
+                msscof = hlen + TCP_CHECK
+        self.vcpu.charge("ring_op", len(bufs))
+        end = len(bufs) - 1
+        for n in range(1, len(bufs)):                          # vmxnet3_map_pkt; the SOP's gen last
+            self._advance_tx()
+            self.mem.store(_TXD, self.tx_ring + self.tx_fill * s.DESC_SIZE, bufs[n][0],
+                           bufs[n][1] & s.TXD_LEN_MASK | self.tx_gen << s.TXD_GEN_SHIFT,
+                           s.TXD_EOP | s.TXD_CQ if n == end else 0)
+        self._advance_tx()
+        self.mem.store(_TXD, self.tx_ring + sop * s.DESC_SIZE, buf,
+                       bufs[0][1] | sop_gen << s.TXD_GEN_SHIFT | msscof << s.TXD_MSSCOF_SHIFT,
+                       hlen | om << s.TXD_OM_SHIFT | (0 if end else s.TXD_EOP | s.TXD_CQ))
         tq = self.queue_desc
-        deferred = _U32.unpack_from(self.buf, tq + _TXQ["txNumDeferred"])[0] + 1
+        deferred = _U32.unpack_from(self.buf, tq + _TXQ["txNumDeferred"])[0] + packets
         if deferred >= _U32.unpack_from(self.buf, tq + _TXQ["txThreshold"])[0]:
             deferred = 0
             self.wr0("TXPROD", self.tx_fill)
         self.mem.store(_U32, tq + _TXQ["txNumDeferred"], deferred)
         return True
+
+    def _advance_tx(self) -> None:
+        """vmxnet3_cmd_ring_adv_next2fill: the gen flips at each wrap."""
+        self.tx_fill += 1
+        if self.tx_fill == TX_RING:
+            self.tx_fill = 0
+            self.tx_gen ^= 1
 
     # ---- interrupt and NAPI poll --------------------------------------------------------------
     def _intr(self) -> None:
@@ -252,7 +315,10 @@ class Vmxnet3Driver(NetDriver):
             if dword3 >> s.TCD_GEN_SHIFT != self.tc_gen:
                 break
             self.vcpu.charge("ring_op")
-            self.tx_done = ((dword0 & s.TCD_TXIDX_MASK) + 1) % TX_RING
+            eop = dword0 & s.TCD_TXIDX_MASK
+            self.tx_done = (eop + 1) % TX_RING
+            if eop in self.gso_eop:
+                self.gso_free.append(self.gso_eop.pop(eop))
             freed = True
             self.tc_next += 1
             if self.tc_next == TX_RING:
@@ -285,8 +351,9 @@ class Vmxnet3Driver(NetDriver):
                 done += 1
                 if dword2 & s.RCD_ERR:
                     self.stats["rx_errors"] += 1
-                else:
-                    self.stack.receive(bytes(frame))
+                else:                                          # vmxnet3_rx_csum
+                    self.stack.receive(bytes(frame), self.rx_csum and not dword0 & s.RCD_CNC
+                                       and dword3 & (s.RCD_V4 | s.RCD_CSUM_OK) == s.RCD_V4 | s.RCD_CSUM_OK)
                 frame = bytearray()
         rq = self.queue_desc + s.TX_QUEUE_DESC.size
         if _U8.unpack_from(self.buf, rq + _RXQ["updateRxProd"])[0]:
