@@ -202,9 +202,12 @@ class TulipDriver(NetDriver):
         self.vcpu.eoi(self.irq)
 
     def _rx(self, budget: int) -> int:
-        """tulip_rx: hand up every frame whose descriptor the chip gave back."""
+        """tulip_rx: hand up every frame whose descriptor the chip gave back,
+        no further than the buffers given to it since (``rx_work_limit``: a
+        descriptor not yet refilled still holds the status of the frame it
+        carried)."""
         buf, charge, received = self.buf, self.vcpu.charge, 0
-        while received < budget:
+        while received < min(budget, self.dirty_rx + RX_RING - self.cur_rx):
             addr = self.rx_ring + self.cur_rx % RX_RING * s.DESC_SIZE
             status = _DES0.unpack_from(buf, addr)[0]
             if status & s.DES0_OWN:
