@@ -216,6 +216,11 @@ def _moderation(value: Any) -> Any:
                     f"(e1000's InterruptThrottleRate bounds)")
 
 
+def _moderation_or_lab(value: Any) -> Any:
+    """The far end's: as ``_moderation``, or None for what a lab would set (:func:`far_end_moderation`)."""
+    return None if value is None else _moderation(value)
+
+
 class Offloads(_Strict):
     """The guest's offload switches for a NIC, as ``ethtool -K`` sets them: the
     stack's software GSO and GRO (on by default, as in Linux), and the
@@ -340,7 +345,7 @@ class Peer(_Strict):
 
     kind: Literal["host"] = "host"
     receiver: Literal["tester", "socket"] = "tester"
-    interrupt_moderation: Annotated[Any, BeforeValidator(_moderation)] = None
+    interrupt_moderation: Annotated[Any, BeforeValidator(_moderation_or_lab)] = None
     cores: Annotated[int, Field(ge=1), _at_most(NR_CPUS_MAX, "cores", "Linux's NR_CPUS limit, CONFIG_MAXSMP")] = 16
     rx_ring: Annotated[int, Field(ge=64), _at_most(8192, "descriptors", "the 82599's ring limit, IXGBE_MAX_RXD")] = 512
 
