@@ -15,6 +15,7 @@ from __future__ import annotations
 
 TCP_MIN_MSS = 88                # include/net/tcp.h: no TCP sender cuts smaller segments
 GSO_MAX_SIZE = 65536            # GSO_LEGACY_MAX_SIZE: the largest packet a stack hands a device whole
+TCP_CHECK = 16                  # RFC 9293 §3.1: the checksum's offset in the TCP header
 
 
 def is_tcpv4(frame: bytes) -> bool:

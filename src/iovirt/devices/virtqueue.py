@@ -159,6 +159,25 @@ class Virtqueue:
         cpu.charge("ring_op")
         return head, readable, writable
 
+    def avail_bytes(self, want: int) -> bool:
+        """virtqueue_avail_bytes: do the chains made available hold ``want``
+        device-writable bytes between them?  The chains are checked as
+        ``pop`` checks them."""
+        avail, last, size = self._avail, self.last_avail, self._size
+        try:
+            pending = (self._avail_u16(avail + _AVAIL_IDX) - last) & 0xFFFF
+            if pending > size:
+                raise VirtqueueError(f"queue {self.index}: avail idx moved {pending} past {size} entries")
+            total = 0
+            for n in range(pending):
+                head = self._avail_u16(avail + _AVAIL_RING + 2 * ((last + n) % size))
+                total += sum(length for _, length in self._walk(head)[1])
+                if total >= want:
+                    return True
+        except DmaFault as fault:
+            raise VirtqueueError(f"queue {self.index}: ring access {fault}") from None
+        return False
+
     def _walk(self, head: int) -> tuple[Segments, Segments]:
         """2.6.5.3: follow NEXT, at most once through an indirect table; a
         chain longer than its table loops."""

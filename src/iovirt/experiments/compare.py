@@ -92,7 +92,8 @@ def scenario(config: Config | None, vms: int, packet_size: int, duration_ms: flo
         uplink = f"pnic{i}" if exclusive else "pnic0" if shared_vfs else None
         nic = _nic(config or Config("passthrough", "ixgbe"), i, uplink)
         if not offloads:
-            nic["offloads"] = {"gso": False, "gro": False, "tso": False, "tx": False, "rx": False}
+            nic["offloads"] = {"gso": False, "gro": False, "tso": False, "tx": False, "rx": False,
+                              "gro_hw": False}
         machines.append({"name": f"vm{i}", "host": "host0", "nics": [nic]} | ({"bare_metal": True} if config is None else {}))
     sizes = {SIZE_KEY[workload]: packet_size} | ({"response_size": packet_size} if workload == "tcp_rr" else {})
     workloads = [{"type": workload, "src": f"vm{i}", "dst": "wire", **sizes,

@@ -7,7 +7,10 @@ TX adds one descriptor per frame (header inline, VIRTIO_F_VERSION_1) and
 kicks only when the device asked (EVENT_IDX).  With VIRTIO_NET_F_CSUM the
 header asks the device to complete TCP checksums (NEEDS_CSUM, csum_start,
 csum_offset); with HOST_TSO4 too, a GSO packet of up to 64 KB goes as one
-buffer with gso_type TCPV4 and gso_size (5.1.6.2).  Completed TX buffers are
+buffer with gso_type TCPV4 and gso_size (5.1.6.2); with GUEST_TSO4 (which
+needs GUEST_CSUM, 5.1.3.1) the device may hand it such a packet in as many
+mergeable buffers as it takes (5.1.6.4), which goes up the stack as one
+packet of its gso_size, its checksum partial (virtio_net_hdr_to_skb).  Completed TX buffers are
 reclaimed by transmit and by TX NAPI (Linux's default ``napi_tx=1``): each
 transmit re-arms the TX interrupt for when 3/4 of the outstanding buffers are
 used (virtqueue_enable_cb_delayed), and the interrupt schedules
@@ -16,7 +19,7 @@ interrupt with the queue's interrupts off."""
 
 from __future__ import annotations
 
-from ...net.gso import headers_len
+from ...net.gso import GsoFrame, headers_len
 from ...net.headers import TCP_CHECK, l4_offset
 from ...spec import virtio as v
 from ...spec.pci import (
@@ -28,7 +31,7 @@ from .virtio_ring import DriverQueue
 C = v.COMMON
 WANTED = (1 << v.VIRTIO_F_VERSION_1 | 1 << v.VIRTIO_NET_F_MAC | 1 << v.VIRTIO_NET_F_MRG_RXBUF
           | 1 << v.VIRTIO_RING_F_EVENT_IDX | 1 << v.VIRTIO_NET_F_CSUM | 1 << v.VIRTIO_NET_F_HOST_TSO4
-          | 1 << v.VIRTIO_NET_F_GUEST_CSUM
+          | 1 << v.VIRTIO_NET_F_GUEST_CSUM | 1 << v.VIRTIO_NET_F_GUEST_TSO4
           | 1 << v.VIRTIO_NET_F_STANDBY)
 HDR_SIZE = v.NET_HDR.size
 RX_BUFFER = HDR_SIZE + 1514
@@ -37,6 +40,7 @@ GSO_BUFFERS = 32                        # TX buffers that size (Linux gathers th
 _BLANK_HDR = bytes(HDR_SIZE)
 _NUM_BUFFERS = v.NET_HDR.field_struct("num_buffers").unpack_from
 _NUM_BUFFERS_AT = v.NET_HDR.offset("num_buffers")
+_GSO_TYPE_AT = v.NET_HDR.offset("gso_type")
 NAPI_WEIGHT = 64
 CONFIG_VECTOR, RX_VECTOR, TX_VECTOR = 0, 1, 2
 
@@ -103,6 +107,8 @@ class VirtioNetDriver(NetDriver):
             self.cwrite("device_feature_select", word)
             offered |= self.cread("device_feature") << (32 * word)
         self.features = offered & wanted
+        if not self.features >> v.VIRTIO_NET_F_GUEST_CSUM & 1:
+            self.features &= ~(1 << v.VIRTIO_NET_F_GUEST_TSO4)                # 5.1.3.1: requires GUEST_CSUM
         self.mergeable = bool(self.features >> v.VIRTIO_NET_F_MRG_RXBUF & 1)
         self.rx_csum = bool(self.features >> v.VIRTIO_NET_F_GUEST_CSUM & 1)       # NETIF_F_RXCSUM
         for word in (0, 1):
@@ -233,7 +239,7 @@ class VirtioNetDriver(NetDriver):
         while done < budget and (used := rx.get_used()) is not None:
             slot, length = used
             count = _NUM_BUFFERS(mem.buf, bufs[slot] + _NUM_BUFFERS_AT)[0] if self.mergeable else 1
-            if count == 1 and HDR_SIZE < length <= RX_BUFFER:     # one buffer: the frame follows the header
+            if count == 1 and HDR_SIZE < length <= RX_BUFFER and not mem.buf[bufs[slot] + _GSO_TYPE_AT]:
                 self.stack.receive(mem.read(bufs[slot] + HDR_SIZE, length - HDR_SIZE),
                                    self.rx_csum and bool(mem.buf[bufs[slot]] & v.VIRTIO_NET_HDR_F_DATA_VALID))
                 rx.add([(bufs[slot], RX_BUFFER, True)], slot)
@@ -250,12 +256,28 @@ class VirtioNetDriver(NetDriver):
             frames.append(more)
         whole = len(frames) == count and all(n <= RX_BUFFER for _, n in frames)   # else "len %u exceeds truesize"
         data = b"".join(self.mem.read(self.rx_bufs[s], n) for s, n in frames) if whole else b""
-        if len(data) > HDR_SIZE:
-            self.stack.receive(data[HDR_SIZE:], self.rx_csum and bool(data[0] & v.VIRTIO_NET_HDR_F_DATA_VALID))
-        else:
+        if len(data) <= HDR_SIZE:
             self.kernel.dropped("rx_length_errors")
+        elif data[_GSO_TYPE_AT]:
+            self._receive_gso(data)
+        else:
+            self.stack.receive(data[HDR_SIZE:], self.rx_csum and bool(data[0] & v.VIRTIO_NET_HDR_F_DATA_VALID))
         for s, _ in frames:
             self.rx.add([(self.rx_bufs[s], RX_BUFFER, True)], s)
+
+    def _receive_gso(self, data: bytes) -> None:
+        """virtio_net_hdr_to_skb: a TCP packet the host kept whole, up as one
+        with its gso_size; NEEDS_CSUM makes it CHECKSUM_PARTIAL (not summed
+        again).  A GSO type not negotiated, gso_size 0 or a frame that is not
+        TCP/IPv4 is a frame error ("bad gso")."""
+        flags, gso_type, _, gso_size, _, _, _ = v.NET_HDR.unpack_from(data)
+        frame = data[HDR_SIZE:]
+        if (not self.features >> v.VIRTIO_NET_F_GUEST_TSO4 & 1 or gso_type != v.VIRTIO_NET_HDR_GSO_TCPV4
+                or not gso_size or len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[23] != 6):
+            self.kernel.dropped("rx_frame_errors")
+            return
+        self.stack.receive(GsoFrame.of(frame, gso_size), bool(flags & v.VIRTIO_NET_HDR_F_NEEDS_CSUM) or (
+            self.rx_csum and bool(flags & v.VIRTIO_NET_HDR_F_DATA_VALID)))
 
     def _config_intr(self) -> None:
         """A configuration change; DEVICE_NEEDS_RESET shows in the status."""
