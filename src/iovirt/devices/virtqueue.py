@@ -240,8 +240,9 @@ class Virtqueue:
         avail_event with EVENT_IDX, VIRTQ_USED_F_NO_NOTIFY without."""
         try:
             if self.event_idx:
-                if on:
-                    self._used_put16(self._used + _USED_RING + 8 * self._size, self.last_avail)   # avail_event (2.6.10)
+                if on:                            # avail_event (2.6.10) at the avail idx as it is now, as
+                    at = self._avail_u16(self._avail + _AVAIL_IDX)    # QEMU and vhost do: a kick for what comes next
+                    self._used_put16(self._used + _USED_RING + 8 * self._size, at)
             else:
                 self._put16(self.used + v.VIRTQ_USED_FLAGS, 0 if on else v.VIRTQ_USED_F_NO_NOTIFY)
         except DmaFault as fault:
