@@ -67,6 +67,11 @@ class VirtioNet(VirtioPciDevice):
         """The guest takes TCP packets whole (GUEST_TSO4): the tap's TUN_F_TSO4."""
         return bool(self.driver_features >> v.VIRTIO_NET_F_GUEST_TSO4 & 1)
 
+    @property
+    def takes_csum(self) -> bool:
+        """The guest takes TCP checksums partial (GUEST_CSUM): the tap's TUN_F_CSUM."""
+        return bool(self.driver_features >> v.VIRTIO_NET_F_GUEST_CSUM & 1)
+
     def config_read(self, offset: int, size: int) -> int:
         return int.from_bytes(self.config[offset : offset + size], "little") if offset + size <= len(self.config) else 0
 
@@ -175,10 +180,10 @@ class VirtioNet(VirtioPciDevice):
     def receive(self, cpu: Resource, frame: bytes) -> None:
         q = self.queues[v.RX_QUEUE]
         gso_size = getattr(frame, "gso_size", 0)
-        if gso_size:                              # 5.1.6.4: only a tap whose guest took GUEST_TSO4 hands one
+        if gso_size or getattr(frame, "csum_partial", False):     # 5.1.6.4: only from a tap with TUN_F_TSO4/CSUM
             l4 = 14 + (frame[14] & 0xF) * 4
-            data = _HDR.pack(v.VIRTIO_NET_HDR_F_NEEDS_CSUM, v.VIRTIO_NET_HDR_GSO_TCPV4, l4 + (frame[l4 + 12] >> 4) * 4,
-                             gso_size, l4, TCP_CHECK, 1) + frame
+            data = _HDR.pack(v.VIRTIO_NET_HDR_F_NEEDS_CSUM, v.VIRTIO_NET_HDR_GSO_TCPV4 if gso_size else 0,
+                             l4 + (frame[l4 + 12] >> 4) * 4, gso_size, l4, TCP_CHECK, 1) + frame
         else:
             valid = getattr(frame, "csum_valid", False) and self.driver_features >> v.VIRTIO_NET_F_GUEST_CSUM & 1
             data = (_RX_HDR_VALID if valid else _RX_HDR) + frame   # 5.1.6.4: DATA_VALID with GUEST_CSUM

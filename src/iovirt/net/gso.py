@@ -56,6 +56,14 @@ class ValidatedFrame(bytes):
     csum_valid = True
 
 
+class PartialFrame(bytes):
+    """A segment software GSO cut for a port whose device sums TCP itself
+    (NETIF_F_HW_CSUM: a tap with TUN_F_CSUM), its checksum left partial
+    (CHECKSUM_PARTIAL), as the tap's vnet header then says (NEEDS_CSUM)."""
+
+    csum_partial = True
+
+
 def headers_len(frame: bytes) -> int:
     """Ethernet, IPv4 and TCP headers of a TCP/IPv4 frame."""
     l4 = l4_offset(frame)
@@ -117,16 +125,17 @@ class Gro:
     when it would pass 64 KB, when MAX_GRO_SKBS flows are held, and at the
     end of the NAPI poll (napi_gro_flush, deferred with ``sched.run_soon``).
     ``gro_receive`` is charged per segment taken, ``csum`` per byte when the
-    NIC did not validate it (skb_gro_checksum_validate)."""
+    NIC did not validate it (skb_gro_checksum_validate), to the ``cpu``
+    running the poll."""
 
-    def __init__(self, cpu: Any, sched: Any, complete: Callable[[bytes, bytes, int, int], None]) -> None:
-        self.cpu, self.sched, self.complete = cpu, sched, complete
+    def __init__(self, sched: Any, complete: Callable[[bytes, bytes, int, int], None]) -> None:
+        self.sched, self.complete = sched, complete
         self.held: dict[bytes, list] = {}
         self.flush_due = False
 
-    def receive(self, frame: bytes, valid: bool) -> bool:
-        """Take ``frame``; False if GRO does not (the caller hands it up
-        after ``flush()``, so frames stay in order)."""
+    def receive(self, frame: bytes, valid: bool, cpu: Any) -> bool:
+        """Take ``frame`` on ``cpu``; False if GRO does not (the caller hands
+        it up after ``flush()``, so frames stay in order)."""
         if (len(frame) < _GRO_HLEN or frame[12:14] != _H_PROTO_IP or frame[14] != 0x45 or frame[20] & 0x3F
                 or frame[21] or type(frame) is GsoFrame):
             return False
@@ -139,7 +148,6 @@ class Gro:
         if (flags & ~TCPHDR_PSH != TCPHDR_ACK or not _TCP_HLEN <= doff < len(seg)
                 or csum_fold(csum_reduced(frame[ETH_HLEN:_L4]))):
             return False
-        cpu = self.cpu
         cpu.charge("gro_receive")
         if not valid:
             cpu.charge("csum", nbytes=len(seg))

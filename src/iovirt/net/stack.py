@@ -125,7 +125,7 @@ class IPv4Stack:
         self.tcp_socks: dict[tuple[int, int, int], TcpSock] = {}     # (local port, remote address, remote port)
         self.tcp_listeners: dict[int, TcpListener] = {}
         self.tcp_sack = True                # net.ipv4.tcp_sack
-        self._gro = Gro(cpu, sched, self._gro_up)
+        self._gro = Gro(sched, self._gro_up)
         self._rx_segs = 1                       # the segments the packet being received stands for
         self._ip_heads: dict[tuple[int, int, int], bytes] = {}
         self._udp_heads: dict[tuple[int, int, int, int], tuple[bytes, int]] = {}
@@ -203,7 +203,7 @@ class IPv4Stack:
         gro = self._gro
         if gro.held or self.gro and frame[23:24] == b"\x06":
             if self.gro and frame[H_DEST] == self.mac and frame[30:34] == self._addr_bytes and gro.receive(
-                    frame, csum_valid):
+                    frame, csum_valid, self.cpu):
                 return
             gro.flush()                 # whatever GRO holds goes up first: frames stay in order
         self._rx_segs = frame.gso_segs if type(frame) is GsoFrame else 1

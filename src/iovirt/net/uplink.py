@@ -30,7 +30,7 @@ class UplinkPort(Port):
         self.queue: deque[bytes] = deque()
         self.place = f"{host.name}/uplink-qdisc"
         driver.stack = self
-        self.gro = Gro(cpu, driver.kernel, self._gro_up) if gro else None
+        self.gro = Gro(driver.kernel, self._gro_up) if gro else None
         self.takes_gso = "tso" in getattr(driver, "offloads", ())      # the NIC cuts GSO packets (TSO)
         driver.set_promiscuous()
         host.vswitch.attach(self)
@@ -39,7 +39,7 @@ class UplinkPort(Port):
     def receive(self, frame: bytes, csum_valid: bool = False) -> None:
         gro = self.gro
         if gro is not None and (gro.held or frame[23:24] == b"\x06"):
-            if gro.receive(frame, csum_valid):
+            if gro.receive(frame, csum_valid, self.cpu):
                 return
             gro.flush()                 # what GRO holds goes first: frames stay in order
         self.host.vswitch.ingress(self, ValidatedFrame(frame) if csum_valid else frame, self.cpu)
