@@ -193,7 +193,7 @@ class HostNic(_Strict):
     num_vfs: Annotated[int, Field(ge=0)] = 0
     # the fraction of frames its cable damages, either way (each found by the receiver's FCS check and discarded)
     frame_error_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    gro: bool = True  # the host driver's GRO on the bridge's uplink (ethtool -K gro)
+    gro: bool = True  # the host driver's GRO on the bridge's uplink (ethtool -K gro), on KVM and Xen hosts
 
 
 class Host(_Strict):

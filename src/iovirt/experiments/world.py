@@ -327,11 +327,13 @@ class World:
         kernel.boot()
         self.vms[machine.name] = machine
         self.models[machine.name] = ("host", "ixgbe", None)
-        port = UplinkPort(host, machine.vcpus[0], kernel.netdevs[0], gro=spec.gro)
+        hypervisor = self.host_specs[host.name].hypervisor
+        # Linux's GRO under a Linux bridge (KVM, Xen's dom0); the vmkernel's and the root's coalescing are not modelled
+        port = UplinkPort(host, machine.vcpus[0], kernel.netdevs[0], gro=spec.gro and hypervisor in ("kvm", "xen"))
         port.pnic, port.pf = pnic, nic.device
-        if self.host_specs[host.name].hypervisor == "esxi":
+        if hypervisor == "esxi":
             port.switch_event = VMK_VSWITCH         # the physical NIC is the vmkernel vSwitch's uplink
-        if self.host_specs[host.name].hypervisor == "hyperv":
+        if hypervisor == "hyperv":
             port.switch_event = VMSWITCH            # the root's NIC driver under the Hyper-V switch
         return port
 
