@@ -67,17 +67,6 @@ class VirtioNetDriver(NetDriver):
         self.tx.rebind(vcpu, mem)
 
     @property
-    def rx_csum(self) -> bool:
-        """NETIF_F_RXCSUM: DATA_VALID spares the stack summing a frame."""
-        return self._rx_csum
-
-    @rx_csum.setter
-    def rx_csum(self, on: bool) -> None:
-        self._rx_csum = on
-        # NEEDS_CSUM does whatever: virtio_net_hdr_to_skb makes it CHECKSUM_PARTIAL
-        self.rx_trusted = v.VIRTIO_NET_HDR_F_NEEDS_CSUM | (v.VIRTIO_NET_HDR_F_DATA_VALID if on else 0)
-
-    @property
     def standby(self) -> bool:
         """VIRTIO_NET_F_STANDBY negotiated: the kernel puts a failover master over us."""
         return bool(self.features >> v.VIRTIO_NET_F_STANDBY & 1)
@@ -261,7 +250,7 @@ class VirtioNetDriver(NetDriver):
                 if self.mergeable:
                     self._average(length - HDR_SIZE)
                 self.stack.receive(mem.read(bufs[slot] + HDR_SIZE, length - HDR_SIZE),
-                                   bool(mem.buf[bufs[slot]] & self.rx_trusted))
+                                   self._trusted(mem.buf[bufs[slot]]))
                 self._post(slot)
             else:
                 self._receive_merged(slot, length, count)
@@ -284,7 +273,7 @@ class VirtioNetDriver(NetDriver):
             if data[_GSO_TYPE_AT]:
                 self._receive_gso(data)
             else:
-                self.stack.receive(data[HDR_SIZE:], bool(data[0] & self.rx_trusted))
+                self.stack.receive(data[HDR_SIZE:], self._trusted(data[0]))
         for s, _ in frames:
             self._post(s)
 
@@ -306,6 +295,12 @@ class VirtioNetDriver(NetDriver):
         wanted = HDR_SIZE + min(max(self.avg_pkt_len, GOOD_PACKET_LEN), PAGE_SIZE - HDR_SIZE)
         return -(-wanted // L1_CACHE_BYTES) * L1_CACHE_BYTES
 
+    def _trusted(self, flags: int) -> bool:
+        """Whether the stack may take a frame unsummed: NEEDS_CSUM
+        (virtio_net_hdr_to_skb: CHECKSUM_PARTIAL), or DATA_VALID with
+        NETIF_F_RXCSUM (``rx_csum``)."""
+        return bool(flags & v.VIRTIO_NET_HDR_F_NEEDS_CSUM or self.rx_csum and flags & v.VIRTIO_NET_HDR_F_DATA_VALID)
+
     def _receive_gso(self, data: bytes) -> None:
         """virtio_net_hdr_to_skb: a TCP packet the host kept whole, up as one
         with its gso_size; NEEDS_CSUM makes it CHECKSUM_PARTIAL (not summed
@@ -317,7 +312,7 @@ class VirtioNetDriver(NetDriver):
                 or not gso_size or len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[23] != 6):
             self.kernel.dropped("rx_frame_errors")
             return
-        self.stack.receive(GsoFrame.of(frame, gso_size), bool(flags & self.rx_trusted))
+        self.stack.receive(GsoFrame.of(frame, gso_size), self._trusted(flags))
 
     def _config_intr(self) -> None:
         """A configuration change; DEVICE_NEEDS_RESET shows in the status."""
