@@ -243,4 +243,5 @@ class VirtioNet(VirtioPciDevice):
 
 DEVICE = DeviceEntry(VirtioNet, "paravirt", "virtio 1.x network device", ("QEMU/KVM", "Firecracker"),
                      "virtio_net", (v.VENDOR_ID, v.DEVICE_ID_NET), backends=("qemu", "vhost-net", "vhost-user"),
-                     hypervisor="kvm", offloads=("tx-checksum-ip-generic", "tx-tcp-segmentation"))
+                     hypervisor="kvm",
+                     offloads=("rx-checksum", "tx-checksum-ip-generic", "tx-tcp-segmentation", "rx-gro-hw"))
