@@ -35,7 +35,7 @@ from .headers import (
     AR_SHA, AR_THA, ARPHDR, ARPHRD_ETHER, ARPOP_REPLY, ARPOP_REQUEST, CHECK16, ETH_ALEN,
     ETH_BROADCAST, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETHHDR, H_DEST, H_PROTO, ICMP_CHECKSUM,
     ICMP_ECHO, ICMP_ECHOREPLY, ICMPHDR, IP_CHECK, IP_DF, IP_MF, IP_OFFSET, IPDEFTTL, IPHDR,
-    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPVERSION, TCPHDR, TCPHDR_ACK, TCPHDR_PSH, TCPHDR_SYN,
+    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPVERSION, TCPHDR, TCPHDR_ACK, TCPHDR_SYN,
     UDP_CHECK, UDPHDR, csum_fold, csum_partial, csum_reduced, pseudo_header_sum,
 )
 from .gso import Gro, GsoFrame, segment
@@ -198,7 +198,9 @@ class IPv4Stack:
         """One received frame (napi_gro_receive, then netif_receive_skb).  A
         bad frame is counted in ``stats`` under the reason and dropped.
         ``csum_valid``: the device checked its TCP checksum and found it good
-        (CHECKSUM_UNNECESSARY): the stack neither sums nor checks it."""
+        (CHECKSUM_UNNECESSARY): the stack neither sums nor checks it.  A
+        :class:`~iovirt.net.gso.GsoFrame` (a packet the host kept whole,
+        virtio's GUEST_TSO4) goes up as one, past GRO, counting its segments."""
         self._rx_valid = csum_valid
         gro = self._gro
         if gro.held or self.gro and frame[23:24] == b"\x06":
