@@ -2,12 +2,14 @@
 simulated Gbit/s per wall second and wall seconds per simulated second for a
 UDP stream at 10GbE MTU and a TCP stream (``--workload tcp_stream``) over one
 simulated second, warm-up (and for PyPy its JIT's and the subprocess's)
-included; with --threshold, the shortest run PyPy is faster for, per path
+included; the CPU seconds beside the wall seconds (this process's and the
+PyPy engine's) are the figure to compare on a loaded machine; with --threshold, the shortest run PyPy is faster for, per path
 (what ``--engine auto`` switches at)."""
 
 from __future__ import annotations
 
 import argparse
+import resource
 import shutil
 import time
 
@@ -42,10 +44,16 @@ def scenario(model: str, device: str, backend: str | None, packet_size: int, dur
     })
 
 
-def timed(sc: Scenario, engine: str) -> tuple[float, dict]:
-    wall = time.perf_counter()
+def cpu_seconds() -> float:
+    """User and system time of this process and of the engine subprocesses it has waited for."""
+    return sum(u.ru_utime + u.ru_stime for u in map(resource.getrusage, (resource.RUSAGE_SELF,
+                                                                          resource.RUSAGE_CHILDREN)))
+
+
+def timed(sc: Scenario, engine: str) -> tuple[float, float, dict]:
+    wall, cpu = time.perf_counter(), cpu_seconds()
     result = run(sc, engine=engine).to_dict()
-    return time.perf_counter() - wall, result
+    return time.perf_counter() - wall, cpu_seconds() - cpu, result
 
 
 def label(device: str, backend: str | None) -> str:
@@ -56,22 +64,23 @@ def speed(engines: list[str], duration_ms: float, workload: str) -> None:
     for model, device, backend in PATHS:
         sc = scenario(model, device, backend, PACKET_SIZE, duration_ms, workload)
         for engine in engines:
-            wall, result = timed(sc, engine)
+            wall, cpu, result = timed(sc, engine)
             flow = result["flows"][0]
             frames, gbits = flow["delivered"], flow["throughput_gbps"] * result["sim_time_s"]
             print(f"{label(device, backend):22s} {workload:10s} {engine:7s}: {frames:7d} frames in "
                   f"{wall:6.2f} s wall = {frames / wall:8.0f} simulated frames/s, {gbits / wall:6.3f} simulated "
-                  f"Gbit/s, {wall / result['sim_time_s']:6.1f} wall s per simulated s", flush=True)
+                  f"Gbit/s, {wall / result['sim_time_s']:6.1f} wall s per simulated s; {cpu:6.2f} CPU s = "
+                  f"{frames / cpu:8.0f} frames/CPU s", flush=True)
 
 
 def threshold() -> None:
-    """Per path: the wall time of each run length on both engines, and the shortest PyPy wins."""
+    """Per path: the CPU time of each run length on both engines, and the shortest PyPy wins."""
     print(f"--engine auto takes pypy from {PYPY_MIN_SIM_MS:g} ms")
     for model, device, backend in PATHS:
-        walls = {ms: [timed(scenario(model, device, backend, PACKET_SIZE, ms), e)[0] for e in ("cpython", "pypy")]
-                 for ms in THRESHOLD_MS}
-        wins = [ms for ms, (cpython, pypy) in walls.items() if pypy < cpython]
-        print(f"{label(device, backend):22s} " + "  ".join(f"{ms} ms: {c:.2f}/{p:.2f} s" for ms, (c, p) in walls.items())
+        cpus = {ms: [timed(scenario(model, device, backend, PACKET_SIZE, ms), e)[1] for e in ("cpython", "pypy")]
+                for ms in THRESHOLD_MS}
+        wins = [ms for ms, (cpython, pypy) in cpus.items() if pypy < cpython]
+        print(f"{label(device, backend):22s} " + "  ".join(f"{ms} ms: {c:.2f}/{p:.2f} s" for ms, (c, p) in cpus.items())
               + f"  -> pypy faster from {wins[0] if wins else '>' + str(THRESHOLD_MS[-1])} ms", flush=True)
 
 

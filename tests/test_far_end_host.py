@@ -85,3 +85,22 @@ def test_a_tester_takes_on_one_core_what_its_stack_cannot():
     result = iovirt.run(iovirt.Scenario.from_dict(doc)).to_dict()
     assert not result["drops"]
     assert all(f["delivered"] == f["sent"] for f in result["flows"])
+
+
+def far_end_irq_ns_per_packet(peer: dict | None, ping: bool) -> float:
+    doc = scenario(peer)
+    doc["workloads"] = [{"type": "tcp_stream", "src": "bm1", "dst": "wire", "duration_ms": 3}]
+    if ping:
+        doc["workloads"].append({"type": "ping", "src": "bm1", "dst": "wire", "count": 3})
+    explain = iovirt.run(iovirt.Scenario.from_dict(doc)).to_dict()["explain"]
+    return explain["wire peers"]["ns_per_packet"]["irq_entry"]["peer"]
+
+
+def test_the_far_end_moderates_its_interrupts_unless_a_round_trip_is_timed_against_it():
+    """A TCP stream alone: the far end's adaptive moderation batches its
+    interrupts; a ping beside it turns moderation off (an interrupt a frame
+    or two); a peer block's own setting holds either way."""
+    stream = far_end_irq_ns_per_packet(None, ping=False)
+    assert far_end_irq_ns_per_packet(None, ping=True) > 2 * stream
+    assert far_end_irq_ns_per_packet({"interrupt_moderation": "off"}, ping=False) > 2 * stream
+    assert far_end_irq_ns_per_packet({"interrupt_moderation": "adaptive"}, ping=True) < 1.5 * stream

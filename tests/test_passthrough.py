@@ -17,18 +17,21 @@ from iovirt.experiments.world import World
 from iovirt.guest.drivers.ixgbe import RX_RING
 from iovirt.hypervisor.passthrough import AssignmentError
 from iovirt.spec import ixgbe as s
-from iovirt.spec.pci import PCI_COMMAND, PCI_COMMAND_MASTER, PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT
+from iovirt.spec import vtd
+from iovirt.spec.apic import msi_destination
+from iovirt.spec.pci import (PCI_COMMAND, PCI_COMMAND_MASTER, PCI_MSIX_ENTRY, PCI_MSIX_ENTRY_CTRL_MASKBIT,
+                              PCI_MSIX_ENTRY_SIZE, PCI_STATUS, PCI_STATUS_REC_MASTER_ABORT)
 
 MAC = "52:54:00:00:00:01"
 
 
 def scenario(posted: bool = True, page_kb: int = 2048, profile: str = "default", duration_ms: float = 2,
-             workloads: list | None = None, extra_vms: list | None = None):
+             workloads: list | None = None, extra_vms: list | None = None, vcpus: int = 1):
     return iovirt.Scenario.from_dict({
         "name": "pt", "profile": profile,
         "hosts": [{"name": "host0", "cores": 4, "posted_interrupts": posted, "iommu_page_kb": page_kb,
                    "nics": [{"name": "pnic0", "kind": "x82599", "link_gbps": 10}]}],
-        "vms": [{"name": "vm1", "host": "host0",
+        "vms": [{"name": "vm1", "host": "host0", "vcpus": vcpus,
                  "nics": [{"model": "passthrough", "device": "ixgbe", "uplink": "pnic0", "mac": MAC,
                            "ip": "10.0.0.1/24"}]}] + (extra_vms or []),
         "workloads": workloads or [{"type": "udp_stream", "src": "vm1", "dst": "wire", "duration_ms": duration_ms},
@@ -73,6 +76,27 @@ def test_doorbells_never_exit_and_posted_interrupts_neither():
     assert remapped.get("vm_exit", 0) >= remapped["interrupt"] > 0
     assert remapped.get("eoi_exit", 0) > 0
     assert posted.get("vm_exit", 0) < remapped["vm_exit"]
+
+
+def test_each_vector_posts_to_the_descriptor_of_the_vcpu_it_names():
+    """KVM keeps a posted-interrupt descriptor per vCPU: the IRTE behind each
+    MSI-X entry the guest aimed at a vCPU names that vCPU's descriptor, whose
+    NDST is the core the vCPU runs on."""
+    world = World(scenario(vcpus=2))
+    vm, iommu = world.machines[0], world.hosts["host0"].iommu
+    nic, mem = vm.nics[0], iommu.unit.mem.buf
+    aimed = set()
+    for entry in range(nic.vectors):
+        address, _, _, control = PCI_MSIX_ENTRY.unpack_from(nic.fn.msix.table, entry * PCI_MSIX_ENTRY_SIZE)
+        if control & PCI_MSIX_ENTRY_CTRL_MASKBIT or not address:
+            continue
+        irte = vtd.IRTE_POSTED.unpack_from(mem, iommu.unit.irta + (nic.irte_base + entry) * vtd.IRTE.size)
+        assert irte[0] & vtd.IRTE_IM
+        pda = irte[2] | irte[5] << 32
+        vcpu = vm.vcpus[msi_destination(address)]
+        assert vtd.PI_DESC.unpack_from(mem, pda)[-1] == world.hosts["host0"].cores.index(vcpu.core)
+        aimed.add((vcpu.index, pda))
+    assert {v for v, _ in aimed} == {0, 1} and len({pda for _, pda in aimed}) == 2
 
 
 def test_small_iommu_pages_miss_the_iotlb():

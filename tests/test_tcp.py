@@ -165,8 +165,10 @@ def test_handshake_options_and_segments_parse_with_dpkt():
 def test_window_scale_is_honoured_by_the_sender():
     """ACKs stop after the first: the sender stops within a segment of the
     right edge that ACK offered, 1024 << 7 bytes past it (more than an
-    unscaled field can say)."""
+    unscaled field can say).  Without GSO: a GSO sender would hold the tail
+    back for the ACK that never comes (tcp_tso_should_defer)."""
     net = make_pair(fate_ba=lambda n: "drop" if n >= 2 else None)      # SYN-ACK and one ACK get through
+    net.a.gso = False
     net.b.tcp_listen(PORT, lambda s: None)
     client = net.a.tcp_connect(IP_B, PORT, PORT)
 
@@ -409,3 +411,26 @@ def test_any_segments_a_hostile_peer_sends_never_raise(segments):
         net.sim.run(until=net.sim.now + 1e6)
     net.sim.run(until=net.sim.now + 1e9)
     assert out.server is not None
+
+
+@pytest.mark.parametrize("change, defer", [
+    ({}, True),
+    ({"head_age": 40_000}, False),                   # the oldest data left less than half a round trip ago
+    ({"room": 40_000}, False),                       # a third of the window is open
+    ({"room": 65_000}, False),                       # a full GSO packet fits
+    ({"idle": 3_000_000}, False),                    # nothing sent for more than a jiffy
+    ({"in_recovery": True}, False),
+])
+def test_a_gso_sender_defers_a_short_packet_only_while_an_ack_is_due(change, defer):
+    """tcp_tso_should_defer's rules, on an established connection."""
+    net = make_pair()
+    net.b.tcp_listen(PORT, lambda s: None)
+    client = net.a.tcp_connect(IP_B, PORT, PORT)
+    net.sim.run(until=1e6)
+    now = net.a.cpu.cursor = 10e6
+    client.srtt, client.snd_wnd, client.cwnd = 100_000, 100_000, 100_000
+    client.in_recovery = change.get("in_recovery", False)
+    client.lsndtime = now - change.get("idle", 0)
+    client.sent_at.append([client.snd_una + 60_000, now - change.get("head_age", 60_000)])
+    full = (tcp.GSO_MAX_SIZE - 40 - tcp.TCP_HLEN) // client.snd_mss * client.snd_mss
+    assert client._tso_should_defer(change.get("room", 10_000), full) is defer

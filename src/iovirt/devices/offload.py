@@ -13,9 +13,11 @@ seeded the field with the pseudo-header's sum without the length)."""
 
 from __future__ import annotations
 
+from ..spec.inet import csum_partial, csum_reduced
+
 TCP_MIN_MSS = 88                # include/net/tcp.h: no TCP sender cuts smaller segments
 GSO_MAX_SIZE = 65536            # GSO_LEGACY_MAX_SIZE: the largest packet a stack hands a device whole
-TCP_CHECK = 16                  # RFC 9293 §3.1: the checksum's offset in the TCP header
+TCP_CHECK = 16                  # the TCP checksum's offset in its header (RFC 9293 §3.1)
 
 
 def is_tcpv4(frame: bytes) -> bool:
@@ -30,10 +32,7 @@ def is_tcpv4(frame: bytes) -> bool:
 def store_checksum(packet: bytearray, start: int, end: int, at: int, add: int = 0) -> None:
     """The complement of the one's complement sum of ``packet[start:end]``
     (plus ``add``) into the 16-bit field at ``at``; never 0 (0 is 0xFFFF)."""
-    n = int.from_bytes(packet[start:end], "big")
-    if (end - start) & 1:
-        n <<= 8
-    packet[at:at + 2] = (0xFFFF - (n + add) % 0xFFFF).to_bytes(2, "big")
+    packet[at:at + 2] = (0xFFFF - (csum_partial(packet[start:end]) + add) % 0xFFFF).to_bytes(2, "big")
 
 
 def complete_checksum(frame: bytes, start: int, at: int) -> bytes:
@@ -82,10 +81,7 @@ def tso_segments(packet: bytes, hdrlen: int, mss: int, ipcss: int, ipcso: int | 
 
 def _sums_to_zero(data: bytes, add: int = 0) -> bool:
     """Whether ``data`` with its checksum field (plus ``add``) sums to -0."""
-    n = int.from_bytes(data, "big")
-    if len(data) & 1:
-        n <<= 8
-    return (n + add) % 0xFFFF == 0
+    return (csum_reduced(data) + add) % 0xFFFF == 0
 
 
 def rx_checksums(frame: bytes) -> tuple[bool, bool, bool, bool]:

@@ -12,11 +12,26 @@ posted, in one batch per wake-up.  Responses are pushed with
 RING_PUSH_RESPONSES_AND_CHECK_NOTIFY; requests are re-armed with
 RING_FINAL_CHECK_FOR_REQUESTS.
 
+Offloads (netif.h, negotiated in xenstore): the backend offers
+``feature-sg`` and ``feature-gso-tcpv4``, so a frontend may send a packet
+as a chain of slots (NETTXF_more_data; the first slot's size is the
+packet's) with a netif_extra_info slot of type GSO after the first
+(NETTXF_extra_info): netback copies each slot's page and sends the packet
+to the switch whole with its gso_size, to be segmented where it leaves.
+NETTXF_csum_blank asks it to fill the TCP checksum.  A frontend that
+writes ``feature-sg`` and ``feature-gso-tcpv4`` itself receives packets
+over several slots (NETRXF_more_data) and GSO packets whole, with their
+extra info; to any other the bridge hands MTU-sized frames.
+
 A frontend that names a bad grant gets NETIF_RSP_ERROR for that request
-(Xen refused the copy: nothing was touched); one whose producer runs more
-than a ring ahead, or whose request crosses its page, is disconnected
-(xenvif_fatal_tx_err) and served no more.  The port contract is the one a
-tap device model has: ``can_receive``, ``receive``, ``port.send``/``flush``.
+(Xen refused the copy: nothing was touched), as does a packet of too many
+slots or whose slots add up to more than it (dropped and counted); one
+whose producer runs more than a ring ahead, whose request crosses its page,
+whose chain runs past the producer or past FATAL_SKB_SLOTS, or whose extra
+info has an unknown type, a GSO size of 0 or a GSO type not offered, is
+disconnected (xenvif_fatal_tx_err) and served no more.  The port contract
+is the one a tap device model has: ``can_receive``, ``receive``,
+``port.send``/``flush``.
 """
 
 from __future__ import annotations
@@ -26,14 +41,20 @@ from collections import Counter
 from ..sim.resource import Resource
 from ..spec import xen as x
 from ..spec.ethernet import ETH_HLEN
+from .offload import TCP_CHECK, TCP_MIN_MSS, complete_checksum, is_tcpv4
 from .registry import DeviceEntry
 
 NAPI_WEIGHT = 64                    # XENVIF_NAPI_WEIGHT
+MAX_PENDING_REQS = 256              # TX slots in flight: the copy ops and dom0 pages of a round
 RX_BATCH = 64                       # copy ops per RX flush (COPY_BATCH_SIZE)
 FATAL_SKB_SLOTS = 20                # FATAL_SKB_SLOTS_DEFAULT: a longer chain is fatal
+LEGACY_SLOTS_MAX = x.XEN_NETIF_NR_SLOTS_MIN     # XEN_NETBK_LEGACY_SLOTS_MAX: a longer chain is dropped
+ETH_FRAME_LEN = ETH_HLEN + 1500     # the vif's MTU with its Ethernet header
 TX_MASK, RX_MASK = x.NET_TX_RING_SIZE - 1, x.NET_RX_RING_SIZE - 1
 _TXREQ = x.NETIF_TX_REQUEST.unpack_from
 _RXREQ = x.NETIF_RX_REQUEST.unpack_from
+_EXTRA = x.NETIF_EXTRA_INFO.unpack_from
+_EXTRA_STRUCT = x.NETIF_EXTRA_INFO.struct
 _U32 = x.U32.unpack_from
 _I16 = x.I16.unpack_from
 
@@ -59,17 +80,22 @@ class XenNetback:
         self.evtchn = 0
         self.tx = self.rx = None
         self.tx_cons = self.tx_rsp = self.rx_cons = self.rx_rsp = 0
-        self.rx_pending: list[tuple[int, int, int]] = []    # (request id, length, flags) awaiting the flush
+        self.rx_pending: list[tuple[int, int, int, int]] = []    # (request id, op, length, flags) per slot
+        self.rx_staged = 0                  # RX copy ops staged for the flush
+        self.rx_sg = False                  # the frontend's feature-sg: a packet may take several RX slots
         self.dom0_mem = kernel.vm.mem
-        self.ops = kernel.alloc(2 * NAPI_WEIGHT * x.GNTTAB_COPY.size)
-        self.pages = [kernel.alloc(x.PAGE_SIZE) for _ in range(NAPI_WEIGHT + RX_BATCH)]
+        pages = MAX_PENDING_REQS + RX_BATCH         # TX staging, then RX staging: a page a copy op
+        self.ops = kernel.alloc(pages * x.GNTTAB_COPY.size)
+        base = kernel.alloc(pages * x.PAGE_SIZE)
+        self.pages = [base + i * x.PAGE_SIZE for i in range(pages)]
         self._probe()
 
     # ---- xenbus (drivers/net/xen-netback/xenbus.c) ----------------------------------------
     def _probe(self) -> None:
         vcpu = self.kernel.vcpu
         self.frontend = self.xen.xs_read(vcpu, f"{self.path}/frontend")
-        for key, value in (("feature-rx-copy", 1), ("feature-rx-flip", 0), ("state", x.XenbusStateInitWait)):
+        for key, value in (("feature-sg", 1), ("feature-gso-tcpv4", 1), ("feature-rx-copy", 1),
+                           ("feature-rx-flip", 0), ("state", x.XenbusStateInitWait)):
             self.xen.xs_write(vcpu, f"{self.path}/{key}", value)
         self.xen.xs_watch(vcpu, f"{self.frontend}/state", self._frontend_changed)
 
@@ -101,6 +127,11 @@ class XenNetback:
             self.xen.xs_write(vcpu, f"{self.path}/state", x.XenbusStateClosing)
             return
         (_, self.tx), (_, self.rx) = maps
+        # read_xenbus_vif_flags and xenvif_fix_features: RX slots per packet
+        # with the frontend's feature-sg; GSO packets handed over whole only
+        # with its feature-gso-tcpv4, SG and checksum offload (TSO needs both)
+        self.rx_sg = read("feature-sg") == 1
+        self.port.takes_gso = self.rx_sg and read("feature-gso-tcpv4") == 1 and read("feature-no-csum-offload") != 1
         self.evtchn = port
         self.kernel.handlers[port] = self._interrupt
         self.connected = True
@@ -193,73 +224,162 @@ class XenNetback:
             self.sim.at(cpu.cursor, self._tx_poll)
 
     def _tx_action(self, cpu: Resource, budget: int) -> int:
-        """Build copy ops from up to ``budget`` requests, copy in one batch,
-        send the frames, answer every request; returns the requests taken."""
+        """xenvif_tx_build_gops, one GNTTABOP_copy for the round, then
+        xenvif_tx_submit: up to ``budget`` packets, while the staging pages
+        (MAX_PENDING_REQS) can take one more of the most slots; every slot
+        is answered.  Returns the packets taken."""
         buf, base = self.tx.buf, self.tx.base
         prod = _U32(buf, base + x.REQ_PROD)[0]
         if (prod - self.tx_cons) & x.RING_IDX_MASK > x.NET_TX_RING_SIZE:
             self._fatal("tx_impossible_requests")
             return 0
-        batch: list[tuple[int, int]] = []           # (request id, length) per copy op
-        answers: list[tuple[int, int]] = []         # (request id, status) in ring order
-        taken = 0
-        while self.tx_cons != prod and taken < budget:
-            req = self._tx_request(cpu, self.tx_cons)
+        packets: list[tuple] = []
+        ops = taken = 0
+        while self.tx_cons != prod and taken < budget and ops + FATAL_SKB_SLOTS <= MAX_PENDING_REQS:
             taken += 1
-            if req[2] & (x.NETTXF_more_data | x.NETTXF_extra_info):
-                chain = self._tx_chain(cpu, prod, req)
-                if chain is None:
-                    return taken
-                answers += [(rid, x.NETIF_RSP_ERROR) for rid in chain]
-                continue
-            gref, offset, _, rid, size = req
-            if offset + size > x.PAGE_SIZE:
-                self._fatal("tx_cross_page")
-                return taken
-            if size < ETH_HLEN:
-                self._drop("tx_bad_size")
-                answers.append((rid, x.NETIF_RSP_ERROR))
-                continue
-            self._stage_copy(len(batch), (gref, self.frontend_domid, offset),
-                             (self.pages[len(batch)] >> x.PAGE_SHIFT, x.DOMID_SELF, 0), size, x.GNTCOPY_source_gref)
-            answers.append((rid, len(batch)))
-            batch.append((rid, size))
-        statuses = self._copy(cpu, 0, len(batch))
-        for rid, op in answers:
-            if op < 0:
-                self._tx_respond(cpu, rid, op)
-                continue
-            status = statuses[op]
-            if status == x.GNTST_okay:
-                frame = self.dom0_mem.buf[self.pages[op] : self.pages[op] + batch[op][1]]
-                self.port.send(cpu, frame)
-                self.stats["tx_frames"] += 1
-            else:
-                self._drop("tx_grant_errors")
-            self._tx_respond(cpu, rid, x.NETIF_RSP_OKAY if status == x.GNTST_okay else x.NETIF_RSP_ERROR)
-        if answers:
+            packet = self._tx_packet(cpu, prod, ops)
+            if packet is None:
+                break
+            packets.append(packet)
+            if packet[1] >= 0:
+                ops += len(packet[0])
+        statuses = self._copy(cpu, 0, ops)
+        for packet in packets:
+            self._tx_submit(cpu, packet, statuses)
+        if packets:
             self._push(cpu, self.tx, self.tx_rsp)
         return taken
 
-    def _tx_request(self, cpu: Resource, index: int) -> tuple:
-        """RING_COPY_REQUEST: one read of the shared slot, then only the copy is used."""
+    def _tx_request(self, cpu: Resource, index: int, unpack=_TXREQ) -> tuple:
+        """RING_COPY_REQUEST: one read of the shared slot (a request, or a
+        netif_extra_info in its place), then only the copy is used."""
         cpu.charge("ring_op", acct=self.acct)
         self.tx_cons = (index + 1) & x.RING_IDX_MASK
-        return _TXREQ(self.tx.buf, self.tx.base + x.RING_OFFSET + (index & TX_MASK) * x.TX_ENTRY)
+        return unpack(self.tx.buf, self.tx.base + x.RING_OFFSET + (index & TX_MASK) * x.TX_ENTRY)
 
-    def _tx_chain(self, cpu: Resource, prod: int, first: tuple) -> list[int] | None:
-        """A multi-slot packet or extra info: scatter-gather and extras were
-        not negotiated, so every slot is answered with an error; a chain past
-        the producer or longer than FATAL_SKB_SLOTS is fatal."""
-        ids, flags = [first[3]], first[2]
-        while flags & (x.NETTXF_more_data | x.NETTXF_extra_info):
-            if self.tx_cons == prod or len(ids) >= FATAL_SKB_SLOTS:
+    def _tx_packet(self, cpu: Resource, prod: int, op: int) -> tuple | None:
+        """One packet's slots (xenvif_tx_build_gops): the first request, its
+        extra info, the rest of its chain; a copy op staged from ``op`` on
+        for each slot, into a page of dom0's.  (requests, first op or -1 for
+        a packet answered with errors, extra slots, first flags, gso_size);
+        None once the frontend broke the protocol."""
+        first = self._tx_request(cpu, self.tx_cons)
+        extras: dict[int, tuple[int, int]] = {}
+        if first[2] & x.NETTXF_extra_info and not self._tx_extras(cpu, prod, extras):
+            return None
+        chain = self._tx_chain(cpu, prod, first)
+        if chain is None:
+            return None
+        rest, size, drop = chain
+        gref, offset, flags, rid, _ = first
+        reqs = [(gref, offset, flags, rid, size), *rest]
+        if drop is None and size < ETH_HLEN:
+            drop = "tx_bad_size"
+        if drop is not None:
+            self._drop(drop)
+            return reqs, -1, len(extras), flags, 0
+        if offset + size > x.PAGE_SIZE:
+            self._fatal("tx_cross_page")
+            return None
+        gso_size, gso_type = extras.get(x.XEN_NETIF_EXTRA_TYPE_GSO, (0, x.XEN_NETIF_GSO_TYPE_TCPV4))
+        if x.XEN_NETIF_EXTRA_TYPE_GSO in extras and not gso_size:       # xenvif_set_skb_gso
+            self._fatal("tx_gso_size_zero")
+            return None
+        if gso_type != x.XEN_NETIF_GSO_TYPE_TCPV4:                       # the one type offered
+            self._fatal("tx_bad_gso_type")
+            return None
+        for i, (gref, offset, _, _, length) in enumerate(reqs):
+            self._stage_copy(op + i, (gref, self.frontend_domid, offset),
+                             (self.pages[op + i] >> x.PAGE_SHIFT, x.DOMID_SELF, 0), length, x.GNTCOPY_source_gref)
+        return reqs, op, len(extras), flags, gso_size
+
+    def _tx_extras(self, cpu: Resource, prod: int, extras: dict) -> bool:
+        """xenvif_get_extras: netif_extra_info slots while FLAG_MORE, each
+        kept by its type (only GSO is acted on: multicast control and hashes
+        were not offered); a missing slot or an unknown type is fatal."""
+        more = True
+        while more:
+            if self.tx_cons == prod:
+                self._fatal("tx_missing_extra")
+                return False
+            kind, eflags, gso_size, gso_type, _, _ = self._tx_request(cpu, self.tx_cons, _EXTRA)
+            if not x.XEN_NETIF_EXTRA_TYPE_NONE < kind < x.XEN_NETIF_EXTRA_TYPE_MAX:
+                self._fatal("tx_bad_extra_type")
+                return False
+            extras[kind] = (gso_size, gso_type)
+            more = eflags & x.XEN_NETIF_EXTRA_FLAG_MORE
+        return True
+
+    def _tx_chain(self, cpu: Resource, prod: int, first: tuple) -> tuple[list, int, str | None] | None:
+        """xenvif_count_requests: the requests after ``first`` while
+        NETTXF_more_data, and what of the first's size (the packet's) is left
+        for its own slot.  A chain past the producer, of FATAL_SKB_SLOTS more
+        slots, or with a slot crossing its page is fatal (None); one of
+        XEN_NETBK_LEGACY_SLOTS_MAX more, or whose slots add up to more than
+        the packet, is taken to its end and dropped (the reason)."""
+        rest: list[tuple] = []
+        drop, size, flags = None, first[4], first[2]
+        while flags & x.NETTXF_more_data:
+            if self.tx_cons == prod or len(rest) >= FATAL_SKB_SLOTS:
                 self._fatal("tx_bad_chain")
                 return None
-            _, _, flags, rid, _ = self._tx_request(cpu, self.tx_cons)
-            ids.append(rid)
-        self._drop("tx_unsupported_chain")
-        return ids
+            if drop is None and len(rest) >= LEGACY_SLOTS_MAX:
+                drop = "tx_too_many_slots"
+            req = self._tx_request(cpu, self.tx_cons)
+            if drop is None and req[4] > size:
+                drop = "tx_bad_size"
+            size = (size - req[4]) & 0xFFFF
+            if req[1] + req[4] > x.PAGE_SIZE:
+                self._fatal("tx_cross_page")
+                return None
+            rest.append(req)
+            flags = req[2]
+        return rest, size, drop
+
+    def _tx_submit(self, cpu: Resource, packet: tuple, statuses: list[int]) -> None:
+        """xenvif_tx_check_gop and xenvif_tx_submit: a slot whose copy
+        failed fails its packet; otherwise the packet is put together from
+        its pages and sent.  Every slot answered, an extra with NULL."""
+        reqs, op, extras, flags, gso_size = packet
+        status = x.NETIF_RSP_ERROR
+        if op >= 0:
+            if any(statuses[op + i] != x.GNTST_okay for i in range(len(reqs))):
+                self._drop("tx_grant_errors")
+            else:
+                status = x.NETIF_RSP_OKAY
+                buf = self.dom0_mem.buf
+                frame = b"".join(buf[self.pages[op + i]:self.pages[op + i] + req[4]] for i, req in enumerate(reqs))
+                self._tx_send(cpu, frame, flags, gso_size)
+        self._tx_respond(cpu, reqs[0][3], status)
+        for _ in range(extras):
+            self._tx_respond(cpu, 0, x.NETIF_RSP_NULL)
+        for req in reqs[1:]:
+            self._tx_respond(cpu, req[3], status)
+
+    def _tx_send(self, cpu: Resource, frame: bytes, flags: int, gso_size: int) -> None:
+        """A GSO packet goes to the switch whole with its gso_size (skb_shinfo),
+        segmented where it leaves; one with NETTXF_csum_blank gets its TCP
+        checksum filled (checksum_setup: CHECKSUM_PARTIAL, completed by the
+        NIC it leaves through, as virtio's NEEDS_CSUM is); a frame longer
+        than the MTU without GSO is dropped as the bridge drops it
+        (is_skb_forwardable)."""
+        if gso_size:
+            if gso_size < TCP_MIN_MSS or not is_tcpv4(frame):
+                self._drop("tx_bad_gso", frame)
+                return
+            self.port.send(cpu, frame, gso_size)
+        elif len(frame) > ETH_FRAME_LEN:
+            self._drop("tx_oversize", frame)
+            return
+        else:
+            if flags & x.NETTXF_csum_blank:
+                if not is_tcpv4(frame):
+                    self._drop("tx_bad_csum", frame)
+                    return
+                l4 = ETH_HLEN + (frame[ETH_HLEN] & 0xF) * 4
+                frame = complete_checksum(frame, l4, l4 + TCP_CHECK)
+            self.port.send(cpu, frame)
+        self.stats["tx_frames"] += 1
 
     def _tx_respond(self, cpu: Resource, rid: int, status: int) -> None:
         cpu.charge("ring_op", acct=self.acct)
@@ -284,52 +404,86 @@ class XenNetback:
 
     # ---- RX: switch -> frontend (netback/rx.c) --------------------------------------------------
     def can_receive(self, size: int) -> bool:
-        """A posted RX request is waiting (else ask to be told of the next one)."""
-        if not self.running or len(self.rx_pending) >= RX_BATCH:
+        """The frontend has posted the requests a frame of ``size`` takes
+        (xenvif_rx_ring_slots_available: a slot a page, one more for a GSO
+        packet's extra info; a frame longer than the MTU is one), and this
+        wake-up's staging pages can take it; else ask to be told of the next
+        request (req_event = prod + 1) and look again."""
+        pages = -(-size // x.PAGE_SIZE)
+        if not self.running or self.rx_staged + pages > RX_BATCH:
             return False
         buf, base = self.rx.buf, self.rx.base
         prod = _U32(buf, base + x.REQ_PROD)[0]
         if (prod - self.rx_cons) & x.RING_IDX_MASK > x.NET_RX_RING_SIZE:
             self._fatal("rx_impossible_requests")
             return False
-        return self._final_check(self.rx, self.rx_cons)
+        need = pages + (size > ETH_FRAME_LEN)
+        if (prod - self.rx_cons) & x.RING_IDX_MASK >= need:
+            return True
+        self.rx.mem.store(x.U32, base + x.REQ_EVENT, (prod + 1) & x.RING_IDX_MASK)
+        return (_U32(buf, base + x.REQ_PROD)[0] - self.rx_cons) & x.RING_IDX_MASK >= need
+
+    def _rx_request(self, cpu: Resource) -> tuple[int, int]:
+        """The frontend's next RX request: (id, gref)."""
+        cpu.charge("ring_op", acct=self.acct)
+        req = _RXREQ(self.rx.buf, self.rx.base + x.RING_OFFSET + (self.rx_cons & RX_MASK) * x.RX_ENTRY)
+        self.rx_cons = (self.rx_cons + 1) & x.RING_IDX_MASK
+        return req
 
     def receive(self, cpu: Resource, frame: bytes) -> None:
-        """Take the next RX request for ``frame``; the copy joins the batch
+        """xenvif_rx_skb: ``frame`` a page a slot, each slot the frontend's
+        next request (NETRXF_more_data on all but the last); a GSO packet's
+        first slot says NETRXF_extra_info and the next one is its
+        netif_extra_info (gso.size, TCPV4).  The copies join the batch
         flushed once this wake-up has taken what it can."""
-        if len(frame) > x.PAGE_SIZE:
-            self._drop("rx_oversize", frame)             # one slot per frame: no rx scatter-gather
+        size = len(frame)
+        if size > x.PAGE_SIZE and not self.rx_sg:
+            self._drop("rx_oversize", frame)             # the frontend takes one slot a frame
             return
-        cpu.charge("ring_op", acct=self.acct)
-        rid, gref = _RXREQ(self.rx.buf, self.rx.base + x.RING_OFFSET + (self.rx_cons & RX_MASK) * x.RX_ENTRY)
-        self.rx_cons = (self.rx_cons + 1) & x.RING_IDX_MASK
-        i = len(self.rx_pending)
-        page = self.pages[NAPI_WEIGHT + i]
-        self.dom0_mem.buf[page : page + len(frame)] = frame          # the skb, already in dom0 memory
-        self._stage_copy(NAPI_WEIGHT + i, (page >> x.PAGE_SHIFT, x.DOMID_SELF, 0),
-                         (gref, self.frontend_domid, 0), len(frame), x.GNTCOPY_dest_gref)
         if not self.rx_pending:
             self.sim.at(cpu.cursor, self._rx_flush, cpu)
-        # xenvif_rx_data_slot: a checksum the host validated is data_validated
-        self.rx_pending.append((rid, len(frame), x.NETRXF_data_validated if getattr(frame, "csum_valid", False) else 0))
+        gso = getattr(frame, "gso_size", 0)
+        # xenvif_rx_data_slot: a GSO packet is CHECKSUM_PARTIAL (csum_blank, its
+        # data validated); a checksum the host's NIC validated is data_validated
+        flags = (x.NETRXF_csum_blank | x.NETRXF_data_validated | x.NETRXF_extra_info if gso
+                 else x.NETRXF_data_validated if getattr(frame, "csum_valid", False) else 0)
+        for at in range(0, size, x.PAGE_SIZE):
+            length = min(x.PAGE_SIZE, size - at)
+            rid, gref = self._rx_request(cpu)
+            op = self.rx_staged
+            page = self.pages[MAX_PENDING_REQS + op]
+            self.dom0_mem.buf[page : page + length] = frame[at : at + length]     # the skb, already in dom0 memory
+            self._stage_copy(MAX_PENDING_REQS + op, (page >> x.PAGE_SHIFT, x.DOMID_SELF, 0),
+                             (gref, self.frontend_domid, 0), length, x.GNTCOPY_dest_gref)
+            self.rx_staged += 1
+            self.rx_pending.append((rid, op, length, flags | (x.NETRXF_more_data if at + length < size else 0)))
+            if gso and not at:
+                self.rx_pending.append((self._rx_request(cpu)[0], -1, gso, 0))     # xenvif_rx_extra_slot
+            flags = 0
 
     def _rx_flush(self, cpu: Resource) -> None:
         if self._held(lambda: self._rx_flush(cpu)):
             return
         pending, self.rx_pending = self.rx_pending, []
+        staged, self.rx_staged = self.rx_staged, 0
         if not self.running:
             return
         cpu.sync(self.sim.now)
-        for (rid, length, flags), status in zip(pending, self._copy(cpu, NAPI_WEIGHT, len(pending))):
-            ok = status == x.GNTST_okay
-            if ok:
-                self.stats["rx_frames"] += 1
-            else:
-                self._drop("rx_grant_errors")
+        statuses = self._copy(cpu, MAX_PENDING_REQS, staged)
+        mem = self.rx.mem
+        for rid, op, length, flags in pending:
             cpu.charge("ring_op", acct=self.acct)
             at = self.rx.base + x.RING_OFFSET + (self.rx_rsp & RX_MASK) * x.RX_ENTRY
-            self.rx.mem.store(x.RX_RESPONSE, at, rid, 0, flags, length if ok else x.NETIF_RSP_ERROR)
             self.rx_rsp = (self.rx_rsp + 1) & x.RING_IDX_MASK
+            if op < 0:
+                mem.store(_EXTRA_STRUCT, at, x.XEN_NETIF_EXTRA_TYPE_GSO, 0, length, x.XEN_NETIF_GSO_TYPE_TCPV4, 0, 0)
+                continue
+            ok = statuses[op] == x.GNTST_okay
+            if not ok:
+                self._drop("rx_grant_errors")
+            elif not flags & x.NETRXF_more_data:
+                self.stats["rx_frames"] += 1
+            mem.store(x.RX_RESPONSE, at, rid, 0, flags, length if ok else x.NETIF_RSP_ERROR)
         self._push(cpu, self.rx, self.rx_rsp)
         self.port.flush(cpu)
 
@@ -342,4 +496,5 @@ def _int(text: str | None) -> int | None:
 
 
 DEVICE = DeviceEntry(XenNetback, "paravirt", "Xen PV netif (shared rings, grant tables, event channels)",
-                     ("Xen",), "xen_netfront", hypervisor="xen")
+                     ("Xen",), "xen_netfront", hypervisor="xen",
+                     offloads=("scatter-gather", "tx-checksum-ipv4", "tx-tcp-segmentation", "rx-checksum"))

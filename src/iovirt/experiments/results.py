@@ -71,11 +71,11 @@ def _tcp_figures(f: FlowStats, window: float, dropped: int) -> dict:
     discards those as drops), reads whose bytes were wrong are
     ``stream_errors``; a tcp_rr flow's transactions per second."""
     out = {"in_flight": f.sent - f.delivered - dropped, "stream_errors": f.corrupted, "corrupted": 0}
-    if f.type == "tcp_stream" and len(f.window_reads) == 4 and f.window_reads[2] > f.window_reads[0]:
-        # a stream is read in GRO-sized gulps: its rate is the bytes between its first and last read in
-        # the window over the time between them, not the window's edges (netperf's bytes over elapsed time)
-        first, read_first, last, read_last = f.window_reads
-        out["throughput_gbps"] = round((read_last - read_first) * 8 / (last - first), 6)
+    if f.type == "tcp_stream" and f.read_fit[3] > 0:
+        # a stream is read in gulps of up to a 64 KB GRO packet: its rate is the slope of the least-squares
+        # line through every read in the window (bytes read by then against when), not the bytes between
+        # two reads, which a gulp at either end moves by up to 64 KB over the window
+        out["throughput_gbps"] = round(f.read_fit[4] / f.read_fit[3] * 8, 6)
     if f.type == "tcp_rr":
         out["transactions"] = f.transactions
         out["transactions_per_s"] = round(f.window_transactions / window, 1)

@@ -334,14 +334,17 @@ class Peer(_Strict):
     descriptors per queue (``ethtool -G rx``) and the kernel's stack above it.
     A one-way stream is taken by a traffic tester through XDP (``receiver:
     tester``), or by a socket on the stack as netperf's netserver takes it
-    (``socket``).  Its NIC interrupts
-    without moderation by default (``ethtool -C rx-usecs 0``, as a host
-    answering latency tests is set up), so that its own moderation does not
-    set the round trips measured against it; NAPI still batches under load."""
+    (``socket``).  Its NIC's interrupt moderation is set as a test lab sets
+    up a receiver unless given: off (``ethtool -C rx-usecs 0``) when a
+    workload times round trips against it (ping, request/response, TCP_RR),
+    so that its own moderation does not set the round trips measured; the
+    driver's adaptive default otherwise, so that the ACKs a TCP sender must
+    process do not follow the sender's own frame spacing (see
+    :func:`far_end_moderation`)."""
 
     kind: Literal["host"] = "host"
     receiver: Literal["tester", "socket"] = "tester"
-    interrupt_moderation: Annotated[Any, BeforeValidator(_moderation)] = "off"
+    interrupt_moderation: Annotated[Any, BeforeValidator(_moderation)] = None
     cores: Annotated[int, Field(ge=1), _at_most(NR_CPUS_MAX, "cores", "Linux's NR_CPUS limit, CONFIG_MAXSMP")] = 16
     rx_ring: Annotated[int, Field(ge=64), _at_most(8192, "descriptors", "the 82599's ring limit, IXGBE_MAX_RXD")] = 512
 
@@ -419,6 +422,18 @@ class Scenario(_Strict):
                 vm.resident_mb = max(0, min(BOOTED_LINUX_RESIDENT_MB, vm.memory_mb - MIN_MEMORY_MB - sets))
         scenario._source = source
         return scenario
+
+
+ROUND_TRIPS = ("ping", "request_response", "tcp_rr")     # workloads that time round trips
+
+
+def far_end_moderation(s: Scenario) -> Any:
+    """The far end's interrupt moderation: ``peer.interrupt_moderation`` if
+    given; else off when a workload times round trips against the far end,
+    adaptive (ixgbe's default) when none does."""
+    if s.peer.interrupt_moderation is not None:
+        return s.peer.interrupt_moderation
+    return "off" if any(w.type in ROUND_TRIPS and WIRE in (w.src, w.dst) for w in s.workloads) else "adaptive"
 
 
 def backed_up(vm: Vm, nic: VmNic) -> bool:

@@ -102,8 +102,20 @@ class FlowStats:
     gaps: list[tuple[int, int, float]] = field(default_factory=list)   # (first missing seq, how many, when the next came)
     transactions: int = 0               # tcp_rr: request/response pairs completed
     window_transactions: int = 0
-    window_reads: list[float] = field(default_factory=list)    # tcp_stream: first and last read in the window:
-                                                               # (when, bytes read by then) each
+    read_fit: list[float] = field(default_factory=lambda: [0.0] * 5)   # tcp_stream: the reads in the window
+                                                # (when, bytes read by then) as n, their means, and the sums
+                                                # of squares and products about them (Welford)
+
+    def fit_read(self, when: float, read: int) -> None:
+        """One read into the least-squares line of bytes read against time."""
+        fit = self.read_fit
+        n = fit[0] = fit[0] + 1
+        dt = when - fit[1]
+        fit[1] += dt / n
+        db = read - fit[2]
+        fit[2] += db / n
+        fit[3] += dt * (when - fit[1])
+        fit[4] += dt * (read - fit[2])
 
     def check(self, payload: bytes, now: float) -> int | None:
         """Verify one received datagram; returns its sequence number if intact."""
@@ -327,9 +339,7 @@ class TcpStream(TcpWorkload):
         now = self.dst.receive_time()
         if stats.window[0] <= now < stats.window[1]:
             stats.window_bytes += len(data)
-            stats.window_reads[2:] = [now, self.read]
-            if len(stats.window_reads) == 2:
-                stats.window_reads[:0] = [now, self.read]
+            stats.fit_read(now, self.read)
         stats.last_delivered = now
 
 

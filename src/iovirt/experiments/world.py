@@ -35,7 +35,8 @@ from ..sim.engine import Sim
 from ..sim.resource import Ledger, Resource
 from ..spec.ixgbe import DEVICE_ID, VENDOR_ID
 from . import failover
-from .scenario import ASSIGNED, WIRE, Scenario, ScenarioError, bridge_port, migration_problem, save_records
+from .scenario import (ASSIGNED, WIRE, Scenario, ScenarioError, bridge_port, far_end_moderation, migration_problem,
+                       save_records)
 
 SETTLE_NS = 2_000_000
 HOST_KERNEL_MB = 64
@@ -453,8 +454,9 @@ class World:
         kernel = GuestKernel(name, vm.vcpus[0], vm.mem, self.sim, drivers={**DRIVERS, (VENDOR_ID, DEVICE_ID): (driver,)})
         kernel.boot()
         stack = kernel.ifup(mac, address)
-        if spec.interrupt_moderation != "adaptive":
-            kernel.coalesce(mac, spec.interrupt_moderation)
+        moderation = far_end_moderation(self.scenario)
+        if moderation != "adaptive":
+            kernel.coalesce(mac, moderation)
         return FarEndHost(vm, kernel, stack, pnic)
 
     def drops(self) -> dict[str, int]:

@@ -159,7 +159,14 @@ class GuestKernel:
         vCPU that took the interrupt (a fault in it is an oops)."""
         self._idt[key] = handler
         for vcpu in self.vcpus:
-            vcpu.set_irq_handler(key, partial(self._on, vcpu, handler))
+            vcpu.set_irq_handler(key, self._handler_on(vcpu, handler))
+
+    def _handler_on(self, vcpu, handler: Callable[[], None]) -> Callable[[], None]:
+        on = self._on
+
+        def entry() -> None:          # a closure, not a partial: PyPy's partial is interpreted Python
+            on(vcpu, handler)
+        return entry
 
     def _on(self, vcpu, fn: Callable[[], None]) -> None:
         """Run ``fn`` as kernel code on ``vcpu``."""

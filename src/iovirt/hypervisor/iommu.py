@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import struct
 from collections import Counter, OrderedDict
-from functools import partial
 from typing import NamedTuple, NoReturn
 
 from ..mem.dma import DmaFault, Translate
@@ -264,7 +263,11 @@ class Iommu:
     def translator(self, bdf: Bdf | int, resource: Resource | None = None) -> Translate:
         """``translate(addr, length, is_write) -> hpa`` for ``Dma``, charging
         IOTLB events on ``resource`` (the device's DMA engine) or the IOMMU's."""
-        return partial(self.translate, vtd.source_id(bdf), resource=resource)
+        sid, translate = vtd.source_id(bdf), self.translate
+
+        def translator(iova: int, length: int, is_write: bool) -> int:     # a closure: PyPy inlines it, not a partial
+            return translate(sid, iova, length, is_write, resource)
+        return translator
 
     def translate(self, bdf: Bdf | int, iova: int, length: int, is_write: bool,
                   resource: Resource | None = None) -> int:

@@ -101,7 +101,7 @@ class HostIommu:
                           iotlb_entries=iotlb_entries, irt_entries=IRT_ENTRIES)
         self.domains: dict[str, int] = {}
         self.members: dict[str, set[Bdf]] = {}       # the requesters in each VM's domain
-        self.pi_desc: dict[str, int] = {}
+        self.pi_desc: dict[tuple[str, int], int] = {}    # (VM, vCPU) -> its posted-interrupt descriptor
         self.next_irte = 0
         self.free_irtes: dict[int, list[int]] = {}   # block size -> bases given back
 
@@ -125,11 +125,14 @@ class HostIommu:
             del self.members[vm.name]
             self.unit.free_domain(self.domains.pop(vm.name))
 
-    def pi(self, vm: VM) -> int:
-        """vCPU 0's posted-interrupt descriptor."""
-        if vm.name not in self.pi_desc:
-            self.pi_desc[vm.name] = self.unit.pi_desc(POSTED_INTR_VECTOR, 0)
-        return self.pi_desc[vm.name]
+    def pi(self, vm: VM, vcpu: int) -> int:
+        """``vcpu``'s posted-interrupt descriptor: KVM keeps one per vCPU
+        (vmx_pi_update_irte), its NDST the core the vCPU runs on."""
+        key = (vm.name, vcpu)
+        if key not in self.pi_desc:
+            core, cores = vm.vcpus[vcpu].core, vm.host.cores
+            self.pi_desc[key] = self.unit.pi_desc(POSTED_INTR_VECTOR, cores.index(core) if core in cores else 0)
+        return self.pi_desc[key]
 
     def irtes(self, count: int, requester: str) -> int:
         """``count`` consecutive IRT entries for ``requester``: a block given
@@ -164,6 +167,7 @@ class AssignedFunction(PciNic):
         self.msix_bar = msix_bar
         self.vectors = vectors
         self.posted = posted
+        self.pda: dict[int, int] = {}          # MSI-X entry -> the posted-interrupt descriptor its IRTE names
         engine.acct = vm.acct
         if vm.native:
             self.iommu = None
@@ -259,10 +263,12 @@ class AssignedFunction(PciNic):
 
     def _program_irte(self, entry: int) -> None:
         """VFIO: the guest's (address, data) becomes an IRTE for the function."""
-        _, _, data, _ = PCI_MSIX_ENTRY.unpack_from(self.fn.msix.table, entry * PCI_MSIX_ENTRY_SIZE)
+        address, _, data, _ = PCI_MSIX_ENTRY.unpack_from(self.fn.msix.table, entry * PCI_MSIX_ENTRY_SIZE)
         unit, index = self.iommu.unit, self.irte_base + entry
         if self.posted:
-            unit.set_posted_irte(index, data & 0xFF, self.iommu.pi(self.vm), sid=self.requester)
+            dest = msi_destination(address)
+            self.pda[entry] = self.iommu.pi(self.vm, dest if dest < len(self.vm.vcpus) else 0)
+            unit.set_posted_irte(index, data & 0xFF, self.pda[entry], sid=self.requester)
         else:
             unit.set_irte(index, data & 0xFF, 0, sid=self.requester)
 
@@ -283,7 +289,7 @@ class AssignedFunction(PciNic):
             return                                       # blocked: recorded in the fault log
         address = msi_address(msi_destination(message[0]))
         if remapped.posted:
-            unit.pi_take(self.iommu.pi(self.vm))         # the running vCPU syncs its PIR
+            unit.pi_take(self.pda[vector])               # the destination vCPU syncs its PIR
             self.vm.irqchip.msi(cpu, address, remapped.vector, posted=True)
             return
         self.vm.sim.urgent(cpu.cursor, self._host_irq, remapped.vector, address)

@@ -13,6 +13,7 @@ import struct
 
 from iovirt.spec.ethernet import ETH_ALEN, ETH_HLEN
 from iovirt.spec.fields import Layout
+from iovirt.spec.inet import csum_fold, csum_partial, csum_reduced, pseudo_header_sum  # noqa: F401
 
 # --- Ethernet II (RFC 894) ---------------------------------------------------
 
@@ -97,65 +98,9 @@ TCPOPT_SACK_PERM, TCPOPT_SACK = 4, 5                                 # RFC 2018 
 TCPOLEN_MSS, TCPOLEN_WINDOW, TCPOLEN_SACK_PERM, TCPOLEN_SACK_PERBLOCK = 4, 3, 2, 8
 TCP_MAX_SACK = 4        # blocks in the 40 bytes of options, with two NOPs to align them
 
-# --- Internet checksum (RFC 1071) --------------------------------------------
+# --- Internet checksum (RFC 1071; the sums are spec.inet's) -----------------
 
 CHECK16 = struct.Struct(">H")  # the IPv4, ICMP, UDP and TCP checksum fields
-
-
-def csum_partial(data: bytes) -> int:
-    """The 16-bit big-endian word sum of ``data``, carries deferred (RFC 1071
-    §2(C), (D)): the integer the bytes spell is congruent to that sum modulo
-    0xFFFF because 2**16 ≡ 1.  An odd tail is padded with a zero byte.  Totals
-    of pieces that start at even offsets add."""
-    n = int.from_bytes(data, "big")
-    return n << 8 if len(data) & 1 else n
-
-
-_SUMS: dict[bytes, int] = {}
-_SUMS_MAX = 4096
-_HEAD = 64      # even, so that the sums of the head and of the rest add
-
-
-def csum_reduced(data: bytes | bytearray) -> int:
-    """``csum_partial(data)`` reduced modulo 0xFFFF, nonzero unless every byte
-    is: interchangeable with it in any total given to :func:`csum_fold`.
-
-    Past its first 64 bytes the sum of recent data is remembered: a
-    datagram's payload is summed by its sender and again, byte for byte the
-    same, by its receiver, and a stream's payloads repeat after their own
-    headers."""
-    if len(data) > _HEAD:
-        rest = bytes(data[_HEAD:])                  # a key, whatever buffer it came in
-        total = _SUMS.get(rest)
-        if total is None:
-            n = int.from_bytes(rest, "big")
-            total = (n << 8 if len(rest) & 1 else n) % 0xFFFF or (0xFFFF if n else 0)
-            if len(_SUMS) >= _SUMS_MAX:
-                _SUMS.clear()
-            _SUMS[rest] = total
-        n = int.from_bytes(data[:_HEAD], "big") + total
-    else:
-        n = int.from_bytes(data, "big")
-        if len(data) & 1:
-            n <<= 8
-    return n % 0xFFFF or (0xFFFF if n else 0)
-
-
-def csum_fold(total: int) -> int:
-    """The checksum field for a ``csum_partial`` total: the one's complement of
-    its one's complement sum.  A sum of words that are not all zero is never +0
-    but -0 (0xFFFF), so a correct message folds to 0."""
-    ones = total % 0xFFFF
-    if ones == 0 and total:
-        ones = 0xFFFF
-    return 0xFFFF - ones
-
-
-def pseudo_header_sum(saddr: int, daddr: int, protocol: int, length: int) -> int:
-    """``csum_partial`` of the UDP or TCP pseudo-header (RFC 768, RFC 9293 §3.1): each 32-bit address
-    is congruent to the sum of its two 16-bit words."""
-    return saddr + daddr + protocol + length
-
 
 _ETH_P_IP_BYTES = ETH_P_IP.to_bytes(2, "big")
 

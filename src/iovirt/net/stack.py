@@ -112,6 +112,7 @@ class IPv4Stack:
         self.drops, self.place = drops, place
         self._rx_frame = b""                    # the frame being received, for the drop ledger
         self._rx_valid = False                  # its TCP checksum validated by the device (skb->ip_summed)
+        self._rx_segs = 1                       # the segments it stands for (a GSO packet's gso_segs)
         self.arp_table: dict[int, bytes] = {}
         self.arp_queue: dict[int, list[tuple[bytes, bytes, bytes]]] = {}
         self.qdisc: deque[bytes] = deque()
@@ -126,7 +127,6 @@ class IPv4Stack:
         self.tcp_listeners: dict[int, TcpListener] = {}
         self.tcp_sack = True                # net.ipv4.tcp_sack
         self._gro = Gro(sched, self._gro_up)
-        self._rx_segs = 1                       # the segments the packet being received stands for
         self._ip_heads: dict[tuple[int, int, int], bytes] = {}
         self._udp_heads: dict[tuple[int, int, int, int], tuple[bytes, int]] = {}
         self._packet_type = {ETH_P_IP: self._ip_rcv, ETH_P_ARP: self._arp_rcv}
@@ -199,16 +199,21 @@ class IPv4Stack:
         bad frame is counted in ``stats`` under the reason and dropped.
         ``csum_valid``: the device checked its TCP checksum and found it good
         (CHECKSUM_UNNECESSARY): the stack neither sums nor checks it.  A
-        :class:`~iovirt.net.gso.GsoFrame` (a packet the host kept whole,
-        virtio's GUEST_TSO4) goes up as one, past GRO, counting its segments."""
+        :class:`~iovirt.net.gso.GsoFrame` (a packet the host kept whole:
+        virtio's GUEST_TSO4, Xen's feature-gso-tcpv4) goes up as one, past
+        GRO, counting its segments."""
         self._rx_valid = csum_valid
         gro = self._gro
-        if gro.held or self.gro and frame[23:24] == b"\x06":
-            if self.gro and frame[H_DEST] == self.mac and frame[30:34] == self._addr_bytes and gro.receive(
-                    frame, csum_valid, self.cpu):
-                return
-            gro.flush()                 # whatever GRO holds goes up first: frames stay in order
-        self._rx_segs = frame.gso_segs if type(frame) is GsoFrame else 1
+        if type(frame) is GsoFrame:     # dev_gro_receive: a GSO packet goes up as it came, after what GRO holds
+            self._rx_segs = frame.gso_segs
+            gro.flush()
+        else:
+            self._rx_segs = 1
+            if gro.held or self.gro and frame[23:24] == b"\x06":
+                if self.gro and frame[H_DEST] == self.mac and frame[30:34] == self._addr_bytes and gro.receive(
+                        frame, csum_valid, self.cpu):
+                    return
+                gro.flush()             # whatever GRO holds goes up first: frames stay in order
         self.cpu.charge("guest_stack")
         self._rx_frame = frame
         if len(frame) < ETH_HLEN:
@@ -514,7 +519,3 @@ class IPv4Stack:
         """A packet GRO merged goes up the stack as one."""
         self.cpu.charge("guest_stack")
         self._tcp_demux(int.from_bytes(head[26:30], "big"), head[ETH_HLEN + IP_HLEN:], payload, segs)
-
-    def gro_flush(self) -> None:
-        """Every packet GRO holds goes up."""
-        self._gro.flush()

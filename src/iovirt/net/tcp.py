@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import struct
 from bisect import bisect_left, bisect_right
+from collections import deque
 from typing import Any, Callable
 
 from .headers import (
@@ -52,6 +53,8 @@ TCP_WMEM_MAX = 4194304              # net.ipv4.tcp_wmem max
 TCP_MAX_WSCALE = 14                 # RFC 7323 §2.3
 GSO_MAX_SIZE = 65536                # include/linux/netdevice.h: a GSO packet's IP datagram at most
 FLIGHT_FRAMES_MAX = 2 * 64          # frames a socket lets wait in the qdisc (TCP Small Queues bounds them too)
+TCP_TSO_WIN_DIVISOR = 3             # net.ipv4.tcp_tso_win_divisor default
+TSO_DEFER_IDLE = 2_000_000          # ns: tcp_tso_should_defer sends at once if the last send was more than a jiffy ago
 
 CLOSED, LISTEN, SYN_SENT, SYN_RECV, ESTABLISHED = "CLOSED", "LISTEN", "SYN_SENT", "SYN_RECV", "ESTABLISHED"
 FIN_WAIT1, FIN_WAIT2, CLOSE_WAIT, CLOSING, LAST_ACK, TIME_WAIT = (
@@ -233,6 +236,8 @@ class TcpSock:
         self.rto = TCP_TIMEOUT_INIT
         self.rtt_seq: int | None = None
         self.rtt_sent = 0.0
+        self.sent_at: deque[list] = deque()  # [end, when last sent] per data send not yet acknowledged (skb tstamps)
+        self.lsndtime = 0.0                 # when data was last sent
         self.rto_timer = Timer(stack, self._rto_fired)
         # receive side
         self.irs = self.rcv_nxt = 0
@@ -374,8 +379,10 @@ class TcpSock:
             frames = FLIGHT_FRAMES_MAX - stack.queued_frames()
             if room <= 0 or frames <= 0:
                 break
-            size = min(unsent, room, (GSO_MAX_SIZE - 40 - TCP_HLEN) // mss * mss if stack.gso else mss,
-                       frames * mss)
+            full = (GSO_MAX_SIZE - 40 - TCP_HLEN) // mss * mss if stack.gso else mss
+            if unsent > mss and stack.gso and self._tso_should_defer(room, full):
+                break
+            size = min(unsent, room, full, frames * mss)
             if size < mss and size < unsent:
                 break                           # sender-side silly window avoidance (RFC 9293 §3.8.6.2.1)
             if size < mss and self.snd_nxt > self.snd_una and not self.nodelay:
@@ -384,6 +391,7 @@ class TcpSock:
                 size -= size % mss
             if not self._xmit_data(self.snd_nxt, size, self.snd_nxt + size == data_end):
                 break
+            self._sent(self.snd_nxt, self.snd_nxt + size)
             if self.rtt_seq is None and self.snd_nxt >= self.snd_max:
                 self.rtt_seq, self.rtt_sent = self.snd_nxt + size, stack.cpu.cursor
             self.snd_nxt += size
@@ -395,6 +403,27 @@ class TcpSock:
                 self._arm_rto()
         if not self._flight_room():
             stack.wait_for_room(self)
+
+    def _tso_should_defer(self, room: int, full: int) -> bool:
+        """tcp_tso_should_defer: hold back a GSO packet the windows would cut
+        short while an ACK that opens them is due, so that packets leave
+        nearer their full size; never in recovery, after an idle spell, with
+        a third of the window open, or before half a round trip has passed
+        since the oldest unacknowledged data left."""
+        now = self.stack.cpu.cursor
+        if self.in_recovery or not self.sent_at or now - self.lsndtime > TSO_DEFER_IDLE:
+            return False
+        if room >= full or room >= min(self.snd_wnd, self.cwnd) // TCP_TSO_WIN_DIVISOR:
+            return False
+        return now - self.sent_at[0][1] >= self.srtt / 2
+
+    def _sent(self, seq: int, end: int) -> None:
+        """Data from ``seq`` to ``end`` leaves now: its send time (the head's again if it is resent)."""
+        now = self.lsndtime = self.stack.cpu.cursor
+        if end > self.snd_max:
+            self.sent_at.append([end, now])
+        elif seq == self.snd_una and self.sent_at:
+            self.sent_at[0][1] = now
 
     def _flight_room(self) -> bool:
         return self.stack.queued_frames() < FLIGHT_FRAMES_MAX
@@ -423,6 +452,7 @@ class TcpSock:
         at = seq - self.snd_una
         last = end - self.snd_una == len(self.sndq)
         self.rtt_seq = None                     # Karn: no sample from a retransmitted segment
+        self._sent(seq, end)
         return self._output(seq, TCPHDR_ACK | (TCPHDR_PSH if last else 0), bytes(self.sndq[at:end - self.snd_una]))
 
     def _retransmit(self) -> None:
@@ -575,6 +605,9 @@ class TcpSock:
             return
         acked = ack - self.snd_una
         self.sacked.trim(ack)
+        sent_at = self.sent_at
+        while sent_at and sent_at[0][0] <= ack:
+            sent_at.popleft()
         data_acked = min(acked, len(self.sndq))
         del self.sndq[:data_acked]
         fin_acked = self.fin_queued and acked > data_acked

@@ -171,6 +171,25 @@ NETRXF_data_validated = 1 << 0
 NETRXF_csum_blank = 1 << 1
 NETRXF_more_data = 1 << 2
 NETRXF_extra_info = 1 << 3
+
+# struct netif_extra_info: a request or response slot holding metadata for
+# the packet in the slots around it (NETTXF_extra_info / NETRXF_extra_info);
+# the gso member of its union.
+NETIF_EXTRA_INFO = Layout("netif_extra_info", 8, [
+    ("type", 0, 1), ("flags", 1, 1), ("gso_size", 2, 2), ("gso_type", 4, 1), ("gso_pad", 5, 1),
+    ("gso_features", 6, 2)])
+XEN_NETIF_EXTRA_TYPE_NONE = 0
+XEN_NETIF_EXTRA_TYPE_GSO = 1
+XEN_NETIF_EXTRA_TYPE_MAX = 6        # after MCAST_ADD 2, MCAST_DEL 3, HASH 4, XDP 5
+XEN_NETIF_EXTRA_FLAG_MORE = 1 << 0
+XEN_NETIF_GSO_TYPE_TCPV4 = 1
+XEN_NETIF_GSO_TYPE_TCPV6 = 2
+# XEN_NETIF_NR_SLOTS_MIN: the slots a packet may take that every backend
+# accepts (the historical MAX_SKB_FRAGS of 18); netback's
+# XEN_NETBK_LEGACY_SLOTS_MAX, netfront's MAX_XEN_SKB_FRAGS + 1
+XEN_NETIF_NR_SLOTS_MIN = 18
+XEN_NETIF_MAX_TX_SIZE = 0xFFFF      # a packet's size is the first request's 16-bit size field
+
 NETIF_RSP_DROPPED = -2
 NETIF_RSP_ERROR = -1
 NETIF_RSP_OKAY = 0
