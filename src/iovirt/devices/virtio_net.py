@@ -6,7 +6,16 @@ at a time, taking what the driver adds while the backend is still busy
 without a kick; only a look that finds the ring empty asks for kicks again
 and re-checks (2.6.7.1) so no buffer is missed.  Receive fills one or more
 writable chains per frame (VIRTIO_NET_F_MRG_RXBUF, num_buffers) behind a
-12-byte virtio_net_hdr."""
+12-byte virtio_net_hdr.
+
+With VIRTIO_NET_F_GUEST_TSO4 negotiated the host hands the device TCP
+packets of up to 64 KB whole (the tap's TUNSETOFFLOAD TUN_F_TSO4, which
+QEMU sets from the guest's features): the header says GSO_TCPV4 with its
+gso_size and NEEDS_CSUM (the packet's checksum is partial, as the sending
+guest or the host's GRO left it), 5.1.6.4.  Such a packet waits until the
+ring holds enough writable bytes for it (QEMU's virtio_net_has_buffers,
+vhost-net's get_rx_bufs); one that does not fit the chain it is given
+without MRG_RXBUF is dropped and counted."""
 
 from __future__ import annotations
 
@@ -16,7 +25,7 @@ from ..sim.resource import Resource
 from ..spec import virtio as v
 from ..spec.e1000 import CLASS_ETHERNET
 from .discard import discard
-from .offload import TCP_MIN_MSS, complete_checksum, is_tcpv4
+from .offload import TCP_CHECK, TCP_MIN_MSS, complete_checksum, is_tcpv4
 from .virtio_pci import TRANSPORT_STATE, VirtioPciDevice
 from .virtqueue import VirtqueueError
 from .registry import DeviceEntry
@@ -29,6 +38,7 @@ _HDR_SIZE = _HDR.size
 _RX_HDR = _HDR.pack(0, v.VIRTIO_NET_HDR_GSO_NONE, 0, 0, 0, 0, 1)
 _RX_HDR_VALID = _HDR.pack(v.VIRTIO_NET_HDR_F_DATA_VALID, v.VIRTIO_NET_HDR_GSO_NONE, 0, 0, 0, 0, 1)
 _MRG_RXBUF = v.VIRTIO_NET_F_MRG_RXBUF
+_MTU_FRAME = 1514               # an untagged frame of a 1500-byte MTU: it fits the first buffer a driver posts
 _NET_CONFIG = v.NET_CONFIG
 
 
@@ -38,18 +48,29 @@ class VirtioNet(VirtioPciDevice):
     CLASS = CLASS_ETHERNET
     FEATURES = (VirtioPciDevice.FEATURES | 1 << v.VIRTIO_NET_F_MAC | 1 << v.VIRTIO_NET_F_MRG_RXBUF
                 | 1 << v.VIRTIO_NET_F_STATUS | 1 << v.VIRTIO_NET_F_CSUM | 1 << v.VIRTIO_NET_F_HOST_TSO4
-                | 1 << v.VIRTIO_NET_F_GUEST_CSUM)
+                | 1 << v.VIRTIO_NET_F_GUEST_CSUM | 1 << v.VIRTIO_NET_F_GUEST_TSO4)
 
-    def __init__(self, sim: Sim, mac: bytes, dma: Dma, standby: bool = False) -> None:
-        """``standby``: offer VIRTIO_NET_F_STANDBY (the NIC backs up a passed-through one with its MAC)."""
-        if standby:
-            self.FEATURES = VirtioNet.FEATURES | 1 << v.VIRTIO_NET_F_STANDBY
+    def __init__(self, sim: Sim, mac: bytes, dma: Dma, standby: bool = False, guest_tso4: bool = True) -> None:
+        """``standby``: offer VIRTIO_NET_F_STANDBY (the NIC backs up a passed-through one with its MAC).
+        ``guest_tso4`` False: do not offer VIRTIO_NET_F_GUEST_TSO4 (QEMU's guest_tso4=off)."""
+        self.FEATURES = (VirtioNet.FEATURES | standby << v.VIRTIO_NET_F_STANDBY) & ~(
+            (not guest_tso4) << v.VIRTIO_NET_F_GUEST_TSO4)
         self.mac = mac
         self.port = None
         self.polling = False                      # a poll-mode backend never wants kicks
         super().__init__(sim, dma, num_queues=2)
         self.config = bytearray(_NET_CONFIG.pack(v.VIRTIO_NET_S_LINK_UP, 1, 1500))
         self.config[v.NET_CONFIG_MAC : v.NET_CONFIG_MAC + 6] = mac
+
+    @property
+    def takes_gso(self) -> bool:
+        """The guest takes TCP packets whole (GUEST_TSO4): the tap's TUN_F_TSO4."""
+        return bool(self.driver_features >> v.VIRTIO_NET_F_GUEST_TSO4 & 1)
+
+    @property
+    def takes_csum(self) -> bool:
+        """The guest takes TCP checksums partial (GUEST_CSUM): the tap's TUN_F_CSUM."""
+        return bool(self.driver_features >> v.VIRTIO_NET_F_GUEST_CSUM & 1)
 
     def config_read(self, offset: int, size: int) -> int:
         return int.from_bytes(self.config[offset : offset + size], "little") if offset + size <= len(self.config) else 0
@@ -132,6 +153,8 @@ class VirtioNet(VirtioPciDevice):
         if not self.live or not q.enabled:
             return False
         try:
+            if size > _MTU_FRAME and q.has_avail():
+                return self._has_buffers(q, size)
             if (avail := q.has_avail()) or self.polling:
                 return avail
             q.want_kicks(True)                    # out of buffers: kick me on refill
@@ -142,10 +165,28 @@ class VirtioNet(VirtioPciDevice):
             self.needs_reset(self.port.reader, f"rx: {err}")
             return False
 
+    def _has_buffers(self, q, size: int) -> bool:
+        """virtio_net_has_buffers: with MRG_RXBUF, room for a packet larger
+        than one MTU frame (a GSO packet) in the chains made available, else
+        ask for a kick on refill (polling: look again next round); without,
+        the next chain is tried (``_fill`` drops what does not fit it)."""
+        if not self.driver_features >> _MRG_RXBUF & 1 or q.avail_bytes(_HDR_SIZE + size):
+            return True
+        if self.polling:
+            return False
+        q.want_kicks(True)
+        return q.avail_bytes(_HDR_SIZE + size)   # raced with a refill
+
     def receive(self, cpu: Resource, frame: bytes) -> None:
         q = self.queues[v.RX_QUEUE]
-        valid = getattr(frame, "csum_valid", False) and self.driver_features >> v.VIRTIO_NET_F_GUEST_CSUM & 1
-        data = (_RX_HDR_VALID if valid else _RX_HDR) + frame       # 5.1.6.4: DATA_VALID with GUEST_CSUM
+        gso_size = getattr(frame, "gso_size", 0)
+        if gso_size or getattr(frame, "csum_partial", False):     # 5.1.6.4: only from a tap with TUN_F_TSO4/CSUM
+            l4 = 14 + (frame[14] & 0xF) * 4
+            data = _HDR.pack(v.VIRTIO_NET_HDR_F_NEEDS_CSUM, v.VIRTIO_NET_HDR_GSO_TCPV4 if gso_size else 0,
+                             l4 + (frame[l4 + 12] >> 4) * 4, gso_size, l4, TCP_CHECK, 1) + frame
+        else:
+            valid = getattr(frame, "csum_valid", False) and self.driver_features >> v.VIRTIO_NET_F_GUEST_CSUM & 1
+            data = (_RX_HDR_VALID if valid else _RX_HDR) + frame   # 5.1.6.4: DATA_VALID with GUEST_CSUM
         try:
             self._fill(cpu, q, data)
             if q.should_interrupt():
@@ -202,4 +243,5 @@ class VirtioNet(VirtioPciDevice):
 
 DEVICE = DeviceEntry(VirtioNet, "paravirt", "virtio 1.x network device", ("QEMU/KVM", "Firecracker"),
                      "virtio_net", (v.VENDOR_ID, v.DEVICE_ID_NET), backends=("qemu", "vhost-net", "vhost-user"),
-                     hypervisor="kvm", offloads=("tx-checksum-ip-generic", "tx-tcp-segmentation"))
+                     hypervisor="kvm",
+                     offloads=("rx-checksum", "tx-checksum-ip-generic", "tx-tcp-segmentation", "rx-gro-hw"))

@@ -159,6 +159,25 @@ class Virtqueue:
         cpu.charge("ring_op")
         return head, readable, writable
 
+    def avail_bytes(self, want: int) -> bool:
+        """virtqueue_avail_bytes: do the chains made available hold ``want``
+        device-writable bytes between them?  The chains are checked as
+        ``pop`` checks them."""
+        avail, last, size = self._avail, self.last_avail, self._size
+        try:
+            pending = (self._avail_u16(avail + _AVAIL_IDX) - last) & 0xFFFF
+            if pending > size:
+                raise VirtqueueError(f"queue {self.index}: avail idx moved {pending} past {size} entries")
+            total = 0
+            for n in range(pending):
+                head = self._avail_u16(avail + _AVAIL_RING + 2 * ((last + n) % size))
+                total += sum(length for _, length in self._walk(head)[1])
+                if total >= want:
+                    return True
+        except DmaFault as fault:
+            raise VirtqueueError(f"queue {self.index}: ring access {fault}") from None
+        return False
+
     def _walk(self, head: int) -> tuple[Segments, Segments]:
         """2.6.5.3: follow NEXT, at most once through an indirect table; a
         chain longer than its table loops."""
@@ -221,8 +240,9 @@ class Virtqueue:
         avail_event with EVENT_IDX, VIRTQ_USED_F_NO_NOTIFY without."""
         try:
             if self.event_idx:
-                if on:
-                    self._used_put16(self._used + _USED_RING + 8 * self._size, self.last_avail)   # avail_event (2.6.10)
+                if on:                            # avail_event (2.6.10) at the avail idx as it is now, as
+                    at = self._avail_u16(self._avail + _AVAIL_IDX)    # QEMU and vhost do: a kick for what comes next
+                    self._used_put16(self._used + _USED_RING + 8 * self._size, at)
             else:
                 self._put16(self.used + v.VIRTQ_USED_FLAGS, 0 if on else v.VIRTQ_USED_F_NO_NOTIFY)
         except DmaFault as fault:

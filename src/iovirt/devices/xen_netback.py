@@ -83,6 +83,7 @@ class XenNetback:
         self.rx_pending: list[tuple[int, int, int, int]] = []    # (request id, op, length, flags) per slot
         self.rx_staged = 0                  # RX copy ops staged for the flush
         self.rx_sg = False                  # the frontend's feature-sg: a packet may take several RX slots
+        self.takes_gso = False              # GSO packets handed over whole (its tap's TUN_F_TSO4)
         self.dom0_mem = kernel.vm.mem
         pages = MAX_PENDING_REQS + RX_BATCH         # TX staging, then RX staging: a page a copy op
         self.ops = kernel.alloc(pages * x.GNTTAB_COPY.size)
@@ -131,7 +132,7 @@ class XenNetback:
         # with the frontend's feature-sg; GSO packets handed over whole only
         # with its feature-gso-tcpv4, SG and checksum offload (TSO needs both)
         self.rx_sg = read("feature-sg") == 1
-        self.port.takes_gso = self.rx_sg and read("feature-gso-tcpv4") == 1 and read("feature-no-csum-offload") != 1
+        self.takes_gso = self.rx_sg and read("feature-gso-tcpv4") == 1 and read("feature-no-csum-offload") != 1
         self.evtchn = port
         self.kernel.handlers[port] = self._interrupt
         self.connected = True

@@ -92,7 +92,8 @@ def scenario(config: Config | None, vms: int, packet_size: int, duration_ms: flo
         uplink = f"pnic{i}" if exclusive else "pnic0" if shared_vfs else None
         nic = _nic(config or Config("passthrough", "ixgbe"), i, uplink)
         if not offloads:
-            nic["offloads"] = {"gso": False, "gro": False, "tso": False, "tx": False, "rx": False}
+            nic["offloads"] = {"gso": False, "gro": False, "tso": False, "tx": False, "rx": False,
+                              "gro_hw": False}
         machines.append({"name": f"vm{i}", "host": "host0", "nics": [nic]} | ({"bare_metal": True} if config is None else {}))
     sizes = {SIZE_KEY[workload]: packet_size} | ({"response_size": packet_size} if workload == "tcp_rr" else {})
     workloads = [{"type": workload, "src": f"vm{i}", "dst": "wire", **sizes,
@@ -105,7 +106,11 @@ def scenario(config: Config | None, vms: int, packet_size: int, duration_ms: flo
 def run_point(point: dict) -> dict:
     """One sweep point (a scenario document plus its labels, and the engine to run it on) to one result row."""
     result = run(Scenario.from_dict(point["scenario"], source=point["scenario"]["name"]), engine=point.get("engine", "cpython"))
-    data = result.to_dict()
+    return row(point["labels"], result.to_dict())
+
+
+def row(labels: dict, data: dict) -> dict:
+    """A run's result (``Result.to_dict``) as a result row under ``labels``."""
     flows = data["flows"]
     delivered = sum(f["delivered"] for f in flows)
     seconds = data["sim_time_s"]
@@ -126,7 +131,7 @@ def run_point(point: dict) -> dict:
     if any(f["type"] == "tcp_stream" for f in flows) and delivered:
         # data segments are full-sized (MSS 1460) but for a stream's last: exits per 64 KiB of payload
         tcp["exits_per_64kb"] = round(events.get("vm_exit", 0.0) / delivered * 65536 / TCP_MSS, 3)
-    return point["labels"] | tcp | {
+    return labels | tcp | {
         "sent": sum(f["sent"] for f in flows), "delivered": delivered,
         "dropped": sum(f["dropped"] for f in flows),
         "throughput_gbps": round(gbps, 4), "per_vm_gbps": round(median(per_vm), 4),

@@ -166,7 +166,8 @@ def measure(world, flows: list[FlowStats], start: float, stop: float, busy: dict
             events += accounts.get(vm, Counter())
             events["interrupt"] += sum(m.stats["interrupts"] for m in world.incarnations(vm))
         packets = sum(g.delivered for g in flows if pair & {g.src, g.dst})
-        rows.append(FlowResult.of(f, world.models[f.src], +events, packets, world.sim.drops.flows[f.index]).row)
+        model = world.models[f.dst if f.src == WIRE else f.src]        # the VM's, for a stream from the wire
+        rows.append(FlowResult.of(f, model, +events, packets, world.sim.drops.flows[f.index]).row)
     # a resource born after the window (a migration's target, say) was not busy in it
     resources = [{"name": r.name, "kind": r.kind, "busy_s": round(busy.get(r.name, 0.0) / 1e9, 9),
                   "utilization": round(busy.get(r.name, 0.0) / window, 4)} for r in world.resources]

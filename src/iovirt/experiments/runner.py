@@ -11,7 +11,7 @@ from . import capture
 from . import engines
 from .results import Result, measure
 from .scenario import DIRTY_SET_MB, WIRE, Scenario
-from .workloads import KINDS, FlowStats, MemoryDirty, flow_of
+from .workloads import KINDS, FlowStats, MemoryDirty, TcpStream, flow_of
 from .world import World
 
 DRAIN_NS = 50_000_000       # in-flight frames get at most this long after the last send
@@ -63,16 +63,40 @@ def busy_until(world: World, at: float) -> dict[str, float]:
     return {r.name: max(0.0, r.busy_ns - max(0.0, r.cursor - at)) for r in world.resources}
 
 
+def _start(world: World, warmup_ms: float) -> tuple[float, float]:
+    """Warm up and start measuring: when the workloads start, and when their
+    throughput window opens (each resource's busy time is taken then)."""
+    start = _warm_up(world)
+    world.start_measuring(start)
+    warm = start + warmup_ms * 1e6
+    world.busy_before = {}
+    if warm > start:
+        world.sim.at(warm, lambda: world.busy_before.update(busy_until(world, warm)))
+    return start, warm
+
+
+def begin_from_wire(world: World, vm: str, duration_ms: float, warmup_ms: float = 0.0
+                    ) -> tuple[float, float, list[FlowStats]]:
+    """As :func:`begin`, for a TCP stream from the host at the far end of
+    ``vm``'s physical link to ``vm`` (netperf on the far end, netserver in
+    the VM) in place of the scenario's workloads: no scenario workload runs
+    from the wire."""
+    world.captures = []
+    start, warm = _start(world, warmup_ms)
+    stop = start + int(duration_ms * 1e6)
+    world.sim.drops.classify = flow_of(1)
+    vm_if, peer_if = _interface(world, vm, WIRE)
+    stats = FlowStats(0, "tcp_stream", WIRE, vm, 1500, window=(warm, stop))
+    TcpStream(stats, world.peer(vm).kernel, world.guests[vm], peer_if, vm_if, start, stop, None).begin()
+    return warm, stop, [stats]
+
+
 def begin(world: World) -> tuple[float, float, list[FlowStats]]:
     """Warm up, then start every workload; returns (start of the measured
     window: after the workloads' warm-up, stop, flows)."""
     world.captures = [capture.attach(world, c.port, Path(c.file)) for c in world.scenario.capture]
-    start = _warm_up(world)
-    world.start_measuring(start)
-    warm = min((w.warmup_ms for w in world.scenario.workloads if w.type != "memory_dirty"), default=0.0) * 1e6
-    world.busy_before = {}
-    if warm:
-        world.sim.at(start + warm, lambda: world.busy_before.update(busy_until(world, start + warm)))
+    start, warm = _start(world, min((w.warmup_ms for w in world.scenario.workloads if w.type != "memory_dirty"),
+                                    default=0.0))
     world.sim.drops.classify = flow_of(len(world.scenario.workloads))
     flows = []
     stop = start
@@ -93,7 +117,7 @@ def begin(world: World) -> tuple[float, float, list[FlowStats]]:
             world.peer(w.src).sink(workload.port)
         workload.begin()
         flows.append(stats)
-    return start + warm, stop, flows
+    return warm, stop, flows
 
 
 def run_to(world: World, stop: float, progress: Callable[[float], None] | None = None) -> None:

@@ -193,6 +193,7 @@ class HostNic(_Strict):
     num_vfs: Annotated[int, Field(ge=0)] = 0
     # the fraction of frames its cable damages, either way (each found by the receiver's FCS check and discarded)
     frame_error_rate: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    gro: bool = True  # the host driver's GRO on the bridge's uplink (ethtool -K gro), on KVM and Xen hosts
 
 
 class Host(_Strict):
@@ -225,7 +226,9 @@ class Offloads(_Strict):
     """The guest's offload switches for a NIC, as ``ethtool -K`` sets them: the
     stack's software GSO and GRO (on by default, as in Linux), and the
     device's TCP segmentation (``tso``), transmit checksum (``tx``) and
-    receive checksum validation (``rx``) where its driver negotiated them; a
+    receive checksum validation (``rx``) where its driver negotiated them,
+    and the device's receive of merged TCP packets (``gro_hw``, rx-gro-hw:
+    virtio's GUEST_TSO4; it needs ``rx``, as netdev_fix_features has it); a
     device without one simply lacks it."""
 
     gso: bool = True
@@ -233,6 +236,7 @@ class Offloads(_Strict):
     tso: bool = True
     tx: bool = True
     rx: bool = True
+    gro_hw: bool = True
 
 
 class VmNic(_Strict):

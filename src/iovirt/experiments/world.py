@@ -255,7 +255,8 @@ class World:
         xen = self.xen.get(vm.host.name)
         if xen is not None:
             return xen.add_vif(vm, mac_bytes(nic.mac))
-        return VirtioNic(vm, nic.device, mac_bytes(nic.mac), nic.backend, standby=nic.standby, slot=slot)
+        return VirtioNic(vm, nic.device, mac_bytes(nic.mac), nic.backend, standby=nic.standby, slot=slot,
+                         guest_tso4=nic.offloads.gro_hw and nic.offloads.rx)
 
     def _passthrough(self, vm: VM, nic, slot: int | None, hotplug: bool):
         """The host's port of that name, assigned whole."""
@@ -321,17 +322,19 @@ class World:
         driver's too (``SriovPort`` moves its traffic to the default pool)."""
         pnic = self._free_nic(host.name)
         machine = VM(f"{host.name}-kernel", host, HOST_KERNEL_MB, native=True, dedicated=True)
-        num_vfs = next(p.num_vfs for p in self.host_specs[host.name].nics if p.name == pnic.name)
-        nic = PassthroughNic(machine, pnic, bytes([0x02, 0xFF, 0, 0, 0, len(self.hosts) & 0xFF]), num_vfs=num_vfs)
+        spec = next(p for p in self.host_specs[host.name].nics if p.name == pnic.name)
+        nic = PassthroughNic(machine, pnic, bytes([0x02, 0xFF, 0, 0, 0, len(self.hosts) & 0xFF]), num_vfs=spec.num_vfs)
         kernel = GuestKernel(machine.name, machine.vcpus[0], machine.mem, self.sim)
         kernel.boot()
         self.vms[machine.name] = machine
         self.models[machine.name] = ("host", "ixgbe", None)
-        port = UplinkPort(host, machine.vcpus[0], kernel.netdevs[0])
+        hypervisor = self.host_specs[host.name].hypervisor
+        # Linux's GRO under a Linux bridge (KVM, Xen's dom0); the vmkernel's and the root's coalescing are not modelled
+        port = UplinkPort(host, machine.vcpus[0], kernel.netdevs[0], gro=spec.gro and hypervisor in ("kvm", "xen"))
         port.pnic, port.pf = pnic, nic.device
-        if self.host_specs[host.name].hypervisor == "esxi":
+        if hypervisor == "esxi":
             port.switch_event = VMK_VSWITCH         # the physical NIC is the vmkernel vSwitch's uplink
-        if self.host_specs[host.name].hypervisor == "hyperv":
+        if hypervisor == "hyperv":
             port.switch_event = VMSWITCH            # the root's NIC driver under the Hyper-V switch
         return port
 

@@ -32,10 +32,11 @@ IOEVENTFD = ("vm_exit", "ioeventfd")
 
 class VirtioNic(PciNic):
     def __init__(self, vm: VM, device: str, mac: bytes, backend: str | None = "qemu", standby: bool = False,
-                 slot: int | None = None) -> None:
-        """``standby``: the device offers VIRTIO_NET_F_STANDBY (QEMU's failover=on)."""
+                 slot: int | None = None, guest_tso4: bool = True) -> None:
+        """``standby``: the device offers VIRTIO_NET_F_STANDBY (QEMU's failover=on); ``guest_tso4`` False:
+        it does not offer VIRTIO_NET_F_GUEST_TSO4 (guest_tso4=off)."""
         backend = backend or "qemu"
-        model = VirtioNet(vm.sim, mac, Dma(vm.mem, "copy", hot=frozenset(vm.vcpus)), standby)
+        model = VirtioNet(vm.sim, mac, Dma(vm.mem, "copy", hot=frozenset(vm.vcpus)), standby, guest_tso4)
         super().__init__(vm, model, slot)
         self.backend = backend
         self.worker: Resource = {"qemu": vm.vmm_thread, "vhost-net": lambda: vm.thread("vhost"),

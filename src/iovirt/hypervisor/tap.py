@@ -12,7 +12,12 @@ The sending thread also runs the switch for its frame.  A TCP GSO packet
 from the device (its virtio_net_hdr's gso_size, which the tap's vnet
 header carries, IFF_VNET_HDR) crosses the tap and the bridge as one unit;
 it is segmented where it leaves them for a port that cannot take it
-(``vswitch``)."""
+(``vswitch``): a tap takes it whole when the VMM set TUN_F_TSO4 on it
+(TUNSETOFFLOAD), as QEMU does from its device's guest features
+(virtio_net_apply_guest_offloads: GUEST_TSO4; GUEST_CSUM sets TUN_F_CSUM,
+and the segments the bridge cuts for it stay partial), for its own reads and for
+vhost-net's alike; a vhost-user port when its guest negotiated GUEST_TSO4
+(DPDK's vhost library writes the GSO header, virtio_enqueue_offload)."""
 
 from __future__ import annotations
 
@@ -43,6 +48,16 @@ class TapPort(Port):
         self.vswitch = vm.host.vswitch
         self.vswitch.attach(self)
         device.port = self
+
+    @property
+    def takes_gso(self) -> bool:
+        """TUN_F_TSO4: the device's guest takes TCP packets whole."""
+        return getattr(self.device, "takes_gso", False)
+
+    @property
+    def takes_csum(self) -> bool:
+        """TUN_F_CSUM: the device's guest takes TCP checksums partial."""
+        return getattr(self.device, "takes_csum", False)
 
     # device -> tap -> switch
     def send(self, cpu: Resource, frame: bytes, gso_size: int = 0) -> None:

@@ -35,11 +35,11 @@ from .headers import (
     AR_SHA, AR_THA, ARPHDR, ARPHRD_ETHER, ARPOP_REPLY, ARPOP_REQUEST, CHECK16, ETH_ALEN,
     ETH_BROADCAST, ETH_HLEN, ETH_P_ARP, ETH_P_IP, ETHHDR, H_DEST, H_PROTO, ICMP_CHECKSUM,
     ICMP_ECHO, ICMP_ECHOREPLY, ICMPHDR, IP_CHECK, IP_DF, IP_MF, IP_OFFSET, IPDEFTTL, IPHDR,
-    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPVERSION, TCPHDR, TCPHDR_ACK, TCPHDR_PSH, TCPHDR_SYN,
+    IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, IPVERSION, TCPHDR, TCPHDR_ACK, TCPHDR_SYN,
     UDP_CHECK, UDPHDR, csum_fold, csum_partial, csum_reduced, pseudo_header_sum,
 )
-from .gso import GsoFrame, segment
-from .tcp import GSO_MAX_SIZE, TCP_HLEN, TcpListener, TcpSock, iss_for
+from .gso import Gro, GsoFrame, segment
+from .tcp import TCP_HLEN, TcpListener, TcpSock, iss_for
 
 TXQUEUELEN = 1000  # Linux default for Ethernet devices
 UNRES_QLEN = 101  # Linux neigh/default/unres_qlen: datagrams held per unresolved neighbour
@@ -48,8 +48,6 @@ L4_HLEN = UDPHDR.size  # the ICMP echo header is as long
 ZERO_MAC = bytes(ETH_ALEN)
 _H_PROTO_IP = H_PROTO.pack(ETH_P_IP)
 HEADER_CACHE = 256  # headers remembered per stack: one per (destination, protocol, length)
-MAX_GRO_SKBS = 8    # net/core/gro.c: flows GRO holds at once
-_GRO_HLEN = ETH_HLEN + IP_HLEN + TCP_HLEN
 
 _ipv4_address = lru_cache(maxsize=1024)(IPv4Address)
 
@@ -128,8 +126,7 @@ class IPv4Stack:
         self.tcp_socks: dict[tuple[int, int, int], TcpSock] = {}     # (local port, remote address, remote port)
         self.tcp_listeners: dict[int, TcpListener] = {}
         self.tcp_sack = True                # net.ipv4.tcp_sack
-        self._gro_held: dict[tuple[int, int, int], list] = {}
-        self._gro_flush_due = False
+        self._gro = Gro(sched, self._gro_up)
         self._ip_heads: dict[tuple[int, int, int], bytes] = {}
         self._udp_heads: dict[tuple[int, int, int, int], tuple[bytes, int]] = {}
         self._packet_type = {ETH_P_IP: self._ip_rcv, ETH_P_ARP: self._arp_rcv}
@@ -201,17 +198,22 @@ class IPv4Stack:
         """One received frame (napi_gro_receive, then netif_receive_skb).  A
         bad frame is counted in ``stats`` under the reason and dropped.
         ``csum_valid``: the device checked its TCP checksum and found it good
-        (CHECKSUM_UNNECESSARY): the stack neither sums nor checks it."""
+        (CHECKSUM_UNNECESSARY): the stack neither sums nor checks it.  A
+        :class:`~iovirt.net.gso.GsoFrame` (a packet the host kept whole:
+        virtio's GUEST_TSO4, Xen's feature-gso-tcpv4) goes up as one, past
+        GRO, counting its segments."""
         self._rx_valid = csum_valid
+        gro = self._gro
         if type(frame) is GsoFrame:     # dev_gro_receive: a GSO packet goes up as it came, after what GRO holds
             self._rx_segs = frame.gso_segs
-            self.gro_flush()
+            gro.flush()
         else:
             self._rx_segs = 1
-            if self._gro_held or self.gro and frame[23:24] == b"\x06":
-                if self.gro and self._gro_receive(frame):
+            if gro.held or self.gro and frame[23:24] == b"\x06":
+                if self.gro and frame[H_DEST] == self.mac and frame[30:34] == self._addr_bytes and gro.receive(
+                        frame, csum_valid, self.cpu):
                     return
-                self.gro_flush()        # whatever GRO holds goes up first: frames stay in order
+                gro.flush()             # whatever GRO holds goes up first: frames stay in order
         self.cpu.charge("guest_stack")
         self._rx_frame = frame
         if len(frame) < ETH_HLEN:
@@ -511,68 +513,9 @@ class IPv4Stack:
             return
         self._drop("tcp_no_socket")
 
-    # --- GRO (net/core/gro.c, net/ipv4/tcp_offload.c tcp_gro_receive) --------------
+    # --- GRO (net/gso.py Gro) ------------------------------------------------------------
 
-    def _gro_receive(self, frame: bytes) -> bool:
-        """Take a TCP segment into GRO: merged onto the packet its flow holds
-        when it continues it exactly, else held as a new one.  Not taken
-        (False): anything but a plain IPv4 data segment for us with valid
-        checksums and the ACK flag alone (PSH too)."""
-        if (len(frame) < _GRO_HLEN or frame[H_DEST] != self.mac or frame[12:14] != _H_PROTO_IP
-                or frame[14] != 0x45 or frame[20] & 0x3F or frame[21]):
-            return False
-        tot_len = int.from_bytes(frame[16:18], "big")
-        end = ETH_HLEN + tot_len
-        if not IP_HLEN + TCP_HLEN <= tot_len <= len(frame) - ETH_HLEN or frame[30:34] != self._addr_bytes:
-            return False
-        iph, seg = frame[ETH_HLEN:ETH_HLEN + IP_HLEN], frame[ETH_HLEN + IP_HLEN:end]
-        doff = (seg[12] >> 4) * 4
-        flags = seg[13]
-        if (flags & ~TCPHDR_PSH != TCPHDR_ACK or not TCP_HLEN <= doff < len(seg)
-                or csum_fold(csum_reduced(iph))):
-            return False
-        saddr = int.from_bytes(iph[12:16], "big")
-        self.cpu.charge("gro_receive")
-        if not self._rx_valid:
-            self.cpu.charge("csum", nbytes=len(seg))
-            if csum_fold(pseudo_header_sum(saddr, self.addr, IPPROTO_TCP, len(seg)) + csum_reduced(seg)):
-                return False
-        key = (saddr, int.from_bytes(seg[0:2], "big"), int.from_bytes(seg[2:4], "big"))
-        payload = seg[doff:]
-        seq = int.from_bytes(seg[4:8], "big")
-        held = self._gro_held.get(key)
-        if held is not None:
-            tcph, pieces, next_seq, mss, size, _ = held
-            if (seq == next_seq and seg[8:12] == tcph[8:12] and seg[20:doff] == tcph[20:]
-                    and len(payload) <= mss and size + len(payload) <= GSO_MAX_SIZE - IP_HLEN - doff):
-                pieces.append(payload)
-                held[1], held[2], held[4] = pieces, (seq + len(payload)) % (1 << 32), size + len(payload)
-                held[5] = seg[:doff]                # the latest window and flags
-                if len(payload) < mss or flags & TCPHDR_PSH:
-                    self._gro_complete(key)
-                return True
-            self._gro_complete(key)
-        if len(self._gro_held) >= MAX_GRO_SKBS:
-            self._gro_complete(next(iter(self._gro_held)))
-        self._gro_held[key] = [seg[:doff], [payload], (seq + len(payload)) % (1 << 32), len(payload),
-                               len(payload), seg[:doff]]
-        if flags & TCPHDR_PSH:
-            self._gro_complete(key)
-        elif not self._gro_flush_due:
-            self._gro_flush_due = True
-            self.sched.run_soon(self.gro_flush)     # napi_gro_flush: once this poll is done
-        return True
-
-    def _gro_complete(self, key: tuple[int, int, int]) -> None:
-        """The packet a flow holds goes up the stack as one: the first
-        segment's sequence number, the last one's window and flags."""
-        tcph, pieces, _, _, _, last = self._gro_held.pop(key)
+    def _gro_up(self, head: bytes, payload: bytes, segs: int, mss: int) -> None:
+        """A packet GRO merged goes up the stack as one."""
         self.cpu.charge("guest_stack")
-        head = tcph[:12] + last[12:]
-        self._tcp_demux(key[0], head, pieces[0] if len(pieces) == 1 else b"".join(pieces), len(pieces))
-
-    def gro_flush(self) -> None:
-        """Every packet GRO holds goes up."""
-        self._gro_flush_due = False
-        while self._gro_held:
-            self._gro_complete(next(iter(self._gro_held)))
+        self._tcp_demux(int.from_bytes(head[26:30], "big"), head[ETH_HLEN + IP_HLEN:], payload, segs)

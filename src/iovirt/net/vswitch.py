@@ -9,13 +9,14 @@ per-packet price; the port says which (``switch_event``).  A TCP GSO packet
 is forwarded as one frame and segmented in software on the forwarding
 thread for each port that cannot take it whole (``takes_gso`` false:
 validate_xmit_skb's skb_gso_segment on the way out of the bridge), every
-segment summed there."""
+segment summed there unless the port's device sums it (``takes_csum``:
+the segments stay CHECKSUM_PARTIAL)."""
 
 from __future__ import annotations
 
 from collections import Counter
 
-from .gso import GsoFrame, segment
+from .gso import GsoFrame, PartialFrame, segment
 
 BROADCAST = b"\xff\xff\xff\xff\xff\xff"
 
@@ -26,6 +27,7 @@ class Port:
     acct: Counter[str] | None = None
     switch_event = "vswitch"            # what forwarding a frame this port hands the switch costs
     takes_gso = False                   # whether a GSO packet may leave through it whole
+    takes_csum = False                  # whether its segments may leave with their checksums partial
 
     def deliver(self, frame: bytes, at: float) -> None:
         raise NotImplementedError
@@ -61,21 +63,24 @@ class VSwitch:
             self.stats["flooded"] += 1
         elif out is port:
             return
-        segments = None
+        segments: dict[bool, list[bytes]] = {}
         for other in outs:
             if type(frame) is GsoFrame and not other.takes_gso:
-                if segments is None:
-                    segments = self._segment(frame, cpu)
-                for one in segments:
+                partial = other.takes_csum
+                if partial not in segments:
+                    segments[partial] = self._segment(frame, cpu, partial)
+                for one in segments[partial]:
                     other.deliver(one, cpu.cursor)
             else:
                 other.deliver(frame, cpu.cursor)
 
     @staticmethod
-    def _segment(packet: GsoFrame, cpu) -> list[bytes]:
-        """Software GSO on the forwarding thread: each segment cut and summed."""
-        frames = segment(packet)
+    def _segment(packet: GsoFrame, cpu, partial: bool) -> list[bytes]:
+        """Software GSO on the forwarding thread: each segment cut, and summed
+        unless ``partial``."""
+        frames = segment(packet, partial)
         for frame in frames:
             cpu.charge("gso_segment")
-            cpu.charge("csum", nbytes=len(frame) - 34)
-        return frames
+            if not partial:
+                cpu.charge("csum", nbytes=len(frame) - 34)
+        return [PartialFrame(frame) for frame in frames] if partial else frames

@@ -7,7 +7,10 @@ TX adds one descriptor per frame (header inline, VIRTIO_F_VERSION_1) and
 kicks only when the device asked (EVENT_IDX).  With VIRTIO_NET_F_CSUM the
 header asks the device to complete TCP checksums (NEEDS_CSUM, csum_start,
 csum_offset); with HOST_TSO4 too, a GSO packet of up to 64 KB goes as one
-buffer with gso_type TCPV4 and gso_size (5.1.6.2).  Completed TX buffers are
+buffer with gso_type TCPV4 and gso_size (5.1.6.2); with GUEST_TSO4 (which
+needs GUEST_CSUM, 5.1.3.1) the device may hand it such a packet in as many
+mergeable buffers as it takes (5.1.6.4), which goes up the stack as one
+packet of its gso_size, its checksum partial (virtio_net_hdr_to_skb).  Completed TX buffers are
 reclaimed by transmit and by TX NAPI (Linux's default ``napi_tx=1``): each
 transmit re-arms the TX interrupt for when 3/4 of the outstanding buffers are
 used (virtqueue_enable_cb_delayed), and the interrupt schedules
@@ -16,7 +19,7 @@ interrupt with the queue's interrupts off."""
 
 from __future__ import annotations
 
-from ...net.gso import headers_len
+from ...net.gso import GsoFrame, headers_len
 from ...net.headers import TCP_CHECK, l4_offset
 from ...spec import virtio as v
 from ...spec.pci import (
@@ -28,15 +31,20 @@ from .virtio_ring import DriverQueue
 C = v.COMMON
 WANTED = (1 << v.VIRTIO_F_VERSION_1 | 1 << v.VIRTIO_NET_F_MAC | 1 << v.VIRTIO_NET_F_MRG_RXBUF
           | 1 << v.VIRTIO_RING_F_EVENT_IDX | 1 << v.VIRTIO_NET_F_CSUM | 1 << v.VIRTIO_NET_F_HOST_TSO4
-          | 1 << v.VIRTIO_NET_F_GUEST_CSUM
+          | 1 << v.VIRTIO_NET_F_GUEST_CSUM | 1 << v.VIRTIO_NET_F_GUEST_TSO4
           | 1 << v.VIRTIO_NET_F_STANDBY)
 HDR_SIZE = v.NET_HDR.size
 RX_BUFFER = HDR_SIZE + 1514
+PAGE_SIZE = 4096                        # a mergeable buffer is at most a page (get_mergeable_buf_len)
+GOOD_PACKET_LEN = 1518                  # ETH_HLEN + VLAN_HLEN + ETH_DATA_LEN: and at least this behind the header
+EWMA_WEIGHT = 64                        # DECLARE_EWMA(pkt_len, 0, 64): the average packet that sizes them
+L1_CACHE_BYTES = 64
 GSO_BUFFER = HDR_SIZE + 65550           # a GSO packet's frame: up to 64 KB of IPv4 behind its Ethernet header
 GSO_BUFFERS = 32                        # TX buffers that size (Linux gathers the skb's pages instead)
 _BLANK_HDR = bytes(HDR_SIZE)
 _NUM_BUFFERS = v.NET_HDR.field_struct("num_buffers").unpack_from
 _NUM_BUFFERS_AT = v.NET_HDR.offset("num_buffers")
+_GSO_TYPE_AT = v.NET_HDR.offset("gso_type")
 NAPI_WEIGHT = 64
 CONFIG_VECTOR, RX_VECTOR, TX_VECTOR = 0, 1, 2
 
@@ -103,6 +111,8 @@ class VirtioNetDriver(NetDriver):
             self.cwrite("device_feature_select", word)
             offered |= self.cread("device_feature") << (32 * word)
         self.features = offered & wanted
+        if not self.features >> v.VIRTIO_NET_F_GUEST_CSUM & 1 or not self.features >> v.VIRTIO_NET_F_MRG_RXBUF & 1:
+            self.features &= ~(1 << v.VIRTIO_NET_F_GUEST_TSO4)   # 5.1.3.1: requires GUEST_CSUM; big packets not modelled
         self.mergeable = bool(self.features >> v.VIRTIO_NET_F_MRG_RXBUF & 1)
         self.rx_csum = bool(self.features >> v.VIRTIO_NET_F_GUEST_CSUM & 1)       # NETIF_F_RXCSUM
         for word in (0, 1):
@@ -126,9 +136,12 @@ class VirtioNetDriver(NetDriver):
             self.tx_bufs += [self.dma_alloc(GSO_BUFFER, 64) for _ in range(GSO_BUFFERS)]
         self.gso_free = list(range(self.tx.size, len(self.tx_bufs)))
         self.tx_poll_scheduled = False
-        self.rx_bufs = [self.dma_alloc(RX_BUFFER, 64) for _ in range(self.rx.size)]
+        self.avg_pkt_len = 0                                # rq->mrg_avg_pkt_len
+        self.rx_len = self._mergeable_len() if self.mergeable else RX_BUFFER
+        self.rx_bufs = [self.dma_alloc(PAGE_SIZE if self.mergeable else RX_BUFFER, 64) for _ in range(self.rx.size)]
+        self.rx_posted = [0] * self.rx.size
         for i in range(self.rx.size):
-            self.rx.add([(self.rx_bufs[i], RX_BUFFER, True)], i)
+            self._post(i)
         self.rx.kick()
         self._status(v.DRIVER_OK)
 
@@ -233,10 +246,12 @@ class VirtioNetDriver(NetDriver):
         while done < budget and (used := rx.get_used()) is not None:
             slot, length = used
             count = _NUM_BUFFERS(mem.buf, bufs[slot] + _NUM_BUFFERS_AT)[0] if self.mergeable else 1
-            if count == 1 and HDR_SIZE < length <= RX_BUFFER:     # one buffer: the frame follows the header
+            if count == 1 and HDR_SIZE < length <= self.rx_posted[slot] and not mem.buf[bufs[slot] + _GSO_TYPE_AT]:
+                if self.mergeable:
+                    self._average(length - HDR_SIZE)
                 self.stack.receive(mem.read(bufs[slot] + HDR_SIZE, length - HDR_SIZE),
-                                   self.rx_csum and bool(mem.buf[bufs[slot]] & v.VIRTIO_NET_HDR_F_DATA_VALID))
-                rx.add([(bufs[slot], RX_BUFFER, True)], slot)
+                                   self._trusted(mem.buf[bufs[slot]]))
+                self._post(slot)
             else:
                 self._receive_merged(slot, length, count)
             done += 1
@@ -248,14 +263,56 @@ class VirtioNetDriver(NetDriver):
         frames = [(slot, length)]
         while len(frames) < count and (more := self.rx.get_used()) is not None:
             frames.append(more)
-        whole = len(frames) == count and all(n <= RX_BUFFER for _, n in frames)   # else "len %u exceeds truesize"
+        posted = self.rx_posted
+        whole = len(frames) == count and all(n <= posted[s] for s, n in frames)   # else "len %u exceeds truesize"
         data = b"".join(self.mem.read(self.rx_bufs[s], n) for s, n in frames) if whole else b""
-        if len(data) > HDR_SIZE:
-            self.stack.receive(data[HDR_SIZE:], self.rx_csum and bool(data[0] & v.VIRTIO_NET_HDR_F_DATA_VALID))
-        else:
+        if len(data) <= HDR_SIZE:
             self.kernel.dropped("rx_length_errors")
+        else:
+            self._average(len(data) - HDR_SIZE)
+            if data[_GSO_TYPE_AT]:
+                self._receive_gso(data)
+            else:
+                self.stack.receive(data[HDR_SIZE:], self._trusted(data[0]))
         for s, _ in frames:
-            self.rx.add([(self.rx_bufs[s], RX_BUFFER, True)], s)
+            self._post(s)
+
+    def _post(self, slot: int) -> None:
+        """add_recvbuf_mergeable (add_recvbuf_small without MRG_RXBUF): the
+        slot's buffer back on the ring, as long as buffers are now."""
+        self.rx_posted[slot] = n = self.rx_len
+        self.rx.add([(self.rx_bufs[slot], n, True)], slot)
+
+    def _average(self, length: int) -> None:
+        """ewma_pkt_len_add of a packet received in mergeable buffers."""
+        avg = self.avg_pkt_len
+        self.avg_pkt_len = (avg * (EWMA_WEIGHT - 1) + length) // EWMA_WEIGHT if avg else length
+        self.rx_len = self._mergeable_len()
+
+    def _mergeable_len(self) -> int:
+        """get_mergeable_buf_len: the header and the average packet, at
+        least GOOD_PACKET_LEN, at most a page, in whole cache lines."""
+        wanted = HDR_SIZE + min(max(self.avg_pkt_len, GOOD_PACKET_LEN), PAGE_SIZE - HDR_SIZE)
+        return -(-wanted // L1_CACHE_BYTES) * L1_CACHE_BYTES
+
+    def _trusted(self, flags: int) -> bool:
+        """Whether the stack may take a frame unsummed: NEEDS_CSUM
+        (virtio_net_hdr_to_skb: CHECKSUM_PARTIAL), or DATA_VALID with
+        NETIF_F_RXCSUM (``rx_csum``)."""
+        return bool(flags & v.VIRTIO_NET_HDR_F_NEEDS_CSUM or self.rx_csum and flags & v.VIRTIO_NET_HDR_F_DATA_VALID)
+
+    def _receive_gso(self, data: bytes) -> None:
+        """virtio_net_hdr_to_skb: a TCP packet the host kept whole, up as one
+        with its gso_size; NEEDS_CSUM makes it CHECKSUM_PARTIAL (not summed
+        again).  A GSO type not negotiated, gso_size 0 or a frame that is not
+        TCP/IPv4 is a frame error ("bad gso")."""
+        flags, gso_type, _, gso_size, _, _, _ = v.NET_HDR.unpack_from(data)
+        frame = data[HDR_SIZE:]
+        if (not self.features >> v.VIRTIO_NET_F_GUEST_TSO4 & 1 or gso_type != v.VIRTIO_NET_HDR_GSO_TCPV4
+                or not gso_size or len(frame) < 54 or frame[12:14] != b"\x08\x00" or frame[23] != 6):
+            self.kernel.dropped("rx_frame_errors")
+            return
+        self.stack.receive(GsoFrame.of(frame, gso_size), self._trusted(flags))
 
     def _config_intr(self) -> None:
         """A configuration change; DEVICE_NEEDS_RESET shows in the status."""
