@@ -42,7 +42,7 @@ from ..spec import vmbus as v
 from ..spec.ethernet import ETH_HLEN
 from ..spec.rss import IPV4_L4_INPUT, toeplitz, toeplitz_tables
 from .discard import discard
-from .offload import GSO_MAX_SIZE, TCP_MIN_MSS, complete_checksum, is_tcpv4, rx_checksums
+from .offload import GSO_MAX_SIZE, TCP_CHECK, TCP_MIN_MSS, complete_checksum, is_tcpv4, rx_checksums
 from .registry import DeviceEntry
 
 NAPI_WEIGHT = 64
@@ -56,7 +56,6 @@ BROADCAST = b"\xff" * 6
 _MULTICAST = r.NDIS_PACKET_TYPE_MULTICAST | r.NDIS_PACKET_TYPE_ALL_MULTICAST
 COMPLETION = v.VMBUS_DATA_PACKET_FLAG_COMPLETION_REQUESTED
 _RNDIS_PACKET = r.RNDIS_PACKET.struct
-TCP_CHECK = 16                      # the TCP checksum's offset in its header
 _RECV_NEED = v.VMPACKET_DESCRIPTOR.size + v.XFER_PAGE_HEADER.size + r.NVSP_RNDIS_PKT.size + v.PREV_INDICES
 _RSS_CAPS = r.NDIS_RECV_SCALE_CAP.pack(r.NDIS_OBJECT_TYPE_RSS_CAPABILITIES,
                                        r.NDIS_RECEIVE_SCALE_CAPABILITIES_REVISION_2, r.NDIS_RECV_SCALE_CAP.size,
