@@ -20,13 +20,13 @@ def _big_integer_sum(data: bytes | bytearray) -> int:
     return n << 8 if len(data) & 1 else n
 
 
+_WORD_SHIFT = 8 if sys.byteorder == "little" else 0     # native words are big-endian ones rotated by 8 bits
+
+
 def _word_array_sum(data: bytes | bytearray) -> int:
     if len(data) & 1:
         data = bytes(data) + b"\0"
-    words = array("H", data)
-    if sys.byteorder == "big":
-        return sum(words)
-    return sum(words) << 8
+    return sum(array("H", data)) << _WORD_SHIFT
 
 
 _PYPY = sys.implementation.name == "pypy"
