@@ -89,17 +89,18 @@ def rx_checksums(frame: bytes) -> tuple[bool, bool, bool, bool]:
     (the IPv4 header checksum was checked, it is good, the TCP/UDP checksum
     was checked, it is good).  Fragments, other protocols and UDP without a
     checksum (0) leave the L4 one unchecked."""
-    if len(frame) < 34 or frame[12:14] != b"\x08\x00" or frame[14] >> 4 != 4:
+    if len(frame) < 34 or frame[12] != 0x08 or frame[13] or frame[14] >> 4 != 4:
         return False, False, False, False
     ihl = (frame[14] & 0xF) * 4
-    tot_len = int.from_bytes(frame[16:18], "big")
+    tot_len = frame[16] << 8 | frame[17]
     if ihl < 20 or not ihl <= tot_len <= len(frame) - 14:
         return False, False, False, False
     ip_ok = _sums_to_zero(frame[14:14 + ihl])
     protocol = frame[23]
-    segment = frame[14 + ihl:14 + tot_len]
+    l4, seg_len = 14 + ihl, tot_len - ihl
     if (frame[20] & 0x3F or frame[21] or protocol not in (6, 17)
-            or len(segment) < (20 if protocol == 6 else 8) or protocol == 17 and not segment[6:8].strip(b"\0")):
+            or seg_len < (20 if protocol == 6 else 8) or protocol == 17 and not frame[l4 + 6] | frame[l4 + 7]):
         return True, ip_ok, False, False
-    pseudo = sum(int.from_bytes(frame[at:at + 2], "big") for at in range(26, 34, 2)) + protocol + len(segment)
-    return True, ip_ok, True, _sums_to_zero(segment, pseudo)
+    # the pseudo-header: each 32-bit address is congruent to the sum of its 16-bit words
+    pseudo = int.from_bytes(frame[26:30], "big") + int.from_bytes(frame[30:34], "big") + protocol + seg_len
+    return True, ip_ok, True, _sums_to_zero(frame[l4:14 + tot_len], pseudo)

@@ -21,12 +21,17 @@ def _big_integer_sum(data: bytes | bytearray) -> int:
 
 
 _WORD_SHIFT = 8 if sys.byteorder == "little" else 0     # native words are big-endian ones rotated by 8 bits
+assert array("I").itemsize == 4
 
 
 def _word_array_sum(data: bytes | bytearray) -> int:
-    if len(data) & 1:
-        data = bytes(data) + b"\0"
-    return sum(array("H", data)) << _WORD_SHIFT
+    """Native 32-bit words: each is congruent to the sum of its two 16-bit halves (2**16 ≡ 1)."""
+    if len(data) & 3:
+        data = bytes(data) + bytes(-len(data) & 3)
+    total = 0
+    for word in array("I", data):       # NOTE: not builtin sum(): PyPy's is one loop for every iterable summed anywhere
+        total += word
+    return total << _WORD_SHIFT
 
 
 _PYPY = sys.implementation.name == "pypy"
