@@ -125,7 +125,7 @@ class FlowStats:
         flow, seq, sent_at = PROBE.unpack_from(payload)
         # the probe header matches by construction; compare the pattern after it
         start = seq & 0xFF
-        if flow != self.index or payload[PROBE_SIZE:] != _PATTERN[start : start + len(payload) - PROBE_SIZE]:
+        if flow != self.index or not _PATTERN.startswith(payload[PROBE_SIZE:], start):
             self.corrupted += 1
             return None
         if seq < self.expect_seq:

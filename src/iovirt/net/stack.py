@@ -224,7 +224,7 @@ class IPv4Stack:
         handler = self._packet_type.get(ETHHDR.unpack_from(frame)[0])
         if handler is None:
             return self._drop("eth_unknown_proto")
-        handler(frame[ETH_HLEN:])
+        handler(frame)                  # the header past ETH_HLEN, in place (skb_pull, no copy)
 
     def tx_wake(self) -> None:
         """The driver freed TX descriptors (netif_wake_queue): drain the qdisc
@@ -397,8 +397,9 @@ class IPv4Stack:
         if self.drops is not None:
             self.drops.count(f"{self.place}/{reason}")
 
-    def _arp_rcv(self, arp: bytes) -> None:
+    def _arp_rcv(self, frame: bytes) -> None:
         """RFC 826, "Packet Reception"."""
+        arp = frame[ETH_HLEN:]
         if len(arp) < ARPHDR.size:
             return self._drop("arp_bad_length")
         hrd, pro, hln, pln, op, spa, tpa = ARPHDR.unpack_from(arp)
@@ -424,19 +425,20 @@ class IPv4Stack:
                 self._eth_output(lladdr, ETH_P_IP, *datagram)
             self._write_space()
 
-    def _ip_rcv(self, pkt: bytes) -> None:
-        """RFC 1122 §3.2.1: validate the header, then demultiplex."""
-        if len(pkt) < IP_HLEN:
+    def _ip_rcv(self, frame: bytes) -> None:
+        """RFC 1122 §3.2.1: validate the header, then demultiplex the datagram's
+        payload (handed over as where it lies in ``frame``)."""
+        if len(frame) < ETH_HLEN + IP_HLEN:
             return self._drop("ip_bad_length")
-        version_ihl, _, tot_len, _, frag_off, _, protocol, _, saddr, daddr = IPHDR.unpack_from(pkt)
+        version_ihl, _, tot_len, _, frag_off, _, protocol, _, saddr, daddr = IPHDR.unpack_from(frame, ETH_HLEN)
         ihl = (version_ihl & 0xF) * 4
         if version_ihl >> 4 != IPVERSION:
             return self._drop("ip_bad_version")
         if ihl < IP_HLEN:
             return self._drop("ip_bad_ihl")
-        if not ihl <= tot_len <= len(pkt):  # longer frames carry Ethernet padding (RFC 894)
+        if not ihl <= tot_len <= len(frame) - ETH_HLEN:  # longer frames carry Ethernet padding (RFC 894)
             return self._drop("ip_bad_length")
-        if csum_fold(csum_reduced(pkt[:ihl])):
+        if csum_fold(csum_reduced(frame[ETH_HLEN:ETH_HLEN + ihl])):
             return self._drop("ip_bad_checksum")
         if daddr != self.addr:
             return self._drop("ip_not_for_us")
@@ -445,15 +447,15 @@ class IPv4Stack:
         handler = self._inet_protos.get(protocol)
         if handler is None:
             return self._drop("ip_unknown_protocol")
-        handler(saddr, pkt[ihl:tot_len])
+        handler(saddr, frame, ETH_HLEN + ihl, ETH_HLEN + tot_len)
 
-    def _udp_rcv(self, saddr: int, seg: bytes) -> None:
-        if len(seg) < L4_HLEN:
+    def _udp_rcv(self, saddr: int, frame: bytes, start: int, end: int) -> None:
+        if end - start < L4_HLEN:
             return self._drop("udp_bad_length")
-        source, dest, ulen, check = UDPHDR.unpack_from(seg)
-        if not L4_HLEN <= ulen <= len(seg):
+        source, dest, ulen, check = UDPHDR.unpack_from(frame, start)
+        if not L4_HLEN <= ulen <= end - start:
             return self._drop("udp_bad_length")
-        payload = seg[L4_HLEN:ulen]
+        payload = frame[start + L4_HLEN:start + ulen]
         # RFC 1122 §4.1.3.4; a zero checksum was not computed (RFC 768).  The
         # pseudo-header's and header's words are summed as numbers (NOTE:
         # pseudo_header_sum inlined), the payload from its bytes.
@@ -468,7 +470,8 @@ class IPv4Stack:
         self.cpu.charge("copy", nbytes=len(payload))
         sock.on_datagram(payload, _ipv4_address(saddr), source)
 
-    def _icmp_rcv(self, saddr: int, msg: bytes) -> None:
+    def _icmp_rcv(self, saddr: int, frame: bytes, start: int, end: int) -> None:
+        msg = frame[start:end]
         if len(msg) < L4_HLEN:
             return self._drop("icmp_bad_length")
         if csum_fold(csum_partial(msg)):
@@ -486,9 +489,10 @@ class IPv4Stack:
         else:
             self._drop("icmp_unknown_type")
 
-    def _tcp_rcv(self, saddr: int, seg: bytes) -> None:
+    def _tcp_rcv(self, saddr: int, frame: bytes, start: int, end: int) -> None:
         """tcp_v4_rcv: checksum (RFC 9293 §3.1), then the connection, or a
         listener for a SYN; nothing else answers (no RST is sent)."""
+        seg = frame[start:end]
         if len(seg) < TCP_HLEN:
             return self._drop("tcp_bad_length")
         doff = (seg[12] >> 4) * 4
