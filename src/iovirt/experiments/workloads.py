@@ -31,8 +31,20 @@ _PROBED = (1, 17)                       # IPPROTO_ICMP, IPPROTO_UDP
 
 def payload_for(flow: int, seq: int, sent_at: int, size: int) -> bytes:
     """The datagram of ``size`` IPv4 bytes for (flow, seq)."""
-    start = seq & 0xFF
-    return PROBE.pack(flow, seq, int(sent_at)) + _PATTERN[start : start + size - IP_UDP_HEADERS - PROBE_SIZE]
+    return PROBE.pack(flow, seq, int(sent_at)) + _pattern(seq & 0xFF, size - IP_UDP_HEADERS - PROBE_SIZE)
+
+
+_PATTERNS: dict[int, bytes] = {}
+
+
+def _pattern(start: int, length: int) -> bytes:
+    """The ``length`` pattern bytes after a probe of sequence ``start`` (mod 256): made once,
+    not per datagram."""
+    key = start << 16 | length
+    pattern = _PATTERNS.get(key)
+    if pattern is None:
+        pattern = _PATTERNS[key] = _PATTERN[start:start + length]
+    return pattern
 
 
 def _probe_at(frame: bytes) -> int | None:
@@ -125,7 +137,7 @@ class FlowStats:
         flow, seq, sent_at = PROBE.unpack_from(payload)
         # the probe header matches by construction; compare the pattern after it
         start = seq & 0xFF
-        if flow != self.index or not _PATTERN.startswith(payload[PROBE_SIZE:], start):
+        if flow != self.index or not payload.endswith(_pattern(start, len(payload) - PROBE_SIZE)):
             self.corrupted += 1
             return None
         if seq < self.expect_seq:
