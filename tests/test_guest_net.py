@@ -255,6 +255,20 @@ def test_corrupted_udp_payload_is_dropped():
     assert inbox == [] and net.b.stats["udp_bad_checksum"] == 1
 
 
+def test_udp_checksum_the_device_validated_is_not_summed_again():
+    """udp4_csum_init: with CHECKSUM_UNNECESSARY from the device the stack takes
+    the datagram as the device vouched for it, even one whose sum is wrong;
+    without it the same frame is dropped."""
+    net = resolved_net()
+    inbox = listen(net.b, 9)
+    frame = bytearray(udp_frame(net, b"data"))
+    frame[-1] ^= 0x80
+    net.b.receive(bytes(frame), csum_valid=True)
+    assert [data for data, *_ in inbox] == [bytes(frame[-4:])] and net.b.stats["udp_bad_checksum"] == 0
+    net.b.receive(bytes(frame))
+    assert len(inbox) == 1 and net.b.stats["udp_bad_checksum"] == 1
+
+
 def test_truncated_ip_datagram_is_dropped():
     """A frame shorter than the IP total length is dropped as ip_bad_length."""
     net = resolved_net()

@@ -111,7 +111,7 @@ class IPv4Stack:
         self.stats: Counter[str] = Counter()
         self.drops, self.place = drops, place
         self._rx_frame = b""                    # the frame being received, for the drop ledger
-        self._rx_valid = False                  # its TCP checksum validated by the device (skb->ip_summed)
+        self._rx_valid = False                  # its TCP/UDP checksum validated by the device (skb->ip_summed)
         self._rx_segs = 1                       # the segments it stands for (a GSO packet's gso_segs)
         self.arp_table: dict[int, bytes] = {}
         self.arp_queue: dict[int, list[tuple[bytes, bytes, bytes]]] = {}
@@ -197,7 +197,7 @@ class IPv4Stack:
     def receive(self, frame: bytes, csum_valid: bool = False) -> None:
         """One received frame (napi_gro_receive, then netif_receive_skb).  A
         bad frame is counted in ``stats`` under the reason and dropped.
-        ``csum_valid``: the device checked its TCP checksum and found it good
+        ``csum_valid``: the device checked its TCP or UDP checksum and found it good
         (CHECKSUM_UNNECESSARY): the stack neither sums nor checks it.  A
         :class:`~iovirt.net.gso.GsoFrame` (a packet the host kept whole:
         virtio's GUEST_TSO4, Xen's feature-gso-tcpv4) goes up as one, past
@@ -456,10 +456,11 @@ class IPv4Stack:
         if not L4_HLEN <= ulen <= end - start:
             return self._drop("udp_bad_length")
         payload = frame[start + L4_HLEN:start + ulen]
-        # RFC 1122 §4.1.3.4; a zero checksum was not computed (RFC 768).  The
-        # pseudo-header's and header's words are summed as numbers (NOTE:
+        # RFC 1122 §4.1.3.4; a zero checksum was not computed (RFC 768); one the
+        # device checked is not summed again (udp4_csum_init, CHECKSUM_UNNECESSARY).
+        # The pseudo-header's and header's words are summed as numbers (NOTE:
         # pseudo_header_sum inlined), the payload from its bytes.
-        if check and csum_fold(saddr + self.addr + IPPROTO_UDP + ulen
+        if check and not self._rx_valid and csum_fold(saddr + self.addr + IPPROTO_UDP + ulen
                                + source + dest + ulen + check + csum_reduced(payload)):
             return self._drop("udp_bad_checksum")
         sock = self.udp_sockets.get(dest)
