@@ -10,7 +10,12 @@ FUZZ_EXAMPLES ?= 100000
 FUZZ_SEED ?= 0
 FUZZ_BUDGET_S ?= 1800
 
-.PHONY: demo test bench fuzz clean
+.PHONY: demo test bench fuzz clean pypy-bytecode
+
+# The PyPy engine's bytecode, compiled ahead (up-to-date files are skipped): a
+# `pypy3` subprocess then starts 0.3 s sooner, PYTHONDONTWRITEBYTECODE or not.
+pypy-bytecode:
+	@if command -v pypy3 >/dev/null; then pypy3 -m compileall -q src/iovirt >/dev/null; fi
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,13 +23,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-demo: $(VENV)/.installed
+demo: $(VENV)/.installed pypy-bytecode
 	$(BIN)/iovirt run examples/emulated-e1000.yaml
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed pypy-bytecode
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed
+bench: $(VENV)/.installed pypy-bytecode
 	$(BIN)/python benchmarks/sim_kernel.py
 	$(BIN)/python benchmarks/sim_speed.py
 	$(BIN)/python benchmarks/scaling.py
