@@ -22,8 +22,8 @@ ENGINES = ("cpython", "pypy", "auto")
 PYPY = "pypy3"
 # auto: PyPy from this much simulated time on (the longest workload's duration_ms).  Below it the
 # subprocess and the JIT's warm-up (about a second of wall time) cost more than PyPy saves:
-# `benchmarks/sim_speed.py --threshold` finds PyPy faster from 100-200 ms for virtio-net and the
-# assigned NICs at 10GbE MTU, from 200-500 ms for e1000 (fewer frames per simulated ms).
+# `benchmarks/sim_speed.py --threshold` finds PyPy faster from 50 ms for the assigned NICs at 10GbE
+# MTU, from 100-200 ms for virtio-net, from 500 ms for e1000 (fewer frames per simulated ms).
 PYPY_MIN_SIM_MS = 200.0
 # The engine's garbage collector: a 4 MB nursery (PyPy's default is 1 MB here) and no major collection
 # below 256 MB of heap (the default starts them at a few MB).  Every frame's copies promoted out of a
