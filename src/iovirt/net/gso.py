@@ -48,7 +48,7 @@ class GsoFrame(bytes):
 
 
 class ValidatedFrame(bytes):
-    """A frame whose TCP checksum a NIC validated (skb->ip_summed
+    """A frame whose TCP or UDP checksum a NIC validated (skb->ip_summed
     CHECKSUM_UNNECESSARY), as the bridge and a tap carry it to the devices
     that can tell their guests (VIRTIO_NET_HDR_F_DATA_VALID, Xen's
     NETRXF_data_validated)."""
