@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import resource
 import shutil
+import statistics
 import time
 
 import pandas  # noqa: F401  (what a Result builds its tables with: imported before the clock starts)
@@ -61,17 +62,26 @@ def label(device: str, backend: str | None) -> str:
     return f"{device}/{backend}" if backend else device
 
 
-def speed(engines: list[str], duration_ms: float, workload: str) -> None:
+def speed(engines: list[str], duration_ms: float, workload: str, tries: int = 1) -> None:
+    """Each path on each engine, ``tries`` times (interleaved); with more than one, the
+    best and the median frames per CPU second after them: a shared machine's runs vary."""
     for model, device, backend in PATHS:
         sc = scenario(model, device, backend, PACKET_SIZE, duration_ms, workload)
-        for engine in engines:
-            wall, cpu, result = timed(sc, engine)
-            flow = result["flows"][0]
-            frames, gbits = flow["delivered"], flow["throughput_gbps"] * result["sim_time_s"]
-            print(f"{label(device, backend):22s} {workload:10s} {engine:7s}: {frames:7d} frames in "
-                  f"{wall:6.2f} s wall = {frames / wall:8.0f} simulated frames/s, {gbits / wall:6.3f} simulated "
-                  f"Gbit/s, {wall / result['sim_time_s']:6.1f} wall s per simulated s; {cpu:6.2f} CPU s = "
-                  f"{frames / cpu:8.0f} frames/CPU s", flush=True)
+        rates: dict[str, list[float]] = {engine: [] for engine in engines}
+        for _ in range(tries):
+            for engine in engines:
+                wall, cpu, result = timed(sc, engine)
+                flow = result["flows"][0]
+                frames, gbits = flow["delivered"], flow["throughput_gbps"] * result["sim_time_s"]
+                rates[engine].append(frames / cpu)
+                print(f"{label(device, backend):22s} {workload:10s} {engine:7s}: {frames:7d} frames in "
+                      f"{wall:6.2f} s wall = {frames / wall:8.0f} simulated frames/s, {gbits / wall:6.3f} simulated "
+                      f"Gbit/s, {wall / result['sim_time_s']:6.1f} wall s per simulated s; {cpu:6.2f} CPU s = "
+                      f"{frames / cpu:8.0f} frames/CPU s", flush=True)
+        for engine, seen in rates.items():
+            if tries > 1:
+                print(f"{label(device, backend):22s} {workload:10s} {engine:7s}: best {max(seen):8.0f}, median "
+                      f"{statistics.median(seen):8.0f} frames/CPU s over {tries} tries", flush=True)
 
 
 def threshold() -> None:
@@ -91,6 +101,7 @@ if __name__ == "__main__":
     parser.add_argument("--threshold", action="store_true", help="measure where --engine auto should switch")
     parser.add_argument("--workload", choices=("udp_stream", "tcp_stream"), default="udp_stream")
     parser.add_argument("--engines", default="cpython,pypy", help="the engines to run, comma-separated")
+    parser.add_argument("--tries", type=int, default=1, help="runs of each path on each engine (best and median)")
     args = parser.parse_args()
     if args.threshold:
         threshold()
@@ -99,4 +110,4 @@ if __name__ == "__main__":
         if not found:
             print(f"{PYPY} is not installed: the cpython engine only")
         asked = args.engines.split(",")
-        speed([e for e in asked if found or e != "pypy"], args.duration_ms, args.workload)
+        speed([e for e in asked if found or e != "pypy"], args.duration_ms, args.workload, args.tries)
