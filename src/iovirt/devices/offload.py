@@ -13,7 +13,7 @@ seeded the field with the pseudo-header's sum without the length)."""
 
 from __future__ import annotations
 
-from ..spec.inet import csum_partial, csum_reduced
+from ..spec.inet import csum_partial, csum_reduced, pseudo_header_sum
 
 TCP_MIN_MSS = 88                # include/net/tcp.h: no TCP sender cuts smaller segments
 GSO_MAX_SIZE = 65536            # GSO_LEGACY_MAX_SIZE: the largest packet a stack hands a device whole
@@ -101,6 +101,6 @@ def rx_checksums(frame: bytes) -> tuple[bool, bool, bool, bool]:
     if (frame[20] & 0x3F or frame[21] or protocol not in (6, 17)
             or seg_len < (20 if protocol == 6 else 8) or protocol == 17 and not frame[l4 + 6] | frame[l4 + 7]):
         return True, ip_ok, False, False
-    # the pseudo-header: each 32-bit address is congruent to the sum of its 16-bit words
-    pseudo = int.from_bytes(frame[26:30], "big") + int.from_bytes(frame[30:34], "big") + protocol + seg_len
+    pseudo = pseudo_header_sum(int.from_bytes(frame[26:30], "big"), int.from_bytes(frame[30:34], "big"), protocol,
+                               seg_len)
     return True, ip_ok, True, _sums_to_zero(frame[l4:14 + tot_len], pseudo)
